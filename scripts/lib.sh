@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# scripts/lib.sh: what every pgshift script shares. Source it; it defines functions only.
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# - the exit-code table (the same numbers as the tools; README "Exit codes"),
+# - messages on stderr and JSON lines on stdout (pgs_json),
+# - throwaway clusters for demos and tests: initdb into a directory, start on a loopback port
+#   as the postgres user (when run as root), wait with pg_isready, stop, remove, and a standby
+#   of a cluster with pg_basebackup -R. The Rust fixture (testkit) does the same for Rust tests.
+#
+# Conventions: functions are prefixed pgs_; a cluster directory DIR holds data/, server.log,
+# the socket, and cluster.env (HOST, PORT) written at creation.
+
+# Exit codes: the README table; scripts branch on these.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+readonly EX_OK=0 EX_DIFF=1 EX_USAGE=2 EX_DATAERR=65 EX_UNAVAILABLE=69 EX_SOFTWARE=70 \
+  EX_IOERR=74 EX_TEMPFAIL=75 EX_FATAL=126
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PGS_NAME=${PGS_NAME:-$(basename "${0:-pgshift}" .sh)}
+
+# pgs_log MESSAGE...: one line on stderr, prefixed with the script's name.
+pgs_log() { printf '%s: %s\n' "$PGS_NAME" "$*" >&2; }
+
+# pgs_die CODE MESSAGE...: log and exit with CODE (from the table above).
+pgs_die() {
+  local code=$1
+  shift
+  pgs_log "$*"
+  exit "$code"
+}
+
+# pgs_json_str STRING: STRING as a JSON string literal.
+pgs_json_str() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  printf '"%s"' "$s"
+}
+
+# pgs_json TYPE [key=string | key:=raw-json]...: print one JSON line, "type" first.
+#   pgs_json phase name=switchover ms:=170 ok:=true
+pgs_json() {
+  local out
+  out="{\"type\":$(pgs_json_str "$1")"
+  shift
+  local kv key
+  for kv in "$@"; do
+    if [[ $kv == *:=* && ${kv%%:=*} != *=* ]]; then
+      key=${kv%%:=*}
+      out+=",$(pgs_json_str "$key"):${kv#*:=}"
+    else
+      key=${kv%%=*}
+      out+=",$(pgs_json_str "$key"):$(pgs_json_str "${kv#*=}")"
+    fi
+  done
+  printf '%s}\n' "$out"
+}
+
+# pgs_require_cmd CMD...: fail with EX_UNAVAILABLE naming the first missing command.
+pgs_require_cmd() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 ||
+      pgs_die "$EX_UNAVAILABLE" "required command '$c' not found (run 'make setup')"
+  done
+}
+
+# pgs_as_pg CMD...: run CMD as the postgres user when we are root, else as ourselves.
+pgs_as_pg() {
+  if [[ $(id -u) == 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# pgs_free_port [HOST]: print a TCP port on HOST (default 127.0.0.1) that nothing listens on.
+pgs_free_port() {
+  local host=${1:-127.0.0.1} port i
+  for i in $(seq 1 200); do
+    port=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
+    if ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+      printf '%s\n' "$port"
+      return 0
+    fi
+  done
+  pgs_die "$EX_TEMPFAIL" "no free port found on $host"
+}
+
+# pgs_wait_ready HOST PORT [TIMEOUT_S]: poll pg_isready until the server accepts connections.
+pgs_wait_ready() {
+  local host=$1 port=$2 timeout=${3:-60} start=$SECONDS
+  until "$PG_BIN/pg_isready" -q -t 1 -h "$host" -p "$port"; do
+    if ((SECONDS - start >= timeout)); then
+      pgs_log "server on $host:$port not ready after ${timeout}s"
+      return "$EX_UNAVAILABLE"
+    fi
+    sleep 0.05
+  done
+}
+
+# pgs_cluster_env DIR: load HOST and PORT of the cluster in DIR.
+pgs_cluster_env() {
+  [[ -f $1/cluster.env ]] || pgs_die "$EX_USAGE" "$1 is not a cluster directory (no cluster.env)"
+  # shellcheck disable=SC1091
+  . "$1/cluster.env"
+}
+
+# Make DIR owned by the server's user, with the modes PostgreSQL insists on.
+pgs_own_dir() {
+  mkdir -p "$1"
+  chmod 700 "$1"
+  if [[ $(id -u) == 0 ]]; then chown postgres:postgres "$1"; fi
+}
+
+# Append the fixture's settings for DIR (listen address, port, socket) and any KEY=VALUE.
+pgs_write_conf() {
+  local dir=$1 host=$2 port=$3 kv
+  shift 3
+  {
+    printf '\n# pgshift lib.sh\n'
+    printf "listen_addresses = '%s'\n" "$host"
+    printf 'port = %s\n' "$port"
+    printf "unix_socket_directories = '%s'\n" "$dir"
+    printf 'wal_keep_size = 128MB\n'
+    for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
+  } >>"$dir/data/postgresql.conf"
+  printf 'HOST=%s\nPORT=%s\n' "$host" "$port" >"$dir/cluster.env"
+}
+
+# pgs_cluster_create DIR PORT [HOST] [KEY=VALUE...]: initdb into DIR/data with trust auth for
+# loopback (replication included) and the given settings. Does not start it.
+pgs_cluster_create() {
+  local dir=$1 port=$2 host=${3:-127.0.0.1}
+  shift 2
+  (($# > 0)) && shift
+  pgs_own_dir "$dir"
+  (cd "$dir" && pgs_as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+    --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1) ||
+    pgs_die "$EX_SOFTWARE" "initdb failed in $dir/data: $(tail -n 5 "$dir/initdb.log")"
+  printf 'host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n' \
+    >>"$dir/data/pg_hba.conf"
+  pgs_write_conf "$dir" "$host" "$port" "$@"
+}
+
+# pgs_cluster_start DIR: start the cluster in DIR and wait until it accepts connections.
+pgs_cluster_start() {
+  local dir=$1 HOST PORT
+  pgs_cluster_env "$dir"
+  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
+    >/dev/null) || pgs_die "$EX_SOFTWARE" "pg_ctl start failed for $dir"
+  pgs_wait_ready "$HOST" "$PORT" || {
+    tail -n 20 "$dir/server.log" >&2
+    return "$EX_UNAVAILABLE"
+  }
+}
+
+# pgs_cluster_stop DIR [MODE]: pg_ctl stop -m MODE (default fast); no-op if not running.
+pgs_cluster_stop() {
+  local dir=$1 mode=${2:-fast}
+  [[ -f $dir/data/postmaster.pid ]] || return 0
+  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null)
+}
+
+# pgs_cluster_destroy DIR: stop immediately and remove DIR.
+pgs_cluster_destroy() {
+  [[ -d $1 ]] || return 0
+  pgs_cluster_stop "$1" immediate || true
+  rm -rf "$1"
+}
+
+# pgs_standby_create PRIMARY_DIR DIR PORT [HOST] [KEY=VALUE...]: a streaming standby of the
+# cluster in PRIMARY_DIR (pg_basebackup -R -X stream); does not start it.
+pgs_standby_create() {
+  local pdir=$1 dir=$2 port=$3 host=${4:-127.0.0.1} HOST PORT
+  shift 3
+  (($# > 0)) && shift
+  pgs_cluster_env "$pdir"
+  pgs_own_dir "$dir"
+  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_basebackup" -D "$dir/data" -R -X stream -c fast \
+    --no-sync -U postgres -h "$HOST" -p "$PORT" >"$dir/basebackup.log" 2>&1) ||
+    pgs_die "$EX_UNAVAILABLE" "pg_basebackup from $HOST:$PORT failed: $(tail -n 5 "$dir/basebackup.log")"
+  pgs_write_conf "$dir" "$host" "$port" "$@"
+}
+
+# pgs_dsn DIR [DBNAME]: a conninfo string for the cluster in DIR.
+pgs_dsn() {
+  local HOST PORT
+  pgs_cluster_env "$1"
+  printf 'host=%s port=%s user=postgres dbname=%s sslmode=disable\n' "$HOST" "$PORT" "${2:-postgres}"
+}
+
+# pgs_psql DSN SQL: run SQL, print unaligned tuples-only output; fail on the first error.
+pgs_psql() {
+  "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$1" -c "$2"
+}

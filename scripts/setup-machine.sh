@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian machine lacks to build, test and demo pgshift. Idempotent: a
+# machine that has everything gets no apt-get call at all.
+#
+#   scripts/setup-machine.sh           packages for build, test and demo
+#   scripts/setup-machine.sh --bench   also the peers the benchmarks compare against
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# Binaries we need, and the Debian package that provides each.
+need=(
+  "$PG_BIN/postgres:postgresql-15"
+  "$PG_BIN/pg_basebackup:postgresql-15"
+  "/usr/bin/psql:postgresql-client-15"
+  "rsync:rsync"
+  "ssh:openssh-client"
+  "/usr/sbin/sshd:openssh-server"
+  "zstd:zstd"
+  "jq:jq"
+  "openssl:openssl"
+  "shellcheck:shellcheck"
+  "ip:iproute2"
+  "ps:procps"
+  "runuser:util-linux"
+  "pkg-config:pkg-config"
+  "/usr/include/openssl/ssl.h:libssl-dev"
+)
+if [[ ${1:-} == --bench ]]; then
+  need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15")
+fi
+
+missing=()
+for item in "${need[@]}"; do
+  what=${item%%:*} pkg=${item#*:}
+  if [[ $what == /* ]]; then
+    [[ -e $what ]] && continue
+  else
+    command -v "$what" >/dev/null 2>&1 && continue
+  fi
+  [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+  pgs_log "nothing to install"
+else
+  pgs_log "installing: ${missing[*]}"
+  sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null 2>&1 ||
+      pgs_die "$EX_UNAVAILABLE" "need root to install ${missing[*]} (run as root or install sudo)"
+    sudo=(sudo -n)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+id postgres >/dev/null 2>&1 ||
+  pgs_die "$EX_SOFTWARE" "the postgres user is missing after installing postgresql-15"
+command -v cargo >/dev/null 2>&1 ||
+  pgs_die "$EX_UNAVAILABLE" "cargo not found: install Rust (https://rustup.rs) first"
+if [[ ${1:-} == --bench ]] && ! python3 -c 'import reladiff' 2>/dev/null; then
+  pgs_log "installing reladiff (pip)"
+  python3 -m pip install -q 'reladiff[postgresql]' || pgs_log "reladiff could not be installed; its benchmark column will be skipped"
+fi

@@ -1,0 +1,457 @@
+//! JSON lines: the contract between pgshift tools.
+//!
+//! Every tool writes one compact JSON object per line on stdout, `"type"` first, and ends the
+//! stream with one `summary` record. Consumers read with [`records`] and skip types (and
+//! fields) they do not know, so producers may add both without breaking anyone. The record
+//! types are documented in `shared/PROTOCOL.md`; a breaking change bumps [`FORMAT_VERSION`].
+//!
+//! [`Output`] is the writer. It is also the place that remembers per-item failures (ripgrep's
+//! "errored" flag): a tool reports a failed table with [`Output::error`] and keeps going, and
+//! [`Output::finish`] turns the worst failure into the exit status.
+
+use std::io::{self, BufRead, BufWriter, Write};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::exit::{classify, ErrorKind, Status, StdoutClosed};
+
+/// The version of the wire format, carried by every `summary` record. Producers only add types
+/// and fields; a change that removes or re-means one bumps this number.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A record type: a serialisable struct with its `"type"` tag.
+///
+/// ```
+/// #[derive(serde::Serialize)]
+/// struct Segment { name: String, bytes: u64 }
+/// impl shared::jsonl::Record for Segment { const TYPE: &'static str = "segment"; }
+/// ```
+pub trait Record: Serialize {
+    /// The value of the `"type"` field.
+    const TYPE: &'static str;
+}
+
+/// Serialises `{"type": kind, ...body}` with the tag first.
+#[derive(Serialize)]
+struct Tagged<'a, T: ?Sized> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Render one record as a line (without the newline). `body` must serialise as a JSON object.
+pub fn to_line<T: Serialize + ?Sized>(kind: &str, body: &T) -> anyhow::Result<String> {
+    serde_json::to_string(&Tagged { kind, body })
+        .with_context(|| format!("serialising a {kind} record"))
+}
+
+/// The `error` record: one per failed item, or one for the failure that ended the run.
+#[derive(Debug, Serialize)]
+pub struct ErrorRecord<'a> {
+    /// The error class, e.g. `unavailable`.
+    pub kind: ErrorKind,
+    /// The exit code this class maps to.
+    pub exit_code: u8,
+    /// The whole error chain on one line.
+    pub message: String,
+    /// What the error is about (e.g. `{"table": "public.t"}`), flattened into the record.
+    #[serde(flatten)]
+    pub about: &'a Map<String, Value>,
+}
+
+/// The JSON-lines writer for stdout, with per-item failure tracking.
+pub struct Output {
+    w: Box<dyn Write + Send>,
+    records: u64,
+    errors: u64,
+    worst: Option<ErrorKind>,
+    differences: bool,
+    started: Instant,
+}
+
+impl Output {
+    /// Write to stdout (buffered; every record is flushed so that a pipeline sees it at once).
+    pub fn stdout() -> Output {
+        Output::new(BufWriter::new(io::stdout()))
+    }
+
+    /// Write to any writer (tests, files).
+    pub fn new(w: impl Write + Send + 'static) -> Output {
+        Output {
+            w: Box::new(w),
+            records: 0,
+            errors: 0,
+            worst: None,
+            differences: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Write one record of a known type.
+    pub fn emit<R: Record>(&mut self, record: &R) -> anyhow::Result<()> {
+        self.emit_as(R::TYPE, record)
+    }
+
+    /// Write one record with the given type tag; `body` must serialise as a JSON object.
+    pub fn emit_as<T: Serialize + ?Sized>(&mut self, kind: &str, body: &T) -> anyhow::Result<()> {
+        let line = to_line(kind, body)?;
+        self.write_line(&line)
+    }
+
+    /// Write a line that is already JSON (e.g. a record passed through from stdin).
+    pub fn write_line(&mut self, line: &str) -> anyhow::Result<()> {
+        let res = self
+            .w
+            .write_all(line.as_bytes())
+            .and_then(|()| self.w.write_all(b"\n"))
+            .and_then(|()| self.w.flush());
+        match res {
+            Ok(()) => {
+                self.records += 1;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(anyhow::Error::new(e).context(StdoutClosed))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+        }
+    }
+
+    /// Report a per-item failure and keep going: one line on stderr (`tool: message`) and one
+    /// `error` record carrying `about` (e.g. `json!({"table": "public.t"})`). The final status
+    /// is then at least this bad.
+    pub fn error(&mut self, err: &anyhow::Error, about: Value) -> anyhow::Result<()> {
+        let kind = classify(err);
+        self.error_of_kind(kind, err, about)
+    }
+
+    /// Like [`Output::error`] with an explicit class.
+    pub fn error_of_kind(
+        &mut self,
+        kind: ErrorKind,
+        err: &anyhow::Error,
+        about: Value,
+    ) -> anyhow::Result<()> {
+        self.errors += 1;
+        self.worst = Some(self.worst.map_or(kind, |w| w.worst(kind)));
+        let message = format!("{err:#}");
+        crate::msg::error_line(&message);
+        let about = match about {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            other => {
+                let mut m = Map::new();
+                m.insert("about".into(), other);
+                m
+            }
+        };
+        self.emit_as(
+            "error",
+            &ErrorRecord {
+                kind,
+                exit_code: kind.code(),
+                message,
+                about: &about,
+            },
+        )
+    }
+
+    /// Note that the run found differences (exit 1 unless something failed).
+    pub fn mark_differences(&mut self) {
+        self.differences = true;
+    }
+
+    /// The exit status so far: the worst reported failure, else differences, else ok.
+    pub fn status(&self) -> Status {
+        match self.worst {
+            Some(kind) => Status::Failed(kind),
+            None if self.differences => Status::Differences,
+            None => Status::Ok,
+        }
+    }
+
+    /// Number of `error` records written so far.
+    pub fn error_count(&self) -> u64 {
+        self.errors
+    }
+
+    /// Write the final `summary` record and return the exit status. `extra` (a struct or a
+    /// `json!` object) adds the tool's own counts after the common fields.
+    pub fn finish<S: Serialize + ?Sized>(mut self, extra: &S) -> anyhow::Result<Status> {
+        let status = self.status();
+        let mut body = Map::new();
+        body.insert("tool".into(), crate::msg::tool().into());
+        body.insert("success".into(), (status == Status::Ok).into());
+        body.insert("exit_code".into(), status.code().into());
+        match serde_json::to_value(extra).context("serialising the summary")? {
+            Value::Object(m) => body.extend(m),
+            Value::Null => {}
+            other => anyhow::bail!("summary fields must be an object, not {other}"),
+        }
+        body.insert("errors".into(), self.errors.into());
+        body.insert(
+            "elapsed_ms".into(),
+            (self.started.elapsed().as_millis() as u64).into(),
+        );
+        body.insert("format_version".into(), FORMAT_VERSION.into());
+        self.emit_as("summary", &body)?;
+        Ok(status)
+    }
+}
+
+/// One record read back from a JSON-lines stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    /// The `"type"` tag.
+    pub kind: String,
+    /// The whole object, `"type"` included.
+    pub value: Value,
+    /// 1-based line number in the stream, for error messages.
+    pub line: usize,
+}
+
+impl RawRecord {
+    /// Decode into a typed struct; unknown fields are ignored (serde's default).
+    pub fn parse<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        T::deserialize(&self.value).map_err(|e| {
+            crate::err(
+                ErrorKind::DataErr,
+                format!(
+                    "line {}: not a valid {} record: {e} (expected the shape documented in shared/PROTOCOL.md)",
+                    self.line, self.kind
+                ),
+            )
+        })
+    }
+}
+
+/// Read records from a JSON-lines stream. Blank lines are skipped; a line that is not a JSON
+/// object with a string `"type"` is a `DataErr` naming the line.
+pub fn records<R: BufRead>(reader: R) -> impl Iterator<Item = anyhow::Result<RawRecord>> {
+    reader.lines().enumerate().filter_map(|(i, line)| {
+        let line_no = i + 1;
+        match line {
+            Err(e) => Some(Err(
+                anyhow::Error::new(e).context(format!("reading JSON lines (line {line_no})"))
+            )),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(parse_line(&l, line_no)),
+        }
+    })
+}
+
+/// Parse one line into a [`RawRecord`].
+pub fn parse_line(line: &str, line_no: usize) -> anyhow::Result<RawRecord> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        crate::err(
+            ErrorKind::DataErr,
+            format!("line {line_no}: not JSON ({e}); expected one JSON object per line"),
+        )
+    })?;
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            crate::err(
+                ErrorKind::DataErr,
+                format!("line {line_no}: record has no string \"type\" field"),
+            )
+        })?
+        .to_owned();
+    Ok(RawRecord {
+        kind,
+        value,
+        line: line_no,
+    })
+}
+
+/// Read only the records of type `T::TYPE`, decoded; every other type is skipped.
+pub fn read_typed<T, R>(reader: R) -> impl Iterator<Item = anyhow::Result<T>>
+where
+    T: Record + DeserializeOwned,
+    R: BufRead,
+{
+    records(reader).filter_map(|r| match r {
+        Err(e) => Some(Err(e)),
+        Ok(raw) if raw.kind == T::TYPE => Some(raw.parse::<T>()),
+        Ok(_) => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Table {
+        schema: String,
+        name: String,
+        rows: Option<i64>,
+    }
+    impl Record for Table {
+        const TYPE: &'static str = "table";
+    }
+
+    /// A writer the test can read back after `Output` took ownership of it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn round_trip_with_type_first_and_summary_last() {
+        let buf = Shared::default();
+        let mut out = Output::new(buf.clone());
+        let t = Table {
+            schema: "public".into(),
+            name: "a|b".into(),
+            rows: None,
+        };
+        out.emit(&t).unwrap();
+        let status = out.finish(&json!({"tables": 1})).unwrap();
+        assert_eq!(status, Status::Ok);
+
+        let text = buf.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with(r#"{"type":"table","#), "{}", lines[0]);
+        assert!(
+            lines[1].starts_with(r#"{"type":"summary","#),
+            "{}",
+            lines[1]
+        );
+
+        let back: Vec<Table> = read_typed(text.as_bytes())
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        assert_eq!(back, vec![t]);
+        let summary = records(text.as_bytes()).last().unwrap().unwrap();
+        assert_eq!(summary.value["success"], json!(true));
+        assert_eq!(summary.value["exit_code"], json!(0));
+        assert_eq!(summary.value["tables"], json!(1));
+        assert_eq!(summary.value["format_version"], json!(FORMAT_VERSION));
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_ignored() {
+        let input = concat!(
+            r#"{"type":"tick","t":1}"#,
+            "\n\n",
+            r#"{"type":"table","schema":"s","name":"t","rows":3,"new_field":[1,2]}"#,
+            "\n",
+            r#"{"type":"summary","success":true}"#,
+            "\n"
+        );
+        let tables: Vec<Table> = read_typed(input.as_bytes())
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            tables,
+            vec![Table {
+                schema: "s".into(),
+                name: "t".into(),
+                rows: Some(3)
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_data_errors_naming_the_line() {
+        let input = "{\"type\":\"table\"}\nnot json\n";
+        let results: Vec<_> = records(input.as_bytes()).collect();
+        let err = results[1].as_ref().unwrap_err();
+        assert_eq!(classify(err), ErrorKind::DataErr);
+        assert!(format!("{err:#}").starts_with("line 2: not JSON"));
+
+        let no_type = records(r#"{"name":"x"}"#.as_bytes()).next().unwrap();
+        assert!(format!("{:#}", no_type.unwrap_err()).contains("no string \"type\""));
+
+        let wrong_shape = read_typed::<Table, _>(r#"{"type":"table","name":1}"#.as_bytes())
+            .next()
+            .unwrap();
+        assert_eq!(classify(&wrong_shape.unwrap_err()), ErrorKind::DataErr);
+    }
+
+    #[test]
+    fn per_item_errors_set_the_worst_status_and_the_run_continues() {
+        let buf = Shared::default();
+        let mut out = Output::new(buf.clone());
+        out.mark_differences();
+        assert_eq!(out.status(), Status::Differences);
+        let e1 = crate::err(ErrorKind::Retry, "lock timeout on public.a");
+        out.error(&e1, json!({"table": "public.a"})).unwrap();
+        let e2 = crate::err(ErrorKind::Unavailable, "target went away");
+        out.error(&e2, json!({"table": "public.b"})).unwrap();
+        out.emit(&Table {
+            schema: "public".into(),
+            name: "c".into(),
+            rows: Some(1),
+        })
+        .unwrap();
+        let status = out.finish(&json!({})).unwrap();
+        assert_eq!(status, Status::Failed(ErrorKind::Unavailable));
+
+        let recs: Vec<RawRecord> = records(buf.text().as_bytes())
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        let kinds: Vec<&str> = recs.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["error", "error", "table", "summary"]);
+        assert_eq!(recs[0].value["table"], json!("public.a"));
+        assert_eq!(recs[0].value["kind"], json!("retry"));
+        assert_eq!(recs[1].value["exit_code"], json!(69));
+        assert_eq!(recs[3].value["errors"], json!(2));
+        assert_eq!(recs[3].value["success"], json!(false));
+        assert_eq!(recs[3].value["exit_code"], json!(69));
+    }
+
+    #[test]
+    fn broken_pipe_on_stdout_is_marked_as_closed_stdout() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Output::new(Closed);
+        let err = out.emit_as("tick", &json!({"t": 1})).unwrap_err();
+        assert!(crate::exit::is_stdout_closed(&err));
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::StorageFull.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = Output::new(Full)
+            .emit_as("tick", &json!({"t": 1}))
+            .unwrap_err();
+        assert!(!crate::exit::is_stdout_closed(&err));
+        assert_eq!(classify(&err), ErrorKind::Io);
+    }
+}

@@ -1,0 +1,26 @@
+//! What every pgshift tool has in common, and nothing else.
+//!
+//! - [`run_main`] and [`exit`]: the one exit-code table and the one place errors become codes.
+//! - [`jsonl`]: the JSON-lines records on stdout (`"type"` first, a final `summary`), and the
+//!   reader for records piped in from another tool. The wire format is in `PROTOCOL.md`.
+//! - [`msg`]: one-line messages on stderr, prefixed with the tool's name.
+//! - [`pg`] (feature `pg`): libpq-compatible connection options (conninfo and URLs, `PG*`
+//!   variables, `~/.pgpass`, multi-host with `target_session_attrs`, `sslmode` up to
+//!   `verify-full`), for both rust-postgres and tokio-postgres.
+//! - [`progress`] (feature `progress`): indicatif bars, only when stderr is a terminal.
+//!
+//! A type moves here when a second tool needs it; tool logic stays in the tool.
+
+pub mod cli;
+pub mod exit;
+pub mod jsonl;
+pub mod msg;
+#[cfg(feature = "pg")]
+pub mod pg;
+#[cfg(feature = "progress")]
+pub mod progress;
+mod run;
+
+pub use exit::{err, Error, ErrorKind, ResultExt, Status};
+pub use jsonl::{Output, Record};
+pub use run::{one_line_clap, report, run_main};

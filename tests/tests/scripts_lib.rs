@@ -1,0 +1,141 @@
+//! `scripts/lib.sh`, the bash twin of the fixture, driven as a user's script would.
+
+use std::process::Command;
+
+use pgshift_tests::workspace_root;
+
+/// Run a bash snippet with lib.sh sourced and `set -euo pipefail`; return stdout.
+fn bash(snippet: &str) -> String {
+    let root = workspace_root();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "set -euo pipefail; . '{}/scripts/lib.sh'; {snippet}",
+            root.display()
+        ))
+        .current_dir(&root);
+    testkit::hermetic(&mut cmd);
+    let out = cmd.output().expect("run bash");
+    assert!(
+        out.status.success(),
+        "bash snippet failed ({}):\n{snippet}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn clusters_and_a_standby_from_bash() {
+    let base = tempfile_dir();
+    let out = bash(&format!(
+        r#"
+        base={base}
+        trap 'pgs_cluster_destroy $base/b; pgs_cluster_destroy $base/a; rm -rf $base' EXIT
+        pgs_cluster_create $base/a "$(pgs_free_port)" 127.0.0.1 max_connections=33
+        pgs_cluster_start $base/a
+        pgs_psql "$(pgs_dsn $base/a)" "CREATE TABLE t AS SELECT generate_series(1,10) AS i"
+        pgs_standby_create $base/a $base/b "$(pgs_free_port 127.0.0.2)" 127.0.0.2
+        pgs_cluster_start $base/b
+        lsn=$(pgs_psql "$(pgs_dsn $base/a)" "SELECT pg_current_wal_lsn()")
+        until [ "$(pgs_psql "$(pgs_dsn $base/b)" "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ]; do sleep 0.05; done
+        echo "sum=$(pgs_psql "$(pgs_dsn $base/b)" "SELECT sum(i) FROM t")"
+        echo "recovery=$(pgs_psql "$(pgs_dsn $base/b)" "SELECT pg_is_in_recovery()")"
+        echo "max_connections=$(pgs_psql "$(pgs_dsn $base/a)" "SHOW max_connections")"
+        pgs_cluster_stop $base/a fast
+        echo "stopped=$([ -f $base/a/data/postmaster.pid ] && echo no || echo yes)"
+        "#,
+        base = base.display()
+    ));
+    assert!(out.contains("sum=55"), "{out}");
+    assert!(out.contains("recovery=t"), "{out}");
+    assert!(out.contains("max_connections=33"), "{out}");
+    assert!(out.contains("stopped=yes"), "{out}");
+    assert!(!base.exists(), "{} left behind", base.display());
+}
+
+#[test]
+fn json_lines_from_bash_are_valid_and_typed() {
+    let out = bash(
+        r#"pgs_json phase name='switch "over"' note=$'two\nlines\tand\\slash' ms:=170 ok:=true"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(out.starts_with(r#"{"type":"phase","#), "{out}");
+    assert_eq!(v["name"], r#"switch "over""#);
+    assert_eq!(v["note"], "two\nlines\tand\\slash");
+    assert_eq!(v["ms"], 170);
+    assert_eq!(v["ok"], true);
+}
+
+#[test]
+fn exit_codes_match_the_shared_table() {
+    let out = bash(
+        "echo $EX_OK $EX_DIFF $EX_USAGE $EX_DATAERR $EX_UNAVAILABLE $EX_SOFTWARE $EX_IOERR $EX_TEMPFAIL $EX_FATAL",
+    );
+    assert_eq!(out.trim(), "0 1 2 65 69 70 74 75 126");
+}
+
+#[test]
+fn missing_command_fails_with_unavailable() {
+    let root = workspace_root();
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". '{}/scripts/lib.sh'; pgs_require_cmd no-such-command-xyz",
+            root.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(err.contains("'no-such-command-xyz' not found"), "{err}");
+}
+
+#[test]
+fn scripts_are_shellcheck_clean() {
+    if Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        testkit::skip!("shellcheck is not installed (make setup installs it)");
+    }
+    let root = workspace_root();
+    let mut scripts: Vec<_> = std::fs::read_dir(root.join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.push(root.join(".ci/run"));
+    let out = Command::new("shellcheck")
+        .arg("-x")
+        .arg("-P")
+        .arg(root.join("scripts"))
+        .args(&scripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A fresh directory for bash-made clusters (removed by the scripts themselves).
+fn tempfile_dir() -> std::path::PathBuf {
+    let base = std::env::temp_dir().join("pgshift-testkit");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = base.join(format!("bash-{}-{}", std::process::id(), nanos()));
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

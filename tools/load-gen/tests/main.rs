@@ -1,0 +1,3 @@
+//! `load-gen` as a process: one integration-test binary, one module per concern.
+
+mod cli;

@@ -1,0 +1,3 @@
+//! `pg-checksum` as a process: one integration-test binary, one module per concern.
+
+mod cli;

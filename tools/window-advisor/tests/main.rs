@@ -1,0 +1,3 @@
+//! `window-advisor` as a process: one integration-test binary, one module per concern.
+
+mod cli;
