@@ -70,14 +70,8 @@ pgs_require_cmd() {
   done
 }
 
-# pgs_as_pg CMD...: run CMD as the postgres user when we are root, else as ourselves.
-pgs_as_pg() {
-  if [[ $(id -u) == 0 ]]; then
-    runuser -u postgres -- "$@"
-  else
-    "$@"
-  fi
-}
+# pgs_as_pg CMD...: run CMD here as the postgres user when we are root, else as ourselves.
+pgs_as_pg() { pgs_on_pg local "$@"; }
 
 # pgs_free_port [HOST]: print a TCP port on HOST (default 127.0.0.1) that nothing listens on.
 pgs_free_port() {
@@ -104,8 +98,9 @@ pgs_wait_ready() {
   done
 }
 
-# pgs_cluster_env DIR: load HOST and PORT of the cluster in DIR.
+# pgs_cluster_env DIR: load HOST, PORT and SPEC (where its commands run) of the cluster in DIR.
 pgs_cluster_env() {
+  SPEC=local
   [[ -f $1/cluster.env ]] || pgs_die "$EX_USAGE" "$1 is not a cluster directory (no cluster.env)"
   # shellcheck disable=SC1091
   . "$1/cluster.env"
@@ -119,6 +114,7 @@ pgs_own_dir() {
 }
 
 # Append the fixture's settings for DIR (listen address, port, socket) and any KEY=VALUE.
+# PGS_SPEC (default local) is recorded as where the cluster's commands run.
 pgs_write_conf() {
   local dir=$1 host=$2 port=$3 kv
   shift 3
@@ -130,30 +126,32 @@ pgs_write_conf() {
     printf 'wal_keep_size = 128MB\n'
     for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
   } >>"$dir/data/postgresql.conf"
-  printf 'HOST=%s\nPORT=%s\n' "$host" "$port" >"$dir/cluster.env"
+  printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host" "$port" "${PGS_SPEC:-local}" >"$dir/cluster.env"
 }
 
 # pgs_cluster_create DIR PORT [HOST] [KEY=VALUE...]: initdb into DIR/data with trust auth for
-# loopback (replication included) and the given settings. Does not start it.
+# loopback, or for PGS_TRUST_NET (replication included), and the given settings. Does not
+# start it.
 pgs_cluster_create() {
   local dir=$1 port=$2 host=${3:-127.0.0.1}
   shift 2
   (($# > 0)) && shift
   pgs_own_dir "$dir"
-  (cd "$dir" && pgs_as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
-    --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1) ||
+  pgs_on_pg local "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+    --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||
     pgs_die "$EX_SOFTWARE" "initdb failed in $dir/data: $(tail -n 5 "$dir/initdb.log")"
-  printf 'host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n' \
+  local net=${PGS_TRUST_NET:-127.0.0.0/8}
+  printf 'host all all %s trust\nhost replication all %s trust\n' "$net" "$net" \
     >>"$dir/data/pg_hba.conf"
   pgs_write_conf "$dir" "$host" "$port" "$@"
 }
 
 # pgs_cluster_start DIR: start the cluster in DIR and wait until it accepts connections.
 pgs_cluster_start() {
-  local dir=$1 HOST PORT
+  local dir=$1 HOST PORT SPEC
   pgs_cluster_env "$dir"
-  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
-    >/dev/null) || pgs_die "$EX_SOFTWARE" "pg_ctl start failed for $dir"
+  pgs_on_pg "$SPEC" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
+    >/dev/null || pgs_die "$EX_SOFTWARE" "pg_ctl start failed for $dir"
   pgs_wait_ready "$HOST" "$PORT" || {
     tail -n 20 "$dir/server.log" >&2
     return "$EX_UNAVAILABLE"
@@ -162,28 +160,29 @@ pgs_cluster_start() {
 
 # pgs_cluster_stop DIR [MODE]: pg_ctl stop -m MODE (default fast); no-op if not running.
 pgs_cluster_stop() {
-  local dir=$1 mode=${2:-fast}
+  local dir=$1 mode=${2:-fast} HOST PORT SPEC
   [[ -f $dir/data/postmaster.pid ]] || return 0
-  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null)
+  pgs_cluster_env "$dir"
+  pgs_on_pg "$SPEC" "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null
 }
 
 # pgs_cluster_destroy DIR: stop immediately and remove DIR.
 pgs_cluster_destroy() {
   [[ -d $1 ]] || return 0
-  pgs_cluster_stop "$1" immediate || true
+  if [[ -f $1/cluster.env ]]; then pgs_cluster_stop "$1" immediate || true; fi
   rm -rf "$1"
 }
 
 # pgs_standby_create PRIMARY_DIR DIR PORT [HOST] [KEY=VALUE...]: a streaming standby of the
 # cluster in PRIMARY_DIR (pg_basebackup -R -X stream); does not start it.
 pgs_standby_create() {
-  local pdir=$1 dir=$2 port=$3 host=${4:-127.0.0.1} HOST PORT
+  local pdir=$1 dir=$2 port=$3 host=${4:-127.0.0.1} HOST PORT SPEC
   shift 3
   (($# > 0)) && shift
   pgs_cluster_env "$pdir"
   pgs_own_dir "$dir"
-  (cd "$dir" && pgs_as_pg "$PG_BIN/pg_basebackup" -D "$dir/data" -R -X stream -c fast \
-    --no-sync -U postgres -h "$HOST" -p "$PORT" >"$dir/basebackup.log" 2>&1) ||
+  pgs_on_pg "${PGS_SPEC:-local}" "$PG_BIN/pg_basebackup" -D "$dir/data" -R -X stream -c fast \
+    --no-sync -U postgres -h "$HOST" -p "$PORT" >"$dir/basebackup.log" 2>&1 ||
     pgs_die "$EX_UNAVAILABLE" "pg_basebackup from $HOST:$PORT failed: $(tail -n 5 "$dir/basebackup.log")"
   pgs_write_conf "$dir" "$host" "$port" "$@"
 }
@@ -198,4 +197,59 @@ pgs_dsn() {
 # pgs_psql DSN SQL: run SQL, print unaligned tuples-only output; fail on the first error.
 pgs_psql() {
   "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$1" -c "$2"
+}
+
+# --- Running commands on a "host" -------------------------------------------------------
+# A host spec says where a command runs:
+#   local (or empty)           this machine
+#   ssh://[user@]host[:port]   through the system ssh (BatchMode, host keys checked;
+#                              extra options from PGS_SSH_OPTS, e.g. "-i key -F cfg")
+#   netns://NAME               inside network namespace NAME on this machine (root only)
+
+# pgs_quote ARG...: the arguments as one shell-quoted command string.
+pgs_quote() {
+  local out="" a
+  for a in "$@"; do out+="$(printf '%q' "$a") "; done
+  printf '%s' "${out% }"
+}
+
+# pgs_on SPEC CMD...: run CMD on the host SPEC, as the calling user (root stays root).
+pgs_on() {
+  local spec=${1:-local}
+  shift
+  case $spec in
+    local | "") "$@" ;;
+    netns://*) ip netns exec "${spec#netns://}" "$@" ;;
+    ssh://*)
+      local target=${spec#ssh://} port=""
+      if [[ $target =~ ^(.*):([0-9]+)$ ]]; then
+        target=${BASH_REMATCH[1]} port=${BASH_REMATCH[2]}
+      fi
+      # shellcheck disable=SC2086  # PGS_SSH_OPTS is a list of options
+      ssh -o BatchMode=yes -o ConnectTimeout=5 ${PGS_SSH_OPTS:-} ${port:+-p "$port"} \
+        "$target" -- "$(pgs_quote "$@")"
+      ;;
+    *) pgs_die "$EX_USAGE" "unknown host spec '$spec' (use local, ssh://user@host[:port] or netns://NAME)" ;;
+  esac
+}
+
+# pgs_on_pg SPEC CMD...: run CMD on SPEC as the postgres user (runuser where we are root),
+# from a directory postgres can read.
+pgs_on_pg() {
+  local spec=${1:-local}
+  shift
+  # shellcheck disable=SC2016  # expanded by the remote sh, not here
+  pgs_on "$spec" sh -c 'cd /tmp && if [ "$(id -u)" = 0 ]; then exec runuser -u postgres -- "$@"; else exec "$@"; fi' \
+    pgs-on-pg "$@"
+}
+
+# pgs_host_reachable SPEC: true if commands can run on SPEC (ssh answers, netns exists).
+pgs_host_reachable() {
+  pgs_on "$1" true >/dev/null 2>&1
+}
+
+# pgs_now_ms: wall clock in milliseconds.
+pgs_now_ms() {
+  local s=${EPOCHREALTIME/./}
+  printf '%s\n' "${s:0:-3}"
 }

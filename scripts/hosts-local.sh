@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# hosts-local.sh: two local "hosts" for a migration (what Terraform would provision).
+#
+#   hosts-local.sh create DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N]
+#                             [--archive] [--bin DIR]
+#   hosts-local.sh destroy DIR
+#
+# create: host A (the source) is a running PostgreSQL 15 cluster configured by setup-host.sh
+# (replication role with a scram password, TLS, wal_log_hints, ...) and loaded with a
+# Pagila-like dataset (scripts/sql/pagila-like.sql, --scale) and pgbench tables
+# (--pgbench-scale, 0 for none). Host B (the target) is an empty data directory and a port,
+# ready for migrate.sh.
+#   Without --netns, A listens on 127.0.0.1 and B will listen on 127.0.0.2 (two loopback
+#   addresses). With --netns (root), A and B live in their own network namespaces joined by a
+#   bridge, each with a `tc tbf` bandwidth limit (--rate, default 1gbit) on its egress:
+#   what crosses between them crosses a network.
+#   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
+# Writes DIR/hosts.env (the variables migrate.sh --hosts-env reads) and prints one `host`
+# record per host, then `summary`.
+# destroy: stops both clusters, removes the namespaces and bridge, and DIR.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+PGS_NAME=hosts-local
+here=$(cd "$(dirname "$0")" && pwd)
+
+usage() { pgs_die "$EX_USAGE" "$1 (usage: hosts-local.sh create|destroy DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N] [--archive] [--bin DIR])"; }
+
+cmd=${1:-}
+dir=${2:-}
+[[ $cmd == create || $cmd == destroy ]] || usage "first argument must be create or destroy"
+[[ -n $dir ]] || usage "DIR is required"
+shift 2
+netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 bin=$(cd "$here/.." && pwd)/target/release
+while (($#)); do
+  case $1 in
+    --netns) netns=1 ;;
+    --rate) rate=${2:?}; shift ;;
+    --scale) scale=${2:?}; shift ;;
+    --pgbench-scale) pgbench_scale=${2:?}; shift ;;
+    --archive) archive=1 ;;
+    --bin) bin=${2:?}; shift ;;
+    *) usage "unknown option '$1'" ;;
+  esac
+  shift
+done
+[[ $scale =~ ^[0-9]+$ && $pgbench_scale =~ ^[0-9]+$ ]] || usage "--scale and --pgbench-scale take whole numbers"
+
+# A short id from DIR names the namespaces and the bridge (interface names are ≤ 15 chars).
+id=$(printf '%s' "$(cd "$(dirname "$dir")" 2>/dev/null && pwd)/$(basename "$dir")" | cksum | cut -c1-6)
+ns_a=pgs-$id-a ns_b=pgs-$id-b br=pgsbr$id
+
+destroy() {
+  local d
+  for d in "$dir/b" "$dir/a"; do pgs_cluster_destroy "$d"; done
+  if [[ -f $dir/netns ]]; then
+    # Deleting a namespace frees its veth ends asynchronously; delete ours now.
+    ip link del "pgs${id}v1" 2>/dev/null || true
+    ip link del "pgs${id}v2" 2>/dev/null || true
+    ip netns del "$ns_a" 2>/dev/null || true
+    ip netns del "$ns_b" 2>/dev/null || true
+    ip link del "$br" 2>/dev/null || true
+  fi
+  rm -rf "$dir"
+}
+
+if [[ $cmd == destroy ]]; then
+  destroy
+  pgs_json summary success:=true destroyed="$dir"
+  exit 0
+fi
+
+[[ ! -e $dir/hosts.env ]] || pgs_die "$EX_USAGE" "$dir already holds hosts (run 'hosts-local.sh destroy $dir' first)"
+mkdir -p "$dir"
+chmod 755 "$dir"
+dir=$(cd "$dir" && pwd)
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    pgs_log "create failed (exit $rc); cleaning up"
+    destroy
+  fi
+}
+trap on_exit EXIT
+
+if ((netns)); then
+  [[ $(id -u) == 0 ]] || pgs_die "$EX_USAGE" "--netns needs root (ip netns, tc)"
+  pgs_require_cmd ip tc
+  # 10.X.Y.0/24 from the id, so two sets of hosts do not collide.
+  net="10.$((10#${id:0:3} % 200 + 20)).$((10#${id:3:3} % 250 + 1))"
+  : >"$dir/netns"
+  ip link add "$br" type bridge
+  ip addr add "$net.1/24" dev "$br"
+  ip link set "$br" up
+  n=0
+  for ns in "$ns_a" "$ns_b"; do
+    n=$((n + 1))
+    ip netns add "$ns"
+    ip netns exec "$ns" ip link set lo up
+    ip link add "pgs${id}v$n" type veth peer name "pgs${id}p$n"
+    ip link set "pgs${id}p$n" netns "$ns"
+    ip link set "pgs${id}v$n" master "$br" up
+    ip netns exec "$ns" ip link set "pgs${id}p$n" name eth0
+    ip netns exec "$ns" ip addr add "$net.$((n + 1))/24" dev eth0
+    ip netns exec "$ns" ip link set eth0 up
+    ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 512kb latency 100ms
+  done
+  host_a=$net.2 host_b=$net.3 spec_a=netns://$ns_a spec_b=netns://$ns_b allow=$net.0/24
+else
+  host_a=127.0.0.1 host_b=127.0.0.2 spec_a=local spec_b=local allow=127.0.0.0/8
+fi
+
+port_a=$(pgs_free_port "$host_a")
+# The control machine (this one) is trusted as postgres; the target host must use the
+# replication role and its password like a real remote host.
+trust=127.0.0.0/8
+((netns)) && trust=$net.1/32
+PGS_SPEC=$spec_a PGS_TRUST_NET=$trust pgs_cluster_create "$dir/a" "$port_a" "$host_a"
+pgs_cluster_start "$dir/a"
+
+# The replication password lives in a file readable only by its owner.
+(umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/repl.pw")
+setup_args=(--role source --pgdata "$dir/a/data" --host "$spec_a" --listen "$host_a"
+  --allow "$allow" --repl-password-file "$dir/repl.pw" --restart)
+if ((archive)); then
+  [[ -x $bin/wal-ship ]] || pgs_die "$EX_UNAVAILABLE" "--archive needs $bin/wal-ship (build it: make release)"
+  mkdir -p "$dir/archive"
+  chmod 700 "$dir/archive"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/archive"
+  setup_args+=(--archive "$dir/archive" --wal-ship "$bin/wal-ship")
+fi
+"$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
+
+dsn_a="host=$host_a port=$port_a user=postgres dbname=postgres"
+pgs_log "loading the Pagila-like dataset (scale $scale) into A"
+pgs_psql "$dsn_a" "CREATE DATABASE app"
+"$PG_BIN/psql" -Xq -v scale="$scale" -d "host=$host_a port=$port_a user=postgres dbname=app" \
+  -f "$here/sql/pagila-like.sql" >/dev/null
+if ((pgbench_scale > 0)); then
+  pgs_log "loading pgbench tables (scale $pgbench_scale) into A"
+  "$PG_BIN/pgbench" -q -i -s "$pgbench_scale" "host=$host_a port=$port_a user=postgres dbname=app" 2>/dev/null
+fi
+
+# Host B: an empty data directory and a port.
+port_b=$(pgs_free_port "$host_b")
+mkdir -p "$dir/b"
+chmod 755 "$dir/b"
+# Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
+# directory (the log and the socket go there).
+[[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
+"$here/setup-host.sh" --role target --pgdata "$dir/b/data" --host "$spec_b" >"$dir/setup-b.jsonl"
+printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host_b" "$port_b" "$spec_b" >"$dir/b/cluster.env"
+
+cat >"$dir/hosts.env" <<EOF
+# written by hosts-local.sh; read by migrate.sh --hosts-env
+SOURCE_DSN='host=$host_a port=$port_a user=postgres dbname=app'
+SOURCE_PGDATA='$dir/a/data'
+SOURCE_SPEC='$spec_a'
+TARGET_ADDR='$host_b'
+TARGET_PORT='$port_b'
+TARGET_PGDATA='$dir/b/data'
+TARGET_SPEC='$spec_b'
+REPL_USER='pgshift_repl'
+REPL_PASSWORD_FILE='$dir/repl.pw'
+ARCHIVE='$( ((archive)) && printf '%s' "$dir/archive")'
+EOF
+trap - EXIT
+size=$(pgs_psql "$dsn_a" "SELECT pg_database_size('app')")
+pgs_json host name=A role=source addr="$host_a" port:="$port_a" spec="$spec_a" pgdata="$dir/a/data" app_bytes:="$size"
+pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$dir/b/data"
+pgs_json summary success:=true hosts_env="$dir/hosts.env" netns:="$( ((netns)) && echo true || echo false)"

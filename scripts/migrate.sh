@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# migrate.sh: move a live PostgreSQL cluster to another host with a sub-second switchover,
+# no lost acknowledged write, and a verification that both sides hold the same data.
+#
+#   migrate.sh --hosts-env FILE [--reverse] [options]
+#   migrate.sh --source DSN --source-pgdata DIR [--source-host SPEC]
+#              --target-addr ADDR --target-port PORT --target-pgdata DIR [--target-host SPEC]
+#              --repl-user NAME --repl-password-file FILE [options]
+#
+# Phases (one `phase` record each on stdout, then `summary`; also written to --report):
+#   1 preflight   versions, system identifiers, settings, disk space, host and replication
+#                 reachability; nothing is changed
+#   2 base_copy   pg_basebackup -X stream -R with a replication slot, run on the target host
+#                 (skipped when the target already is a standby of the source)
+#   3 catch_up    the target runs as a standby: streaming (--mode stream) or restoring from
+#                 the wal-ship archive only (--mode archive)
+#   4 wait        until the replay lag is under --max-lag (and, with --when advised, until
+#                 the window window-advisor recommends)
+#   5 switchover  CHECKPOINT; stop the source (fast); prove from pg_controldata that it shut
+#                 down cleanly; (archive mode: ship the last segment); prove the target
+#                 replayed past the source's final checkpoint on the same timeline; promote
+#                 (pg_promote without waiting, then poll pg_is_in_recovery() every 5 ms); prove
+#                 the target accepts a write; fence the old source as a standby of the new one
+#   6 verify      start the old source as a standby of the new primary and compare them with
+#                 rowcount-diff and pg-checksum --wait-replay; any difference fails the run
+#   7 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
+#
+# A failure before step 5 leaves the source serving as before (the slot and the partial
+# target are removed). A failure inside step 5 before the promotion restarts the source and
+# makes sure the target cannot be promoted: there is never more than one primary.
+#
+# Options:
+#   --hosts-env FILE       variables written by hosts-local.sh (SOURCE_*, TARGET_*, REPL_*)
+#   --reverse              swap source and target from --hosts-env (migrate back)
+#   --mode stream|archive  how the target catches up (default stream)
+#   --archive DEST         wal-ship archive for --mode archive (default: ARCHIVE from hosts env)
+#   --when now|advised     switch now (default), or in the window window-advisor recommends
+#   --history FILE         metrics history for --when advised
+#   --window DURATION      window length for --when advised (default 30m)
+#   --max-wait SECONDS     longest wait for an advised window (default 3600)
+#   --max-lag BYTES        replay lag to reach before switching (default 16777216)
+#   --switch-timeout S     limit for each switchover step (default 10)
+#   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
+#   --hook NAME=CMD        run CMD at a phase boundary: before_base_copy, before_switchover,
+#                          after_stop, before_promote, after_promote; a failing hook aborts
+#   --no-verify            skip step 6
+#   --report FILE          also write the JSON lines there
+#   --bin DIR              where the pgshift tools are (default: target/release of this checkout)
+#
+# Host SPECs: local (default), ssh://[user@]host[:port], netns://NAME (see lib.sh). The
+# control connections (--source DSN and the target built from it) need a superuser; the
+# target host reaches the source as the replication role.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+PGS_NAME=migrate
+here=$(cd "$(dirname "$0")" && pwd)
+
+usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
+
+# --- Arguments ---------------------------------------------------------------------------
+hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
+max_lag=16777216 switch_timeout=10 socket_dir="" verify=1 report="" bin=""
+SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
+TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
+declare -A hooks=()
+args=("$@")
+# --hosts-env first, so that explicit options override it.
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [[ ${args[i]} == --hosts-env ]]; then
+    hosts_env=${args[i + 1]:-}
+    [[ -r $hosts_env ]] || usage "cannot read --hosts-env '$hosts_env'"
+    # shellcheck disable=SC1090
+    . "$hosts_env"
+  fi
+done
+while (($#)); do
+  case $1 in
+    --hosts-env) shift ;;
+    --reverse) reverse=1 ;;
+    --source) SOURCE_DSN=${2:?}; shift ;;
+    --source-pgdata) SOURCE_PGDATA=${2:?}; shift ;;
+    --source-host) SOURCE_SPEC=${2:?}; shift ;;
+    --target-addr) TARGET_ADDR=${2:?}; shift ;;
+    --target-port) TARGET_PORT=${2:?}; shift ;;
+    --target-pgdata) TARGET_PGDATA=${2:?}; shift ;;
+    --target-host) TARGET_SPEC=${2:?}; shift ;;
+    --repl-user) REPL_USER=${2:?}; shift ;;
+    --repl-password-file) REPL_PASSWORD_FILE=${2:?}; shift ;;
+    --mode) mode=${2:?}; shift ;;
+    --archive) archive=${2:?}; shift ;;
+    --when) when=${2:?}; shift ;;
+    --history) history=${2:?}; shift ;;
+    --window) window=${2:?}; shift ;;
+    --max-wait) max_wait=${2:?}; shift ;;
+    --max-lag) max_lag=${2:?}; shift ;;
+    --switch-timeout) switch_timeout=${2:?}; shift ;;
+    --target-socket-dir) socket_dir=${2:?}; shift ;;
+    --hook)
+      [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
+      hooks[${2%%=*}]=${2#*=}; shift ;;
+    --no-verify) verify=0 ;;
+    --report) report=${2:?}; shift ;;
+    --bin) bin=${2:?}; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) usage "unknown option '$1'" ;;
+  esac
+  shift
+done
+bin=${bin:-$(cd "$here/.." && pwd)/target/release}
+archive=${archive:-$ARCHIVE}
+[[ $mode == stream || $mode == archive ]] || usage "--mode must be stream or archive"
+[[ $when == now || $when == advised ]] || usage "--when must be now or advised"
+[[ $max_lag =~ ^[0-9]+$ && $switch_timeout =~ ^[0-9]+$ ]] || usage "--max-lag and --switch-timeout take whole numbers"
+for h in "${!hooks[@]}"; do
+  case $h in before_base_copy | before_switchover | after_stop | before_promote | after_promote) ;;
+    *) usage "unknown hook '$h'" ;;
+  esac
+done
+
+# The source connection string without host and port: a conninfo's later keywords win, so
+# "BASE host=H port=P" reaches any host with the same user, database and TLS settings.
+[[ $SOURCE_DSN != *://* ]] || usage "--source must be a key=value conninfo string (not a URL)"
+source_host_addr=$(sed -n 's/.*\bhost=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
+source_port=$(sed -n 's/.*\bport=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+source_port=${source_port:-5432}
+if ((reverse)); then
+  [[ -n $hosts_env ]] || usage "--reverse needs --hosts-env"
+  # The previous target is the source now, and the previous source (a standby of it after a
+  # migration) is the target.
+  old_addr=$source_host_addr old_port=$source_port old_pgdata=$SOURCE_PGDATA old_spec=$SOURCE_SPEC
+  source_host_addr=$TARGET_ADDR source_port=$TARGET_PORT SOURCE_PGDATA=$TARGET_PGDATA SOURCE_SPEC=$TARGET_SPEC
+  TARGET_ADDR=$old_addr TARGET_PORT=$old_port TARGET_PGDATA=$old_pgdata TARGET_SPEC=$old_spec
+fi
+for v in source_host_addr SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA REPL_USER REPL_PASSWORD_FILE; do
+  [[ -n ${!v} ]] || usage "missing ${v,,} (give it as an option or through --hosts-env)"
+done
+[[ -r $REPL_PASSWORD_FILE ]] || usage "cannot read the replication password file '$REPL_PASSWORD_FILE'"
+repl_password=$(<"$REPL_PASSWORD_FILE")
+[[ $mode == stream || -n $archive ]] || usage "--mode archive needs --archive DEST (or ARCHIVE in --hosts-env)"
+socket_dir=${socket_dir:-$(dirname "$TARGET_PGDATA")}
+src_dsn="$SOURCE_DSN host=$source_host_addr port=$source_port"
+tgt_dsn="$SOURCE_DSN host=$TARGET_ADDR port=$TARGET_PORT"
+target_log=$(dirname "$TARGET_PGDATA")/server.log
+source_log=$(dirname "$SOURCE_PGDATA")/server.log
+slot=pgshift_$(printf '%s' "$TARGET_ADDR:$TARGET_PORT" | cksum | cut -d' ' -f1)
+
+# --- Output ------------------------------------------------------------------------------
+if [[ -n $report ]]; then
+  : >"$report" || usage "cannot write --report '$report'"
+fi
+emit() {
+  local line
+  line=$(pgs_json "$@")
+  printf '%s\n' "$line"
+  if [[ -n $report ]]; then printf '%s\n' "$line" >>"$report"; fi
+}
+run_start=$(pgs_now_ms)
+declare -A phase_ms=()
+phase_order=()
+phase_begin() {
+  phase=$1 phase_t0=$(pgs_now_ms)
+  pgs_log "phase $phase"
+}
+phase_end() {
+  local ms=$(($(pgs_now_ms) - phase_t0))
+  phase_ms[$phase]=$ms
+  phase_order+=("$phase")
+  emit phase name="$phase" status=ok ms:=$ms "$@"
+}
+
+src_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$src_dsn" "$@"; }
+tgt_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$tgt_dsn" "$@"; }
+on_src() { pgs_on_pg "$SOURCE_SPEC" "$@"; }
+on_tgt() { pgs_on_pg "$TARGET_SPEC" "$@"; }
+run_hook() {
+  local name=$1
+  [[ -n ${hooks[$name]:-} ]] || return 0
+  pgs_log "hook $name: ${hooks[$name]}"
+  bash -c "${hooks[$name]}" >&2 || fail "$EX_SOFTWARE" "hook $name failed: ${hooks[$name]}"
+}
+
+# Where failures go. Before the switchover: undo what was done to the source (the slot) and
+# the target. Inside it: restart the source unless the target was promoted.
+state=preflight # preflight | copying | standby | stopping | promoting | promoted
+fail() {
+  local code=$1
+  shift
+  pgs_log "$*"
+  emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
+  trap - EXIT
+  recover
+  emit summary success:=false exit_code:="$code" failed_phase="$phase" state="$state" message="$*" \
+    elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  exit "$code"
+}
+# shellcheck disable=SC2317  # called by the EXIT trap
+on_exit() {
+  local rc=$?
+  ((rc == 0)) && return 0
+  trap - EXIT
+  pgs_log "unexpected failure (exit $rc) in phase $phase"
+  recover
+  emit summary success:=false exit_code:="$EX_SOFTWARE" failed_phase="$phase" state="$state" \
+    message="unexpected failure (exit $rc)" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  exit "$EX_SOFTWARE"
+}
+trap on_exit EXIT
+
+target_in_recovery() { tgt_psql -c "SELECT pg_is_in_recovery()" 2>/dev/null; }
+stop_target_now() { on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true; }
+source_running() { on_src test -f "$SOURCE_PGDATA/postmaster.pid"; }
+start_source() {
+  source_running && return 0
+  on_src "$PG_BIN/pg_ctl" -D "$SOURCE_PGDATA" -l "$source_log" -w -t 120 start >/dev/null
+}
+
+recover() {
+  case $state in
+    preflight) ;;
+    copying | standby)
+      if ((fresh_target)); then
+        pgs_log "removing the partial target and the source's slot $slot"
+        stop_target_now
+        on_tgt rm -rf "$TARGET_PGDATA" || true
+        src_psql -c "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null 2>&1 || true
+      fi
+      ;;
+    stopping | promoting)
+      # Promoted after all (our check failed, not the promotion)? Then it is the primary now
+      # and the source must stay down.
+      if [[ $(target_in_recovery) == f ]]; then
+        pgs_log "the target was promoted: keeping it as the primary; the source stays down"
+        state=promoted
+        return 0
+      fi
+      pgs_log "stopping the target so it cannot be promoted, and restarting the source"
+      stop_target_now
+      on_src rm -f "$SOURCE_PGDATA/standby.signal" || true
+      if start_source; then
+        pgs_log "the source is serving again"
+        state=source_restored
+      else
+        pgs_log "could not restart the source: start it by hand (pg_ctl -D $SOURCE_PGDATA start)"
+      fi
+      ;;
+  esac
+}
+
+# --- 1 preflight -------------------------------------------------------------------------
+phase_begin preflight
+for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
+  pgs_host_reachable "$spec" || fail "$EX_UNAVAILABLE" "cannot run commands on host $spec (check ssh: BatchMode, keys, known_hosts)"
+done
+src_info=$(src_psql -F ' ' -c "SELECT current_setting('server_version_num'), (SELECT system_identifier FROM pg_control_system()),
+  pg_is_in_recovery(), current_setting('wal_level'), current_setting('max_wal_senders'),
+  current_setting('data_directory'), current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
+  (SELECT sum(pg_database_size(oid)) FROM pg_database)" 2>&1) ||
+  fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_info"
+read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes <<<"$src_info"
+[[ $src_recovery == f ]] || fail "$EX_DATAERR" "the source $source_host_addr:$source_port is in recovery: give the primary as --source"
+[[ $src_wal_level != minimal ]] || fail "$EX_DATAERR" "the source has wal_level=minimal: run setup-host.sh --role source (wal_level=replica needs a restart)"
+((src_senders > 0)) || fail "$EX_DATAERR" "the source has max_wal_senders=0: run setup-host.sh --role source"
+[[ $src_datadir == "$SOURCE_PGDATA" ]] || fail "$EX_USAGE" "--source-pgdata $SOURCE_PGDATA is not the source's data directory ($src_datadir)"
+tgt_version=$(on_tgt "$PG_BIN/postgres" --version 2>/dev/null) ||
+  fail "$EX_UNAVAILABLE" "no PostgreSQL server binaries at $PG_BIN on the target host"
+[[ $tgt_version =~ ([0-9]+)\.([0-9]+) ]] || fail "$EX_SOFTWARE" "cannot read the target's version from '$tgt_version'"
+if ((BASH_REMATCH[1] != src_version / 10000)); then
+  fail "$EX_DATAERR" "major versions differ: source $((src_version / 10000)), target ${BASH_REMATCH[1]} (physical replication needs the same major version)"
+fi
+
+# A target that already is a running standby of this source skips the base copy (this is
+# how --reverse works after a migration).
+fresh_target=1
+if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
+  tgt_sysid=$(on_tgt "$PG_BIN/pg_controldata" "$TARGET_PGDATA" | sed -n 's/^Database system identifier: *//p')
+  [[ $tgt_sysid == "$src_sysid" ]] ||
+    fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA holds another cluster (system identifier $tgt_sysid, source $src_sysid): move it away"
+  on_tgt test -f "$TARGET_PGDATA/standby.signal" ||
+    fail "$EX_DATAERR" "the target $TARGET_PGDATA is a copy of the source but not a standby: move it away or make it one"
+  fresh_target=0
+elif on_tgt test -e "$TARGET_PGDATA" && [[ -n $(on_tgt ls -A "$TARGET_PGDATA") ]]; then
+  fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA is not empty"
+fi
+if ((fresh_target)); then
+  avail=$(on_tgt df -B1 --output=avail "$(dirname "$TARGET_PGDATA")" | tail -n 1 | tr -d ' ')
+  need=$((src_bytes + src_bytes / 5 + 1073741824))
+  ((avail >= need)) || fail "$EX_IOERR" "not enough disk on the target: $avail bytes free, need about $need (the databases plus 20 % and 1 GiB of WAL)"
+  # The target must reach the source as the replication role (pg_hba.conf, password, TLS).
+  probe=$(on_tgt env PGPASSWORD="$repl_password" "$PG_BIN/psql" -XAtq \
+    -d "host=$source_host_addr port=$source_port user=$REPL_USER dbname=replication replication=true sslmode=prefer connect_timeout=5" \
+    -c "IDENTIFY_SYSTEM" 2>&1) ||
+    fail "$EX_UNAVAILABLE" "the target host cannot open a replication connection to $source_host_addr:$source_port as $REPL_USER: ${probe//$'\n'/ } (run setup-host.sh --role source)"
+fi
+if [[ $mode == archive ]]; then
+  [[ -x $bin/wal-ship ]] || fail "$EX_UNAVAILABLE" "--mode archive needs $bin/wal-ship (make release)"
+  arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
+  [[ $arch_cmd == on\ *wal-ship* ]] || fail "$EX_DATAERR" "--mode archive needs the source archiving with wal-ship (archive_mode=on): run setup-host.sh --archive DEST"
+fi
+[[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
+fresh_json=false
+((fresh_target)) && fresh_json=true
+phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes"
+
+# --- 2 base copy -------------------------------------------------------------------------
+bytes_copied=0
+if ((fresh_target)); then
+  run_hook before_base_copy
+  phase_begin base_copy
+  state=copying
+  progress=()
+  [[ -t 2 ]] && progress=(-P)
+  on_tgt mkdir -p "$TARGET_PGDATA"
+  on_tgt chmod 700 "$TARGET_PGDATA"
+  out=$(on_tgt env PGPASSWORD="$repl_password" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
+    -d "host=$source_host_addr port=$source_port user=$REPL_USER sslmode=prefer application_name=pgshift_target" \
+    -X stream -R -c fast -C -S "$slot" "${progress[@]}" 2>&1) ||
+    fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${out//$'\n'/ }"
+  bytes_copied=$(on_tgt du -sb "$TARGET_PGDATA" | cut -f1)
+  # The copy carries the source's postgresql.conf: give the target its own address, port and
+  # socket, and a fast retry of the WAL source so the switch is not held up.
+  on_tgt sh -c "cat >> '$TARGET_PGDATA/postgresql.auto.conf'" <<EOF
+# pgshift migrate.sh: this host
+listen_addresses = '$TARGET_ADDR'
+port = $TARGET_PORT
+unix_socket_directories = '$socket_dir'
+wal_retrieve_retry_interval = '100ms'
+EOF
+  phase_end bytes:="$bytes_copied" slot="$slot"
+fi
+
+# --- 3 catch up --------------------------------------------------------------------------
+phase_begin catch_up
+state=standby
+if [[ $mode == archive ]]; then
+  # Archive only: no streaming; the target restores every segment from the archive.
+  on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
+  on_tgt sh -c "cat >> '$TARGET_PGDATA/postgresql.auto.conf'" <<EOF
+restore_command = '$bin/wal-ship fetch %f %p --from $archive'
+EOF
+  if ((fresh_target)); then
+    src_psql -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+  fi
+fi
+if ! on_tgt test -f "$TARGET_PGDATA/postmaster.pid"; then
+  on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
+    fail "$EX_SOFTWARE" "the target did not start; see $target_log"
+fi
+pgs_wait_ready "$TARGET_ADDR" "$TARGET_PORT" 120 || fail "$EX_UNAVAILABLE" "the target did not accept connections; see $target_log"
+[[ $(target_in_recovery) == t ]] || fail "$EX_SOFTWARE" "the target is not in recovery: it must be a standby until the switchover"
+if [[ $mode == stream ]]; then
+  deadline=$((SECONDS + 60))
+  until [[ $(tgt_psql -c "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == 1 ]]; do
+    ((SECONDS < deadline)) || fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
+    sleep 0.1
+  done
+fi
+phase_end mode="$mode"
+
+# --- 4 wait ------------------------------------------------------------------------------
+phase_begin wait
+if [[ $when == advised ]]; then
+  [[ -n $history && -r $history ]] || fail "$EX_USAGE" "--when advised needs a readable --history FILE"
+  [[ -x $bin/window-advisor ]] || fail "$EX_UNAVAILABLE" "--when advised needs $bin/window-advisor (make release)"
+  rec=$("$bin/window-advisor" recommend --history "$history" --window "$window" --top 1 | jq -c 'select(.type == "window")' | head -n 1)
+  [[ -n $rec ]] || fail "$EX_DATAERR" "window-advisor recommended no window for $history"
+  start_s=$(jq -r '.start' <<<"$rec" | xargs -I{} date -d {} +%s)
+  emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))
+  if ((start_s > $(date +%s))); then
+    ((start_s - $(date +%s) <= max_wait)) || fail "$EX_TEMPFAIL" "the advised window starts in $((start_s - $(date +%s))) s, after --max-wait $max_wait s"
+    pgs_log "waiting $((start_s - $(date +%s))) s for the advised window"
+    sleep $((start_s - $(date +%s)))
+  fi
+fi
+deadline=$((SECONDS + 600)) next_switch=0
+while :; do
+  if [[ $mode == stream ]]; then
+    lag=$(src_psql -c "SELECT coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')")
+  else
+    lag=$(($(src_psql -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn") - $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")))
+    # Archive mode lags by at most the segment being written; push it along now and then.
+    if ((lag > max_lag && SECONDS >= next_switch)); then
+      src_psql -c "SELECT pg_switch_wal()" >/dev/null
+      next_switch=$((SECONDS + 2))
+    fi
+  fi
+  ((lag >= 0 && lag <= max_lag)) && break
+  ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after 600 s (limit --max-lag $max_lag)"
+  sleep 0.2
+done
+phase_end lag_bytes:="$lag"
+
+# --- 5 switchover ------------------------------------------------------------------------
+run_hook before_switchover
+phase_begin switchover
+wal_before_switch=$(src_psql -c "SELECT pg_current_wal_lsn()")
+# A checkpoint now makes the shutdown checkpoint (inside the downtime) nearly free.
+src_psql -c "CHECKPOINT" >/dev/null
+if [[ $mode == archive ]]; then
+  tgt_psql -c "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'" -c "SELECT pg_reload_conf()" >/dev/null
+fi
+
+# One call on the source host: fast shutdown, wait for the postmaster to go (10 ms polls, not
+# pg_ctl's 100 ms), then pg_controldata. Clients see errors from here on.
+state=stopping
+t_stop=$(pgs_now_ms)
+# shellcheck disable=SC2016  # expanded on the source host
+control=$(on_src sh -c '
+  d=$1 bin=$2 limit=$3
+  [ -f "$d/postmaster.pid" ] || { echo "not running"; exit 3; }
+  pid=$(head -n 1 "$d/postmaster.pid")
+  kill -INT "$pid" || exit 4
+  i=0
+  while [ -f "$d/postmaster.pid" ]; do
+    sleep 0.01; i=$((i + 1)); [ $i -lt $((limit * 100)) ] || { echo "still running"; exit 5; }
+  done
+  "$bin/pg_controldata" "$d"' migrate-stop "$SOURCE_PGDATA" "$PG_BIN" "$switch_timeout" 2>&1) ||
+  fail "$EX_SOFTWARE" "stopping the source failed: ${control//$'\n'/ }"
+t_stopped=$(pgs_now_ms)
+cluster_state=$(sed -n 's/^Database cluster state: *//p' <<<"$control")
+ckpt_lsn=$(sed -n 's/^Latest checkpoint location: *//p' <<<"$control")
+ckpt_tli=$(sed -n "s/^Latest checkpoint's TimeLineID: *//p" <<<"$control")
+seg_size=$(sed -n 's/^Bytes per WAL segment: *//p' <<<"$control")
+[[ $cluster_state == "shut down" ]] ||
+  fail "$EX_SOFTWARE" "the source did not shut down cleanly (pg_controldata says '$cluster_state')"
+emit proof name=source_clean_shutdown cluster_state="$cluster_state" checkpoint_lsn="$ckpt_lsn" timeline:="$ckpt_tli"
+run_hook after_stop
+
+if [[ $mode == archive ]]; then
+  # The segment holding the shutdown checkpoint is not full, so the archiver never shipped
+  # it: ship it now (the rest of the file past the checkpoint is not valid WAL, and recovery
+  # stops reading there).
+  hi=$((16#${ckpt_lsn%/*})) lo=$((16#${ckpt_lsn#*/}))
+  segno=$(((hi * 4294967296 + lo) / seg_size))
+  per_id=$((4294967296 / seg_size))
+  seg=$(printf '%08X%08X%08X' "$ckpt_tli" $((segno / per_id)) $((segno % per_id)))
+  out=$(on_src "$bin/wal-ship" push "$SOURCE_PGDATA/pg_wal/$seg" --to "$archive" 2>&1) ||
+    fail "$EX_IOERR" "shipping the last segment $seg failed: ${out//$'\n'/ }"
+  emit proof name=last_segment_shipped segment="$seg"
+fi
+
+# The target must have replayed past the source's final checkpoint, on its timeline: then
+# every acknowledged commit is there. One session does the proof, the promotion and the
+# first write.
+run_hook before_promote
+state=promoting
+t_promote=$(pgs_now_ms)
+promo=$(tgt_psql -F ' ' -v ckpt="$ckpt_lsn" -v limit="$switch_timeout" <<'SQL' 2>&1
+SET statement_timeout = 0;
+SELECT set_config('pgshift.ckpt', :'ckpt', false);
+SELECT set_config('pgshift.deadline', (clock_timestamp() + make_interval(secs => :limit))::text, false);
+DO $$
+BEGIN
+  WHILE coalesce(pg_last_wal_replay_lsn() <= current_setting('pgshift.ckpt')::pg_lsn, true) LOOP
+    IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
+      RAISE EXCEPTION 'target replayed only up to % (needs past %)', pg_last_wal_replay_lsn(), current_setting('pgshift.ckpt');
+    END IF;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END $$ ;
+SELECT 'replayed', pg_last_wal_replay_lsn(), (SELECT timeline_id FROM pg_control_checkpoint()),
+       coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0);
+SELECT 'promote', pg_promote(false);
+DO $$
+BEGIN
+  WHILE pg_is_in_recovery() LOOP
+    IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
+      RAISE EXCEPTION 'the target is still in recovery after pg_promote';
+    END IF;
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END $$ ;
+SELECT 'writable', txid_current(), pg_current_wal_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;
+SQL
+) || fail "$EX_SOFTWARE" "promoting the target failed: ${promo//$'\n'/ }"
+t_writable=$(pgs_now_ms)
+state=promoted
+read -r _ replayed_lsn replay_tli received_tli <<<"$(grep '^replayed' <<<"$promo")"
+read -r _ new_xid new_lsn new_tli <<<"$(grep '^writable' <<<"$promo")"
+emit proof name=target_replayed_final_checkpoint checkpoint_lsn="$ckpt_lsn" replayed_lsn="$replayed_lsn" source_timeline:="$ckpt_tli" received_timeline:="${received_tli:-0}" restartpoint_timeline:="${replay_tli:-0}"
+emit proof name=target_writable xid:="$new_xid" lsn="$new_lsn" timeline:="$new_tli"
+downtime_ms=$((t_writable - t_stop))
+run_hook after_promote
+
+# Fence the old source: if anyone starts it, it comes up as a standby of the new primary.
+new_primary_conninfo="host=$TARGET_ADDR port=$TARGET_PORT user=$REPL_USER password=$repl_password application_name=pgshift_rejoin sslmode=prefer"
+on_src rm -rf "$SOURCE_PGDATA/pg_replslot/$slot"
+on_src sh -c "sed -i '/^primary_conninfo/d; /^primary_slot_name/d' '$SOURCE_PGDATA/postgresql.auto.conf' &&
+  printf '%s\n' \"primary_conninfo = '$new_primary_conninfo'\" >> '$SOURCE_PGDATA/postgresql.auto.conf' &&
+  touch '$SOURCE_PGDATA/standby.signal'"
+emit proof name=old_source_fenced standby_signal:=true
+phase_end downtime_ms:=$downtime_ms stop_ms:=$((t_stopped - t_stop)) promote_ms:=$((t_writable - t_promote)) \
+  checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli"
+
+# --- 6 verify ----------------------------------------------------------------------------
+verdict=skipped
+if ((verify)); then
+  phase_begin verify
+  # The old source rejoins as a streaming standby of the new primary (its shutdown was clean
+  # and the new primary has all its WAL, so no rewind is needed), and is compared with it.
+  start_source || fail "$EX_SOFTWARE" "the old source did not start as a standby; see $source_log"
+  pgs_wait_ready "$source_host_addr" "$source_port" 120 || fail "$EX_UNAVAILABLE" "the old source did not accept connections as a standby"
+  [[ $(src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
+  # The tools' own JSON lines go next to the report (or to a scratch directory).
+  out_dir=$(dirname "${report:-$(mktemp -d)/x}")
+  rows_out=$out_dir/verify-rowcount.jsonl sums_out=$out_dir/verify-checksum.jsonl
+  rc_rows=0 rc_sums=0
+  "$bin/rowcount-diff" --source "$tgt_dsn" --target "$src_dsn" >"$rows_out" || rc_rows=$?
+  "$bin/pg-checksum" --source "$tgt_dsn" --target "$src_dsn" --wait-replay --timeout 120s >"$sums_out" || rc_sums=$?
+  rows_summary=$(tail -n 1 "$rows_out" 2>/dev/null || true)
+  sums_summary=$(tail -n 1 "$sums_out" 2>/dev/null || true)
+  if ((rc_rows == 0 && rc_sums == 0)); then
+    verdict=equal
+  elif ((rc_rows == 1 || rc_sums == 1)); then
+    verdict=different
+  else
+    verdict=error
+  fi
+  phase_end verdict="$verdict" rowcount_exit:=$rc_rows checksum_exit:=$rc_sums \
+    rowcount_summary:="${rows_summary:-null}" checksum_summary:="${sums_summary:-null}"
+fi
+
+# --- 7 report ----------------------------------------------------------------------------
+phase=report
+wal_moved=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$wal_before_switch')::bigint")
+code=$EX_OK
+case $verdict in different) code=$EX_DIFF ;; error) code=$EX_SOFTWARE ;; esac
+ok=true
+((code == 0)) || ok=false
+phases=$(for p in "${phase_order[@]}"; do printf '"%s":%s\n' "$p" "${phase_ms[$p]}"; done | paste -sd, -)
+emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:=$downtime_ms \
+  phases_ms:="{$phases}" bytes_copied:="$bytes_copied" wal_bytes_during_switch:="${wal_moved:-0}" \
+  verdict="$verdict" new_primary="$TARGET_ADDR:$TARGET_PORT" old_primary="$source_host_addr:$source_port" \
+  checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+trap - EXIT
+exit "$code"
