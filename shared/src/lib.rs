@@ -7,6 +7,8 @@
 //! - [`pg`] (feature `pg`): libpq-compatible connection options (conninfo and URLs, `PG*`
 //!   variables, `~/.pgpass`, multi-host with `target_session_attrs`, `sslmode` up to
 //!   `verify-full`), for both rust-postgres and tokio-postgres.
+//!   Also [`pg::tables`] (the table filters and catalog listing tools share) and
+//!   [`pg::snapshot`] (one exported REPEATABLE READ snapshot per host, shared by workers).
 //! - [`progress`] (feature `progress`): indicatif bars, only when stderr is a terminal.
 //!
 //! A type moves here when a second tool needs it; tool logic stays in the tool.

@@ -1,3 +1,4 @@
 //! The shared crate against real PostgreSQL servers from the fixture.
 
 mod pg_connect;
+mod pg_snapshot;

@@ -15,6 +15,8 @@
 
 mod conninfo;
 mod pgpass;
+pub mod snapshot;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::fmt;
