@@ -1,27 +1,200 @@
 //! `load-gen`: transactional load that survives a switchover and measures what clients saw.
 //!
-//! The command line is parsed here (so tests can reuse it); `main.rs` only calls
-//! [`shared::run_main`] with [`run`].
+//! pgbench cannot referee a live migration: its clients abort when their connection drops.
+//! `load-gen` runs N clients (one tokio task each, prepared statements) that reconnect to
+//! whichever host of a multi-host DSN accepts their session, within milliseconds, and keep
+//! going. It reports what clients saw, every second (`tick`) and at the end (`summary`):
+//! throughput, latency percentiles, the longest time no client could commit a write
+//! (`max_write_gap_ms`) and how long clients were failing (`unavailable_ms`).
+//!
+//! The probe (`--workload probe`, or `mixed` = TPC-B plus probe) inserts one row
+//! `(run_id, client_id, seq, ts)` per transaction and records the seq as *acknowledged* only
+//! once COMMIT returned; a commit whose connection died in flight is *unknown*. The acks go to
+//! an append-only log (`--log`), which `load-gen verify` checks against the final primary:
+//! every acknowledged row must be there (`lost == 0`), and no acknowledged write may have been
+//! accepted by a server after a newer primary had already acknowledged one (`split_brain`).
+//!
+//! Module map: [`conn`] (fast multi-host reconnects, server identity), [`workload`] (SQL,
+//! `--init`, one transaction and how its failure is classified), [`stats`] (what clients saw:
+//! histograms, write gaps, outages, split brain), [`acklog`] (the log's record types),
+//! [`verify`] (the lost-write and split-brain checks), [`runner`] (clients, ticks, signals).
+
+pub mod acklog;
+pub mod conn;
+pub mod runner;
+pub mod stats;
+pub mod verify;
+pub mod workload;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
-use shared::{ErrorKind, Status};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shared::Status;
 
 /// The command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "load-gen",
     version,
-    about = "Transactional load that survives a switchover and measures what clients saw."
+    about = "Transactional load that survives a switchover and measures what clients saw.",
+    long_about = "Transactional load that survives a switchover and measures what clients saw.\n\n\
+        Without a subcommand, runs the load: N clients, each reconnecting (backoff <= 50 ms) to \
+        whichever host of the DSN accepts its session, until --duration elapses or SIGINT/SIGTERM \
+        arrives. Writes a `tick` record every second and a `summary` at the end (JSON lines on \
+        stdout). `load-gen verify` checks an acknowledgement log against the final primary.",
+    args_conflicts_with_subcommands = true
 )]
-pub struct Cli {}
+pub struct Cli {
+    /// What to do (default: run the load).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the load run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that every write acknowledged in an ack log exists on the (final) primary, and
+    /// report split-brain writes; exit 1 if any acknowledged write is lost.
+    Verify(VerifyArgs),
+}
+
+/// The workload each client runs.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// pgbench's built-in TPC-B-like transaction (needs `--init` or `pgbench -i` tables).
+    Tpcb,
+    /// One INSERT of (run_id, client_id, seq, ts) per transaction, checked for lost writes.
+    Probe,
+    /// The TPC-B-like transaction with the probe INSERT in the same transaction.
+    Mixed,
+}
+
+impl Workload {
+    /// The name on the command line and in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Tpcb => "tpcb",
+            Workload::Probe => "probe",
+            Workload::Mixed => "mixed",
+        }
+    }
+
+    /// True if every transaction inserts a probe row (and can be checked for loss).
+    pub fn probes(self) -> bool {
+        self != Workload::Tpcb
+    }
+
+    /// True if the transaction touches the pgbench tables.
+    pub fn tpcb(self) -> bool {
+        self != Workload::Probe
+    }
+}
+
+/// Options of the load run (the default command).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Connection string (conninfo or URL). List several hosts with
+    /// target_session_attrs=read-write to follow the primary across a switchover.
+    #[arg(long, value_name = "DSN", default_value = "")]
+    pub dsn: String,
+
+    /// Number of concurrent clients (one connection each).
+    #[arg(short = 'c', long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+
+    /// Stop after this long (e.g. 60s, 5m); without it, run until SIGINT or SIGTERM.
+    #[arg(short = 'T', long, value_name = "DURATION", value_parser = shared::cli::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Limit the total rate to this many transactions per second (spread over the clients).
+    #[arg(short = 'R', long, value_name = "TPS")]
+    pub rate: Option<f64>,
+
+    /// What each transaction does.
+    #[arg(short = 'w', long, value_enum, default_value_t = Workload::Mixed)]
+    pub workload: Workload,
+
+    /// Create the pgbench tables (like `pgbench -i`, data generated on the server) and the
+    /// probe table, then exit.
+    #[arg(short = 'i', long)]
+    pub init: bool,
+
+    /// Scale factor for --init: 100000 accounts, 10 tellers and 1 branch per unit.
+    #[arg(short = 's', long, default_value_t = 1, value_name = "S",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub scale: u32,
+
+    /// Write the acknowledgement log (JSON lines: run, server, ack, unknown, end) to FILE,
+    /// for `load-gen verify`.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// At the end of the run, check every acknowledged write on the primary the DSN now
+    /// leads to (as `load-gen verify` does); exit 1 if any is lost.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Give up on one connection attempt to one host after this long.
+    #[arg(long, value_name = "DURATION", default_value = "2s",
+          value_parser = shared::cli::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Abandon a transaction that takes longer than this (its outcome is then failed, or
+    /// unknown if COMMIT was in flight) and reconnect.
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = shared::cli::parse_duration)]
+    pub txn_timeout: Duration,
+
+    /// Longest pause between reconnection attempts (the first is 5 ms, then doubling).
+    #[arg(long, value_name = "DURATION", default_value = "50ms",
+          value_parser = shared::cli::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Interval between `tick` records.
+    #[arg(long, value_name = "DURATION", default_value = "1s",
+          value_parser = shared::cli::parse_duration)]
+    pub tick: Duration,
+
+    /// Worker threads for the clients (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+
+    /// No progress line on stderr, even on a terminal.
+    #[arg(long)]
+    pub json_only: bool,
+}
+
+/// Options of `load-gen verify`.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Connection string of the final primary (several hosts with
+    /// target_session_attrs=read-write find it).
+    #[arg(long, value_name = "DSN", default_value = "")]
+    pub dsn: String,
+
+    /// The acknowledgement log written by `load-gen --log` (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub log: PathBuf,
+
+    /// Give up on connecting to one host after this long.
+    #[arg(long, value_name = "DURATION", default_value = "5s",
+          value_parser = shared::cli::parse_duration)]
+    pub connect_timeout: Duration,
+}
 
 /// Run `load-gen` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
-    let _cli = Cli::try_parse_from(args)?;
-    Err(shared::err(
-        ErrorKind::Internal,
-        "not implemented yet (issue #5)",
-    ))
+    let cli = Cli::try_parse_from(args)?;
+    match cli.command {
+        Some(Command::Verify(v)) => verify::run_verify(v),
+        None if cli.run.init => workload::run_init(&cli.run),
+        None => runner::run_load(cli.run),
+    }
 }
