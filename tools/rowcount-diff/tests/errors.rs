@@ -1,0 +1,84 @@
+//! Bad input: an unreachable host, a refused password, a bad DSN, an unreadable table.
+
+use testkit::Cluster;
+
+use crate::common::run;
+
+#[test]
+fn unreachable_target_is_an_error_record_and_exit_69() {
+    let s = Cluster::start();
+    let dead = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        testkit::free_port("127.0.0.1")
+    );
+    let r = run(&["--source", &s.dsn("postgres"), "--target", &dead]);
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    let e = r.of("error");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["host"], "target");
+    assert_eq!(e[0]["kind"], "unavailable");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("--target") && msg.contains("Connection refused"),
+        "{msg}"
+    );
+    assert!(
+        r.stderr.starts_with("rowcount-diff: reading the target"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.summary()["exit_code"], 69);
+}
+
+#[test]
+fn wrong_password_names_the_fix() {
+    let s = Cluster::builder()
+        .hba("host all app 127.0.0.1/32 scram-sha-256")
+        .start();
+    s.psql("postgres", "CREATE ROLE app LOGIN PASSWORD 'right'");
+    let bad = format!(
+        "host=127.0.0.1 port={} user=app password=wrong dbname=postgres sslmode=disable",
+        s.port()
+    );
+    let r = run(&["--source", &bad, "--target", &s.dsn("postgres")]);
+    assert_eq!(r.code, 69, "{}\n{}", r.stdout, r.stderr);
+    let e = r.of("error");
+    assert_eq!(e[0]["host"], "source");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(msg.contains("password"), "{msg}");
+    assert!(!msg.contains("wrong"), "the password leaked: {msg}");
+}
+
+#[test]
+fn bad_dsn_is_a_usage_error() {
+    let r = run(&["--source", "host=a sslmode=maybe", "--target", "host=b"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("sslmode"), "{}", r.stderr);
+}
+
+#[test]
+fn unreadable_table_is_reported_and_the_others_still_counted() {
+    let s = Cluster::start();
+    let db = s.create_db();
+    s.psql(
+        db.name(),
+        "CREATE ROLE reader LOGIN; CREATE TABLE ok (x int); CREATE TABLE secret (x int);
+         INSERT INTO ok VALUES (1); GRANT SELECT ON ok TO reader;",
+    );
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=reader dbname={} sslmode=disable",
+        s.port(),
+        db.name()
+    );
+    let r = run(&["--source", &dsn, "--target", &dsn]);
+    assert_eq!(r.code, 65, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.table("public", "ok")["equal"], true);
+    let e = r.of("error");
+    assert_eq!(e.len(), 2, "one per host: {}", r.stdout);
+    assert_eq!(e[0]["name"], "secret");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("permission denied") && msg.contains("--exclude public.secret"),
+        "{msg}"
+    );
+}
