@@ -1,0 +1,358 @@
+//! Real clusters: wal-ship as archive_command and restore_command, a standby fed only by the
+//! archive, promotion (timeline history), status, and sweep of a live pg_wal.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testkit::{Cluster, StopMode};
+
+use crate::util::*;
+
+/// Poll `f` until it returns true, or panic with `what` and a log.
+fn wait_for(what: &str, limit: Duration, log: &dyn Fn() -> String, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; log:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Switch to a new segment and wait until the archiver has shipped the one just closed.
+fn switch_and_wait_archived(c: &Cluster) -> String {
+    let closed = c.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_for(
+        &format!("{closed} to be archived by {}", c.name()),
+        Duration::from_secs(60),
+        &|| c.log_tail(20),
+        || {
+            let last = c.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            last.as_str() >= closed.as_str()
+        },
+    );
+    closed
+}
+
+/// An archive directory the server (postgres) can write.
+fn archive_dir(base: &Path) -> std::path::PathBuf {
+    let arch = base.join("archive");
+    fs::create_dir(&arch).unwrap();
+    chown_postgres(&arch);
+    arch
+}
+
+/// Turn a pg_basebackup -R standby into one that only restores from the archive.
+fn archive_only(standby: &mut Cluster) {
+    standby.stop(StopMode::Fast);
+    let auto = standby.data_dir().join("postgresql.auto.conf");
+    let text = fs::read_to_string(&auto).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("primary_conninfo"))
+        .collect();
+    fs::write(&auto, kept.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_standby_fed_only_by_the_archive_sees_the_primarys_rows_and_survives_promotion() {
+    let d = scratch();
+    let arch = archive_dir(d.path());
+    let push = format!(
+        "'{} push %p --to {} --quiet'",
+        bin().display(),
+        arch.display()
+    );
+    let fetch = format!(
+        "'{} fetch %f %p --from {} --prefetch 2'",
+        bin().display(),
+        arch.display()
+    );
+    let primary = Cluster::builder()
+        .name("ws-primary")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start();
+    primary.psql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+    switch_and_wait_archived(&primary);
+
+    let mut standby = primary
+        .standby_builder()
+        .setting("restore_command", &fetch)
+        .setting("wal_retrieve_retry_interval", "'200ms'")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start_standby_of(&primary);
+    archive_only(&mut standby);
+    // Written while the standby is down: it can only get these from the archive.
+    primary.psql(
+        "postgres",
+        "INSERT INTO t SELECT generate_series(1001, 2000)",
+    );
+    switch_and_wait_archived(&primary);
+    standby.start_again();
+    assert_eq!(
+        standby.psql("postgres", "SELECT count(*) FROM pg_stat_wal_receiver"),
+        "0",
+        "no streaming"
+    );
+
+    // pg_switch_wal in a loop: every segment travels through the archive.
+    let mut expected = 2000;
+    for round in 0..6 {
+        primary.psql(
+            "postgres",
+            &format!(
+                "INSERT INTO t SELECT generate_series(1, {})",
+                100 * (round + 1)
+            ),
+        );
+        expected += 100 * (round + 1);
+        switch_and_wait_archived(&primary);
+    }
+    wait_for(
+        "the standby to replay every row",
+        Duration::from_secs(90),
+        &|| standby.log_tail(30),
+        || standby.psql("postgres", "SELECT count(*) FROM t") == expected.to_string(),
+    );
+    let log = fs::read_to_string(standby.log_path()).unwrap();
+    assert!(
+        log.contains("restored log file"),
+        "{}",
+        standby.log_tail(30)
+    );
+    // "Not in the archive" is quiet: no wal-ship complaints in the standby's log.
+    assert!(!log.contains("wal-ship:"), "{}", standby.log_tail(40));
+
+    // The archive is whole, and status agrees with the server.
+    let a = arch.to_str().unwrap();
+    let out = expect(0, &["verify", "--archive", a]);
+    assert_eq!(summary(&out)["problems"], 0);
+    let out = expect(
+        0,
+        &["status", "--dsn", &primary.dsn("postgres"), "--archive", a],
+    );
+    let st = &of_type(&out, "status")[0];
+    assert_eq!(st["failing"], false);
+    assert_eq!(st["in_recovery"], false);
+    assert_eq!(st["lag_segments"], 0, "{st}");
+    assert_eq!(st["archive_last_segment"], st["last_archived_wal"], "{st}");
+    assert!(st["archived_count"].as_i64().unwrap() >= 8, "{st}");
+    assert_eq!(st["wal_segment_size"], 16 << 20);
+
+    // Promotion: the standby becomes a primary on timeline 2 and archives its history file.
+    drop(primary);
+    standby.promote();
+    wait_for(
+        "00000002.history in the archive",
+        Duration::from_secs(60),
+        &|| standby.log_tail(20),
+        || arch.join("history/00000002.history.ws").exists(),
+    );
+    standby.psql("postgres", "INSERT INTO t SELECT generate_series(1, 10)");
+    let closed = switch_and_wait_archived(&standby);
+    assert!(closed.starts_with("00000002"), "{closed}");
+    let out = expect(0, &["verify", "--archive", a]);
+    let sum = summary(&out);
+    assert_eq!(sum["timelines"], serde_json::json!([1, 2]), "{sum}");
+    assert_eq!(sum["history_files"], 1);
+    // The history file restores as PostgreSQL wrote it.
+    let dest = d.path().join("h");
+    expect(
+        0,
+        &[
+            "fetch",
+            "00000002.history",
+            dest.to_str().unwrap(),
+            "--from",
+            a,
+        ],
+    );
+    assert!(fs::read_to_string(dest).unwrap().starts_with("1\t"));
+}
+
+#[test]
+fn status_reports_failing_archiving_until_it_recovers() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    // A marker, so the archive is one, but not writable by the server.
+    let seed = segment(d.path(), &seg_name(9, 1), 1);
+    expect(
+        0,
+        &[
+            "push",
+            seed.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&arch, fs::Permissions::from_mode(0o755)).unwrap();
+    let push = format!(
+        "'{} push %p --to {} --quiet'",
+        bin().display(),
+        arch.display()
+    );
+    let c = Cluster::builder()
+        .name("ws-failing")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start();
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT 1 AS i; SELECT pg_switch_wal()",
+    );
+    wait_for(
+        "an archiving failure",
+        Duration::from_secs(60),
+        &|| c.log_tail(10),
+        || c.psql("postgres", "SELECT failed_count > 0 FROM pg_stat_archiver") == "t",
+    );
+    let a = arch.to_str().unwrap();
+    let out = expect(1, &["status", "--dsn", &c.dsn("postgres"), "--archive", a]);
+    let st = &of_type(&out, "status")[0];
+    assert_eq!(st["failing"], true);
+    assert!(
+        st["last_failed_wal"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000001"),
+        "{st}"
+    );
+    assert!(st["ready_files"].as_i64().unwrap() >= 1, "{st}");
+    assert!(
+        stderr(&out).contains("archiving is failing"),
+        "{}",
+        stderr(&out)
+    );
+    // The server log has wal-ship's reason.
+    let log = fs::read_to_string(c.log_path()).unwrap();
+    assert!(log.contains("Permission denied"), "{}", c.log_tail(20));
+
+    // Fixed: PostgreSQL's retry goes through and status is clean again.
+    fs::set_permissions(&arch, fs::Permissions::from_mode(0o777)).unwrap();
+    wait_for(
+        "archiving to recover",
+        Duration::from_secs(90),
+        &|| c.log_tail(10),
+        || {
+            c.psql(
+                "postgres",
+                "SELECT last_archived_time > last_failed_time FROM pg_stat_archiver",
+            ) == "t"
+        },
+    );
+    let out = expect(0, &["status", "--dsn", &c.dsn("postgres"), "--archive", a]);
+    assert_eq!(of_type(&out, "status")[0]["failing"], false);
+    // An unreachable server is a connection error.
+    let out = expect(
+        69,
+        &[
+            "status",
+            "--dsn",
+            "host=127.0.0.1 port=1 user=postgres connect_timeout=2",
+            "--archive",
+            a,
+        ],
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    // archive_mode on, no archive_command: PostgreSQL keeps .ready files for someone else.
+    let c = Cluster::builder()
+        .name("ws-sweep")
+        .setting("archive_mode", "on")
+        .setting("archive_command", "''")
+        .start();
+    let mut closed = Vec::new();
+    for i in 0..3 {
+        c.psql(
+            "postgres",
+            &format!("CREATE TABLE t{i} AS SELECT generate_series(1, 1000) AS i"),
+        );
+        closed.push(c.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())"));
+    }
+    let wal = c.data_dir().join("pg_wal");
+    wait_for(
+        ".ready files",
+        Duration::from_secs(30),
+        &|| c.log_tail(10),
+        || {
+            closed.iter().all(|n| {
+                wal.join("archive_status")
+                    .join(format!("{n}.ready"))
+                    .exists()
+            })
+        },
+    );
+    let out = expect(
+        0,
+        &[
+            "sweep",
+            "--from",
+            wal.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+            "--jobs",
+            "2",
+        ],
+    );
+    let shipped: Vec<String> = of_type(&out, "segment")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    for n in &closed {
+        assert!(shipped.contains(n), "{n} not in {shipped:?}");
+        assert!(wal
+            .join("archive_status")
+            .join(format!("{n}.done"))
+            .exists());
+        assert!(!wal
+            .join("archive_status")
+            .join(format!("{n}.ready"))
+            .exists());
+    }
+    let out = expect(
+        0,
+        &[
+            "sweep",
+            "--from",
+            wal.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(summary(&out)["files"], 0);
+    // Real segments restore byte for byte.
+    let n = &closed[1];
+    let dest = d.path().join("restored");
+    expect(
+        0,
+        &[
+            "fetch",
+            n,
+            dest.to_str().unwrap(),
+            "--from",
+            arch.to_str().unwrap(),
+        ],
+    );
+    if let Ok(orig) = fs::read(wal.join(n)) {
+        assert!(orig == fs::read(&dest).unwrap(), "restored {n} differs");
+    }
+    let out = expect(0, &["verify", "--archive", arch.to_str().unwrap()]);
+    assert_eq!(summary(&out)["problems"], 0);
+}

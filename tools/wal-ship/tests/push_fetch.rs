@@ -1,0 +1,664 @@
+//! push and fetch on a local archive: storing, duplicates, conflicts, bad input, corruption,
+//! the exit codes PostgreSQL sees, encryption and prefetch.
+
+use std::fs;
+
+use crate::util::*;
+
+#[test]
+fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
+    let d = scratch();
+    let (wal, arch) = (d.path().join("wal"), d.path().join("archive"));
+    fs::create_dir_all(&wal).unwrap();
+    fs::create_dir_all(&arch).unwrap();
+    let name = seg_name(1, 3);
+    let src = segment(&wal, &name, 1);
+    let out = expect(
+        0,
+        &[
+            "push",
+            src.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let seg = &of_type(&out, "segment")[0];
+    assert_eq!(seg["name"], name.as_str());
+    assert_eq!(seg["action"], "stored");
+    assert_eq!(seg["kind"], "segment");
+    assert_eq!(seg["compression"], "zstd:3");
+    assert_eq!(seg["bytes"], SEG);
+    assert!(
+        seg["stored_bytes"].as_u64().unwrap() < u64::from(SEG) / 4,
+        "{seg}"
+    );
+    assert_eq!(seg["sha256"].as_str().unwrap().len(), 64);
+    let sum = summary(&out);
+    assert_eq!(
+        (sum["stored"].as_u64(), sum["exit_code"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // Nothing but the marker and the object: no temp file left behind.
+    assert_eq!(
+        tree(&arch),
+        vec![
+            format!("00000001{}/{name}.ws", &name[8..16]),
+            "wal-ship.json".to_owned()
+        ]
+    );
+    // The header line says what the object is.
+    let stored = fs::read(object_path(&arch, &name)).unwrap();
+    let first =
+        String::from_utf8_lossy(&stored[..stored.iter().position(|&b| b == b'\n').unwrap()])
+            .into_owned();
+    let h: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(h["name"], name.as_str());
+    assert_eq!(h["seg_size"], SEG);
+
+    let dest = d.path().join("RECOVERYXLOG");
+    let out = expect(
+        0,
+        &[
+            "fetch",
+            &name,
+            dest.to_str().unwrap(),
+            "--from",
+            arch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&src).unwrap());
+    let f = &of_type(&out, "segment")[0];
+    assert_eq!(
+        (f["action"].as_str(), f["source"].as_str()),
+        (Some("fetched"), Some("archive"))
+    );
+    // The temp file beside %p is gone.
+    assert!(!d.path().join(".RECOVERYXLOG.wal-ship.tmp").exists());
+}
+
+#[test]
+fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
+    let d = scratch();
+    let arch = d.path().join("a");
+    fs::create_dir(&arch).unwrap();
+    for (i, c) in ["none", "lz4", "zstd:1", "zstd:19"].iter().enumerate() {
+        let name = seg_name(1, 10 + i as u64);
+        let src = segment(d.path(), &name, i as u8);
+        let out = expect(
+            0,
+            &[
+                "push",
+                src.to_str().unwrap(),
+                "--to",
+                arch.to_str().unwrap(),
+                "--compress",
+                c,
+            ],
+        );
+        assert_eq!(of_type(&out, "segment")[0]["compression"], *c);
+        // Same bytes, another compression: recognised from the header alone.
+        let again = if *c == "lz4" { "zstd" } else { "lz4" };
+        let out = expect(
+            0,
+            &[
+                "push",
+                src.to_str().unwrap(),
+                "--to",
+                arch.to_str().unwrap(),
+                "--compress",
+                again,
+            ],
+        );
+        assert_eq!(of_type(&out, "segment")[0]["action"], "duplicate");
+        assert_eq!(summary(&out)["duplicates"], 1);
+        let dest = d.path().join(format!("restored-{i}"));
+        expect(
+            0,
+            &[
+                "fetch",
+                &name,
+                dest.to_str().unwrap(),
+                "--from",
+                arch.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(&src).unwrap(), "{c}");
+    }
+    let out = expect(2, &["push", "x", "--to", "y", "--compress", "gzip"]);
+    assert!(stderr(&out).contains("use none, zstd"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
+    let d = scratch();
+    let (a, b, arch) = (
+        d.path().join("a"),
+        d.path().join("b"),
+        d.path().join("archive"),
+    );
+    for p in [&a, &b, &arch] {
+        fs::create_dir(p).unwrap();
+    }
+    let name = seg_name(1, 5);
+    let first = segment(&a, &name, 1);
+    let second = segment(&b, &name, 2);
+    expect(
+        0,
+        &[
+            "push",
+            first.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let before = fs::read(object_path(&arch, &name)).unwrap();
+    let out = expect(
+        65,
+        &[
+            "push",
+            second.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already holds a different"), "{err}");
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(fs::read(object_path(&arch, &name)).unwrap(), before);
+    let e = &of_type(&out, "error")[0];
+    assert_eq!(
+        (e["kind"].as_str(), e["exit_code"].as_u64()),
+        (Some("data_err"), Some(65))
+    );
+    assert_eq!(summary(&out)["failed"], 1);
+    // The first file is still a duplicate, and the archive still restores it.
+    expect(
+        0,
+        &[
+            "push",
+            first.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let dest = d.path().join("x");
+    expect(
+        0,
+        &[
+            "fetch",
+            &name,
+            dest.to_str().unwrap(),
+            "--from",
+            arch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(fs::read(dest).unwrap(), fs::read(first).unwrap());
+}
+
+#[test]
+fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let push = |path: &std::path::Path| run(&["push", path.to_str().unwrap(), "--to", a]);
+
+    // Not a WAL file name.
+    let p = d.path().join("pg_wal_backup.tar");
+    fs::write(&p, b"x").unwrap();
+    let out = push(&p);
+    check(65, &out, &"bad name");
+    assert!(
+        stderr(&out).contains("is not a WAL file name"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Truncated (a half-copied file).
+    let name = seg_name(1, 7);
+    let full = fs::read(segment(d.path(), &name, 3)).unwrap();
+    fs::write(d.path().join(&name), &full[..full.len() / 3]).unwrap();
+    let out = push(&d.path().join(&name));
+    check(65, &out, &"truncated");
+    assert!(
+        stderr(&out).contains("truncated or half-copied"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The wrong segment under this name (its page header says another position).
+    let other = seg_name(1, 8);
+    let bytes = fs::read(segment(d.path(), &other, 3)).unwrap();
+    fs::write(d.path().join(&name), bytes).unwrap();
+    let out = push(&d.path().join(&name));
+    check(65, &out, &"wrong segment");
+    assert!(
+        stderr(&out).contains("the file is not this segment"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Zeros (a preallocated, never written file).
+    fs::write(d.path().join(&name), vec![0u8; SEG as usize]).unwrap();
+    check(65, &push(&d.path().join(&name)), &"zeros");
+
+    // Missing source.
+    let out = push(&d.path().join(seg_name(1, 99)));
+    check(74, &out, &"missing file");
+    assert!(stderr(&out).contains("No such file"), "{}", stderr(&out));
+
+    // Archive directory missing (e.g. not mounted): retryable, and nothing created.
+    let gone = d.path().join("not-mounted");
+    let good = segment(d.path(), &seg_name(1, 9), 1);
+    let out = run(&[
+        "push",
+        good.to_str().unwrap(),
+        "--to",
+        gone.to_str().unwrap(),
+    ]);
+    check(69, &out, &"no archive dir");
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!gone.exists());
+
+    // Only the marker: nothing half-written anywhere.
+    assert!(
+        tree(&arch).iter().all(|f| f == "wal-ship.json"),
+        "{:?}",
+        tree(&arch)
+    );
+    // Every failure code is one PostgreSQL retries (1..=125).
+}
+
+#[test]
+fn history_backup_and_partial_files_round_trip() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
+    let backup = d.path().join(format!("{}.00000028.backup", seg_name(1, 2)));
+    fs::write(
+        &backup,
+        "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
+    )
+    .unwrap();
+    let partial_name = format!("{}.partial", seg_name(1, 3));
+    let seg = segment(d.path(), &seg_name(1, 3), 9);
+    let partial = d.path().join(&partial_name);
+    fs::rename(&seg, &partial).unwrap();
+    let out = expect(
+        0,
+        &[
+            "push",
+            hist.to_str().unwrap(),
+            backup.to_str().unwrap(),
+            partial.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let kinds: Vec<String> = of_type(&out, "segment")
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["history", "backup", "partial"]);
+    assert!(arch.join("history/00000002.history.ws").exists());
+    for p in [&hist, &backup, &partial] {
+        let n = p.file_name().unwrap().to_str().unwrap();
+        let dest = d.path().join("restored");
+        expect(
+            0,
+            &[
+                "fetch",
+                n,
+                dest.to_str().unwrap(),
+                "--from",
+                arch.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(p).unwrap(), "{n}");
+    }
+    // A history file for a timeline that does not exist yet: the quiet "not found".
+    let out = expect(
+        1,
+        &[
+            "fetch",
+            "00000003.history",
+            "x",
+            "--from",
+            arch.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let name = seg_name(1, 4);
+    let src = segment(d.path(), &name, 4);
+    expect(0, &["push", src.to_str().unwrap(), "--to", a]);
+    let datadir = d.path().join("data");
+    fs::create_dir(&datadir).unwrap();
+    let fetch = |name: &str, extra: &[&str]| {
+        wal_ship()
+            .current_dir(&datadir)
+            .args(["fetch", name, "pg_wal_RECOVERYXLOG", "--from", a])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // Missing: exit 1, nothing on stderr or stdout (PostgreSQL asks for these all the time).
+    let out = fetch(&seg_name(1, 5), &[]);
+    check(1, &out, &"missing");
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+
+    // Corrupt: exit 126 and a loud one-line error, nothing written at %p.
+    flip_bit(&object_path(&arch, &name));
+    let out = fetch(&name, &[]);
+    check(126, &out, &"corrupt");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is corrupt"), "{err}");
+    assert!(!datadir.join("pg_wal_RECOVERYXLOG").exists());
+    // Even in standby mode: replaying a corrupt segment is never right.
+    fs::write(datadir.join("standby.signal"), "").unwrap();
+    check(126, &fetch(&name, &[]), &"corrupt in standby mode");
+    fs::remove_file(datadir.join("standby.signal")).unwrap();
+
+    // Archive unreachable (an unmounted share leaves an empty directory: no marker).
+    let empty = d.path().join("empty-mountpoint");
+    fs::create_dir(&empty).unwrap();
+    for target in [empty.to_str().unwrap(), "/nonexistent/wal-ship-archive"] {
+        let out = wal_ship()
+            .current_dir(&datadir)
+            .args(["fetch", &name, "p", "--from", target])
+            .output()
+            .unwrap();
+        // Archive recovery (no standby.signal): stop rather than end recovery early.
+        check(126, &out, &target);
+        assert!(
+            stderr(&out).contains("stops recovery instead of ending it early"),
+            "{}",
+            stderr(&out)
+        );
+        // Standby mode: the ordinary code; PostgreSQL retries.
+        fs::write(datadir.join("standby.signal"), "").unwrap();
+        let out = wal_ship()
+            .current_dir(&datadir)
+            .args(["fetch", &name, "p", "--from", target])
+            .output()
+            .unwrap();
+        check(69, &out, &target);
+        fs::remove_file(datadir.join("standby.signal")).unwrap();
+        // The explicit flag wins over the guess.
+        let out = wal_ship()
+            .current_dir(&datadir)
+            .args(["fetch", &name, "p", "--from", target, "--on-error", "retry"])
+            .output()
+            .unwrap();
+        check(69, &out, &target);
+    }
+    // Not a WAL name: outside standby mode that must not read as "end of archive" either.
+    check(126, &fetch("RECOVERYHISTORY", &[]), &"bad name");
+    check(
+        65,
+        &fetch("RECOVERYHISTORY", &["--on-error", "retry"]),
+        &"bad name, retry",
+    );
+}
+
+#[test]
+fn encryption_at_rest_round_trips_and_needs_the_key() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let key = d.path().join("key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    let other = d.path().join("other");
+    fs::write(&other, [7u8; 32]).unwrap();
+    let hist = d.path().join("00000002.history");
+    let text = "1\t0/3000000\tsecret reason text\n";
+    fs::write(&hist, text).unwrap();
+    let name = seg_name(1, 6);
+    let seg = segment(d.path(), &name, 6);
+    let out = expect(
+        0,
+        &[
+            "push",
+            hist.to_str().unwrap(),
+            seg.to_str().unwrap(),
+            "--to",
+            a,
+            "--encrypt-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    for r in of_type(&out, "segment") {
+        assert_eq!(r["encrypted"], true);
+        assert!(r.get("sha256").is_none(), "{r}");
+    }
+    // The key never shows up, and neither does the plaintext.
+    let all = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    assert!(!all.contains(&"5a".repeat(32)));
+    let stored = fs::read(arch.join("history/00000002.history.ws")).unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("secret reason"));
+
+    let dest = d.path().join("out");
+    expect(
+        0,
+        &[
+            "fetch",
+            "00000002.history",
+            dest.to_str().unwrap(),
+            "--from",
+            a,
+            "--encrypt-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(fs::read_to_string(&dest).unwrap(), text);
+    expect(
+        0,
+        &[
+            "fetch",
+            &name,
+            dest.to_str().unwrap(),
+            "--from",
+            a,
+            "--encrypt-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&seg).unwrap());
+    // No key, or the wrong key: restoring cannot go on.
+    let out = expect(126, &["fetch", &name, "x", "--from", a]);
+    assert!(
+        stderr(&out).contains("no --encrypt-key-file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = expect(
+        126,
+        &[
+            "fetch",
+            &name,
+            "x",
+            "--from",
+            a,
+            "--encrypt-key-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stderr(&out).contains("not with the given key"),
+        "{}",
+        stderr(&out)
+    );
+    // A duplicate push is recognised with the key, and without encryption too (decoded).
+    let out = expect(
+        0,
+        &[
+            "push",
+            seg.to_str().unwrap(),
+            "--to",
+            a,
+            "--encrypt-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(of_type(&out, "segment")[0]["action"], "duplicate");
+    // Unencrypted push of the same bytes: the archive's copy cannot be compared without the key.
+    let out = expect(65, &["push", seg.to_str().unwrap(), "--to", a]);
+    assert!(
+        stderr(&out).contains("cannot tell whether it is the same file"),
+        "{}",
+        stderr(&out)
+    );
+    // A key file that is not a key.
+    fs::write(&other, "hunter2").unwrap();
+    let out = expect(
+        65,
+        &[
+            "push",
+            seg.to_str().unwrap(),
+            "--to",
+            a,
+            "--encrypt-key-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(!stderr(&out).contains("hunter2"));
+}
+
+#[test]
+fn prefetch_spools_the_next_segments_and_serves_them_locally() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let names: Vec<String> = (1..=6).map(|i| seg_name(1, 0xFE + i)).collect();
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| segment(d.path(), n, 1).to_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec!["push", "--to", a, "--quiet"];
+    args.extend(files.iter().map(String::as_str));
+    let out = expect(0, &args);
+    assert!(out.stdout.is_empty(), "--quiet");
+    let spool = d.path().join("spool");
+    let sp = spool.to_str().unwrap();
+    let dest = d.path().join("p");
+    let p = dest.to_str().unwrap();
+
+    let out = expect(
+        0,
+        &[
+            "fetch",
+            &names[0],
+            p,
+            "--from",
+            a,
+            "--prefetch",
+            "3",
+            "--spool",
+            sp,
+        ],
+    );
+    let r = &of_type(&out, "segment")[0];
+    assert_eq!(
+        (r["source"].as_str(), r["prefetched"].as_u64()),
+        (Some("archive"), Some(3))
+    );
+    // Crossing a log id boundary (…FF → next log id) is handled.
+    let mut spooled = tree(&spool);
+    spooled.sort();
+    assert_eq!(
+        spooled,
+        names[1..4]
+            .iter()
+            .map(|n| format!("{n}.ws"))
+            .collect::<Vec<_>>()
+    );
+
+    // The next one comes from the spool, even with the archive gone.
+    let moved = d.path().join("archive-away");
+    fs::rename(&arch, &moved).unwrap();
+    let out = expect(
+        0,
+        &[
+            "fetch",
+            &names[1],
+            p,
+            "--from",
+            a,
+            "--prefetch",
+            "3",
+            "--spool",
+            sp,
+        ],
+    );
+    assert_eq!(of_type(&out, "segment")[0]["source"], "spool");
+    assert!(
+        stderr(&out).contains("prefetching after"),
+        "archive gone: a warning, not a failure"
+    );
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&files[1]).unwrap());
+    fs::rename(&moved, &arch).unwrap();
+
+    // A damaged spool copy is dropped and fetched again from the archive.
+    flip_bit(&spool.join(format!("{}.ws", names[2])));
+    let out = expect(
+        0,
+        &[
+            "fetch",
+            &names[2],
+            p,
+            "--from",
+            a,
+            "--prefetch",
+            "3",
+            "--spool",
+            sp,
+        ],
+    );
+    assert_eq!(of_type(&out, "segment")[0]["source"], "archive");
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&files[2]).unwrap());
+    // Passed segments are forgotten; the archive ends at names[5].
+    let spooled = tree(&spool);
+    assert_eq!(
+        spooled,
+        names[3..6]
+            .iter()
+            .map(|n| format!("{n}.ws"))
+            .collect::<Vec<_>>()
+    );
+
+    // --prefetch outside a data directory needs a spool; as a restore_command
+    // misconfiguration it stops recovery rather than end it.
+    let out = wal_ship()
+        .current_dir(d.path())
+        .args(["fetch", &names[0], "p", "--from", a, "--prefetch", "2"])
+        .output()
+        .unwrap();
+    check(126, &out, &"no spool");
+    assert!(
+        stderr(&out).contains("--prefetch needs --spool"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,382 @@
+//! The ssh transport against a real sshd on a loopback port, started here (as root) with a
+//! test-owned host key, client key and known_hosts; wal-ship runs as the postgres user, as
+//! archive_command does. Named exclusive_ because it creates /run/sshd when missing.
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::Cluster;
+
+use crate::util::*;
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    /// Options that make wal-ship trust this sshd and use the test's key, and nothing from
+    /// the postgres user's own ~/.ssh.
+    fn options(&self) -> Vec<String> {
+        vec![
+            "--ssh-config".into(),
+            "/dev/null".into(),
+            "--ssh-option".into(),
+            format!("IdentityFile={}", self.dir.join("client_key").display()),
+            "--ssh-option".into(),
+            format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ),
+        ]
+    }
+
+    fn url(&self, path: &Path) -> String {
+        format!("ssh://postgres@127.0.0.1:{}{}", self.port, path.display())
+    }
+}
+
+fn keygen(path: &Path) -> bool {
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Start sshd, or say why not.
+fn start_sshd(dir: &Path) -> Result<Sshd, String> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        return Err("/usr/sbin/sshd is not installed (apt-get install openssh-server)".into());
+    }
+    let Some((uid, gid)) = testkit::run_as() else {
+        return Err("not running as root: cannot start sshd for the postgres user".into());
+    };
+    if !keygen(&dir.join("host_key")) || !keygen(&dir.join("client_key")) {
+        return Err("ssh-keygen failed".into());
+    }
+    fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+    fs::set_permissions(
+        dir.join("authorized_keys"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(dir.join("client_key"), Some(uid), Some(gid)).unwrap();
+    let port = testkit::free_port("127.0.0.1");
+    let host_pub = fs::read_to_string(dir.join("host_key.pub")).unwrap();
+    fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {host_pub}"),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "ListenAddress 127.0.0.1\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
+             AuthorizedKeysFile {0}/authorized_keys\nStrictModes no\nUsePAM yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nAllowUsers postgres\nMaxStartups 50\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    // sshd insists on its privilege separation directory (systemd normally makes it).
+    if !Path::new("/run/sshd").exists() {
+        fs::create_dir_all("/run/sshd").map_err(|e| format!("cannot create /run/sshd: {e}"))?;
+        let _ = fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755));
+    }
+    let log = fs::File::create(dir.join("sshd.log")).unwrap();
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start sshd: {e}"))?;
+    let mut s = Sshd {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if s.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            return Err(format!(
+                "sshd did not start: {}",
+                fs::read_to_string(dir.join("sshd.log"))
+                    .unwrap_or_default()
+                    .trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.port = port;
+    Ok(s)
+}
+
+/// wal-ship as the postgres user (as archive_command runs), with the sshd's options.
+fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Output {
+    let (uid, gid) = testkit::run_as().unwrap();
+    let mut c = Command::new(bin());
+    testkit::hermetic(&mut c);
+    c.uid(uid)
+        .gid(gid)
+        .env("HOME", cwd)
+        .current_dir(cwd)
+        .args(args)
+        .args(sshd.options())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn expect_pg(code: i32, sshd: &Sshd, cwd: &Path, args: &[&str]) -> Output {
+    let out = as_postgres(sshd, cwd, args);
+    check(code, &out, &args);
+    out
+}
+
+#[test]
+fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
+    let d = scratch();
+    let sshd = match start_sshd(d.path()) {
+        Ok(s) => s,
+        Err(why) => testkit::skip!("{why}"),
+    };
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    chown_postgres(&arch);
+    let url = sshd.url(&arch);
+    let u = url.as_str();
+    let work = d.path().join("work");
+    fs::create_dir(&work).unwrap();
+    chown_postgres(&work);
+
+    // Push three segments and a history file in one call; again: duplicates.
+    let files: Vec<String> = (1..=3)
+        .map(|i| {
+            segment(&work, &seg_name(1, i), i as u8)
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    fs::write(
+        work.join("00000002.history"),
+        "1\t0/300000\tno recovery target specified\n",
+    )
+    .unwrap();
+    let mut args = vec!["push", "--to", u];
+    args.extend(files.iter().map(String::as_str));
+    args.push("00000002.history");
+    let out = expect_pg(0, &sshd, &work, &args);
+    assert_eq!(summary(&out)["stored"], 4);
+    assert_eq!(of_type(&out, "segment")[0]["archive"], u);
+    let out = expect_pg(0, &sshd, &work, &args);
+    assert_eq!(summary(&out)["duplicates"], 4);
+    assert!(
+        tree(&arch).iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        tree(&arch)
+    );
+
+    // A different file under an archived name: refused over ssh too.
+    let other = d.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let conflicting = segment(&other, &seg_name(1, 2), 99);
+    let out = expect_pg(
+        65,
+        &sshd,
+        &work,
+        &["push", conflicting.to_str().unwrap(), "--to", u],
+    );
+    assert!(
+        stderr(&out).contains("already holds a different"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Fetch: restored, missing (quiet), prefetch in one round trip.
+    let out = expect_pg(
+        0,
+        &sshd,
+        &work,
+        &[
+            "fetch",
+            &seg_name(1, 1),
+            "p1",
+            "--from",
+            u,
+            "--prefetch",
+            "5",
+            "--spool",
+            "spool",
+        ],
+    );
+    assert_eq!(
+        fs::read(work.join("p1")).unwrap(),
+        fs::read(&files[0]).unwrap()
+    );
+    assert_eq!(of_type(&out, "segment")[0]["prefetched"], 2);
+    let out = expect_pg(
+        0,
+        &sshd,
+        &work,
+        &[
+            "fetch",
+            &seg_name(1, 2),
+            "p2",
+            "--from",
+            u,
+            "--prefetch",
+            "5",
+            "--spool",
+            "spool",
+        ],
+    );
+    assert_eq!(of_type(&out, "segment")[0]["source"], "spool");
+    let out = expect_pg(
+        1,
+        &sshd,
+        &work,
+        &["fetch", &seg_name(1, 9), "p9", "--from", u],
+    );
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    expect_pg(
+        0,
+        &sshd,
+        &work,
+        &["fetch", "00000002.history", "h", "--from", u],
+    );
+
+    // verify over ssh finds a flipped bit; clean over ssh removes.
+    expect_pg(0, &sshd, &work, &["verify", "--archive", u]);
+    flip_bit(&object_path(&arch, &seg_name(1, 3)));
+    let out = expect_pg(1, &sshd, &work, &["verify", "--archive", u]);
+    assert_eq!(of_type(&out, "problem")[0]["name"], seg_name(1, 3).as_str());
+    let out = expect_pg(
+        126,
+        &sshd,
+        &work,
+        &["fetch", &seg_name(1, 3), "p3", "--from", u],
+    );
+    assert!(stderr(&out).contains("is corrupt"), "{}", stderr(&out));
+    let out = expect_pg(
+        0,
+        &sshd,
+        &work,
+        &["clean", "--archive", u, "--keep-from", &seg_name(1, 2)],
+    );
+    assert_eq!(summary(&out)["removed"], 1);
+    assert!(!object_path(&arch, &seg_name(1, 1)).exists());
+
+    // A missing remote directory, a closed port, an unknown host key.
+    let nowhere = sshd.url(&d.path().join("nowhere"));
+    let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &nowhere]);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let closed = format!(
+        "ssh://postgres@127.0.0.1:{}{}",
+        testkit::free_port("127.0.0.1"),
+        arch.display()
+    );
+    let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &closed]);
+    assert!(
+        stderr(&out).contains("cannot reach the archive"),
+        "{}",
+        stderr(&out)
+    );
+    let out = expect_pg(
+        126,
+        &sshd,
+        &work,
+        &["fetch", &seg_name(1, 2), "p", "--from", &closed],
+    );
+    assert!(
+        stderr(&out).contains("cannot reach the archive"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(work.join("standby.signal"), "").unwrap();
+    expect_pg(
+        69,
+        &sshd,
+        &work,
+        &["fetch", &seg_name(1, 2), "p", "--from", &closed],
+    );
+    fs::remove_file(work.join("standby.signal")).unwrap();
+    let saved = fs::read(sshd.dir.join("known_hosts")).unwrap();
+    fs::write(sshd.dir.join("known_hosts"), "").unwrap();
+    let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", u]);
+    assert!(stderr(&out).contains("known_hosts"), "{}", stderr(&out));
+    fs::write(sshd.dir.join("known_hosts"), saved).unwrap();
+    let out = expect_pg(
+        2,
+        &sshd,
+        &work,
+        &[
+            "push",
+            &files[0],
+            "--to",
+            u,
+            "--ssh-option",
+            "StrictHostKeyChecking=no",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("host key checking on"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A real primary archiving over ssh.
+    let opts = sshd.options().join(" ");
+    let push = format!("'{} push %p --to {u} --quiet {opts}'", bin().display());
+    let c = Cluster::builder()
+        .name("ws-ssh")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start();
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 10000) AS i",
+    );
+    let closed = c.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.psql(
+        "postgres",
+        "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+    ) < closed
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not archived over ssh: {}",
+            c.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restored = work.join("restored");
+    expect_pg(
+        0,
+        &sshd,
+        &work,
+        &["fetch", &closed, restored.to_str().unwrap(), "--from", u],
+    );
+    assert_eq!(fs::metadata(&restored).unwrap().len(), 16 << 20);
+}

@@ -1,0 +1,301 @@
+//! verify finds deleted and damaged segments, broken timelines and strangers; clean removes
+//! what is older than a segment and nothing else.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::util::*;
+
+/// An archive with segments `range` on timeline `tli`.
+fn fill(arch: &Path, scratch: &Path, tli: u32, range: std::ops::RangeInclusive<u64>) {
+    let files: Vec<String> = range
+        .map(|i| {
+            segment(scratch, &seg_name(tli, i), i as u8)
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut args = vec!["push", "--to", arch.to_str().unwrap(), "--quiet"];
+    args.extend(files.iter().map(String::as_str));
+    expect(0, &args);
+}
+
+fn problems(out: &std::process::Output) -> Vec<(String, String)> {
+    of_type(out, "problem")
+        .iter()
+        .map(|p| {
+            let what = p["name"]
+                .as_str()
+                .or(p["from"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            (p["problem"].as_str().unwrap().to_owned(), what)
+        })
+        .collect()
+}
+
+#[test]
+fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    fill(&arch, d.path(), 1, 1..=8);
+    let out = expect(0, &["verify", "--archive", a]);
+    let sum = summary(&out);
+    assert_eq!(
+        (sum["segments"].as_u64(), sum["checked"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert_eq!(sum["first_segment"], seg_name(1, 1).as_str());
+    assert_eq!(sum["last_segment"], seg_name(1, 8).as_str());
+    assert_eq!(sum["problems"], 0);
+
+    fs::remove_file(object_path(&arch, &seg_name(1, 4))).unwrap();
+    flip_bit(&object_path(&arch, &seg_name(1, 6)));
+    let out = expect(1, &["verify", "--archive", a, "--jobs", "3"]);
+    assert_eq!(
+        problems(&out),
+        vec![
+            ("corrupt".to_owned(), seg_name(1, 6)),
+            ("gap".to_owned(), seg_name(1, 4))
+        ]
+    );
+    let gap = &of_type(&out, "problem")[1];
+    assert_eq!(
+        (gap["timeline"].as_u64(), gap["missing"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(gap["to"], seg_name(1, 4).as_str());
+    let sum = summary(&out);
+    assert_eq!(
+        (
+            sum["gaps"].as_u64(),
+            sum["missing_segments"].as_u64(),
+            sum["corrupt"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert!(stderr(&out).contains("2 problem(s)"), "{}", stderr(&out));
+
+    // A range that leaves the hole out still finds the damage in it.
+    let out = expect(1, &["verify", "--archive", a, "--from", &seg_name(1, 5)]);
+    assert_eq!(problems(&out), vec![("corrupt".to_owned(), seg_name(1, 6))]);
+    // And a range with neither is clean; --from before the first stored segment is a gap.
+    expect(
+        0,
+        &[
+            "verify",
+            "--archive",
+            a,
+            "--from",
+            &seg_name(1, 7),
+            "--to",
+            &seg_name(1, 8),
+        ],
+    );
+    let out = expect(
+        1,
+        &[
+            "verify",
+            "--archive",
+            a,
+            "--from",
+            &seg_name(1, 0),
+            "--to",
+            &seg_name(1, 2),
+        ],
+    );
+    assert_eq!(problems(&out), vec![("gap".to_owned(), seg_name(1, 0))]);
+    // A directory that is not an archive is an error, not an empty archive.
+    let out = expect(69, &["verify", "--archive", d.path().to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("wal-ship.json is missing"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_follows_timelines_through_their_history_files() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    // Timeline 1: segments 1..5; promotion in segment 6 (0/680000 with 1 MiB segments).
+    fill(&arch, d.path(), 1, 1..=5);
+    fill(&arch, d.path(), 2, 6..=8);
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/680000\tno recovery target specified\n").unwrap();
+    expect(0, &["push", hist.to_str().unwrap(), "--to", a]);
+    let out = expect(0, &["verify", "--archive", a]);
+    assert_eq!(summary(&out)["timelines"], serde_json::json!([1, 2]));
+
+    // The parent timeline must reach the branch point: a missing last segment of timeline 1
+    // is found although no later segment of timeline 1 exists.
+    fs::remove_file(object_path(&arch, &seg_name(1, 5))).unwrap();
+    // And the child must start there.
+    fs::remove_file(object_path(&arch, &seg_name(2, 6))).unwrap();
+    let out = expect(1, &["verify", "--archive", a]);
+    assert_eq!(
+        problems(&out),
+        vec![
+            ("gap".to_owned(), seg_name(1, 5)),
+            ("gap".to_owned(), seg_name(2, 6))
+        ]
+    );
+
+    // Timeline 3 without its history file; a history file that contradicts its parent's.
+    fill(&arch, d.path(), 3, 9..=9);
+    let bad = d.path().join("00000004.history");
+    fs::write(&bad, "1\t0/500000\tx\n3\t0/A00000\ty\n").unwrap();
+    expect(0, &["push", bad.to_str().unwrap(), "--to", a]);
+    let out = expect(1, &["verify", "--archive", a]);
+    let found = problems(&out);
+    assert!(
+        found.contains(&("missing_history".to_owned(), String::new())),
+        "{found:?}"
+    );
+    // 4's parent (3) has no history file to compare with; its list skips timeline 2 though.
+    let three = d.path().join("00000003.history");
+    fs::write(
+        &three,
+        "1\t0/680000\tno recovery target specified\n2\t0/900000\tz\n",
+    )
+    .unwrap();
+    expect(0, &["push", three.to_str().unwrap(), "--to", a]);
+    let out = expect(1, &["verify", "--archive", a]);
+    let found = problems(&out);
+    assert!(
+        found.contains(&("history".to_owned(), "00000004.history".to_owned())),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|(p, _)| p == "missing_history"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn verify_notices_two_clusters_sharing_an_archive() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    fill(&arch, d.path(), 1, 1..=2);
+    let n = wal_ship::name::WalName::parse(&seg_name(1, 3)).unwrap();
+    let stranger = d.path().join(n.as_str());
+    fs::write(&stranger, wal_ship::segment::synthetic(&n, SEG, 42, 0)).unwrap();
+    expect(
+        0,
+        &[
+            "push",
+            stranger.to_str().unwrap(),
+            "--to",
+            arch.to_str().unwrap(),
+        ],
+    );
+    let out = expect(1, &["verify", "--archive", arch.to_str().unwrap()]);
+    let p = &of_type(&out, "problem")[0];
+    assert_eq!(p["problem"], "mixed_systems");
+    assert!(
+        p["message"].as_str().unwrap().contains("42 (1 segments)"),
+        "{p}"
+    );
+}
+
+#[test]
+fn clean_removes_older_files_and_keeps_history() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    fill(&arch, d.path(), 1, 1..=6);
+    fill(&arch, d.path(), 2, 7..=8);
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/700000\tno recovery target specified\n").unwrap();
+    let backup = d.path().join(format!("{}.00000028.backup", seg_name(1, 2)));
+    fs::write(&backup, "START WAL LOCATION: 0/200028\n").unwrap();
+    expect(
+        0,
+        &[
+            "push",
+            hist.to_str().unwrap(),
+            backup.to_str().unwrap(),
+            "--to",
+            a,
+        ],
+    );
+    // A temp file from a push killed two hours ago, and one from a push running now.
+    let old_tmp = arch.join("0000000100000000/.000000010000000000000009.ws.1.2.tmp");
+    fs::write(&old_tmp, b"partial").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old_tmp)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    let new_tmp = arch.join("0000000100000000/.00000001000000000000000A.ws.3.4.tmp");
+    fs::write(&new_tmp, b"partial").unwrap();
+
+    // Dry run: the list, nothing removed. %r-style: timeline of the name does not matter.
+    let keep = seg_name(2, 4);
+    let out = expect(
+        0,
+        &["clean", "--archive", a, "--keep-from", &keep, "--dry-run"],
+    );
+    let removed: Vec<String> = of_type(&out, "removed")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut want: Vec<String> = (1..=3).map(|i| seg_name(1, i)).collect();
+    want.insert(2, backup.file_name().unwrap().to_str().unwrap().to_owned());
+    want.push("0000000100000000/.000000010000000000000009.ws.1.2.tmp".to_owned());
+    assert_eq!(removed, want);
+    assert!(object_path(&arch, &seg_name(1, 1)).exists());
+    assert!(old_tmp.exists());
+
+    let out = expect(0, &["clean", "--archive", a, "--keep-from", &keep]);
+    let sum = summary(&out);
+    assert_eq!(
+        (sum["removed"].as_u64(), sum["temp_files_removed"].as_u64()),
+        (Some(4), Some(1))
+    );
+    for i in 1..=3 {
+        assert!(!object_path(&arch, &seg_name(1, i)).exists());
+    }
+    assert!(!old_tmp.exists());
+    assert!(
+        new_tmp.exists(),
+        "a recent temp file may belong to a running push"
+    );
+    assert!(object_path(&arch, &seg_name(1, 4)).exists());
+    assert!(arch.join("history/00000002.history.ws").exists());
+    let out = expect(0, &["verify", "--archive", a]);
+    assert_eq!(summary(&out)["first_segment"], seg_name(1, 4).as_str());
+
+    // A --keep-from past every segment would empty the archive: refused unless forced.
+    let out = expect(
+        65,
+        &["clean", "--archive", a, "--keep-from", &seg_name(1, 100)],
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(object_path(&arch, &seg_name(1, 4)).exists());
+    let out = expect(
+        0,
+        &[
+            "clean",
+            "--archive",
+            a,
+            "--keep-from",
+            &seg_name(1, 100),
+            "--force",
+        ],
+    );
+    assert_eq!(summary(&out)["kept"], 1, "only the history file");
+    expect(
+        2,
+        &["clean", "--archive", a, "--keep-from", "00000002.history"],
+    );
+}
