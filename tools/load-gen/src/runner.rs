@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use shared::{ErrorKind, Output, Status};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 
 use crate::acklog::{AckLog, AckRecord, EndRecord, RunData, RunRecord, UnknownRecord};
@@ -104,16 +104,64 @@ pub fn run_load(args: RunArgs) -> anyhow::Result<Status> {
         ));
     }
     let target = Target::parse(&args.dsn, args.connect_timeout)?;
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all();
-    if let Some(j) = args.jobs {
-        b.worker_threads(j as usize);
-    }
-    let rt = b.build().context("starting the tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let res = rt.block_on(load(args, target));
     // Connections to a host that stopped answering may still be waiting: do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(200));
     res
+}
+
+/// Start the clients on `jobs` threads, each with its own single-threaded runtime (as
+/// pgbench's `-j` threads each serve their share of the clients): a client task and its
+/// connection task then always run on the same thread, and a round trip costs no cross-thread
+/// wake-ups. Each thread's receiver resolves when its clients have ended.
+fn start_jobs(ctx: &Arc<Ctx>, jobs: u32) -> anyhow::Result<Jobs> {
+    let mut threads = Vec::new();
+    let mut done = Vec::new();
+    for j in 0..jobs {
+        let ids: Vec<u32> = (1..=ctx.clients)
+            .filter(|id| (id - 1) % jobs == j)
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a client thread's runtime")?;
+        let (tx, rx) = oneshot::channel();
+        let ctx = ctx.clone();
+        let th = std::thread::Builder::new()
+            .name(format!("load-gen-{j}"))
+            .spawn(move || {
+                rt.block_on(async {
+                    let tasks: Vec<_> = ids
+                        .into_iter()
+                        .map(|id| tokio::spawn(client(ctx.clone(), id)))
+                        .collect();
+                    for t in tasks {
+                        if let Err(e) = t.await {
+                            if e.is_panic() {
+                                std::panic::resume_unwind(e.into_panic());
+                            }
+                        }
+                    }
+                });
+                // Dropping the runtime drops connections still waiting on a silent host.
+                drop(rt);
+                let _ = tx.send(());
+            })
+            .context("starting a client thread")?;
+        threads.push(th);
+        done.push(rx);
+    }
+    Ok(Jobs { threads, done })
+}
+
+/// The client threads.
+struct Jobs {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    done: Vec<oneshot::Receiver<()>>,
 }
 
 /// The current time, RFC 3339 UTC with milliseconds.
@@ -217,9 +265,11 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         events: events_tx,
         stop: stop_rx,
     });
-    let handles: Vec<_> = (1..=args.clients)
-        .map(|id| tokio::spawn(client(ctx.clone(), id)))
-        .collect();
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+        .min(args.clients);
+    let Jobs { threads, done } = start_jobs(&ctx, jobs)?;
 
     let bar = (!args.json_only).then(|| match args.duration {
         Some(d) => shared::progress::bar(d.as_secs().max(1), "load-gen"),
@@ -280,7 +330,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
     // Stop: clients finish what is in flight (bounded by GRACE), then everything is counted.
     ctx.stats.stop();
     let _ = stop_tx.send(true);
-    let joined = futures_util::future::join_all(handles);
+    let joined = futures_util::future::join_all(done);
     tokio::pin!(joined);
     loop {
         tokio::select! {
@@ -298,6 +348,17 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
                 failure = Some(e);
             }
         }
+    }
+    let panicked = threads
+        .into_iter()
+        .map(|t| t.join())
+        .filter(Result::is_err)
+        .count();
+    if panicked > 0 {
+        return Err(shared::err(
+            ErrorKind::Internal,
+            format!("{panicked} client thread(s) panicked (see the message above)"),
+        ));
     }
     if let Some(b) = &bar {
         b.finish_and_clear();

@@ -322,9 +322,9 @@ impl Stats {
         s.last_ack_us = Some(ack_us);
         s.commits += 1;
 
-        let seen: Vec<Seen<'_>> = g.servers.iter().map(ServerState::seen).collect();
-        let by = superseded_by(&seen, &seen[server as usize], sent_us);
-        drop(seen);
+        // No allocation here: this runs for every commit.
+        let x = g.servers[server as usize].seen();
+        let by = superseded_by(g.servers.iter().map(ServerState::seen), &x, sent_us);
         let mut new_split = None;
         if let Some(y) = by {
             g.split_brain += 1;

@@ -66,9 +66,13 @@ pub fn supersedes(y: &Seen<'_>, x: &Seen<'_>) -> bool {
 
 /// The server that makes a write to `x`, begun at `sent_us`, split brain: one that supersedes
 /// `x` and had acknowledged a write before `sent_us`.
-pub fn superseded_by(servers: &[Seen<'_>], x: &Seen<'_>, sent_us: u64) -> Option<u32> {
+pub fn superseded_by<'a>(
+    servers: impl IntoIterator<Item = Seen<'a>>,
+    x: &Seen<'_>,
+    sent_us: u64,
+) -> Option<u32> {
     servers
-        .iter()
+        .into_iter()
         .find(|y| y.first_ack_us.is_some_and(|f| f < sent_us) && supersedes(y, x))
         .map(|y| y.id)
 }
@@ -94,7 +98,7 @@ pub fn split_brain(run: &RunData) -> Vec<(AckRecord, u32)> {
         .iter()
         .filter_map(|a| {
             let x = seen.iter().find(|s| s.id == a.server)?;
-            superseded_by(&seen, x, a.sent_us).map(|y| (*a, y))
+            superseded_by(seen.iter().copied(), x, a.sent_us).map(|y| (*a, y))
         })
         .collect()
 }

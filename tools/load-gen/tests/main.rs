@@ -1,3 +1,8 @@
 //! `load-gen` as a process: one integration-test binary, one module per concern.
 
 mod cli;
+mod common;
+mod signals;
+mod steady;
+mod switchover;
+mod usage;

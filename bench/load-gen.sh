@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench/load-gen.sh: load-gen's TPC-B throughput against pgbench's, same cluster, same scale,
+# same clients, same two threads, same transaction (pgbench's built-in TPC-B-like script with
+# prepared statements). Goal (issue #5): load-gen within 10 % of pgbench while it records
+# every transaction's outcome.
+#
+#   bench/load-gen.sh                      # SCALE=10 CLIENTS=4 DURATION=30
+#   SCALE=1 CLIENTS=8 DURATION=10 bench/load-gen.sh
+#
+# Runs, each after the same reset (history truncated, small tables vacuumed, as pgbench does):
+#   pgbench   pgbench -n -M prepared -c N -j 2 -T D
+#   tpcb      load-gen -w tpcb -c N -j 2 -T D       (the same script; outcomes counted)
+#   mixed     load-gen -w mixed --log FILE ...      (+1 probe INSERT per transaction, each
+#                                                    acknowledgement logged: the referee setup)
+# synchronous_commit is off by default (SYNC_COMMIT=on to change it) so that the figure
+# measures the clients rather than this machine's fsync latency.
+# Prints one JSON line per run and a summary line; keeps them under bench/results/.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-4}
+DURATION=${DURATION:-30}
+JOBS=${JOBS:-2}
+SYNC_COMMIT=${SYNC_COMMIT:-off}
+
+pgs_require_cmd jq "$PG_BIN/pgbench"
+# LOAD_GEN_BIN=path uses that binary; otherwise build the release one.
+if [[ -z ${LOAD_GEN_BIN:-} ]]; then
+  (cd "$root" && cargo build --release -q -p load-gen)
+  LOAD_GEN_BIN=$root/target/release/load-gen
+fi
+
+work=$(mktemp -d /tmp/pgshift-bench-load-gen.XXXXXX)
+chmod 755 "$work"
+trap 'pgs_cluster_destroy "$work/pg"; rm -rf "$work"' EXIT
+results=$root/bench/results
+mkdir -p "$results"
+out=$results/load-gen-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+
+pgs_log "cluster: scale $SCALE, $CLIENTS clients, $JOBS threads, ${DURATION}s per run, synchronous_commit=$SYNC_COMMIT"
+pgs_cluster_create "$work/pg" "$(pgs_free_port 127.0.0.1)" 127.0.0.1 \
+  "synchronous_commit=$SYNC_COMMIT" shared_buffers=256MB max_wal_size=4GB
+pgs_cluster_start "$work/pg"
+dsn=$(pgs_dsn "$work/pg")
+"$LOAD_GEN_BIN" --dsn "$dsn" --init --scale "$SCALE" >/dev/null
+
+reset() {
+  pgs_psql "$dsn" "TRUNCATE pgbench_history" >/dev/null
+  pgs_psql "$dsn" "VACUUM pgbench_branches" >/dev/null
+  pgs_psql "$dsn" "VACUUM pgbench_tellers" >/dev/null
+  pgs_psql "$dsn" "CHECKPOINT" >/dev/null
+}
+
+reset
+pgs_log "pgbench -n -M prepared -c $CLIENTS -j $JOBS -T $DURATION"
+pgbench_tps=$("$PG_BIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$JOBS" -T "$DURATION" "$dsn" 2>/dev/null |
+  sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -n 1)
+[[ -n $pgbench_tps ]] || pgs_die "$EX_SOFTWARE" "could not read pgbench's tps"
+pgs_json run tool=pgbench tps:="$pgbench_tps" | tee -a "$out"
+
+# run_load_gen NAME ARGS...: one load-gen run; prints its figures (and keeps them in $out).
+run_load_gen() {
+  local name=$1 summary
+  shift
+  reset
+  pgs_log "load-gen $*"
+  summary=$("$LOAD_GEN_BIN" --dsn "$dsn" -c "$CLIENTS" -j "$JOBS" -T "${DURATION}s" --json-only "$@" |
+    tail -n 1)
+  [[ $(jq -r .type <<<"$summary") == summary ]] || pgs_die "$EX_SOFTWARE" "load-gen wrote no summary"
+  jq -c --arg name "$name" '{type: "run", tool: ("load-gen " + $name), tps, committed, failed,
+    unknown, latency_p50_ms, latency_p99_ms, max_write_gap_ms, acked}' <<<"$summary" |
+    tee -a "$out"
+}
+
+run_load_gen tpcb -w tpcb
+tpcb_tps=$(tail -n 1 "$out" | jq .tps)
+run_load_gen mixed -w mixed --log "$work/acked.jsonl"
+mixed_tps=$(tail -n 1 "$out" | jq .tps)
+acks=$(grep -c '"type":"ack"' "$work/acked.jsonl" || true)
+
+ratio=$(jq -n "$tpcb_tps / $pgbench_tps * 100 | round / 100")
+mixed_ratio=$(jq -n "$mixed_tps / $pgbench_tps * 100 | round / 100")
+pgs_log "load-gen tpcb / pgbench = $ratio (goal >= 0.90); mixed with ack log / pgbench = $mixed_ratio"
+pgs_json summary tool=load-gen-bench success:="$(jq -n "$ratio >= 0.9")" \
+  scale:="$SCALE" clients:="$CLIENTS" jobs:="$JOBS" duration_s:="$DURATION" \
+  synchronous_commit="$SYNC_COMMIT" pgbench_tps:="$pgbench_tps" load_gen_tps:="$tpcb_tps" \
+  ratio:="$ratio" mixed_tps:="$mixed_tps" mixed_ratio:="$mixed_ratio" logged_acks:="$acks" |
+  tee -a "$out"
+pgs_log "results in $out"
