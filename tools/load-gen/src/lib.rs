@@ -44,6 +44,12 @@ use shared::Status;
         whichever host of the DSN accepts its session, until --duration elapses or SIGINT/SIGTERM \
         arrives. Writes a `tick` record every second and a `summary` at the end (JSON lines on \
         stdout). `load-gen verify` checks an acknowledgement log against the final primary.",
+    after_help = "Examples:\n  \
+        DSN='host=a,b dbname=app target_session_attrs=read-write'\n  \
+        load-gen --dsn \"$DSN\" --init -s 10\n  \
+        load-gen --dsn \"$DSN\" -c 4 --log acked.jsonl > run.jsonl &\n  \
+        kill -INT $!; wait $!    # stop early: the summary is still written\n  \
+        load-gen verify --dsn \"$DSN\" --log acked.jsonl",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -98,9 +104,14 @@ impl Workload {
 /// Options of the load run (the default command).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Connection string (conninfo or URL). List several hosts with
-    /// target_session_attrs=read-write to follow the primary across a switchover.
-    #[arg(long, value_name = "DSN", default_value = "")]
+    /// Connection string (conninfo or URL; PG* variables fill in the rest). List several hosts
+    /// with target_session_attrs=read-write to follow the primary across a switchover.
+    #[arg(
+        long,
+        value_name = "DSN",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub dsn: String,
 
     /// Number of concurrent clients (one connection each).
@@ -161,7 +172,7 @@ pub struct RunArgs {
           value_parser = shared::cli::parse_duration)]
     pub tick: Duration,
 
-    /// Worker threads for the clients (default: the number of CPUs).
+    /// Client threads, like pgbench's -j (default: the number of CPUs, at most --clients).
     #[arg(short = 'j', long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
@@ -176,7 +187,12 @@ pub struct RunArgs {
 pub struct VerifyArgs {
     /// Connection string of the final primary (several hosts with
     /// target_session_attrs=read-write find it).
-    #[arg(long, value_name = "DSN", default_value = "")]
+    #[arg(
+        long,
+        value_name = "DSN",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub dsn: String,
 
     /// The acknowledgement log written by `load-gen --log` (`-` for stdin).

@@ -489,21 +489,34 @@ struct Session {
 async fn open(ctx: &Ctx) -> anyhow::Result<Session> {
     let (client, ep) = ctx.target.connect().await?;
     let host = ep.to_string();
-    let identity = conn::identify(&client)
+    // Bounded like a transaction: preparing waits for table locks, and a server can stop
+    // answering between connect and here.
+    let setup = async {
+        let identity = conn::identify(&client)
+            .await
+            .with_context(|| format!("{host}: asking the server who it is"))?;
+        let st = Statements::prepare(&client, ctx.workload)
+            .await
+            .map_err(|e| {
+                let kind = shared::pg::classify_pg_error(&e);
+                shared::err(
+                    kind,
+                    format!(
+                        "{host}: preparing the statements: {}",
+                        shared::pg::one_line(&e)
+                    ),
+                )
+            })?;
+        anyhow::Ok((identity, st))
+    };
+    let (identity, st) = tokio::time::timeout(ctx.txn_timeout, setup)
         .await
-        .with_context(|| format!("{host}: asking the server who it is"))?;
-    let st = Statements::prepare(&client, ctx.workload)
-        .await
-        .map_err(|e| {
-            let kind = shared::pg::classify_pg_error(&e);
+        .map_err(|_| {
             shared::err(
-                kind,
-                format!(
-                    "{host}: preparing the statements: {}",
-                    shared::pg::one_line(&e)
-                ),
+                ErrorKind::Retry,
+                format!("{host}: setting up the session took longer than --txn-timeout"),
             )
-        })?;
+        })??;
     let (server, new) = ctx.stats.server(&host, &identity);
     if let Some(rec) = new {
         if let Some(l) = &ctx.log {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod outcomes;
 mod signals;
 mod steady;
 mod switchover;
