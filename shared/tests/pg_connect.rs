@@ -101,6 +101,14 @@ fn async_client_follows_the_same_rules() {
     });
     assert_eq!(port, primary.port());
     assert!(!in_recovery);
+
+    // The same with a TLS connector built once and reused.
+    let conn = info(&dsn);
+    let tls = conn.tls_connector().unwrap();
+    for _ in 0..2 {
+        let (_, ep) = rt.block_on(conn.connect_async_endpoint_with(&tls)).unwrap();
+        assert_eq!(ep.port, primary.port());
+    }
 }
 
 #[test]

@@ -24,11 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-use postgres_openssl::MakeTlsConnector;
 
 use crate::exit::ErrorKind;
 
 pub use conninfo::quote;
+/// The TLS connector type of [`ConnInfo::tls_connector`] (for callers that keep one).
+pub use postgres_openssl::MakeTlsConnector;
 
 /// Environment variables libpq reads, and the keyword each one stands for.
 const ENV_VARS: &[(&str, &str)] = &[
@@ -554,8 +555,19 @@ impl ConnInfo {
     pub async fn connect_async_endpoint(
         &self,
     ) -> anyhow::Result<(tokio_postgres::Client, Endpoint)> {
-        let attrs = self.target_session_attrs()?;
         let tls = self.tls_connector()?;
+        self.connect_async_endpoint_with(&tls).await
+    }
+
+    /// [`ConnInfo::connect_async_endpoint`] with a connector from [`ConnInfo::tls_connector`]
+    /// built once by the caller. Building one loads OpenSSL's default CA store (tens of
+    /// milliseconds of CPU), which a client that reconnects every few milliseconds (load-gen
+    /// during a switchover) must not pay on every attempt.
+    pub async fn connect_async_endpoint_with(
+        &self,
+        tls: &MakeTlsConnector,
+    ) -> anyhow::Result<(tokio_postgres::Client, Endpoint)> {
+        let attrs = self.target_session_attrs()?;
         let mut failures = Vec::new();
         let mut fallback = None;
         for ep in self.endpoints()? {
