@@ -273,6 +273,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             }
         }
         let p = dump::plan(criu, a.pid, &staging, &a.opts, false)?;
+        plan = Some(p.clone());
         transport.preflight(&remote_wrap)?;
         images::prepare_empty_dir(&staging)?;
         phase = Phase::Dumping;
@@ -289,6 +290,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             })
         })?;
         phase = Phase::Dumped;
+        taken = Some(t.clone());
         dump::write_manifest(criu, &p, &t);
         if !procs::wait_gone(a.pid, Duration::from_secs(5)) {
             return Err(shared::err(
@@ -309,8 +311,6 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             ms: ms(t0.elapsed()),
             verified: true,
         })?;
-        plan = Some(p);
-        taken = Some(t);
         let mut argv = vec![remote_wrap.clone()];
         if let Some(c) = &remote_criu {
             argv.extend(["--criu".into(), c.clone()]);

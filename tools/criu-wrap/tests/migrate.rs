@@ -1,0 +1,445 @@
+//! `criu-wrap migrate` against the fake CRIU: to a directory on this host, and over ssh to
+//! an sshd on a loopback port. The invariant under test: after a migration the process runs
+//! in exactly one place, whatever failed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn migrate_cmd(fake: &Fake, victim: &Victim, to: &str) -> assert_cmd::Command {
+    let mut c = fake.cmd();
+    c.args(["migrate", "--pid", &victim.pid().to_string(), "--to", to]);
+    c
+}
+
+#[test]
+fn migrate_to_a_directory() {
+    let fake = Fake::new(&[("PAGES", "400 90 70 40"), ("FINAL_PAGES", "9")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let staging = fake.dir.path().join("staging");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--images")
+            .arg(&staging),
+        0,
+    );
+    let recs = records(&out);
+    // Rounds 1..4 went while the process ran, each copied and verified; then the final part.
+    let parts: Vec<&str> = of_type(&recs, "transfer")
+        .iter()
+        .map(|t| t["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["pre-1", "pre-2", "pre-3", "pre-4", "final"]);
+    assert!(of_type(&recs, "transfer")
+        .iter()
+        .all(|t| t["verified"] == true));
+    assert!(of_type(&recs, "transfer")[0]["bytes"].as_u64().unwrap() >= 400 * 4096);
+    for k in 1..=4 {
+        assert!(target.join(format!("pre-{k}/pages-1.img")).is_file());
+    }
+    assert!(target.join("criu-wrap.json").is_file());
+    assert!(
+        !target.join("dump.log").exists(),
+        "the final dump's log stays on the source"
+    );
+    // The restore ran on the target's directory, once; the source is dead.
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].0, target.display().to_string());
+    assert!(alive(restored[0].1));
+    assert!(!victim.running());
+    let r = one(&recs, "restore");
+    assert_eq!(r["side"], "target");
+    assert_eq!(r["pid"], restored[0].1);
+    let m = one(&recs, "migrate");
+    assert_eq!(m["outcome"], "migrated");
+    assert_eq!(m["mode"], "pre_copy");
+    assert_eq!(m["rounds"], 5);
+    assert!(m["bytes_transferred"].as_u64().unwrap() >= (400 + 90 + 70 + 40 + 9) * 4096);
+    // --images given: kept.
+    assert!(staging.join("pre-1").is_dir());
+}
+
+#[test]
+fn target_restore_failure_resumes_on_the_source() {
+    let fake = Fake::new(&[
+        ("FAIL", "restore:target"),
+        (
+            "FAIL_LOG",
+            "(00.031732) Error (criu/cr-restore.c:1469): Can't fork for 4242: File exists\n(00.032527) Error (criu/cr-restore.c:2537): Restoring FAILED.",
+        ),
+    ]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let staging = fake.dir.path().join("staging");
+    let out = run(
+        migrate_cmd(&fake, &victim, &format!("file://{}", target.display()))
+            .arg("--images")
+            .arg(&staging),
+        75,
+    );
+    let recs = records(&out);
+    let e = one(&recs, "error");
+    assert_eq!(
+        e["cause"], "pid_in_use",
+        "the target's diagnosis is passed on: {e}"
+    );
+    // Restored from the same images on the source, once; nothing runs on the target.
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].0, staging.display().to_string());
+    assert!(alive(restored[0].1));
+    let back = one(&recs, "resumed");
+    assert_eq!(back["how"], "restored");
+    assert_eq!(back["alive"], true);
+    assert_eq!(one(&recs, "restore")["side"], "source");
+    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    let restores = fake.calls_of("restore");
+    assert_eq!(restores.len(), 2, "target, then source: {restores:?}");
+    assert!(restores[0].contains(&target.display().to_string()));
+}
+
+#[test]
+fn checksum_mismatch_of_the_final_part_resumes_on_the_source() {
+    let fake = Fake::new(&[("PAGES", "300 40")]);
+    let victim = Victim::start();
+    // An rsync that copies, then corrupts one image of the final part at the destination.
+    let rsync = script(
+        fake.dir.path(),
+        "rsync",
+        r#"rsync "$@" || exit $?
+src=${*: -2:1}; dst=${*: -1}
+[[ $src == */pre-*/ ]] && exit 0
+f=$(find "$dst" -maxdepth 1 -name 'core-*.img' -type f | head -1)
+printf X >> "$f""#,
+    );
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--rsync")
+            .arg(&rsync),
+        75,
+    );
+    let recs = records(&out);
+    let e = one(&recs, "error");
+    assert!(
+        e["message"].as_str().unwrap().contains("checksum mismatch"),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("core-"), "{e}");
+    // Never restored on the target; restored here instead.
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(!restored[0].0.contains("target"));
+    assert!(alive(restored[0].1));
+    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    // The pre-copy parts did verify.
+    let t = of_type(&recs, "transfer");
+    assert_eq!(t.len(), 2);
+    assert!(t.iter().all(|t| t["verified"] == true));
+}
+
+#[test]
+fn checksum_mismatch_while_running_leaves_it_running() {
+    let fake = Fake::new(&[]);
+    let victim = Victim::start();
+    let rsync = script(
+        fake.dir.path(),
+        "rsync",
+        r#"rsync "$@" || exit $?
+f=$(find "${*: -1}" -maxdepth 1 -name '*.img' -type f | head -1)
+printf X >> "$f""#,
+    );
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--rsync")
+            .arg(&rsync),
+        75,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "resumed")["how"], "running");
+    assert_eq!(one(&recs, "migrate")["outcome"], "not_migrated");
+    assert!(
+        fake.calls_of("dump").is_empty(),
+        "no final dump after a bad copy"
+    );
+    assert!(fake.restored().is_empty());
+    assert!(victim.running());
+}
+
+#[test]
+fn failed_final_dump_leaves_it_running() {
+    let fake = Fake::new(&[("FAIL", "dump"), ("FAIL_STOP", "1")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let out = run(
+        &mut migrate_cmd(&fake, &victim, target.to_str().unwrap()),
+        69,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "resumed")["how"], "sigcont");
+    assert_eq!(one(&recs, "migrate")["outcome"], "not_migrated");
+    assert!(fake.restored().is_empty());
+    assert!(victim.running(), "state {:?}", victim.state());
+}
+
+#[test]
+fn lost_answer_but_running_on_the_target_is_not_restored_twice() {
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    // The target restores, then the connection "drops": no output, exit 255.
+    let wrap = script(
+        fake.dir.path(),
+        "lost-after",
+        &format!("{} \"$@\" >/dev/null 2>&1; exit 255", bin().display()),
+    );
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--remote-criu-wrap")
+            .arg(&wrap),
+        0,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].0, target.display().to_string());
+    assert_eq!(one(&recs, "restore")["pid"], restored[0].1);
+    assert!(
+        stderr(&out).contains("lost the target's answer"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn lost_answer_before_the_restore_started_resumes_on_the_source() {
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    let wrap = script(fake.dir.path(), "lost-before", "exit 255");
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--remote-criu-wrap")
+            .arg(&wrap),
+        69,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(!restored[0].0.contains("target"));
+}
+
+#[test]
+fn undecidable_target_state_stops_without_restoring() {
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    // A restore that started (its log exists) and never says how it ended.
+    let wrap = script(
+        fake.dir.path(),
+        "lost-busy",
+        r#"while (($#)); do [[ $1 == --images ]] && d=$2; shift; done
+echo '(00.001) Restoring...' > "$d/restore.log"; exit 255"#,
+    );
+    let target = fake.dir.path().join("target");
+    let staging = fake.dir.path().join("staging");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--images")
+            .arg(&staging)
+            .arg("--remote-criu-wrap")
+            .arg(&wrap),
+        126,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "migrate")["outcome"], "unknown");
+    assert!(fake.restored().is_empty(), "nothing restored anywhere");
+    let err = stderr(&out);
+    assert!(err.contains("NOT restoring it here"), "{err}");
+    assert!(
+        err.contains(&format!("criu-wrap restore --images {}", staging.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_a_non_empty_target_before_freezing() {
+    let fake = Fake::new(&[]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("old"), b"x").unwrap();
+    let out = run(
+        &mut migrate_cmd(&fake, &victim, target.to_str().unwrap()),
+        2,
+    );
+    assert!(stderr(&out).contains("not empty"));
+    assert!(fake.calls_of("pre-dump").is_empty() && fake.calls_of("dump").is_empty());
+    assert!(victim.running());
+}
+
+/// An sshd on a loopback port that accepts one generated key.
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sshd() -> Result<Sshd, String> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        return Err("/usr/sbin/sshd is missing (apt-get install openssh-server)".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let d = dir.path();
+    for k in ["host_key", "client_key"] {
+        let ok = StdCommand::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join(k))
+            .status()
+            .map_err(|e| format!("ssh-keygen: {e}"))?;
+        if !ok.success() {
+            return Err("ssh-keygen failed".into());
+        }
+    }
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let port = testkit::free_port("127.0.0.1");
+    let conf = d.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\n",
+            hk = d.join("host_key").display(),
+            ak = d.join("authorized_keys").display(),
+            pid = d.join("sshd.pid").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let child = StdCommand::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting sshd: {e}"))?;
+    let mut s = Sshd {
+        child,
+        port,
+        key: d.join("client_key"),
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(s);
+        }
+        if let Ok(Some(st)) = s.child.try_wait() {
+            return Err(format!("sshd exited with {st}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("sshd did not listen within 5 s".into())
+}
+
+#[test]
+fn exclusive_migrate_over_ssh() {
+    let sshd = match start_sshd() {
+        Ok(s) => s,
+        Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let ssh = format!(
+        "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+        sshd.key.display()
+    );
+    // Can we log in at all (some sandboxes forbid it)?
+    let probe = StdCommand::new("sh")
+        .arg("-c")
+        .arg(format!("{ssh} -p {} {user}@127.0.0.1 true", sshd.port))
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        testkit::skip!(
+            "ssh to the test sshd fails here: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+    }
+    let fake = Fake::new(&[("PAGES", "300 30")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("remote dir");
+    let to = format!("ssh://{user}@127.0.0.1:{}{}", sshd.port, target.display());
+    let out = run(
+        migrate_cmd(&fake, &victim, &to)
+            .arg("--ssh")
+            .arg(&ssh)
+            .arg("--remote-criu-wrap")
+            .arg(bin())
+            .arg("--remote-criu")
+            .arg(&fake.criu),
+        0,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
+    let parts: Vec<&str> = of_type(&recs, "transfer")
+        .iter()
+        .map(|t| t["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["pre-1", "pre-2", "final"]);
+    assert!(target.join("pre-1/pages-1.img").is_file());
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].0, target.display().to_string());
+    assert!(alive(restored[0].1));
+    assert!(!victim.running());
+
+    // The same target again: refused before anything freezes.
+    let victim = Victim::start();
+    let out = run(
+        migrate_cmd(&fake, &victim, &to)
+            .arg("--ssh")
+            .arg(&ssh)
+            .arg("--remote-criu-wrap")
+            .arg(bin())
+            .arg("--remote-criu")
+            .arg(&fake.criu),
+        2,
+    );
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert!(victim.running());
+
+    // An unreachable host is Unavailable, and nothing is frozen.
+    let out = run(
+        migrate_cmd(&fake, &victim, &format!("ssh://{user}@127.0.0.1:1/tmp/x"))
+            .arg("--ssh")
+            .arg(&ssh),
+        69,
+    );
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    assert!(victim.running());
+}

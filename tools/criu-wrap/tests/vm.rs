@@ -1,0 +1,1 @@
+//! Real CRIU on a real kernel, in a VM (scripts/criu-vm.sh).
