@@ -1,3 +1,8 @@
 //! `pg-checksum` as a process: one integration-test binary, one module per concern.
 
 mod cli;
+mod common;
+mod diffs;
+mod errors;
+mod modes;
+mod standby;

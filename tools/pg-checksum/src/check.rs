@@ -1,0 +1,490 @@
+//! Checking one table on two hosts: chunk boundaries from the key distribution, one hashing
+//! scan per host split between workers, then bisection of the chunks that differ down to rows.
+//!
+//! Boundaries come from a `TABLESAMPLE SYSTEM` sample of the key on the larger host (every
+//! `chunk_rows`-th key of the sample, scaled by the sample fraction), so chunks follow the
+//! real distribution of the key, however skewed. Both hosts are then hashed with the same
+//! boundaries, each by `ctid` ranges spread over its worker sessions.
+//!
+//! A chunk that differs is bisected: keys spaced `rows / FANOUT` apart are read from the host
+//! with more rows in it, both hosts hash the sub-ranges (one query each), and only the
+//! sub-ranges that differ are followed, until a range holds at most `leaf_rows` rows; then
+//! both hosts send `(key, row hash)` for that range and the rows are compared by key.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use shared::pg::snapshot::{Pending, ReadPool};
+
+use crate::plan::Plan;
+use crate::sql::{ctid_pred, KeyVal, Range, Shape};
+use crate::sum::Sum;
+
+/// How many sub-ranges a differing range is split into per bisection step.
+pub const FANOUT: i64 = 16;
+
+/// Tuning knobs from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Opts {
+    /// Target rows per chunk.
+    pub chunk_rows: u64,
+    /// Bisection stops at ranges of at most this many rows.
+    pub leaf_rows: i64,
+    /// Stop drilling a table after this many row differences.
+    pub max_row_diffs: usize,
+    /// Worker sessions per host.
+    pub jobs: usize,
+}
+
+/// What kind of difference a row has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The source has the key, the target does not.
+    MissingOnTarget,
+    /// The target has the key, the source does not.
+    ExtraOnTarget,
+    /// Both have the key, with different rows.
+    Changed,
+}
+
+impl Kind {
+    /// The `kind` field of `row_diff`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::MissingOnTarget => "missing_on_target",
+            Kind::ExtraOnTarget => "extra_on_target",
+            Kind::Changed => "changed",
+        }
+    }
+}
+
+/// One differing row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowDiff {
+    pub key: KeyVal,
+    pub kind: Kind,
+    /// Columns that differ (for `Changed`).
+    pub columns: Vec<String>,
+    /// Set by rechecks: `transient` or `persistent`.
+    pub recheck: Option<&'static str>,
+    /// LSNs of the snapshots it was last seen different in (empty: the first pass).
+    pub lsns: Option<(String, String)>,
+}
+
+/// A table's result.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Chunk boundaries (`bounds.len() + 1` chunks).
+    pub bounds: Vec<KeyVal>,
+    /// Per-chunk sums on the source and the target.
+    pub chunks: [Vec<Sum>; 2],
+    /// Differing rows found by drill-down.
+    pub diffs: Vec<RowDiff>,
+    /// Differing ranges not resolved to rows (whole-table hash, `--max-row-diffs` reached),
+    /// with whether a recheck found them equal.
+    pub ranges: Vec<(Range, Option<&'static str>)>,
+    /// Drill-down stopped at `--max-row-diffs`.
+    pub truncated: bool,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Whole-table sums on each side.
+    pub fn totals(&self) -> [Sum; 2] {
+        [0, 1].map(|s| self.chunks[s].iter().fold(Sum::default(), |a, b| a + *b))
+    }
+
+    /// Indices of chunks that differ.
+    pub fn different_chunks(&self) -> Vec<usize> {
+        (0..self.chunks[0].len())
+            .filter(|&i| self.chunks[0][i] != self.chunks[1][i])
+            .collect()
+    }
+
+    /// The key range of chunk `i`.
+    pub fn chunk_range(&self, i: usize) -> Range {
+        Range {
+            lower: i.checked_sub(1).map(|j| self.bounds[j].clone()),
+            upper: self.bounds.get(i).cloned(),
+        }
+    }
+
+    /// True if the data is the same: nothing differs, or every difference was transient.
+    pub fn data_equal(&self) -> bool {
+        if self.diffs.is_empty() && self.ranges.is_empty() {
+            let t = self.totals();
+            return t[0] == t[1];
+        }
+        self.diffs.iter().all(|d| d.recheck == Some("transient"))
+            && self.ranges.iter().all(|(_, r)| *r == Some("transient"))
+    }
+}
+
+/// Number of `ctid` slices a table of `blocks` blocks is hashed in.
+fn slices(blocks: i64, jobs: usize) -> i64 {
+    if blocks < 2048 {
+        1
+    } else {
+        (blocks / 1024).clamp(1, (jobs * 2) as i64)
+    }
+}
+
+/// Read keys from a sample or range query (one text column per key column).
+fn read_keys(c: &mut postgres::Client, sql: &str, width: usize) -> anyhow::Result<Vec<KeyVal>> {
+    Ok(c.query(sql, &[])?
+        .iter()
+        .map(|r| (0..width).map(|i| r.get::<_, String>(i)).collect())
+        .collect())
+}
+
+/// Chunk boundaries for a table of `blocks` blocks: see the module docs.
+pub fn sample_bounds(
+    pool: &ReadPool,
+    shape: &Shape,
+    blocks: i64,
+    chunk_rows: u64,
+) -> Pending<Vec<KeyVal>> {
+    let b = blocks.max(1) as f64;
+    let mut f = (256.0 / b).max(200.0 / chunk_rows.max(1) as f64).min(1.0);
+    if f >= 0.5 {
+        f = 1.0;
+    }
+    let step = ((chunk_rows as f64) * f).round().max(1.0) as u64;
+    let sql = shape.sample_query("true", (f < 1.0).then_some(f * 100.0), step);
+    let width = shape.key.len();
+    pool.submit(move |c| read_keys(c, &sql, width))
+}
+
+/// Hash a whole table on one host with these boundaries: per-chunk sums.
+pub fn hash_table(
+    pool: &ReadPool,
+    shape: &Shape,
+    bounds: &[KeyVal],
+    blocks: i64,
+    jobs: usize,
+) -> Vec<Pending<Vec<(usize, Sum)>>> {
+    let n = slices(blocks, jobs);
+    (0..n)
+        .map(|i| {
+            let lo = (i > 0).then(|| blocks * i / n);
+            let hi = (i < n - 1).then(|| blocks * (i + 1) / n);
+            let sql = shape.hash_query(bounds, &ctid_pred(lo, hi));
+            pool.submit(move |c| hash_rows(c, &sql))
+        })
+        .collect()
+}
+
+/// Run a hash query: `(chunk, sum)` per chunk that has rows.
+pub fn hash_rows(c: &mut postgres::Client, sql: &str) -> anyhow::Result<Vec<(usize, Sum)>> {
+    c.query(sql, &[])?
+        .iter()
+        .map(|r| {
+            let chunk: i32 = r.get(0);
+            let s = Sum::from_sql(
+                r.get(1),
+                r.get::<_, Option<&str>>(2),
+                r.get::<_, Option<&str>>(3),
+            )?;
+            Ok((chunk as usize, s))
+        })
+        .collect()
+}
+
+/// Add up slices into `n` chunk sums.
+pub fn merge(n: usize, parts: Vec<Vec<(usize, Sum)>>) -> Vec<Sum> {
+    let mut out = vec![Sum::default(); n];
+    for (i, s) in parts.into_iter().flatten() {
+        out[i] = out[i] + s;
+    }
+    out
+}
+
+fn wait_all<T>(p: Vec<Pending<T>>) -> anyhow::Result<Vec<T>> {
+    p.into_iter().map(Pending::wait).collect()
+}
+
+/// Check one table present on both hosts.
+pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let shape = &plan.shape;
+    let bounds = if shape.key.is_empty() {
+        Vec::new()
+    } else {
+        let side = usize::from(plan.blocks[1] > plan.blocks[0]);
+        sample_bounds(pools[side], shape, plan.blocks[side], opts.chunk_rows).wait()?
+    };
+    let pending = [0, 1].map(|s| hash_table(pools[s], shape, &bounds, plan.blocks[s], opts.jobs));
+    let [ps, pt] = pending;
+    let (rs, rt) = (wait_all(ps), wait_all(pt));
+    let n = bounds.len() + 1;
+    let chunks = [merge(n, rs?), merge(n, rt?)];
+    let mut out = Outcome {
+        plan,
+        bounds,
+        chunks,
+        diffs: Vec::new(),
+        ranges: Vec::new(),
+        truncated: false,
+        elapsed: Duration::ZERO,
+    };
+    let differing = out.different_chunks();
+    if out.plan.shape.key.is_empty() {
+        if !differing.is_empty() {
+            out.ranges.push((Range::default(), None));
+        }
+    } else {
+        let mut d = Drill {
+            pools,
+            shape: &out.plan.shape,
+            opts,
+            diffs: Vec::new(),
+            pending: Vec::new(),
+            truncated: false,
+        };
+        for i in differing {
+            let sums = [out.chunks[0][i], out.chunks[1][i]];
+            d.drill(out.chunk_range(i), sums, 0)?;
+        }
+        let (diffs, pending, truncated) = (d.diffs, d.pending, d.truncated);
+        out.diffs = diffs;
+        out.ranges = pending.into_iter().map(|r| (r, None)).collect();
+        out.truncated = truncated;
+    }
+    out.elapsed = started.elapsed();
+    Ok(out)
+}
+
+struct Drill<'a> {
+    pools: [&'a ReadPool; 2],
+    shape: &'a Shape,
+    opts: &'a Opts,
+    diffs: Vec<RowDiff>,
+    /// Differing ranges left unresolved.
+    pending: Vec<Range>,
+    truncated: bool,
+}
+
+impl Drill<'_> {
+    fn drill(&mut self, range: Range, sums: [Sum; 2], depth: u32) -> anyhow::Result<()> {
+        if self.diffs.len() >= self.opts.max_row_diffs {
+            self.truncated = true;
+            self.pending.push(range);
+            return Ok(());
+        }
+        let rows = sums[0].rows.max(sums[1].rows);
+        if rows <= self.opts.leaf_rows || depth >= 24 {
+            return self.leaf(&range);
+        }
+        let pred = self.shape.range_pred(&range);
+        let side = usize::from(sums[1].rows > sums[0].rows);
+        let step = (rows + FANOUT - 1) / FANOUT;
+        let sql = self.shape.sample_query(&pred, None, step as u64);
+        let width = self.shape.key.len();
+        let sub: Vec<KeyVal> = self.pools[side]
+            .submit(move |c| read_keys(c, &sql, width))
+            .wait()?;
+        if sub.is_empty() {
+            return self.leaf(&range);
+        }
+        let sql = self.shape.hash_query(&sub, &pred);
+        let p = [0, 1].map(|s| {
+            let sql = sql.clone();
+            self.pools[s].submit(move |c| hash_rows(c, &sql))
+        });
+        let [p0, p1] = p;
+        let (r0, r1) = (p0.wait(), p1.wait());
+        let n = sub.len() + 1;
+        let parts = [merge(n, vec![r0?]), merge(n, vec![r1?])];
+        for i in 0..n {
+            if parts[0][i] != parts[1][i] {
+                let r = Range {
+                    lower: if i == 0 {
+                        range.lower.clone()
+                    } else {
+                        Some(sub[i - 1].clone())
+                    },
+                    upper: if i == n - 1 {
+                        range.upper.clone()
+                    } else {
+                        Some(sub[i].clone())
+                    },
+                };
+                self.drill(r, [parts[0][i], parts[1][i]], depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare a small range row by row.
+    fn leaf(&mut self, range: &Range) -> anyhow::Result<()> {
+        let sql = self.shape.rows_query(&self.shape.range_pred(range));
+        let width = self.shape.key.len();
+        let p = [0, 1].map(|s| {
+            let sql = sql.clone();
+            self.pools[s].submit(move |c| read_rows(c, &sql, width))
+        });
+        let [p0, p1] = p;
+        let (a, b) = (p0.wait(), p1.wait());
+        let found = diff_rows(&a?, &b?);
+        if found.is_empty() {
+            // The range's sums differed but no row does: keep it as a range difference.
+            self.pending.push(range.clone());
+            return Ok(());
+        }
+        let room = self.opts.max_row_diffs.saturating_sub(self.diffs.len());
+        if found.len() > room {
+            self.truncated = true;
+        }
+        let mut found: Vec<RowDiff> = found.into_iter().take(room).collect();
+        name_changed_columns(self.pools, self.shape, &mut found)?;
+        self.diffs.extend(found);
+        Ok(())
+    }
+}
+
+/// `(key, hash1, hash2)` rows of a range, in key order.
+pub type KeyedRows = Vec<(KeyVal, i64, i64)>;
+
+/// Run a rows query.
+pub fn read_rows(c: &mut postgres::Client, sql: &str, width: usize) -> anyhow::Result<KeyedRows> {
+    Ok(c.query(sql, &[])?
+        .iter()
+        .map(|r| {
+            let key = (0..width).map(|i| r.get::<_, String>(i)).collect();
+            (key, r.get(width), r.get(width + 1))
+        })
+        .collect())
+}
+
+/// Compare two key-ordered row lists (the same order on both hosts: see [`crate::sql`]).
+pub fn diff_rows(src: &KeyedRows, tgt: &KeyedRows) -> Vec<RowDiff> {
+    let in_tgt: HashSet<&KeyVal> = tgt.iter().map(|r| &r.0).collect();
+    let mut out = Vec::new();
+    let diff = |key: &KeyVal, kind| RowDiff {
+        key: key.clone(),
+        kind,
+        columns: Vec::new(),
+        recheck: None,
+        lsns: None,
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < src.len() || j < tgt.len() {
+        match (src.get(i), tgt.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if (a.1, a.2) != (b.1, b.2) {
+                    out.push(diff(&a.0, Kind::Changed));
+                }
+                i += 1;
+                j += 1;
+            }
+            // The target's row sorts before the source's: the source has no such key.
+            (Some(a), Some(b)) if in_tgt.contains(&a.0) => {
+                out.push(diff(&b.0, Kind::ExtraOnTarget));
+                j += 1;
+            }
+            (Some(a), _) => {
+                out.push(diff(&a.0, Kind::MissingOnTarget));
+                i += 1;
+            }
+            (None, Some(b)) => {
+                out.push(diff(&b.0, Kind::ExtraOnTarget));
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    out
+}
+
+/// For `Changed` rows, read each column's hash on both hosts and name the ones that differ.
+pub fn name_changed_columns(
+    pools: [&ReadPool; 2],
+    shape: &Shape,
+    diffs: &mut [RowDiff],
+) -> anyhow::Result<()> {
+    let keys: Vec<KeyVal> = diffs
+        .iter()
+        .filter(|d| d.kind == Kind::Changed)
+        .map(|d| d.key.clone())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let width = shape.key.len();
+    let ncols = shape.columns.len();
+    let mut per_side: Vec<std::collections::HashMap<KeyVal, Vec<Option<String>>>> = Vec::new();
+    for pool in pools {
+        let mut m = std::collections::HashMap::new();
+        for batch in keys.chunks(500) {
+            let sql = shape.columns_query(batch);
+            let rows = pool
+                .submit(move |c| {
+                    Ok(c.query(&sql, &[])?
+                        .iter()
+                        .map(|r| {
+                            let k: KeyVal = (0..width).map(|i| r.get::<_, String>(i)).collect();
+                            let v: Vec<Option<String>> =
+                                (0..ncols).map(|i| r.get(width + i)).collect();
+                            (k, v)
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .wait()?;
+            m.extend(rows);
+        }
+        per_side.push(m);
+    }
+    for d in diffs.iter_mut().filter(|d| d.kind == Kind::Changed) {
+        if let (Some(a), Some(b)) = (per_side[0].get(&d.key), per_side[1].get(&d.key)) {
+            d.columns = shape
+                .columns
+                .iter()
+                .zip(a.iter().zip(b))
+                .filter(|(_, (x, y))| x != y)
+                .map(|(c, _)| c.clone())
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(v: &[(&str, i64)]) -> KeyedRows {
+        v.iter()
+            .map(|(k, h)| (vec![k.to_string()], *h, 0))
+            .collect()
+    }
+
+    #[test]
+    fn row_lists_merge_by_key() {
+        let s = rows(&[("a", 1), ("b", 2), ("d", 4), ("e", 5)]);
+        let t = rows(&[("a", 1), ("c", 3), ("d", 9), ("f", 6)]);
+        let d: Vec<(String, Kind)> = diff_rows(&s, &t)
+            .into_iter()
+            .map(|d| (d.key[0].clone(), d.kind))
+            .collect();
+        assert_eq!(
+            d,
+            [
+                ("b".to_string(), Kind::MissingOnTarget),
+                ("c".to_string(), Kind::ExtraOnTarget),
+                ("d".to_string(), Kind::Changed),
+                ("e".to_string(), Kind::MissingOnTarget),
+                ("f".to_string(), Kind::ExtraOnTarget),
+            ]
+        );
+        assert!(diff_rows(&s, &s).is_empty());
+        assert_eq!(diff_rows(&s, &Vec::new()).len(), 4);
+    }
+
+    #[test]
+    fn slicing() {
+        assert_eq!(slices(0, 4), 1);
+        assert_eq!(slices(100_000, 2), 4);
+        assert_eq!(slices(3000, 8), 2);
+    }
+}

@@ -1,0 +1,215 @@
+//! One host: the leader session that holds the snapshot, what the catalog says, and the
+//! worker sessions that share the snapshot.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shared::pg::snapshot::{self, ReadPool, SnapshotInfo};
+use shared::pg::tables::{list_tables, TableFilter, TableInfo};
+use shared::pg::{ConnInfo, Endpoint};
+use shared::ErrorKind;
+
+use crate::plan::{find_keys, TableKey};
+use crate::records::HostRecord;
+use crate::sql::{PROBE_SQL, SESSION_SQL};
+
+/// A connected host.
+pub struct Host {
+    /// `source`, `target`, or `host` (one-host mode): for messages and records.
+    pub label: &'static str,
+    /// The option its DSN came from (`--source`, `--target`, `--dsn`).
+    pub flag: &'static str,
+    pub info: ConnInfo,
+    pub endpoint: Endpoint,
+    /// Holds the exported snapshot; also runs the rechecks.
+    pub leader: postgres::Client,
+    pub version: String,
+    pub encoding: String,
+    pub system_id: Option<String>,
+    pub probe: i64,
+    pub snap: Option<SnapshotInfo>,
+    pub tables: Vec<TableInfo>,
+    pub keys: HashMap<u32, TableKey>,
+}
+
+/// What worker sessions need from a host (the leader session is not `Sync`).
+#[derive(Clone, Copy)]
+pub struct PoolSpec<'a> {
+    label: &'static str,
+    info: &'a ConnInfo,
+    endpoint: &'a Endpoint,
+    snapshot: &'a str,
+}
+
+impl Host {
+    /// Connect, pin the session settings and read what the host is. Not in a snapshot yet.
+    pub fn connect(label: &'static str, flag: &'static str, dsn: &str) -> anyhow::Result<Host> {
+        let info = ConnInfo::parse(dsn).with_context(|| flag.to_owned())?;
+        let what = || format!("reading the {label} ({flag} '{}')", info.describe());
+        let (mut leader, endpoint) = info.connect_endpoint().with_context(what)?;
+        leader.batch_execute(SESSION_SQL).with_context(what)?;
+        let row = leader
+            .query_one(
+                "SELECT current_setting('server_version'), current_setting('server_encoding')",
+                &[],
+            )
+            .with_context(what)?;
+        let probe: i64 = leader.query_one(PROBE_SQL, &[]).with_context(what)?.get(0);
+        // Needs pg_monitor or superuser on some setups: optional.
+        let system_id = leader
+            .query_one(
+                "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+                &[],
+            )
+            .ok()
+            .map(|r| r.get::<_, String>(0));
+        Ok(Host {
+            label,
+            flag,
+            version: row.get(0),
+            encoding: row.get(1),
+            info,
+            endpoint,
+            leader,
+            system_id,
+            probe,
+            snap: None,
+            tables: Vec::new(),
+            keys: HashMap::new(),
+        })
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "reading the {} ({} '{}')",
+            self.label,
+            self.flag,
+            self.info.describe()
+        )
+    }
+
+    /// Take and export the snapshot, then list the tables and their keys inside it.
+    pub fn begin(&mut self, filter: &TableFilter) -> anyhow::Result<()> {
+        let what = self.what();
+        let snap = snapshot::export(&mut self.leader).with_context(|| what.clone())?;
+        self.tables = list_tables(&mut self.leader, filter).with_context(|| what.clone())?;
+        self.keys = find_keys(&mut self.leader, &self.tables).with_context(|| what.clone())?;
+        self.snap = Some(snap);
+        Ok(())
+    }
+
+    /// The snapshot's LSN.
+    pub fn lsn(&self) -> String {
+        self.snap
+            .as_ref()
+            .map(|s| s.lsn.clone())
+            .unwrap_or_default()
+    }
+
+    /// True if the host is a hot standby.
+    pub fn in_recovery(&self) -> bool {
+        self.snap.as_ref().is_some_and(|s| s.in_recovery)
+    }
+
+    /// The `host` record.
+    pub fn record(&self, side: bool) -> HostRecord {
+        HostRecord {
+            side: side.then(|| self.label.to_owned()),
+            dsn: self.info.describe(),
+            server_version: self.version.clone(),
+            in_recovery: self.in_recovery(),
+            lsn: self.lsn(),
+            snapshot: self.snap.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            system_identifier: self.system_id.clone(),
+            server_encoding: self.encoding.clone(),
+            hash_probe: self.probe,
+        }
+    }
+
+    /// For [`open_pool`].
+    pub fn pool_spec(&self) -> PoolSpec<'_> {
+        PoolSpec {
+            label: self.label,
+            info: &self.info,
+            endpoint: &self.endpoint,
+            snapshot: self.snap.as_ref().map(|s| s.id.as_str()).unwrap_or(""),
+        }
+    }
+
+    /// Wait (outside any transaction) until this standby has replayed `lsn`, up to `timeout`.
+    pub fn wait_replay(&mut self, lsn: &str, timeout: Duration) -> anyhow::Result<()> {
+        let what = self.what();
+        let started = Instant::now();
+        loop {
+            let row = self
+                .leader
+                .query_one(
+                    "SELECT pg_catalog.pg_is_in_recovery(), \
+                     coalesce(pg_catalog.pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false), \
+                     pg_catalog.pg_last_wal_replay_lsn()::text",
+                    &[&lsn],
+                )
+                .with_context(|| what.clone())?;
+            let (in_recovery, done): (bool, bool) = (row.get(0), row.get(1));
+            if !in_recovery {
+                return Err(shared::err(
+                    ErrorKind::Usage,
+                    format!("--wait-replay: the {} is not a standby (not in recovery), so it will not replay the source's WAL; drop --wait-replay", self.label),
+                ));
+            }
+            if done {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                let at: Option<String> = row.get(2);
+                return Err(shared::err(
+                    ErrorKind::Retry,
+                    format!(
+                        "--wait-replay: the {} replayed only up to {} within {:?}, not the source's {lsn}; check replication (pg_stat_wal_receiver on the standby, pg_stat_replication on the source) or raise --timeout",
+                        self.label,
+                        at.as_deref().unwrap_or("nothing"),
+                        timeout
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// End the current snapshot and read from a fresh one (for rechecks): returns its LSN.
+    /// When `replay` is given, first wait until this standby has replayed it.
+    pub fn renew(&mut self, replay: Option<(&str, Duration)>) -> anyhow::Result<String> {
+        let what = self.what();
+        self.leader
+            .batch_execute("COMMIT")
+            .with_context(|| what.clone())?;
+        if let Some((lsn, timeout)) = replay {
+            self.wait_replay(lsn, timeout)?;
+        }
+        self.leader
+            .batch_execute(snapshot::BEGIN_SQL)
+            .with_context(|| what.clone())?;
+        let lsn: Option<String> = self
+            .leader
+            .query_one(
+                "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+                 ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+                &[],
+            )
+            .with_context(|| what.clone())?
+            .get(0);
+        Ok(lsn.unwrap_or_default())
+    }
+}
+
+/// Open `n` worker sessions in the host's snapshot.
+pub fn open_pool(spec: PoolSpec<'_>, n: usize) -> anyhow::Result<ReadPool> {
+    ReadPool::open(spec.info, spec.endpoint, spec.snapshot, n, SESSION_SQL).with_context(|| {
+        format!(
+            "opening {n} worker sessions on the {} ({})",
+            spec.label,
+            spec.info.describe()
+        )
+    })
+}

@@ -1,0 +1,362 @@
+//! What to read for each table: the hashed columns, the key to chunk by, and why a table is
+//! hashed whole or cannot be chunked.
+//!
+//! The key is the primary key, else the replica identity index, else the narrowest unique
+//! index on NOT NULL columns (no expressions, no predicate): any of them identifies a row. Key
+//! columns must have a type whose order is the same on every host and whose text form reads
+//! back to the same value ([`order_class`]); text-like ones are compared `COLLATE "C"`. A table
+//! without such a key is hashed whole (and says so); a key of another type is an error that
+//! names `--whole-table` as the fix, since silently hashing whole would hide that drill-down
+//! is impossible.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use shared::pg::tables::{ColumnInfo, TableInfo, TableName};
+use shared::ErrorKind;
+
+use crate::sql::{KeyCol, Shape};
+
+/// A table's row identifier, as found in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableKey {
+    /// Key columns in index order.
+    pub columns: Vec<String>,
+    /// `primary key`, `replica identity index` or `unique index`, with the index name.
+    pub what: String,
+}
+
+const KEYS_SQL: &str = "\
+SELECT i.indrelid::int8, i.indisprimary, i.indisreplident, ci.relname::text,
+       ARRAY(SELECT a.attname::text
+               FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              ORDER BY k.ord),
+       (SELECT bool_and(a.attnotnull)
+          FROM unnest(i.indkey::int2[]) AS k(attnum)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+ WHERE i.indrelid = ANY($1::text::oid[]) AND i.indisunique AND i.indisvalid
+   AND i.indpred IS NULL AND i.indexprs IS NULL";
+
+/// The best key of each table (by OID), for the tables that have one.
+pub fn find_keys(
+    client: &mut postgres::Client,
+    tables: &[TableInfo],
+) -> anyhow::Result<HashMap<u32, TableKey>> {
+    if tables.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let oids: Vec<String> = tables.iter().map(|t| t.oid.to_string()).collect();
+    let rows = client
+        .query(KEYS_SQL, &[&format!("{{{}}}", oids.join(","))])
+        .context("reading primary keys and unique indexes")?;
+    // (rank, width, index name) decides: primary key, replica identity, then narrowest.
+    let mut best: HashMap<u32, ((u8, usize, String), TableKey)> = HashMap::new();
+    for r in rows {
+        let oid = r.get::<_, i64>(0) as u32;
+        let (primary, replident): (bool, bool) = (r.get(1), r.get(2));
+        let index: String = r.get(3);
+        let columns: Vec<String> = r.get(4);
+        let not_null: Option<bool> = r.get(5);
+        if !primary && not_null != Some(true) {
+            continue;
+        }
+        let (rank, what) = if primary {
+            (0, "primary key")
+        } else if replident {
+            (1, "replica identity index")
+        } else {
+            (2, "unique index")
+        };
+        let order = (rank, columns.len(), index.clone());
+        let key = TableKey {
+            columns,
+            what: format!("{what} {index}"),
+        };
+        match best.get(&oid) {
+            Some((o, _)) if *o <= order => {}
+            _ => {
+                best.insert(oid, (order, key));
+            }
+        }
+    }
+    Ok(best.into_iter().map(|(k, (_, v))| (k, v)).collect())
+}
+
+/// Types whose order and text form are the same on every host, grouped so that e.g. an
+/// `integer` key on one host and a `bigint` key on the other still chunk alike. `None`: not
+/// usable as a chunk key.
+pub fn order_class(base_type: u32) -> Option<&'static str> {
+    Some(match base_type {
+        20 | 21 | 23 => "integer",
+        25 | 1043 | 19 => "text",
+        1042 => "character",
+        1700 => "numeric",
+        26 => "oid",
+        16 => "boolean",
+        17 => "bytea",
+        18 => "\"char\"",
+        2950 => "uuid",
+        1082 => "date",
+        1083 => "time",
+        1114 => "timestamp",
+        1184 => "timestamptz",
+        869 => "inet",
+        650 => "cidr",
+        829 => "macaddr",
+        774 => "macaddr8",
+        _ => return None,
+    })
+}
+
+/// How one table is read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The table.
+    pub name: TableName,
+    /// Columns, key and table as the SQL builder wants them.
+    pub shape: Shape,
+    /// Which index the key comes from (for messages).
+    pub key_from: Option<String>,
+    /// Columns only the source (or only the target) has; only the common ones are hashed.
+    pub only_on_source: Vec<String>,
+    /// See `only_on_source`.
+    pub only_on_target: Vec<String>,
+    /// Size in blocks on the source (or the only host) and on the target.
+    pub blocks: [i64; 2],
+    /// Why the table is hashed whole, if it is.
+    pub note: Option<String>,
+}
+
+impl Plan {
+    /// Key column names (empty for a whole-table hash).
+    pub fn key_names(&self) -> Vec<String> {
+        self.shape.key.iter().map(|k| k.name.clone()).collect()
+    }
+}
+
+/// Plan a table present on both hosts: common columns in name order, the source's key (else
+/// the target's).
+pub fn plan_two(
+    name: &TableName,
+    s: &TableInfo,
+    t: &TableInfo,
+    keys: [Option<&TableKey>; 2],
+    whole: bool,
+) -> anyhow::Result<Plan> {
+    let tcols: HashMap<&str, &ColumnInfo> =
+        t.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let scols: HashMap<&str, &ColumnInfo> =
+        s.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut columns: Vec<String> = s
+        .columns
+        .iter()
+        .filter(|c| tcols.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    columns.sort();
+    let only_on_source = s
+        .columns
+        .iter()
+        .filter(|c| !tcols.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let only_on_target = t
+        .columns
+        .iter()
+        .filter(|c| !scols.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let usable = |k: &&TableKey| {
+        k.columns
+            .iter()
+            .all(|c| scols.contains_key(c.as_str()) && tcols.contains_key(c.as_str()))
+    };
+    let key = keys[0].filter(usable).or(keys[1].filter(usable));
+    let (key, key_from, note) = choose_key(name, key, whole, |c| {
+        let (a, b) = (scols[c], tcols[c]);
+        let (ca, cb) = (order_class(a.base_type), order_class(b.base_type));
+        if ca.is_some() && ca != cb {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "cannot chunk {name}: key column \"{c}\" is {} on the source but {} on the target, which order differently; compare it as one whole-table hash with --whole-table {name}, or leave it out with --exclude {name}",
+                    a.type_name, b.type_name
+                ),
+            ));
+        }
+        Ok(a)
+    })?;
+    Ok(Plan {
+        name: name.clone(),
+        shape: Shape {
+            table: name.sql(),
+            columns,
+            key,
+        },
+        key_from,
+        only_on_source,
+        only_on_target,
+        blocks: [s.blocks, t.blocks],
+        note,
+    })
+}
+
+/// Plan a table on one host (one-host mode): all its columns in name order, its own key.
+pub fn plan_one(
+    name: &TableName,
+    t: &TableInfo,
+    key: Option<&TableKey>,
+    whole: bool,
+) -> anyhow::Result<Plan> {
+    let cols: HashMap<&str, &ColumnInfo> = t.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    columns.sort();
+    let (key, key_from, note) = choose_key(name, key, whole, |c| Ok(cols[c]))?;
+    Ok(Plan {
+        name: name.clone(),
+        shape: Shape {
+            table: name.sql(),
+            columns,
+            key,
+        },
+        key_from,
+        only_on_source: Vec::new(),
+        only_on_target: Vec::new(),
+        blocks: [t.blocks, 0],
+        note,
+    })
+}
+
+type Chosen = (Vec<KeyCol>, Option<String>, Option<String>);
+
+fn choose_key<'a>(
+    name: &TableName,
+    key: Option<&TableKey>,
+    whole: bool,
+    column: impl Fn(&str) -> anyhow::Result<&'a ColumnInfo>,
+) -> anyhow::Result<Chosen> {
+    if whole {
+        return Ok((
+            Vec::new(),
+            None,
+            Some(
+                "hashed whole as asked (--whole-table): no chunks, no row-level drill-down".into(),
+            ),
+        ));
+    }
+    let Some(key) = key else {
+        return Ok((
+            Vec::new(),
+            None,
+            Some("no primary key or unique index on NOT NULL columns: hashed whole, without row-level drill-down (add a primary key to get row diffs)".into()),
+        ));
+    };
+    let mut cols = Vec::new();
+    for c in &key.columns {
+        let info = column(c)?;
+        if order_class(info.base_type).is_none() {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "cannot chunk {name}: its {} column \"{c}\" has type {}, whose order is not portable between hosts (supported: integers, numeric, text types, uuid, date/time, bytea, boolean, inet, macaddr); compare it as one whole-table hash with --whole-table {name}, or leave it out with --exclude {name}",
+                    key.what, info.type_name
+                ),
+            ));
+        }
+        cols.push(KeyCol {
+            name: c.clone(),
+            cast: info.base_type_name.clone(),
+            collate: info.collatable,
+        });
+    }
+    Ok((cols, Some(key.what.clone()), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, oid: u32, coll: bool) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            type_name: ty.into(),
+            base_type: oid,
+            base_type_name: ty.into(),
+            collatable: coll,
+            not_null: true,
+        }
+    }
+
+    fn table(cols: Vec<ColumnInfo>) -> TableInfo {
+        TableInfo {
+            name: TableName::new("public", "t"),
+            oid: 1,
+            reltuples: 0.0,
+            blocks: 3,
+            live_tuples: 0,
+            unlogged: false,
+            columns: cols,
+        }
+    }
+
+    fn key(cols: &[&str]) -> TableKey {
+        TableKey {
+            columns: cols.iter().map(|s| s.to_string()).collect(),
+            what: "primary key t_pkey".into(),
+        }
+    }
+
+    #[test]
+    fn common_columns_in_name_order_and_the_key() {
+        let s = table(vec![
+            col("z", "text", 25, true),
+            col("id", "integer", 23, false),
+            col("gone", "integer", 23, false),
+        ]);
+        let t = table(vec![
+            col("id", "bigint", 20, false),
+            col("z", "text", 25, true),
+            col("new", "integer", 23, false),
+        ]);
+        let k = key(&["id"]);
+        let p = plan_two(&s.name, &s, &t, [Some(&k), None], false).unwrap();
+        assert_eq!(p.shape.columns, ["id", "z"]);
+        assert_eq!(p.only_on_source, ["gone"]);
+        assert_eq!(p.only_on_target, ["new"]);
+        assert_eq!(p.key_names(), ["id"]);
+        assert_eq!(p.shape.key[0].cast, "integer");
+        assert!(p.note.is_none());
+    }
+
+    #[test]
+    fn whole_table_when_asked_or_without_key() {
+        let s = table(vec![col("id", "integer", 23, false)]);
+        let p = plan_two(&s.name, &s, &s, [None, None], false).unwrap();
+        assert!(p.shape.key.is_empty());
+        assert!(p.note.unwrap().contains("no primary key"));
+        let k = key(&["id"]);
+        let p = plan_one(&s.name, &s, Some(&k), true).unwrap();
+        assert!(p.shape.key.is_empty());
+        assert!(p.note.unwrap().contains("--whole-table"));
+    }
+
+    #[test]
+    fn unsupported_or_mismatched_key_types_are_errors_naming_the_fix() {
+        let s = table(vec![col("k", "mood", 99999, false)]);
+        let e = plan_one(&s.name, &s, Some(&key(&["k"])), false).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("type mood") && m.contains("--whole-table public.t"),
+            "{m}"
+        );
+        assert_eq!(shared::exit::classify(&e), ErrorKind::DataErr);
+
+        let s = table(vec![col("k", "integer", 23, false)]);
+        let t = table(vec![col("k", "text", 25, true)]);
+        let e = plan_two(&s.name, &s, &t, [Some(&key(&["k"])), None], false).unwrap_err();
+        assert!(format!("{e:#}").contains("order differently"));
+    }
+}

@@ -1,0 +1,505 @@
+//! Two-host mode: both hosts read in their own exported snapshot, every table checked,
+//! differences drilled down to rows, optionally rechecked in fresh snapshots.
+//!
+//! With `--wait-replay` the source's snapshot is taken first, and the target (a standby of
+//! the source) is read only once it has replayed the source's LSN, so it holds at least
+//! everything the source's snapshot saw. Under concurrent writes the standby may hold a little
+//! more (what committed meanwhile); `--recheck N` reads each difference again in a new pair of
+//! snapshots (again waiting for replay) and labels it `transient` when it has gone, so a live
+//! replica compares equal while a real divergence stays `persistent`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use shared::pg::snapshot::{in_savepoint, ReadPool};
+use shared::pg::tables::{TableFilter, TableInfo, TableName};
+use shared::{ErrorKind, Output};
+
+use crate::check::{check_table, diff_rows, hash_rows, merge, read_rows, Opts, Outcome};
+use crate::host::{open_pool, Host};
+use crate::plan::{plan_two, Plan};
+use crate::records::{key_json, ChunkDiffRecord, RowDiffRecord, TableRecord};
+use crate::sql::KeyVal;
+
+/// What two-host mode needs from the command line.
+pub struct Args<'a> {
+    pub source: &'a str,
+    pub target: &'a str,
+    pub filter: &'a TableFilter,
+    /// Tables from `--from-stdin`, if given.
+    pub only: Option<Vec<TableName>>,
+    pub whole: TableFilter,
+    pub opts: Opts,
+    pub wait_replay: bool,
+    pub timeout: Duration,
+    pub recheck: u32,
+}
+
+/// Counts for the `summary` record.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Counts {
+    pub tables: u64,
+    pub equal: u64,
+    pub different: u64,
+    pub missing: u64,
+    pub chunks: u64,
+    pub different_chunks: u64,
+    pub row_diffs: u64,
+    pub transient_row_diffs: u64,
+    pub source_rows: i64,
+    pub target_rows: i64,
+}
+
+pub(crate) fn join<T>(h: thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(shared::err(ErrorKind::Internal, "a worker thread panicked")))
+}
+
+/// Report the failures of a pair of per-host steps; `None` if either failed.
+fn both_ok<A, B>(
+    out: &mut Output,
+    labels: [&str; 2],
+    r: (anyhow::Result<A>, anyhow::Result<B>),
+) -> anyhow::Result<Option<(A, B)>> {
+    match r {
+        (Ok(a), Ok(b)) => Ok(Some((a, b))),
+        (a, b) => {
+            if let Err(e) = a {
+                out.error(&e, json!({ "host": labels[0] }))?;
+            }
+            if let Err(e) = b {
+                out.error(&e, json!({ "host": labels[1] }))?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Run two-host mode.
+pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
+    let mut counts = Counts::default();
+    let labels = ["source", "target"];
+    let hosts = thread::scope(|s| {
+        let a = s.spawn(|| Host::connect("source", "--source", args.source));
+        let b = s.spawn(|| Host::connect("target", "--target", args.target));
+        (join(a), join(b))
+    });
+    let Some((mut src, mut tgt)) = both_ok(out, labels, hosts)? else {
+        return Ok(counts);
+    };
+    if src.encoding != tgt.encoding {
+        let e = shared::err(ErrorKind::DataErr, format!(
+            "the server encodings differ (source {}, target {}): the same text has different bytes, so row hashes cannot match; compare hosts with the same encoding (rowcount-diff can still compare counts)",
+            src.encoding, tgt.encoding));
+        out.error(&e, json!({}))?;
+        return Ok(counts);
+    }
+    if src.probe != tgt.probe {
+        let e = shared::err(ErrorKind::DataErr, format!(
+            "the hosts hash the same text differently (probe {} vs {}; different CPU byte order?), so their checksums cannot be compared",
+            src.probe, tgt.probe));
+        out.error(&e, json!({}))?;
+        return Ok(counts);
+    }
+    if args.wait_replay {
+        if let (Some(a), Some(b)) = (&src.system_id, &tgt.system_id) {
+            if a != b {
+                let e = shared::err(ErrorKind::Usage, format!(
+                    "--wait-replay: the target is not a standby of the source (system identifiers {a} and {b} differ); drop --wait-replay"));
+                out.error(&e, json!({"host": "target"}))?;
+                return Ok(counts);
+            }
+        }
+        if let Err(e) = src.begin(args.filter) {
+            out.error(&e, json!({"host": "source"}))?;
+            return Ok(counts);
+        }
+        let lsn = src.lsn();
+        if let Err(e) = tgt
+            .wait_replay(&lsn, args.timeout)
+            .and_then(|()| tgt.begin(args.filter))
+        {
+            out.error(&e, json!({"host": "target"}))?;
+            return Ok(counts);
+        }
+    } else {
+        let r = thread::scope(|s| {
+            let (a, b) = (&mut src, &mut tgt);
+            let f = args.filter;
+            let ha = s.spawn(move || a.begin(f));
+            let hb = s.spawn(move || b.begin(f));
+            (join(ha), join(hb))
+        });
+        if both_ok(out, labels, r)?.is_none() {
+            return Ok(counts);
+        }
+    }
+    out.emit(&src.record(true))?;
+    out.emit(&tgt.record(true))?;
+
+    let plans = plan_tables(&args, &src, &tgt, out, &mut counts)?;
+    if plans.is_empty() {
+        return Ok(counts);
+    }
+    let jobs = args.opts.jobs;
+    let pools = thread::scope(|s| {
+        let (a, b) = (src.pool_spec(), tgt.pool_spec());
+        let ha = s.spawn(move || open_pool(a, jobs));
+        let hb = s.spawn(move || open_pool(b, jobs));
+        (join(ha), join(hb))
+    });
+    let Some((sp, tp)) = both_ok(out, labels, pools)? else {
+        return Ok(counts);
+    };
+    let standby = src.in_recovery() || tgt.in_recovery();
+    let lsns = (src.lsn(), tgt.lsn());
+    let mut buffered = run_checks(&args, [&sp, &tp], plans, standby, &lsns, out, &mut counts)?;
+    drop((sp, tp));
+
+    if !buffered.is_empty() {
+        let wait = args.wait_replay.then_some(args.timeout);
+        if let Err(e) = recheck(&mut src, &mut tgt, &mut buffered, args.recheck, wait) {
+            // The rechecks failed: report, and report the tables as the first pass saw them.
+            out.error(&e.context("rechecking differences"), json!({}))?;
+        }
+        for o in &mut buffered {
+            for d in o.diffs.iter_mut().filter(|d| d.recheck.is_none()) {
+                d.recheck = Some("persistent");
+            }
+            for r in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
+                r.1 = Some("persistent");
+            }
+            emit_outcome(out, o, &lsns, true, &mut counts)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// Pair up the tables of both hosts and plan each; tables on one side only, and tables that
+/// cannot be planned, are `error` records.
+fn plan_tables(
+    args: &Args<'_>,
+    src: &Host,
+    tgt: &Host,
+    out: &mut Output,
+    counts: &mut Counts,
+) -> anyhow::Result<Vec<Plan>> {
+    let mut all: BTreeMap<TableName, [Option<&TableInfo>; 2]> = BTreeMap::new();
+    for (side, h) in [src, tgt].into_iter().enumerate() {
+        for t in &h.tables {
+            all.entry(t.name.clone()).or_default()[side] = Some(t);
+        }
+    }
+    if let Some(only) = &args.only {
+        let wanted: HashSet<&TableName> = only.iter().collect();
+        all.retain(|name, _| wanted.contains(name));
+        for name in only {
+            if args.filter.matches(&name.schema, &name.name) && !all.contains_key(name) {
+                counts.tables += 1;
+                counts.missing += 1;
+                let e = shared::err(ErrorKind::NotFound, format!(
+                    "table {name} (from standard input) exists on neither host; check the schema and name"));
+                out.error(&e, json!({"schema": name.schema, "name": name.name}))?;
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for (name, sides) in &all {
+        counts.tables += 1;
+        let about = json!({"schema": name.schema, "name": name.name});
+        let (s, t) = match sides {
+            [Some(s), Some(t)] => (s, t),
+            [s, _] => {
+                counts.missing += 1;
+                let (has, lacks) = if s.is_some() {
+                    ("source", "target")
+                } else {
+                    ("target", "source")
+                };
+                let e = shared::err(ErrorKind::NotFound, format!(
+                    "table {name} exists on the {has} but not on the {lacks} (create it there, or leave it out with --exclude {name})"));
+                out.error(&e, about)?;
+                continue;
+            }
+        };
+        let keys = [src.keys.get(&s.oid), tgt.keys.get(&t.oid)];
+        let whole = !args.whole.tables.is_empty() && args.whole.matches(&name.schema, &name.name);
+        match plan_two(name, s, t, keys, whole) {
+            Ok(p) => {
+                if let Some(n) = &p.note {
+                    if !whole {
+                        shared::warn!("{name}: {n}");
+                    }
+                }
+                plans.push(p);
+            }
+            Err(e) => out.error(&e, about)?,
+        }
+    }
+    Ok(plans)
+}
+
+/// Check every planned table, `jobs` at a time; emit equal tables (or every table, without
+/// `--recheck`) as they finish, and return the ones to recheck.
+fn run_checks(
+    args: &Args<'_>,
+    pools: [&ReadPool; 2],
+    plans: Vec<Plan>,
+    standby: bool,
+    lsns: &(String, String),
+    out: &mut Output,
+    counts: &mut Counts,
+) -> anyhow::Result<Vec<Outcome>> {
+    let bar = shared::progress::bar(plans.len() as u64, "tables");
+    let mut buffered = Vec::new();
+    let opts = args.opts;
+    let result = parallel(
+        plans.len(),
+        opts.jobs,
+        |i| check_table(pools, plans[i].clone(), &opts),
+        |i, r| {
+            bar.inc(1);
+            let name = &plans[i].name;
+            match r {
+                Ok(o) if args.recheck == 0 || o.data_equal() => {
+                    emit_outcome(out, &o, lsns, false, counts)
+                }
+                Ok(o) => {
+                    buffered.push(o);
+                    Ok(())
+                }
+                Err(e) => {
+                    let hint = if standby && pg_code(&e) == Some("40001") {
+                        "; on a hot standby, set hot_standby_feedback = on or raise max_standby_streaming_delay so that long reads are not cancelled"
+                    } else {
+                        ""
+                    };
+                    let e = e.context(format!(
+                        "checking {name} (leave it out with --exclude {name}{hint})"
+                    ));
+                    out.error(&e, json!({"schema": name.schema, "name": name.name}))
+                }
+            }
+        },
+    );
+    bar.finish_and_clear();
+    result?;
+    Ok(buffered)
+}
+
+/// Run `work(i)` for `i` in `0..n` on up to `jobs` threads, and `handle` each result on the
+/// calling thread as it arrives (in completion order). If `handle` fails, no new items are
+/// started, the running ones finish, and the error is returned.
+pub(crate) fn parallel<R: Send>(
+    n: usize,
+    jobs: usize,
+    work: impl Fn(usize) -> R + Sync,
+    mut handle: impl FnMut(usize, R) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, R)>();
+    thread::scope(|s| {
+        let (next, abort, work) = (&next, &abort, &work);
+        for _ in 0..jobs.clamp(1, n.max(1)) {
+            let tx = tx.clone();
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n || abort.load(Ordering::SeqCst) {
+                    return;
+                }
+                if tx.send((i, work(i))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        for (i, r) in rx.iter() {
+            if let Err(e) = handle(i, r) {
+                abort.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The SQLSTATE of a PostgreSQL error in the chain.
+fn pg_code(e: &anyhow::Error) -> Option<&str> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<postgres::Error>())
+        .and_then(|e| e.code())
+        .map(|c| c.code())
+}
+
+/// Run `f` on both leaders at once (each inside a savepoint).
+fn on_both<T: Send>(
+    src: &mut Host,
+    tgt: &mut Host,
+    f: impl Fn(&mut postgres::Client) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<(T, T)> {
+    let (a, b) = thread::scope(|s| {
+        let f = &f;
+        let (ca, cb) = (&mut src.leader, &mut tgt.leader);
+        let ha = s.spawn(move || in_savepoint(ca, f));
+        let hb = s.spawn(move || in_savepoint(cb, f));
+        (join(ha), join(hb))
+    });
+    Ok((
+        a.with_context(|| src_what("source"))?,
+        b.with_context(|| src_what("target"))?,
+    ))
+}
+
+fn src_what(label: &str) -> String {
+    format!("rechecking on the {label}")
+}
+
+/// Read every unresolved difference again, up to `rounds` times, each time in a new pair of
+/// snapshots (the target's taken after it replayed the source's LSN when `wait` is given).
+fn recheck(
+    src: &mut Host,
+    tgt: &mut Host,
+    outs: &mut [Outcome],
+    rounds: u32,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    for _ in 0..rounds {
+        let open = |o: &Outcome| {
+            o.diffs.iter().any(|d| d.recheck.is_none()) || o.ranges.iter().any(|r| r.1.is_none())
+        };
+        if !outs.iter().any(open) {
+            break;
+        }
+        let sl = src.renew(None)?;
+        let tl = tgt.renew(wait.map(|t| (sl.as_str(), t)))?;
+        for o in outs.iter_mut() {
+            let shape = o.plan.shape.clone();
+            let width = shape.key.len();
+            let keys: Vec<KeyVal> = o
+                .diffs
+                .iter()
+                .filter(|d| d.recheck.is_none())
+                .map(|d| d.key.clone())
+                .collect();
+            for batch in keys.chunks(500) {
+                let sql = shape.rows_query(&shape.keys_pred(batch));
+                let (a, b) = on_both(src, tgt, |c| read_rows(c, &sql, width))?;
+                let still: HashSet<KeyVal> = diff_rows(&a, &b).into_iter().map(|d| d.key).collect();
+                let batch: HashSet<&KeyVal> = batch.iter().collect();
+                for d in o.diffs.iter_mut().filter(|d| batch.contains(&d.key)) {
+                    if still.contains(&d.key) {
+                        d.lsns = Some((sl.clone(), tl.clone()));
+                    } else {
+                        d.recheck = Some("transient");
+                    }
+                }
+            }
+            for (r, label) in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
+                let sql = shape.hash_query(&[], &shape.range_pred(r));
+                let (a, b) = on_both(src, tgt, |c| hash_rows(c, &sql))?;
+                if merge(1, vec![a]) == merge(1, vec![b]) {
+                    *label = Some("transient");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write a table's `chunk`, `row_diff` and `table` records.
+fn emit_outcome(
+    out: &mut Output,
+    o: &Outcome,
+    lsns: &(String, String),
+    rechecked: bool,
+    counts: &mut Counts,
+) -> anyhow::Result<()> {
+    let name = &o.plan.name;
+    let keys = o.plan.key_names();
+    let bound = |b: &Option<KeyVal>| {
+        b.as_ref()
+            .map_or(serde_json::Value::Null, |v| key_json(&keys, v))
+    };
+    let differing = o.different_chunks();
+    for &i in &differing {
+        let r = o.chunk_range(i);
+        let (s, t) = (o.chunks[0][i], o.chunks[1][i]);
+        out.emit(&ChunkDiffRecord {
+            schema: name.schema.clone(),
+            name: name.name.clone(),
+            index: i,
+            lower: bound(&r.lower),
+            upper: bound(&r.upper),
+            source_rows: s.rows,
+            target_rows: t.rows,
+            source_hash: s.hex(),
+            target_hash: t.hex(),
+        })?;
+    }
+    let mut transient = 0;
+    for d in &o.diffs {
+        if d.recheck == Some("transient") {
+            transient += 1;
+        }
+        let (sl, tl) = d.lsns.clone().unwrap_or_else(|| lsns.clone());
+        out.emit(&RowDiffRecord {
+            schema: name.schema.clone(),
+            name: name.name.clone(),
+            key: key_json(&keys, &d.key),
+            kind: d.kind.as_str(),
+            columns: d.columns.clone(),
+            recheck: d.recheck,
+            source_lsn: sl,
+            target_lsn: tl,
+        })?;
+    }
+    let totals = o.totals();
+    let data_equal = o.data_equal();
+    let equal = data_equal && o.plan.only_on_source.is_empty() && o.plan.only_on_target.is_empty();
+    let first_pass_differed = !(o.diffs.is_empty() && o.ranges.is_empty());
+    counts.chunks += o.chunks[0].len() as u64;
+    counts.different_chunks += differing.len() as u64;
+    counts.row_diffs += o.diffs.len() as u64;
+    counts.transient_row_diffs += transient as u64;
+    counts.source_rows += totals[0].rows;
+    counts.target_rows += totals[1].rows;
+    if equal {
+        counts.equal += 1;
+    } else {
+        counts.different += 1;
+        out.mark_differences();
+    }
+    out.emit(&TableRecord {
+        schema: name.schema.clone(),
+        name: name.name.clone(),
+        equal,
+        source_rows: totals[0].rows,
+        target_rows: totals[1].rows,
+        source_hash: totals[0].hex(),
+        target_hash: totals[1].hex(),
+        key: (!keys.is_empty()).then_some(keys.clone()),
+        chunked: !keys.is_empty(),
+        chunks: o.chunks[0].len(),
+        different_chunks: differing.len(),
+        row_diffs: o.diffs.len(),
+        transient_row_diffs: transient,
+        truncated: o.truncated,
+        recheck: (rechecked && first_pass_differed).then_some(if data_equal {
+            "transient"
+        } else {
+            "persistent"
+        }),
+        columns_only_on_source: o.plan.only_on_source.clone(),
+        columns_only_on_target: o.plan.only_on_target.clone(),
+        note: o.plan.note.clone(),
+        source_lsn: lsns.0.clone(),
+        target_lsn: lsns.1.clone(),
+        elapsed_ms: o.elapsed.as_millis() as u64,
+    })
+}

@@ -1,0 +1,175 @@
+//! Bad input: unreachable hosts, a refused password, tables missing on one side, no key, an
+//! unsupported key type, an unreadable table; the other tables are still checked and the exit
+//! code is the worst outcome.
+
+use testkit::Cluster;
+
+use crate::common::{run, two};
+
+#[test]
+fn unreachable_host_is_an_error_record_and_exit_69() {
+    let s = Cluster::start();
+    let dead = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        testkit::free_port("127.0.0.1")
+    );
+    let r = two(&s.dsn("postgres"), &dead, &[]);
+    assert_eq!(r.code, 69, "{}", r.dump());
+    let e = r.of("error");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["host"], "target");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("--target") && msg.contains("Connection refused"),
+        "{msg}"
+    );
+    assert!(
+        r.stderr.starts_with("pg-checksum: reading the target"),
+        "{}",
+        r.stderr
+    );
+
+    let r = run(&["--dsn", &dead]);
+    assert_eq!(r.code, 69, "{}", r.dump());
+}
+
+#[test]
+fn wrong_password_is_unavailable_and_names_the_fix() {
+    let s = Cluster::builder()
+        .hba("host all app 127.0.0.1/32 scram-sha-256")
+        .start();
+    s.psql("postgres", "CREATE ROLE app LOGIN PASSWORD 'right'");
+    let bad = format!(
+        "host=127.0.0.1 port={} user=app password=wrong dbname=postgres sslmode=disable",
+        s.port()
+    );
+    let r = two(&bad, &s.dsn("postgres"), &[]);
+    assert_eq!(r.code, 69, "{}", r.dump());
+    let e = r.of("error");
+    assert_eq!(e[0]["host"], "source");
+    let msg = e[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("password authentication failed") && msg.contains("pgpass"),
+        "{msg}"
+    );
+    assert!(!msg.contains("wrong"), "the password leaked: {msg}");
+}
+
+#[test]
+fn usage_errors() {
+    let r = run(&["--source", "host=a"]);
+    assert_eq!(r.code, 2, "{}", r.dump());
+    let r = run(&[]);
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(
+        r.stderr.contains("--source DSN --target DSN"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["--source", "host=a sslmode=maybe", "--target", "host=b"]);
+    assert_eq!(r.code, 2, "{}", r.dump());
+    let r = run(&["--dsn", "host=a", "--recheck", "2"]);
+    assert_eq!(r.code, 2, "{}", r.dump());
+}
+
+#[test]
+fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
+    let s = Cluster::builder().name("source").start();
+    let t = Cluster::builder().name("target").start();
+    let (ds, dt) = (s.create_db(), t.create_db());
+    let setup = "CREATE TYPE mood AS ENUM ('sad', 'ok');
+        CREATE TABLE ok (id int PRIMARY KEY, v int); INSERT INTO ok SELECT g, g FROM generate_series(1, 100) g;
+        CREATE TABLE nokey (v int); INSERT INTO nokey VALUES (1), (2);
+        CREATE TABLE moods (m mood PRIMARY KEY); INSERT INTO moods VALUES ('sad'), ('ok');
+        CREATE TABLE secret (id int PRIMARY KEY);
+        CREATE ROLE reader LOGIN; GRANT SELECT ON ok, nokey, moods TO reader;";
+    s.psql(
+        ds.name(),
+        &format!("{setup} CREATE TABLE only_src (id int PRIMARY KEY);"),
+    );
+    t.psql(
+        dt.name(),
+        &format!("{setup} CREATE TABLE only_tgt (id int PRIMARY KEY);"),
+    );
+    t.psql(dt.name(), "UPDATE ok SET v = 0 WHERE id = 50");
+    let user = |c: &Cluster, db: &str| {
+        format!(
+            "host={} port={} user=reader dbname={db} sslmode=disable",
+            c.host(),
+            c.port()
+        )
+    };
+    let r = two(&user(&s, ds.name()), &user(&t, dt.name()), &[]);
+    // The worst outcome: data_err (65) from the enum key and the unreadable table.
+    assert_eq!(r.code, 65, "{}", r.dump());
+    assert_eq!(r.row_diffs("ok", "id"), [("50".into(), "changed".into())]);
+    assert_eq!(r.table("nokey")["equal"], true);
+    assert_eq!(r.table("nokey")["chunked"], false);
+
+    let errors = r.of("error");
+    let by_name = |n: &str| {
+        errors
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("no error for {n}: {}", r.stdout))
+    };
+    let e = by_name("only_src");
+    assert_eq!(e["kind"], "not_found");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("exists on the source but not on the target"));
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("--exclude public.only_src"));
+    assert_eq!(by_name("only_tgt")["kind"], "not_found");
+    let e = by_name("moods");
+    assert_eq!(e["kind"], "data_err");
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("type public.mood") && m.contains("--whole-table public.moods"),
+        "{m}"
+    );
+    let e = by_name("secret");
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("permission denied") && m.contains("--exclude public.secret"),
+        "{m}"
+    );
+    assert_eq!(errors.len(), 4, "{}", r.stdout);
+    // Every problem is on stderr too, one line each.
+    assert!(
+        r.stderr.contains("public.nokey: no primary key"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .filter(|l| l.starts_with("pg-checksum: "))
+            .count()
+            >= 5,
+        "{}",
+        r.stderr
+    );
+    let sum = r.summary();
+    assert_eq!(sum["missing"], 2);
+    assert_eq!(sum["errors"], 4);
+
+    // The fix the message names works.
+    let r = two(
+        &user(&s, ds.name()),
+        &user(&t, dt.name()),
+        &[
+            "--whole-table",
+            "moods",
+            "--exclude",
+            "secret",
+            "--exclude",
+            "only_*",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.dump());
+    assert_eq!(r.table("moods")["equal"], true);
+}
