@@ -40,6 +40,9 @@ fn load_survives_a_switchover_to_a_promoted_standby() {
     lg.wait_for(Duration::from_secs(20), "commits on the primary", |r| {
         r["type"] == "tick" && r["host"] == ha.as_str()
     });
+    lg.wait_for(Duration::from_secs(20), "every client connected", |r| {
+        r["type"] == "tick" && r["connected"] == 4
+    });
 
     // The switchover, as a script does it.
     a.psql("postgres", "CHECKPOINT");
