@@ -257,7 +257,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
             .rate
             .map(|r| Duration::from_secs_f64(f64::from(args.clients) / r)),
         clients: args.clients,
-        stats: Stats::new(args.clients),
+        stats: Stats::new(),
         log,
         keep: args.verify,
         acks: Mutex::new(Vec::new()),
@@ -591,7 +591,7 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
                 }
             }
         };
-        ctx.stats.connected();
+        ctx.stats.connected(sessions > 0);
         sessions += 1;
         ctx.emit(
             "connect",

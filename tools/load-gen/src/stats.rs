@@ -71,7 +71,7 @@ struct Inner {
     outages: u64,
     // Sessions.
     connected: u32,
-    connects: u64,
+    reconnects: u64,
     servers: Vec<ServerState>,
     split_brain: u64,
     split_pairs: BTreeSet<(u32, u32)>,
@@ -198,16 +198,14 @@ pub struct Totals {
 /// The shared statistics of a run.
 pub struct Stats {
     start: Instant,
-    clients: u32,
     inner: Mutex<Inner>,
 }
 
 impl Stats {
     /// Start the clock.
-    pub fn new(clients: u32) -> Stats {
+    pub fn new() -> Stats {
         Stats {
             start: Instant::now(),
-            clients,
             inner: Mutex::new(Inner {
                 interval: Counts::default(),
                 interval_hist: histogram(),
@@ -223,7 +221,7 @@ impl Stats {
                 unavailable_us: 0,
                 outages: 0,
                 connected: 0,
-                connects: 0,
+                reconnects: 0,
                 servers: Vec::new(),
                 split_brain: 0,
                 split_pairs: BTreeSet::new(),
@@ -272,13 +270,16 @@ impl Stats {
         (rec.id, Some(rec))
     }
 
-    /// A client opened a session and is ready to run transactions.
-    pub fn connected(&self) {
+    /// A client opened a session and is ready to run transactions; `again` if it is not the
+    /// client's first.
+    pub fn connected(&self, again: bool) {
         let now = self.now_us();
         let mut g = self.lock();
         g.origin_us.get_or_insert(now);
         g.connected += 1;
-        g.connects += 1;
+        if again {
+            g.reconnects += 1;
+        }
     }
 
     /// A client lost (or dropped) its session.
@@ -480,7 +481,7 @@ impl Stats {
             max_write_gap_from_ms: g.max_gap_from_us / 1000,
             unavailable_ms: unavailable / 1000,
             outages: g.outages,
-            reconnects: g.connects.saturating_sub(u64::from(self.clients)),
+            reconnects: g.reconnects,
             hosts: g.total.hosts.clone(),
             servers: g
                 .servers
@@ -500,6 +501,12 @@ impl Stats {
     /// The server records seen so far (for the in-run verification).
     pub fn server_records(&self) -> Vec<ServerRecord> {
         self.lock().servers.iter().map(|s| s.rec.clone()).collect()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
     }
 }
 
@@ -532,7 +539,7 @@ mod tests {
 
     #[test]
     fn the_same_instance_under_two_host_names_is_one_server() {
-        let s = Stats::new(1);
+        let s = Stats::new();
         let (a, new_a) = s.server("127.0.0.1:5432", &ident(1, "t0"));
         let (b, new_b) = s.server("localhost:5432", &ident(1, "t0"));
         assert_eq!(a, b);
@@ -543,9 +550,9 @@ mod tests {
 
     #[test]
     fn gaps_and_outages_are_measured_between_commits() {
-        let s = Stats::new(2);
+        let s = Stats::new();
         let (srv, _) = s.server("h:1", &ident(1, "t0"));
-        s.connected();
+        s.connected(false);
         s.commit(srv, "h:1", s.now_us());
         assert!(s.client_down());
         assert!(!s.client_down());
@@ -566,10 +573,10 @@ mod tests {
 
     #[test]
     fn an_old_primary_acking_after_the_promoted_one_is_split_brain() {
-        let s = Stats::new(2);
+        let s = Stats::new();
         let (old, _) = s.server("a:1", &ident(1, "t0"));
         let (new, _) = s.server("b:1", &ident(2, "t1"));
-        s.connected();
+        s.connected(false);
         let before = s.now_us();
         assert!(s.commit(old, "a:1", before).superseded_by.is_none());
         assert!(s.commit(new, "b:1", s.now_us()).superseded_by.is_none());
