@@ -149,6 +149,8 @@ pub struct Plan {
     pub pre_copy: Option<PreDump>,
     /// `--leave-running` on the final dump.
     pub leave_running: bool,
+    /// `criu --version`, asked before anything freezes (it goes into the manifest).
+    pub criu_version: Option<String>,
 }
 
 /// Resolve the options against this host: the network lock, and whether to pre-copy.
@@ -212,6 +214,7 @@ pub fn plan(
         },
         pre_copy,
         leave_running,
+        criu_version: criu.version()?,
     })
 }
 
@@ -368,7 +371,7 @@ pub fn take(
 
 /// Write the manifest for a finished dump (a failure only warns: the images are complete
 /// without it, `restore` then needs the flags again).
-pub fn write_manifest(criu: &Criu, plan: &Plan, taken: &Taken) {
+pub fn write_manifest(plan: &Plan, taken: &Taken) {
     let m = Manifest {
         format_version: 1,
         pid: plan.pid,
@@ -382,7 +385,7 @@ pub fn write_manifest(criu: &Criu, plan: &Plan, taken: &Taken) {
         tcp_established: plan.flags.tcp_established,
         shell_job: plan.flags.shell_job,
         criu_opts: plan.flags.extra.clone(),
-        criu_version: criu.version().ok().flatten(),
+        criu_version: plan.criu_version.clone(),
         hostname: procs::hostname(),
     };
     if let Err(e) = m.write(&plan.dir) {
@@ -417,7 +420,7 @@ pub fn run(criu: &Criu, a: &DumpArgs, mut out: Output) -> anyhow::Result<Status>
         images::prepare_empty_dir(&a.images)?;
         touched = true;
         let taken = take(criu, &plan, &mut out, &mut |_, _, _| Ok(()))?;
-        write_manifest(criu, &plan, &taken);
+        write_manifest(&plan, &taken);
         let process = if a.leave_running {
             "running"
         } else {

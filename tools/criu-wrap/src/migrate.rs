@@ -291,7 +291,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
         })?;
         phase = Phase::Dumped;
         taken = Some(t.clone());
-        dump::write_manifest(criu, &p, &t);
+        dump::write_manifest(&p, &t);
         if !procs::wait_gone(a.pid, Duration::from_secs(5)) {
             return Err(shared::err(
                 ErrorKind::Internal,
