@@ -356,3 +356,115 @@ fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
     let out = expect(0, &["verify", "--archive", arch.to_str().unwrap()]);
     assert_eq!(summary(&out)["problems"], 0);
 }
+
+/// `pg_ctl start` without waiting (the server is expected to fail), then wait until the
+/// postmaster is gone; returns what it wrote to its log meanwhile.
+fn start_expecting_failure(c: &Cluster) -> String {
+    let offset = fs::metadata(c.log_path())
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    let mut cmd = testkit::pg_command("pg_ctl", c.dir());
+    cmd.arg("-D")
+        .arg(c.data_dir())
+        .arg("-l")
+        .arg(c.log_path())
+        .args(["-W", "start"]);
+    testkit::run_ok(&mut cmd);
+    let pidfile = c.data_dir().join("postmaster.pid");
+    // pg_ctl returns before the postmaster writes its pid file.
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "the server to give up",
+        Duration::from_secs(60),
+        &|| c.log_tail(20),
+        || !pidfile.exists() || c.postmaster_pid().is_some_and(|p| !testkit::pid_alive(p)),
+    );
+    let log = fs::read(c.log_path()).unwrap();
+    String::from_utf8_lossy(&log[offset.min(log.len())..]).into_owned()
+}
+
+#[test]
+fn archive_recovery_stops_instead_of_ending_early_on_an_unreachable_or_corrupt_archive() {
+    let d = scratch();
+    let arch = archive_dir(d.path());
+    let push = format!(
+        "'{} push %p --to {} --quiet'",
+        bin().display(),
+        arch.display()
+    );
+    let fetch = format!(
+        "'{} fetch %f %p --from {}'",
+        bin().display(),
+        arch.display()
+    );
+    let primary = Cluster::builder()
+        .name("ws-pitr")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start();
+    primary.psql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+    switch_and_wait_archived(&primary);
+    // A base backup that will recover from the archive alone (recovery.signal: archive
+    // recovery, which ends, promotes and forks a timeline when restore_command says "no more").
+    let mut restore = primary
+        .standby_builder()
+        .name("ws-pitr-restore")
+        .setting("restore_command", &fetch)
+        .start_standby_of(&primary);
+    archive_only(&mut restore);
+    fs::remove_file(restore.data_dir().join("standby.signal")).unwrap();
+    fs::write(restore.data_dir().join("recovery.signal"), "").unwrap();
+    chown_postgres(&restore.data_dir().join("recovery.signal"));
+    primary.psql(
+        "postgres",
+        "INSERT INTO t SELECT generate_series(1001, 2000)",
+    );
+    let last = switch_and_wait_archived(&primary);
+    drop(primary);
+
+    // 1. The archive is not there (unmounted): recovery must stop, not end at the base backup.
+    let away = d.path().join("archive-unmounted");
+    fs::rename(&arch, &away).unwrap();
+    let log = start_expecting_failure(&restore);
+    // PostgreSQL reads exit codes above 125 as "command not executable": FATAL.
+    assert!(log.contains("FATAL:  could not restore file"), "{log}");
+    assert!(
+        log.contains("stops recovery instead of ending it early"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("selected new timeline ID"),
+        "recovery ended early: {log}"
+    );
+    fs::rename(&away, &arch).unwrap();
+
+    // 2. The last segment is corrupt: recovery stops there, loudly.
+    let obj = object_path(&arch, &last);
+    let good = fs::read(&obj).unwrap();
+    flip_bit(&obj);
+    let log = start_expecting_failure(&restore);
+    assert!(
+        log.contains(&format!("{last} in {} is corrupt", arch.display())),
+        "{log}"
+    );
+    // PostgreSQL reads exit codes above 125 as "command not executable": FATAL.
+    assert!(log.contains("FATAL:  could not restore file"), "{log}");
+    assert!(
+        !log.contains("selected new timeline ID"),
+        "recovery ended early: {log}"
+    );
+
+    // 3. Repaired: recovery replays everything, then ends and opens on timeline 2.
+    fs::write(&obj, good).unwrap();
+    restore.start_again();
+    wait_for(
+        "the end of recovery",
+        Duration::from_secs(60),
+        &|| restore.log_tail(20),
+        || restore.psql("postgres", "SELECT NOT pg_is_in_recovery()") == "t",
+    );
+    assert_eq!(restore.psql("postgres", "SELECT count(*) FROM t"), "2000");
+}

@@ -662,3 +662,76 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
         stderr(&out)
     );
 }
+
+#[test]
+fn concurrent_pushes_of_one_name_store_exactly_one_file() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    // Six different files under one name, pushed at once (two clusters sharing an archive).
+    let name = seg_name(1, 0x20);
+    let sources: Vec<std::path::PathBuf> = (0..6)
+        .map(|i| {
+            let dir = d.path().join(format!("src{i}"));
+            fs::create_dir(&dir).unwrap();
+            segment(&dir, &name, 10 + i)
+        })
+        .collect();
+    let spawn = |src: &std::path::Path| {
+        std::process::Command::new(bin())
+            .args(["push", src.to_str().unwrap(), "--to", a])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = sources.iter().map(|s| spawn(s)).collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners: Vec<usize> = (0..6)
+        .filter(|i| outs[*i].status.code() == Some(0))
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        outs.iter().map(|o| o.status.code()).collect::<Vec<_>>()
+    );
+    for (i, o) in outs.iter().enumerate() {
+        if i != winners[0] {
+            check(65, o, &"a loser");
+        }
+    }
+    let dest = d.path().join("restored");
+    expect(0, &["fetch", &name, dest.to_str().unwrap(), "--from", a]);
+    assert!(
+        fs::read(&dest).unwrap() == fs::read(&sources[winners[0]]).unwrap(),
+        "the winner's bytes"
+    );
+
+    // Six copies of the same file at once: all succeed, exactly one stores.
+    let name = seg_name(1, 0x21);
+    let src = segment(d.path(), &name, 1);
+    let children: Vec<_> = (0..6).map(|_| spawn(&src)).collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut stored = 0;
+    for o in &outs {
+        check(0, o, &"same content");
+        stored += of_type(o, "segment")
+            .iter()
+            .filter(|r| r["action"] == "stored")
+            .count();
+    }
+    assert_eq!(stored, 1);
+    assert!(
+        tree(&arch).iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        tree(&arch)
+    );
+}

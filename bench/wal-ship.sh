@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# bench/wal-ship.sh: archive N real 16 MiB WAL segments, one process per segment as
+# archive_command does, with
+#   wal-ship     wal-ship push SEG --to DIR --compress zstd:LEVEL       (checksum + fsyncs)
+#   pgbackrest   pgbackrest archive-push SEG   (local repo, compress-type=zst, same level)
+#   cp+sync      cp SEG DIR/ && sync DIR/SEG   (no compression, no checksum: the floor)
+# Goal (issue #4): wal-ship's throughput >= pgBackRest's, and within 2x of cp+sync's time.
+#
+#   bench/wal-ship.sh                     # SEGMENTS=200 LEVEL=3 SCALE=50
+#   SEGMENTS=20 bench/wal-ship.sh         # a quick run
+#
+# The segments come from pgbench on a throwaway cluster (scripts/lib.sh), collected by its own
+# archive_command (cp). Every tool runs as the postgres user, on the same warm page cache,
+# into its own empty archive. MB/s are MiB/s of WAL; ratio = WAL bytes / archive bytes.
+# Prints one JSON line per tool and a summary line; keeps them under bench/results/.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+
+SEGMENTS=${SEGMENTS:-200}
+LEVEL=${LEVEL:-3}
+SCALE=${SCALE:-50}
+
+pgs_require_cmd pgbackrest jq awk "$PG_BIN/pgbench"
+# WAL_SHIP_BIN=path uses that binary; otherwise build the release one.
+if [[ -z ${WAL_SHIP_BIN:-} ]]; then
+  (cd "$root" && cargo build --release -q -p wal-ship)
+  WAL_SHIP_BIN=$root/target/release/wal-ship
+fi
+
+work=$(mktemp -d /tmp/pgshift-bench-wal-ship.XXXXXX)
+chmod 755 "$work"
+trap 'pgs_cluster_destroy "$work/pg"; rm -rf "$work"' EXIT
+results=$root/bench/results
+mkdir -p "$results"
+out=$results/wal-ship-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+
+# --- WAL from pgbench -----------------------------------------------------------------------
+wal=$work/wal
+pgs_own_dir "$wal"
+port=$(pgs_free_port 127.0.0.1)
+pgs_cluster_create "$work/pg" "$port" 127.0.0.1 archive_mode=on \
+  "archive_command='cp %p $wal/%f'" fsync=off synchronous_commit=off max_wal_size=4GB \
+  shared_buffers=256MB
+pgs_cluster_start "$work/pg"
+dsn=$(pgs_dsn "$work/pg")
+
+count_segments() { find "$wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | wc -l; }
+
+pgs_log "making $SEGMENTS segments of WAL with pgbench (scale $SCALE)"
+pgs_as_pg "$PG_BIN/pgbench" -q -i -s "$SCALE" "$dsn" >/dev/null 2>&1
+while (($(count_segments) < SEGMENTS + 1)); do
+  pgs_as_pg "$PG_BIN/pgbench" -n -c 4 -j 2 -T 10 "$dsn" >/dev/null 2>&1
+  pgs_psql "$dsn" "SELECT pg_switch_wal()" >/dev/null
+  sleep 1
+done
+# Wait for the archiver to finish the last copy, then take the first SEGMENTS in order.
+last=$(pgs_psql "$dsn" "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 300); do
+  [[ $(pgs_psql "$dsn" "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_stat_archiver") == t ]] && break
+  sleep 0.2
+done
+mapfile -t segs < <(find "$wal" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | sort |
+  head -n "$SEGMENTS")
+((${#segs[@]} == SEGMENTS)) || pgs_die "$EX_SOFTWARE" "only ${#segs[@]} segments were made"
+bytes=$(cat "${segs[@]}" | wc -c)
+pgs_log "$SEGMENTS segments, $((bytes >> 20)) MiB of WAL"
+
+# --- the peers' setup -------------------------------------------------------------------------
+for d in ws-archive pgbr-repo pgbr-lock pgbr-spool cp-archive; do pgs_own_dir "$work/$d"; done
+conf=$work/pgbackrest.conf
+cat >"$conf" <<EOF
+[global]
+repo1-path=$work/pgbr-repo
+compress-type=zst
+compress-level=$LEVEL
+log-level-console=warn
+log-level-file=off
+lock-path=$work/pgbr-lock
+spool-path=$work/pgbr-spool
+
+[bench]
+pg1-path=$work/pg/data
+pg1-port=$port
+pg1-host-user=postgres
+pg1-socket-path=$work/pg
+pg1-user=postgres
+EOF
+chmod 644 "$conf"
+(cd "$work" && pgs_as_pg pgbackrest --config="$conf" --stanza=bench stanza-create) >&2 ||
+  pgs_die "$EX_SOFTWARE" "pgbackrest stanza-create failed"
+
+# Each tool's loop, run as postgres: one process per segment, like archive_command.
+cat >"$work/wal-ship.sh" <<'EOF'
+bin=$1 dest=$2 level=$3; shift 3
+for f; do "$bin" push "$f" --to "$dest" --compress "zstd:$level" --quiet || exit; done
+EOF
+cat >"$work/pgbackrest.sh" <<'EOF'
+conf=$1; shift
+for f; do pgbackrest --config="$conf" --stanza=bench archive-push "$f" || exit; done
+EOF
+cat >"$work/cp-sync.sh" <<'EOF'
+dest=$1; shift
+for f; do cp "$f" "$dest/" && sync "$dest/${f##*/}" || exit; done
+EOF
+
+# measure NAME ARCHIVE_DIR SCRIPT ARGS...: run, print and keep the JSON line.
+measure() {
+  local name=$1 archive=$2 script=$3 start end secs stored
+  shift 3
+  cat "${segs[@]}" >/dev/null # the same warm cache for everyone
+  pgs_log "$name: pushing $SEGMENTS segments"
+  start=$(date +%s.%N)
+  (cd "$work" && pgs_as_pg bash "$work/$script" "$@" "${segs[@]}") ||
+    pgs_die "$EX_SOFTWARE" "$name failed"
+  end=$(date +%s.%N)
+  secs=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+  stored=$(du -sb "$archive" | cut -f1)
+  pgs_json run tool="$name" segments:="$SEGMENTS" bytes:="$bytes" seconds:="$secs" \
+    mib_per_s:="$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / 1048576 / s }')" \
+    stored_bytes:="$stored" \
+    ratio:="$(awk -v b="$bytes" -v s="$stored" 'BEGIN { printf "%.2f", b / s }')" | tee -a "$out"
+}
+
+measure wal-ship "$work/ws-archive" wal-ship.sh "$WAL_SHIP_BIN" "$work/ws-archive" "$LEVEL"
+measure pgbackrest "$work/pgbr-repo/archive" pgbackrest.sh "$conf"
+measure cp+sync "$work/cp-archive" cp-sync.sh "$work/cp-archive"
+
+# wal-ship's archive must be whole and restore byte for byte.
+problems=$("$WAL_SHIP_BIN" verify --archive "$work/ws-archive" | tail -n 1 | jq .problems)
+[[ $problems == 0 ]] || pgs_die "$EX_SOFTWARE" "wal-ship verify found $problems problems"
+"$WAL_SHIP_BIN" fetch "${segs[0]##*/}" "$work/restored" --from "$work/ws-archive" --quiet
+cmp -s "${segs[0]}" "$work/restored" || pgs_die "$EX_SOFTWARE" "restored segment differs"
+
+field() { grep "\"tool\":\"$1\"" "$out" | tail -n 1 | jq -r ".$2"; }
+ws=$(field wal-ship mib_per_s)
+br=$(field pgbackrest mib_per_s)
+cs=$(field cp+sync mib_per_s)
+vs_br=$(awk -v a="$ws" -v b="$br" 'BEGIN { printf "%.2f", a / b }')
+time_vs_cp=$(awk -v a="$ws" -v b="$cs" 'BEGIN { printf "%.2f", b / a }')
+goal=$(awk -v v="$vs_br" -v c="$time_vs_cp" 'BEGIN { print (v >= 1 && c <= 2) ? "true" : "false" }')
+pgs_log "wal-ship $ws MiB/s (ratio $(field wal-ship ratio)), pgbackrest $br MiB/s (ratio $(field pgbackrest ratio)), cp+sync $cs MiB/s"
+pgs_log "wal-ship/pgbackrest throughput: ${vs_br}x; wal-ship time / cp+sync time: ${time_vs_cp}x; goal met: $goal"
+pgs_json summary tool=bench/wal-ship.sh success:=true exit_code:=0 segments:="$SEGMENTS" \
+  level:="$LEVEL" wal_ship_mib_per_s:="$ws" pgbackrest_mib_per_s:="$br" cp_sync_mib_per_s:="$cs" \
+  wal_ship_ratio:="$(field wal-ship ratio)" pgbackrest_ratio:="$(field pgbackrest ratio)" \
+  throughput_vs_pgbackrest:="$vs_br" time_vs_cp_sync:="$time_vs_cp" goal_met:="$goal" | tee -a "$out"
+pgs_log "results in $out"
