@@ -6,7 +6,7 @@ CARGO ?= cargo
 FEATURES ?= --features shared/pg,shared/progress
 export PG_BIN
 
-.PHONY: all setup build release test lint bench demo clean
+.PHONY: all setup build release test test-criu lint bench demo clean
 
 all: build
 
@@ -29,6 +29,15 @@ test: build
 	else \
 		echo "cargo-nextest not found; using cargo test" >&2; \
 		$(CARGO) test --workspace $(FEATURES); \
+	fi
+
+## test-criu: real CRIU in a VM (Debian's 6.1 kernel under qemu) driven by criu-wrap; make test
+## runs it too when qemu is installed (tools/criu-wrap/tests/vm.rs)
+test-criu:
+	@if command -v cargo-nextest >/dev/null 2>&1; then \
+		$(CARGO) nextest run -p criu-wrap --no-capture -E 'test(exclusive_vm_real_criu)'; \
+	else \
+		$(CARGO) test -p criu-wrap exclusive_vm_real_criu -- --nocapture; \
 	fi
 
 ## lint: clippy with warnings as errors, rustfmt, shellcheck

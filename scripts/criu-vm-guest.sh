@@ -217,7 +217,7 @@ EOF
   setsid unshare -ipf setsid criu-workload shm </dev/null >/dev/null 2>&1 &
   U=$!
   sleep 1
-  N=$(tr -d ' ' <"/proc/$U/task/$U/children" 2>/dev/null)
+  N=$(tr -d ' ' 2>/dev/null <"/proc/$U/task/$U/children")
   cw shm-ns dump --pid "${N:-0}" --images /tmp/img-shm-ns --pre-dump 0
   drc=$rc
   cw shm-ns-restore restore --images /tmp/img-shm-ns --detach

@@ -24,6 +24,8 @@ need=(
   "runuser:util-linux"
   "pkg-config:pkg-config"
   "/usr/include/openssl/ssl.h:libssl-dev"
+  # criu-wrap's real-CRIU test boots Debian's kernel under qemu (scripts/criu-vm.sh)
+  "qemu-system-x86_64:qemu-system-x86" "/bin/busybox:busybox-static" "/usr/sbin/criu:criu" "cpio:cpio" "/usr/sbin/depmod:kmod"
 )
 if [[ ${1:-} == --bench ]]; then
   need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15")
