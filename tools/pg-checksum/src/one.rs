@@ -205,6 +205,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
                     upper: bound(bounds.get(i)),
                     rows: s.rows,
                     hash: s.hex(),
+                    lsn: lsn.clone(),
                 })?;
             }
         }

@@ -121,6 +121,8 @@ pub struct ChunkDiffRecord {
     pub target_rows: i64,
     pub source_hash: String,
     pub target_hash: String,
+    pub source_lsn: String,
+    pub target_lsn: String,
 }
 
 impl Record for ChunkDiffRecord {
@@ -181,6 +183,9 @@ pub struct HostChunkRecord {
     pub upper: Value,
     pub rows: i64,
     pub hash: String,
+    /// The snapshot's LSN (absent in files from before it was added).
+    #[serde(default)]
+    pub lsn: String,
 }
 
 impl Record for HostChunkRecord {

@@ -351,13 +351,9 @@ fn on_both<T: Send>(
         (join(ha), join(hb))
     });
     Ok((
-        a.with_context(|| src_what("source"))?,
-        b.with_context(|| src_what("target"))?,
+        a.context("rechecking on the source")?,
+        b.context("rechecking on the target")?,
     ))
-}
-
-fn src_what(label: &str) -> String {
-    format!("rechecking on the {label}")
 }
 
 /// Read every unresolved difference again, up to `rounds` times, each time in a new pair of
@@ -440,6 +436,8 @@ fn emit_outcome(
             target_rows: t.rows,
             source_hash: s.hex(),
             target_hash: t.hex(),
+            source_lsn: lsns.0.clone(),
+            target_lsn: lsns.1.clone(),
         })?;
     }
     let mut transient = 0;

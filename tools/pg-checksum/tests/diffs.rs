@@ -137,6 +137,7 @@ fn changed_deleted_and_extra_rows_are_found_by_bisection() {
     // The differing chunks are named, the others are not.
     let chunks = r.of_table("chunk", "big");
     assert!(!chunks.is_empty() && chunks.len() <= 4, "{}", r.stdout);
+    assert_eq!(chunks[0]["source_lsn"], r.of("host")[0]["lsn"]);
     assert_eq!(r.table("same")["equal"], true);
     let sum = r.summary();
     assert_eq!(

@@ -32,6 +32,7 @@ fn one_host_outputs_compare_whole_tables_and_chunks_with_chunks_from() {
     assert_eq!(chunks.len() as u64, t["chunks"].as_u64().unwrap());
     assert!(chunks.len() >= 3);
     assert_eq!(chunks[0]["lower"], serde_json::Value::Null);
+    assert_eq!(chunks[0]["lsn"], t["lsn"]);
     assert_eq!(chunks.last().unwrap()["upper"], serde_json::Value::Null);
     std::fs::write(&fa, &ra.stdout).unwrap();
 
