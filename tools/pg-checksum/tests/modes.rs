@@ -183,3 +183,53 @@ fn whole_table_hashes_without_a_key() {
         r.stderr
     );
 }
+
+/// The README's pipeline with the real rowcount-diff (built by `make test`, which builds the
+/// workspace; skipped when only this package was built).
+#[test]
+fn readme_pipeline_with_rowcount_diff() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("rowcount-diff");
+    if !bin.exists() {
+        testkit::skip!("rowcount-diff is not built (cargo build --workspace builds it)");
+    }
+    let s = Cluster::builder().name("source").start();
+    let t = Cluster::builder().name("target").start();
+    let (ds, dt) = (s.create_db(), t.create_db());
+    s.psql(ds.name(), SETUP);
+    t.psql(dt.name(), SETUP);
+    t.psql(dt.name(), "DELETE FROM t WHERE id = 10");
+    let (src, tgt) = (s.dsn(ds.name()), t.dsn(dt.name()));
+    let mut rc = std::process::Command::new(&bin);
+    testkit::hermetic(&mut rc);
+    let counts = rc
+        .args(["--source", &src, "--target", &tgt])
+        .output()
+        .unwrap();
+    assert_eq!(counts.status.code(), Some(1));
+    // jq -c 'select(.type == "table" and .equal == false)'
+    let unequal: String = String::from_utf8(counts.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["type"] == "table" && v["equal"] == false
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(unequal.lines().count(), 1, "{unequal}");
+    let r = run_with(
+        &["--from-stdin", "--source", &src, "--target", &tgt],
+        &unequal,
+    );
+    assert_eq!(r.code, 1, "{}", r.dump());
+    assert_eq!(r.of("table").len(), 1);
+    assert_eq!(
+        r.row_diffs("t", "id"),
+        [("10".into(), "missing_on_target".into())]
+    );
+}
