@@ -138,13 +138,17 @@ impl Plan {
 }
 
 /// Plan a table present on both hosts: common columns in name order, the source's key (else
-/// the target's).
+/// the target's). With `physical` (the target is a physical standby of the source), a table
+/// without a key is identified by `ctid`: replay reproduces the primary's pages exactly, so the
+/// same row version sits at the same `ctid` on both, and rows can still be drilled down to and
+/// rechecked.
 pub fn plan_two(
     name: &TableName,
     s: &TableInfo,
     t: &TableInfo,
     keys: [Option<&TableKey>; 2],
     whole: bool,
+    physical: bool,
 ) -> anyhow::Result<Plan> {
     let tcols: HashMap<&str, &ColumnInfo> =
         t.columns.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -175,6 +179,25 @@ pub fn plan_two(
             .all(|c| scols.contains_key(c.as_str()) && tcols.contains_key(c.as_str()))
     };
     let key = keys[0].filter(usable).or(keys[1].filter(usable));
+    if key.is_none() && physical && !whole {
+        return Ok(Plan {
+            name: name.clone(),
+            shape: Shape {
+                table: name.sql(),
+                columns,
+                key: vec![KeyCol {
+                    name: "ctid".into(),
+                    cast: "tid".into(),
+                    collate: false,
+                }],
+            },
+            key_from: Some("ctid".into()),
+            only_on_source,
+            only_on_target,
+            blocks: [s.blocks, t.blocks],
+            note: Some("no primary key or unique index on NOT NULL columns: rows are identified by their physical location (ctid), which a physical standby shares with its primary".into()),
+        });
+    }
     let (key, key_from, note) = choose_key(name, key, whole, |c| {
         let (a, b) = (scols[c], tcols[c]);
         let (ca, cb) = (order_class(a.base_type), order_class(b.base_type));
@@ -322,7 +345,7 @@ mod tests {
             col("new", "integer", 23, false),
         ]);
         let k = key(&["id"]);
-        let p = plan_two(&s.name, &s, &t, [Some(&k), None], false).unwrap();
+        let p = plan_two(&s.name, &s, &t, [Some(&k), None], false, false).unwrap();
         assert_eq!(p.shape.columns, ["id", "z"]);
         assert_eq!(p.only_on_source, ["gone"]);
         assert_eq!(p.only_on_target, ["new"]);
@@ -334,8 +357,13 @@ mod tests {
     #[test]
     fn whole_table_when_asked_or_without_key() {
         let s = table(vec![col("id", "integer", 23, false)]);
-        let p = plan_two(&s.name, &s, &s, [None, None], false).unwrap();
+        let p = plan_two(&s.name, &s, &s, [None, None], false, false).unwrap();
         assert!(p.shape.key.is_empty());
+        let p = plan_two(&s.name, &s, &s, [None, None], false, true).unwrap();
+        assert_eq!(p.key_names(), ["ctid"]);
+        let p = plan_two(&s.name, &s, &s, [None, None], true, true).unwrap();
+        assert!(p.shape.key.is_empty());
+        let p = plan_two(&s.name, &s, &s, [None, None], false, false).unwrap();
         assert!(p.note.unwrap().contains("no primary key"));
         let k = key(&["id"]);
         let p = plan_one(&s.name, &s, Some(&k), true).unwrap();
@@ -356,7 +384,7 @@ mod tests {
 
         let s = table(vec![col("k", "integer", 23, false)]);
         let t = table(vec![col("k", "text", 25, true)]);
-        let e = plan_two(&s.name, &s, &t, [Some(&key(&["k"])), None], false).unwrap_err();
+        let e = plan_two(&s.name, &s, &t, [Some(&key(&["k"])), None], false, false).unwrap_err();
         assert!(format!("{e:#}").contains("order differently"));
     }
 }

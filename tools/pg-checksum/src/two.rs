@@ -208,6 +208,9 @@ fn plan_tables(
             }
         }
     }
+    // The target is a physical standby of the source: the same cluster (system identifier),
+    // replaying its WAL (checked by --wait-replay).
+    let physical = args.wait_replay && src.system_id.is_some() && src.system_id == tgt.system_id;
     let mut plans = Vec::new();
     for (name, sides) in &all {
         counts.tables += 1;
@@ -229,10 +232,10 @@ fn plan_tables(
         };
         let keys = [src.keys.get(&s.oid), tgt.keys.get(&t.oid)];
         let whole = !args.whole.tables.is_empty() && args.whole.matches(&name.schema, &name.name);
-        match plan_two(name, s, t, keys, whole) {
+        match plan_two(name, s, t, keys, whole, physical) {
             Ok(p) => {
                 if let Some(n) = &p.note {
-                    if !whole {
+                    if !whole && p.shape.key.is_empty() {
                         shared::warn!("{name}: {n}");
                     }
                 }
