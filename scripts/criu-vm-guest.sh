@@ -8,7 +8,7 @@
 #   CW RESULT <name> ok|fail <why>  one verdict per check
 #   CW DONE                       the end (missing: the guest crashed or hung)
 # Mode (kernel command line cw.mode=): test (tools/criu-wrap/tests/vm.rs), bench
-# (bench/criu-wrap.sh).
+# (bench/criu-wrap.sh; CW_MIB=256 and CW_RATE=1 on the command line set its process).
 
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -291,14 +291,16 @@ EOF
 bench_mode() {
   MIB=${CW_MIB:-256}
   start_mem() {
-    setsid criu-workload mem --mib "$MIB" --dirty-mib-per-sec 1 --status /tmp/bench.status \
+    rm -f /tmp/bench.status
+    setsid criu-workload mem --mib "$MIB" --dirty-mib-per-sec "${CW_RATE:-1}" --status /tmp/bench.status \
       </dev/null >/dev/null 2>&1 &
     B=$!
     # Until it has filled its memory and checked it once, then a few seconds of dirtying.
-    while ! grep -q 'tick=[2-9]' /tmp/bench.status 2>/dev/null; do sleep 0.5; done
+    while ! grep -Eq 'tick=([2-9]|[1-9][0-9])' /tmp/bench.status 2>/dev/null; do sleep 0.5; done
     sleep 3
   }
-  for run in 1 2; do
+  echo "CW BENCH setup mib=$MIB rate_mib_s=${CW_RATE:-1}"
+  for run in $(seq 1 "${CW_RUNS:-2}"); do
     start_mem
     mkdir -p /tmp/b-raw
     s=$(cut -d' ' -f1 /proc/uptime)

@@ -8,6 +8,7 @@
 # tests and the benchmark run there:
 #
 #   scripts/criu-vm.sh [--mode test|bench|explore] [--mem MIB] [--timeout SECS] [--guest FILE]
+#                      [--cmdline 'KEY=VALUE ...']   (extra kernel parameters: init's environment)
 #
 # The initramfs holds busybox, criu and its libraries, rsync, the netfilter modules CRIU
 # loads (nf_tables for its network lock and start-up probes), the criu-wrap binary and the
@@ -27,7 +28,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MODE=test MEM=1024 TIMEOUT=420
+MODE=test MEM=1024 TIMEOUT=420 EXTRA=""
 GUEST=$ROOT/scripts/criu-vm-guest.sh
 while (($#)); do
   case $1 in
@@ -35,7 +36,8 @@ while (($#)); do
     --mem) MEM=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --guest) GUEST=$2; shift 2 ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    --cmdline) EXTRA=$2; shift 2 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) pgs_die "$EX_USAGE" "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -162,7 +164,7 @@ accel=(-accel tcg)
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -m "$MEM" -smp 1 \
   -kernel "$KROOT/boot/vmlinuz-$K" -initrd "$CACHE/initrd-$MODE.gz" \
-  -append "console=ttyS0 panic=-1 loglevel=3 cw.mode=$MODE" \
+  -append "console=ttyS0 panic=-1 loglevel=3 cw.mode=$MODE $EXTRA" \
   -nographic -no-reboot -nic none </dev/null | tee "$CACHE/console-$MODE.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -67,6 +67,13 @@ pub struct MigrateArgs {
     /// CRIU on the target (default: the target's own choice; this --criu for a local one).
     #[arg(long, value_name = "PATH")]
     pub remote_criu: Option<String>,
+    /// A shell command run after the final dump, while the process is frozen and before it
+    /// is restored on the target: the place to copy files it has open (a data directory)
+    /// so that both sides hold the same. It sees CRIU_WRAP_PID, CRIU_WRAP_IMAGES,
+    /// CRIU_WRAP_TO (the target directory) and CRIU_WRAP_HOST (the ssh host, empty for a
+    /// local target); its output goes to stderr. If it fails, the process is restored here.
+    #[arg(long, value_name = "CMD")]
+    pub after_dump: Option<String>,
 }
 
 /// What the target said to `restore`.
@@ -301,6 +308,9 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                 ),
             ));
         }
+        if let Some(hook) = &a.after_dump {
+            out.emit(&run_hook(hook, a.pid, &staging, &a.to)?)?;
+        }
         let t0 = Instant::now();
         let (files, b) = transport.copy_verified(&p.dir, "")?;
         bytes += b;
@@ -452,6 +462,43 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             }
         }
     }
+}
+
+/// Run the `--after-dump` command; a non-zero exit is an error (the caller resumes).
+fn run_hook(
+    hook: &str,
+    pid: u32,
+    staging: &std::path::Path,
+    to: &Dest,
+) -> anyhow::Result<records::Hook> {
+    use shared::ResultExt;
+    let t0 = Instant::now();
+    let host = match to {
+        Dest::Ssh { host, .. } => host.clone(),
+        Dest::Local(_) => String::new(),
+    };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .env("CRIU_WRAP_PID", pid.to_string())
+        .env("CRIU_WRAP_IMAGES", staging)
+        .env("CRIU_WRAP_TO", to.dir())
+        .env("CRIU_WRAP_HOST", host)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .kind_context(ErrorKind::Io, "cannot run the --after-dump command with sh")?;
+    if !status.success() {
+        return Err(shared::err(
+            ErrorKind::Unavailable,
+            format!("the --after-dump command failed ({status}): {hook}"),
+        ));
+    }
+    Ok(records::Hook {
+        command: hook.to_owned(),
+        ms: ms(t0.elapsed()),
+        exit_code: 0,
+    })
 }
 
 fn display_dest(d: &Dest) -> String {

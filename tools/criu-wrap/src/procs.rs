@@ -66,17 +66,27 @@ pub struct Resumed {
     pub traced: Vec<u32>,
 }
 
-/// Continue every stopped task of the tree rooted at `pid`.
+/// Continue every stopped task of the tree rooted at `pid`. A stop still being delivered
+/// (SIGSTOP is asynchronous) is caught by looking three times, 50 ms apart.
 pub fn resume_tree(pid: u32) -> Resumed {
-    let mut continued = Vec::new();
+    let mut continued: Vec<u32> = Vec::new();
     let mut traced = Vec::new();
-    for p in tree(pid) {
-        match state(p) {
-            Some('T') if kill(Pid::from_raw(p as i32), Signal::SIGCONT).is_ok() => {
-                continued.push(p);
+    for pass in 0..3 {
+        if pass > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        traced.clear();
+        for p in tree(pid) {
+            match state(p) {
+                Some('T')
+                    if kill(Pid::from_raw(p as i32), Signal::SIGCONT).is_ok()
+                        && !continued.contains(&p) =>
+                {
+                    continued.push(p);
+                }
+                Some('t') => traced.push(p),
+                _ => {}
             }
-            Some('t') => traced.push(p),
-            _ => {}
         }
     }
     // SIGCONT takes effect at once, but /proc may lag a moment behind it.

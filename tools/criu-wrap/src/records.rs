@@ -207,3 +207,17 @@ pub struct Migrate {
 impl Record for Migrate {
     const TYPE: &'static str = "migrate";
 }
+
+/// `hook`: the `--after-dump` command ran (and succeeded: a failure is an `error`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hook {
+    /// The command.
+    pub command: String,
+    /// Its wall time (part of the downtime).
+    pub ms: u64,
+    /// Its exit code.
+    pub exit_code: i32,
+}
+impl Record for Hook {
+    const TYPE: &'static str = "hook";
+}

@@ -72,6 +72,59 @@ fn migrate_to_a_directory() {
 }
 
 #[test]
+fn after_dump_runs_while_frozen_and_its_failure_resumes() {
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let marker = fake.dir.path().join("hook.txt");
+    // The hook sees the process gone (frozen and dumped) and nothing restored yet.
+    let hook = format!(
+        "echo \"$CRIU_WRAP_PID $CRIU_WRAP_TO $(grep -c '^restore ' {log}) $(awk '{{print $3}}' /proc/$CRIU_WRAP_PID/stat 2>/dev/null || echo gone)\" > {m}; echo to-stderr",
+        log = fake.log.display(),
+        m = marker.display()
+    );
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .arg("--after-dump")
+            .arg(&hook),
+        0,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "hook")["exit_code"], 0);
+    let seen = std::fs::read_to_string(&marker).unwrap();
+    // The victim is our child: killed by the dump, it is a zombie until we reap it.
+    let state = seen.split_whitespace().last().unwrap();
+    assert!(
+        seen.starts_with(&format!("{} {} 0 ", victim.pid(), target.display()))
+            && (state == "Z" || state == "gone"),
+        "the hook runs after the dump (process gone) and before any restore: {seen}"
+    );
+    assert!(
+        stderr(&out).contains("to-stderr"),
+        "hook output goes to stderr"
+    );
+    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
+
+    // A failing hook: restored on the source, never on the target.
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap()).args(["--after-dump", "exit 3"]),
+        69,
+    );
+    let recs = records(&out);
+    assert!(one(&recs, "error")["message"]
+        .as_str()
+        .unwrap()
+        .contains("--after-dump command failed"));
+    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1);
+    assert!(!restored[0].0.contains("target"));
+}
+
+#[test]
 fn target_restore_failure_resumes_on_the_source() {
     let fake = Fake::new(&[
         ("FAIL", "restore:target"),
