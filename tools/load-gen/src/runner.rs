@@ -603,7 +603,10 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
             }),
         );
 
-        // Transactions until the session breaks or the run stops.
+        // Transactions until the session breaks or the run stops. One grace timer per
+        // session, polled by every transaction, rather than one per transaction.
+        let grace = grace_over(ctx.stop.clone());
+        tokio::pin!(grace);
         loop {
             if *ctx.stop.borrow() {
                 ctx.stats.disconnected();
@@ -644,7 +647,7 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
                         Ok(Err(e)) => Err((Some(e), "")),
                         Err(_) => Err((None, "transaction timed out (--txn-timeout)")),
                     },
-                    _ = grace_over(ctx.stop.clone()) => Err((None, "transaction still running when the run stopped")),
+                    _ = &mut grace => Err((None, "transaction still running when the run stopped")),
                 }
             };
             match res {

@@ -66,3 +66,46 @@ fn a_commit_cut_off_by_the_timeout_is_unknown_and_may_have_committed() {
     assert!(num(vs, "unknown_committed") >= 1, "{vs}");
     assert_eq!(num(vs, "unexpected"), 0, "{vs}");
 }
+
+#[test]
+fn a_stop_while_a_commit_hangs_ends_within_the_grace_and_counts_it_unknown() {
+    let c = Cluster::start();
+    let db = c.create_db();
+    let dsn = c.dsn(db.name());
+    let log = c.dir().join("acked.jsonl");
+    let mut lg = Background::start(
+        c.dir(),
+        &[
+            "--dsn",
+            &dsn,
+            "-w",
+            "probe",
+            "-c",
+            "1",
+            "--tick",
+            "200ms",
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    lg.wait_for(Duration::from_secs(20), "commits", |r| {
+        r["type"] == "tick" && r["committed"].as_u64().unwrap_or(0) > 0
+    });
+    // Hold the probe table for longer than the grace, from another thread.
+    let mut locker = c.connect(db.name());
+    locker
+        .batch_execute("BEGIN; LOCK TABLE load_gen_probe IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    lg.wait_for(Duration::from_secs(20), "the client blocked", |r| {
+        r["type"] == "tick" && r["committed"] == 0
+    });
+    let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
+    locker.batch_execute("COMMIT").unwrap();
+    r.expect_code(0);
+    let s = r.summary();
+    assert_eq!(num(s, "unknown"), 1, "{s}");
+    let v = run(&["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()]);
+    v.expect_code(0);
+    assert_eq!(num(v.summary(), "unknown"), 1);
+    assert_eq!(num(v.summary(), "lost"), 0);
+}
