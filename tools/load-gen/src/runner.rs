@@ -311,7 +311,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
                     shared::warn!(
                         "no transaction committed for {} s; last error: {}",
                         idle_ticks * args.tick.as_millis() as u64 / 1000,
-                        ctx.stats.totals().last_error.as_deref().unwrap_or("none")
+                        ctx.stats.last_error().as_deref().unwrap_or("none")
                     );
                 }
                 out.emit_as("tick", &t)

@@ -450,15 +450,16 @@ impl Stats {
 
     /// The summary's load figures; call after [`Stats::stop`] and after the clients ended.
     pub fn totals(&self) -> Totals {
-        let mut g = self.lock();
+        let g = self.lock();
         let stop = g.stop_us.unwrap_or_else(|| self.now_us());
         // The trailing gap: from the last commit (or the first connection) to the stop.
         let prev = g.last_commit_us.or(g.origin_us).unwrap_or(0);
         let trailing = stop.saturating_sub(prev);
-        if trailing > g.max_gap_us {
-            g.max_gap_us = trailing;
-            g.max_gap_from_us = prev;
-        }
+        let (max_gap, max_gap_from) = if trailing > g.max_gap_us {
+            (trailing, prev)
+        } else {
+            (g.max_gap_us, g.max_gap_from_us)
+        };
         let mut unavailable = g.unavailable_us;
         if g.down > 0 {
             unavailable += stop.saturating_sub(g.down_since_us);
@@ -477,8 +478,8 @@ impl Stats {
             latency_p99_ms: q(0.99),
             latency_p999_ms: q(0.999),
             latency_max_ms: (!h.is_empty()).then(|| ms(h.max())),
-            max_write_gap_ms: g.max_gap_us / 1000,
-            max_write_gap_from_ms: g.max_gap_from_us / 1000,
+            max_write_gap_ms: max_gap / 1000,
+            max_write_gap_from_ms: max_gap_from / 1000,
             unavailable_ms: unavailable / 1000,
             outages: g.outages,
             reconnects: g.reconnects,
@@ -496,6 +497,11 @@ impl Stats {
             split_brain: g.split_brain,
             last_error: g.last_error.clone(),
         }
+    }
+
+    /// The last error a client saw.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
     }
 
     /// The server records seen so far (for the in-run verification).

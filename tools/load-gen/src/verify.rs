@@ -212,6 +212,21 @@ pub async fn check(
             }),
         )?;
     }
+    if r.lost > 0 {
+        shared::warn!(
+            "{} of the {} acknowledged writes of run {} are missing on {host} (see the lost records)",
+            r.lost,
+            r.acked,
+            r.run_id
+        );
+    }
+    if r.split_brain > 0 {
+        shared::warn!(
+            "{} acknowledged writes of run {} were accepted by a server after a newer primary had acknowledged one (see the split_brain records)",
+            r.split_brain,
+            r.run_id
+        );
+    }
     if !r.complete {
         shared::warn!(
             "the log of run {} has no end record (was load-gen killed?): the acknowledgements of its last moments may be missing",
