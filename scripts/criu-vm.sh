@@ -155,12 +155,12 @@ chmod +x "$top/init"
 (cd "$top" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/top-$$.cpio.gz")
 cat "$BASE" "$CACHE/top-$$.cpio.gz" >"$CACHE/initrd-$MODE.gz"
 
-pgs_log "booting kernel $K (qemu ${accel[*]}, ${MEM} MiB, mode $MODE, timeout ${TIMEOUT}s)"
 # Software emulation (TCG) by default: it works everywhere, including inside VMs whose nested
 # KVM exists but crawls (seen here: a /dev/kvm that never finished booting). CRIU_VM_KVM=1
 # tries KVM first.
 accel=(-accel tcg)
 [[ -n ${CRIU_VM_KVM:-} && -w /dev/kvm ]] && accel=(-accel kvm -accel tcg)
+pgs_log "booting kernel $K (qemu ${accel[*]}, ${MEM} MiB, mode $MODE, timeout ${TIMEOUT}s)"
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -m "$MEM" -smp 1 \
   -kernel "$KROOT/boot/vmlinuz-$K" -initrd "$CACHE/initrd-$MODE.gz" \
