@@ -1,0 +1,258 @@
+//! Models and baselines: each turns the history before an origin into a ranked list of
+//! windows in the horizon after it.
+//!
+//! Most strategies forecast the load of every grid point in the horizon and let
+//! [`rank_windows`] average the forecast over each candidate window; two baselines ("always
+//! 03:00", random) choose windows directly. Every strategy sees only
+//! [`Data::hist`]`(origin)`, the values before the origin, so a walk-forward backtest cannot
+//! peek at the future by construction. Everything is deterministic: randomness comes from
+//! the `--seed`.
+
+pub mod baselines;
+pub mod forest;
+#[cfg(feature = "mstl")]
+pub mod mstl;
+pub mod profile;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde::Serialize;
+
+use crate::time::Calendar;
+pub use profile::{ProfileFit, ProfileParams};
+
+/// Whether a strategy is a model under test or a baseline to beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A learned model (a candidate for `--model auto`).
+    Model,
+    /// A baseline.
+    Baseline,
+}
+
+/// The names accepted by `--model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelName {
+    /// The model with the lowest backtested p90 regret on this history.
+    Auto,
+    /// Robust hour-of-week profile (recency-weighted medians, local time): a weekday effect
+    /// plus a fast time-of-day level.
+    Profile,
+    /// Random forest on calendar, profile and lag features.
+    Forest,
+    /// MSTL decomposition (daily + weekly) with an ETS trend (feature `mstl`).
+    #[cfg(feature = "mstl")]
+    Mstl,
+    /// Baseline: the same local time one week earlier.
+    LastWeek,
+    /// Baseline: the mean of each local hour of the week.
+    HourOfWeek,
+    /// Baseline: always the next 03:00 local.
+    #[value(name = "at-0300")]
+    At0300,
+    /// Baseline: a random window (seeded).
+    Random,
+}
+
+/// The learned models, candidates for `auto`, in preference order for ties.
+pub fn candidate_models() -> Vec<ModelName> {
+    vec![
+        ModelName::Profile,
+        ModelName::Forest,
+        #[cfg(feature = "mstl")]
+        ModelName::Mstl,
+    ]
+}
+
+/// The baselines, as the issue names them.
+pub fn baselines() -> Vec<ModelName> {
+    vec![
+        ModelName::LastWeek,
+        ModelName::HourOfWeek,
+        ModelName::At0300,
+        ModelName::Random,
+    ]
+}
+
+impl ModelName {
+    /// The name in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::Auto => "auto",
+            ModelName::Profile => "profile",
+            ModelName::Forest => "forest",
+            #[cfg(feature = "mstl")]
+            ModelName::Mstl => "mstl",
+            ModelName::LastWeek => "last-week",
+            ModelName::HourOfWeek => "hour-of-week",
+            ModelName::At0300 => "at-0300",
+            ModelName::Random => "random",
+        }
+    }
+
+    /// Model or baseline.
+    pub fn kind(self) -> Kind {
+        match self {
+            ModelName::LastWeek | ModelName::HourOfWeek | ModelName::At0300 | ModelName::Random => {
+                Kind::Baseline
+            }
+            _ => Kind::Model,
+        }
+    }
+
+    /// A fresh strategy of this name (`auto` is resolved by the caller).
+    pub fn build(self, seed: u64) -> Box<dyn Strategy> {
+        match self {
+            ModelName::Auto | ModelName::Profile => Box::new(profile::Profile),
+            ModelName::Forest => Box::new(forest::Forest::new(seed)),
+            #[cfg(feature = "mstl")]
+            ModelName::Mstl => Box::new(mstl::Mstl),
+            ModelName::LastWeek => Box::new(baselines::LastWeek),
+            ModelName::HourOfWeek => Box::new(baselines::HourOfWeek),
+            ModelName::At0300 => Box::new(baselines::At0300),
+            ModelName::Random => Box::new(baselines::RandomWindow { seed }),
+        }
+    }
+}
+
+/// The series and its calendar, with a cache of profile fits by origin (the profile is
+/// needed by several strategies at the same origins).
+pub struct Data<'a> {
+    values: &'a [f64],
+    /// The local calendar, covering the series and the horizon after it.
+    pub cal: &'a Calendar,
+    /// Profile settings.
+    pub params: ProfileParams,
+    cache: RefCell<HashMap<usize, Rc<ProfileFit>>>,
+}
+
+impl<'a> Data<'a> {
+    /// Wrap a series (`values`) and a calendar at least as long.
+    pub fn new(values: &'a [f64], cal: &'a Calendar, params: ProfileParams) -> Data<'a> {
+        assert!(
+            cal.len() >= values.len(),
+            "calendar shorter than the series"
+        );
+        Data {
+            values,
+            cal,
+            params,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The values before `origin`: all a strategy may look at.
+    pub fn hist(&self, origin: usize) -> &'a [f64] {
+        &self.values[..origin.min(self.values.len())]
+    }
+
+    /// The profile fitted on the values before `origin` (cached).
+    pub fn profile(&self, origin: usize) -> Rc<ProfileFit> {
+        if let Some(p) = self.cache.borrow().get(&origin) {
+            return Rc::clone(p);
+        }
+        let fit = Rc::new(ProfileFit::fit(self.hist(origin), self.cal, &self.params));
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() > 512 {
+            cache.clear();
+        }
+        cache.insert(origin, Rc::clone(&fit));
+        fit
+    }
+}
+
+/// What a strategy decides at one origin.
+pub enum Plan {
+    /// A forecast of each grid point in the horizon (`NaN` where it has none).
+    Forecast(Vec<f64>),
+    /// Window starts (offsets from the origin), best first.
+    Starts(Vec<usize>),
+}
+
+/// A model or baseline.
+pub trait Strategy {
+    /// Its name in records.
+    fn name(&self) -> &'static str;
+    /// Plan the horizon `origin..origin+horizon` for windows of `window` grid points, using
+    /// only `data.hist(origin)`.
+    fn plan(&mut self, data: &Data, origin: usize, horizon: usize, window: usize) -> Plan;
+}
+
+/// Mean of each window of `w` points in `pred` (NaN replaced by the mean of the rest), as
+/// `(offset, mean)` sorted from the quietest; ties keep the earliest.
+///
+/// The order also weighs the margins: windows are ranked by the average of their own mean
+/// and the mean over the window plus half a window on each side. A window in the middle of
+/// a quiet period beats one on its edge, which is what a DBA wants (an overrun still lands
+/// in quiet time), and it makes the choice less sensitive to noise in a flat valley.
+pub fn rank_windows(pred: &[f64], w: usize) -> Vec<(usize, f64)> {
+    if w == 0 || pred.len() < w {
+        return Vec::new();
+    }
+    let finite: Vec<f64> = pred.iter().copied().filter(|v| v.is_finite()).collect();
+    let fill = if finite.is_empty() {
+        0.0
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    let mut prefix = Vec::with_capacity(pred.len() + 1);
+    prefix.push(0.0f64);
+    let mut acc = 0.0;
+    for v in pred {
+        acc += if v.is_finite() { *v } else { fill };
+        prefix.push(acc);
+    }
+    let n = pred.len();
+    let margin = w / 2;
+    let mean = |a: usize, b: usize| (prefix[b] - prefix[a]) / (b - a) as f64;
+    let mut out: Vec<(usize, f64, f64)> = (0..=n - w)
+        .map(|s| {
+            let m = mean(s, s + w);
+            let ext = mean(s.saturating_sub(margin), (s + w + margin).min(n));
+            (s, m, 0.5 * m + 0.5 * ext)
+        })
+        .collect();
+    out.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+    out.into_iter().map(|(s, m, _)| (s, m)).collect()
+}
+
+/// The first `k` starts of a ranked list that do not overlap each other.
+pub fn non_overlapping(ranked: impl IntoIterator<Item = usize>, w: usize, k: usize) -> Vec<usize> {
+    let mut chosen: Vec<usize> = Vec::new();
+    for s in ranked {
+        if chosen.len() >= k {
+            break;
+        }
+        if chosen.iter().all(|&c| s + w <= c || c + w <= s) {
+            chosen.push(s);
+        }
+    }
+    chosen
+}
+
+/// The ranked window starts of a plan.
+pub fn ranked_starts(plan: &Plan, w: usize) -> Vec<usize> {
+    match plan {
+        Plan::Forecast(pred) => rank_windows(pred, w).into_iter().map(|r| r.0).collect(),
+        Plan::Starts(s) => s.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_ranked_by_mean_and_kept_apart() {
+        let pred = [5.0, 1.0, 1.0, 5.0, 0.0, 0.5, 9.0, f64::NAN];
+        let r = rank_windows(&pred, 2);
+        assert_eq!(r[0], (4, 0.25));
+        assert_eq!(r[1].0, 1);
+        let starts: Vec<usize> = r.iter().map(|x| x.0).collect();
+        assert_eq!(non_overlapping(starts, 2, 3), vec![4, 1, 6]);
+        assert!(rank_windows(&pred, 9).is_empty());
+    }
+}

@@ -1,0 +1,561 @@
+//! `recommend` and `evaluate`: from a history file to ranked windows or backtest scores.
+//!
+//! Both load the history the same way ([`load`]): read, pick the metric, clean and resample
+//! (warnings for what was repaired), and build the local calendar. `recommend` then resolves
+//! `--model auto` with a walk-forward backtest of the learned models on this very history,
+//! plans the horizon with the winner, and adds the resource advice a migration needs in each
+//! window: WAL to ship, bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the
+//! target's CPUs and memory look sufficient for the load it will take over.
+
+use serde::Serialize;
+use serde_json::json;
+use shared::{ErrorKind, Output, Status};
+
+use crate::backtest::{self, Config, Evaluation};
+use crate::input::{self, ReadOptions, Table};
+use crate::models::{
+    self, candidate_models, non_overlapping, ranked_starts, Data, ModelName, Plan, ProfileFit,
+    ProfileParams,
+};
+use crate::series::{self, quantile, round3, HistoryInfo, Series};
+use crate::time::{self, utc_string, Calendar, Zone, DAY, WEEK};
+use crate::units::human_bytes;
+use crate::{EvaluateArgs, HistoryArgs, RecommendArgs};
+
+/// WAL segment size (PostgreSQL's default).
+const SEGMENT: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// A loaded, cleaned history.
+pub struct Loaded {
+    /// The rows as read.
+    pub table: Table,
+    /// The metric on its grid.
+    pub series: Series,
+    /// What cleaning found.
+    pub info: HistoryInfo,
+    /// The calendar's zone.
+    pub zone: Zone,
+    /// Window, horizon, origin spacing and minimum training, in grid steps.
+    pub steps: Steps,
+}
+
+/// Lengths in grid steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Steps {
+    /// Window.
+    pub window: usize,
+    /// Horizon.
+    pub horizon: usize,
+    /// Backtest origin spacing.
+    pub every: usize,
+    /// Backtest minimum training.
+    pub min_train: usize,
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    shared::err(ErrorKind::Usage, msg)
+}
+
+/// Read, clean and resample the history.
+pub fn load(h: &HistoryArgs) -> anyhow::Result<Loaded> {
+    let zone = Zone::resolve(h.tz.as_deref())?;
+    let start_ms = h
+        .start
+        .as_deref()
+        .map(|s| time::parse_instant_arg(s, &zone))
+        .transpose()?;
+    let step = match h.step {
+        Some(d) => {
+            let s = d.as_secs() as i64;
+            if s < 60 || s % 60 != 0 || d.subsec_nanos() != 0 || s > 3600 {
+                return Err(usage(format!(
+                    "--step {} must be whole minutes between 1m and 1h",
+                    series::human_duration(d.as_secs_f64())
+                )));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let table = input::read_path(
+        &h.history,
+        &ReadOptions {
+            format: h.format,
+            zone: zone.clone(),
+            start_ms,
+        },
+    )?;
+    let metric = table.pick_metric(h.metric.as_deref())?;
+    let (series, mut info) = series::build(&table.times, &table.columns[&metric], step, &metric)?;
+    info.tz = zone.name.clone();
+    let step = series.step as f64;
+    let window_s = h.window.as_secs_f64();
+    if window_s < step {
+        return Err(usage(format!(
+            "the {} window is shorter than the {} grid step (the history's sampling interval \
+             or --step); choose a longer --window or finer data",
+            series::human_duration(window_s),
+            series::human_duration(step)
+        )));
+    }
+    let steps = Steps {
+        window: (window_s / step).ceil() as usize,
+        horizon: (h.horizon.as_secs_f64() / step).floor() as usize,
+        every: ((h.every.as_secs_f64() / step).round() as usize).max(1),
+        min_train: (h.min_train.as_secs_f64() / step).ceil() as usize,
+    };
+    if steps.horizon < steps.window {
+        return Err(usage(format!(
+            "--horizon {} is shorter than --window {}",
+            series::human_duration(h.horizon.as_secs_f64()),
+            series::human_duration(window_s)
+        )));
+    }
+    if steps.horizon as i64 * series.step > 8 * WEEK {
+        return Err(usage(
+            "--horizon is longer than 8 weeks; load patterns do not forecast that far".into(),
+        ));
+    }
+    if (info.days * DAY as f64) < window_s {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the history covers only {}, less than one {} window; collect at least a day \
+                 (a week or more to learn the weekly pattern)",
+                series::human_duration(info.days * DAY as f64),
+                series::human_duration(window_s)
+            ),
+        ));
+    }
+    Ok(Loaded {
+        table,
+        series,
+        info,
+        zone,
+        steps,
+    })
+}
+
+/// The `window` record.
+#[derive(Debug, Serialize)]
+pub struct Window {
+    /// 1 = the quietest.
+    pub rank: usize,
+    /// Start, RFC 3339 UTC.
+    pub start: String,
+    /// End, RFC 3339 UTC.
+    pub end: String,
+    /// Start in the local zone, with its offset.
+    pub start_local: String,
+    /// End in the local zone.
+    pub end_local: String,
+    /// Local weekday of the start (`Sun`).
+    pub weekday: String,
+    /// The zone.
+    pub tz: String,
+    /// Length in minutes.
+    pub minutes: i64,
+    /// The load metric.
+    pub metric: String,
+    /// The model that chose the window.
+    pub model: String,
+    /// Predicted mean load in the window.
+    pub predicted_load: f64,
+    /// Low end of the 80% range (10th percentile of past weeks at these times).
+    pub predicted_low: f64,
+    /// High end of the 80% range (90th percentile).
+    pub predicted_high: f64,
+    /// Predicted WAL rate in the window (bytes/s), if the history has WAL.
+    pub wal_bytes_per_s: Option<f64>,
+    /// WAL written during the window, bytes: what must be shipped to the target.
+    pub wal_bytes: Option<u64>,
+    /// The same in 16 MiB segments.
+    pub wal_segments: Option<u64>,
+    /// Bandwidth to copy the database and ship the window's WAL within the window, bytes/s.
+    pub bandwidth_bytes_per_s: Option<f64>,
+    /// Recommended `wal-ship --jobs` to keep up with the window's WAL (90th percentile) twice
+    /// over.
+    pub wal_ship_jobs: Option<u32>,
+}
+
+impl shared::Record for Window {
+    const TYPE: &'static str = "window";
+}
+
+/// The `resources` record: can the target carry the load?
+#[derive(Debug, Serialize)]
+pub struct Resources {
+    /// Data to copy, bytes (the last `db_size_bytes`, or `--db-size`).
+    pub db_size_bytes: Option<u64>,
+    /// CPUs of the source host (from the history).
+    pub source_cpus: Option<u32>,
+    /// 95th percentile of source CPU use, percent.
+    pub cpu_pct_p95: Option<f64>,
+    /// CPUs the target needs: the source's busy CPUs at p95, plus 30% headroom.
+    pub cpus_needed: Option<u32>,
+    /// `--target-cpus`.
+    pub target_cpus: Option<u32>,
+    /// `target_cpus >= cpus_needed`, or null when either is unknown.
+    pub target_cpus_ok: Option<bool>,
+    /// Memory the target needs: source memory in use at p95, plus 20% headroom.
+    pub mem_needed_bytes: Option<u64>,
+    /// `--target-mem`.
+    pub target_mem_bytes: Option<u64>,
+    /// `target_mem_bytes >= mem_needed_bytes`, or null when either is unknown.
+    pub target_mem_ok: Option<bool>,
+}
+
+impl shared::Record for Resources {
+    const TYPE: &'static str = "resources";
+}
+
+/// The last value of a column by time (rows may be unsorted).
+fn last_by_time(table: &Table, col: &str) -> Option<f64> {
+    let c = table.columns.get(col)?;
+    table
+        .times
+        .iter()
+        .zip(c)
+        .filter(|(_, v)| v.is_finite())
+        .max_by_key(|(t, _)| **t)
+        .map(|(_, v)| *v)
+}
+
+fn resources(l: &Loaded, a: &RecommendArgs) -> Resources {
+    let t = &l.table;
+    let db_size = a
+        .db_size
+        .or_else(|| last_by_time(t, "db_size_bytes").map(|v| v as u64));
+    let cpus = last_by_time(t, "cpus").map(|v| v as u32);
+    let cpu_p95 = t
+        .columns
+        .get("cpu_pct")
+        .map(|c| quantile(c, 0.95))
+        .filter(|v| v.is_finite());
+    let cpus_needed = match (cpus, cpu_p95) {
+        (Some(n), Some(p)) => Some(((f64::from(n) * p / 100.0 * 1.3).ceil() as u32).max(1)),
+        _ => None,
+    };
+    let mem_total = last_by_time(t, "mem_total_bytes");
+    let mem_p95 = t
+        .columns
+        .get("mem_pct")
+        .map(|c| quantile(c, 0.95))
+        .filter(|v| v.is_finite());
+    let mem_needed = match (mem_total, mem_p95) {
+        (Some(total), Some(p)) => Some((total * p / 100.0 * 1.2).ceil() as u64),
+        _ => None,
+    };
+    let cpu_ok = cpus_needed.zip(a.target_cpus).map(|(n, t)| t >= n);
+    let mem_ok = mem_needed.zip(a.target_mem).map(|(n, t)| t >= n);
+    if a.target_cpus.is_some() && cpus_needed.is_none() {
+        shared::warn!(
+            "the history has no cpus/cpu_pct: cannot judge --target-cpus (collect with \
+             `window-advisor collect` on the source host)"
+        );
+    }
+    if a.target_mem.is_some() && mem_needed.is_none() {
+        shared::warn!(
+            "the history has no mem_total_bytes/mem_pct: cannot judge --target-mem (collect \
+             with `window-advisor collect` on the source host)"
+        );
+    }
+    if cpu_ok == Some(false) {
+        shared::warn!(
+            "the target's {} CPUs look too few: the source keeps {} busy at its 95th percentile \
+             ({} with 30% headroom)",
+            a.target_cpus.unwrap_or(0),
+            round3(f64::from(cpus.unwrap_or(0)) * cpu_p95.unwrap_or(0.0) / 100.0),
+            cpus_needed.unwrap_or(0)
+        );
+    }
+    if mem_ok == Some(false) {
+        shared::warn!(
+            "the target's {} of memory looks too small: the source uses {} at its 95th \
+             percentile (plus 20% headroom)",
+            human_bytes(a.target_mem.unwrap_or(0) as f64),
+            human_bytes(mem_needed.unwrap_or(0) as f64 / 1.2)
+        );
+    }
+    Resources {
+        db_size_bytes: db_size,
+        source_cpus: cpus,
+        cpu_pct_p95: cpu_p95.map(round3),
+        cpus_needed,
+        target_cpus: a.target_cpus,
+        target_cpus_ok: cpu_ok,
+        mem_needed_bytes: mem_needed,
+        target_mem_bytes: a.target_mem,
+        target_mem_ok: mem_ok,
+    }
+}
+
+fn backtest_config(l: &Loaded, seed: u64) -> Config {
+    Config {
+        window: l.steps.window,
+        horizon: l.steps.horizon,
+        every: l.steps.every,
+        min_train: l.steps.min_train,
+        seed,
+    }
+}
+
+/// `window-advisor recommend`.
+pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
+    if a.top == 0 {
+        return Err(usage("--top must be at least 1".into()));
+    }
+    let l = load(&a.h)?;
+    let mut out = Output::stdout();
+    out.emit_as("history", &l.info)?;
+    let s = &l.series;
+    let origin = match &a.from {
+        None => s.len(),
+        Some(f) => {
+            let ms = time::parse_instant_arg(f, &l.zone)?;
+            let i = s.index_of(ms.div_euclid(1000));
+            if i < 1 {
+                return Err(usage(format!(
+                    "--from {f} is before the history starts ({})",
+                    l.info.first
+                )));
+            }
+            // The first whole grid step at or after --from.
+            let exact = s.t0 + i * s.step == ms.div_euclid(1000) && ms % 1000 == 0;
+            (i + i64::from(!exact)) as usize
+        }
+    };
+    let (w, h) = (l.steps.window, l.steps.horizon);
+    let mut values = s.values.clone();
+    values.resize(origin, f64::NAN);
+    let cal = Calendar::new(&l.zone, s.t0, s.step, origin + h);
+    let data = Data::new(&values, &cal, ProfileParams::default());
+    let hist = data.hist(origin);
+    let observed = hist.iter().filter(|v| v.is_finite()).count();
+    if observed < 2 {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            "no history before --from; move it later".to_owned(),
+        ));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let gap = now - cal.time(origin);
+    if a.from.is_none() && gap > 2 * DAY {
+        shared::warn!(
+            "the history ends {} ago: these windows are in the past; pass --from now to plan \
+             from today",
+            series::human_duration(gap as f64)
+        );
+    }
+
+    // Which model.
+    let fit = data.profile(origin);
+    let mut backtested = 0usize;
+    let model = if !fit.weekly && a.model != ModelName::Profile {
+        if a.model != ModelName::Auto {
+            shared::warn!(
+                "--model {} needs at least a week of history; using the profile",
+                a.model.as_str()
+            );
+        }
+        ModelName::Profile
+    } else if a.model == ModelName::Auto {
+        let cfg = backtest_config(&l, a.h.seed);
+        let n_origins = backtest::origins(origin, &cfg).len();
+        if n_origins < 3 {
+            shared::note!(
+                "{} of history is too short to backtest {}-ahead plans (need --min-train + \
+                 --horizon + 2 days); using the profile",
+                series::human_duration(l.info.days * DAY as f64),
+                series::human_duration(h as f64 * s.step as f64)
+            );
+            ModelName::Profile
+        } else {
+            let cands = candidate_models();
+            let tracks = backtest::run(hist, &data, &cands, &cfg);
+            backtested = n_origins;
+            for e in backtest::evaluations(&tracks) {
+                out.emit(&e)?;
+            }
+            let names: Vec<&str> = cands.iter().map(|c| c.as_str()).collect();
+            let best = backtest::best_of(&tracks, &names)
+                .map(|(t, _)| t.name)
+                .unwrap_or("profile");
+            cands
+                .into_iter()
+                .find(|c| c.as_str() == best)
+                .unwrap_or(ModelName::Profile)
+        }
+    } else {
+        a.model
+    };
+
+    let mut strategy = model.build(a.h.seed);
+    let plan = strategy.plan(&data, origin, h, w);
+    let profile_pred: Vec<f64> = (origin..origin + h).map(|i| fit.predict(&cal, i)).collect();
+    let pred: &[f64] = match &plan {
+        Plan::Forecast(p) => p,
+        Plan::Starts(_) => &profile_pred,
+    };
+    let starts = non_overlapping(ranked_starts(&plan, w), w, a.top);
+
+    // WAL: its own profile on the same grid.
+    let wal = wal_profile(&l, &values, &cal, origin);
+    let res = resources(&l, a);
+    let window_s = w as f64 * s.step as f64;
+    let nonneg = hist.iter().all(|v| !v.is_finite() || *v >= 0.0);
+    let mut windows = 0;
+    for (rank, off) in starts.iter().enumerate() {
+        let i = origin + off;
+        let mean = |f: &dyn Fn(usize) -> f64| (i..i + w).map(f).sum::<f64>() / w as f64;
+        let p = mean(&|j| {
+            let v = pred[j - origin];
+            if v.is_finite() {
+                v
+            } else {
+                profile_pred[j - origin]
+            }
+        });
+        let lo = p + mean(&|j| fit.spread(&cal, j).0);
+        let hi = p + mean(&|j| fit.spread(&cal, j).1);
+        let lo = if nonneg { lo.max(0.0) } else { lo };
+        let wal_rate = wal.as_ref().map(|f| mean(&|j| f.predict(&cal, j)).max(0.0));
+        let wal_high = wal
+            .as_ref()
+            .map(|f| mean(&|j| f.predict(&cal, j) + f.spread(&cal, j).1).max(0.0));
+        let wal_bytes = wal_rate.map(|r| r * window_s);
+        let (t0, t1) = (cal.time(i), cal.time(i) + w as i64 * s.step);
+        out.emit(&Window {
+            rank: rank + 1,
+            start: utc_string(t0),
+            end: utc_string(t1),
+            start_local: l.zone.local_string(t0),
+            end_local: l.zone.local_string(t1),
+            weekday: l.zone.weekday(t0),
+            tz: l.zone.name.clone(),
+            minutes: w as i64 * s.step / 60,
+            metric: l.info.metric.clone(),
+            model: model.as_str().to_owned(),
+            predicted_load: round3(p),
+            predicted_low: round3(lo.min(p)),
+            predicted_high: round3(hi.max(p)),
+            wal_bytes_per_s: wal_rate.map(round3),
+            wal_bytes: wal_bytes.map(|b| b.round() as u64),
+            wal_segments: wal_bytes.map(|b| (b / SEGMENT).ceil() as u64),
+            bandwidth_bytes_per_s: match (res.db_size_bytes, wal_bytes) {
+                (Some(db), Some(wb)) => Some(round3((db as f64 + wb) / window_s)),
+                (Some(db), None) => Some(round3(db as f64 / window_s)),
+                _ => None,
+            },
+            wal_ship_jobs: wal_high
+                .map(|r| ((2.0 * r / a.job_rate.max(1) as f64).ceil() as u32).clamp(1, 16)),
+        })?;
+        windows += 1;
+    }
+    if windows < a.top {
+        shared::warn!(
+            "only {windows} non-overlapping window{} fit in the horizon",
+            if windows == 1 { "" } else { "s" }
+        );
+    }
+    out.emit(&res)?;
+    out.finish(&json!({
+        "windows": windows,
+        "model": model.as_str(),
+        "metric": l.info.metric,
+        "backtest_origins": backtested,
+    }))
+}
+
+/// The WAL rate's profile on the grid of the load metric, if the history has WAL.
+fn wal_profile(l: &Loaded, values: &[f64], cal: &Calendar, origin: usize) -> Option<ProfileFit> {
+    let col = l.table.columns.get("wal_bytes_per_s")?;
+    let hist: Vec<f64> = if l.info.metric == "wal_bytes_per_s" {
+        values[..origin].to_vec()
+    } else {
+        let mut v = series::resample_like(&l.series, &l.table.times, col).values;
+        v.resize(origin, f64::NAN);
+        v
+    };
+    hist.iter()
+        .any(|v| v.is_finite())
+        .then(|| ProfileFit::fit(&hist, cal, &ProfileParams::default()))
+}
+
+/// The `backtest` record (`evaluate --detail`).
+#[derive(Debug, Serialize)]
+struct BacktestRecord<'a> {
+    model: &'a str,
+    origin: String,
+    chosen_start: String,
+    best_start: String,
+    chosen_load: f64,
+    best_load: f64,
+    regret: f64,
+    hit: bool,
+}
+
+/// `window-advisor evaluate`.
+pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
+    let l = load(&a.h)?;
+    let s = &l.series;
+    let cfg = backtest_config(&l, a.h.seed);
+    let origins = backtest::origins(s.len(), &cfg);
+    if origins.is_empty() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the history covers {}; a backtest needs --min-train ({}) plus --horizon ({}) \
+                 of it; collect longer or shorten them",
+                series::human_duration(l.info.days * DAY as f64),
+                series::human_duration(cfg.min_train as f64 * s.step as f64),
+                series::human_duration(cfg.horizon as f64 * s.step as f64)
+            ),
+        ));
+    }
+    let mut out = Output::stdout();
+    out.emit_as("history", &l.info)?;
+    let cal = Calendar::new(&l.zone, s.t0, s.step, s.len());
+    let data = Data::new(&s.values, &cal, ProfileParams::default());
+    let cands = candidate_models();
+    let mut names = cands.clone();
+    names.extend(models::baselines());
+    let mut tracks = backtest::run(&s.values, &data, &names, &cfg);
+    let cand_names: Vec<&str> = cands.iter().map(|c| c.as_str()).collect();
+    tracks.push(backtest::auto_track(&tracks, &cand_names, &cfg));
+    let evals: Vec<Evaluation> = backtest::evaluations(&tracks);
+    for e in &evals {
+        out.emit(e)?;
+    }
+    if a.detail {
+        for t in &tracks {
+            for o in t.outcomes.iter().flatten() {
+                out.emit_as(
+                    "backtest",
+                    &BacktestRecord {
+                        model: t.name,
+                        origin: utc_string(cal.time(o.origin)),
+                        chosen_start: utc_string(cal.time(o.chosen)),
+                        best_start: utc_string(cal.time(o.best)),
+                        chosen_load: round3(o.chosen_load),
+                        best_load: round3(o.best_load),
+                        regret: round3(o.regret),
+                        hit: o.hit,
+                    },
+                )?;
+            }
+        }
+    }
+    let base_names: Vec<&str> = models::baselines().iter().map(|b| b.as_str()).collect();
+    let best_baseline = backtest::best_of(&tracks, &base_names);
+    let best_model = backtest::best_of(&tracks, &cand_names);
+    let auto = tracks.last().map(|t| t.score());
+    out.finish(&json!({
+        "origins": origins.len(),
+        "metric": l.info.metric,
+        "best_model": best_model.map(|(t, _)| t.name),
+        "best_baseline": best_baseline.map(|(t, _)| t.name),
+        "best_baseline_p90_regret": best_baseline.map(|(_, s)| round3(s.p90)),
+        "auto_p90_regret": auto.map(|s| round3(s.p90)),
+    }))
+}
