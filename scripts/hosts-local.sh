@@ -44,6 +44,8 @@ while (($#)); do
   shift
 done
 [[ $scale =~ ^[0-9]+$ && $pgbench_scale =~ ^[0-9]+$ ]] || usage "--scale and --pgbench-scale take whole numbers"
+# Absolute: it ends up in archive_command, run from the data directory.
+[[ -d $bin ]] && bin=$(cd "$bin" && pwd)
 
 # A short id from DIR names the namespaces and the bridge (interface names are ≤ 15 chars).
 id=$(printf '%s' "$(cd "$(dirname "$dir")" 2>/dev/null && pwd)/$(basename "$dir")" | cksum | cut -c1-6)

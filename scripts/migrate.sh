@@ -21,8 +21,11 @@
 #                 replayed past the source's final checkpoint on the same timeline; promote
 #                 (pg_promote without waiting, then poll pg_is_in_recovery() every 5 ms); prove
 #                 the target accepts a write; fence the old source as a standby of the new one
-#   6 verify      start the old source as a standby of the new primary and compare them with
-#                 rowcount-diff and pg-checksum --wait-replay; any difference fails the run
+#   6 verify      start the old source as a standby of the new primary and compare them:
+#                 pg-checksum --wait-replay --recheck 3 over every table is the verdict (a
+#                 difference that persists in fresh snapshots fails the run); rowcount-diff's
+#                 counts are reported too (under continuing writes they drift, since a live
+#                 standby is always a little behind, so they inform rather than decide)
 #   7 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
 #
 # A failure before step 5 leaves the source serving as before (the slot and the partial
@@ -38,7 +41,9 @@
 #   --history FILE         metrics history for --when advised
 #   --window DURATION      window length for --when advised (default 30m)
 #   --max-wait SECONDS     longest wait for an advised window (default 3600)
-#   --max-lag BYTES        replay lag to reach before switching (default 16777216)
+#   --max-lag BYTES        replay lag to reach before switching (default 16777216; in archive
+#                          mode, WAL written since the last segment the target replayed)
+#   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M)
 #   --switch-timeout S     limit for each switchover step (default 10)
 #   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
 #   --hook NAME=CMD        run CMD at a phase boundary: before_base_copy, before_switchover,
@@ -59,7 +64,7 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
-max_lag=16777216 switch_timeout=10 socket_dir="" verify=1 report="" bin=""
+max_lag=16777216 max_rate="" switch_timeout=10 socket_dir="" verify=1 report="" bin=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
 TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
 declare -A hooks=()
@@ -93,6 +98,7 @@ while (($#)); do
     --window) window=${2:?}; shift ;;
     --max-wait) max_wait=${2:?}; shift ;;
     --max-lag) max_lag=${2:?}; shift ;;
+    --max-rate) max_rate=${2:?}; shift ;;
     --switch-timeout) switch_timeout=${2:?}; shift ;;
     --target-socket-dir) socket_dir=${2:?}; shift ;;
     --hook)
@@ -107,6 +113,8 @@ while (($#)); do
   shift
 done
 bin=${bin:-$(cd "$here/.." && pwd)/target/release}
+# Absolute: it ends up in restore_command and archive_command, run from the data directory.
+[[ -d $bin ]] && bin=$(cd "$bin" && pwd)
 archive=${archive:-$ARCHIVE}
 [[ $mode == stream || $mode == archive ]] || usage "--mode must be stream or archive"
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
@@ -309,6 +317,7 @@ if ((fresh_target)); then
   state=copying
   progress=()
   [[ -t 2 ]] && progress=(-P)
+  [[ -n $max_rate ]] && progress+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
   on_tgt chmod 700 "$TARGET_PGDATA"
   out=$(on_tgt env PGPASSWORD="$repl_password" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
@@ -331,17 +340,21 @@ fi
 # --- 3 catch up --------------------------------------------------------------------------
 phase_begin catch_up
 state=standby
+target_running=0
+on_tgt test -f "$TARGET_PGDATA/postmaster.pid" && target_running=1
 if [[ $mode == archive ]]; then
-  # Archive only: no streaming; the target restores every segment from the archive.
+  # Archive only: no streaming; the target restores every segment from the archive. (All
+  # three settings take effect on a reload in PostgreSQL 13 and later.)
   on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
   on_tgt sh -c "cat >> '$TARGET_PGDATA/postgresql.auto.conf'" <<EOF
-restore_command = '$bin/wal-ship fetch %f %p --from $archive'
+restore_command = '$bin/wal-ship fetch --quiet --prefetch 4 %f %p --from $archive'
 EOF
+  ((target_running)) && tgt_psql -c "SELECT pg_reload_conf()" >/dev/null
   if ((fresh_target)); then
     src_psql -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
   fi
 fi
-if ! on_tgt test -f "$TARGET_PGDATA/postmaster.pid"; then
+if ((!target_running)); then
   on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
     fail "$EX_SOFTWARE" "the target did not start; see $target_log"
 fi
@@ -371,22 +384,28 @@ if [[ $when == advised ]]; then
     sleep $((start_s - $(date +%s)))
   fi
 fi
-deadline=$((SECONDS + 600)) next_switch=0
-while :; do
-  if [[ $mode == stream ]]; then
+deadline=$((SECONDS + 600))
+if [[ $mode == stream ]]; then
+  while :; do
     lag=$(src_psql -c "SELECT coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')")
-  else
-    lag=$(($(src_psql -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn") - $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")))
-    # Archive mode lags by at most the segment being written; push it along now and then.
-    if ((lag > max_lag && SECONDS >= next_switch)); then
-      src_psql -c "SELECT pg_switch_wal()" >/dev/null
-      next_switch=$((SECONDS + 2))
-    fi
-  fi
-  ((lag >= 0 && lag <= max_lag)) && break
-  ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after 600 s (limit --max-lag $max_lag)"
-  sleep 0.2
-done
+    ((lag >= 0 && lag <= max_lag)) && break
+    ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after 600 s (limit --max-lag $max_lag)"
+    sleep 0.2
+  done
+else
+  # Archive mode: what the target has not replayed at the switch must travel through the
+  # archive inside the downtime. So close the current segment (pg_switch_wal), wait until the
+  # target has replayed it, and repeat until little WAL was written meanwhile.
+  while :; do
+    switched=$(src_psql -c "SELECT pg_switch_wal()")
+    until [[ $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() >= '$switched'::pg_lsn") == t ]]; do
+      ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target did not replay $switched from the archive within 600 s (check archive_command on the source and restore_command on the target)"
+      sleep 0.05
+    done
+    lag=$(src_psql -c "SELECT pg_current_wal_lsn() - '$switched'::pg_lsn")
+    ((lag <= max_lag)) && break
+  done
+fi
 phase_end lag_bytes:="$lag"
 
 # --- 5 switchover ------------------------------------------------------------------------
@@ -398,6 +417,18 @@ src_psql -c "CHECKPOINT" >/dev/null
 if [[ $mode == archive ]]; then
   tgt_psql -c "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'" -c "SELECT pg_reload_conf()" >/dev/null
 fi
+
+# The target's session is opened now, before the source stops, so that connecting is off the
+# clock; it reads the rest of its script once the final checkpoint is known.
+coproc PROMO { tgt_psql -F ' ' 2>&1; }
+# Our own copies of its pipes: bash closes the coproc's when it exits, before we read.
+exec {promo_in}>&"${PROMO[1]}" {promo_out}<&"${PROMO[0]}"
+eval "exec ${PROMO[1]}>&- ${PROMO[0]}<&-"
+# shellcheck disable=SC2153  # set by coproc
+promo_pid=$PROMO_PID
+printf '%s\n' "SET statement_timeout = 0;" "SELECT 'ready';" >&"$promo_in"
+read -r -t "$switch_timeout" ready <&"$promo_out" || ready=""
+[[ $ready == ready ]] || fail "$EX_UNAVAILABLE" "cannot open a session on the target: $ready"
 
 # One call on the source host: fast shutdown, wait for the postmaster to go (10 ms polls, not
 # pg_ctl's 100 ms), then pg_controldata. Clients see errors from here on.
@@ -444,23 +475,24 @@ fi
 run_hook before_promote
 state=promoting
 t_promote=$(pgs_now_ms)
-promo=$(tgt_psql -F ' ' -v ckpt="$ckpt_lsn" -v limit="$switch_timeout" <<'SQL' 2>&1
-SET statement_timeout = 0;
-SELECT set_config('pgshift.ckpt', :'ckpt', false);
-SELECT set_config('pgshift.deadline', (clock_timestamp() + make_interval(secs => :limit))::text, false);
-DO $$
+[[ $ckpt_lsn =~ ^[0-9A-F]+/[0-9A-F]+$ ]] || fail "$EX_SOFTWARE" "unexpected checkpoint location '$ckpt_lsn' from pg_controldata"
+# (If the target's session died meanwhile, the writes and reads below fail quietly and `wait`
+# reports it.)
+cat 2>/dev/null 1>&"$promo_in" <<SQL || true
+SELECT set_config('pgshift.deadline', (clock_timestamp() + interval '$switch_timeout seconds')::text, false);
+DO \$\$
 BEGIN
-  WHILE coalesce(pg_last_wal_replay_lsn() <= current_setting('pgshift.ckpt')::pg_lsn, true) LOOP
+  WHILE coalesce(pg_last_wal_replay_lsn() <= '$ckpt_lsn'::pg_lsn, true) LOOP
     IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
-      RAISE EXCEPTION 'target replayed only up to % (needs past %)', pg_last_wal_replay_lsn(), current_setting('pgshift.ckpt');
+      RAISE EXCEPTION 'target replayed only up to % (needs past $ckpt_lsn)', pg_last_wal_replay_lsn();
     END IF;
     PERFORM pg_sleep(0.005);
   END LOOP;
-END $$ ;
+END \$\$;
 SELECT 'replayed', pg_last_wal_replay_lsn(), (SELECT timeline_id FROM pg_control_checkpoint()),
        coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0);
 SELECT 'promote', pg_promote(false);
-DO $$
+DO \$\$
 BEGIN
   WHILE pg_is_in_recovery() LOOP
     IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
@@ -468,10 +500,13 @@ BEGIN
     END IF;
     PERFORM pg_sleep(0.005);
   END LOOP;
-END $$ ;
+END \$\$;
 SELECT 'writable', txid_current(), pg_current_wal_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;
+\\q
 SQL
-) || fail "$EX_SOFTWARE" "promoting the target failed: ${promo//$'\n'/ }"
+exec {promo_in}>&- 2>/dev/null || true
+promo=$(cat <&"$promo_out" 2>/dev/null) || true
+wait "$promo_pid" 2>/dev/null || fail "$EX_SOFTWARE" "promoting the target failed: ${promo//$'\n'/ }"
 t_writable=$(pgs_now_ms)
 state=promoted
 read -r _ replayed_lsn replay_tli received_tli <<<"$(grep '^replayed' <<<"$promo")"
@@ -489,6 +524,7 @@ on_src sh -c "sed -i '/^primary_conninfo/d; /^primary_slot_name/d' '$SOURCE_PGDA
   touch '$SOURCE_PGDATA/standby.signal'"
 emit proof name=old_source_fenced standby_signal:=true
 phase_end downtime_ms:=$downtime_ms stop_ms:=$((t_stopped - t_stop)) promote_ms:=$((t_writable - t_promote)) \
+  stop_at_ms:="$t_stop" stopped_at_ms:="$t_stopped" writable_at_ms:="$t_writable" \
   checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli"
 
 # --- 6 verify ----------------------------------------------------------------------------
@@ -501,20 +537,25 @@ if ((verify)); then
   pgs_wait_ready "$source_host_addr" "$source_port" 120 || fail "$EX_UNAVAILABLE" "the old source did not accept connections as a standby"
   [[ $(src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
   # The tools' own JSON lines go next to the report (or to a scratch directory).
-  out_dir=$(dirname "${report:-$(mktemp -d)/x}")
+  if [[ -n $report ]]; then
+    out_dir=$(dirname "$report")
+  else
+    out_dir=$(mktemp -d /tmp/pgshift-verify.XXXXXX)
+  fi
+  pgs_log "verification records in $out_dir/verify-*.jsonl"
   rows_out=$out_dir/verify-rowcount.jsonl sums_out=$out_dir/verify-checksum.jsonl
   rc_rows=0 rc_sums=0
   "$bin/rowcount-diff" --source "$tgt_dsn" --target "$src_dsn" >"$rows_out" || rc_rows=$?
-  "$bin/pg-checksum" --source "$tgt_dsn" --target "$src_dsn" --wait-replay --timeout 120s >"$sums_out" || rc_sums=$?
+  "$bin/pg-checksum" --source "$tgt_dsn" --target "$src_dsn" --wait-replay --timeout 120s --recheck 3 \
+    >"$sums_out" || rc_sums=$?
   rows_summary=$(tail -n 1 "$rows_out" 2>/dev/null || true)
   sums_summary=$(tail -n 1 "$sums_out" 2>/dev/null || true)
-  if ((rc_rows == 0 && rc_sums == 0)); then
-    verdict=equal
-  elif ((rc_rows == 1 || rc_sums == 1)); then
-    verdict=different
-  else
-    verdict=error
-  fi
+  ((rc_rows <= 1)) || pgs_log "warning: rowcount-diff failed (exit $rc_rows); see $rows_out"
+  case $rc_sums in
+    0) verdict=equal ;;
+    1) verdict=different ;;
+    *) verdict=error ;;
+  esac
   phase_end verdict="$verdict" rowcount_exit:=$rc_rows checksum_exit:=$rc_sums \
     rowcount_summary:="${rows_summary:-null}" checksum_summary:="${sums_summary:-null}"
 fi

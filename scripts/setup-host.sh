@@ -22,7 +22,7 @@
 #   --allow CIDR                client network for the replication entries (default 0.0.0.0/0)
 #   --repl-user NAME            replication role (default pgshift_repl)
 #   --repl-password-file FILE   its password (read here, on the control machine)
-#   --archive DEST              archive_mode=on, archive_command='WAL_SHIP push %p --to DEST'
+#   --archive DEST              archive_mode=on, archive_command='WAL_SHIP push --quiet %p --to DEST'
 #   --wal-ship PATH             wal-ship binary on that host (default: wal-ship on PATH)
 #   --wal-keep-size SIZE        default 1GB
 #   --no-ssl                    leave TLS alone
@@ -122,7 +122,7 @@ want=(
   "listen_addresses=$listen"
 )
 if [[ -n $archive ]]; then
-  want+=("archive_mode=on" "archive_command=$wal_ship push %p --to $archive" "archive_timeout=60")
+  want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
 fi
 if ((ssl)); then
   if [[ ! -f $pgdata/server.crt ]]; then

@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, one module per concern.
 
 mod fixture;
+mod migrate;
 mod scripts_lib;

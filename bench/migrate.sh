@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/migrate.sh: switchover downtime under load, pgshift's migrate.sh against the hand
+# sequence (pg_ctl stop -m fast, then SELECT pg_promote(true)), measured in the same run.
+#
+#   bench/migrate.sh [--rounds N] [--clients N] [--archive-rounds N] [--bin DIR]
+#
+# Two local hosts (hosts-local.sh); after one initial migration A→B (the base copy), each
+# round switches the primary back and forth while load-gen (--clients, mixed workload: TPC-B
+# plus acknowledged probe writes) runs against both hosts with target_session_attrs=read-write.
+# For every switchover: load-gen's max_write_gap_ms (what clients saw), migrate's own
+# downtime_ms, and lost/split-brain writes from load-gen --verify. --rounds switchovers each
+# way with migrate.sh, the same with the hand sequence, then --archive-rounds each way in
+# archive mode (wal-ship only, no streaming).
+# Prints one `switchover` record per switchover and a `summary` (medians, max, lost) on
+# stdout; also writes them to bench/results/migrate.jsonl.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/lib.sh"
+PGS_NAME=bench-migrate
+
+rounds=10 clients=4 archive_rounds=3 bin=$here/target/release
+while (($#)); do
+  case $1 in
+    --rounds) rounds=${2:?}; shift ;;
+    --clients) clients=${2:?}; shift ;;
+    --archive-rounds) archive_rounds=${2:?}; shift ;;
+    --bin) bin=${2:?}; shift ;;
+    *) pgs_die "$EX_USAGE" "unknown option '$1'" ;;
+  esac
+  shift
+done
+for t in load-gen wal-ship rowcount-diff pg-checksum; do
+  [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
+done
+pgs_require_cmd jq
+mkdir -p "$here/bench/results"
+out=$here/bench/results/migrate.jsonl
+: >"$out"
+work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
+chmod 755 "$work"
+trap '"$here/scripts/hosts-local.sh" destroy "$work/s" >/dev/null 2>&1 || true; "$here/scripts/hosts-local.sh" destroy "$work/a" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+record() {
+  printf '%s\n' "$1"
+  printf '%s\n' "$1" >>"$out"
+}
+
+# load_start HOSTS_ENV: load-gen in the background; waits until it commits.
+load_start() {
+  local env=$1 SOURCE_DSN TARGET_ADDR TARGET_PORT port_a
+  # shellcheck disable=SC1090
+  . "$env"
+  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+  load_dsn="host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+  load_out=$work/load-$RANDOM.jsonl
+  "$bin/load-gen" --dsn "$load_dsn" -c "$clients" -w mixed --json-only --log "$load_out.acks" --verify \
+    >"$load_out" 2>/dev/null &
+  load_pid=$!
+  local deadline=$((SECONDS + 60))
+  until grep -q '"type":"tick".*"committed":[1-9]' "$load_out" 2>/dev/null; do
+    ((SECONDS < deadline)) || pgs_die "$EX_SOFTWARE" "load-gen did not start committing"
+    sleep 0.1
+  done
+}
+
+# load_stop: SIGINT; prints load-gen's summary.
+load_stop() {
+  sleep 1
+  kill -INT "$load_pid"
+  wait "$load_pid" || true
+  tail -n 1 "$load_out"
+}
+
+# hand_switch ENV DIRECTION: the hand sequence, then the old primary rejoins as a standby.
+hand_switch() {
+  local env=$1 reverse=$2 SOURCE_DSN SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA REPL_USER REPL_PASSWORD_FILE
+  # shellcheck disable=SC1090
+  . "$env"
+  local port_a src_pgdata dst_addr dst_port dst_dsn t0 t1
+  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+  if ((reverse)); then
+    src_pgdata=$TARGET_PGDATA dst_addr=127.0.0.1 dst_port=$port_a
+  else
+    src_pgdata=$SOURCE_PGDATA dst_addr=$TARGET_ADDR dst_port=$TARGET_PORT
+  fi
+  dst_dsn="host=$dst_addr port=$dst_port user=postgres dbname=postgres sslmode=disable"
+  t0=$(pgs_now_ms)
+  pgs_as_pg "$PG_BIN/pg_ctl" -D "$src_pgdata" -m fast -w stop >/dev/null
+  pgs_psql "$dst_dsn" "SELECT pg_promote(true)" >/dev/null
+  t1=$(pgs_now_ms)
+  # Rejoin the old primary as a standby of the new one (as migrate.sh does).
+  pgs_as_pg sh -c "sed -i '/^primary_conninfo/d; /^primary_slot_name/d' '$src_pgdata/postgresql.auto.conf' &&
+    echo \"primary_conninfo = 'host=$dst_addr port=$dst_port user=$REPL_USER password=$(<"$REPL_PASSWORD_FILE") application_name=pgshift_rejoin'\" >> '$src_pgdata/postgresql.auto.conf' &&
+    touch '$src_pgdata/standby.signal'"
+  pgs_as_pg "$PG_BIN/pg_ctl" -D "$src_pgdata" -l "$(dirname "$src_pgdata")/server.log" -w start >/dev/null
+  hand_ms=$((t1 - t0))
+}
+
+# one_switch KIND MODE ENV REVERSE: a switchover under load; prints its record.
+one_switch() {
+  local kind=$1 mode=$2 env=$3 reverse=$4 summary downtime rc=0
+  load_start "$env"
+  if [[ $kind == pgshift ]]; then
+    local args=(--hosts-env "$env" --bin "$bin" --mode "$mode" --no-verify)
+    ((reverse)) && args+=(--reverse)
+    summary=$("$here/scripts/migrate.sh" "${args[@]}" 2>/dev/null | tail -n 1) || rc=$?
+    ((rc == 0)) || pgs_die "$EX_SOFTWARE" "migrate.sh failed: $summary"
+    downtime=$(jq -r .downtime_ms <<<"$summary")
+  else
+    hand_switch "$env" "$reverse"
+    downtime=$hand_ms
+  fi
+  local lg
+  lg=$(load_stop)
+  record "$(jq -c --arg kind "$kind" --arg mode "$mode" --argjson reverse "$reverse" --argjson downtime "$downtime" \
+    '{type: "switchover", kind: $kind, mode: $mode, direction: (if $reverse == 1 then "B->A" else "A->B" end),
+      downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$lg")"
+}
+
+pgs_log "creating two hosts (stream mode)"
+"$here/scripts/hosts-local.sh" create "$work/s" --bin "$bin" >/dev/null
+pgs_log "initial migration A->B (base copy, verified)"
+"$here/scripts/migrate.sh" --hosts-env "$work/s/hosts.env" --bin "$bin" >"$work/initial.jsonl" 2>/dev/null ||
+  pgs_die "$EX_SOFTWARE" "initial migration failed: $(tail -n 1 "$work/initial.jsonl")"
+record "$(tail -n 1 "$work/initial.jsonl" | jq -c '{type: "initial_migration", downtime_ms, verdict, bytes_copied, phases_ms}')"
+
+# B is the primary now: rounds alternate B->A (reverse) and A->B.
+for kind in pgshift hand; do
+  for ((i = 1; i <= rounds; i++)); do
+    one_switch "$kind" stream "$work/s/hosts.env" 1
+    one_switch "$kind" stream "$work/s/hosts.env" 0
+  done
+done
+"$here/scripts/hosts-local.sh" destroy "$work/s" >/dev/null
+
+if ((archive_rounds > 0)); then
+  pgs_log "creating two hosts (archive mode)"
+  "$here/scripts/hosts-local.sh" create "$work/a" --archive --bin "$bin" >/dev/null
+  "$here/scripts/migrate.sh" --hosts-env "$work/a/hosts.env" --bin "$bin" --mode archive --no-verify >/dev/null 2>&1 ||
+    pgs_die "$EX_SOFTWARE" "initial archive-mode migration failed"
+  for ((i = 1; i <= archive_rounds; i++)); do
+    one_switch pgshift archive "$work/a/hosts.env" 1
+    one_switch pgshift archive "$work/a/hosts.env" 0
+  done
+fi
+
+jq -s -c '
+  def stats(f): (map(f) | sort) as $s | {median: (if ($s | length) == 0 then null else $s[($s | length) / 2 | floor] end), max: ($s | max), n: ($s | length)};
+  [.[] | select(.type == "switchover")] as $all
+  | ($all | map(select(.kind == "pgshift" and .mode == "stream"))) as $p
+  | ($all | map(select(.kind == "hand"))) as $h
+  | ($all | map(select(.mode == "archive"))) as $a
+  | {type: "summary", tool: "bench-migrate",
+     pgshift_gap_ms: ($p | stats(.max_write_gap_ms)), pgshift_downtime_ms: ($p | stats(.downtime_ms)),
+     hand_gap_ms: ($h | stats(.max_write_gap_ms)), hand_downtime_ms: ($h | stats(.downtime_ms)),
+     archive_gap_ms: ($a | stats(.max_write_gap_ms)), archive_downtime_ms: ($a | stats(.downtime_ms)),
+     lost: ($all | map(.lost // 0) | add), split_brain: ($all | map(.split_brain // 0) | add),
+     median_gap_ratio_pgshift_vs_hand: (if ($h | length) > 0 and ($p | length) > 0 then
+       (($p | stats(.max_write_gap_ms).median) / ($h | stats(.max_write_gap_ms).median) * 100 | round / 100) else null end)}' \
+  "$out" | tee -a "$out"

@@ -1,0 +1,534 @@
+//! The main job: scripts/migrate.sh between two local hosts made by scripts/hosts-local.sh,
+//! under load from load-gen, in both modes and both directions, with failures injected at
+//! each phase. The pass mark every time: no acknowledged write lost, no split brain, one
+//! primary at the end.
+//!
+//! These tests drive whole clusters and a loaded switchover, so they are `exclusive_`: they
+//! run one at a time (see .config/nextest.toml) and time does not decide any assertion.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgshift_tests::workspace_root;
+use serde_json::Value;
+
+/// Where the debug builds of the tools are (migrate.sh --bin).
+fn bin_dir() -> PathBuf {
+    testkit::tool_bin("load-gen")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
+}
+
+fn script(name: &str) -> PathBuf {
+    workspace_root().join("scripts").join(name)
+}
+
+/// Parse JSON lines, panicking on anything else (stdout must be pure JSON lines).
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn of_type<'a>(recs: &'a [Value], t: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["type"] == t).collect()
+}
+
+/// Two local hosts from hosts-local.sh, destroyed on drop.
+struct Hosts {
+    dir: PathBuf,
+    env: std::collections::HashMap<String, String>,
+}
+
+impl Hosts {
+    fn create(extra: &[&str]) -> Hosts {
+        let base = std::env::temp_dir().join("pgshift-testkit");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join(format!("mig-{}-{}", std::process::id(), nanos()));
+        let mut cmd = Command::new(script("hosts-local.sh"));
+        cmd.arg("create")
+            .arg(&dir)
+            .args(["--scale", "1", "--pgbench-scale", "1", "--bin"])
+            .arg(bin_dir())
+            .args(extra);
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "hosts-local.sh create failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.join("hosts.env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+            .collect();
+        Hosts { dir, env }
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.dir.join("hosts.env")
+    }
+
+    fn source_port(&self) -> String {
+        self.env["SOURCE_DSN"]
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("port="))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// DSN of host A (the first source) or B.
+    fn dsn(&self, which: char) -> String {
+        match which {
+            'A' => format!(
+                "host=127.0.0.1 port={} user=postgres dbname=app sslmode=disable",
+                self.source_port()
+            ),
+            _ => format!(
+                "host={} port={} user=postgres dbname=app sslmode=disable",
+                self.env["TARGET_ADDR"], self.env["TARGET_PORT"]
+            ),
+        }
+    }
+
+    /// Both hosts, following the primary (what the application would use).
+    fn both(&self) -> String {
+        format!(
+            "host=127.0.0.1,{} port={},{} user=postgres dbname=app sslmode=disable target_session_attrs=read-write",
+            self.env["TARGET_ADDR"],
+            self.source_port(),
+            self.env["TARGET_PORT"]
+        )
+    }
+
+    fn pgdata(&self, which: char) -> PathBuf {
+        PathBuf::from(if which == 'A' {
+            &self.env["SOURCE_PGDATA"]
+        } else {
+            &self.env["TARGET_PGDATA"]
+        })
+    }
+
+    /// `SELECT pg_is_in_recovery()` on one host; None if it does not answer.
+    fn in_recovery(&self, which: char) -> Option<bool> {
+        psql(&self.dsn(which), "SELECT pg_is_in_recovery()").map(|s| s == "t")
+    }
+
+    fn migrate(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
+        let mut cmd = Command::new(script("migrate.sh"));
+        cmd.arg("--hosts-env")
+            .arg(self.env_file())
+            .arg("--bin")
+            .arg(bin_dir())
+            .args(args);
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap_or(-1), json_lines(&stdout), stderr)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if std::env::var_os("PGSHIFT_KEEP_CLUSTERS").is_some() {
+            eprintln!("keeping the hosts in {}", self.dir.display());
+            return;
+        }
+        let _ = Command::new(script("hosts-local.sh"))
+            .arg("destroy")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+fn psql(dsn: &str, sql: &str) -> Option<String> {
+    let out = Command::new(testkit::pg_bin().join("psql"))
+        .args(["-XAtq", "-d", dsn, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// load-gen running in the background against both hosts.
+struct Load {
+    child: Child,
+    log: PathBuf,
+    dsn: String,
+    /// Copies load-gen's stdout to a file so it never blocks on a full pipe.
+    drain: Option<std::thread::JoinHandle<PathBuf>>,
+}
+
+impl Load {
+    fn start(hosts: &Hosts) -> Load {
+        let log = hosts.dir.join(format!("acked-{}.jsonl", nanos()));
+        let mut cmd = Command::new(testkit::tool_bin("load-gen"));
+        cmd.args([
+            "--dsn",
+            &hosts.both(),
+            "-c",
+            "4",
+            "-w",
+            "mixed",
+            "--json-only",
+            "--log",
+        ])
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        testkit::hermetic(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        // Wait for a tick with commits: the load is running.
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "load-gen exited before its first tick: {seen}"
+            );
+            seen.push_str(&line);
+            if line.contains(r#""type":"tick""#) && !line.contains(r#""committed":0,"#) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no commits from load-gen: {seen}"
+            );
+        }
+        let path = hosts.dir.join(format!("load-{}.jsonl", nanos()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut file, seen.as_bytes()).unwrap();
+        let drain = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut reader, &mut file);
+            path
+        });
+        Load {
+            child,
+            log,
+            dsn: hosts.both(),
+            drain: Some(drain),
+        }
+    }
+
+    /// SIGINT, then the run's records (summary last).
+    fn stop(&mut self) -> Vec<Value> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        let path = self.drain.take().expect("stopped once").join().unwrap();
+        let recs = json_lines(&std::fs::read_to_string(path).unwrap());
+        let summary = summary(&recs);
+        assert!(
+            status.code() == Some(0) || status.code() == Some(1),
+            "load-gen failed: {status} {summary}"
+        );
+        recs
+    }
+
+    /// Stop, then `load-gen verify` against the final primary: no acknowledged write may be
+    /// lost, none may be split brain. Returns the run's records.
+    fn stop_and_verify(mut self) -> Vec<Value> {
+        let recs = self.stop();
+        let mut cmd = Command::new(testkit::tool_bin("load-gen"));
+        cmd.args(["verify", "--dsn", &self.dsn, "--log"])
+            .arg(&self.log);
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        let verified = json_lines(&String::from_utf8_lossy(&out.stdout));
+        let s = summary(&verified);
+        assert!(
+            s["acked"].as_u64().unwrap() > 0,
+            "no acknowledged writes: the load did not run"
+        );
+        assert_eq!(s["lost"], 0, "acknowledged writes lost: {s}");
+        assert_eq!(s["split_brain"], 0, "split brain: {s}");
+        assert_eq!(out.status.code(), Some(0), "{s}");
+        recs
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn summary(recs: &[Value]) -> &Value {
+    let s = recs.last().expect("records");
+    assert_eq!(
+        s["type"], "summary",
+        "last record must be the summary: {recs:?}"
+    );
+    s
+}
+
+/// The switchover phase record, and a check of its proofs.
+fn switchover<'a>(recs: &'a [Value]) -> &'a Value {
+    let proofs: Vec<&str> = of_type(recs, "proof")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "source_clean_shutdown",
+        "target_replayed_final_checkpoint",
+        "target_writable",
+        "old_source_fenced",
+    ] {
+        assert!(proofs.contains(&want), "missing proof {want}: {proofs:?}");
+    }
+    let clean = of_type(recs, "proof")
+        .into_iter()
+        .find(|p| p["name"] == "source_clean_shutdown")
+        .unwrap();
+    assert_eq!(clean["cluster_state"], "shut down");
+    of_type(recs, "phase")
+        .into_iter()
+        .find(|p| p["name"] == "switchover")
+        .expect("switchover phase")
+}
+
+/// The clients' longest write gap must overlap the switchover, and cannot be shorter than the
+/// time during which no server accepted writes at all (source down, target not yet promoted):
+/// the report and load-gen must tell the same story.
+fn assert_gap_matches(load: &[Value], sw: &Value) {
+    let start = load.iter().find(|r| r["type"] == "start").expect("start");
+    let s = summary(load);
+    let started = chrono_ms(start["started_at"].as_str().unwrap());
+    let gap = s["max_write_gap_ms"].as_i64().unwrap();
+    let gap_from = started + s["max_write_gap_from_ms"].as_i64().unwrap();
+    let gap_to = gap_from + gap;
+    let (stop_at, stopped_at, writable_at) = (
+        sw["stop_at_ms"].as_i64().unwrap(),
+        sw["stopped_at_ms"].as_i64().unwrap(),
+        sw["writable_at_ms"].as_i64().unwrap(),
+    );
+    // 20 ms for the two processes' clock reads; one machine, one clock.
+    assert!(
+        gap_from <= writable_at + 20 && gap_to + 20 >= stop_at,
+        "longest client gap [{gap_from}, {gap_to}] does not overlap the switchover [{stop_at}, {writable_at}]"
+    );
+    assert!(
+        gap + 20 >= writable_at - stopped_at,
+        "clients saw a {gap} ms gap, shorter than the {} ms without any primary",
+        writable_at - stopped_at
+    );
+}
+
+/// RFC 3339 UTC (`2026-11-25T19:27:52.591Z`) to epoch milliseconds, via `date`.
+fn chrono_ms(ts: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-d", ts, "+%s%3N"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn exclusive_stream_mode_both_directions_under_load() {
+    let hosts = Hosts::create(&[]);
+    let load = Load::start(&hosts);
+
+    let (code, fwd, err) =
+        hosts.migrate(&["--report", hosts.dir.join("fwd.jsonl").to_str().unwrap()]);
+    assert_eq!(
+        code,
+        0,
+        "forward migration failed: {}\n{err}",
+        summary(&fwd)
+    );
+    let s = summary(&fwd);
+    assert_eq!(s["verdict"], "equal", "{s}");
+    assert!(s["bytes_copied"].as_u64().unwrap() > 0);
+    let sw_fwd = switchover(&fwd).clone();
+    assert_eq!(hosts.in_recovery('B'), Some(false), "B must be the primary");
+    assert_eq!(hosts.in_recovery('A'), Some(true), "A must follow B");
+    // The report file holds the same lines as stdout.
+    let report = json_lines(&std::fs::read_to_string(hosts.dir.join("fwd.jsonl")).unwrap());
+    assert_eq!(report, fwd);
+
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, back, err) = hosts.migrate(&["--reverse"]);
+    assert_eq!(
+        code,
+        0,
+        "reverse migration failed: {}\n{err}",
+        summary(&back)
+    );
+    assert_eq!(summary(&back)["verdict"], "equal");
+    assert_eq!(
+        summary(&back)["bytes_copied"],
+        0,
+        "reverse must not copy again"
+    );
+    let sw_back = switchover(&back).clone();
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+    assert_eq!(hosts.in_recovery('B'), Some(true));
+
+    let recs = load.stop_and_verify();
+    let s = summary(&recs);
+    assert_eq!(s["split_brain"], 0);
+    // Both switchovers appear as gaps; the longest overlaps one of them.
+    let gap_matches = |sw: &Value| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_gap_matches(&recs, sw)
+        }))
+        .is_ok()
+    };
+    assert!(
+        gap_matches(&sw_fwd) || gap_matches(&sw_back),
+        "load-gen's longest gap {} ms (from {} ms) matches neither switchover: {sw_fwd} {sw_back}",
+        s["max_write_gap_ms"],
+        s["max_write_gap_from_ms"]
+    );
+}
+
+#[test]
+fn exclusive_archive_mode_both_directions_under_load() {
+    let hosts = Hosts::create(&["--archive"]);
+    let load = Load::start(&hosts);
+    let (code, fwd, err) = hosts.migrate(&["--mode", "archive"]);
+    assert_eq!(
+        code,
+        0,
+        "archive-mode migration failed: {}\n{err}",
+        summary(&fwd)
+    );
+    let s = summary(&fwd);
+    assert_eq!(s["mode"], "archive");
+    assert_eq!(s["verdict"], "equal", "{s}");
+    switchover(&fwd);
+    assert!(
+        of_type(&fwd, "proof")
+            .iter()
+            .any(|p| p["name"] == "last_segment_shipped"),
+        "the last segment must be shipped through the archive"
+    );
+    assert_eq!(hosts.in_recovery('B'), Some(false));
+
+    let report = hosts.dir.join("back.jsonl");
+    let (code, back, err) = hosts.migrate(&[
+        "--reverse",
+        "--mode",
+        "archive",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code,
+        0,
+        "archive-mode reverse failed: {}\n{err}",
+        summary(&back)
+    );
+    assert_eq!(summary(&back)["verdict"], "equal");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+
+    load.stop_and_verify();
+}
+
+#[test]
+fn exclusive_source_killed_during_base_copy() {
+    let hosts = Hosts::create(&[]);
+    let load = Load::start(&hosts);
+    let pid_file = hosts.pgdata('A').join("postmaster.pid");
+    // The copy is throttled so the kill lands in the middle of it.
+    let hook = format!(
+        "before_base_copy=(sleep 1; kill -9 $(head -n 1 {})) >/dev/null 2>&1 &",
+        pid_file.display()
+    );
+    let (code, recs, err) = hosts.migrate(&["--max-rate", "8M", "--hook", &hook]);
+    assert_ne!(code, 0, "migration must fail when the source dies: {err}");
+    let s = summary(&recs);
+    assert_eq!(s["failed_phase"], "base_copy", "{s}");
+    assert!(
+        !hosts.pgdata('B').join("PG_VERSION").exists(),
+        "the partial target must be removed"
+    );
+    // The DBA restarts the crashed source: it is the only primary, with every acked write.
+    // (Its orphaned backends hold the shared memory until they notice the postmaster died.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut cmd = testkit::pg_command("pg_ctl", Path::new("/tmp"));
+        cmd.arg("-D")
+            .arg(hosts.pgdata('A'))
+            .arg("-l")
+            .arg(hosts.dir.join("a/server.log"))
+            .args(["-w", "start"]);
+        if cmd.output().unwrap().status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source did not restart after the crash"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+    assert_eq!(hosts.in_recovery('B'), None, "B must not be running");
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop_and_verify();
+}
+
+#[test]
+fn exclusive_target_stopped_before_promote_restarts_the_source() {
+    let hosts = Hosts::create(&[]);
+    let load = Load::start(&hosts);
+    // pg_ctl refuses to run as root: the hook runs it as postgres where needed.
+    let stop_b = format!(
+        "{} -D {} -m immediate -w stop",
+        testkit::pg_bin().join("pg_ctl").display(),
+        hosts.pgdata('B').display()
+    );
+    let hook = format!(
+        "before_promote=if [ \"$(id -u)\" = 0 ]; then runuser -u postgres -- {stop_b}; else {stop_b}; fi"
+    );
+    let (code, recs, err) = hosts.migrate(&["--hook", &hook]);
+    assert_ne!(code, 0, "migration must fail when the target dies: {err}");
+    let s = summary(&recs);
+    assert_eq!(s["failed_phase"], "switchover", "{s}");
+    assert_eq!(s["state"], "source_restored", "{s}");
+    assert_eq!(hosts.in_recovery('A'), Some(false), "A must serve again");
+    assert_eq!(hosts.in_recovery('B'), None, "B must be down");
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop_and_verify();
+}
+
+#[test]
+fn exclusive_unreachable_ssh_host_fails_preflight_and_changes_nothing() {
+    let hosts = Hosts::create(&[]);
+    let closed = testkit::free_port("127.0.0.1");
+    let spec = format!("ssh://postgres@127.0.0.1:{closed}");
+    let (code, recs, err) = hosts.migrate(&["--target-host", &spec]);
+    assert_eq!(code, 69, "{err}");
+    let s = summary(&recs);
+    assert_eq!(s["failed_phase"], "preflight");
+    assert!(err.contains("cannot run commands on host"), "{err}");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+    assert_eq!(
+        psql(&hosts.dsn('A'), "SELECT count(*) FROM pg_replication_slots").as_deref(),
+        Some("0")
+    );
+    assert!(!hosts.pgdata('A').join("standby.signal").exists());
+}
