@@ -12,6 +12,7 @@
 //! both hosts send `(key, row hash)` for that range and the rows are compared by key.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use shared::pg::snapshot::{Pending, ReadPool};
@@ -234,31 +235,65 @@ pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Re
             out.ranges.push((Range::default(), None));
         }
     } else {
-        let mut d = Drill {
-            pools,
-            shape: &out.plan.shape,
-            opts,
-            diffs: Vec::new(),
-            pending: Vec::new(),
-            truncated: false,
-        };
-        for i in differing {
-            let sums = [out.chunks[0][i], out.chunks[1][i]];
-            d.drill(out.chunk_range(i), sums, 0)?;
+        // Drill the differing chunks in parallel (up to `jobs` at a time), sharing one
+        // `--max-row-diffs` budget, and keep the results in chunk order.
+        let found = AtomicUsize::new(0);
+        let mut per_chunk: Vec<Option<Drilled>> = differing.iter().map(|_| None).collect();
+        let (shape, ranges) = (
+            &out.plan.shape,
+            differing
+                .iter()
+                .map(|&i| (out.chunk_range(i), [out.chunks[0][i], out.chunks[1][i]]))
+                .collect::<Vec<_>>(),
+        );
+        crate::two::parallel(
+            ranges.len(),
+            opts.jobs,
+            |k| {
+                let mut d = Drill {
+                    pools,
+                    shape,
+                    opts,
+                    found: &found,
+                    diffs: Vec::new(),
+                    pending: Vec::new(),
+                    truncated: false,
+                };
+                d.drill(ranges[k].0.clone(), ranges[k].1, 0)?;
+                Ok(Drilled {
+                    diffs: d.diffs,
+                    pending: d.pending,
+                    truncated: d.truncated,
+                })
+            },
+            |k, r: anyhow::Result<Drilled>| {
+                per_chunk[k] = Some(r?);
+                Ok(())
+            },
+        )?;
+        for d in per_chunk.into_iter().flatten() {
+            out.diffs.extend(d.diffs);
+            out.ranges.extend(d.pending.into_iter().map(|r| (r, None)));
+            out.truncated |= d.truncated;
         }
-        let (diffs, pending, truncated) = (d.diffs, d.pending, d.truncated);
-        out.diffs = diffs;
-        out.ranges = pending.into_iter().map(|r| (r, None)).collect();
-        out.truncated = truncated;
     }
     out.elapsed = started.elapsed();
     Ok(out)
+}
+
+/// What drilling one chunk found.
+struct Drilled {
+    diffs: Vec<RowDiff>,
+    pending: Vec<Range>,
+    truncated: bool,
 }
 
 struct Drill<'a> {
     pools: [&'a ReadPool; 2],
     shape: &'a Shape,
     opts: &'a Opts,
+    /// Row differences found so far in the whole table (the `--max-row-diffs` budget).
+    found: &'a AtomicUsize,
     diffs: Vec<RowDiff>,
     /// Differing ranges left unresolved.
     pending: Vec<Range>,
@@ -267,7 +302,7 @@ struct Drill<'a> {
 
 impl Drill<'_> {
     fn drill(&mut self, range: Range, sums: [Sum; 2], depth: u32) -> anyhow::Result<()> {
-        if self.diffs.len() >= self.opts.max_row_diffs {
+        if self.found.load(Ordering::SeqCst) >= self.opts.max_row_diffs {
             self.truncated = true;
             self.pending.push(range);
             return Ok(());
@@ -332,8 +367,17 @@ impl Drill<'_> {
             self.pending.push(range.clone());
             return Ok(());
         }
-        let room = self.opts.max_row_diffs.saturating_sub(self.diffs.len());
-        if found.len() > room {
+        // Reserve room in the table's budget (other chunks are drilled at the same time).
+        let max = self.opts.max_row_diffs;
+        let want = found.len();
+        let before = self
+            .found
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some((n + want).min(max.max(n)))
+            })
+            .unwrap_or(max);
+        let room = max.saturating_sub(before).min(want);
+        if room < want {
             self.truncated = true;
         }
         let mut found: Vec<RowDiff> = found.into_iter().take(room).collect();
