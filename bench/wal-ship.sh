@@ -11,7 +11,8 @@
 #
 # The segments come from pgbench on a throwaway cluster (scripts/lib.sh), collected by its own
 # archive_command (cp). Every tool runs as the postgres user, on the same warm page cache,
-# into its own empty archive. MB/s are MiB/s of WAL; ratio = WAL bytes / archive bytes.
+# into its own empty archive, interleaved segment by segment (see loop.sh below). MB/s are
+# MiB/s of WAL over the summed wall time of the calls; ratio = WAL bytes / archive bytes.
 # Prints one JSON line per tool and a summary line; keeps them under bench/results/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -92,41 +93,50 @@ chmod 644 "$conf"
 (cd "$work" && pgs_as_pg pgbackrest --config="$conf" --stanza=bench stanza-create) >&2 ||
   pgs_die "$EX_SOFTWARE" "pgbackrest stanza-create failed"
 
-# Each tool's loop, run as postgres: one process per segment, like archive_command.
-cat >"$work/wal-ship.sh" <<'EOF'
-bin=$1 dest=$2 level=$3; shift 3
-for f; do "$bin" push "$f" --to "$dest" --compress "zstd:$level" --quiet || exit; done
-EOF
-cat >"$work/pgbackrest.sh" <<'EOF'
-conf=$1; shift
-for f; do pgbackrest --config="$conf" --stanza=bench archive-push "$f" || exit; done
-EOF
-cat >"$work/cp-sync.sh" <<'EOF'
-dest=$1; shift
-for f; do cp "$f" "$dest/" && sync "$dest/${f##*/}" || exit; done
+# One loop, run as postgres: for each segment, each tool once (one process per segment, like
+# archive_command), in an order that rotates, timing each call. Interleaving makes the
+# comparison fair on a busy machine: a burst of load hits all three alike.
+cat >"$work/loop.sh" <<'EOF'
+bin=$1 level=$2 conf=$3 wsdest=$4 cpdest=$5
+shift 5
+total=(0 0 0)
+i=0
+for f; do
+  for k in 0 1 2; do
+    t=$(((i + k) % 3))
+    s=$EPOCHREALTIME
+    case $t in
+      0) "$bin" push "$f" --to "$wsdest" --compress "zstd:$level" --quiet ;;
+      1) pgbackrest --config="$conf" --stanza=bench archive-push "$f" ;;
+      2) cp "$f" "$cpdest/" && sync "$cpdest/${f##*/}" ;;
+    esac || { echo "tool $t failed on $f" >&2; exit 1; }
+    e=$EPOCHREALTIME
+    total[t]=$((total[t] + ${e/./} - ${s/./}))
+  done
+  i=$((i + 1))
+done
+echo "${total[0]} ${total[1]} ${total[2]}"
 EOF
 
-# measure NAME ARCHIVE_DIR SCRIPT ARGS...: run, print and keep the JSON line.
-measure() {
-  local name=$1 archive=$2 script=$3 start end secs stored
-  shift 3
-  cat "${segs[@]}" >/dev/null # the same warm cache for everyone
-  pgs_log "$name: pushing $SEGMENTS segments"
-  start=$(date +%s.%N)
-  (cd "$work" && pgs_as_pg bash "$work/$script" "$@" "${segs[@]}") ||
-    pgs_die "$EX_SOFTWARE" "$name failed"
-  end=$(date +%s.%N)
-  secs=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+cat "${segs[@]}" >/dev/null # a warm page cache for everyone
+pgs_log "pushing $SEGMENTS segments with each tool, interleaved"
+times=$(cd "$work" && pgs_as_pg bash "$work/loop.sh" "$WAL_SHIP_BIN" "$LEVEL" "$conf" \
+  "$work/ws-archive" "$work/cp-archive" "${segs[@]}") || pgs_die "$EX_SOFTWARE" "the push loop failed"
+read -r ws_us br_us cp_us <<<"$times"
+
+# report NAME MICROSECONDS ARCHIVE_DIR: print and keep the JSON line.
+report() {
+  local name=$1 us=$2 archive=$3 secs stored
+  secs=$(awk -v u="$us" 'BEGIN { printf "%.3f", u / 1e6 }')
   stored=$(du -sb "$archive" | cut -f1)
   pgs_json run tool="$name" segments:="$SEGMENTS" bytes:="$bytes" seconds:="$secs" \
     mib_per_s:="$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / 1048576 / s }')" \
     stored_bytes:="$stored" \
     ratio:="$(awk -v b="$bytes" -v s="$stored" 'BEGIN { printf "%.2f", b / s }')" | tee -a "$out"
 }
-
-measure wal-ship "$work/ws-archive" wal-ship.sh "$WAL_SHIP_BIN" "$work/ws-archive" "$LEVEL"
-measure pgbackrest "$work/pgbr-repo/archive" pgbackrest.sh "$conf"
-measure cp+sync "$work/cp-archive" cp-sync.sh "$work/cp-archive"
+report wal-ship "$ws_us" "$work/ws-archive"
+report pgbackrest "$br_us" "$work/pgbr-repo/archive"
+report cp+sync "$cp_us" "$work/cp-archive"
 
 # wal-ship's archive must be whole and restore byte for byte.
 problems=$("$WAL_SHIP_BIN" verify --archive "$work/ws-archive" | tail -n 1 | jq .problems)

@@ -155,16 +155,16 @@ impl Archive {
         }
     }
 
-    /// Store `bytes` under `name` unless the name is taken.
-    pub fn put(&self, name: &WalName, bytes: &[u8]) -> anyhow::Result<Put> {
+    /// Store the object (given in parts) under `name` unless the name is taken.
+    pub fn put(&self, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put> {
         match &self.loc {
-            Location::Local(root) => local_put(root, name, bytes),
+            Location::Local(root) => local_put(root, name, parts),
             Location::Ssh(d) => {
-                let size = bytes.len().to_string();
+                let size = parts.iter().map(|p| p.len()).sum::<usize>().to_string();
                 let obj = format!("{name}{SUFFIX}");
                 let marker = marker_contents();
                 let args = [d.path.as_str(), name.dir(), &obj, &size, &marker];
-                let r = ssh::run(d, &self.ssh, ssh::PUT, &args, bytes)?;
+                let r = ssh::run(d, &self.ssh, ssh::PUT, &args, parts)?;
                 self.check_remote(&r, "storing", name.as_str())?;
                 if let Some(rest) = r.stdout.strip_prefix(b"exists\n") {
                     Ok(Put::Exists(rest.to_vec()))
@@ -219,7 +219,7 @@ impl Archive {
             Location::Ssh(d) => {
                 let mut list = rels.join("\n");
                 list.push('\n');
-                let r = ssh::run(d, &self.ssh, ssh::GET_MANY, &[&d.path], list.as_bytes())?;
+                let r = ssh::run(d, &self.ssh, ssh::GET_MANY, &[&d.path], &[list.as_bytes()])?;
                 self.check_remote(&r, "reading", &rels.join(", "))?;
                 parse_get_many(&r.stdout, rels.len()).ok_or_else(|| {
                     unavailable(format!(
@@ -274,7 +274,7 @@ impl Archive {
                 }
             }
             Location::Ssh(d) => {
-                let r = ssh::run(d, &self.ssh, ssh::LIST, &[&d.path], b"")?;
+                let r = ssh::run(d, &self.ssh, ssh::LIST, &[&d.path], &[])?;
                 self.check_remote(&r, "listing", "")?;
                 for line in String::from_utf8_lossy(&r.stdout).lines() {
                     let mut parts = line.splitn(3, ' ');
@@ -323,7 +323,7 @@ impl Archive {
             Location::Ssh(d) => {
                 let mut list = rels.join("\n");
                 list.push('\n');
-                let r = ssh::run(d, &self.ssh, ssh::REMOVE, &[&d.path], list.as_bytes())?;
+                let r = ssh::run(d, &self.ssh, ssh::REMOVE, &[&d.path], &[list.as_bytes()])?;
                 self.check_remote(&r, "removing", "")
             }
         }
@@ -452,8 +452,8 @@ fn temp_name(dir: &Path, file: &str) -> PathBuf {
     dir.join(format!(".{file}.{}.{nanos}.tmp", std::process::id()))
 }
 
-/// Write `bytes` to a new temp file in `dir` and fsync it.
-fn write_temp(dir: &Path, file: &str, bytes: &[u8]) -> anyhow::Result<TempFile> {
+/// Write `parts` to a new temp file in `dir` and fsync it.
+fn write_temp(dir: &Path, file: &str, parts: &[&[u8]]) -> anyhow::Result<TempFile> {
     let path = temp_name(dir, file);
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -462,7 +462,9 @@ fn write_temp(dir: &Path, file: &str, bytes: &[u8]) -> anyhow::Result<TempFile> 
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     let guard = TempFile(Some(path.clone()));
-    f.write_all(bytes)
+    parts
+        .iter()
+        .try_for_each(|p| f.write_all(p))
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(guard)
@@ -507,7 +509,7 @@ fn ensure_marker(root: &Path) -> anyhow::Result<()> {
     }
     let mut text = marker_contents();
     text.push('\n');
-    let tmp = write_temp(root, MARKER, text.as_bytes())?;
+    let tmp = write_temp(root, MARKER, &[text.as_bytes()])?;
     let path = tmp.0.as_deref().expect("armed");
     // Someone else may have made it meanwhile: theirs is as good as ours.
     link_no_clobber(path, &root.join(MARKER))?;
@@ -515,7 +517,7 @@ fn ensure_marker(root: &Path) -> anyhow::Result<()> {
     fsync_dir(root)
 }
 
-fn local_put(root: &Path, name: &WalName, bytes: &[u8]) -> anyhow::Result<Put> {
+fn local_put(root: &Path, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put> {
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         _ => {
@@ -540,7 +542,7 @@ fn local_put(root: &Path, name: &WalName, bytes: &[u8]) -> anyhow::Result<Put> {
         sync_existing(&dest, &dir)?;
         return Ok(Put::Exists(prefix));
     }
-    let tmp = write_temp(&dir, &file, bytes)?;
+    let tmp = write_temp(&dir, &file, parts)?;
     let stored = link_no_clobber(tmp.0.as_deref().expect("armed"), &dest)?;
     // After a rename the temp name is gone; after the link() fallback, or when the name was
     // taken, it is removed here.

@@ -19,7 +19,9 @@
 //! instead of `sha256`, so the archive does not let anyone confirm a guess of the contents.
 //! The key itself is never written anywhere; only an 8-byte key id derived from it.
 
+use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::{mpsc, Arc};
 
 use anyhow::Context;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -238,16 +240,40 @@ pub struct EncodeOptions<'a> {
     pub key: Option<&'a SecretKey>,
 }
 
-/// An encoded object: the header and the whole stored bytes (header line included).
+/// An encoded object: the header, and what goes into the archive in two parts (the header
+/// line and the payload), written one after the other so that a 16 MiB payload is not copied
+/// once more just to put a line in front of it.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     /// The header.
     pub header: Header,
-    /// What goes into the archive.
-    pub bytes: Vec<u8>,
+    /// The header line, newline included.
+    pub line: Vec<u8>,
+    /// The payload.
+    pub payload: Vec<u8>,
 }
 
 impl Encoded {
+    /// The stored object in parts, in order.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.line, &self.payload]
+    }
+
+    /// Its size.
+    pub fn len(&self) -> usize {
+        self.line.len() + self.payload.len()
+    }
+
+    /// Never empty (the header line is there); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The stored object in one buffer (tests, small objects).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+
     /// The checksum field that identifies the content.
     pub fn checksum(&self) -> &str {
         self.header.checksum().unwrap_or_default()
@@ -293,10 +319,113 @@ pub fn encode(
         (hasher.join().expect("hash thread"), payload)
     });
     let payload = payload?;
+    seal(
+        name,
+        data.len() as u64,
+        sum,
+        payload.into_owned(),
+        seg,
+        opts,
+    )
+}
+
+/// Like [`encode`], reading `size` bytes from `reader` in 1 MiB chunks: one thread reads, one
+/// hashes, one compresses, so the three overlap and no buffer holds the whole file. This is
+/// the push path for segments (16 MiB and up).
+pub fn encode_stream<R: Read>(
+    name: &str,
+    mut reader: R,
+    size: u64,
+    seg: Option<&crate::segment::LongHeader>,
+    opts: &EncodeOptions<'_>,
+) -> anyhow::Result<Encoded> {
+    const CHUNK: u64 = 1 << 20;
+    let (key, compression) = (opts.key, opts.compression);
+    let (to_hasher, for_hasher) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    let (to_compressor, for_compressor) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    let (read, sum, payload) = std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            if let Some(k) = key {
+                h.update(k.derive("checksum"));
+            }
+            for chunk in for_hasher {
+                h.update(&chunk[..]);
+            }
+            hex::encode(h.finalize())
+        });
+        let compressor = s.spawn(move || compress_chunks(compression, size, for_compressor));
+        let mut total = 0u64;
+        let read = loop {
+            let mut buf = Vec::with_capacity(CHUNK as usize);
+            match (&mut reader).take(CHUNK).read_to_end(&mut buf) {
+                Ok(0) => break Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) => break Err(e),
+            }
+            let chunk = Arc::new(buf);
+            // A closed channel means the compressor failed: its error is reported below.
+            if to_hasher.send(Arc::clone(&chunk)).is_err() || to_compressor.send(chunk).is_err() {
+                break Ok(total);
+            }
+        };
+        drop((to_hasher, to_compressor));
+        let sum = hasher.join().expect("hash thread");
+        (read, sum, compressor.join().expect("compression thread"))
+    });
+    let read = read?;
+    let payload = payload?;
+    anyhow::ensure!(
+        read == size,
+        "the file changed size while being read ({size} bytes, then {read})"
+    );
+    seal(name, size, sum, payload, seg, opts)
+}
+
+/// The compression thread of [`encode_stream`].
+fn compress_chunks(
+    compression: Compression,
+    size: u64,
+    chunks: mpsc::Receiver<Arc<Vec<u8>>>,
+) -> anyhow::Result<Vec<u8>> {
+    match compression {
+        Compression::Zstd(level) => {
+            let mut enc =
+                zstd::stream::write::Encoder::new(Vec::with_capacity(size as usize / 4), level)
+                    .context("starting zstd")?;
+            enc.set_pledged_src_size(Some(size))
+                .context("starting zstd")?;
+            for chunk in chunks {
+                enc.write_all(&chunk).context("zstd compression failed")?;
+            }
+            enc.finish().context("zstd compression failed")
+        }
+        Compression::None | Compression::Lz4 => {
+            let mut all = Vec::with_capacity(size as usize);
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            Ok(match compression {
+                Compression::Lz4 => lz4_flex::compress_prepend_size(&all),
+                _ => all,
+            })
+        }
+    }
+}
+
+/// Build the header (checksum `sum` of `size` original bytes) and the stored bytes.
+fn seal(
+    name: &str,
+    size: u64,
+    sum: String,
+    payload: Vec<u8>,
+    seg: Option<&crate::segment::LongHeader>,
+    opts: &EncodeOptions<'_>,
+) -> anyhow::Result<Encoded> {
     let mut header = Header {
         wal_ship: FORMAT,
         name: name.to_owned(),
-        size: data.len() as u64,
+        size,
         sha256: None,
         keyed_sha256: None,
         compression: opts.compression.kind().to_owned(),
@@ -308,10 +437,12 @@ pub fn encode(
     };
     let Some(key) = opts.key else {
         header.sha256 = Some(sum);
-        let mut bytes = header_line(&header)?;
-        bytes.reserve_exact(payload.len());
-        bytes.extend_from_slice(&payload);
-        return Ok(Encoded { header, bytes });
+        let line = header_line(&header)?;
+        return Ok(Encoded {
+            header,
+            line,
+            payload,
+        });
     };
     header.keyed_sha256 = Some(sum);
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -320,19 +451,22 @@ pub fn encode(
         key_id: key.id(),
         nonce: hex::encode(nonce),
     });
-    let mut bytes = header_line(&header)?;
+    let line = header_line(&header)?;
     let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.key));
     let sealed = cipher
         .encrypt(
             &nonce,
             Payload {
                 msg: &payload,
-                aad: &bytes,
+                aad: &line,
             },
         )
         .map_err(|_| anyhow::anyhow!("encryption failed"))?;
-    bytes.extend_from_slice(&sealed);
-    Ok(Encoded { header, bytes })
+    Ok(Encoded {
+        header,
+        line,
+        payload: sealed,
+    })
 }
 
 fn header_line(h: &Header) -> anyhow::Result<Vec<u8>> {
@@ -526,12 +660,38 @@ mod tests {
         for c in [Compression::None, Compression::Zstd(3), Compression::Lz4] {
             let enc = encode("00000001.history", &data, None, &opts(c, None)).unwrap();
             if c != Compression::None {
-                assert!(enc.bytes.len() < data.len() / 2, "{c:?} did not compress");
+                assert!(enc.len() < data.len() / 2, "{c:?} did not compress");
             }
-            let (h, back) = decode("00000001.history", &enc.bytes, None).unwrap();
+            let (h, back) = decode("00000001.history", &enc.to_bytes(), None).unwrap();
             assert_eq!(back, data);
             assert_eq!(h.sha256.as_deref(), Some(checksum(&data, None).as_str()));
         }
+    }
+
+    #[test]
+    fn streaming_encodes_what_bulk_encodes() {
+        // Several chunks, the last one short.
+        let data: Vec<u8> = (0..3_700_000u32).map(|i| (i / 7 % 251) as u8).collect();
+        let key = SecretKey::from_bytes([3; 32]);
+        for key in [None, Some(&key)] {
+            for c in [Compression::None, Compression::Zstd(3), Compression::Lz4] {
+                let o = opts(c, key);
+                let streamed = encode_stream("x", &data[..], data.len() as u64, None, &o).unwrap();
+                let bulk = encode("x", &data, None, &o).unwrap();
+                assert_eq!(
+                    streamed.header.same_content(&bulk.header),
+                    Some(true),
+                    "{c:?}"
+                );
+                assert_eq!(
+                    decode("x", &streamed.to_bytes(), key).unwrap().1,
+                    data,
+                    "{c:?}"
+                );
+            }
+        }
+        let short = encode_stream("x", &data[..10], 11, None, &opts(Compression::Lz4, None));
+        assert!(format!("{:#}", short.unwrap_err()).contains("changed size"));
     }
 
     #[test]
@@ -556,15 +716,15 @@ mod tests {
         let data = sample();
         for c in [Compression::None, Compression::Zstd(3), Compression::Lz4] {
             let enc = encode("x", &data, None, &opts(c, None)).unwrap();
-            let (_, at) = parse_header(&enc.bytes).unwrap();
-            for pos in [at, at + 1, (at + enc.bytes.len()) / 2, enc.bytes.len() - 1] {
-                let mut bad = enc.bytes.clone();
+            let (_, at) = parse_header(&enc.to_bytes()).unwrap();
+            for pos in [at, at + 1, (at + enc.len()) / 2, enc.len() - 1] {
+                let mut bad = enc.to_bytes();
                 bad[pos] ^= 0x10;
                 assert!(decode("x", &bad, None).is_err(), "{c:?} flip at {pos}");
             }
-            assert!(decode("x", &enc.bytes[..enc.bytes.len() - 1], None).is_err());
+            assert!(decode("x", &enc.to_bytes()[..enc.len() - 1], None).is_err());
             assert!(matches!(
-                decode("y", &enc.bytes, None),
+                decode("y", &enc.to_bytes(), None),
                 Err(Corrupt::WrongName { .. })
             ));
         }
@@ -575,25 +735,26 @@ mod tests {
         let data = b"1\t0/3000000\tno recovery target specified\n".repeat(100);
         let key = SecretKey::from_bytes([1; 32]);
         let enc = encode("x", &data, None, &opts(Compression::None, Some(&key))).unwrap();
-        let text = String::from_utf8_lossy(&enc.bytes);
+        let all = enc.to_bytes();
+        let text = String::from_utf8_lossy(&all);
         assert!(!text.contains("recovery target"));
         assert!(enc.header.sha256.is_none());
         assert_ne!(enc.checksum(), checksum(&data, None));
-        assert_eq!(decode("x", &enc.bytes, Some(&key)).unwrap().1, data);
+        assert_eq!(decode("x", &enc.to_bytes(), Some(&key)).unwrap().1, data);
         assert!(matches!(
-            decode("x", &enc.bytes, None),
+            decode("x", &enc.to_bytes(), None),
             Err(Corrupt::NeedKey(_))
         ));
         let other = SecretKey::from_bytes([2; 32]);
         assert!(matches!(
-            decode("x", &enc.bytes, Some(&other)),
+            decode("x", &enc.to_bytes(), Some(&other)),
             Err(Corrupt::WrongKey { .. })
         ));
         // Tampering with the header (authenticated as associated data) is caught.
-        let tampered = String::from_utf8_lossy(&enc.bytes)
+        let tampered = String::from_utf8_lossy(&enc.to_bytes())
             .replacen("\"pushed_at\":\"2", "\"pushed_at\":\"1", 1)
             .into_bytes();
-        let mut bytes = enc.bytes.clone();
+        let mut bytes = enc.to_bytes();
         let (_, at) = parse_header(&bytes).unwrap();
         bytes[..at].copy_from_slice(&tampered[..at]);
         assert!(matches!(

@@ -6,6 +6,7 @@
 //! (exit 0: PostgreSQL re-sends a file after a crash between storing and acknowledging), a
 //! different one is refused (exit 65) and the archived copy is left alone.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -147,13 +148,11 @@ pub fn push_file(
     })?;
     let name = WalName::parse(file_name)?;
     let result = (|| -> anyhow::Result<Shipped> {
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let seg = segment::check(&name, &data)?;
-        let enc = object::encode(name.as_str(), &data, seg.as_ref(), opts)?;
-        let action = match archive.put(&name, &enc.bytes)? {
+        let enc = encode(&name, path, opts)?;
+        let action = match archive.put(&name, &enc.parts())? {
             Put::Stored => "stored",
             Put::Exists(prefix) => {
-                same_as_archived(archive, &name, &enc, &data, &prefix, opts.key)?;
+                same_as_archived(archive, &name, &enc, path, &prefix, opts.key)?;
                 "duplicate"
             }
         };
@@ -161,8 +160,8 @@ pub fn push_file(
             name: name.to_string(),
             kind: name.kind.as_str(),
             action,
-            bytes: data.len() as u64,
-            stored_bytes: enc.bytes.len() as u64,
+            bytes: enc.header.size,
+            stored_bytes: enc.len() as u64,
             compression: opts.compression.describe(),
             encrypted: opts.key.is_some(),
             sha256: enc.header.sha256.clone(),
@@ -173,13 +172,39 @@ pub fn push_file(
     result.with_context(|| format!("archiving {name}"))
 }
 
-/// `Ok` when the archived object holds the same bytes as `data`; a classified error naming
-/// the conflict otherwise.
+/// Check and encode the file at `path`. Segments are streamed (see
+/// [`object::encode_stream`]) after their page header and size are checked; other files are
+/// small and read whole.
+fn encode(
+    name: &WalName,
+    path: &Path,
+    opts: &EncodeOptions<'_>,
+) -> anyhow::Result<object::Encoded> {
+    let reading = || format!("reading {}", path.display());
+    if !name.kind.is_segment_data() {
+        let data = std::fs::read(path).with_context(reading)?;
+        segment::check(name, &data)?;
+        return object::encode(name.as_str(), &data, None, opts);
+    }
+    let mut file = std::fs::File::open(path).with_context(reading)?;
+    let len = file.metadata().with_context(reading)?.len();
+    let mut head = Vec::with_capacity(segment::LONG_HEADER_LEN);
+    (&mut file)
+        .take(segment::LONG_HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .with_context(reading)?;
+    let seg = segment::check_segment(name, &head, len)?;
+    file.seek(SeekFrom::Start(0)).with_context(reading)?;
+    object::encode_stream(name.as_str(), file, len, Some(&seg), opts).with_context(reading)
+}
+
+/// `Ok` when the archived object holds the same bytes as the file at `path`; a classified
+/// error naming the conflict otherwise.
 fn same_as_archived(
     archive: &Archive,
     name: &WalName,
     enc: &object::Encoded,
-    data: &[u8],
+    path: &Path,
     prefix: &[u8],
     key: Option<&SecretKey>,
 ) -> anyhow::Result<()> {
@@ -208,7 +233,11 @@ fn same_as_archived(
                 )
             })?;
             match object::decode(name.as_str(), &bytes, key) {
-                Ok((_, old)) => object::checksum(&old, None) == object::checksum(data, None),
+                Ok((_, old)) => {
+                    let data = std::fs::read(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    object::checksum(&old, None) == object::checksum(&data, None)
+                }
                 Err(e @ (object::Corrupt::NeedKey(_) | object::Corrupt::WrongKey { .. })) => {
                     return Err(shared::err(
                         ErrorKind::DataErr,

@@ -110,12 +110,17 @@ pub fn check(name: &WalName, bytes: &[u8]) -> anyhow::Result<Option<LongHeader>>
         }
         return Ok(None);
     }
-    let h = long_header(name.as_str(), bytes)?;
-    if bytes.len() as u64 != u64::from(h.seg_size) {
+    check_segment(name, bytes, bytes.len() as u64).map(Some)
+}
+
+/// [`check`] for a segment of `len` bytes of which only the start, `head` (at least the
+/// page header), is at hand.
+pub fn check_segment(name: &WalName, head: &[u8], len: u64) -> anyhow::Result<LongHeader> {
+    let h = long_header(name.as_str(), &head[..head.len().min(len as usize)])?;
+    if len != u64::from(h.seg_size) {
         return Err(data_err(format!(
-            "{name} is {} bytes but its header says segments are {} bytes: a truncated or \
+            "{name} is {len} bytes but its header says segments are {} bytes: a truncated or \
              half-copied file (PostgreSQL only archives complete segments)",
-            bytes.len(),
             h.seg_size
         )));
     }
@@ -137,7 +142,7 @@ pub fn check(name: &WalName, bytes: &[u8]) -> anyhow::Result<Option<LongHeader>>
             lsn(expected)
         )));
     }
-    Ok(Some(h))
+    Ok(h)
 }
 
 /// A synthetic segment for tests and benchmarks: a valid long page header, then `fill`.

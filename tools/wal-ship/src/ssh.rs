@@ -181,13 +181,14 @@ impl Remote {
     }
 }
 
-/// Run `script` (POSIX sh, with `$1`.. = `args`) on the host, feeding `stdin`.
+/// Run `script` (POSIX sh, with `$1`.. = `args`) on the host, feeding it `stdin` (parts
+/// written one after the other).
 pub fn run(
     dest: &SshDest,
     opts: &SshOptions,
     script: &str,
     args: &[&str],
-    stdin: &[u8],
+    stdin: &[&[u8]],
 ) -> anyhow::Result<Remote> {
     let mut cmd = Command::new("ssh");
     cmd.args(["-o", "BatchMode=yes"]);
@@ -236,7 +237,7 @@ pub fn run(
         // The remote side may stop reading early (e.g. "already archived"): a broken pipe
         // here is expected, and its exit status tells what happened.
         s.spawn(move || {
-            let _ = input.write_all(stdin);
+            let _ = stdin.iter().try_for_each(|p| input.write_all(p));
         });
         let e = s.spawn(move || {
             let mut buf = Vec::new();
