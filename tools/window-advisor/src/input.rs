@@ -27,6 +27,8 @@ const META_FIELDS: &[&str] = &[
     "interval_s",
     "elapsed_s",
     "elapsed_ms",
+    "t_ms",
+    "interval_ms",
     "source",
     "started_at",
     "start",
@@ -418,16 +420,17 @@ fn record_time(
         }
         _ => {}
     }
-    // A tick with elapsed time only: t (seconds), elapsed_s or elapsed_ms.
-    let elapsed_s = match (map.get("t"), map.get("elapsed_s"), map.get("elapsed_ms")) {
-        (Some(Value::Number(n)), _, _) | (None, Some(Value::Number(n)), _) => n.as_f64(),
-        (None, None, Some(Value::Number(n))) => n.as_f64().map(|ms| ms / 1000.0),
-        _ => None,
-    };
+    // A tick with elapsed time only: t or elapsed_s (seconds), t_ms or elapsed_ms (load-gen's
+    // milliseconds since its `start` record).
+    let num = |k: &str| map.get(k).and_then(Value::as_f64);
+    let elapsed_s = num("t")
+        .or_else(|| num("elapsed_s"))
+        .or_else(|| num("t_ms").map(|ms| ms / 1000.0))
+        .or_else(|| num("elapsed_ms").map(|ms| ms / 1000.0));
     let Some(elapsed_s) = elapsed_s.filter(|e| e.is_finite() && *e >= 0.0) else {
         return Err(if is_tick {
             "tick record has no time: expected a string \"time\" or \"t\" (RFC 3339), or an \
-             elapsed \"t\"/\"elapsed_s\" in seconds"
+             elapsed \"t_ms\" (load-gen) or \"t\"/\"elapsed_s\" in seconds"
                 .into()
         } else {
             "sample record has no time: expected \"t\" (RFC 3339 or Unix seconds)".into()
@@ -554,6 +557,20 @@ mod tests {
         let text = "{\"type\":\"start\",\"started_at\":\"2026-01-05T00:00:00Z\"}\n{\"type\":\"tick\",\"elapsed_s\":2,\"tps\":5}\n";
         let t = read_jsonl(text, &opts(), Anchor::Required).unwrap();
         assert_eq!(t.times, vec![1_767_571_202_000]);
+        // load-gen's own shape: a start record, then ticks with t_ms.
+        let text = concat!(
+            r#"{"type":"start","run_id":"x","started_at":"2026-11-25T19:27:52.591Z","clients":4}"#,
+            "\n",
+            r#"{"type":"server","id":1,"t_ms":2220}"#,
+            "\n",
+            r#"{"type":"tick","t_ms":3013,"interval_ms":1000,"committed":872,"tps":872.0,"latency_p50_ms":null,"host":"10.0.0.2:5432","hosts":{"a":1},"connected":4}"#,
+            "\n"
+        );
+        let t = read_jsonl(text, &opts(), Anchor::Required).unwrap();
+        assert_eq!(t.times, vec![1_795_634_872_591 + 3013]);
+        assert_eq!(t.columns["tps"], vec![872.0]);
+        assert!(!t.columns.contains_key("interval_ms"));
+        assert_eq!(t.pick_metric(None).unwrap(), "tps");
     }
 
     #[test]

@@ -91,12 +91,24 @@ pub fn load(h: &HistoryArgs) -> anyhow::Result<Loaded> {
     let step = series.step as f64;
     let window_s = h.window.as_secs_f64();
     if window_s < step {
-        return Err(usage(format!(
-            "the {} window is shorter than the {} grid step (the history's sampling interval \
-             or --step); choose a longer --window or finer data",
-            series::human_duration(window_s),
-            series::human_duration(step)
-        )));
+        // The flags do not fit each other (or the default grid), or the data is too coarse.
+        if h.step.is_some() || series.step <= series::DEFAULT_STEP {
+            return Err(usage(format!(
+                "--window {} is shorter than the {} grid step; choose a longer --window, or a \
+                 finer --step (with data at least that fine)",
+                series::human_duration(window_s),
+                series::human_duration(step)
+            )));
+        }
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the history's samples are {} apart (median), too coarse for a {} window; \
+                 collect more often or choose a longer --window",
+                series::human_duration(info.interval_s),
+                series::human_duration(window_s)
+            ),
+        ));
     }
     let steps = Steps {
         window: (window_s / step).ceil() as usize,
@@ -126,6 +138,13 @@ pub fn load(h: &HistoryArgs) -> anyhow::Result<Loaded> {
                 series::human_duration(window_s)
             ),
         ));
+    }
+    if info.days * (DAY as f64) < WEEK as f64 {
+        shared::warn!(
+            "only {:.1} days of history (less than a week): the weekly pattern cannot be \
+             learned; using the time-of-day profile",
+            info.days
+        );
     }
     Ok(Loaded {
         table,

@@ -9,10 +9,13 @@
 use serde::Serialize;
 use shared::ErrorKind;
 
-use crate::time::{utc_string, DAY, WEEK};
+use crate::time::{utc_string, DAY};
 
 /// Default grid step: 5 minutes (finer data is averaged into it).
 pub const DEFAULT_STEP: i64 = 300;
+
+/// The most grid buckets a history may span (about 9.5 years of 5-minute buckets).
+pub const MAX_BUCKETS: usize = 1_000_000;
 
 /// A regular series: `values[i]` is the mean of the samples in `[t0 + i*step, +step)`.
 #[derive(Clone, Debug)]
@@ -153,7 +156,6 @@ pub fn build(
     let last = rows[rows.len() - 1].0;
     info.first = utc_string(first.div_euclid(1000));
     info.last = utc_string(last.div_euclid(1000));
-    info.days = (last - first) as f64 / 1000.0 / DAY as f64;
 
     // Intervals: the median is the sampling interval; gaps are holes of over 3 of them.
     let mut diffs: Vec<f64> = rows
@@ -163,15 +165,30 @@ pub fn build(
     diffs.sort_by(f64::total_cmp);
     let interval = quantile_sorted(&diffs, 0.5).max(0.001);
     info.interval_s = round3(interval);
-    let gap_limit = (3.0 * interval).max(60.0);
-    for w in rows.windows(2) {
-        let d = (w[1].0 - w[0].0) as f64 / 1000.0;
-        if d > gap_limit {
+    // The span the samples cover: a week of 5-minute samples is a week, not a week minus
+    // five minutes.
+    info.days = ((last - first) as f64 / 1000.0 + interval) / DAY as f64;
+    // A gap is a hole of more than three intervals of the local cadence (the shorter of the
+    // neighbouring intervals), so that a switch from 1-minute to 5-minute sampling is not
+    // taken for thousands of gaps.
+    let d: Vec<f64> = rows
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) as f64 / 1000.0)
+        .collect();
+    let mut regular = Vec::with_capacity(d.len());
+    for (k, &dk) in d.iter().enumerate() {
+        let prev = if k > 0 { d[k - 1] } else { f64::INFINITY };
+        let next = d.get(k + 1).copied().unwrap_or(f64::INFINITY);
+        let local = prev.min(next);
+        let local = if local.is_finite() { local } else { interval };
+        if dk > (3.0 * local).max(60.0) {
             info.gaps += 1;
-            info.longest_gap_s = info.longest_gap_s.max(d);
+            info.longest_gap_s = info.longest_gap_s.max(dk);
+        } else {
+            regular.push(dk);
         }
     }
-    let regular: Vec<f64> = diffs.iter().copied().filter(|d| *d <= gap_limit).collect();
+    regular.sort_by(f64::total_cmp);
     if regular.len() >= 10 {
         let lo = quantile_sorted(&regular, 0.1);
         let hi = quantile_sorted(&regular, 0.9);
@@ -204,6 +221,20 @@ pub fn build(
     let first_s = first.div_euclid(1000);
     let t0 = first_s - first_s.rem_euclid(step);
     let n = ((last.div_euclid(1000) - t0) / step + 1) as usize;
+    if n > MAX_BUCKETS {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the history spans {:.0} days ({} to {}), over {} buckets of {}; check the \
+                 timestamps (a stray far-off sample?) or pass a coarser --step",
+                info.days,
+                info.first,
+                info.last,
+                MAX_BUCKETS,
+                human_duration(step as f64)
+            ),
+        ));
+    }
     let mut sum = vec![0.0f64; n];
     let mut cnt = vec![0u32; n];
     for (t, v) in &rows {
@@ -218,13 +249,6 @@ pub fn build(
         .collect();
     let missing = values.iter().filter(|v| v.is_nan()).count();
     info.missing_pct = round3(100.0 * missing as f64 / n as f64);
-    if info.days * (DAY as f64) < WEEK as f64 {
-        shared::warn!(
-            "only {:.1} days of history (less than a week): the weekly pattern cannot be learned; \
-             using the time-of-day profile",
-            info.days
-        );
-    }
     Ok((Series { t0, step, values }, info))
 }
 

@@ -97,10 +97,10 @@ pub fn utc_string(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
-/// RFC 3339 UTC with milliseconds for epoch milliseconds.
+/// RFC 3339 UTC with milliseconds (`2026-11-25T18:51:36.123Z`) for epoch milliseconds.
 pub fn utc_string_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -309,6 +309,9 @@ mod tests {
             .contains("not a time"));
         assert!(parse_time("-5", &z).is_err());
         assert!(parse_time("", &z).is_err());
+        assert_eq!(utc_string_ms(1_767_607_200_500), "2026-01-05T10:00:00.500Z");
+        assert_eq!(utc_string_ms(1_767_607_200_000), "2026-01-05T10:00:00.000Z");
+        assert_eq!(utc_string(1_767_607_200), "2026-01-05T10:00:00Z");
     }
 
     #[test]

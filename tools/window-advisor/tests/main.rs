@@ -1,3 +1,8 @@
 //! `window-advisor` as a process: one integration-test binary, one module per concern.
 
+mod bad_input;
 mod cli;
+mod collect;
+mod evaluate;
+mod recommend;
+mod util;

@@ -43,7 +43,7 @@ pub enum ModelName {
     Profile,
     /// Random forest on calendar, profile and lag features.
     Forest,
-    /// MSTL decomposition (daily + weekly) with an ETS trend (feature `mstl`).
+    /// MSTL decomposition (daily + weekly) with a naive trend (feature `mstl`).
     #[cfg(feature = "mstl")]
     Mstl,
     /// Baseline: the same local time one week earlier.
