@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 use serde_json::json;
 use shared::cli::parse_duration;
 use shared::{ErrorKind, Output, Status};
@@ -269,7 +269,7 @@ fn synth_cmd(a: &SynthArgs) -> anyhow::Result<Status> {
     }
     out.finish(&json!({
         "samples": trace.times.len(),
-        "kind": format!("{:?}", a.kind).to_lowercase(),
+        "kind": a.kind.to_possible_value().map(|v| v.get_name().to_owned()),
         "seed": a.seed,
     }))
 }
