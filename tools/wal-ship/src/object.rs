@@ -341,8 +341,11 @@ pub fn encode_stream<R: Read>(
 ) -> anyhow::Result<Encoded> {
     const CHUNK: u64 = 1 << 20;
     let (key, compression) = (opts.key, opts.compression);
-    let (to_hasher, for_hasher) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
-    let (to_compressor, for_compressor) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    let (to_hasher, for_hasher) = mpsc::sync_channel::<Arc<Chunk>>(4);
+    let (to_compressor, for_compressor) = mpsc::sync_channel::<Arc<Chunk>>(4);
+    // Buffers come back when both consumers are done with them: fresh memory costs a page
+    // fault per 4 KiB, a fifth of the CPU time of a push.
+    let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
     let (read, sum, payload) = std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
@@ -350,20 +353,26 @@ pub fn encode_stream<R: Read>(
                 h.update(k.derive("checksum"));
             }
             for chunk in for_hasher {
-                h.update(&chunk[..]);
+                h.update(&chunk.buf);
             }
             hex::encode(h.finalize())
         });
         let compressor = s.spawn(move || compress_chunks(compression, size, for_compressor));
         let mut total = 0u64;
         let read = loop {
-            let mut buf = Vec::with_capacity(CHUNK as usize);
+            let mut buf = recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK as usize));
+            buf.clear();
             match (&mut reader).take(CHUNK).read_to_end(&mut buf) {
                 Ok(0) => break Ok(total),
                 Ok(n) => total += n as u64,
                 Err(e) => break Err(e),
             }
-            let chunk = Arc::new(buf);
+            let chunk = Arc::new(Chunk {
+                buf,
+                recycle: recycle.clone(),
+            });
             // A closed channel means the compressor failed: its error is reported below.
             if to_hasher.send(Arc::clone(&chunk)).is_err() || to_compressor.send(chunk).is_err() {
                 break Ok(total);
@@ -382,11 +391,23 @@ pub fn encode_stream<R: Read>(
     seal(name, size, sum, payload, seg, opts)
 }
 
+/// A buffer of [`encode_stream`] that goes back to the reader when dropped.
+struct Chunk {
+    buf: Vec<u8>,
+    recycle: mpsc::Sender<Vec<u8>>,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let _ = self.recycle.send(std::mem::take(&mut self.buf));
+    }
+}
+
 /// The compression thread of [`encode_stream`].
 fn compress_chunks(
     compression: Compression,
     size: u64,
-    chunks: mpsc::Receiver<Arc<Vec<u8>>>,
+    chunks: mpsc::Receiver<Arc<Chunk>>,
 ) -> anyhow::Result<Vec<u8>> {
     match compression {
         Compression::Zstd(level) => {
@@ -396,14 +417,15 @@ fn compress_chunks(
             enc.set_pledged_src_size(Some(size))
                 .context("starting zstd")?;
             for chunk in chunks {
-                enc.write_all(&chunk).context("zstd compression failed")?;
+                enc.write_all(&chunk.buf)
+                    .context("zstd compression failed")?;
             }
             enc.finish().context("zstd compression failed")
         }
         Compression::None | Compression::Lz4 => {
             let mut all = Vec::with_capacity(size as usize);
             for chunk in chunks {
-                all.extend_from_slice(&chunk);
+                all.extend_from_slice(&chunk.buf);
             }
             Ok(match compression {
                 Compression::Lz4 => lz4_flex::compress_prepend_size(&all),
