@@ -432,7 +432,7 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
     let other = d.path().join("other");
     fs::write(&other, [7u8; 32]).unwrap();
     let hist = d.path().join("00000002.history");
-    let text = "1\t0/3000000\tsecret reason text\n";
+    let text = "1\t0/700000\tsecret reason text\n";
     fs::write(&hist, text).unwrap();
     let name = seg_name(1, 6);
     let seg = segment(d.path(), &name, 6);
@@ -529,6 +529,33 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
         "{}",
         stderr(&out)
     );
+    // verify: without the key only the headers can be read; with it, everything, and a
+    // flipped bit in sealed bytes is found.
+    let out = expect(0, &["verify", "--archive", a]);
+    assert_eq!(summary(&out)["unverified"], 2);
+    assert!(
+        stderr(&out).contains("were not checked"),
+        "{}",
+        stderr(&out)
+    );
+    let k = key.to_str().unwrap();
+    let out = expect(0, &["verify", "--archive", a, "--encrypt-key-file", k]);
+    assert_eq!(
+        (
+            summary(&out)["checked"].as_u64(),
+            summary(&out)["unverified"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+    let obj = object_path(&arch, &name);
+    let good = fs::read(&obj).unwrap();
+    flip_bit(&obj);
+    let out = expect(1, &["verify", "--archive", a, "--encrypt-key-file", k]);
+    assert!(of_type(&out, "problem")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("decryption failed"));
+    fs::write(&obj, good).unwrap();
     // A key file that is not a key.
     fs::write(&other, "hunter2").unwrap();
     let out = expect(
