@@ -35,9 +35,9 @@ test: build
 ## runs it too when qemu is installed (tools/criu-wrap/tests/vm.rs)
 test-criu:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
-		$(CARGO) nextest run -p criu-wrap --no-capture -E 'test(exclusive_vm_real_criu)'; \
+		$(CARGO) nextest run -p criu-wrap --no-capture -E 'test(/exclusive_vm_/)'; \
 	else \
-		$(CARGO) test -p criu-wrap exclusive_vm_real_criu -- --nocapture; \
+		$(CARGO) test -p criu-wrap exclusive_vm_ -- --nocapture --test-threads 1; \
 	fi
 
 ## lint: clippy with warnings as errors, rustfmt, shellcheck

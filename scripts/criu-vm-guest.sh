@@ -331,8 +331,99 @@ bench_mode() {
   done
 }
 
+# PostgreSQL under CRIU, the recipe of scripts/criu-postgres.sh done by hand (busybox has no
+# bash): dynamic_shared_memory_type=mmap, the same data directory (here: the same host), and
+# namespaces, in two variants:
+#   pidns  IPC + PID namespaces, and a mount namespace with a /proc of its own (CRIU's
+#          parasite needs a /proc of the task's PID namespace when the task is not root);
+#          the mounts are slaves of the host's and passed to CRIU as external.
+#   ipcns  an IPC namespace only (SysV shm is dumpable); PIDs stay the host's.
+pg_variant() {
+  name=$1 ns=$2 data=$3 port=$4
+  psql_() { psql -X -q -t -A -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$1" 2>&1; }
+  cmd="exec postgres -D $data -c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=/var/run/postgresql -c dynamic_shared_memory_type=mmap -c huge_pages=off -c shared_buffers=32MB -c max_connections=20"
+  # Inside: the standard descriptors are reopened (so they belong to the namespace's mounts),
+  # the postmaster leads its own session, su execs the shell which execs postgres.
+  inner="exec </dev/null >/tmp/pg-$name.log 2>&1; exec setsid su -s /bin/sh postgres -c '$cmd'"
+  if [ "$ns" = pidns ]; then
+    setsid unshare -ipfm --propagation slave --mount-proc sh -c "$inner" </dev/null >/dev/null 2>&1 &
+    U=$!
+    opts="--criu-opt=--ext-mount-map --criu-opt=auto --criu-opt=--enable-external-masters"
+  else
+    unshare -i sh -c "$inner" </dev/null >/dev/null 2>&1 &
+    U=$!
+    opts=""
+  fi
+  i=0
+  while [ "$(psql_ 'select 1')" != 1 ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
+  if [ "$(psql_ 'select 1')" != 1 ]; then
+    result "pg_${name}_start" fail "$(tail -5 "/tmp/pg-$name.log" | tr '\n' ' ')"
+    return
+  fi
+  if [ "$ns" = pidns ]; then N=$(tr -d ' ' 2>/dev/null <"/proc/$U/task/$U/children"); else N=$U; fi
+  result "pg_${name}_start" ok "postmaster host PID $N ($(grep NSpid "/proc/$N/status" | tr '\t' ' '))"
+  psql_ "create table t as select generate_series(1, 10000) as i; create table u(x text)" >/dev/null
+  sum1=$(psql_ 'select sum(i) from t')
+
+  # shellcheck disable=SC2086 # opts is a list of words
+  cw "pg-$name-dump" dump --pid "$N" --images "/tmp/pg-$name-img" $opts
+  down=$(psql_ 'select 1' | head -1)
+  if [ "$rc" = 0 ] && [ "$down" != 1 ]; then
+    result "pg_${name}_dump" ok "mode=$(field "pg-$name-dump" dump mode) rounds=$(field "pg-$name-dump" dump rounds) frozen_ms=$(field "pg-$name-dump" dump frozen_ms) image_bytes=$(field "pg-$name-dump" dump image_bytes)"
+  else
+    result "pg_${name}_dump" fail "rc=$rc server answers: $down; $(grep -o '"log":\[[^]]*\]' "/tmp/pg-$name-dump.out")"
+    kill -9 "$N" 2>/dev/null
+    return
+  fi
+  # shellcheck disable=SC2086
+  cw "pg-$name-restore" restore --images "/tmp/pg-$name-img" --detach $opts
+  sleep 1
+  sum2=$(psql_ 'select sum(i) from t')
+  psql_ "insert into t select generate_series(10001, 20000); insert into u values ('after restore'); checkpoint" >/dev/null
+  n=$(psql_ 'select count(*) from t')
+  if [ "$rc" = 0 ] && [ "$sum2" = "$sum1" ] && [ "$n" = 20000 ]; then
+    result "pg_${name}_restore" ok "sum(i)=$sum2 before and after; writes after the restore: count=$n"
+  else
+    result "pg_${name}_restore" fail "rc=$rc sum $sum1 -> $sum2 count=$n"
+    grep -E 'Error|Warn|BUG' "/tmp/pg-$name-img/restore.log" | tail -12 | sed 's/^/CW NOTE restore.log: /'
+    return
+  fi
+
+  # Migrate to another directory of the same host (the same data directory, so nothing to
+  # sync; the hook is where a real migration copies PGDATA while the server is frozen).
+  # shellcheck disable=SC2086
+  cw "pg-$name-migrate" migrate --pid "$N" --to "/tmp/pg-$name-target" --after-dump "echo would rsync $data now" $opts
+  sleep 1
+  n=$(psql_ "insert into u values ('after migrate'); select count(*) from u" | tail -1)
+  if [ "$rc" = 0 ] && [ "$(field "pg-$name-migrate" migrate outcome)" = migrated ] && [ "$n" = 2 ]; then
+    result "pg_${name}_migrate" ok "downtime_ms=$(field "pg-$name-migrate" migrate downtime_ms) frozen_ms=$(field "pg-$name-migrate" migrate frozen_ms)"
+  else
+    result "pg_${name}_migrate" fail "rc=$rc outcome=$(field "pg-$name-migrate" migrate outcome) count(u)=$n"
+  fi
+
+  # A clean shutdown still works: signal the postmaster by its host PID (never pg_ctl from
+  # outside a PID namespace: postmaster.pid says 1 there).
+  kill -INT "$N"
+  i=0
+  while alive "$N" && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+  if ! alive "$N" && grep -q 'database system is shut down' "/tmp/pg-$name.log"; then
+    result "pg_${name}_shutdown" ok
+  else
+    result "pg_${name}_shutdown" fail "$(tail -3 "/tmp/pg-$name.log" | tr '\n' ' ')"
+  fi
+}
+
+pg_mode() {
+  PGB=$(find /usr/lib/postgresql -maxdepth 2 -name bin | head -1)
+  export PATH="$PATH:$PGB"
+  cp -a /pgdata /pgdata2
+  pg_variant pidns pidns /pgdata 5432
+  pg_variant ipcns ipcns /pgdata2 5433
+}
+
 case ${MODE:-test} in
   bench) bench_mode ;;
+  pg) pg_mode ;;
   *) test_mode ;;
 esac
 echo "CW DONE"

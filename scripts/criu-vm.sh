@@ -7,8 +7,11 @@
 # with software emulation (no KVM needed), runs that CRIU, so the real checkpoint/restore
 # tests and the benchmark run there:
 #
-#   scripts/criu-vm.sh [--mode test|bench|explore] [--mem MIB] [--timeout SECS] [--guest FILE]
+#   scripts/criu-vm.sh [--mode test|bench|pg|explore] [--mem MIB] [--timeout SECS] [--guest FILE]
 #                      [--cmdline 'KEY=VALUE ...']   (extra kernel parameters: init's environment)
+#
+# Mode pg also puts PostgreSQL ($PG_BIN/postgres and psql with their libraries, the share
+# directory, zoneinfo and a cluster made here with initdb) into the initramfs.
 #
 # The initramfs holds busybox, criu and its libraries, rsync, the netfilter modules CRIU
 # loads (nf_tables for its network lock and start-up probes), the criu-wrap binary and the
@@ -37,7 +40,7 @@ while (($#)); do
     --timeout) TIMEOUT=$2; shift 2 ;;
     --guest) GUEST=$2; shift 2 ;;
     --cmdline) EXTRA=$2; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) pgs_die "$EX_USAGE" "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -128,6 +131,46 @@ if [[ ! -s $BASE ]]; then
   rm -rf "$ir"
 fi
 
+# PostgreSQL, for mode pg: binaries, libraries, share files and a fresh cluster, owned by the
+# host's postgres uid (cpio keeps owners), in an archive cached per PostgreSQL version.
+PGARC=""
+if [[ $MODE == pg ]]; then
+  if ! id postgres >/dev/null 2>&1 || [[ ! -x $PG_BIN/postgres ]]; then
+    pgs_die "$EX_UNAVAILABLE" "mode pg needs PostgreSQL ($PG_BIN/postgres) and a postgres user (make setup)"
+  fi
+  pgver=$("$PG_BIN/postgres" --version | awk '{print $3}')
+  PGARC=$CACHE/pg-$pgver.cpio.gz
+  if [[ ! -s $PGARC ]]; then
+    pgs_log "building the PostgreSQL archive ($pgver)"
+    pir=$CACHE/ir-pg
+    rm -rf "$pir"
+    mkdir -p "$pir/etc" "$pir/var/run/postgresql"
+    copy_with_libs "$pir" "$PG_BIN/postgres"
+    copy_with_libs "$pir" "$PG_BIN/psql"
+    share=$("$PG_BIN/pg_config" --sharedir 2>/dev/null || echo "/usr/share/postgresql/${pgver%%.*}")
+    pkglib=$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || echo "/usr/lib/postgresql/${pgver%%.*}/lib")
+    cp -r --parents "$share" /usr/share/zoneinfo "$pir/"
+    # postgres insists its library directory exists; PL/pgSQL is the one library it loads.
+    mkdir -p "$pir$pkglib"
+    cp "$pkglib/plpgsql.so" "$pir$pkglib/"
+    # initdb as postgres into a directory it owns.
+    tmpdata=$CACHE/pgdata-init
+    rm -rf "$tmpdata" && mkdir -p "$tmpdata" && chown postgres: "$tmpdata"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$tmpdata/data" -U postgres --auth=trust \
+      --locale=C -E UTF8 >/dev/null
+    cp -a "$tmpdata/data" "$pir/pgdata"
+    rm -rf "$tmpdata"
+    chown postgres: "$pir/var/run/postgresql"
+    pu=$(id -u postgres) pg=$(id -g postgres)
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\npostgres:x:%s:%s:postgres:/pgdata:/bin/sh\n' \
+      "$pu" "$pg" >"$pir/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\npostgres:x:%s:\n' "$pg" >"$pir/etc/group"
+    (cd "$pir" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$PGARC.tmp")
+    mv "$PGARC.tmp" "$PGARC"
+    rm -rf "$pir"
+  fi
+fi
+
 # Our binaries.
 profile=${CRIU_VM_PROFILE:-debug}
 if [[ -z ${CRIU_WRAP_BIN:-} || -z ${CRIU_WORKLOAD_BIN:-} ]]; then
@@ -153,7 +196,7 @@ done
 cp "$GUEST" "$top/init"
 chmod +x "$top/init"
 (cd "$top" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/top-$$.cpio.gz")
-cat "$BASE" "$CACHE/top-$$.cpio.gz" >"$CACHE/initrd-$MODE.gz"
+cat "$BASE" ${PGARC:+"$PGARC"} "$CACHE/top-$$.cpio.gz" >"$CACHE/initrd-$MODE.gz"
 
 # Software emulation (TCG) by default: it works everywhere, including inside VMs whose nested
 # KVM exists but crawls (seen here: a /dev/kvm that never finished booting). CRIU_VM_KVM=1

@@ -40,6 +40,8 @@ pub const TAGS: &[&str] = &[
     "network_lock",
     "session_leader_outside",
     "no_such_process",
+    "proc_of_other_pid_ns",
+    "criu_bug",
     "unknown",
 ];
 
@@ -69,6 +71,14 @@ fn error_lines(log: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|l| l.contains("Error (") || l.starts_with("Error ") || l.contains("Warn  ("))
         .collect()
+}
+
+/// Error lines CRIU logs on the way to success (a pre-copy round without a parent image for
+/// a process that did not exist then): never the cause, quoted last.
+const BENIGN: &[&str] = &["No parent image found, though parent directory is set"];
+
+fn benign(line: &str) -> bool {
+    BENIGN.iter().any(|b| line.contains(b))
 }
 
 /// A log line without CRIU's "(00.012345)" timestamp and the "pid: " prefix of restore logs.
@@ -121,7 +131,11 @@ pub fn diagnose(action: Action, text: &str, root: bool) -> Diagnosis {
     if let Some(l) = &found.line {
         log.push(strip(l));
     }
-    for l in errors.iter().filter(|l| l.contains("Error")) {
+    let (plain, late): (Vec<&&str>, Vec<&&str>) = errors
+        .iter()
+        .filter(|l| l.contains("Error"))
+        .partition(|l| !benign(l));
+    for l in plain.into_iter().chain(late) {
         let s = strip(l);
         if !log.contains(&s) && log.len() < MAX_QUOTED {
             log.push(s);
@@ -227,7 +241,7 @@ fn find_cause(action: Action, errors: &[&str], text: &str, root: bool) -> Found 
         return found(
             "sysv_shm_outside_ipc_ns",
             "the process uses System V shared memory but shares the host's IPC namespace, which CRIU cannot dump".into(),
-            "start the process in its own IPC (and PID) namespace, e.g. unshare -ipf --mount-proc; for PostgreSQL see scripts/criu-postgres.sh",
+            "start the process in its own IPC namespace (unshare -i; for PostgreSQL see scripts/criu-postgres.sh)",
             ErrorKind::DataErr,
             Some(l),
         );
@@ -253,6 +267,28 @@ fn find_cause(action: Action, errors: &[&str], text: &str, root: bool) -> Found 
             "the process does not lead its own session, and its session leader (a shell or init) is not part of the dump".into(),
             "start the process with setsid, or dump its session leader; if it runs in a terminal, pass --shell-job",
             ErrorKind::DataErr,
+            Some(l),
+        );
+    }
+
+    if let Some(l) = find_line(errors, |l| {
+        l.contains("can't dump unprivileged task whose /proc doesn't belong to it")
+    }) {
+        return found(
+            "proc_of_other_pid_ns",
+            "the process runs as an ordinary user in its own PID namespace but sees the host's /proc, which CRIU's parasite cannot use".into(),
+            "give it a /proc of its namespace (unshare -ipfm --mount-proc) or use an IPC namespace only (unshare -i); see scripts/criu-postgres.sh",
+            ErrorKind::DataErr,
+            Some(l),
+        );
+    }
+
+    if let Some(l) = find_line(errors, |l| l.contains("BUG at ")) {
+        return found(
+            "criu_bug",
+            "CRIU hit an internal bug (an assertion failed)".into(),
+            "try a newer CRIU, or avoid the feature in the quoted line (seen with mount namespaces in CRIU 3.17); report it with the log",
+            ErrorKind::Unavailable,
             Some(l),
         );
     }
@@ -464,7 +500,7 @@ Error (criu/crtools.c:260): Could not initialize kernel features detection.
     fn sysv_shm_outside_an_ipc_namespace() {
         let d = diagnose(Action::Dump, SHM, true);
         assert_eq!(d.cause, "sysv_shm_outside_ipc_ns");
-        assert!(d.fix.contains("unshare -ipf"), "{}", d.fix);
+        assert!(d.fix.contains("unshare -i"), "{}", d.fix);
     }
 
     #[test]
@@ -508,6 +544,40 @@ Error (criu/crtools.c:260): Could not initialize kernel features detection.
         let log =
             "(00.1) Error (criu/cr-check.c:1): Kernel doesn't support PTRACE_O_SUSPEND_SECCOMP\n";
         assert_eq!(diagnose(Action::Dump, log, true).cause, "kernel_too_old");
+    }
+
+    #[test]
+    fn unprivileged_task_in_a_pid_namespace() {
+        let log = "\
+(00.1) Error (criu/page-xfer.c:392): page-xfer: No parent image found, though parent directory is set: No such file or directory
+(00.2) pie: 1: Error (criu/pie/parasite.c:557): can't dump unprivileged task whose /proc doesn't belong to it
+(00.3) Error (criu/cr-dump.c:2053): Dumping FAILED.
+";
+        let d = diagnose(Action::Dump, log, true);
+        assert_eq!(d.cause, "proc_of_other_pid_ns");
+        assert!(d.fix.contains("--mount-proc"), "{}", d.fix);
+        // The benign line is quoted last, not first.
+        assert!(d.log[0].contains("unprivileged task"), "{:?}", d.log);
+        assert!(
+            d.log.last().unwrap().contains("No parent image"),
+            "{:?}",
+            d.log
+        );
+    }
+
+    #[test]
+    fn criu_bugs_are_named() {
+        let log = "\
+(00.058002)      1: Error (criu/mount.c:48): mnt: BUG at criu/mount.c:48
+(00.068116) Error (criu/cr-restore.c:1499): 184 killed by signal 11: Segmentation fault
+(00.068790) Error (criu/cr-restore.c:2537): Restoring FAILED.
+";
+        let d = diagnose(Action::Restore, log, true);
+        assert_eq!(d.cause, "criu_bug");
+        assert_eq!(
+            d.log[0],
+            "Error (criu/mount.c:48): mnt: BUG at criu/mount.c:48"
+        );
     }
 
     #[test]

@@ -283,6 +283,7 @@ fn round_record(
         pages,
         bytes: pages * PAGE,
         pages_scanned: st.map(|s| s.pages_scanned),
+        shmem_pages: st.map(|s| s.shpages_written),
         image_bytes,
         ms: ms(run.elapsed),
         frozen_ms: st.map(|s| us_to_ms(s.frozen_time_us)),

@@ -62,6 +62,9 @@ pub struct Round {
     pub bytes: u64,
     /// Pages CRIU looked at (from its stats; null without them).
     pub pages_scanned: Option<u64>,
+    /// Shared-memory pages written (CRIU's `shpages_written`; not in `pages`; null without
+    /// stats).
+    pub shmem_pages: Option<u64>,
     /// Size of the files this round wrote.
     pub image_bytes: u64,
     /// Wall time of the CRIU run.

@@ -32,6 +32,8 @@ pub struct DumpStats {
     pub pages_skipped_parent: u64,
     /// Pages written by this round.
     pub pages_written: u64,
+    /// Shared-memory pages written by this round (PostgreSQL's shared_buffers live there).
+    pub shpages_written: u64,
 }
 
 /// The restore half of `StatsEntry`.
@@ -128,6 +130,7 @@ pub fn parse_dump(image: &[u8]) -> Option<DumpStats> {
             5 => s.pages_scanned = v,
             6 => s.pages_skipped_parent = v,
             7 => s.pages_written = v,
+            14 => s.shpages_written = v,
             _ => {}
         }
     }

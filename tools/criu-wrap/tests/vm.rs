@@ -45,12 +45,14 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn exclusive_vm_real_criu() {
+/// Boot the VM in `mode` and return its `CW RESULT` lines as (name, verdict, detail); None
+/// when the VM cannot be built here (the reason is printed as SKIPPED).
+fn run_vm(mode: &str) -> Option<Vec<(String, String, String)>> {
     if !on_path("qemu-system-x86_64") {
-        testkit::skip!(
-            "qemu-system-x86_64 is not installed, so real CRIU is not tested (make setup, or apt-get install qemu-system-x86 busybox-static criu cpio kmod)"
+        eprintln!(
+            "SKIPPED: qemu-system-x86_64 is not installed, so real CRIU is not tested (make setup, or apt-get install qemu-system-x86 busybox-static criu cpio kmod)"
         );
+        return None;
     }
     // The test workload is an example of this crate: build it (quick when up to date).
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -74,7 +76,7 @@ fn exclusive_vm_real_criu() {
 
     let out = Command::new("bash")
         .arg(repo_root().join("scripts/criu-vm.sh"))
-        .args(["--mode", "test", "--timeout", "270"])
+        .args(["--mode", mode, "--timeout", "270"])
         .env("CRIU_WRAP_BIN", bin)
         .env("CRIU_WORKLOAD_BIN", &workload)
         .output()
@@ -82,14 +84,19 @@ fn exclusive_vm_real_criu() {
     let console = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(69) {
-        testkit::skip!("the CRIU VM cannot be built here: {}", err.trim());
+        eprintln!("SKIPPED: the CRIU VM cannot be built here: {}", err.trim());
+        return None;
     }
-    let results: Vec<(&str, &str, &str)> = console
+    let results: Vec<(String, String, String)> = console
         .lines()
         .filter_map(|l| {
             let rest = l.trim_end_matches('\r').strip_prefix("CW RESULT ")?;
             let mut w = rest.splitn(3, ' ');
-            Some((w.next()?, w.next()?, w.next().unwrap_or("")))
+            Some((
+                w.next()?.to_owned(),
+                w.next()?.to_owned(),
+                w.next().unwrap_or("").to_owned(),
+            ))
         })
         .collect();
     for (name, verdict, detail) in &results {
@@ -103,18 +110,73 @@ fn exclusive_vm_real_criu() {
         out.status,
         tail.join("\n")
     );
-    let failed: Vec<_> = results.iter().filter(|(_, v, _)| *v != "ok").collect();
-    let missing: Vec<_> = CHECKS
+    let cw_lines: Vec<&str> = console.lines().filter(|l| l.starts_with("CW ")).collect();
+    // Keep the criu-wrap output around for a failing assertion's message.
+    *LAST_CONSOLE.lock().unwrap() = cw_lines.join("\n");
+    Some(results)
+}
+
+static LAST_CONSOLE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn assert_all_ok(results: &[(String, String, String)], checks: &[&str]) {
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(n, v, _)| checks.contains(&n.as_str()) && v != "ok")
+        .collect();
+    let missing: Vec<_> = checks
         .iter()
         .filter(|c| !results.iter().any(|(n, _, _)| n == *c))
         .collect();
     assert!(
         failed.is_empty() && missing.is_empty(),
         "real CRIU checks failed: {failed:?}, missing: {missing:?}\n--- console (criu-wrap output) ---\n{}",
-        console
-            .lines()
-            .filter(|l| l.starts_with("CW "))
-            .collect::<Vec<_>>()
-            .join("\n")
+        LAST_CONSOLE.lock().unwrap()
     );
+}
+
+#[test]
+fn exclusive_vm_real_criu() {
+    let Some(results) = run_vm("test") else {
+        return;
+    };
+    assert_all_ok(&results, CHECKS);
+}
+
+/// PostgreSQL 15 under real CRIU (`scripts/criu-postgres.sh` is the recipe): in an IPC
+/// namespace it is dumped with pre-copy, restored with its data and shared memory intact
+/// (the same sum, then writes), migrated to another directory, and shut down cleanly. In its
+/// own PID namespace (which needs a mount namespace with its own /proc for a non-root
+/// postmaster) the dump works but CRIU 3.17's restore hits an internal bug (mnt: BUG at
+/// criu/mount.c:48); that outcome is printed, not failed, and the test notices if a newer
+/// CRIU fixes it.
+#[test]
+fn exclusive_vm_postgres() {
+    let pg = std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    if !Path::new(&pg).join("postgres").exists() {
+        testkit::skip!("PostgreSQL is not installed at {pg} (PG_BIN)");
+    }
+    let Some(results) = run_vm("pg") else {
+        return;
+    };
+    assert_all_ok(
+        &results,
+        &[
+            "pg_ipcns_start",
+            "pg_ipcns_dump",
+            "pg_ipcns_restore",
+            "pg_ipcns_migrate",
+            "pg_ipcns_shutdown",
+            "pg_pidns_start",
+            "pg_pidns_dump",
+        ],
+    );
+    match results.iter().find(|(n, _, _)| n == "pg_pidns_restore") {
+        Some((_, v, _)) if v == "ok" => {
+            eprintln!("NOTE: PostgreSQL in its own PID namespace restored too (a CRIU newer than 3.17?)")
+        }
+        other => eprintln!(
+            "NOTE: PostgreSQL in its own PID + mount namespace does not restore with this CRIU: {:?} (known: CRIU 3.17 'mnt: BUG at criu/mount.c:48'); the IPC-namespace recipe works",
+            other.map(|(_, v, d)| format!("{v} {d}"))
+        ),
+    }
 }
