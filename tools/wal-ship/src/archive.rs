@@ -56,8 +56,14 @@ pub struct Archive {
 pub enum Put {
     /// Stored under its name.
     Stored,
-    /// The name was taken; here is the start (at least the header) of the existing object.
-    Exists(Vec<u8>),
+    /// The name was taken: the start (at least the header line) of the existing object, and
+    /// its size.
+    Exists {
+        /// Its first 4 KiB.
+        prefix: Vec<u8>,
+        /// Its size.
+        size: u64,
+    },
 }
 
 /// One stored object.
@@ -166,8 +172,16 @@ impl Archive {
                 let args = [d.path.as_str(), name.dir(), &obj, &size, &marker];
                 let r = ssh::run(d, &self.ssh, ssh::PUT, &args, parts)?;
                 self.check_remote(&r, "storing", name.as_str())?;
-                if let Some(rest) = r.stdout.strip_prefix(b"exists\n") {
-                    Ok(Put::Exists(rest.to_vec()))
+                if let Some(rest) = r.stdout.strip_prefix(b"exists ") {
+                    let nl = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+                    let size = String::from_utf8_lossy(&rest[..nl])
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    Ok(Put::Exists {
+                        prefix: rest.get(nl + 1..).unwrap_or_default().to_vec(),
+                        size,
+                    })
                 } else if r.stdout.starts_with(b"stored\n") {
                     Ok(Put::Stored)
                 } else {
@@ -435,13 +449,19 @@ impl Drop for TempFile {
     }
 }
 
-/// A duplicate push acknowledges the archived copy, so make sure it is durable: the push
-/// that stored it may have been killed between its rename and its directory fsync.
-fn sync_existing(file: &Path, dir: &Path) -> anyhow::Result<()> {
-    fs::File::open(file)
-        .and_then(|f| f.sync_all())
+/// The name is taken. A duplicate push acknowledges the archived copy, so make sure it is
+/// durable: the push that stored it may have been killed between its rename and its
+/// directory fsync.
+fn existing(file: &Path, dir: &Path, prefix: Vec<u8>) -> anyhow::Result<Put> {
+    let f = fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let size = f
+        .metadata()
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    f.sync_all()
         .with_context(|| format!("fsync of {}", file.display()))?;
-    fsync_dir(dir)
+    fsync_dir(dir)?;
+    Ok(Put::Exists { prefix, size })
 }
 
 fn temp_name(dir: &Path, file: &str) -> PathBuf {
@@ -539,8 +559,7 @@ fn local_put(root: &Path, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put
     let dest = dir.join(&file);
     // The common duplicate case (a retry after a crash) costs one small read, no write.
     if let Some(prefix) = read_prefix(&dest)? {
-        sync_existing(&dest, &dir)?;
-        return Ok(Put::Exists(prefix));
+        return existing(&dest, &dir, prefix);
     }
     let tmp = write_temp(&dir, &file, parts)?;
     let stored = link_no_clobber(tmp.0.as_deref().expect("armed"), &dest)?;
@@ -549,8 +568,7 @@ fn local_put(root: &Path, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put
     drop(tmp);
     if !stored {
         let prefix = read_prefix(&dest)?.unwrap_or_default();
-        sync_existing(&dest, &dir)?;
-        return Ok(Put::Exists(prefix));
+        return existing(&dest, &dir, prefix);
     }
     fsync_dir(&dir)?;
     Ok(Put::Stored)

@@ -217,6 +217,10 @@ pub struct Header {
     /// Present when the payload is encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Size of the stored payload (after the header line): a truncated object is caught
+    /// from its size alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
     /// When it was pushed (RFC 3339, UTC).
     pub pushed_at: String,
 }
@@ -455,6 +459,8 @@ fn seal(
         seg_size: seg.map(|h| h.seg_size),
         system_id: seg.map(|h| h.system_id.to_string()),
         encryption: None,
+        // Poly1305 adds a 16-byte tag.
+        payload_size: Some(payload.len() as u64 + if opts.key.is_some() { 16 } else { 0 }),
         pushed_at: crate::now_rfc3339(),
     };
     let Some(key) = opts.key else {
@@ -511,6 +517,16 @@ pub enum Corrupt {
         expected: String,
         /// The name in the header.
         found: String,
+    },
+    /// The stored payload is not as long as the header says.
+    #[error(
+        "the stored payload is {actual} bytes, its header says {expected}: truncated or damaged"
+    )]
+    Truncated {
+        /// From the header.
+        expected: u64,
+        /// Found.
+        actual: u64,
     },
     /// The object is encrypted and no key was given.
     #[error("it is encrypted (key id {0}) and no --encrypt-key-file was given")]
@@ -582,6 +598,14 @@ pub fn decode(
         });
     }
     let sealed = &bytes[at..];
+    if let Some(expected) = header.payload_size {
+        if sealed.len() as u64 != expected {
+            return Err(Corrupt::Truncated {
+                expected,
+                actual: sealed.len() as u64,
+            });
+        }
+    }
     let opened;
     let payload: &[u8] = match (&header.encryption, key) {
         (None, _) => sealed,

@@ -151,8 +151,8 @@ pub fn push_file(
         let enc = encode(&name, path, opts)?;
         let action = match archive.put(&name, &enc.parts())? {
             Put::Stored => "stored",
-            Put::Exists(prefix) => {
-                same_as_archived(archive, &name, &enc, path, &prefix, opts.key)?;
+            Put::Exists { prefix, size } => {
+                same_as_archived(archive, &name, &enc, path, &prefix, size, opts.key)?;
                 "duplicate"
             }
         };
@@ -206,6 +206,7 @@ fn same_as_archived(
     enc: &object::Encoded,
     path: &Path,
     prefix: &[u8],
+    size: u64,
     key: Option<&SecretKey>,
 ) -> anyhow::Result<()> {
     let place = archive.describe();
@@ -219,9 +220,15 @@ fn same_as_archived(
             ),
         )
     };
-    let existing = object::parse_header(prefix)
-        .map_err(|c| damaged(c.to_string()))?
-        .0;
+    let (existing, at) = object::parse_header(prefix).map_err(|c| damaged(c.to_string()))?;
+    if let Some(payload) = existing.payload_size {
+        if at as u64 + payload != size {
+            return Err(damaged(format!(
+                "it is {size} bytes, its header says {}: truncated",
+                at as u64 + payload
+            )));
+        }
+    }
     let same = match existing.same_content(&enc.header) {
         Some(same) => same,
         None => {

@@ -278,7 +278,8 @@ pub fn run(
 }
 
 /// Upload an object: `$1` archive dir, `$2` subdir, `$3` object file name, `$4` size,
-/// `$5` marker contents. Prints `stored`, or `exists` and the existing object's first 4 KiB.
+/// `$5` marker contents. Prints `stored`, or `exists SIZE` and the existing object's first
+/// 4 KiB.
 pub const PUT: &str = r#"umask 027
 root=$1 dir=$2 obj=$3 size=$4
 cd "$root" 2>/dev/null || { echo "archive directory $root does not exist on $(hostname)" >&2; exit 3; }
@@ -288,7 +289,7 @@ if [ ! -e wal-ship.json ]; then
   ln "$m" wal-ship.json 2>/dev/null; rm -f "$m"; sync . || exit 4
 fi
 if [ ! -d "$dir" ]; then mkdir -p "$dir" && sync . || exit 4; fi
-if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo exists; exec head -c 4096 "$dir/$obj"; fi
+if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo "exists $(wc -c < "$dir/$obj")"; exec head -c 4096 "$dir/$obj"; fi
 tmp="$dir/.$obj.$$.tmp"
 cat > "$tmp" || { rm -f "$tmp"; exit 4; }
 got=$(wc -c < "$tmp")
@@ -296,7 +297,7 @@ if [ "$got" -ne "$size" ]; then rm -f "$tmp"; echo "upload cut short: $got of $s
 sync "$tmp" || { rm -f "$tmp"; exit 4; }
 if ln "$tmp" "$dir/$obj" 2>/dev/null; then rm -f "$tmp"; sync "$dir" || exit 4; echo stored; exit 0; fi
 rm -f "$tmp"
-if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo exists; exec head -c 4096 "$dir/$obj"; fi
+if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo "exists $(wc -c < "$dir/$obj")"; exec head -c 4096 "$dir/$obj"; fi
 echo "cannot link $tmp to $dir/$obj" >&2; exit 4
 "#;
 

@@ -762,3 +762,44 @@ fn concurrent_pushes_of_one_name_store_exactly_one_file() {
         tree(&arch)
     );
 }
+
+#[test]
+fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let name = seg_name(1, 0x30);
+    let src = segment(d.path(), &name, 3);
+    expect(
+        0,
+        &[
+            "push",
+            src.to_str().unwrap(),
+            "--to",
+            a,
+            "--compress",
+            "none",
+        ],
+    );
+    // Something (a copy tool, a file system without ordering) left the object half-written:
+    // its header still says the right checksum.
+    let obj = object_path(&arch, &name);
+    let full = fs::read(&obj).unwrap();
+    fs::write(&obj, &full[..full.len() / 2]).unwrap();
+    let out = expect(65, &["push", src.to_str().unwrap(), "--to", a]);
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(&obj).unwrap().len(),
+        full.len() / 2,
+        "never overwritten"
+    );
+    let out = expect(126, &["fetch", &name, "x", "--from", a]);
+    assert!(
+        stderr(&out).contains("truncated or damaged"),
+        "{}",
+        stderr(&out)
+    );
+    let out = expect(1, &["verify", "--archive", a]);
+    assert_eq!(of_type(&out, "problem")[0]["problem"], "corrupt");
+}
