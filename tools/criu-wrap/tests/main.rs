@@ -9,5 +9,6 @@ mod cli;
 mod common;
 mod dump;
 mod migrate;
+mod recipe;
 mod restore;
 mod vm;
