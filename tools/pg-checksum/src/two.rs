@@ -163,18 +163,25 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
 
     if !buffered.is_empty() {
         let wait = args.wait_replay.then_some(args.timeout);
-        if let Err(e) = recheck(&mut src, &mut tgt, &mut buffered, args.recheck, wait) {
-            // The rechecks failed: report, and report the tables as the first pass saw them.
-            out.error(&e.context("rechecking differences"), json!({}))?;
-        }
+        let rechecked = match recheck(&mut src, &mut tgt, &mut buffered, args.recheck, wait) {
+            Ok(()) => true,
+            Err(e) => {
+                // Report, and the tables as the first pass saw them: unlabelled differences
+                // still count, but are not called persistent.
+                out.error(&e.context("rechecking differences"), json!({}))?;
+                false
+            }
+        };
         for o in &mut buffered {
-            for d in o.diffs.iter_mut().filter(|d| d.recheck.is_none()) {
-                d.recheck = Some("persistent");
+            if rechecked {
+                for d in o.diffs.iter_mut().filter(|d| d.recheck.is_none()) {
+                    d.recheck = Some("persistent");
+                }
+                for r in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
+                    r.1 = Some("persistent");
+                }
             }
-            for r in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
-                r.1 = Some("persistent");
-            }
-            emit_outcome(out, o, &lsns, true, &mut counts)?;
+            emit_outcome(out, o, &lsns, rechecked, &mut counts)?;
         }
     }
     Ok(counts)
