@@ -26,8 +26,9 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("network_lock_nftables", "tcp_established"),
 ];
 
-/// A scratch directory for CRIU's check logs, removed on drop.
-pub(crate) struct WorkDir(pub PathBuf);
+/// A scratch directory for CRIU's check logs, removed on drop unless kept (a failure's log
+/// is named in the error, so it must stay).
+pub(crate) struct WorkDir(pub PathBuf, bool);
 
 impl WorkDir {
     pub(crate) fn new(what: &str) -> anyhow::Result<WorkDir> {
@@ -39,13 +40,20 @@ impl WorkDir {
         let p =
             std::env::temp_dir().join(format!("criu-wrap-{what}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        Ok(WorkDir(p))
+        Ok(WorkDir(p, false))
+    }
+
+    /// Leave the directory in place.
+    pub(crate) fn keep(&mut self) {
+        self.1 = true;
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -104,7 +112,7 @@ pub fn run(criu: &Criu, mut out: Output) -> anyhow::Result<Status> {
     };
     let result = (|| -> anyhow::Result<()> {
         verdict.criu_version = criu.version()?;
-        let wd = WorkDir::new("check")?;
+        let mut wd = WorkDir::new("check")?;
         let run = criu.run(&criu::check_args(&wd.0))?;
         let basic = run.ok() && run.stdout.contains("Looks good");
         let failure = (!basic).then(|| {
@@ -129,7 +137,7 @@ pub fn run(criu: &Criu, mut out: Output) -> anyhow::Result<Status> {
         })?;
         out.emit(&Feature {
             name: "tcp_repair".into(),
-            supported: Some(basic),
+            supported: basic.then_some(true),
             needed_for: "tcp_established".into(),
             detail: Some("exercised by criu check (TCP_REPAIR)".into()),
         })?;
@@ -172,6 +180,7 @@ pub fn run(criu: &Criu, mut out: Output) -> anyhow::Result<Status> {
             verdict.cause = Some(d.cause.into());
             verdict.problem = Some(d.problem.clone());
             verdict.fix = Some(d.fix.clone());
+            wd.keep();
             return Err(CriuFailed::error(
                 "CRIU cannot checkpoint processes on this host",
                 d,

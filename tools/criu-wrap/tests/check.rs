@@ -90,6 +90,10 @@ fn a_kernel_too_new_is_named_with_its_fix() {
         .find(|f| f["name"] == "mem_dirty_track")
         .unwrap();
     assert!(dirty["supported"].is_null(), "{dirty}");
+    // The log named in the error is still there to read.
+    let log = e["log_file"].as_str().unwrap();
+    assert!(std::path::Path::new(log).is_file(), "{log}");
+    let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());
     let err = stderr(&out);
     assert!(
         err.contains("CRIU cannot checkpoint processes on this host"),
@@ -129,6 +133,10 @@ fn real_criu_check_is_usable_or_diagnosed() {
     } else {
         assert_ne!(out.status.code(), Some(0));
         assert_ne!(v["cause"], "unknown", "an unrecognised failure: {recs:#?}");
-        assert!(!one(&recs, "error")["log"].as_array().unwrap().is_empty());
+        let e = one(&recs, "error");
+        assert!(!e["log"].as_array().unwrap().is_empty());
+        if let Some(log) = e["log_file"].as_str() {
+            let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());
+        }
     }
 }
