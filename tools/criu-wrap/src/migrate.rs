@@ -39,7 +39,8 @@ pub struct MigrateArgs {
     /// Where to: ssh://[user@]host[:port]/dir, or file:///dir / a path on this host.
     #[arg(long, value_name = "DEST", value_parser = Dest::parse)]
     pub to: Dest,
-    /// Local images directory (default: a new one under $TMPDIR, removed after success).
+    /// Local images directory (default: a new one under $TMPDIR, removed afterwards unless
+    /// the outcome is undecided).
     #[arg(long, value_name = "DIR")]
     pub images: Option<PathBuf>,
     #[command(flatten)]
@@ -410,6 +411,11 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                 "not_migrated"
             };
             out.emit(&record(outcome, 0, &taken))?;
+            // Our own staging directory holds the process's memory: gone once it is of no use
+            // (an undecided outcome keeps it, the error names it).
+            if defaulted && outcome == "not_migrated" {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
             out.finish(&serde_json::json!({ "pid": a.pid, "outcome": outcome }))
         }
         Err(e) => {
@@ -438,6 +444,9 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     })?;
                     crate::report(&mut out, &e)?;
                     out.emit(&record("resumed_on_source", downtime_ms, &taken))?;
+                    if defaulted {
+                        let _ = std::fs::remove_dir_all(&staging);
+                    }
                     out.finish(&serde_json::json!({ "pid": pid, "outcome": "resumed_on_source" }))
                 }
                 Err(back_err) => {

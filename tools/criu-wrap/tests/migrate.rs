@@ -18,7 +18,8 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 fn migrate_cmd(fake: &Fake, victim: &Victim, to: &str) -> assert_cmd::Command {
     let mut c = fake.cmd();
-    c.args(["migrate", "--pid", &victim.pid().to_string(), "--to", to]);
+    c.args(["migrate", "--pid", &victim.pid().to_string(), "--to", to])
+        .env("TMPDIR", fake.dir.path());
     c
 }
 
@@ -197,6 +198,19 @@ printf X >> "$f""#,
     assert!(!restored[0].0.contains("target"));
     assert!(alive(restored[0].1));
     assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    let left: Vec<_> = std::fs::read_dir(fake.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("criu-wrap-migrate-")
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the default staging directory is removed: {left:?}"
+    );
     // The pre-copy parts did verify.
     let t = of_type(&recs, "transfer");
     assert_eq!(t.len(), 2);
