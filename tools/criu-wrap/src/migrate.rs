@@ -168,9 +168,15 @@ fn restore_on_target(t: &Transport, argv: &[String]) -> anyhow::Result<Target> {
         }
         // criu-wrap ran to its end and said no: CRIU killed whatever it had started.
         (_, true) => Target::Failed(remote_failure(error.as_ref(), r.code, &r.stderr)),
-        // Could not connect at all: nothing ran there.
-        _ if t.unreachable(&r) && r.stdout.is_empty() && !r.stderr.contains("criu-wrap") => {
-            Target::Unknown(format!("ssh failed: {}", r.stderr.trim()))
+        // ssh never connected (its own words): nothing ran there.
+        _ if t.unreachable(&r) && r.stdout.is_empty() && never_connected(&r.stderr) => {
+            Target::Failed(shared::err(
+                ErrorKind::Unavailable,
+                format!(
+                    "restore on the target failed: ssh could not connect: {}",
+                    r.stderr.trim()
+                ),
+            ))
         }
         _ => Target::Unknown(format!(
             "the target's criu-wrap ended without a summary (exit {:?}): {}",
@@ -178,6 +184,21 @@ fn restore_on_target(t: &Transport, argv: &[String]) -> anyhow::Result<Target> {
             r.stderr.trim()
         )),
     })
+}
+
+/// ssh's messages for a connection that never got as far as running a command.
+fn never_connected(stderr: &str) -> bool {
+    [
+        "Connection refused",
+        "Could not resolve hostname",
+        "No route to host",
+        "Network is unreachable",
+        "Connection timed out",
+        "Permission denied (",
+        "Host key verification failed",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 /// Ask the target whether the restore happened, from its restore log and pidfile.

@@ -500,7 +500,39 @@ fn exclusive_migrate_over_ssh() {
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     assert!(victim.running());
 
+    // The target goes away after the freeze (sshd killed by the hook, so the final copy
+    // cannot connect): the process comes back on the source.
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    let to = format!(
+        "ssh://{user}@127.0.0.1:{}{}",
+        sshd.port,
+        fake.dir.path().join("gone").display()
+    );
+    let out = run(
+        migrate_cmd(&fake, &victim, &to)
+            .arg("--ssh")
+            .arg(&ssh)
+            .arg("--remote-criu-wrap")
+            .arg(bin())
+            .arg("--remote-criu")
+            .arg(&fake.criu)
+            .arg("--after-dump")
+            .arg(format!("kill {}", sshd.child.id())),
+        69,
+    );
+    let recs = records(&out);
+    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(
+        !restored[0].0.contains("gone"),
+        "restored on the source: {restored:?}"
+    );
+    assert!(alive(restored[0].1));
+
     // An unreachable host is Unavailable, and nothing is frozen.
+    let victim = Victim::start();
     let out = run(
         migrate_cmd(&fake, &victim, &format!("ssh://{user}@127.0.0.1:1/tmp/x"))
             .arg("--ssh")
