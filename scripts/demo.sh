@@ -1,30 +1,102 @@
 #!/usr/bin/env bash
-# make demo: two local "hosts" (a primary and its streaming standby on loopback ports), a
-# write on one read back on the other, and every pgshift tool's version. Later issues grow
-# this into the live migration under load.
+# make demo: the main job end to end on one machine.
+#
+# Two local hosts (hosts-local.sh: a loaded source A and an empty target B), load-gen running
+# against both (4 clients, TPC-B plus acknowledged probe writes, following the primary), a live
+# migration A→B (base copy, streaming catch-up, switchover, verification), then back B→A,
+# each under its own load-gen run whose acknowledged writes are verified afterwards.
+# Prints a short human summary on stderr and writes every record to the report file
+# (JSON lines: both migrations' phases and summaries, load-gen's summaries and verifications).
+#
+#   scripts/demo.sh [--netns] [--mode stream|archive] [--dir DIR]
+#
+# PGSHIFT_BIN: where the tools are (default target/release). The hosts are removed at the
+# end; the report stays (DIR/report.jsonl, default /tmp/pgshift-demo).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-
-BIN=${PGSHIFT_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
-work=$(mktemp -d /tmp/pgshift-demo.XXXXXX)
-chmod 755 "$work"
-trap 'pgs_cluster_destroy "$work/b"; pgs_cluster_destroy "$work/a"; rm -rf "$work"' EXIT
-
-pgs_log "starting host A"
-pgs_cluster_create "$work/a" "$(pgs_free_port)" 127.0.0.1
-pgs_cluster_start "$work/a"
-pgs_log "making host B a streaming standby of A"
-pgs_standby_create "$work/a" "$work/b" "$(pgs_free_port 127.0.0.2)" 127.0.0.2
-pgs_cluster_start "$work/b"
-
-a=$(pgs_dsn "$work/a") b=$(pgs_dsn "$work/b")
-pgs_psql "$a" "CREATE TABLE demo AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 10000) g"
-lsn=$(pgs_psql "$a" "SELECT pg_current_wal_lsn()")
-until [[ $(pgs_psql "$b" "SELECT pg_last_wal_replay_lsn() >= '$lsn'") == t ]]; do sleep 0.05; done
-pgs_json host name=A dsn="$a" rows:="$(pgs_psql "$a" "SELECT count(*) FROM demo")"
-pgs_json host name=B dsn="$b" rows:="$(pgs_psql "$b" "SELECT count(*) FROM demo")" \
-  in_recovery:="$(pgs_psql "$b" "SELECT pg_is_in_recovery()" | sed 's/t/true/;s/f/false/')"
-for tool in wal-ship pg-checksum rowcount-diff load-gen window-advisor criu-wrap; do
-  pgs_json tool name="$tool" version="$("$BIN/$tool" --version)"
+PGS_NAME=demo
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${PGSHIFT_BIN:-$(cd "$here/.." && pwd)/target/release}
+dir=/tmp/pgshift-demo netns=() mode=stream
+while (($#)); do
+  case $1 in
+    --netns) netns=(--netns) ;;
+    --mode) mode=${2:?}; shift ;;
+    --dir) dir=${2:?}; shift ;;
+    *) pgs_die "$EX_USAGE" "unknown option '$1' (usage: demo.sh [--netns] [--mode stream|archive] [--dir DIR])" ;;
+  esac
+  shift
 done
-pgs_json summary success:=true
+for t in load-gen wal-ship rowcount-diff pg-checksum; do
+  [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing (run 'make release', or 'make demo')"
+done
+pgs_require_cmd jq
+mkdir -p "$dir"
+chmod 755 "$dir"
+hosts=$dir/hosts report=$dir/report.jsonl
+"$here/hosts-local.sh" destroy "$hosts" >/dev/null 2>&1 || true
+: >"$report"
+trap '"$here/hosts-local.sh" destroy "$hosts" >/dev/null 2>&1 || true' EXIT
+
+archive=()
+[[ $mode == archive ]] && archive=(--archive)
+pgs_log "creating two local hosts and loading the sample data (Pagila-like + pgbench)"
+"$here/hosts-local.sh" create "$hosts" --pgbench-scale 5 --bin "$bin" "${netns[@]}" "${archive[@]}" >>"$report"
+# shellcheck disable=SC1091
+. "$hosts/hosts.env"
+port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+addr_a=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
+app_dsn="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app target_session_attrs=read-write"
+
+# migrate_under_load LABEL [migrate.sh options]: one migration while load-gen runs.
+migrate_under_load() {
+  local label=$1 load_out=$dir/load-$1.jsonl acks=$dir/acks-$1.jsonl rc=0 lg
+  shift
+  "$bin/load-gen" --dsn "$app_dsn" -c 4 -w mixed --json-only --log "$acks" >"$load_out" 2>/dev/null &
+  local pid=$!
+  local deadline=$((SECONDS + 60))
+  until grep -q '"type":"tick".*"committed":[1-9]' "$load_out" 2>/dev/null; do
+    ((SECONDS < deadline)) || pgs_die "$EX_SOFTWARE" "load-gen did not start (see $load_out)"
+    sleep 0.2
+  done
+  sleep 2
+  pgs_log "migrating $label under load"
+  "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" \
+    --report "$dir/migrate-$label.jsonl" "$@" >/dev/null || rc=$?
+  sleep 2
+  kill -INT "$pid"
+  wait "$pid" || true
+  jq -c --arg m "$label" '. + {migration: $m}' "$dir/migrate-$label.jsonl" >>"$report"
+  lg=$(tail -n 1 "$load_out")
+  jq -c --arg m "$label" '{type: "load", migration: $m, committed, tps, max_write_gap_ms, unavailable_ms, split_brain, latency_p99_ms}' <<<"$lg" >>"$report"
+  "$bin/load-gen" verify --dsn "$app_dsn" --log "$acks" | tail -n 1 |
+    jq -c --arg m "$label" '{type: "load_verified", migration: $m, acked, present, lost, split_brain, unknown}' >>"$report"
+  ((rc == 0)) || pgs_die "$rc" "migration $label failed (exit $rc); see $dir/migrate-$label.jsonl"
+}
+
+migrate_under_load A-to-B
+migrate_under_load B-to-A --reverse
+
+# The summary, for people.
+line() {
+  local m=$1 s l v
+  s=$(jq -c --arg m "$m" 'select(.type == "summary" and .migration == $m)' "$report")
+  l=$(jq -c --arg m "$m" 'select(.type == "load" and .migration == $m)' "$report")
+  v=$(jq -c --arg m "$m" 'select(.type == "load_verified" and .migration == $m)' "$report")
+  printf '  %-7s switchover %4s ms (clients saw a %4s ms write gap)  lost writes: %s  split brain: %s  data: %s\n' \
+    "${m/-to-/ → }" "$(jq -r .downtime_ms <<<"$s")" "$(jq -r .max_write_gap_ms <<<"$l")" \
+    "$(jq -r .lost <<<"$v")" "$(jq -r .split_brain <<<"$v")" "$(jq -r .verdict <<<"$s")"
+}
+{
+  printf '\npgshift demo (%s mode)\n' "$mode"
+  line A-to-B
+  line B-to-A
+  printf '  report: %s\n\n' "$report"
+} >&2
+total_lost=$(jq -s '[.[] | select(.type == "load_verified") | .lost] | add' "$report")
+verdicts=$(jq -r -s '[.[] | select(.type == "summary" and .migration != null) | .verdict] | unique | join(",")' "$report")
+ok=false
+[[ $total_lost == 0 && $verdicts == equal ]] && ok=true
+summary=$(pgs_json summary success:=$ok mode="$mode" lost:="$total_lost" verdicts="$verdicts" report="$report")
+printf '%s\n' "$summary" | tee -a "$report"
+[[ $ok == true ]] || exit "$EX_DIFF"

@@ -3,3 +3,4 @@
 mod fixture;
 mod migrate;
 mod scripts_lib;
+mod ship_cron;

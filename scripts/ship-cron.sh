@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# ship-cron.sh: WAL shipping from cron, for archive-mode migrations and backups.
+#
+#   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN]
+#   ship-cron.sh install --schedule "CRON" [--user USER] [--file FILE] -- RUN-OPTIONS...
+#   ship-cron.sh uninstall [--user USER] [--file FILE]
+#
+# run: ship every finished WAL file in DIR with `wal-ship sweep` (a data directory's pg_wal,
+# whose .ready files it marks .done, e.g. with archive_mode=on and no archive_command; or a
+# pg_receivewal spool), then apply retention with `wal-ship clean`:
+#   --keep-from SEG       keep SEG and everything after it
+#   --keep-for-dsn DSN    keep what the standby at DSN still needs: the WAL file of its last
+#                         restartpoint's redo (pg_control_checkpoint().redo_wal_file)
+# Runs under a lock (flock on DIR/.ship-cron.lock), so a slow run and the next cron tick never
+# overlap; a tick that finds the lock taken exits 75 (EX_TEMPFAIL) and ships nothing.
+# Output: wal-ship's JSON lines, then a `summary`.
+#
+# install: add (or replace) one crontab line running `ship-cron.sh run RUN-OPTIONS` for USER
+# (default postgres), tagged so that install is idempotent and uninstall finds it. --file edits
+# a crontab file instead of calling crontab(1) (for review, config management, or tests).
+#
+# PGSHIFT_BIN: where wal-ship is (default: target/release of this checkout, else PATH).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+PGS_NAME=ship-cron
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+tag="# pgshift ship-cron"
+
+usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/ship-cron.sh)"; }
+wal_ship() {
+  local b=${PGSHIFT_BIN:-$(cd "$(dirname "$self")/.." && pwd)/target/release}
+  if [[ -x $b/wal-ship ]]; then "$b/wal-ship" "$@"; else wal-ship "$@"; fi
+}
+
+cmd=${1:-}
+(($#)) && shift
+case $cmd in
+  run)
+    from="" to="" jobs=2 keep_from="" keep_dsn=""
+    while (($#)); do
+      case $1 in
+        --from) from=${2:?}; shift ;;
+        --to) to=${2:?}; shift ;;
+        --jobs) jobs=${2:?}; shift ;;
+        --keep-from) keep_from=${2:?}; shift ;;
+        --keep-for-dsn) keep_dsn=${2:?}; shift ;;
+        *) usage "unknown option '$1'" ;;
+      esac
+      shift
+    done
+    [[ -n $from && -n $to ]] || usage "run needs --from DIR and --to DEST"
+    [[ -d $from ]] || pgs_die "$EX_USAGE" "--from $from is not a directory"
+    [[ -z $keep_from || -z $keep_dsn ]] || usage "give --keep-from or --keep-for-dsn, not both"
+    exec {lock}>>"$from/.ship-cron.lock"
+    flock -n "$lock" || pgs_die "$EX_TEMPFAIL" "another ship-cron run holds $from/.ship-cron.lock; this tick ships nothing"
+    rc=0
+    wal_ship sweep --from "$from" --to "$to" --jobs "$jobs" || rc=$?
+    if ((rc == 0)) && [[ -n $keep_dsn ]]; then
+      keep_from=$("$PG_BIN/psql" -XAtq -d "$keep_dsn" -c "SELECT redo_wal_file FROM pg_control_checkpoint()") ||
+        pgs_die "$EX_UNAVAILABLE" "cannot ask the standby at --keep-for-dsn which WAL it still needs"
+    fi
+    cleaned=false
+    if ((rc == 0)) && [[ -n $keep_from ]]; then
+      wal_ship clean --archive "$to" --keep-from "$keep_from" || rc=$?
+      cleaned=true
+    fi
+    pgs_json summary success:="$( ((rc == 0)) && echo true || echo false)" exit_code:=$rc \
+      from="$from" to="$to" keep_from="$keep_from" cleaned:=$cleaned
+    exit "$rc"
+    ;;
+  install | uninstall)
+    schedule="" user=postgres file="" run_args=()
+    while (($#)); do
+      case $1 in
+        --schedule) schedule=${2:?}; shift ;;
+        --user) user=${2:?}; shift ;;
+        --file) file=${2:?}; shift ;;
+        --) shift; run_args=("$@"); break ;;
+        *) usage "unknown option '$1'" ;;
+      esac
+      shift
+    done
+    if [[ -n $file ]]; then
+      current=$(cat "$file" 2>/dev/null || true)
+    else
+      pgs_require_cmd crontab
+      current=$(crontab -u "$user" -l 2>/dev/null || true)
+    fi
+    # Every other line stays as it was.
+    kept=$(grep -vF "$tag" <<<"$current" || true)
+    new=$kept
+    if [[ $cmd == install ]]; then
+      [[ -n $schedule ]] || usage "install needs --schedule \"CRON\" (e.g. \"* * * * *\")"
+      ((${#run_args[@]} > 0)) || usage "install needs the run options after --"
+      bin=${PGSHIFT_BIN:+PGSHIFT_BIN=$(pgs_quote "$PGSHIFT_BIN") }
+      entry="$schedule ${bin}$(pgs_quote "$self" run "${run_args[@]}") >>/tmp/pgshift-ship-cron.log 2>&1 $tag"
+      new=$(printf '%s\n%s' "$kept" "$entry" | sed '/^$/d')
+    fi
+    if [[ $new == "$current" ]]; then
+      changed=false
+    else
+      changed=true
+      if [[ -n $file ]]; then
+        printf '%s\n' "$new" >"$file"
+      else
+        printf '%s\n' "$new" | crontab -u "$user" -
+      fi
+    fi
+    pgs_json crontab action="$cmd" user="$user" file="${file:-crontab}" changed:=$changed
+    pgs_json summary success:=true changed:=$changed
+    ;;
+  *) usage "first argument must be run, install or uninstall" ;;
+esac

@@ -1,0 +1,236 @@
+//! scripts/ship-cron.sh: WAL shipping from cron (wal-ship sweep + clean) against a real
+//! cluster whose archiver leaves the shipping to cron.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use pgshift_tests::workspace_root;
+use serde_json::Value;
+use testkit::Cluster;
+
+fn ship_cron(args: &[&str]) -> (i32, Vec<Value>, String) {
+    let bin = testkit::tool_bin("wal-ship");
+    let mut cmd = Command::new(workspace_root().join("scripts/ship-cron.sh"));
+    cmd.args(args).env("PGSHIFT_BIN", bin.parent().unwrap());
+    testkit::hermetic(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let recs = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        recs,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn of_type<'a>(recs: &'a [Value], t: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["type"] == t).collect()
+}
+
+fn ready_files(c: &Cluster) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(c.data_dir().join("pg_wal/archive_status"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ready"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A cluster that marks finished segments .ready but leaves shipping to cron.
+fn cluster_for_cron() -> Cluster {
+    let c = Cluster::builder()
+        .setting("archive_mode", "on")
+        .setting("archive_command", "''")
+        .start();
+    c.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g; SELECT pg_switch_wal();",
+    );
+    c.psql(
+        "postgres",
+        "INSERT INTO t SELECT 1; SELECT pg_switch_wal();",
+    );
+    c.psql(
+        "postgres",
+        "INSERT INTO t SELECT 2; SELECT pg_switch_wal();",
+    );
+    c
+}
+
+#[test]
+fn run_ships_ready_segments_once_and_cleans() {
+    let c = cluster_for_cron();
+    let ready = ready_files(&c);
+    assert!(ready.len() >= 3, "expected .ready files, got {ready:?}");
+    let archive = c.dir().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let pg_wal = c.data_dir().join("pg_wal");
+    let (code, recs, err) = ship_cron(&[
+        "run",
+        "--from",
+        pg_wal.to_str().unwrap(),
+        "--to",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let shipped: Vec<&str> = of_type(&recs, "segment")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for r in &ready {
+        assert!(
+            shipped.contains(&r.trim_end_matches(".ready")),
+            "{r} not shipped: {shipped:?}"
+        );
+    }
+    assert!(
+        ready_files(&c).is_empty(),
+        "shipped files must be marked .done"
+    );
+    assert_eq!(recs.last().unwrap()["type"], "summary");
+
+    // The next tick has nothing to do.
+    let (code, recs, _) = ship_cron(&[
+        "run",
+        "--from",
+        pg_wal.to_str().unwrap(),
+        "--to",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(of_type(&recs, "segment").is_empty(), "{recs:?}");
+
+    // The archive verifies, and retention keeps from the given segment on.
+    let verify = Command::new(testkit::tool_bin("wal-ship"))
+        .args(["verify", "--archive", archive.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let keep = shipped.iter().max().unwrap().to_string();
+    let (code, recs, err) = ship_cron(&[
+        "run",
+        "--from",
+        pg_wal.to_str().unwrap(),
+        "--to",
+        archive.to_str().unwrap(),
+        "--keep-from",
+        &keep,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let removed: Vec<&str> = of_type(&recs, "removed")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(!removed.is_empty(), "{recs:?}");
+    assert!(
+        removed.iter().all(|n| *n < keep.as_str()),
+        "{removed:?} vs {keep}"
+    );
+    assert_eq!(recs.last().unwrap()["cleaned"], true);
+}
+
+#[test]
+fn a_tick_that_finds_the_lock_taken_ships_nothing() {
+    let c = cluster_for_cron();
+    let pg_wal = c.data_dir().join("pg_wal");
+    let lock = pg_wal.join(".ship-cron.lock");
+    // Hold the lock from another process, as a slow earlier run would.
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let archive = c.dir().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let (code, recs, err) = ship_cron(&[
+        "run",
+        "--from",
+        pg_wal.to_str().unwrap(),
+        "--to",
+        archive.to_str().unwrap(),
+    ]);
+    // flock's child (sleep) holds the lock too: end the whole group.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(holder.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = holder.wait();
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("another ship-cron run holds"), "{err}");
+    assert!(of_type(&recs, "segment").is_empty());
+    assert!(!ready_files(&c).is_empty(), "nothing may be marked done");
+}
+
+#[test]
+fn install_is_idempotent_and_uninstall_keeps_other_lines() {
+    let dir = std::env::temp_dir().join(format!("pgshift-cron-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("crontab");
+    std::fs::write(
+        &file,
+        "MAILTO=dba@example.com\n0 3 * * * /usr/local/bin/backup\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let install = [
+        "install",
+        "--schedule",
+        "* * * * *",
+        "--file",
+        f,
+        "--",
+        "--from",
+        "/var/lib/postgresql/15/main/pg_wal",
+        "--to",
+        "ssh://backup@archive/wal",
+    ];
+    let (code, recs, err) = ship_cron(&install);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(recs[0]["changed"], true);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("MAILTO=dba@example.com"));
+    assert!(text.contains("0 3 * * * /usr/local/bin/backup"));
+    let line = text
+        .lines()
+        .find(|l| l.contains("pgshift ship-cron"))
+        .unwrap();
+    assert!(line.starts_with("* * * * * "), "{line}");
+    assert!(
+        line.contains(
+            " run --from /var/lib/postgresql/15/main/pg_wal --to ssh://backup@archive/wal"
+        ),
+        "{line}"
+    );
+
+    let (_, recs, _) = ship_cron(&install);
+    assert_eq!(
+        recs[0]["changed"], false,
+        "a second install changes nothing"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+
+    let (code, recs, _) = ship_cron(&["uninstall", "--file", f]);
+    assert_eq!(code, 0);
+    assert_eq!(recs[0]["changed"], true);
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(!after.contains("pgshift ship-cron"));
+    assert!(after.contains("0 3 * * * /usr/local/bin/backup"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
