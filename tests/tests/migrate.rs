@@ -286,7 +286,7 @@ fn summary(recs: &[Value]) -> &Value {
 }
 
 /// The switchover phase record, and a check of its proofs.
-fn switchover<'a>(recs: &'a [Value]) -> &'a Value {
+fn switchover(recs: &[Value]) -> &Value {
     let proofs: Vec<&str> = of_type(recs, "proof")
         .iter()
         .map(|p| p["name"].as_str().unwrap())
