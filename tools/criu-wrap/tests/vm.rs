@@ -54,24 +54,30 @@ fn run_vm(mode: &str) -> Option<Vec<(String, String, String)>> {
         );
         return None;
     }
-    // The test workload is an example of this crate: build it (quick when up to date).
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(&cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "criu-wrap",
-            "--example",
-            "criu-workload",
-        ])
-        .status()
-        .expect("running cargo");
-    assert!(st.success(), "building the criu-workload example failed");
+    // The test workload is an example of this crate. `make test` builds it (--all-targets);
+    // a lone `cargo nextest run -p criu-wrap` does not, so build it when missing or stale
+    // (not always: a build with other features would rebuild the crate for nothing).
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let workload = profile_dir.join("examples/criu-workload");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/criu-workload.rs");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&workload) < modified(&source) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(&cargo)
+            .current_dir(repo_root())
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "criu-wrap",
+                "--example",
+                "criu-workload",
+            ])
+            .status()
+            .expect("running cargo");
+        assert!(st.success(), "building the criu-workload example failed");
+    }
     let bin = assert_cmd::cargo::cargo_bin!("criu-wrap");
 
     let out = Command::new("bash")
