@@ -185,6 +185,8 @@ pub struct Calendar {
     /// For each slot of the week, the grid points in it, in order (for "same time last
     /// week" in local time).
     by_week_slot: Vec<Vec<u32>>,
+    /// Slot of the week and of the day of each grid point (precomputed: every model asks).
+    slots: Vec<(u16, u16)>,
 }
 
 impl Calendar {
@@ -214,20 +216,28 @@ impl Calendar {
             let minute = (local.rem_euclid(DAY) / 60) as u16;
             cal.push(Cal { dow, minute });
         }
+        let slots: Vec<(u16, u16)> = cal
+            .iter()
+            .map(|c| {
+                (
+                    (c.minute_of_week() / step_min) as u16,
+                    (u32::from(c.minute) / step_min) as u16,
+                )
+            })
+            .collect();
         let mut by_week_slot = vec![Vec::new(); week_slots];
-        let mut c = Calendar {
+        for (i, s) in slots.iter().enumerate() {
+            by_week_slot[usize::from(s.0)].push(i as u32);
+        }
+        Calendar {
             t0,
             step,
             cal,
             week_slots,
             day_slots,
-            by_week_slot: Vec::new(),
-        };
-        for i in 0..len {
-            by_week_slot[c.week_slot(i)].push(i as u32);
+            by_week_slot,
+            slots,
         }
-        c.by_week_slot = by_week_slot;
-        c
     }
 
     /// Number of grid points.
@@ -251,15 +261,15 @@ impl Calendar {
     }
 
     /// The slot of the week (local) of grid point `i`.
+    #[inline]
     pub fn week_slot(&self, i: usize) -> usize {
-        let step_min = (self.step / 60).max(1) as u32;
-        (self.cal[i].minute_of_week() / step_min) as usize
+        usize::from(self.slots[i].0)
     }
 
     /// The slot of the day (local) of grid point `i`.
+    #[inline]
     pub fn day_slot(&self, i: usize) -> usize {
-        let step_min = (self.step / 60).max(1) as u32;
-        (u32::from(self.cal[i].minute) / step_min) as usize
+        usize::from(self.slots[i].1)
     }
 
     /// The local hour of the week (0..168) of grid point `i`.

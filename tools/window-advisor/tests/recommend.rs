@@ -251,3 +251,35 @@ fn from_now_plans_ahead_and_models_can_be_forced() {
         r.dump()
     );
 }
+
+#[test]
+fn a_weekly_job_in_the_quiet_night_is_avoided() {
+    let dir = scratch();
+    // Where the window goes without a job...
+    let plain = trace(TraceKind::Seasonal, 21, 5, "UTC", MONDAY);
+    let h = write_history(dir.path(), "plain.jsonl", &plain, 4 * WEEK);
+    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+    r.expect(0);
+    let chosen = epoch(r.one("window")["start"].as_str().unwrap());
+    // ... is where a weekly 40-minute job now runs, every Sunday.
+    let at = (chosen - MONDAY).rem_euclid(7 * 86_400) - 300;
+    let job = |time: i64| (at..at + 2400).contains(&(time - MONDAY).rem_euclid(7 * 86_400));
+    let mut t = plain.clone();
+    for i in 0..t.times.len() {
+        if job(t.times[i]) {
+            t.tps[i] += 150.0;
+            t.expected[i] += 150.0;
+        }
+    }
+    let h = write_history(dir.path(), "h.jsonl", &t, 4 * WEEK);
+    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+    r.expect(0);
+    let start = epoch(r.one("window")["start"].as_str().unwrap());
+    assert!((start..start + 1800).all(|s| !job(s)), "{}", r.dump());
+    let got = expected_window(&t, start, 6);
+    assert!(
+        got < 40.0,
+        "chose a window of true load {got:.1}: {}",
+        r.dump()
+    );
+}

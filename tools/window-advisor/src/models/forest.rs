@@ -9,9 +9,9 @@
 //! would have been known then ("direct" multi-horizon training, no leakage).
 //!
 //! Training is kept small enough for the 2-second budget of `recommend` on 8 weeks of
-//! minute data: at most 3000 sampled rows, 30 trees of depth 8. A walk-forward backtest
-//! refits the forest only when its training data is a week old (the features, which carry the
-//! recent data, are always computed at the actual origin).
+//! minute data: at most 2000 sampled rows from 21 pseudo-origins, 20 trees of depth 8. A
+//! walk-forward backtest refits the forest only when its training data is a week old (the
+//! features, which carry the recent data, are always computed at the actual origin).
 
 use rand::{Rng, SeedableRng};
 use smartcore::ensemble::random_forest_regressor::{
@@ -25,8 +25,8 @@ use crate::time::{DAY, WEEK};
 type Rf = RandomForestRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>>;
 
 const FEATURES: usize = 8;
-const MAX_ROWS: usize = 3000;
-const MAX_PSEUDO_ORIGINS: usize = 28;
+const MAX_ROWS: usize = 2000;
+const MAX_PSEUDO_ORIGINS: usize = 21;
 
 /// The forest strategy.
 pub struct Forest {
@@ -134,7 +134,7 @@ impl Forest {
         let rows = y.len();
         let x = DenseMatrix::new(rows, FEATURES, x, false).ok()?;
         let params = RandomForestRegressorParameters::default()
-            .with_n_trees(30)
+            .with_n_trees(20)
             .with_max_depth(8)
             .with_min_samples_leaf(5)
             .with_min_samples_split(10)

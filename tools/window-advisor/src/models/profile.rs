@@ -6,7 +6,10 @@
 //!   the same time of day on the other days of *its own week*. Measuring it within each week
 //!   makes it immune to anything that moves all days alike (growth, a new nightly job); it
 //!   is the recency-weighted median over weeks (half-life two weeks), so a holiday or a burst
-//!   in one week does not move it;
+//!   in one week does not move it. It is taken per hour of the week, interpolated between
+//!   the hours' centres (weekday effects are smooth, and the quiet hours are where precision
+//!   matters), except where the ±7.5-minute effect differs from that by more than three
+//!   standard errors: a weekly job keeps its edges;
 //! - the **level** `L(time of day)`: the load at this time of day with the weekday effect
 //!   taken out. Two weighted medians are kept, a long one (half-life two weeks) and a short
 //!   one (half-life two days); the level is the long one, moved towards the short one by as
@@ -94,6 +97,25 @@ fn median(v: &mut [f64]) -> f64 {
     *m
 }
 
+/// The effective number of values of a weighted bin: (Σw)² / Σw².
+fn neff(bin: &Bin) -> f64 {
+    let (sw, sw2) = bin
+        .iter()
+        .fold((0.0, 0.0), |(a, q), (_, w)| (a + w, q + w * w));
+    if sw2 > 0.0 {
+        sw * sw / sw2
+    } else {
+        0.0
+    }
+}
+
+/// `base` moved towards `target` by as much as they differ beyond `threshold` (soft
+/// thresholding): noise leaves `base` alone, a real difference is followed.
+fn soft_towards(base: f64, target: f64, threshold: f64) -> f64 {
+    let diff = target - base;
+    base + diff.signum() * (diff.abs() - threshold).max(0.0)
+}
+
 /// Push `(v, w)` into the bins around `slot` (±`band`, wrapping).
 fn push_pooled(bins: &mut [Bin], slot: usize, band: isize, v: f64, w: f64) {
     let n = bins.len() as isize;
@@ -117,10 +139,19 @@ impl ProfileFit {
             (Some(a), Some(b)) => (b - a) as i64 * step >= WEEK - step,
             _ => false,
         };
-        let age_w = |i: usize, half_life: f64| {
-            let age = (n - i) as f64 * step as f64;
-            (-std::f64::consts::LN_2 * age / half_life).exp()
+        // Recency weights by age, for both half-lives, computed once.
+        let weights = |half_life: f64| -> Vec<f64> {
+            let r = (-std::f64::consts::LN_2 * step as f64 / half_life).exp();
+            let mut w = vec![0.0; n];
+            let mut x = 1.0;
+            for wi in w.iter_mut().rev() {
+                *wi = x;
+                x *= r;
+            }
+            w
         };
+        let w_effect = weights(params.effect_half_life_s);
+        let w_level = weights(params.level_half_life_s);
 
         // Week blocks ending at the origin, and each block's median per time of day.
         let mut blocks: Vec<(usize, Vec<f64>)> = Vec::new(); // (start, median per day slot)
@@ -151,24 +182,52 @@ impl ProfileFit {
             }
         }
 
-        // Weekday effect: deviation from the own week's median at that time of day.
+        // Weekday effect: deviation from the own week's median at that time of day, at two
+        // resolutions. The coarse one (hour-of-week medians, interpolated between the hours'
+        // centres) is steady; the fine one (±7.5 minutes) is kept where it differs from the
+        // coarse one by more than three standard errors, which a weekly job (a Sunday 02:00
+        // backup) does every week and noise does not.
         let mut effect = vec![0.0; ws];
         if !blocks.is_empty() {
-            let mut bins: Vec<Bin> = vec![Vec::new(); ws];
+            let mut fine: Vec<Bin> = vec![Vec::new(); ws];
+            let mut hourly: Vec<Bin> = vec![Vec::new(); 168];
             for (start, med) in &blocks {
                 for i in *start..*start + per_week {
                     let m = med[cal.day_slot(i)];
                     if hist[i].is_finite() && m.is_finite() {
-                        let w = age_w(i, params.effect_half_life_s);
-                        push_pooled(&mut bins, cal.week_slot(i), band, hist[i] - m, w);
+                        let (e, w) = (hist[i] - m, w_effect[i]);
+                        push_pooled(&mut fine, cal.week_slot(i), band, e, w);
+                        hourly[cal.hour_of_week(i).min(167)].push((e, w));
                     }
                 }
             }
-            for (slot, bin) in bins.iter_mut().enumerate() {
-                let [m] = weighted_quantiles(bin, [0.5]);
-                if m.is_finite() {
-                    effect[slot] = m;
-                }
+            let hour_med: Vec<f64> = hourly
+                .iter_mut()
+                .map(|b| weighted_quantiles(b, [0.5])[0])
+                .collect();
+            let step_min = (step / 60).max(1) as f64;
+            for (slot, f) in fine.iter_mut().enumerate() {
+                // Interpolate between the centres of the two nearest hours of the week.
+                let pos = ((slot as f64 + 0.5) * step_min / 60.0 - 0.5).rem_euclid(168.0);
+                let (h0, frac) = (pos.floor() as usize % 168, pos.fract());
+                let (a, b) = (hour_med[h0], hour_med[(h0 + 1) % 168]);
+                let c50 = match (a.is_finite(), b.is_finite()) {
+                    (true, true) => a * (1.0 - frac) + b * frac,
+                    (true, false) => a,
+                    (false, true) => b,
+                    (false, false) => f64::NAN,
+                };
+                let [f25, f50, f75] = weighted_quantiles(f, [0.25, 0.5, 0.75]);
+                effect[slot] = match (c50.is_finite(), f50.is_finite()) {
+                    (true, true) => {
+                        let sigma = (f75 - f25).max(0.0) / 1.349;
+                        let se = 1.25 * sigma / neff(f).max(1.0).sqrt();
+                        soft_towards(c50, f50, 3.0 * se)
+                    }
+                    (true, false) => c50,
+                    (false, true) => f50,
+                    (false, false) => 0.0,
+                };
             }
         }
 
@@ -176,39 +235,23 @@ impl ProfileFit {
         // half-life) and a short one (the level's), each with its effective sample size.
         let mut long_bins: Vec<Bin> = vec![Vec::new(); ds];
         let mut short_bins: Vec<Bin> = vec![Vec::new(); ds];
-        let mut all: Bin = Vec::new();
+        let mut all: Vec<f64> = Vec::with_capacity(n);
         for (i, &v) in hist.iter().enumerate() {
             if v.is_finite() {
                 let r = v - effect[cal.week_slot(i)];
                 let d = cal.day_slot(i);
-                push_pooled(
-                    &mut long_bins,
-                    d,
-                    band,
-                    r,
-                    age_w(i, params.effect_half_life_s),
-                );
-                push_pooled(
-                    &mut short_bins,
-                    d,
-                    band,
-                    r,
-                    age_w(i, params.level_half_life_s),
-                );
-                all.push((r, 1.0));
+                push_pooled(&mut long_bins, d, band, r, w_effect[i]);
+                push_pooled(&mut short_bins, d, band, r, w_level[i]);
+                all.push(r);
             }
         }
-        let [overall] = weighted_quantiles(&mut all, [0.5]);
+        let overall = median(&mut all);
         let overall = if overall.is_finite() { overall } else { 0.0 };
         let median_neff = |bins: &mut Vec<Bin>| -> Vec<(f64, f64)> {
             bins.iter_mut()
                 .map(|b| {
                     let [m] = weighted_quantiles(b, [0.5]);
-                    let (sw, sw2) = b
-                        .iter()
-                        .fold((0.0, 0.0), |(a, q), (_, w)| (a + w, q + w * w));
-                    let neff = if sw2 > 0.0 { sw * sw / sw2 } else { 0.0 };
-                    (if m.is_finite() { m } else { overall }, neff)
+                    (if m.is_finite() { m } else { overall }, neff(b))
                 })
                 .collect()
         };
@@ -221,7 +264,7 @@ impl ProfileFit {
         if blocks.is_empty() {
             for (i, &v) in hist.iter().enumerate() {
                 if v.is_finite() {
-                    let w = age_w(i, params.effect_half_life_s);
+                    let w = w_effect[i];
                     let d = cal.day_slot(i);
                     push_pooled(&mut bins, d, band, v - long[d].0, w);
                 }
@@ -231,7 +274,7 @@ impl ProfileFit {
                 for i in *start..*start + per_week {
                     let m = med[cal.day_slot(i)];
                     if hist[i].is_finite() && m.is_finite() {
-                        let w = age_w(i, params.effect_half_life_s);
+                        let w = w_effect[i];
                         let r = hist[i] - m - effect[cal.week_slot(i)];
                         push_pooled(&mut bins, cal.day_slot(i), band, r, w);
                     }
@@ -261,8 +304,7 @@ impl ProfileFit {
                 }
                 // A median's standard error is 1.25 sigma / sqrt(n).
                 let se = 1.25 * sigma[d] * (1.0 / nl + 1.0 / ns).sqrt();
-                let diff = s - l;
-                l + diff.signum() * (diff.abs() - 2.0 * se).max(0.0)
+                soft_towards(l, s, 2.0 * se)
             })
             .collect();
         ProfileFit {
