@@ -92,6 +92,11 @@ EOF
 chmod 644 "$conf"
 (cd "$work" && pgs_as_pg pgbackrest --config="$conf" --stanza=bench stanza-create) >&2 ||
   pgs_die "$EX_SOFTWARE" "pgbackrest stanza-create failed"
+# The cluster ran with fsync=off: stop it and flush its dirty pages now, or the kernel writes
+# them back during the measurement and every fsync below waits behind gigabytes.
+# (archive-push only reads pg_control; it does not need the server.)
+pgs_cluster_stop "$work/pg"
+sync
 
 # One loop, run as postgres: for each segment, each tool once (one process per segment, like
 # archive_command), in an order that rotates, timing each call. Interleaving makes the
