@@ -153,14 +153,6 @@ impl Archive {
         }
     }
 
-    /// The local directory, when the archive is local.
-    pub fn local_dir(&self) -> Option<&Path> {
-        match &self.loc {
-            Location::Local(p) => Some(p),
-            Location::Ssh(_) => None,
-        }
-    }
-
     /// Store the object (given in parts) under `name` unless the name is taken.
     pub fn put(&self, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put> {
         match &self.loc {

@@ -100,11 +100,17 @@ impl shared::Record for Fetched {
     const TYPE: &'static str = "segment";
 }
 
+/// Standby mode: PostgreSQL runs restore_command in the data directory, where
+/// `standby.signal` says the server is a standby (which retries failures forever).
+pub(crate) fn standby_mode() -> bool {
+    Path::new("standby.signal").exists()
+}
+
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let retry = match a.on_error {
         OnError::Stop => false,
         OnError::Retry => true,
-        OnError::Auto => Path::new("standby.signal").exists(),
+        OnError::Auto => standby_mode(),
     };
     fetch(&a).map_err(|e| {
         let kind = shared::exit::classify(&e);

@@ -123,7 +123,23 @@ pub enum Command {
 
 /// Run `wal-ship` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
-    let cli = Cli::try_parse_from(args)?;
+    let fetching = args.get(1).is_some_and(|a| a == "fetch");
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // A mistyped restore_command must not read as "not in the archive" either: outside
+        // standby mode that would end recovery at once (see `fetch`).
+        Err(e) if fetching && !fetch::standby_mode() && !is_help(&e) => {
+            return Err(shared::err(
+                shared::ErrorKind::Fatal,
+                format!(
+                    "{}; exiting 126 so that PostgreSQL stops recovery instead of ending it \
+                     early: fix restore_command (try 'wal-ship fetch --help')",
+                    shared::one_line_clap(&e)
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
     match cli.command {
         Command::Push(a) => push::run(a),
         Command::Fetch(a) => fetch::run(a),
@@ -132,6 +148,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         Command::Verify(a) => verify::run(a),
         Command::Clean(a) => clean::run(a),
     }
+}
+
+fn is_help(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind as K;
+    matches!(e.kind(), K::DisplayHelp | K::DisplayVersion)
 }
 
 /// Now, RFC 3339 in UTC with milliseconds (`2026-11-25T18:51:36.123Z`).

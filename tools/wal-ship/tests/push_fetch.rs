@@ -412,6 +412,34 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
             .unwrap();
         check(69, &out, &target);
     }
+    // A mistyped restore_command: outside standby mode, stop; in standby mode, a usage error.
+    let typo = |d: &std::path::Path| {
+        wal_ship()
+            .current_dir(d)
+            .args(["fetch", &name, "p", "--form", a])
+            .output()
+            .unwrap()
+    };
+    let out = typo(&datadir);
+    check(126, &out, &"typo");
+    assert!(stderr(&out).contains("--form"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fix restore_command"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(datadir.join("standby.signal"), "").unwrap();
+    check(2, &typo(&datadir), &"typo, standby");
+    fs::remove_file(datadir.join("standby.signal")).unwrap();
+    check(
+        0,
+        &wal_ship()
+            .current_dir(&datadir)
+            .args(["fetch", "--help"])
+            .output()
+            .unwrap(),
+        &"help",
+    );
     // Not a WAL name: outside standby mode that must not read as "end of archive" either.
     check(126, &fetch("RECOVERYHISTORY", &[]), &"bad name");
     check(
