@@ -70,6 +70,28 @@ pub struct RowDiff {
     pub recheck: Option<&'static str>,
     /// LSNs of the snapshots it was last seen different in (empty: the first pass).
     pub lsns: Option<(String, String)>,
+    /// Proven to come from replay: the 64-bit xid that created the target's version, or
+    /// deleted the source's (see [`crate::replay`]).
+    pub explained: Option<u64>,
+    /// The chunk it is in.
+    pub chunk: usize,
+}
+
+impl RowDiff {
+    /// Neither explained nor labelled by a recheck yet.
+    pub fn open(&self) -> bool {
+        self.explained.is_none() && self.recheck.is_none()
+    }
+}
+
+/// A differing range not resolved to rows.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub range: Range,
+    /// Set by rechecks: `transient` or `persistent`.
+    pub recheck: Option<&'static str>,
+    /// The chunk it is in.
+    pub chunk: usize,
 }
 
 /// A table's result.
@@ -84,10 +106,13 @@ pub struct Outcome {
     pub diffs: Vec<RowDiff>,
     /// Differing ranges not resolved to rows (whole-table hash, `--max-row-diffs` reached),
     /// with whether a recheck found them equal.
-    pub ranges: Vec<(Range, Option<&'static str>)>,
+    pub ranges: Vec<Unresolved>,
     /// Drill-down stopped at `--max-row-diffs`.
     pub truncated: bool,
     pub elapsed: Duration,
+    /// Why the differences could not be checked for an explanation by replay (they are
+    /// reported unexplained, and this as an `error`).
+    pub proof_error: Option<anyhow::Error>,
 }
 
 impl Outcome {
@@ -111,14 +136,27 @@ impl Outcome {
         }
     }
 
-    /// True if the data is the same: nothing differs, or every difference was transient.
+    /// True if the data is the same: nothing differs, or every difference was transient or
+    /// explained by replay. An unresolved range (a whole-table hash, drill-down stopped at
+    /// `--max-row-diffs`) is never explained, so a truncated table is not equal unless a
+    /// recheck finds its unresolved ranges equal.
     pub fn data_equal(&self) -> bool {
         if self.diffs.is_empty() && self.ranges.is_empty() {
             let t = self.totals();
             return t[0] == t[1];
         }
-        self.diffs.iter().all(|d| d.recheck == Some("transient"))
-            && self.ranges.iter().all(|(_, r)| *r == Some("transient"))
+        self.diffs
+            .iter()
+            .all(|d| d.explained.is_some() || d.recheck == Some("transient"))
+            && self.ranges.iter().all(|r| r.recheck == Some("transient"))
+    }
+
+    /// True if every difference in chunk `i` is explained by replay (and there is one).
+    pub fn chunk_explained(&self, i: usize) -> bool {
+        let mut diffs = self.diffs.iter().filter(|d| d.chunk == i).peekable();
+        diffs.peek().is_some()
+            && diffs.all(|d| d.explained.is_some())
+            && !self.ranges.iter().any(|r| r.chunk == i)
     }
 }
 
@@ -228,11 +266,16 @@ pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Re
         ranges: Vec::new(),
         truncated: false,
         elapsed: Duration::ZERO,
+        proof_error: None,
     };
     let differing = out.different_chunks();
     if out.plan.shape.key.is_empty() {
         if !differing.is_empty() {
-            out.ranges.push((Range::default(), None));
+            out.ranges.push(Unresolved {
+                range: Range::default(),
+                recheck: None,
+                chunk: 0,
+            });
         }
     } else {
         // Drill the differing chunks in parallel (up to `jobs` at a time), sharing one
@@ -271,9 +314,16 @@ pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Re
                 Ok(())
             },
         )?;
-        for d in per_chunk.into_iter().flatten() {
-            out.diffs.extend(d.diffs);
-            out.ranges.extend(d.pending.into_iter().map(|r| (r, None)));
+        for (d, &chunk) in per_chunk.into_iter().zip(&differing) {
+            let Some(d) = d else { continue };
+            out.diffs
+                .extend(d.diffs.into_iter().map(|r| RowDiff { chunk, ..r }));
+            out.ranges
+                .extend(d.pending.into_iter().map(|range| Unresolved {
+                    range,
+                    recheck: None,
+                    chunk,
+                }));
             out.truncated |= d.truncated;
         }
     }
@@ -411,6 +461,8 @@ pub fn diff_rows(src: &KeyedRows, tgt: &KeyedRows) -> Vec<RowDiff> {
         columns: Vec::new(),
         recheck: None,
         lsns: None,
+        explained: None,
+        chunk: 0,
     };
     let (mut i, mut j) = (0, 0);
     while i < src.len() || j < tgt.len() {

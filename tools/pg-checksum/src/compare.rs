@@ -156,6 +156,7 @@ pub fn run(a: &Path, b: &Path, out: &mut Output) -> anyhow::Result<Counts> {
                             target_rows: y.rows,
                             source_hash: x.hash.clone(),
                             target_hash: y.hash.clone(),
+                            explained: false,
                             source_lsn: ta.lsn.clone(),
                             target_lsn: tb.lsn.clone(),
                         })?;

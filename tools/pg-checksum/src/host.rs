@@ -29,6 +29,10 @@ pub struct Host {
     pub system_id: Option<String>,
     pub probe: i64,
     pub snap: Option<SnapshotInfo>,
+    /// The snapshot as a `pg_snapshot` (`xmin:xmax:xip`), when replay proofs use it.
+    pub xids: Option<String>,
+    /// With `--wait-replay`, on the target: the source LSN it had replayed before its snapshot.
+    pub waited_for: Option<String>,
     pub tables: Vec<TableInfo>,
     pub keys: HashMap<u32, TableKey>,
 }
@@ -75,6 +79,8 @@ impl Host {
             system_id,
             probe,
             snap: None,
+            xids: None,
+            waited_for: None,
             tables: Vec::new(),
             keys: HashMap::new(),
         })
@@ -91,12 +97,28 @@ impl Host {
 
     /// Take and export the snapshot, then list the tables and their keys inside it.
     pub fn begin(&mut self, filter: &TableFilter) -> anyhow::Result<()> {
+        self.begin_with(filter, false).map(drop)
+    }
+
+    /// [`Host::begin`]; with `point`, on a primary, also read the snapshot's
+    /// [`ReplayPoint`] right after taking it (before the catalog queries).
+    pub fn begin_with(
+        &mut self,
+        filter: &TableFilter,
+        point: bool,
+    ) -> anyhow::Result<Option<ReplayPoint>> {
         let what = self.what();
         let snap = snapshot::export(&mut self.leader).with_context(|| what.clone())?;
+        let in_recovery = snap.in_recovery;
+        self.snap = Some(snap);
+        let point = if point && !in_recovery {
+            Some(self.replay_point()?)
+        } else {
+            None
+        };
         self.tables = list_tables(&mut self.leader, filter).with_context(|| what.clone())?;
         self.keys = find_keys(&mut self.leader, &self.tables).with_context(|| what.clone())?;
-        self.snap = Some(snap);
-        Ok(())
+        Ok(point)
     }
 
     /// The snapshot's LSN.
@@ -124,6 +146,8 @@ impl Host {
             system_identifier: self.system_id.clone(),
             server_encoding: self.encoding.clone(),
             hash_probe: self.probe,
+            xid_snapshot: self.xids.clone(),
+            wait_lsn: self.waited_for.clone(),
         }
     }
 
@@ -139,9 +163,21 @@ impl Host {
 
     /// Wait (outside any transaction) until this standby has replayed `lsn`, up to `timeout`.
     pub fn wait_replay(&mut self, lsn: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_replay_until(&mut |_| Ok(lsn.to_owned()), timeout)
+    }
+
+    /// Wait (outside any transaction) until this standby has replayed the LSN `goal` returns
+    /// (asked again at every poll, with the time waited so far), up to `timeout`.
+    pub fn wait_replay_until(
+        &mut self,
+        goal: &mut dyn FnMut(Duration) -> anyhow::Result<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let what = self.what();
         let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
         loop {
+            let lsn = goal(started.elapsed())?;
             let row = self
                 .leader
                 .query_one(
@@ -173,20 +209,32 @@ impl Host {
                     ),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Poll often at first: every millisecond waited lets more commits in between the
+            // two snapshots.
+            std::thread::sleep(pause);
+            pause = (pause * 3 / 2).min(Duration::from_millis(20));
         }
     }
 
     /// End the current snapshot and read from a fresh one (for rechecks): returns its LSN.
     /// When `replay` is given, first wait until this standby has replayed it.
     pub fn renew(&mut self, replay: Option<(&str, Duration)>) -> anyhow::Result<String> {
-        let what = self.what();
-        self.leader
-            .batch_execute("COMMIT")
-            .with_context(|| what.clone())?;
+        self.end()?;
         if let Some((lsn, timeout)) = replay {
             self.wait_replay(lsn, timeout)?;
         }
+        self.begin_again()
+    }
+
+    /// End the leader's transaction (and with it its snapshot).
+    pub fn end(&mut self) -> anyhow::Result<()> {
+        let what = self.what();
+        self.leader.batch_execute("COMMIT").with_context(|| what)
+    }
+
+    /// Begin a new snapshot on the leader (not exported): returns its LSN.
+    pub fn begin_again(&mut self) -> anyhow::Result<String> {
+        let what = self.what();
         self.leader
             .batch_execute(snapshot::BEGIN_SQL)
             .with_context(|| what.clone())?;
@@ -201,6 +249,96 @@ impl Host {
             .get(0);
         Ok(lsn.unwrap_or_default())
     }
+
+    /// The leader's snapshot as a `pg_snapshot` (inside its transaction).
+    pub fn xid_snapshot(&mut self) -> anyhow::Result<String> {
+        let what = self.what();
+        Ok(self
+            .leader
+            .query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[])
+            .with_context(|| what)?
+            .get(0))
+    }
+
+    /// On a primary, inside the leader's snapshot: what a standby must replay to hold
+    /// everything the snapshot sees (see [`ReplayPoint`]).
+    pub fn replay_point(&mut self) -> anyhow::Result<ReplayPoint> {
+        let what = self.what();
+        let row = self
+            .leader
+            .query_one(
+                "SELECT pg_catalog.pg_current_snapshot()::text, \
+                 pg_catalog.pg_current_wal_insert_lsn()::text, \
+                 (SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'wal_writer_delay'), \
+                 ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8",
+                &[],
+            )
+            .with_context(|| what.clone())?;
+        let delay: Option<i64> = row.get(2);
+        Ok(ReplayPoint {
+            xids: row.get(0),
+            insert_lsn: row.get(1),
+            wal_writer_delay: Duration::from_millis(delay.unwrap_or(200).max(1) as u64),
+            timeline: row.get(3),
+            at: Instant::now(),
+        })
+    }
+
+    /// The source's WAL flushed so far.
+    pub fn flush_lsn(&mut self) -> anyhow::Result<String> {
+        let what = self.what();
+        Ok(self
+            .leader
+            .query_one("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
+            .with_context(|| what)?
+            .get(0))
+    }
+
+    /// On a standby: the timeline its WAL receiver streams, if it streams and we may see it.
+    pub fn received_timeline(&mut self) -> Option<i64> {
+        self.leader
+            .query_opt(
+                "SELECT received_tli::int8 FROM pg_catalog.pg_stat_wal_receiver",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<i64>>(0))
+    }
+}
+
+/// Where a primary's snapshot stands in its WAL.
+///
+/// `pg_current_wal_insert_lsn()` read after the snapshot is at or past the end of every
+/// commit record the snapshot sees: a transaction becomes visible only after its commit
+/// record is inserted. The write LSN is not enough: with `synchronous_commit = off` a commit
+/// is visible once inserted, before it is written. The insert LSN itself may stay unflushed
+/// (so unsent) for long on an idle primary when the last records are not commits; but an
+/// asynchronous commit is flushed within three `wal_writer_delay`s, so after that the flush
+/// LSN also covers every commit the snapshot sees ([`ReplayPoint::goal`]).
+#[derive(Debug, Clone)]
+pub struct ReplayPoint {
+    /// `pg_current_snapshot()` of the snapshot.
+    pub xids: String,
+    pub insert_lsn: String,
+    pub wal_writer_delay: Duration,
+    /// The primary's timeline.
+    pub timeline: i64,
+    /// When it was read.
+    pub at: Instant,
+}
+
+impl ReplayPoint {
+    /// How long after the snapshot the flush LSN is known to cover its commits.
+    pub fn grace(&self) -> Duration {
+        self.wal_writer_delay * 3 + Duration::from_millis(200)
+    }
+}
+
+/// An LSN (`X/Y`) as a number.
+pub fn lsn_value(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 /// Open `n` worker sessions in the host's snapshot.

@@ -21,6 +21,7 @@ pub mod host;
 pub mod one;
 pub mod plan;
 pub mod records;
+pub mod replay;
 pub mod sql;
 pub mod sum;
 pub mod two;

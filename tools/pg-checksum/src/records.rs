@@ -46,6 +46,13 @@ pub struct HostRecord {
     pub server_encoding: String,
     /// The hash of a fixed text: hosts that disagree on it cannot be compared.
     pub hash_probe: i64,
+    /// The snapshot as `pg_current_snapshot()` (`xmin:xmax:xip,...`), when differences are
+    /// explained by replay.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub xid_snapshot: Option<String>,
+    /// With `--wait-replay`, on the target: the source LSN it replayed before its snapshot.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wait_lsn: Option<String>,
 }
 
 impl Record for HostRecord {
@@ -71,12 +78,16 @@ pub struct TableRecord {
     pub chunks: usize,
     /// Chunks whose count or hash differed.
     pub different_chunks: usize,
-    /// `row_diff` records written for this table (transient ones included).
+    /// `row_diff` records written for this table (transient and explained ones included).
     pub row_diffs: usize,
     /// Of those, how many a recheck found equal.
     #[serde(skip_serializing_if = "is_zero")]
     pub transient_row_diffs: usize,
-    /// True if drill-down stopped at `--max-row-diffs`: more rows may differ.
+    /// Of those, how many are explained by replay.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub explained_row_diffs: usize,
+    /// True if drill-down stopped at `--max-row-diffs`: more rows may differ, and the table
+    /// is not equal unless a recheck finds the rest equal.
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// After `--recheck`, for a table that differed at first: `transient` or `persistent`.
@@ -121,6 +132,10 @@ pub struct ChunkDiffRecord {
     pub target_rows: i64,
     pub source_hash: String,
     pub target_hash: String,
+    /// Every difference found in the chunk is explained by replay: equal but for what
+    /// committed after the source's snapshot (absent when false).
+    #[serde(skip_serializing_if = "is_false")]
+    pub explained: bool,
     pub source_lsn: String,
     pub target_lsn: String,
 }
@@ -144,6 +159,14 @@ pub struct RowDiffRecord {
     /// After `--recheck`: `transient` (equal when read again) or `persistent`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck: Option<&'static str>,
+    /// `replay`: proven to come from a transaction the source's snapshot does not see (a
+    /// physical standby with `--wait-replay`); not a difference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explained_by: Option<&'static str>,
+    /// With `explained_by`: that transaction (64-bit xid), which created the target's row
+    /// version (`changed`, `extra_on_target`) or deleted the source's (`missing_on_target`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xid: Option<String>,
     /// The LSNs of the snapshots the difference was (last) seen in.
     pub source_lsn: String,
     pub target_lsn: String,

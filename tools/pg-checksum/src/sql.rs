@@ -301,6 +301,22 @@ impl Shape {
         format!("{k} IN ({})", lits.join(", "))
     }
 
+    /// For the rows with these keys: `(key text..., extra)`, where `extra` is a list of text
+    /// expressions over the table (system columns: `xmin::text`, `ctid::text`).
+    pub fn system_query(&self, keys: &[KeyVal], extra: &str) -> String {
+        let sel: Vec<String> = self
+            .column_exprs()
+            .iter()
+            .map(|c| format!("{c}::text"))
+            .collect();
+        format!(
+            "SELECT {}, {extra} FROM ONLY {} WHERE {}",
+            sel.join(", "),
+            self.table,
+            self.keys_pred(keys)
+        )
+    }
+
     /// For the rows with these keys: `(key text..., md5 of each hashed column's text)`, to
     /// name the columns that differ.
     pub fn columns_query(&self, keys: &[KeyVal]) -> String {

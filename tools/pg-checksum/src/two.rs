@@ -2,15 +2,20 @@
 //! differences drilled down to rows, optionally rechecked in fresh snapshots.
 //!
 //! With `--wait-replay` the source's snapshot is taken first, and the target (a standby of
-//! the source) is read only once it has replayed the source's LSN, so it holds at least
-//! everything the source's snapshot saw. Under concurrent writes the standby may hold a little
-//! more (what committed meanwhile); `--recheck N` reads each difference again in a new pair of
-//! snapshots (again waiting for replay) and labels it `transient` when it has gone, so a live
-//! replica compares equal while a real divergence stays `persistent`.
+//! the source) is read only once it has replayed every commit that snapshot sees (the
+//! source's insert LSN read right after it: see [`crate::host::ReplayPoint`]), so it holds at
+//! least what the source saw. Under concurrent writes the standby holds a little more (what
+//! committed meanwhile). When it is a physical standby (same system identifier, streaming the
+//! source's timeline) and the source a primary, each such difference is *proven* to come from
+//! a transaction the source's snapshot does not see ([`crate::replay`]) and labelled
+//! `explained_by: replay`; it is not a difference. `--recheck N` reads each remaining
+//! difference again in a new pair of snapshots (again waiting for replay, and proving again)
+//! and labels it `transient` when it has gone, else `persistent`; it is what applies to
+//! logical replicas and other hosts whose xids mean nothing to each other.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -20,10 +25,11 @@ use shared::pg::snapshot::{in_savepoint, ReadPool};
 use shared::pg::tables::{TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
-use crate::check::{check_table, diff_rows, hash_rows, merge, read_rows, Opts, Outcome};
-use crate::host::{open_pool, Host};
+use crate::check::{check_table, diff_rows, hash_rows, merge, read_rows, Opts, Outcome, RowDiff};
+use crate::host::{lsn_value, open_pool, Host, ReplayPoint};
 use crate::plan::{plan_two, Plan};
 use crate::records::{key_json, ChunkDiffRecord, RowDiffRecord, TableRecord};
+use crate::replay::{explain, Fresh, Leader, Pair, Prover, XidSnapshot};
 use crate::sql::KeyVal;
 
 /// What two-host mode needs from the command line.
@@ -51,6 +57,10 @@ pub struct Counts {
     pub different_chunks: u64,
     pub row_diffs: u64,
     pub transient_row_diffs: u64,
+    /// Row differences proven to come from replay (not differences).
+    pub explained_row_diffs: u64,
+    /// Differing chunks whose every difference is explained by replay.
+    pub explained_chunks: u64,
     pub source_rows: i64,
     pub target_rows: i64,
 }
@@ -106,6 +116,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         out.error(&e, json!({}))?;
         return Ok(counts);
     }
+    let mut proof: Option<Pair> = None;
     if args.wait_replay {
         if let (Some(a), Some(b)) = (&src.system_id, &tgt.system_id) {
             if a != b {
@@ -115,17 +126,19 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
                 return Ok(counts);
             }
         }
-        if let Err(e) = src.begin(args.filter) {
-            out.error(&e, json!({"host": "source"}))?;
-            return Ok(counts);
-        }
-        let lsn = src.lsn();
-        if let Err(e) = tgt
-            .wait_replay(&lsn, args.timeout)
-            .and_then(|()| tgt.begin(args.filter))
-        {
-            out.error(&e, json!({"host": "target"}))?;
-            return Ok(counts);
+        let point = match src.begin_with(args.filter, true) {
+            Ok(p) => p,
+            Err(e) => {
+                out.error(&e, json!({"host": "source"}))?;
+                return Ok(counts);
+            }
+        };
+        match sync_target(&mut src, &mut tgt, point, args.timeout, args.filter) {
+            Ok(p) => proof = p,
+            Err((host, e)) => {
+                out.error(&e, json!({ "host": host }))?;
+                return Ok(counts);
+            }
         }
     } else {
         let r = thread::scope(|s| {
@@ -158,12 +171,30 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     };
     let standby = src.in_recovery() || tgt.in_recovery();
     let lsns = (src.lsn(), tgt.lsn());
-    let mut buffered = run_checks(&args, [&sp, &tp], plans, standby, &lsns, out, &mut counts)?;
+    let fresh = Fresh::new(&src.info, &src.endpoint);
+    let prover = proof.as_ref().map(|pair| Prover {
+        pair,
+        source: &sp,
+        target: &tp,
+        fresh: &fresh,
+    });
+    let mut buffered = run_checks(
+        &args,
+        [&sp, &tp],
+        plans,
+        prover.as_ref(),
+        standby,
+        &lsns,
+        out,
+        &mut counts,
+    )?;
     drop((sp, tp));
 
     if !buffered.is_empty() {
         let wait = args.wait_replay.then_some(args.timeout);
-        let rechecked = match recheck(&mut src, &mut tgt, &mut buffered, args.recheck, wait) {
+        let prove = proof.is_some().then_some(&fresh);
+        let rechecked = match recheck(&mut src, &mut tgt, &mut buffered, args.recheck, wait, prove)
+        {
             Ok(()) => true,
             Err(e) => {
                 // Report, and the tables as the first pass saw them: unlabelled differences
@@ -174,11 +205,11 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         };
         for o in &mut buffered {
             if rechecked {
-                for d in o.diffs.iter_mut().filter(|d| d.recheck.is_none()) {
+                for d in o.diffs.iter_mut().filter(|d| d.open()) {
                     d.recheck = Some("persistent");
                 }
-                for r in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
-                    r.1 = Some("persistent");
+                for r in o.ranges.iter_mut().filter(|r| r.recheck.is_none()) {
+                    r.recheck = Some("persistent");
                 }
             }
             emit_outcome(out, o, &lsns, rechecked, &mut counts)?;
@@ -256,10 +287,12 @@ fn plan_tables(
 
 /// Check every planned table, `jobs` at a time; emit equal tables (or every table, without
 /// `--recheck`) as they finish, and return the ones to recheck.
+#[allow(clippy::too_many_arguments)]
 fn run_checks(
     args: &Args<'_>,
     pools: [&ReadPool; 2],
     plans: Vec<Plan>,
+    prover: Option<&Prover<'_>>,
     standby: bool,
     lsns: &(String, String),
     out: &mut Output,
@@ -271,10 +304,27 @@ fn run_checks(
     let result = parallel(
         plans.len(),
         opts.jobs,
-        |i| check_table(pools, plans[i].clone(), &opts),
+        |i| {
+            let mut o = check_table(pools, plans[i].clone(), &opts)?;
+            if let Some(p) = prover {
+                if !o.diffs.is_empty() {
+                    o.proof_error = explain(p, &o.plan.shape, &mut o.diffs).err();
+                }
+            }
+            Ok(o)
+        },
         |i, r| {
             bar.inc(1);
             let name = &plans[i].name;
+            let r = r.and_then(|mut o| {
+                if let Some(e) = o.proof_error.take() {
+                    let e = e.context(format!(
+                        "checking which differences of {name} come from replay (they are reported unexplained)"
+                    ));
+                    out.error(&e, json!({"schema": name.schema, "name": name.name}))?;
+                }
+                Ok(o)
+            });
             match r {
                 Ok(o) if args.recheck == 0 || o.data_equal() => {
                     emit_outcome(out, &o, lsns, false, counts)
@@ -367,55 +417,191 @@ fn on_both<T: Send>(
 }
 
 /// Read every unresolved difference again, up to `rounds` times, each time in a new pair of
-/// snapshots (the target's taken after it replayed the source's LSN when `wait` is given).
+/// snapshots (the target's taken after it replayed the source's when `wait` is given). With
+/// `prove` (a physical standby), what still differs is checked for an explanation by replay
+/// in the new pair, and its kind is updated to what the new pair shows.
 fn recheck(
     src: &mut Host,
     tgt: &mut Host,
     outs: &mut [Outcome],
     rounds: u32,
     wait: Option<Duration>,
+    prove: Option<&Fresh>,
 ) -> anyhow::Result<()> {
     for _ in 0..rounds {
         let open = |o: &Outcome| {
-            o.diffs.iter().any(|d| d.recheck.is_none()) || o.ranges.iter().any(|r| r.1.is_none())
+            o.diffs.iter().any(RowDiff::open) || o.ranges.iter().any(|r| r.recheck.is_none())
         };
         if !outs.iter().any(open) {
             break;
         }
-        let sl = src.renew(None)?;
-        let tl = tgt.renew(wait.map(|t| (sl.as_str(), t)))?;
+        let (sl, tl, pair) = renew_both(src, tgt, wait, prove.is_some())?;
         for o in outs.iter_mut() {
             let shape = o.plan.shape.clone();
             let width = shape.key.len();
             let keys: Vec<KeyVal> = o
                 .diffs
                 .iter()
-                .filter(|d| d.recheck.is_none())
+                .filter(|d| d.open())
                 .map(|d| d.key.clone())
                 .collect();
             for batch in keys.chunks(500) {
                 let sql = shape.rows_query(&shape.keys_pred(batch));
                 let (a, b) = on_both(src, tgt, |c| read_rows(c, &sql, width))?;
-                let still: HashSet<KeyVal> = diff_rows(&a, &b).into_iter().map(|d| d.key).collect();
+                let mut now = diff_rows(&a, &b);
+                if let (Some(pair), Some(fresh)) = (&pair, prove) {
+                    let (rs, rt) = (
+                        Leader(Mutex::new(&mut src.leader)),
+                        Leader(Mutex::new(&mut tgt.leader)),
+                    );
+                    let p = Prover {
+                        pair,
+                        source: &rs,
+                        target: &rt,
+                        fresh,
+                    };
+                    explain(&p, &shape, &mut now)?;
+                }
+                let still: HashMap<KeyVal, RowDiff> =
+                    now.into_iter().map(|d| (d.key.clone(), d)).collect();
                 let batch: HashSet<&KeyVal> = batch.iter().collect();
                 for d in o.diffs.iter_mut().filter(|d| batch.contains(&d.key)) {
-                    if still.contains(&d.key) {
-                        d.lsns = Some((sl.clone(), tl.clone()));
-                    } else {
-                        d.recheck = Some("transient");
+                    match still.get(&d.key) {
+                        Some(n) => {
+                            d.lsns = Some((sl.clone(), tl.clone()));
+                            if n.kind != d.kind {
+                                d.kind = n.kind;
+                                d.columns.clear();
+                            }
+                            d.explained = n.explained;
+                        }
+                        None => d.recheck = Some("transient"),
                     }
                 }
             }
-            for (r, label) in o.ranges.iter_mut().filter(|r| r.1.is_none()) {
-                let sql = shape.hash_query(&[], &shape.range_pred(r));
+            for r in o.ranges.iter_mut().filter(|r| r.recheck.is_none()) {
+                let sql = shape.hash_query(&[], &shape.range_pred(&r.range));
                 let (a, b) = on_both(src, tgt, |c| hash_rows(c, &sql))?;
                 if merge(1, vec![a]) == merge(1, vec![b]) {
-                    *label = Some("transient");
+                    r.recheck = Some("transient");
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A new pair of snapshots for a recheck: their LSNs, and with `prove` the pair to prove
+/// differences against.
+fn renew_both(
+    src: &mut Host,
+    tgt: &mut Host,
+    wait: Option<Duration>,
+    prove: bool,
+) -> anyhow::Result<(String, String, Option<Pair>)> {
+    let sl = src.renew(None)?;
+    let Some(timeout) = wait else {
+        let tl = tgt.renew(None)?;
+        return Ok((sl, tl, None));
+    };
+    if src.in_recovery() {
+        let tl = tgt.renew(Some((&sl, timeout)))?;
+        return Ok((sl, tl, None));
+    }
+    let point = src.replay_point()?;
+    tgt.end()?;
+    wait_for_point(src, tgt, &point, timeout).map_err(|(_, e)| e)?;
+    let tl = tgt.begin_again()?;
+    if !prove {
+        return Ok((sl, tl, None));
+    }
+    let pair = Pair {
+        source: XidSnapshot::parse(&point.xids)?,
+        target: XidSnapshot::parse(&tgt.xid_snapshot()?)?,
+    };
+    Ok((sl, tl, Some(pair)))
+}
+
+/// With `--wait-replay`, after the source's snapshot (with its replay `point` when the source
+/// is a primary): wait until the target has replayed everything the source's snapshot sees, then take the target's snapshot (listing the
+/// tables `filter` selects). Returns the pair of snapshots to prove differences against when the target
+/// is a physical standby of the source (see [`crate::replay`]); errors come with the host
+/// they are about.
+fn sync_target(
+    src: &mut Host,
+    tgt: &mut Host,
+    point: Option<ReplayPoint>,
+    timeout: Duration,
+    filter: &TableFilter,
+) -> Result<Option<Pair>, (&'static str, anyhow::Error)> {
+    let Some(point) = point else {
+        // A standby as the source: its replay LSN is what it sees. Its `pg_current_snapshot()`
+        // does not list running xids, so nothing is proven.
+        let lsn = src.lsn();
+        tgt.wait_replay(&lsn, timeout).map_err(|e| ("target", e))?;
+        tgt.waited_for = Some(lsn);
+        tgt.begin(filter).map_err(|e| ("target", e))?;
+        return Ok(None);
+    };
+    let goal = wait_for_point(src, tgt, &point, timeout)?;
+    tgt.waited_for = Some(goal);
+    tgt.begin(filter).map_err(|e| ("target", e))?;
+
+    let physical = src.system_id.is_some() && src.system_id == tgt.system_id;
+    if !physical {
+        shared::note!("the system identifiers of the hosts could not be read (pg_control_system() needs pg_monitor or superuser): differences cannot be proven to come from replay; --recheck still applies");
+        return Ok(None);
+    }
+    if let Some(tli) = tgt.received_timeline() {
+        if tli != point.timeline {
+            shared::warn!("the target streams timeline {tli} but the source writes timeline {}: it may not be replaying the source's WAL, so differences are not explained by replay", point.timeline);
+            return Ok(None);
+        }
+    }
+    let t = tgt.xid_snapshot().map_err(|e| ("target", e))?;
+    let pair = Pair {
+        source: XidSnapshot::parse(&point.xids).map_err(|e| ("source", e))?,
+        target: XidSnapshot::parse(&t).map_err(|e| ("target", e))?,
+    };
+    src.xids = Some(point.xids.clone());
+    tgt.xids = Some(t);
+    Ok(Some(pair))
+}
+
+/// Wait until the target has replayed `point`'s insert LSN, or, once the source's flush LSN
+/// is known to cover every commit the snapshot sees (see [`crate::host::ReplayPoint`]), its
+/// flush LSN if that is lower. Returns the LSN waited for.
+fn wait_for_point(
+    src: &mut Host,
+    tgt: &mut Host,
+    point: &ReplayPoint,
+    timeout: Duration,
+) -> Result<String, (&'static str, anyhow::Error)> {
+    let mut goal = point.insert_lsn.clone();
+    let mut lowered = false;
+    let mut src_err = None;
+    let r = tgt.wait_replay_until(
+        &mut |_| {
+            if !lowered && point.at.elapsed() >= point.grace() {
+                lowered = true;
+                match src.flush_lsn() {
+                    Ok(f) if lsn_value(&f) < lsn_value(&goal) => goal = f,
+                    Ok(_) => {}
+                    Err(e) => {
+                        src_err = Some(e);
+                        return Err(shared::err(ErrorKind::Internal, "source failed"));
+                    }
+                }
+            }
+            Ok(goal.clone())
+        },
+        timeout,
+    );
+    if let Some(e) = src_err {
+        return Err(("source", e));
+    }
+    r.map_err(|e| ("target", e))?;
+    Ok(goal)
 }
 
 /// Write a table's `chunk`, `row_diff` and `table` records.
@@ -433,8 +619,11 @@ fn emit_outcome(
             .map_or(serde_json::Value::Null, |v| key_json(&keys, v))
     };
     let differing = o.different_chunks();
+    let mut explained_chunks = 0;
     for &i in &differing {
         let r = o.chunk_range(i);
+        let explained = o.chunk_explained(i);
+        explained_chunks += u64::from(explained);
         let (s, t) = (o.chunks[0][i], o.chunks[1][i]);
         out.emit(&ChunkDiffRecord {
             schema: name.schema.clone(),
@@ -446,14 +635,18 @@ fn emit_outcome(
             target_rows: t.rows,
             source_hash: s.hex(),
             target_hash: t.hex(),
+            explained,
             source_lsn: lsns.0.clone(),
             target_lsn: lsns.1.clone(),
         })?;
     }
-    let mut transient = 0;
+    let (mut transient, mut explained) = (0, 0);
     for d in &o.diffs {
         if d.recheck == Some("transient") {
             transient += 1;
+        }
+        if d.explained.is_some() {
+            explained += 1;
         }
         let (sl, tl) = d.lsns.clone().unwrap_or_else(|| lsns.clone());
         out.emit(&RowDiffRecord {
@@ -463,6 +656,8 @@ fn emit_outcome(
             kind: d.kind.as_str(),
             columns: d.columns.clone(),
             recheck: d.recheck,
+            explained_by: d.explained.map(|_| "replay"),
+            xid: d.explained.map(|x| x.to_string()),
             source_lsn: sl,
             target_lsn: tl,
         })?;
@@ -475,6 +670,8 @@ fn emit_outcome(
     counts.different_chunks += differing.len() as u64;
     counts.row_diffs += o.diffs.len() as u64;
     counts.transient_row_diffs += transient as u64;
+    counts.explained_row_diffs += explained as u64;
+    counts.explained_chunks += explained_chunks;
     counts.source_rows += totals[0].rows;
     counts.target_rows += totals[1].rows;
     if equal {
@@ -482,6 +679,12 @@ fn emit_outcome(
     } else {
         counts.different += 1;
         out.mark_differences();
+    }
+    if o.truncated && !data_equal {
+        shared::warn!(
+            "{name}: drill-down stopped at --max-row-diffs with differing ranges left unresolved, so the table cannot be proven equal{}; raise --max-row-diffs",
+            if explained > 0 { " (whatever the explained differences found so far)" } else { "" }
+        );
     }
     out.emit(&TableRecord {
         schema: name.schema.clone(),
@@ -497,6 +700,7 @@ fn emit_outcome(
         different_chunks: differing.len(),
         row_diffs: o.diffs.len(),
         transient_row_diffs: transient,
+        explained_row_diffs: explained,
         truncated: o.truncated,
         recheck: (rechecked && first_pass_differed).then_some(if data_equal {
             "transient"
