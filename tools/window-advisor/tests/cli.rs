@@ -40,3 +40,44 @@ fn unknown_flag_is_a_one_line_usage_error() {
     assert!(err.contains("--help"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn synth_writes_a_seeded_trace() {
+    let run = |seed: &str| {
+        let out = cmd()
+            .args([
+                "synth",
+                "--kind",
+                "regime-shift",
+                "--weeks",
+                "1",
+                "--step",
+                "1h",
+            ])
+            .args(["--seed", seed])
+            .assert()
+            .code(0)
+            .get_output()
+            .clone();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = run("3");
+    let lines: Vec<&str> = a.lines().collect();
+    assert_eq!(lines.len(), 7 * 24 + 1, "{a}");
+    assert!(lines[0].starts_with(r#"{"type":"sample","t":"2026-01-05T00:00:00Z","tps":"#));
+    assert!(
+        lines[168].contains(r#""kind":"regime-shift""#),
+        "{}",
+        lines[168]
+    );
+    let strip = |s: &str| s.lines().take(168).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&a), strip(&run("3")));
+    assert_ne!(strip(&a), strip(&run("4")));
+    let out = cmd()
+        .args(["synth", "--kind", "nope"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}

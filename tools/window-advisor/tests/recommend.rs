@@ -283,3 +283,28 @@ fn a_weekly_job_in_the_quiet_night_is_avoided() {
         r.dump()
     );
 }
+
+#[test]
+fn runs_are_deterministic_for_a_seed() {
+    let dir = scratch();
+    let t = trace(TraceKind::Bursts, 8, 3, "UTC", MONDAY);
+    let h = write_history(dir.path(), "h.jsonl", &t, 3 * WEEK);
+    let windows = |seed: &str| {
+        let r = run(&[
+            "recommend",
+            "--history",
+            h.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--top",
+            "5",
+        ]);
+        r.expect(0);
+        r.records
+            .iter()
+            .filter(|v| v["type"] != "summary")
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(windows("5"), windows("5"));
+}
