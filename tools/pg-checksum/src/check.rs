@@ -428,7 +428,13 @@ impl Drill<'_> {
             .unwrap_or(max);
         let room = max.saturating_sub(before).min(want);
         if room < want {
+            // The rest of the range (from the first difference left out, in key order) stays
+            // unresolved, so the table cannot pass for equal on the differences kept.
             self.truncated = true;
+            self.pending.push(Range {
+                lower: Some(found[room].key.clone()),
+                upper: range.upper.clone(),
+            });
         }
         let mut found: Vec<RowDiff> = found.into_iter().take(room).collect();
         name_changed_columns(self.pools, self.shape, &mut found)?;

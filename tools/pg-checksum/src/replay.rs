@@ -270,9 +270,11 @@ impl Fresh {
         );
         self.with(|c| {
             Ok(c.query(
+                // CASE, not AND: pg_xact_status() fails on an xid not assigned yet, so it
+                // must only see the others.
                 "SELECT x::text FROM unnest($1::text::xid8[]) AS x \
-                 WHERE x < pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) \
-                   AND pg_catalog.pg_xact_status(x) = 'committed'",
+                 WHERE CASE WHEN x < pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) \
+                       THEN pg_catalog.pg_xact_status(x) = 'committed' END",
                 &[&arr],
             )?
             .iter()

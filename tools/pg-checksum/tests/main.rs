@@ -5,4 +5,5 @@ mod common;
 mod diffs;
 mod errors;
 mod modes;
+mod replay;
 mod standby;
