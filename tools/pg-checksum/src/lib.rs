@@ -4,7 +4,8 @@
 //! - [`two`]: `--source` and `--target`: both hosts read at once, each in one exported
 //!   REPEATABLE READ snapshot shared by its `--jobs` sessions ([`shared::pg::snapshot`]);
 //!   differing chunks bisected to `row_diff` records; `--wait-replay` and `--recheck` for live
-//!   replicas.
+//!   replicas, and [`replay`]: proofs that a physical standby's differences come from
+//!   transactions the source's snapshot does not see.
 //! - [`one`] and [`compare`]: `--dsn` writes one host's checksums as JSON lines;
 //!   `compare A B` compares two such files (hosts that cannot reach each other).
 //! - [`check`]: chunking and bisection; [`sql`]: the queries, and why the row hash is
@@ -83,15 +84,18 @@ pub struct Cli {
     /// Stop drilling a table down after N differing rows (the table record says `truncated`).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_row_diffs: u64,
-    /// The target is a standby of the source: read it only once it has replayed the LSN of
-    /// the source's snapshot (bounded by --timeout).
+    /// The target is a standby of the source: read it only once it has replayed every commit
+    /// the source's snapshot sees (bounded by --timeout). On a physical standby of a primary,
+    /// differences are then proven to come from later transactions (`explained_by: replay`,
+    /// from the rows' xmin/xmax) and do not count.
     #[arg(long)]
     pub wait_replay: bool,
     /// How long --wait-replay waits for the standby.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = shared::cli::parse_duration)]
     pub timeout: Duration,
     /// Read each difference again up to N times in fresh snapshots; label it `transient` if it
-    /// goes away, else `persistent`. Only persistent differences make the exit code 1.
+    /// goes away, else `persistent`. Only persistent differences make the exit code 1. (With
+    /// --wait-replay on a physical standby, each new pair is also used to explain by replay.)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub recheck: u32,
     /// Hash these tables whole (no key ranges, no row drill-down): NAME or SCHEMA.NAME, globs.

@@ -216,6 +216,11 @@ impl Fresh {
         f(c)
     }
 
+    /// Connect now rather than when first needed; a failure is reported then.
+    pub fn warm(&self) {
+        let _ = self.with(|_| Ok(()));
+    }
+
     /// Of these `(ctid, xmin)` row versions, the ones a statement now still sees.
     fn live(
         &self,

@@ -160,10 +160,15 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         return Ok(counts);
     }
     let jobs = args.opts.jobs;
+    let fresh = Fresh::new(&src.info, &src.endpoint);
     let pools = thread::scope(|s| {
         let (a, b) = (src.pool_spec(), tgt.pool_spec());
         let ha = s.spawn(move || open_pool(a, jobs));
         let hb = s.spawn(move || open_pool(b, jobs));
+        if proof.is_some() {
+            // Connect meanwhile (a failure shows when it is first needed).
+            s.spawn(|| fresh.warm());
+        }
         (join(ha), join(hb))
     });
     let Some((sp, tp)) = both_ok(out, labels, pools)? else {
@@ -171,7 +176,6 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     };
     let standby = src.in_recovery() || tgt.in_recovery();
     let lsns = (src.lsn(), tgt.lsn());
-    let fresh = Fresh::new(&src.info, &src.endpoint);
     let prover = proof.as_ref().map(|pair| Prover {
         pair,
         source: &sp,
