@@ -12,12 +12,14 @@
 //! Windows with less than half of their points observed are not candidates for "the best",
 //! and an origin whose chosen window was not observed is skipped for that strategy.
 //!
-//! `auto` is evaluated honestly, nested: at each origin it follows the candidate model with
-//! the lowest p90 regret over the origins whose horizon had already ended.
+//! `auto` is evaluated honestly, nested: at each origin it applies its rule ([`choose`]) to
+//! the candidates' scores over the origins whose horizon had already ended, and to the
+//! [`Guard`]'s verdict on each candidate's window at this origin (which uses only the data
+//! before it, like every strategy).
 
 use serde::Serialize;
 
-use crate::models::{ranked_starts, Data, Kind, ModelName};
+use crate::models::{ranked_starts, Data, Guard, Kind, ModelName};
 use crate::series::{quantile, quantile_sorted, round3};
 
 /// Backtest settings, in grid points.
@@ -63,6 +65,10 @@ pub struct Track {
     pub kind: Kind,
     /// Per origin (`None` where the chosen window was not observed).
     pub outcomes: Vec<Option<Outcome>>,
+    /// Per origin: whether the [`Guard`] admitted the chosen window (true without a choice).
+    pub admitted: Vec<bool>,
+    /// Per origin, for `auto`: the candidate it followed (empty for the others).
+    pub followed: Vec<Option<&'static str>>,
 }
 
 /// The `evaluation` record: one strategy's scores.
@@ -141,6 +147,8 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
             name: s.name(),
             kind: *k,
             outcomes: Vec::with_capacity(origins.len()),
+            admitted: Vec::with_capacity(origins.len()),
+            followed: Vec::new(),
         })
         .collect();
     for &o in &origins {
@@ -151,36 +159,116 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
         let Some(&(best, best_load)) = candidates.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             for t in &mut tracks {
                 t.outcomes.push(None);
+                t.admitted.push(true);
             }
             continue;
         };
+        let guard = Guard::new(data, o, cfg.horizon, cfg.window);
         let mut sorted: Vec<f64> = candidates.iter().map(|c| c.1).collect();
         sorted.sort_by(f64::total_cmp);
         let hit_limit = quantile_sorted(&sorted, 0.05);
         for ((_, s), track) in strategies.iter_mut().zip(&mut tracks) {
             let plan = s.plan(data, o, cfg.horizon, cfg.window);
-            let outcome = ranked_starts(&plan, cfg.window)
-                .first()
-                .map(|&off| o + off)
-                .and_then(|chosen| {
-                    actual.mean(chosen, cfg.window).map(|load| Outcome {
-                        origin: o,
-                        chosen,
-                        best,
-                        chosen_load: load,
-                        best_load,
-                        regret: (load - best_load).max(0.0),
-                        hit: load <= hit_limit,
-                    })
-                });
+            let first = ranked_starts(&plan, cfg.window).first().copied();
+            track
+                .admitted
+                .push(first.is_none_or(|off| guard.admits(off, cfg.window)));
+            let outcome = first.map(|off| o + off).and_then(|chosen| {
+                actual.mean(chosen, cfg.window).map(|load| Outcome {
+                    origin: o,
+                    chosen,
+                    best,
+                    chosen_load: load,
+                    best_load,
+                    regret: (load - best_load).max(0.0),
+                    hit: load <= hit_limit,
+                })
+            });
             track.outcomes.push(outcome);
         }
     }
     tracks
 }
 
-/// The nested `auto` track: at each origin, the candidate with the lowest p90 regret over
-/// the origins whose horizon ended before it (the first candidate until three have).
+/// Finished origins each candidate needs before `auto` compares them; until then it
+/// follows the first candidate the guard admits.
+pub const WARM_UP: usize = 3;
+
+/// How much lower (relative) a candidate's p90 regret must be than a simpler candidate's
+/// before `auto` prefers it.
+pub const MARGIN: f64 = 0.1;
+
+/// Why `auto` chose a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Fewer than [`WARM_UP`] finished origins to compare: the simplest admitted candidate.
+    WarmUp,
+    /// The lowest p90 regret (then mean regret) of the admitted candidates.
+    Lowest,
+    /// Simpler than the one with the lowest p90 regret, and within [`MARGIN`] of it.
+    Simpler,
+    /// Too little history to backtest (`recommend`): the profile.
+    ShortHistory,
+}
+
+/// What [`choose`] decided.
+#[derive(Clone, Debug)]
+pub struct Pick {
+    /// The chosen candidate.
+    pub index: usize,
+    /// Why.
+    pub reason: Reason,
+    /// The admitted candidate with the lowest p90 regret (`None` in the warm-up).
+    pub lowest: Option<usize>,
+    /// Candidates the guard refused.
+    pub refused: Vec<usize>,
+}
+
+/// `auto`'s rule. `scores` are the candidates' backtest scores, simplest candidate first;
+/// `admitted` whether the [`Guard`] admits each one's window now. Among the admitted ones
+/// (all, if the guard admits none), the simplest whose p90 regret is within [`MARGIN`] of
+/// the lowest; the simplest admitted one while any has fewer than [`WARM_UP`] origins scored.
+pub fn choose(scores: &[Score], admitted: &[bool]) -> Option<Pick> {
+    let refused: Vec<usize> = (0..scores.len())
+        .filter(|&i| !admitted.get(i).copied().unwrap_or(true))
+        .collect();
+    let mut eligible: Vec<usize> = (0..scores.len()).filter(|i| !refused.contains(i)).collect();
+    if eligible.is_empty() {
+        eligible = (0..scores.len()).collect();
+    }
+    let &first = eligible.first()?;
+    if eligible.iter().any(|&i| scores[i].n < WARM_UP) {
+        return Some(Pick {
+            index: first,
+            reason: Reason::WarmUp,
+            lowest: None,
+            refused,
+        });
+    }
+    let lowest = *eligible
+        .iter()
+        .min_by(|&&a, &&b| scores[a].cmp_key().total_cmp_tuple(&scores[b].cmp_key()))?;
+    let bar = scores[lowest].cmp_key().0 * (1.0 + MARGIN);
+    let index = eligible
+        .iter()
+        .copied()
+        .find(|&i| i == lowest || scores[i].cmp_key().0 <= bar)
+        .unwrap_or(lowest);
+    Some(Pick {
+        index,
+        reason: if index == lowest {
+            Reason::Lowest
+        } else {
+            Reason::Simpler
+        },
+        lowest: Some(lowest),
+        refused,
+    })
+}
+
+/// The nested `auto` track: at each origin, [`choose`] with the candidates' scores over the
+/// origins whose horizon ended before it and the guard's verdict at this origin.
 pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track {
     let cands: Vec<&Track> = candidates
         .iter()
@@ -188,40 +276,38 @@ pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track 
         .collect();
     let n = cands.first().map_or(0, |t| t.outcomes.len());
     let mut outcomes = Vec::with_capacity(n);
+    let mut followed = Vec::with_capacity(n);
+    let mut admitted = Vec::with_capacity(n);
     for k in 0..n {
         let origin_k = cands
             .iter()
             .find_map(|t| t.outcomes[k].as_ref().map(|o| o.origin));
-        let pick = origin_k
-            .and_then(|ok| {
-                let scored: Vec<(usize, Score)> = cands
-                    .iter()
-                    .enumerate()
-                    .map(|(ci, t)| {
-                        let done: Vec<&Outcome> = t.outcomes[..k]
-                            .iter()
-                            .flatten()
-                            .filter(|o| o.origin + cfg.horizon <= ok)
-                            .collect();
-                        (ci, Score::of(&done))
-                    })
-                    .collect();
-                if scored.iter().all(|(_, s)| s.n >= 3) {
-                    scored
-                        .into_iter()
-                        .min_by(|a, b| a.1.cmp_key().total_cmp_tuple(&b.1.cmp_key()))
-                        .map(|(ci, _)| ci)
-                } else {
-                    None
-                }
-            })
-            .unwrap_or(0);
-        outcomes.push(cands.get(pick).and_then(|t| t.outcomes[k].clone()));
+        let pick = origin_k.and_then(|ok| {
+            let scores: Vec<Score> = cands
+                .iter()
+                .map(|t| {
+                    let done: Vec<&Outcome> = t.outcomes[..k]
+                        .iter()
+                        .flatten()
+                        .filter(|o| o.origin + cfg.horizon <= ok)
+                        .collect();
+                    Score::of(&done)
+                })
+                .collect();
+            let adm: Vec<bool> = cands.iter().map(|t| t.admitted[k]).collect();
+            choose(&scores, &adm)
+        });
+        let t = pick.map_or(cands.first().copied(), |p| cands.get(p.index).copied());
+        outcomes.push(t.and_then(|t| t.outcomes[k].clone()));
+        followed.push(t.map(|t| t.name));
+        admitted.push(t.is_none_or(|t| t.admitted[k]));
     }
     Track {
         name: "auto",
         kind: Kind::Model,
         outcomes,
+        admitted,
+        followed,
     }
 }
 
@@ -274,7 +360,7 @@ impl Score {
     }
 
     /// Sort key: p90, then mean (NaN last).
-    fn cmp_key(&self) -> (f64, f64) {
+    pub fn cmp_key(&self) -> (f64, f64) {
         let f = |x: f64| if x.is_finite() { x } else { f64::INFINITY };
         (f(self.p90), f(self.mean))
     }
@@ -368,5 +454,52 @@ mod tests {
         assert!(profile.rank < random.rank);
         let auto = auto_track(&tracks, &["profile", "last-week"], &cfg);
         assert_eq!(auto.score().p90, 0.0);
+        assert_eq!(auto.followed.len(), auto.outcomes.len());
+        assert!(tracks.iter().all(|t| t.admitted.len() == t.outcomes.len()));
+        // The profile's own windows always pass its guard.
+        let profile = tracks.iter().find(|t| t.name == "profile").unwrap();
+        assert!(profile.admitted.iter().all(|a| *a));
+    }
+
+    fn score(n: usize, p90: f64, mean: f64) -> Score {
+        Score {
+            n,
+            mean,
+            median: mean,
+            p90,
+            hit_rate: 1.0,
+        }
+    }
+
+    #[test]
+    fn choose_prefers_the_simpler_within_the_margin_and_skips_refused_ones() {
+        let both = [true, true];
+        // Too few origins scored: the simplest.
+        let p = choose(&[score(2, 9.0, 9.0), score(5, 1.0, 1.0)], &both).unwrap();
+        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::WarmUp, None));
+        // Within the margin of the lowest: the simpler.
+        let p = choose(&[score(5, 1.05, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
+        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::Simpler, Some(1)));
+        // Beyond it: the lowest.
+        let p = choose(&[score(5, 1.2, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
+        assert_eq!((p.index, p.reason), (1, Reason::Lowest));
+        // Equal p90: the lower mean is the lowest, the simpler is still preferred.
+        let p = choose(&[score(5, 1.0, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
+        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::Simpler, Some(1)));
+        // A refused candidate is skipped, however good its backtest.
+        let p = choose(&[score(5, 1.0, 1.0), score(5, 5.0, 0.5)], &[false, true]).unwrap();
+        assert_eq!((p.index, p.refused), (1, vec![0]));
+        let p = choose(
+            &[score(0, f64::NAN, f64::NAN), score(1, 1.0, 1.0)],
+            &[false, true],
+        );
+        assert_eq!(p.map(|p| (p.index, p.reason)), Some((1, Reason::WarmUp)));
+        // All refused: the guard cannot help, the backtest decides.
+        let p = choose(&[score(5, 1.0, 1.0), score(5, 5.0, 0.5)], &[false, false]).unwrap();
+        assert_eq!(p.index, 0);
+        // Unscored candidates rank last.
+        let p = choose(&[score(5, f64::NAN, f64::NAN), score(5, 3.0, 3.0)], &both).unwrap();
+        assert_eq!(p.index, 1);
+        assert!(choose(&[], &[]).is_none());
     }
 }

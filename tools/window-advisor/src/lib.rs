@@ -146,7 +146,7 @@ pub struct RecommendArgs {
     /// Number of windows to rank (they do not overlap).
     #[arg(long, default_value_t = 3)]
     pub top: usize,
-    /// The model (`auto`: the lowest backtested p90 regret on this history).
+    /// The model (`auto`: chosen by a backtest on this history; see `evaluate`).
     #[arg(long, value_enum, default_value = "auto")]
     pub model: ModelName,
     /// Start of the horizon (default: the end of the history; `now` for the wall clock).

@@ -2,8 +2,9 @@
 //!
 //! Both load the history the same way ([`load`]): read, pick the metric, clean and resample
 //! (warnings for what was repaired), and build the local calendar. `recommend` then resolves
-//! `--model auto` with a walk-forward backtest of the learned models on this very history,
-//! plans the horizon with the winner, and adds the resource advice a migration needs in each
+//! `--model auto` with a walk-forward backtest of the candidates (the learned models and the
+//! hour-of-week and last-week baselines) on this very history and the profile's check of
+//! the winner's window ([`Guard`]), plans the horizon with it, and adds the resource advice a migration needs in each
 //! window: WAL to ship, bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the
 //! target's CPUs and memory look sufficient for the load it will take over.
 
@@ -11,11 +12,11 @@ use serde::Serialize;
 use serde_json::json;
 use shared::{ErrorKind, Output, Status};
 
-use crate::backtest::{self, Config, Evaluation};
+use crate::backtest::{self, Config, Evaluation, Reason, Score};
 use crate::input::{self, ReadOptions, Table};
 use crate::models::{
-    self, candidate_models, non_overlapping, ranked_starts, Data, ModelName, Plan, ProfileFit,
-    ProfileParams,
+    self, candidate_models, non_overlapping, ranked_starts, Data, Guard, ModelName, Plan,
+    ProfileFit, ProfileParams,
 };
 use crate::series::{self, quantile, round3, HistoryInfo, Series};
 use crate::time::{self, utc_string, Calendar, Zone, DAY, WEEK};
@@ -370,12 +371,15 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     // Which model.
     let fit = data.profile(origin);
     let mut backtested = 0usize;
+    let mut chosen_plan = None;
     let model = if !fit.weekly && a.model != ModelName::Profile {
         if a.model != ModelName::Auto {
             shared::warn!(
                 "--model {} needs at least a week of history; using the profile",
                 a.model.as_str()
             );
+        } else {
+            out.emit(&Choice::fallback())?;
         }
         ModelName::Profile
     } else if a.model == ModelName::Auto {
@@ -388,6 +392,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
                 series::human_duration(l.info.days * DAY as f64),
                 series::human_duration(h as f64 * s.step as f64)
             );
+            out.emit(&Choice::fallback())?;
             ModelName::Profile
         } else {
             let cands = candidate_models();
@@ -396,21 +401,19 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             for e in backtest::evaluations(&tracks) {
                 out.emit(&e)?;
             }
-            let names: Vec<&str> = cands.iter().map(|c| c.as_str()).collect();
-            let best = backtest::best_of(&tracks, &names)
-                .map(|(t, _)| t.name)
-                .unwrap_or("profile");
-            cands
-                .into_iter()
-                .find(|c| c.as_str() == best)
-                .unwrap_or(ModelName::Profile)
+            let (choice, model, plan) = choose_auto(&data, &tracks, &cands, origin, h, w, a);
+            out.emit(&choice)?;
+            chosen_plan = Some(plan);
+            model
         }
     } else {
         a.model
     };
 
-    let mut strategy = model.build(a.h.seed);
-    let plan = strategy.plan(&data, origin, h, w);
+    let plan = match chosen_plan {
+        Some(p) => p,
+        None => model.build(a.h.seed).plan(&data, origin, h, w),
+    };
     let profile_pred: Vec<f64> = (origin..origin + h).map(|i| fit.predict(&cal, i)).collect();
     let pred: &[f64] = match &plan {
         Plan::Forecast(p) => p,
@@ -486,6 +489,144 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     }))
 }
 
+/// The `choice` record: which model `--model auto` chose, and why.
+#[derive(Debug, Serialize)]
+pub struct Choice {
+    /// The chosen model.
+    pub model: String,
+    /// Why: `lowest`, `simpler` (within the margin of the lowest), `warm_up` (too few
+    /// origins to compare), `short_history` (too little history to backtest: the profile).
+    pub reason: Reason,
+    /// Backtest origins the chosen model was scored on.
+    pub origins: usize,
+    /// Its backtested p90 regret.
+    pub p90_regret: Option<f64>,
+    /// Its backtested mean regret.
+    pub mean_regret: Option<f64>,
+    /// The admitted candidate with the lowest p90 regret.
+    pub lowest: Option<String>,
+    /// Its p90 regret.
+    pub lowest_p90_regret: Option<f64>,
+    /// The margin by which a candidate must beat a simpler one.
+    pub margin: f64,
+    /// Candidates whose window the profile's forecast refused.
+    pub refused: Vec<Refusal>,
+}
+
+/// A candidate the guard refused.
+#[derive(Debug, Serialize)]
+pub struct Refusal {
+    /// The candidate.
+    pub model: String,
+    /// Its backtested p90 regret.
+    pub p90_regret: Option<f64>,
+    /// The profile's forecast of the candidate's best window.
+    pub forecast: f64,
+    /// The most a window may be forecast to pass: the high end of the 80% range of the
+    /// profile's best window.
+    pub limit: f64,
+}
+
+impl shared::Record for Choice {
+    const TYPE: &'static str = "choice";
+}
+
+impl Choice {
+    fn fallback() -> Choice {
+        Choice {
+            model: ModelName::Profile.as_str().to_owned(),
+            reason: Reason::ShortHistory,
+            origins: 0,
+            p90_regret: None,
+            mean_regret: None,
+            lowest: None,
+            lowest_p90_regret: None,
+            margin: backtest::MARGIN,
+            refused: Vec::new(),
+        }
+    }
+}
+
+fn finite3(x: f64) -> Option<f64> {
+    x.is_finite().then(|| round3(x))
+}
+
+/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]), and
+/// the guard checks each candidate's window at `origin` before it is followed.
+fn choose_auto(
+    data: &Data,
+    tracks: &[backtest::Track],
+    cands: &[ModelName],
+    origin: usize,
+    h: usize,
+    w: usize,
+    a: &RecommendArgs,
+) -> (Choice, ModelName, Plan) {
+    let scores: Vec<Score> = cands
+        .iter()
+        .map(|c| {
+            tracks
+                .iter()
+                .find(|t| t.name == c.as_str())
+                .map_or_else(|| Score::of(&[]), |t| t.score())
+        })
+        .collect();
+    let guard = Guard::new(data, origin, h, w);
+    let mut admitted = vec![true; cands.len()];
+    let mut plans: Vec<Option<Plan>> = cands.iter().map(|_| None).collect();
+    let mut refused = Vec::new();
+    let pick = loop {
+        let Some(pick) = backtest::choose(&scores, &admitted) else {
+            // No candidates at all (cannot happen with candidate_models()).
+            let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
+            return (Choice::fallback(), ModelName::Profile, plan);
+        };
+        let i = pick.index;
+        let plan =
+            plans[i].get_or_insert_with(|| cands[i].build(a.h.seed).plan(data, origin, h, w));
+        let first = ranked_starts(plan, w).first().copied();
+        match first {
+            Some(s) if admitted[i] && !guard.admits(s, w) => {
+                admitted[i] = false;
+                refused.push(Refusal {
+                    model: cands[i].as_str().to_owned(),
+                    p90_regret: finite3(scores[i].p90),
+                    forecast: round3(guard.forecast(s, w)),
+                    limit: round3(guard.limit),
+                });
+            }
+            _ => break pick,
+        }
+    };
+    let i = pick.index;
+    let model = cands[i];
+    if !refused.is_empty() {
+        let names: Vec<&str> = refused.iter().map(|r| r.model.as_str()).collect();
+        shared::note!(
+            "--model auto: the latest data contradict the backtest of {}: the profile, which \
+             follows a change within about two days, forecasts the window chosen clearly busier \
+             than its own best (see the choice record); using {}",
+            names.join(", "),
+            model.as_str()
+        );
+    }
+    let choice = Choice {
+        model: model.as_str().to_owned(),
+        reason: pick.reason,
+        origins: scores[i].n,
+        p90_regret: finite3(scores[i].p90),
+        mean_regret: finite3(scores[i].mean),
+        lowest: pick.lowest.map(|l| cands[l].as_str().to_owned()),
+        lowest_p90_regret: pick.lowest.and_then(|l| finite3(scores[l].p90)),
+        margin: backtest::MARGIN,
+        refused,
+    };
+    let plan = plans[i]
+        .take()
+        .unwrap_or_else(|| model.build(a.h.seed).plan(data, origin, h, w));
+    (choice, model, plan)
+}
+
 /// The WAL rate's profile on the grid of the load metric, if the history has WAL.
 fn wal_profile(l: &Loaded, values: &[f64], cal: &Calendar, origin: usize) -> Option<ProfileFit> {
     let col = l.table.columns.get("wal_bytes_per_s")?;
@@ -512,6 +653,9 @@ struct BacktestRecord<'a> {
     best_load: f64,
     regret: f64,
     hit: bool,
+    admitted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    followed: Option<&'a str>,
 }
 
 /// `window-advisor evaluate`.
@@ -538,7 +682,11 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     let data = Data::new(&s.values, &cal, ProfileParams::default());
     let cands = candidate_models();
     let mut names = cands.clone();
-    names.extend(models::baselines());
+    names.extend(
+        models::baselines()
+            .into_iter()
+            .filter(|b| !cands.contains(b)),
+    );
     let mut tracks = backtest::run(&s.values, &data, &names, &cfg);
     let cand_names: Vec<&str> = cands.iter().map(|c| c.as_str()).collect();
     tracks.push(backtest::auto_track(&tracks, &cand_names, &cfg));
@@ -548,7 +696,8 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     }
     if a.detail {
         for t in &tracks {
-            for o in t.outcomes.iter().flatten() {
+            for (k, o) in t.outcomes.iter().enumerate() {
+                let Some(o) = o else { continue };
                 out.emit_as(
                     "backtest",
                     &BacktestRecord {
@@ -560,6 +709,8 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
                         best_load: round3(o.best_load),
                         regret: round3(o.regret),
                         hit: o.hit,
+                        admitted: t.admitted[k],
+                        followed: t.followed.get(k).copied().flatten(),
                     },
                 )?;
             }
@@ -567,8 +718,22 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     }
     let base_names: Vec<&str> = models::baselines().iter().map(|b| b.as_str()).collect();
     let best_baseline = backtest::best_of(&tracks, &base_names);
-    let best_model = backtest::best_of(&tracks, &cand_names);
+    let model_names: Vec<&str> = names
+        .iter()
+        .filter(|n| n.kind() == models::Kind::Model)
+        .map(|n| n.as_str())
+        .collect();
+    let best_model = backtest::best_of(&tracks, &model_names);
     let auto = tracks.last().map(|t| t.score());
+    let mut followed = serde_json::Map::new();
+    for name in tracks
+        .last()
+        .into_iter()
+        .flat_map(|t| t.followed.iter().flatten())
+    {
+        let n = followed.get(*name).and_then(|v| v.as_u64()).unwrap_or(0);
+        followed.insert((*name).to_owned(), (n + 1).into());
+    }
     out.finish(&json!({
         "origins": origins.len(),
         "metric": l.info.metric,
@@ -576,5 +741,6 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
         "best_baseline": best_baseline.map(|(t, _)| t.name),
         "best_baseline_p90_regret": best_baseline.map(|(_, s)| round3(s.p90)),
         "auto_p90_regret": auto.map(|s| round3(s.p90)),
+        "auto_followed": followed,
     }))
 }

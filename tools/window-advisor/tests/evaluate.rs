@@ -102,3 +102,71 @@ fn too_short_a_history_for_a_backtest_is_a_data_error() {
     assert!(r.stderr.contains("--min-train"), "{}", r.dump());
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.dump());
 }
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn auto_matches_the_best_baseline_when_stable_and_beats_it_after_a_regime_shift() {
+    let dir = scratch();
+    // A stable weekly pattern on which the plain hour-of-week mean does better than the
+    // learned models: auto follows the baseline, and is no worse than the best one.
+    let t = trace(TraceKind::Seasonal, 6, 5, "UTC", MONDAY);
+    let h = write_history(dir.path(), "seasonal.jsonl", &t, 5 * 2016);
+    let r = run(&["evaluate", "--history", h.to_str().unwrap()]);
+    r.expect(0);
+    let s = r.one("summary");
+    let (auto, best) = (
+        num(&s["auto_p90_regret"]),
+        num(&s["best_baseline_p90_regret"]),
+    );
+    assert!(
+        auto <= best,
+        "auto {auto} > best baseline {best}\n{}",
+        r.dump()
+    );
+    let followed = s["auto_followed"].as_object().unwrap();
+    assert!(followed.contains_key("hour-of-week"), "{}", r.dump());
+
+    // A nightly batch job appears three weeks before the end: the baselines keep choosing
+    // the nights it fills until their backtest catches up; auto does not follow them there.
+    let t = trace(TraceKind::RegimeShift, 1, 6, "UTC", MONDAY);
+    let h = write_history(dir.path(), "shift.jsonl", &t, 6 * 2016);
+    let r = run(&["evaluate", "--history", h.to_str().unwrap(), "--detail"]);
+    r.expect(0);
+    let s = r.one("summary");
+    let (auto, best) = (
+        num(&s["auto_p90_regret"]),
+        num(&s["best_baseline_p90_regret"]),
+    );
+    assert!(
+        auto * 10.0 < best,
+        "auto {auto} vs best baseline {best}\n{}",
+        r.dump()
+    );
+    // The guard refused the hour-of-week mean's windows after the shift, and auto never
+    // followed a refused candidate.
+    let bt = r.of("backtest");
+    let refused: Vec<(&str, &str)> = bt
+        .iter()
+        .filter(|b| b["admitted"] == false)
+        .map(|b| (b["model"].as_str().unwrap(), b["origin"].as_str().unwrap()))
+        .collect();
+    assert!(
+        refused.iter().any(|(m, _)| *m == "hour-of-week"),
+        "{}",
+        r.dump()
+    );
+    let autos: Vec<&&Value> = bt.iter().filter(|b| b["model"] == "auto").collect();
+    assert!(!autos.is_empty());
+    for a in autos {
+        let followed = a["followed"].as_str().unwrap();
+        let origin = a["origin"].as_str().unwrap();
+        assert!(
+            !refused.contains(&(followed, origin)),
+            "auto followed the refused {followed} at {origin}\n{}",
+            r.dump()
+        );
+    }
+}

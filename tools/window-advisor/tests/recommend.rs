@@ -308,3 +308,47 @@ fn runs_are_deterministic_for_a_seed() {
     };
     assert_eq!(windows("5"), windows("5"));
 }
+
+#[test]
+fn auto_does_not_follow_a_baseline_the_latest_days_contradict() {
+    let dir = scratch();
+    // Three weeks of a steady pattern, then two days of a new nightly batch job
+    // (00:30-05:30): the backtest cannot know yet that the hour-of-week mean now chooses the
+    // job's nights, but the profile has seen the two busy nights.
+    let t = trace(TraceKind::RegimeShift, 1, 6, "UTC", MONDAY);
+    let h = write_history(dir.path(), "h.jsonl", &t, 23 * 288);
+    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+    r.expect(0);
+    let c = r.one("choice");
+    let refused: Vec<&str> = c["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["model"].as_str().unwrap())
+        .collect();
+    assert!(refused.contains(&"hour-of-week"), "{}", r.dump());
+    for x in c["refused"].as_array().unwrap() {
+        assert!(f(&x["forecast"]) > f(&x["limit"]), "{}", r.dump());
+    }
+    assert!(!refused.contains(&c["model"].as_str().unwrap()));
+    assert!(c["p90_regret"].is_number(), "{}", r.dump());
+    assert_eq!(r.one("summary")["model"], c["model"]);
+    assert!(r.stderr.contains("contradict"), "{}", r.dump());
+    // The window avoids the job.
+    let w = r.one("window");
+    let start = epoch(w["start"].as_str().unwrap());
+    let got = expected_window(&t, start, 6);
+    assert!(
+        got < 40.0,
+        "chose a window of true load {got:.1}: {}",
+        r.dump()
+    );
+
+    // Three weeks of the steady pattern only: the hour-of-week mean is followed.
+    let h = write_history(dir.path(), "steady.jsonl", &t, 21 * 288);
+    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+    r.expect(0);
+    let c = r.one("choice");
+    assert_eq!(c["model"], "hour-of-week", "{}", r.dump());
+    assert_eq!(c["refused"].as_array().unwrap().len(), 0, "{}", r.dump());
+}

@@ -27,7 +27,7 @@ pub use profile::{ProfileFit, ProfileParams};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
-    /// A learned model (a candidate for `--model auto`).
+    /// A learned model.
     Model,
     /// A baseline.
     Baseline,
@@ -36,7 +36,9 @@ pub enum Kind {
 /// The names accepted by `--model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModelName {
-    /// The model with the lowest backtested p90 regret on this history.
+    /// Chosen among the candidates (learned models, hour-of-week and last-week baselines)
+    /// by their backtested p90 regret on this history, the simplest within 10% of the
+    /// lowest, and only where the profile does not see their window clearly busier.
     Auto,
     /// Robust hour-of-week profile (recency-weighted medians, local time): a weekday effect
     /// plus a fast time-of-day level.
@@ -57,9 +59,15 @@ pub enum ModelName {
     Random,
 }
 
-/// The learned models, candidates for `auto`, in preference order for ties.
+/// The candidates of `--model auto`, simplest first (the order in which they are preferred
+/// when their backtests are about as good): every deterministic strategy that learns from
+/// the history. Not `random` (a seeded coin) and not `at-0300`, whose choice does not depend
+/// on the history at all: the hour-of-week mean already picks 03:00 where 03:00 is the quiet
+/// hour, and a rule that ignores the data could only win the backtest by chance.
 pub fn candidate_models() -> Vec<ModelName> {
     vec![
+        ModelName::HourOfWeek,
+        ModelName::LastWeek,
         ModelName::Profile,
         ModelName::Forest,
         #[cfg(feature = "mstl")]
@@ -241,6 +249,84 @@ pub fn ranked_starts(plan: &Plan, w: usize) -> Vec<usize> {
     }
 }
 
+/// The check `--model auto` puts on a candidate's window before following it: the profile,
+/// which follows a change of level within about two days, must not forecast that window
+/// busier than the high end of the 80% range of its own best window.
+///
+/// The backtest learns that a strategy went wrong only once the horizons it planned have
+/// ended: a week after a new nightly job appears, the hour-of-week mean still looks as good
+/// as ever while it keeps choosing the nights the job now fills. The profile's forecast
+/// already shows the job. A window it cannot tell from its own best passes (so a candidate
+/// that is slightly better than the profile in the backtest is still followed); a window it
+/// sees clearly busier does not.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    prefix: Vec<f64>,
+    counts: Vec<u32>,
+    /// Forecast mean load of the profile's best window.
+    pub best: f64,
+    /// The highest forecast mean load a window may have to pass: `best` plus the 90th
+    /// percentile offset of the profile's residuals over that window.
+    pub limit: f64,
+}
+
+impl Guard {
+    /// The profile's view of the horizon `origin..origin+horizon` for windows of `w` points.
+    pub fn new(data: &Data, origin: usize, horizon: usize, w: usize) -> Guard {
+        let fit = data.profile(origin);
+        let pred: Vec<f64> = (origin..origin + horizon)
+            .map(|i| fit.predict(data.cal, i))
+            .collect();
+        let mut prefix = Vec::with_capacity(pred.len() + 1);
+        let mut counts = Vec::with_capacity(pred.len() + 1);
+        prefix.push(0.0);
+        counts.push(0);
+        let (mut acc, mut n) = (0.0, 0u32);
+        for v in &pred {
+            if v.is_finite() {
+                acc += v;
+                n += 1;
+            }
+            prefix.push(acc);
+            counts.push(n);
+        }
+        let mut guard = Guard {
+            prefix,
+            counts,
+            best: f64::NAN,
+            limit: f64::NAN,
+        };
+        if let Some(&(s, _)) = rank_windows(&pred, w).first() {
+            let hi = (s..s + w)
+                .map(|j| fit.spread(data.cal, origin + j).1)
+                .filter(|v| v.is_finite())
+                .map(|v| v.max(0.0))
+                .sum::<f64>()
+                / w as f64;
+            guard.best = guard.forecast(s, w);
+            guard.limit = guard.best + hi;
+        }
+        guard
+    }
+
+    /// The profile's forecast mean load of the window at offset `s` (NaN: no forecast).
+    pub fn forecast(&self, s: usize, w: usize) -> f64 {
+        let e = (s + w).min(self.counts.len() - 1);
+        let s = s.min(e);
+        let n = self.counts[e] - self.counts[s];
+        if n == 0 {
+            return f64::NAN;
+        }
+        (self.prefix[e] - self.prefix[s]) / f64::from(n)
+    }
+
+    /// Whether the window at offset `s` passes (also when the profile has no forecast).
+    pub fn admits(&self, s: usize, w: usize) -> bool {
+        let f = self.forecast(s, w);
+        f.is_nan() || self.limit.is_nan() || f <= self.limit
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +340,34 @@ mod tests {
         let starts: Vec<usize> = r.iter().map(|x| x.0).collect();
         assert_eq!(non_overlapping(starts, 2, 3), vec![4, 1, 6]);
         assert!(rank_windows(&pred, 9).is_empty());
+    }
+
+    #[test]
+    fn the_guard_admits_windows_the_profile_cannot_tell_from_its_best() {
+        use crate::time::{Calendar, Zone};
+        // Three weeks of 5-minute data, quiet from 03:00 to 05:00 every day (load 10 ± 1),
+        // busy (100 ± 1) otherwise; then a day ahead.
+        let per_day = 288;
+        let n = 21 * per_day;
+        let cal = Calendar::new(&Zone::utc(), 1_767_571_200, 300, n + per_day);
+        let values: Vec<f64> = (0..n)
+            .map(|i| {
+                let slot = i % per_day;
+                let wobble = if i % 2 == 0 { 1.0 } else { -1.0 };
+                if (36..60).contains(&slot) {
+                    10.0 + wobble
+                } else {
+                    100.0 + wobble
+                }
+            })
+            .collect();
+        let data = Data::new(&values, &cal, ProfileParams::default());
+        let g = Guard::new(&data, n, per_day, 6);
+        assert!((g.best - 10.0).abs() < 1.5, "{g:?}");
+        assert!(g.limit >= g.best && g.limit < 15.0, "{g:?}");
+        // 03:30 and 04:00 pass, noon does not.
+        assert!(g.admits(42, 6) && g.admits(48, 6));
+        assert!(!g.admits(144, 6));
+        assert!(g.forecast(144, 6) > 90.0);
     }
 }
