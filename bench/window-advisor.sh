@@ -10,8 +10,10 @@
 #    30-minute windows) and reports the p90 regret: how much busier than the best window of
 #    the horizon the chosen one was, in tps (90th percentile over origins). The peers are
 #    the baselines, measured in the same run: same time last week, hour-of-week mean, always
-#    03:00, random. Goal: `auto` (the nested, honest model selection) at or below the best
-#    baseline on every kind, and clearly below on the regime shifts.
+#    03:00, random. Goal: `auto` (the nested, honest model selection among the learned models
+#    and the hour-of-week and last-week baselines, guarded by the profile's forecast) at or
+#    below the best baseline on every trace, and clearly below on the regime shifts.
+#    `auto_followed` counts the origins at which auto followed each candidate.
 #    Regret on traces without a regime shift is mostly noise (a random burst landing in the
 #    chosen window on one Sunday decides a p90 over ~43 origins), hence several seeds, and
 #    per kind the mean over seeds.
@@ -59,7 +61,7 @@ for kind in $KINDS; do
       | (map(select(.type == "summary")) | .[0]) as $s
       | {type: "trace", kind: $kind, seed: $seed, origins: $s.origins,
          p90_regret: $p90, best_baseline: $bb.model, best_baseline_p90: $bb.p90_regret,
-         auto_p90: $p90.auto,
+         auto_p90: $p90.auto, auto_followed: $s.auto_followed,
          auto_vs_best_baseline: (if $bb.p90_regret > 0 then ($p90.auto / $bb.p90_regret * 1000 | round / 1000) else null end),
          auto_le_best_baseline: ($p90.auto <= $bb.p90_regret)}' "$work/eval.jsonl")
     emit "$line"
