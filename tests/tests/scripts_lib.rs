@@ -107,8 +107,15 @@ fn scripts_are_shellcheck_clean() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
         .collect();
+    scripts.extend(
+        std::fs::read_dir(root.join("bench"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sh")),
+    );
     scripts.push(root.join(".ci/run"));
     let out = Command::new("shellcheck")
+        .current_dir(&root)
         .arg("-x")
         .arg("-P")
         .arg(root.join("scripts"))
