@@ -412,8 +412,6 @@ phase_end lag_bytes:="$lag"
 run_hook before_switchover
 phase_begin switchover
 wal_before_switch=$(src_psql -c "SELECT pg_current_wal_lsn()")
-# A checkpoint now makes the shutdown checkpoint (inside the downtime) nearly free.
-src_psql -c "CHECKPOINT" >/dev/null
 if [[ $mode == archive ]]; then
   tgt_psql -c "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'" -c "SELECT pg_reload_conf()" >/dev/null
 fi
@@ -430,7 +428,11 @@ printf '%s\n' "SET statement_timeout = 0;" "SELECT 'ready';" >&"$promo_in"
 read -r -t "$switch_timeout" ready <&"$promo_out" || ready=""
 [[ $ready == ready ]] || fail "$EX_UNAVAILABLE" "cannot open a session on the target: $ready"
 
-# One call on the source host: fast shutdown, wait for the postmaster to go (10 ms polls, not
+# A checkpoint right before the stop leaves the shutdown checkpoint (inside the downtime)
+# little to write.
+src_psql -c "CHECKPOINT" >/dev/null
+
+# One call on the source host: fast shutdown, wait for the postmaster to go (5 ms polls, not
 # pg_ctl's 100 ms), then pg_controldata. Clients see errors from here on.
 state=stopping
 t_stop=$(pgs_now_ms)
@@ -442,15 +444,24 @@ control=$(on_src sh -c '
   kill -INT "$pid" || exit 4
   i=0
   while [ -f "$d/postmaster.pid" ]; do
-    sleep 0.01; i=$((i + 1)); [ $i -lt $((limit * 100)) ] || { echo "still running"; exit 5; }
+    sleep 0.005; i=$((i + 1)); [ $i -lt $((limit * 200)) ] || { echo "still running"; exit 5; }
   done
   "$bin/pg_controldata" "$d"' migrate-stop "$SOURCE_PGDATA" "$PG_BIN" "$switch_timeout" 2>&1) ||
   fail "$EX_SOFTWARE" "stopping the source failed: ${control//$'\n'/ }"
 t_stopped=$(pgs_now_ms)
-cluster_state=$(sed -n 's/^Database cluster state: *//p' <<<"$control")
-ckpt_lsn=$(sed -n 's/^Latest checkpoint location: *//p' <<<"$control")
-ckpt_tli=$(sed -n "s/^Latest checkpoint's TimeLineID: *//p" <<<"$control")
-seg_size=$(sed -n 's/^Bytes per WAL segment: *//p' <<<"$control")
+# Parsed without forking: this is inside the downtime.
+cluster_state="" ckpt_lsn="" ckpt_tli="" seg_size=""
+while IFS= read -r line; do
+  case $line in
+    "Database cluster state:"*) cluster_state=${line#*:} ;;
+    "Latest checkpoint location:"*) ckpt_lsn=${line#*:} ;;
+    "Latest checkpoint's TimeLineID:"*) ckpt_tli=${line#*:} ;;
+    "Bytes per WAL segment:"*) seg_size=${line#*:} ;;
+  esac
+done <<<"$control"
+read -r cluster_state <<<"$cluster_state"
+cluster_state=${cluster_state% }
+ckpt_lsn=${ckpt_lsn// /} ckpt_tli=${ckpt_tli// /} seg_size=${seg_size// /}
 [[ $cluster_state == "shut down" ]] ||
   fail "$EX_SOFTWARE" "the source did not shut down cleanly (pg_controldata says '$cluster_state')"
 emit proof name=source_clean_shutdown cluster_state="$cluster_state" checkpoint_lsn="$ckpt_lsn" timeline:="$ckpt_tli"
