@@ -63,12 +63,13 @@ load_start() {
   done
 }
 
-# load_stop: SIGINT; prints load-gen's summary.
+# load_stop: SIGINT, wait (in this shell: a subshell cannot wait for it), then load-gen's
+# summary in $load_summary.
 load_stop() {
   sleep 1
   kill -INT "$load_pid"
   wait "$load_pid" || true
-  tail -n 1 "$load_out"
+  load_summary=$(tail -n 1 "$load_out")
 }
 
 # hand_switch ENV DIRECTION: the hand sequence, then the old primary rejoins as a standby.
@@ -84,6 +85,8 @@ hand_switch() {
     src_pgdata=$SOURCE_PGDATA dst_addr=$TARGET_ADDR dst_port=$TARGET_PORT
   fi
   dst_dsn="host=$dst_addr port=$dst_port user=postgres dbname=postgres sslmode=disable"
+  [[ $(pgs_psql "$dst_dsn" "SELECT pg_is_in_recovery()") == t ]] ||
+    pgs_die "$EX_SOFTWARE" "hand sequence: $dst_addr:$dst_port is not a running standby"
   t0=$(pgs_now_ms)
   pgs_as_pg "$PG_BIN/pg_ctl" -D "$src_pgdata" -m fast -w stop >/dev/null
   pgs_psql "$dst_dsn" "SELECT pg_promote(true)" >/dev/null
@@ -110,11 +113,10 @@ one_switch() {
     hand_switch "$env" "$reverse"
     downtime=$hand_ms
   fi
-  local lg
-  lg=$(load_stop)
+  load_stop
   record "$(jq -c --arg kind "$kind" --arg mode "$mode" --argjson reverse "$reverse" --argjson downtime "$downtime" \
     '{type: "switchover", kind: $kind, mode: $mode, direction: (if $reverse == 1 then "B->A" else "A->B" end),
-      downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$lg")"
+      downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$load_summary")"
 }
 
 pgs_log "creating two hosts (stream mode)"

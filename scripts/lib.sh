@@ -89,7 +89,7 @@ pgs_free_port() {
 # pgs_wait_ready HOST PORT [TIMEOUT_S]: poll pg_isready until the server accepts connections.
 pgs_wait_ready() {
   local host=$1 port=$2 timeout=${3:-60} start=$SECONDS
-  until "$PG_BIN/pg_isready" -q -t 1 -h "$host" -p "$port"; do
+  until "$PG_BIN/pg_isready" -q -t 1 -h "$host" -p "$port" -U postgres; do
     if ((SECONDS - start >= timeout)); then
       pgs_log "server on $host:$port not ready after ${timeout}s"
       return "$EX_UNAVAILABLE"

@@ -21,12 +21,14 @@
 #                 replayed past the source's final checkpoint on the same timeline; promote
 #                 (pg_promote without waiting, then poll pg_is_in_recovery() every 5 ms); prove
 #                 the target accepts a write; fence the old source as a standby of the new one
-#   6 verify      start the old source as a standby of the new primary and compare them:
+#   6 rejoin      start the old source as a streaming standby of the new primary (with
+#                 pg_rewind only if its history forked, e.g. after a failed switch by hand)
+#   7 verify      compare the new primary and the old source (now its standby):
 #                 pg-checksum --wait-replay --recheck 3 over every table is the verdict (a
 #                 difference that persists in fresh snapshots fails the run); rowcount-diff's
 #                 counts are reported too (under continuing writes they drift, since a live
 #                 standby is always a little behind, so they inform rather than decide)
-#   7 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
+#   8 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
 #
 # A failure before step 5 leaves the source serving as before (the slot and the partial
 # target are removed). A failure inside step 5 before the promotion restarts the source and
@@ -48,7 +50,8 @@
 #   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
 #   --hook NAME=CMD        run CMD at a phase boundary: before_base_copy, before_switchover,
 #                          after_stop, before_promote, after_promote; a failing hook aborts
-#   --no-verify            skip step 6
+#   --no-verify            skip step 7
+#   --no-rejoin            leave the old source stopped (fenced) instead of step 6; no step 7
 #   --report FILE          also write the JSON lines there
 #   --bin DIR              where the pgshift tools are (default: target/release of this checkout)
 #
@@ -64,7 +67,7 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
-max_lag=16777216 max_rate="" switch_timeout=10 socket_dir="" verify=1 report="" bin=""
+max_lag=16777216 max_rate="" switch_timeout=10 socket_dir="" verify=1 rejoin=1 report="" bin=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
 TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
 declare -A hooks=()
@@ -105,6 +108,7 @@ while (($#)); do
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
     --no-verify) verify=0 ;;
+    --no-rejoin) rejoin=0 verify=0 ;;
     --report) report=${2:?}; shift ;;
     --bin) bin=${2:?}; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -254,6 +258,58 @@ recover() {
   esac
 }
 
+# follow SPEC PGDATA LOG ADDR PORT PRIMARY_ADDR PRIMARY_PORT: make the (fenced) cluster in
+# PGDATA run as a streaming standby of the primary at PRIMARY_ADDR:PRIMARY_PORT. If it cannot
+# follow that timeline (its history forked, e.g. it took writes after a failed switch), rewind
+# it with pg_rewind, keeping its own settings, and start it again. Sets `rewound`.
+follow() {
+  local spec=$1 pgdata=$2 log=$3 addr=$4 port=$5 paddr=$6 pport=$7 dsn attempt deadline status offset
+  # What PostgreSQL 15 logs when a standby's history forked off its primary's.
+  local forked="not in this server's history|is not a child of this server's history|of the primary is behind recovery timeline"
+  dsn="$SOURCE_DSN host=$addr port=$port"
+  rewound=false
+  # Only what this start writes to the log counts (earlier attempts' lines are still there).
+  new_log() { pgs_on_pg "$spec" tail -c +"$((offset + 1))" "$log" 2>/dev/null; }
+  for attempt in 1 2; do
+    offset=$(pgs_on_pg "$spec" stat -c %s "$log" 2>/dev/null || echo 0)
+    if ! pgs_on_pg "$spec" test -f "$pgdata/postmaster.pid"; then
+      pgs_on_pg "$spec" "$PG_BIN/pg_ctl" -D "$pgdata" -l "$log" -W start >/dev/null || return 1
+    fi
+    deadline=$((SECONDS + 60))
+    while :; do
+      status=$("$PG_BIN/psql" -XAtq -d "$dsn" -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null || true)
+      [[ $status == streaming ]] && return 0
+      if new_log | grep -qE "$forked"; then
+        break
+      fi
+      if ! pgs_on_pg "$spec" test -f "$pgdata/postmaster.pid" && ((SECONDS > deadline - 55)); then
+        break # it died: see whether a rewind is the cure
+      fi
+      ((SECONDS < deadline)) || return 1
+      sleep 0.1
+    done
+    ((attempt == 1)) || return 1
+    new_log | grep -qE "$forked" || return 1
+    pgs_log "$addr:$port forked from the new primary's history: rewinding it with pg_rewind"
+    pgs_on_pg "$spec" "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+    # pg_rewind copies the primary's configuration files too, and deletes files the primary
+    # lacks: keep this host's own beside the data directory, not in it.
+    local keep
+    keep=$(dirname "$pgdata")/pgshift-rewind-conf
+    pgs_on_pg "$spec" sh -c "mkdir -p '$keep' && cp '$pgdata/postgresql.auto.conf' '$pgdata/postgresql.conf' '$keep/'" ||
+      return 1
+    out=$(pgs_on_pg "$spec" "$PG_BIN/pg_rewind" -D "$pgdata" \
+      --source-server="$SOURCE_DSN host=$paddr port=$pport dbname=postgres" 2>&1) || {
+      pgs_log "pg_rewind failed: ${out//$'\n'/ }"
+      return 1
+    }
+    pgs_on_pg "$spec" sh -c "cp '$keep/postgresql.auto.conf' '$keep/postgresql.conf' '$pgdata/' &&
+      rm -rf '$keep' && touch '$pgdata/standby.signal'" || return 1
+    rewound=true
+  done
+  return 1
+}
+
 # --- 1 preflight -------------------------------------------------------------------------
 phase_begin preflight
 for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
@@ -354,7 +410,13 @@ EOF
     src_psql -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
   fi
 fi
-if ((!target_running)); then
+rewound=false
+if ((!fresh_target)) && [[ $mode == stream ]]; then
+  # A standby from an earlier migration: it follows the source, rewound if it forked.
+  follow "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" "$TARGET_ADDR" "$TARGET_PORT" \
+    "$source_host_addr" "$source_port" ||
+    fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
+elif ((!target_running)); then
   on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
     fail "$EX_SOFTWARE" "the target did not start; see $target_log"
 fi
@@ -367,7 +429,7 @@ if [[ $mode == stream ]]; then
     sleep 0.1
   done
 fi
-phase_end mode="$mode"
+phase_end mode="$mode" rewound:=$rewound
 
 # --- 4 wait ------------------------------------------------------------------------------
 phase_begin wait
@@ -482,7 +544,8 @@ fi
 
 # The target must have replayed past the source's final checkpoint, on its timeline: then
 # every acknowledged commit is there. One session does the proof, the promotion and the
-# first write.
+# first write. Its polling loops commit every round: a snapshot held across them would make
+# replay of a cleanup record wait for this very session (max_standby_*_delay, 30 s).
 run_hook before_promote
 state=promoting
 t_promote=$(pgs_now_ms)
@@ -498,6 +561,7 @@ BEGIN
       RAISE EXCEPTION 'target replayed only up to % (needs past $ckpt_lsn)', pg_last_wal_replay_lsn();
     END IF;
     PERFORM pg_sleep(0.005);
+    COMMIT; -- hold no snapshot between polls: replay must never wait for this session
   END LOOP;
 END \$\$;
 SELECT 'replayed', pg_last_wal_replay_lsn(), (SELECT timeline_id FROM pg_control_checkpoint()),
@@ -510,6 +574,7 @@ BEGIN
       RAISE EXCEPTION 'the target is still in recovery after pg_promote';
     END IF;
     PERFORM pg_sleep(0.005);
+    COMMIT; -- hold no snapshot between polls: replay must never wait for this session
   END LOOP;
 END \$\$;
 SELECT 'writable', txid_current(), pg_current_wal_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;
@@ -538,15 +603,23 @@ phase_end downtime_ms:=$downtime_ms stop_ms:=$((t_stopped - t_stop)) promote_ms:
   stop_at_ms:="$t_stop" stopped_at_ms:="$t_stopped" writable_at_ms:="$t_writable" \
   checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli"
 
-# --- 6 verify ----------------------------------------------------------------------------
-verdict=skipped
-if ((verify)); then
-  phase_begin verify
-  # The old source rejoins as a streaming standby of the new primary (its shutdown was clean
-  # and the new primary has all its WAL, so no rewind is needed), and is compared with it.
-  start_source || fail "$EX_SOFTWARE" "the old source did not start as a standby; see $source_log"
-  pgs_wait_ready "$source_host_addr" "$source_port" 120 || fail "$EX_UNAVAILABLE" "the old source did not accept connections as a standby"
+# --- 6 rejoin ----------------------------------------------------------------------------
+# The old source comes back as a streaming standby of the new primary: its shutdown was clean
+# and the new primary has all its WAL, so it follows the new timeline without a rewind. This
+# keeps the pair replicated, and is what makes --reverse a plain switchover.
+if ((rejoin)); then
+  phase_begin rejoin
+  follow "$SOURCE_SPEC" "$SOURCE_PGDATA" "$source_log" "$source_host_addr" "$source_port" \
+    "$TARGET_ADDR" "$TARGET_PORT" ||
+    fail "$EX_UNAVAILABLE" "the old source does not stream from the new primary; see $source_log"
   [[ $(src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
+  phase_end rewound:=$rewound
+fi
+
+# --- 7 verify ----------------------------------------------------------------------------
+verdict=skipped
+if ((verify && rejoin)); then
+  phase_begin verify
   # The tools' own JSON lines go next to the report (or to a scratch directory).
   if [[ -n $report ]]; then
     out_dir=$(dirname "$report")
@@ -571,7 +644,7 @@ if ((verify)); then
     rowcount_summary:="${rows_summary:-null}" checksum_summary:="${sums_summary:-null}"
 fi
 
-# --- 7 report ----------------------------------------------------------------------------
+# --- 8 report ----------------------------------------------------------------------------
 phase=report
 wal_moved=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$wal_before_switch')::bigint")
 code=$EX_OK

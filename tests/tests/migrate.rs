@@ -532,3 +532,60 @@ fn exclusive_unreachable_ssh_host_fails_preflight_and_changes_nothing() {
     );
     assert!(!hosts.pgdata('A').join("standby.signal").exists());
 }
+
+#[test]
+fn exclusive_reverse_rewinds_an_old_source_that_forked() {
+    let hosts = Hosts::create(&[]);
+    let (code, _, err) = hosts.migrate(&["--no-verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hosts.in_recovery('A'),
+        Some(true),
+        "A follows B after the migration"
+    );
+
+    // A DBA promotes the old source by mistake and it takes a write: its history forks off
+    // B's. Then it is fenced again (stopped, standby.signal back).
+    let pg_ctl = |args: &[&str]| {
+        let mut cmd = testkit::pg_command("pg_ctl", Path::new("/tmp"));
+        cmd.arg("-D").arg(hosts.pgdata('A')).args(args);
+        testkit::run_ok(&mut cmd);
+    };
+    pg_ctl(&["-w", "promote"]);
+    psql(
+        &hosts.dsn('A'),
+        "CREATE TABLE forked_write(x int); INSERT INTO forked_write VALUES (1)",
+    )
+    .expect("write on the forked old source");
+    pg_ctl(&["-m", "fast", "-w", "stop"]);
+    std::fs::write(hosts.pgdata('A').join("standby.signal"), "").unwrap();
+
+    let (code, recs, err) = hosts.migrate(&["--reverse"]);
+    assert_eq!(
+        code,
+        0,
+        "reverse migration failed: {}\n{err}",
+        summary(&recs)
+    );
+    let catch_up = of_type(&recs, "phase")
+        .into_iter()
+        .find(|p| p["name"] == "catch_up")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        catch_up["rewound"], true,
+        "the forked target must be rewound: {catch_up}"
+    );
+    assert_eq!(summary(&recs)["verdict"], "equal");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+    assert_eq!(hosts.in_recovery('B'), Some(true));
+    // The split-brain write is gone: A now holds B's history.
+    assert_eq!(
+        psql(
+            &hosts.dsn('A'),
+            "SELECT count(*) FROM pg_class WHERE relname = 'forked_write'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+}
