@@ -12,7 +12,7 @@
 # way with migrate.sh, the same with the hand sequence, then --archive-rounds each way in
 # archive mode (wal-ship only, no streaming).
 # Prints one `switchover` record per switchover and a `summary` (medians, max, lost) on
-# stdout; also writes them to bench/results/migrate.jsonl.
+# stdout; also writes them to bench/results/migrate-<timestamp>.jsonl.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
@@ -34,7 +34,7 @@ for t in load-gen wal-ship rowcount-diff pg-checksum; do
 done
 pgs_require_cmd jq
 mkdir -p "$here/bench/results"
-out=$here/bench/results/migrate.jsonl
+out=$here/bench/results/migrate-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
 chmod 755 "$work"
@@ -45,31 +45,16 @@ record() {
   printf '%s\n' "$1" >>"$out"
 }
 
-# load_start HOSTS_ENV: load-gen in the background; waits until it commits.
+# load_start HOSTS_ENV: load-gen against both hosts, following the primary.
 load_start() {
   local env=$1 SOURCE_DSN TARGET_ADDR TARGET_PORT port_a
   # shellcheck disable=SC1090
   . "$env"
   port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-  load_dsn="host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
   load_out=$work/load-$RANDOM.jsonl
-  "$bin/load-gen" --dsn "$load_dsn" -c "$clients" -w mixed --json-only --log "$load_out.acks" --verify \
-    >"$load_out" 2>/dev/null &
-  load_pid=$!
-  local deadline=$((SECONDS + 60))
-  until grep -q '"type":"tick".*"committed":[1-9]' "$load_out" 2>/dev/null; do
-    ((SECONDS < deadline)) || pgs_die "$EX_SOFTWARE" "load-gen did not start committing"
-    sleep 0.1
-  done
-}
-
-# load_stop: SIGINT, wait (in this shell: a subshell cannot wait for it), then load-gen's
-# summary in $load_summary.
-load_stop() {
-  sleep 1
-  kill -INT "$load_pid"
-  wait "$load_pid" || true
-  load_summary=$(tail -n 1 "$load_out")
+  pgs_load_start "$bin/load-gen" \
+    "host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write" \
+    "$load_out" -c "$clients" -w mixed --log "$load_out.acks" --verify
 }
 
 # hand_switch ENV DIRECTION: the hand sequence, then the old primary rejoins as a standby.
@@ -113,10 +98,11 @@ one_switch() {
     hand_switch "$env" "$reverse"
     downtime=$hand_ms
   fi
-  load_stop
+  sleep 1
+  pgs_load_stop
   record "$(jq -c --arg kind "$kind" --arg mode "$mode" --argjson reverse "$reverse" --argjson downtime "$downtime" \
     '{type: "switchover", kind: $kind, mode: $mode, direction: (if $reverse == 1 then "B->A" else "A->B" end),
-      downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$load_summary")"
+      downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$PGS_LOAD_SUMMARY")"
 }
 
 pgs_log "creating two hosts (stream mode)"

@@ -50,27 +50,21 @@ app_dsn="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbnam
 
 # migrate_under_load LABEL [migrate.sh options]: one migration while load-gen runs.
 migrate_under_load() {
-  local label=$1 load_out=$dir/load-$1.jsonl acks=$dir/acks-$1.jsonl rc=0 lg
+  local label=$1 acks=$dir/acks-$1.jsonl rc=0
   shift
-  "$bin/load-gen" --dsn "$app_dsn" -c 4 -w mixed --json-only --log "$acks" >"$load_out" 2>/dev/null &
-  local pid=$!
-  local deadline=$((SECONDS + 60))
-  until grep -q '"type":"tick".*"committed":[1-9]' "$load_out" 2>/dev/null; do
-    ((SECONDS < deadline)) || pgs_die "$EX_SOFTWARE" "load-gen did not start (see $load_out)"
-    sleep 0.2
-  done
+  pgs_load_start "$bin/load-gen" "$app_dsn" "$dir/load-$label.jsonl" -c 4 -w mixed --log "$acks"
   sleep 2
   pgs_log "migrating $label under load"
   "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" \
     --report "$dir/migrate-$label.jsonl" "$@" >/dev/null || rc=$?
   sleep 2
-  kill -INT "$pid"
-  wait "$pid" || true
-  jq -c --arg m "$label" '. + {migration: $m}' "$dir/migrate-$label.jsonl" >>"$report"
-  lg=$(tail -n 1 "$load_out")
-  jq -c --arg m "$label" '{type: "load", migration: $m, committed, tps, max_write_gap_ms, unavailable_ms, split_brain, latency_p99_ms}' <<<"$lg" >>"$report"
-  "$bin/load-gen" verify --dsn "$app_dsn" --log "$acks" | tail -n 1 |
-    jq -c --arg m "$label" '{type: "load_verified", migration: $m, acked, present, lost, split_brain, unknown}' >>"$report"
+  pgs_load_stop
+  {
+    jq -c --arg m "$label" '. + {migration: $m}' "$dir/migrate-$label.jsonl"
+    jq -c --arg m "$label" '{type: "load", migration: $m, committed, tps, max_write_gap_ms, unavailable_ms, split_brain, latency_p99_ms}' <<<"$PGS_LOAD_SUMMARY"
+    "$bin/load-gen" verify --dsn "$app_dsn" --log "$acks" | tail -n 1 |
+      jq -c --arg m "$label" '{type: "load_verified", migration: $m, acked, present, lost, split_brain, unknown}'
+  } >>"$report"
   ((rc == 0)) || pgs_die "$rc" "migration $label failed (exit $rc); see $dir/migrate-$label.jsonl"
 }
 

@@ -253,3 +253,31 @@ pgs_now_ms() {
   local s=${EPOCHREALTIME/./}
   printf '%s\n' "${s:0:-3}"
 }
+
+# --- load-gen in the background -----------------------------------------------------------
+
+# pgs_load_start LOAD_GEN DSN OUT [LOAD-GEN OPTIONS...]: start load-gen against DSN in the
+# background (its JSON lines to OUT), and return once it has committed something. Sets
+# PGS_LOAD_PID. Call pgs_load_stop from the same shell (not a subshell: only this shell can
+# wait for it).
+pgs_load_start() {
+  local bin=$1 dsn=$2 out=$3 deadline
+  shift 3
+  "$bin" --dsn "$dsn" --json-only "$@" >"$out" 2>/dev/null &
+  PGS_LOAD_PID=$! PGS_LOAD_OUT=$out
+  deadline=$((SECONDS + 60))
+  until grep -q '"type":"tick".*"committed":[1-9]' "$out" 2>/dev/null; do
+    if ((SECONDS >= deadline)) || ! kill -0 "$PGS_LOAD_PID" 2>/dev/null; then
+      pgs_die "$EX_SOFTWARE" "load-gen did not start committing (see $out)"
+    fi
+    sleep 0.1
+  done
+}
+
+# pgs_load_stop: SIGINT the load-gen started by pgs_load_start, wait for it, and put its
+# summary (the last line of its output) in PGS_LOAD_SUMMARY.
+pgs_load_stop() {
+  kill -INT "$PGS_LOAD_PID" 2>/dev/null || true
+  wait "$PGS_LOAD_PID" || true
+  PGS_LOAD_SUMMARY=$(tail -n 1 "$PGS_LOAD_OUT")
+}
