@@ -15,6 +15,9 @@
 //!
 //! Binaries come from `PG_BIN` (default `/usr/lib/postgresql/15/bin`). Every helper that runs
 //! a command panics with the command, its exit status, stdout, stderr and the server log.
+//!
+//! [`run`] is the other half of a tool test: the tool's hermetic command ([`tool`]) and its
+//! finished run read back ([`Run`]: exit code, stdout, stderr, JSON records).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -26,6 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod run;
+pub use run::{json_lines, tool, Run};
 
 /// True if process `pid` exists and is not a zombie. (Reparented servers can stay zombies
 /// for a long time where PID 1 does not reap, as in some containers.)
