@@ -4,7 +4,7 @@
 
 use testkit::Cluster;
 
-use crate::common::two;
+use crate::common::{two, Tables};
 
 /// Two clusters ("hosts") with a fresh database each: `(source, target, src db, tgt db)`.
 fn pair() -> (Cluster, Cluster, testkit::TestDb, testkit::TestDb) {

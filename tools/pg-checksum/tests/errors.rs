@@ -4,7 +4,7 @@
 
 use testkit::Cluster;
 
-use crate::common::{run, two};
+use crate::common::{run, two, Tables};
 
 #[test]
 fn unreachable_host_is_an_error_record_and_exit_69() {

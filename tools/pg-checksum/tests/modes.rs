@@ -2,7 +2,7 @@
 
 use testkit::Cluster;
 
-use crate::common::{run, run_with, two};
+use crate::common::{run, run_with, two, Tables};
 
 const SETUP: &str = "CREATE TABLE t (id int PRIMARY KEY, v text);
     INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5000) g;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testkit::{Cluster, StopMode};
 
-use crate::common::{two, Run};
+use crate::common::{two, Run, Tables};
 
 /// A background pgbench, stopped when dropped (also when an assertion fails first).
 struct Load(Child);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use testkit::Cluster;
 
-use crate::common::two;
+use crate::common::{two, Tables};
 
 #[test]
 fn live_standby_under_concurrent_writes_compares_equal_with_wait_replay() {
