@@ -1,66 +1,37 @@
-//! Running `rowcount-diff` and reading its JSON lines back.
+//! Running `rowcount-diff` and reading its JSON lines back ([`testkit::Run`]), plus the
+//! lookup of one table's record.
 
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 use serde_json::Value;
+use testkit::Run;
 
-/// The tool, hermetic (no `PG*` variables from the caller).
-pub fn cmd() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("rowcount-diff"));
-    for var in testkit::PG_ENV_VARS {
-        c.env_remove(var);
-    }
-    c
-}
-
-/// What one run printed.
-pub struct Run {
-    pub code: i32,
-    pub records: Vec<Value>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    /// Records of one type.
-    pub fn of(&self, kind: &str) -> Vec<&Value> {
-        self.records.iter().filter(|r| r["type"] == kind).collect()
-    }
-
+/// rowcount-diff's lookup: the `table` record of one table.
+pub trait Tables {
     /// The `table` record for `schema.name`.
-    pub fn table(&self, schema: &str, name: &str) -> &Value {
+    fn table(&self, schema: &str, name: &str) -> &Value;
+}
+
+impl Tables for Run {
+    fn table(&self, schema: &str, name: &str) -> &Value {
         self.records
             .iter()
             .find(|r| r["type"] == "table" && r["schema"] == schema && r["name"] == name)
-            .unwrap_or_else(|| panic!("no table record for {schema}.{name}:\n{}", self.stdout))
-    }
-
-    pub fn summary(&self) -> &Value {
-        let last = self.records.last().expect("no records");
-        assert_eq!(last["type"], "summary", "{}", self.stdout);
-        last
+            .unwrap_or_else(|| panic!("no table record for {schema}.{name}:\n{}", self.dump()))
     }
 }
 
-/// Run with these arguments; panics with the whole output if a line is not JSON.
+/// Run with these arguments (hermetic: no `PG*` variables); panics with the whole output if a
+/// line is not JSON. With `csv` among the arguments stdout is kept as text, unparsed.
 pub fn run(args: &[&str]) -> Run {
-    let out = cmd().args(args).output().expect("run rowcount-diff");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let records = if args.contains(&"csv") {
-        Vec::new()
+    let out = Command::from_std(testkit::tool(cargo_bin!("rowcount-diff")))
+        .args(args)
+        .output()
+        .expect("run rowcount-diff");
+    let what = format!("rowcount-diff {}", args.join(" "));
+    if args.contains(&"csv") {
+        Run::text(what, out)
     } else {
-        stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nstderr: {stderr}"))
-            })
-            .collect()
-    };
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        records,
-        stdout,
-        stderr,
+        Run::new(what, out)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use testkit::Cluster;
 
-use crate::common::run;
+use crate::common::{run, Tables};
 
 const SCHEMA: &str = "CREATE TABLE a (id int PRIMARY KEY, v text);
     CREATE TABLE b (id int PRIMARY KEY);

@@ -2,7 +2,7 @@
 
 use testkit::Cluster;
 
-use crate::common::run;
+use crate::common::{run, Tables};
 
 #[test]
 fn unreachable_target_is_an_error_record_and_exit_69() {
