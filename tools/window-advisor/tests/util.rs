@@ -4,81 +4,27 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 use serde_json::Value;
+pub use testkit::Run;
 use window_advisor::synth::{self, Spec, Trace, TraceKind};
 use window_advisor::time::Zone;
 
 /// The tool, hermetic (no PG* variables, UTC as the system zone).
-pub fn cmd() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("window-advisor"));
-    for var in testkit::PG_ENV_VARS {
-        c.env_remove(var);
-    }
+fn cmd() -> Command {
+    let mut c = testkit::tool(cargo_bin!("window-advisor"));
     c.env("TZ", "UTC");
-    c
+    Command::from_std(c)
 }
 
-/// A finished run: exit code, records, stderr.
-pub struct Run {
-    pub code: i32,
-    pub records: Vec<Value>,
-    pub stderr: String,
-    pub args: String,
-}
-
-impl Run {
-    /// Records of one type.
-    pub fn of(&self, kind: &str) -> Vec<&Value> {
-        self.records.iter().filter(|r| r["type"] == kind).collect()
-    }
-
-    /// The one record of a type.
-    pub fn one(&self, kind: &str) -> &Value {
-        let v = self.of(kind);
-        assert_eq!(v.len(), 1, "{kind} records: {}", self.dump());
-        v[0]
-    }
-
-    /// Fail unless the exit code is `code`.
-    pub fn expect(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "{}", self.dump());
-        self
-    }
-
-    pub fn dump(&self) -> String {
-        let recs: Vec<String> = self.records.iter().map(|r| r.to_string()).collect();
-        format!(
-            "window-advisor {}\nexit {}\nstdout:\n{}\nstderr:\n{}",
-            self.args,
-            self.code,
-            recs.join("\n"),
-            self.stderr
-        )
-    }
-}
-
-/// Parse JSON lines, panicking with the text on a bad line.
-pub fn parse(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-        .collect()
-}
-
+/// Read a finished run; fails if the tool panicked or its summary's `exit_code` is not the
+/// exit code.
 fn finished(out: Output, args: &[&str]) -> Run {
-    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        records: parse(&stdout),
-        stderr,
-        args: args.join(" "),
-    };
+    let run = Run::new(format!("window-advisor {}", args.join(" ")), out);
     assert!(!run.stderr.contains("panicked"), "{}", run.dump());
-    if let Some(last) = run.records.last() {
-        assert_eq!(last["type"], "summary", "{}", run.dump());
-        assert_eq!(last["exit_code"], run.code, "{}", run.dump());
+    if !run.records.is_empty() {
+        assert_eq!(run.summary()["exit_code"], run.code, "{}", run.dump());
     }
     run
 }
