@@ -2,71 +2,26 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use assert_cmd::cargo::cargo_bin;
 use serde_json::Value;
+use testkit::{json_lines, Run};
 
 /// The binary under test, without `PG*` variables.
-pub fn load_gen() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("load-gen"));
-    testkit::hermetic(&mut c);
-    c
-}
-
-/// The output of a finished run.
-#[derive(Debug)]
-pub struct Finished {
-    pub code: i32,
-    pub records: Vec<Value>,
-    pub stderr: String,
-    pub what: String,
-}
-
-impl Finished {
-    /// The last record, which must be the summary.
-    pub fn summary(&self) -> &Value {
-        let last = self
-            .records
-            .last()
-            .unwrap_or_else(|| panic!("no records: {self:#?}"));
-        assert_eq!(last["type"], "summary", "{self:#?}");
-        last
-    }
-
-    /// Every record of one type.
-    pub fn of(&self, kind: &str) -> Vec<&Value> {
-        self.records.iter().filter(|r| r["type"] == kind).collect()
-    }
-
-    /// Panic with everything unless the exit code is `code`.
-    pub fn expect_code(&self, code: i32) -> &Finished {
-        assert_eq!(self.code, code, "{}: {:#?}", self.what, self);
-        self
-    }
-}
-
-/// Decode JSON lines; panics naming the line that is not JSON.
-pub fn parse_records(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+fn load_gen() -> Command {
+    testkit::tool(cargo_bin!("load-gen"))
 }
 
 /// Run to completion (bounded by `--duration` in the arguments).
-pub fn run(args: &[&str]) -> Finished {
+pub fn run(args: &[&str]) -> Run {
     let out = load_gen()
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run load-gen");
-    Finished {
-        code: out.status.code().unwrap_or(-1),
-        records: parse_records(&String::from_utf8_lossy(&out.stdout)),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("load-gen {}", args.join(" ")),
-    }
+    Run::new(format!("load-gen {}", args.join(" ")), out)
 }
 
 /// A `load-gen` running in the background, stdout and stderr going to files; killed on drop.
@@ -104,13 +59,14 @@ impl Background {
 
     /// The records written so far.
     pub fn records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        // The last line may be half-written: keep complete lines only.
-        let complete = match text.rfind('\n') {
-            Some(i) => &text[..=i],
-            None => "",
-        };
-        parse_records(complete)
+        json_lines(&self.complete_stdout())
+    }
+
+    /// Standard output so far, complete lines only (the last line may be half-written).
+    fn complete_stdout(&self) -> String {
+        let mut text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+        text
     }
 
     /// Wait (at most `limit`) until a record satisfies `pred`; panics with the output if not.
@@ -139,7 +95,7 @@ impl Background {
     }
 
     /// Send `sig` and wait (at most `limit`) for the exit.
-    pub fn signal_and_wait(mut self, sig: nix::sys::signal::Signal, limit: Duration) -> Finished {
+    pub fn signal_and_wait(mut self, sig: nix::sys::signal::Signal, limit: Duration) -> Run {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
         let status = self.wait(limit);
         self.finished(status)
@@ -162,14 +118,14 @@ impl Background {
         }
     }
 
-    fn finished(mut self, status: ExitStatus) -> Finished {
+    fn finished(mut self, status: ExitStatus) -> Run {
         self.child = None;
-        Finished {
-            code: status.code().unwrap_or(-1),
-            records: self.records(),
-            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
-            what: self.what.clone(),
-        }
+        let out = Output {
+            status,
+            stdout: self.complete_stdout().into_bytes(),
+            stderr: std::fs::read(&self.stderr).unwrap_or_default(),
+        };
+        Run::new(self.what.clone(), out)
     }
 
     fn dump(&self) -> String {
@@ -203,12 +159,12 @@ fn uuid_like() -> String {
 
 /// Create the pgbench tables with `load-gen --init`.
 pub fn init(dsn: &str, scale: u32) {
-    run(&["--dsn", dsn, "--init", "--scale", &scale.to_string()]).expect_code(0);
+    run(&["--dsn", dsn, "--init", "--scale", &scale.to_string()]).expect(0);
 }
 
 /// Read an ack log.
 pub fn log_records(path: &Path) -> Vec<Value> {
-    parse_records(&std::fs::read_to_string(path).expect("read the ack log"))
+    json_lines(&std::fs::read_to_string(path).expect("read the ack log"))
 }
 
 /// A number field, panicking with the record if absent.

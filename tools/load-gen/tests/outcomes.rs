@@ -53,13 +53,13 @@ fn a_commit_cut_off_by_the_timeout_is_unknown_and_may_have_committed() {
         r["type"] == "tick" && num(r, "committed_total") > before
     });
     let r = lg.signal_and_wait(Signal::SIGINT, Duration::from_secs(15));
-    r.expect_code(0);
+    r.expect(0);
     let s = r.summary();
     assert!(num(s, "unknown") >= 1, "{s}");
     assert!(num(s, "unavailable_ms") > 0, "{s}");
 
     let v = run(&["verify", "--dsn", &dsn, "--log", log_s]);
-    v.expect_code(0);
+    v.expect(0);
     let vs = v.summary();
     assert_eq!(num(vs, "lost"), 0, "{vs}");
     assert_eq!(num(vs, "unknown"), num(s, "unknown"), "{vs}");
@@ -101,11 +101,11 @@ fn a_stop_while_a_commit_hangs_ends_within_the_grace_and_counts_it_unknown() {
     });
     let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
     locker.batch_execute("COMMIT").unwrap();
-    r.expect_code(0);
+    r.expect(0);
     let s = r.summary();
     assert_eq!(num(s, "unknown"), 1, "{s}");
     let v = run(&["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()]);
-    v.expect_code(0);
+    v.expect(0);
     assert_eq!(num(v.summary(), "unknown"), 1);
     assert_eq!(num(v.summary(), "lost"), 0);
 }

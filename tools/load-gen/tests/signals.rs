@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use testkit::Cluster;
 
-use crate::common::{log_records, num, parse_records, Background};
+use crate::common::{log_records, num, Background};
 
 #[test]
 fn sigterm_ends_an_unbounded_run_with_a_summary() {
@@ -33,7 +33,7 @@ fn sigterm_ends_an_unbounded_run_with_a_summary() {
         r["type"] == "tick" && r["committed"].as_u64().unwrap_or(0) > 0
     });
     let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
-    r.expect_code(0);
+    r.expect(0);
     let s = r.summary();
     assert_eq!(s["stopped_by"], "SIGTERM");
     assert!(s["duration_ms"].is_u64());
@@ -73,7 +73,7 @@ fn sigint_reaches_load_gen_started_in_the_background_by_bash() {
         "stderr: {}\nstdout: {stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = parse_records(&stdout);
+    let recs = testkit::json_lines(&stdout);
     let s = recs.last().unwrap();
     assert_eq!(s["type"], "summary");
     assert_eq!(s["stopped_by"], "SIGINT");

@@ -30,7 +30,7 @@ fn steady_mixed_load_commits_logs_and_verifies() {
         "--verify",
         "--json-only",
     ]);
-    r.expect_code(0);
+    r.expect(0);
     assert_eq!(r.records[0]["type"], "start", "{r:#?}");
     let s = r.summary();
     assert_eq!(s["stopped_by"], "duration");
@@ -77,7 +77,7 @@ fn steady_mixed_load_commits_logs_and_verifies() {
 
     // The same verdict from the log, afterwards.
     let v = run(&["verify", "--dsn", &dsn, "--log", log_s]);
-    v.expect_code(0);
+    v.expect(0);
     let vs = v.summary();
     assert_eq!(num(vs, "acked"), committed);
     assert_eq!(num(vs, "present"), committed);
@@ -95,7 +95,7 @@ fn a_deleted_acknowledged_row_is_reported_lost() {
     run(&[
         "--dsn", &dsn, "-w", "probe", "-c", "2", "-T", "1s", "--log", log_s,
     ])
-    .expect_code(0);
+    .expect(0);
 
     // Lose one acknowledged write behind load-gen's back.
     let recs = log_records(&log);
@@ -112,7 +112,7 @@ fn a_deleted_acknowledged_row_is_reported_lost() {
     assert_eq!(deleted, "1");
 
     let v = run(&["verify", "--dsn", &dsn, "--log", log_s]);
-    v.expect_code(1);
+    v.expect(1);
     let lost = v.of("lost");
     assert_eq!(lost.len(), 1, "{v:#?}");
     assert_eq!((num(lost[0], "client"), num(lost[0], "seq")), (client, seq));
@@ -135,7 +135,7 @@ fn probe_workload_needs_no_pgbench_tables() {
         "1s",
         "--verify",
     ]);
-    r.expect_code(0);
+    r.expect(0);
     assert!(num(r.summary(), "committed") > 0);
     assert_eq!(num(r.summary(), "lost"), 0);
 }
@@ -156,7 +156,7 @@ fn rate_limits_the_throughput() {
         "-T",
         "1s",
     ]);
-    r.expect_code(0);
+    r.expect(0);
     // 20 per second for one second, plus the first one of each client: never hundreds.
     let committed = num(r.summary(), "committed");
     assert!((1..=30).contains(&committed), "{committed}");
@@ -167,7 +167,7 @@ fn tpcb_without_its_tables_names_the_fix() {
     let c = Cluster::start();
     let db = c.create_db();
     let r = run(&["--dsn", &c.dsn(db.name()), "-w", "tpcb", "-T", "1s"]);
-    r.expect_code(65);
+    r.expect(65);
     assert!(r.stderr.contains("load-gen --init"), "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
@@ -177,7 +177,7 @@ fn an_unreachable_server_is_exit_69() {
     let port = testkit::free_port("127.0.0.1");
     let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable");
     let r = run(&["--dsn", &dsn, "-w", "probe", "-T", "1s"]);
-    r.expect_code(69);
+    r.expect(69);
     assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
     assert!(r.records.is_empty(), "{r:#?}");
 }
@@ -188,7 +188,7 @@ fn verify_of_a_missing_log_or_table_fails_clearly() {
     let dsn = c.dsn("postgres");
     let missing = c.dir().join("nope.jsonl");
     let r = run(&["verify", "--dsn", &dsn, "--log", missing.to_str().unwrap()]);
-    r.expect_code(74);
+    r.expect(74);
     assert!(r.stderr.contains("nope.jsonl"), "{}", r.stderr);
 
     // A log whose database has no probe table: a data error naming the table.
@@ -199,6 +199,6 @@ fn verify_of_a_missing_log_or_table_fails_clearly() {
     )
     .unwrap();
     let r = run(&["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()]);
-    r.expect_code(65);
+    r.expect(65);
     assert!(r.stderr.contains("load_gen_probe"), "{}", r.stderr);
 }

@@ -54,7 +54,7 @@ fn load_survives_a_switchover_to_a_promoted_standby() {
         |r| r["type"] == "tick" && r["host"] == hb.as_str(),
     );
     let r = lg.signal_and_wait(Signal::SIGINT, Duration::from_secs(15));
-    r.expect_code(0);
+    r.expect(0);
 
     let s = r.summary();
     assert_eq!(s["stopped_by"], "SIGINT");
@@ -88,7 +88,7 @@ fn load_survives_a_switchover_to_a_promoted_standby() {
 
     // The log says the same on the final primary.
     let v = run(&["verify", "--dsn", &dsn, "--log", log_s]);
-    v.expect_code(0);
+    v.expect(0);
     assert_eq!(num(v.summary(), "lost"), 0);
     assert_eq!(num(v.summary(), "acked"), num(s, "acked"));
 }
@@ -131,7 +131,7 @@ fn an_old_primary_that_keeps_writing_after_a_promotion_is_split_brain() {
         },
     );
     let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15));
-    r.expect_code(1);
+    r.expect(1);
     let s = r.summary();
     assert_eq!(s["stopped_by"], "SIGTERM");
     assert!(num(s, "split_brain") > 0, "{s}");
@@ -142,7 +142,7 @@ fn an_old_primary_that_keeps_writing_after_a_promotion_is_split_brain() {
 
     // On the new primary, the old one's later writes are missing and are split brain.
     let v = run(&["verify", "--dsn", &b.dsn(db.name()), "--log", log_s]);
-    v.expect_code(1);
+    v.expect(1);
     let vs = v.summary();
     assert!(num(vs, "lost") > 0, "{vs}");
     assert!(num(vs, "split_brain") > 0, "{vs}");

@@ -5,7 +5,7 @@ use crate::common::run;
 #[test]
 fn the_tpcb_workload_has_nothing_to_log_or_verify() {
     let r = run(&["--dsn", "host=127.0.0.1", "-w", "tpcb", "--log", "/tmp/x"]);
-    r.expect_code(2);
+    r.expect(2);
     assert!(
         r.stderr.contains("--workload mixed or probe"),
         "{}",
@@ -23,12 +23,12 @@ fn bad_numbers_are_usage_errors() {
         &["--workload", "oltp"][..],
     ] {
         let r = run(args);
-        r.expect_code(2);
+        r.expect(2);
         assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
     }
 }
 
 #[test]
 fn verify_needs_a_log() {
-    run(&["verify", "--dsn", "host=127.0.0.1"]).expect_code(2);
+    run(&["verify", "--dsn", "host=127.0.0.1"]).expect(2);
 }
