@@ -135,12 +135,12 @@ fn a_standby_fed_only_by_the_archive_sees_the_primarys_rows_and_survives_promoti
     // The archive is whole, and status agrees with the server.
     let a = arch.to_str().unwrap();
     let out = expect(0, &["verify", "--archive", a]);
-    assert_eq!(summary(&out)["problems"], 0);
+    assert_eq!(out.summary()["problems"], 0);
     let out = expect(
         0,
         &["status", "--dsn", &primary.dsn("postgres"), "--archive", a],
     );
-    let st = &of_type(&out, "status")[0];
+    let st = &out.of("status")[0];
     assert_eq!(st["failing"], false);
     assert_eq!(st["in_recovery"], false);
     assert_eq!(st["lag_segments"], 0, "{st}");
@@ -161,7 +161,7 @@ fn a_standby_fed_only_by_the_archive_sees_the_primarys_rows_and_survives_promoti
     let closed = switch_and_wait_archived(&standby);
     assert!(closed.starts_with("00000002"), "{closed}");
     let out = expect(0, &["verify", "--archive", a]);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(sum["timelines"], serde_json::json!([1, 2]), "{sum}");
     assert_eq!(sum["history_files"], 1);
     // The history file restores as PostgreSQL wrote it.
@@ -219,7 +219,7 @@ fn status_reports_failing_archiving_until_it_recovers() {
     );
     let a = arch.to_str().unwrap();
     let out = expect(1, &["status", "--dsn", &c.dsn("postgres"), "--archive", a]);
-    let st = &of_type(&out, "status")[0];
+    let st = &out.of("status")[0];
     assert_eq!(st["failing"], true);
     assert!(
         st["last_failed_wal"]
@@ -230,9 +230,9 @@ fn status_reports_failing_archiving_until_it_recovers() {
     );
     assert!(st["ready_files"].as_i64().unwrap() >= 1, "{st}");
     assert!(
-        stderr(&out).contains("archiving is failing"),
+        out.stderr.contains("archiving is failing"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     // The server log has wal-ship's reason.
     let log = fs::read_to_string(c.log_path()).unwrap();
@@ -252,7 +252,7 @@ fn status_reports_failing_archiving_until_it_recovers() {
         },
     );
     let out = expect(0, &["status", "--dsn", &c.dsn("postgres"), "--archive", a]);
-    assert_eq!(of_type(&out, "status")[0]["failing"], false);
+    assert_eq!(out.of("status")[0]["failing"], false);
     // An unreachable server is a connection error.
     let out = expect(
         69,
@@ -311,7 +311,8 @@ fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
             "2",
         ],
     );
-    let shipped: Vec<String> = of_type(&out, "segment")
+    let shipped: Vec<String> = out
+        .of("segment")
         .iter()
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
@@ -336,7 +337,7 @@ fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
             arch.to_str().unwrap(),
         ],
     );
-    assert_eq!(summary(&out)["files"], 0);
+    assert_eq!(out.summary()["files"], 0);
     // Real segments restore byte for byte.
     let n = &closed[1];
     let dest = d.path().join("restored");
@@ -354,7 +355,7 @@ fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
         assert!(orig == fs::read(&dest).unwrap(), "restored {n} differs");
     }
     let out = expect(0, &["verify", "--archive", arch.to_str().unwrap()]);
-    assert_eq!(summary(&out)["problems"], 0);
+    assert_eq!(out.summary()["problems"], 0);
 }
 
 /// `pg_ctl start` without waiting (the server is expected to fail), then wait until the

@@ -22,7 +22,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
             arch.to_str().unwrap(),
         ],
     );
-    let seg = &of_type(&out, "segment")[0];
+    let seg = &out.of("segment")[0];
     assert_eq!(seg["name"], name.as_str());
     assert_eq!(seg["action"], "stored");
     assert_eq!(seg["kind"], "segment");
@@ -33,7 +33,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
         "{seg}"
     );
     assert_eq!(seg["sha256"].as_str().unwrap().len(), 64);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (sum["stored"].as_u64(), sum["exit_code"].as_u64()),
         (Some(1), Some(0))
@@ -67,7 +67,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
         ],
     );
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&src).unwrap());
-    let f = &of_type(&out, "segment")[0];
+    let f = &out.of("segment")[0];
     assert_eq!(
         (f["action"].as_str(), f["source"].as_str()),
         (Some("fetched"), Some("archive"))
@@ -95,7 +95,7 @@ fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
                 c,
             ],
         );
-        assert_eq!(of_type(&out, "segment")[0]["compression"], *c);
+        assert_eq!(out.of("segment")[0]["compression"], *c);
         // Same bytes, another compression: recognised from the header alone.
         let again = if *c == "lz4" { "zstd" } else { "lz4" };
         let out = expect(
@@ -109,8 +109,8 @@ fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
                 again,
             ],
         );
-        assert_eq!(of_type(&out, "segment")[0]["action"], "duplicate");
-        assert_eq!(summary(&out)["duplicates"], 1);
+        assert_eq!(out.of("segment")[0]["action"], "duplicate");
+        assert_eq!(out.summary()["duplicates"], 1);
         let dest = d.path().join(format!("restored-{i}"));
         expect(
             0,
@@ -125,7 +125,7 @@ fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
         assert_eq!(fs::read(&dest).unwrap(), fs::read(&src).unwrap(), "{c}");
     }
     let out = expect(2, &["push", "x", "--to", "y", "--compress", "gzip"]);
-    assert!(stderr(&out).contains("use none, zstd"), "{}", stderr(&out));
+    assert!(out.stderr.contains("use none, zstd"), "{}", out.stderr);
 }
 
 #[test]
@@ -161,17 +161,17 @@ fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
             arch.to_str().unwrap(),
         ],
     );
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("already holds a different"), "{err}");
     assert!(err.contains("refusing to overwrite"), "{err}");
     assert_eq!(fs::read(object_path(&arch, &name)).unwrap(), before);
-    let e = &of_type(&out, "error")[0];
+    let e = &out.of("error")[0];
     assert_eq!(
         (e["kind"].as_str(), e["exit_code"].as_u64()),
         (Some("data_err"), Some(65))
     );
-    assert_eq!(summary(&out)["failed"], 1);
+    assert_eq!(out.summary()["failed"], 1);
     // The first file is still a duplicate, and the archive still restores it.
     expect(
         0,
@@ -210,9 +210,9 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     let out = push(&p);
     check(65, &out, &"bad name");
     assert!(
-        stderr(&out).contains("is not a WAL file name"),
+        out.stderr.contains("is not a WAL file name"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // Truncated (a half-copied file).
@@ -222,9 +222,9 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     let out = push(&d.path().join(&name));
     check(65, &out, &"truncated");
     assert!(
-        stderr(&out).contains("truncated or half-copied"),
+        out.stderr.contains("truncated or half-copied"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // The wrong segment under this name (its page header says another position).
@@ -234,9 +234,9 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     let out = push(&d.path().join(&name));
     check(65, &out, &"wrong segment");
     assert!(
-        stderr(&out).contains("the file is not this segment"),
+        out.stderr.contains("the file is not this segment"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // Zeros (a preallocated, never written file).
@@ -246,7 +246,7 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     // Missing source.
     let out = push(&d.path().join(seg_name(1, 99)));
     check(74, &out, &"missing file");
-    assert!(stderr(&out).contains("No such file"), "{}", stderr(&out));
+    assert!(out.stderr.contains("No such file"), "{}", out.stderr);
 
     // Archive directory missing (e.g. not mounted): retryable, and nothing created.
     let gone = d.path().join("not-mounted");
@@ -258,7 +258,7 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
         gone.to_str().unwrap(),
     ]);
     check(69, &out, &"no archive dir");
-    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     assert!(!gone.exists());
 
     // Only the marker: nothing half-written anywhere.
@@ -298,7 +298,8 @@ fn history_backup_and_partial_files_round_trip() {
             arch.to_str().unwrap(),
         ],
     );
-    let kinds: Vec<String> = of_type(&out, "segment")
+    let kinds: Vec<String> = out
+        .of("segment")
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_owned())
         .collect();
@@ -333,7 +334,7 @@ fn history_backup_and_partial_files_round_trip() {
     assert!(
         out.stderr.is_empty() && out.stdout.is_empty(),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -349,12 +350,14 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
     let datadir = d.path().join("data");
     fs::create_dir(&datadir).unwrap();
     let fetch = |name: &str, extra: &[&str]| {
-        wal_ship()
-            .current_dir(&datadir)
-            .args(["fetch", name, "pg_wal_RECOVERYXLOG", "--from", a])
-            .args(extra)
-            .output()
-            .unwrap()
+        finished(
+            wal_ship()
+                .current_dir(&datadir)
+                .args(["fetch", name, "pg_wal_RECOVERYXLOG", "--from", a])
+                .args(extra)
+                .output()
+                .unwrap(),
+        )
     };
 
     // Missing: exit 1, nothing on stderr or stdout (PostgreSQL asks for these all the time).
@@ -363,14 +366,14 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
     assert!(
         out.stderr.is_empty() && out.stdout.is_empty(),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // Corrupt: exit 126 and a loud one-line error, nothing written at %p.
     flip_bit(&object_path(&arch, &name));
     let out = fetch(&name, &[]);
     check(126, &out, &"corrupt");
-    let err = stderr(&out);
+    let err = &out.stderr;
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is corrupt"), "{err}");
     assert!(!datadir.join("pg_wal_RECOVERYXLOG").exists());
@@ -383,61 +386,69 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
     let empty = d.path().join("empty-mountpoint");
     fs::create_dir(&empty).unwrap();
     for target in [empty.to_str().unwrap(), "/nonexistent/wal-ship-archive"] {
-        let out = wal_ship()
-            .current_dir(&datadir)
-            .args(["fetch", &name, "p", "--from", target])
-            .output()
-            .unwrap();
+        let out = finished(
+            wal_ship()
+                .current_dir(&datadir)
+                .args(["fetch", &name, "p", "--from", target])
+                .output()
+                .unwrap(),
+        );
         // Archive recovery (no standby.signal): stop rather than end recovery early.
         check(126, &out, &target);
         assert!(
-            stderr(&out).contains("stops recovery instead of ending it early"),
+            out.stderr
+                .contains("stops recovery instead of ending it early"),
             "{}",
-            stderr(&out)
+            out.stderr
         );
         // Standby mode: the ordinary code; PostgreSQL retries.
         fs::write(datadir.join("standby.signal"), "").unwrap();
-        let out = wal_ship()
-            .current_dir(&datadir)
-            .args(["fetch", &name, "p", "--from", target])
-            .output()
-            .unwrap();
+        let out = finished(
+            wal_ship()
+                .current_dir(&datadir)
+                .args(["fetch", &name, "p", "--from", target])
+                .output()
+                .unwrap(),
+        );
         check(69, &out, &target);
         fs::remove_file(datadir.join("standby.signal")).unwrap();
         // The explicit flag wins over the guess.
-        let out = wal_ship()
-            .current_dir(&datadir)
-            .args(["fetch", &name, "p", "--from", target, "--on-error", "retry"])
-            .output()
-            .unwrap();
+        let out = finished(
+            wal_ship()
+                .current_dir(&datadir)
+                .args(["fetch", &name, "p", "--from", target, "--on-error", "retry"])
+                .output()
+                .unwrap(),
+        );
         check(69, &out, &target);
     }
     // A mistyped restore_command: outside standby mode, stop; in standby mode, a usage error.
     let typo = |d: &std::path::Path| {
-        wal_ship()
-            .current_dir(d)
-            .args(["fetch", &name, "p", "--form", a])
-            .output()
-            .unwrap()
+        finished(
+            wal_ship()
+                .current_dir(d)
+                .args(["fetch", &name, "p", "--form", a])
+                .output()
+                .unwrap(),
+        )
     };
     let out = typo(&datadir);
     check(126, &out, &"typo");
-    assert!(stderr(&out).contains("--form"), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("fix restore_command"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.stderr.contains("--form"), "{}", out.stderr);
+    assert!(out.stderr.contains("fix restore_command"), "{}", out.stderr);
     fs::write(datadir.join("standby.signal"), "").unwrap();
     check(2, &typo(&datadir), &"typo, standby");
     fs::remove_file(datadir.join("standby.signal")).unwrap();
     check(
         0,
-        &wal_ship()
-            .current_dir(&datadir)
-            .args(["fetch", "--help"])
-            .output()
-            .unwrap(),
+        &Run::text(
+            "wal-ship fetch --help",
+            wal_ship()
+                .current_dir(&datadir)
+                .args(["fetch", "--help"])
+                .output()
+                .unwrap(),
+        ),
         &"help",
     );
     // Not a WAL name: outside standby mode that must not read as "end of archive" either.
@@ -476,12 +487,12 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
             key.to_str().unwrap(),
         ],
     );
-    for r in of_type(&out, "segment") {
+    for r in out.of("segment") {
         assert_eq!(r["encrypted"], true);
         assert!(r.get("sha256").is_none(), "{r}");
     }
     // The key never shows up, and neither does the plaintext.
-    let all = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    let all = out.stdout.clone() + &out.stderr;
     assert!(!all.contains(&"5a".repeat(32)));
     let stored = fs::read(arch.join("history/00000002.history.ws")).unwrap();
     assert!(!String::from_utf8_lossy(&stored).contains("secret reason"));
@@ -516,9 +527,9 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
     // No key, or the wrong key: restoring cannot go on.
     let out = expect(126, &["fetch", &name, "x", "--from", a]);
     assert!(
-        stderr(&out).contains("no --encrypt-key-file"),
+        out.stderr.contains("no --encrypt-key-file"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let out = expect(
         126,
@@ -533,9 +544,9 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
         ],
     );
     assert!(
-        stderr(&out).contains("not with the given key"),
+        out.stderr.contains("not with the given key"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     // A duplicate push is recognised with the key, and without encryption too (decoded).
     let out = expect(
@@ -549,29 +560,26 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
             key.to_str().unwrap(),
         ],
     );
-    assert_eq!(of_type(&out, "segment")[0]["action"], "duplicate");
+    assert_eq!(out.of("segment")[0]["action"], "duplicate");
     // Unencrypted push of the same bytes: the archive's copy cannot be compared without the key.
     let out = expect(65, &["push", seg.to_str().unwrap(), "--to", a]);
     assert!(
-        stderr(&out).contains("cannot tell whether it is the same file"),
+        out.stderr
+            .contains("cannot tell whether it is the same file"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     // verify: without the key only the headers can be read; with it, everything, and a
     // flipped bit in sealed bytes is found.
     let out = expect(0, &["verify", "--archive", a]);
-    assert_eq!(summary(&out)["unverified"], 2);
-    assert!(
-        stderr(&out).contains("were not checked"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(out.summary()["unverified"], 2);
+    assert!(out.stderr.contains("were not checked"), "{}", out.stderr);
     let k = key.to_str().unwrap();
     let out = expect(0, &["verify", "--archive", a, "--encrypt-key-file", k]);
     assert_eq!(
         (
-            summary(&out)["checked"].as_u64(),
-            summary(&out)["unverified"].as_u64()
+            out.summary()["checked"].as_u64(),
+            out.summary()["unverified"].as_u64()
         ),
         (Some(2), Some(0))
     );
@@ -579,7 +587,7 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
     let good = fs::read(&obj).unwrap();
     flip_bit(&obj);
     let out = expect(1, &["verify", "--archive", a, "--encrypt-key-file", k]);
-    assert!(of_type(&out, "problem")[0]["message"]
+    assert!(out.of("problem")[0]["message"]
         .as_str()
         .unwrap()
         .contains("decryption failed"));
@@ -597,7 +605,7 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
             other.to_str().unwrap(),
         ],
     );
-    assert!(!stderr(&out).contains("hunter2"));
+    assert!(!out.stderr.contains("hunter2"));
 }
 
 #[test]
@@ -634,7 +642,7 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
             sp,
         ],
     );
-    let r = &of_type(&out, "segment")[0];
+    let r = &out.of("segment")[0];
     assert_eq!(
         (r["source"].as_str(), r["prefetched"].as_u64()),
         (Some("archive"), Some(3))
@@ -667,9 +675,9 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
             sp,
         ],
     );
-    assert_eq!(of_type(&out, "segment")[0]["source"], "spool");
+    assert_eq!(out.of("segment")[0]["source"], "spool");
     assert!(
-        stderr(&out).contains("prefetching after"),
+        out.stderr.contains("prefetching after"),
         "archive gone: a warning, not a failure"
     );
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&files[1]).unwrap());
@@ -691,7 +699,7 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
             sp,
         ],
     );
-    assert_eq!(of_type(&out, "segment")[0]["source"], "archive");
+    assert_eq!(out.of("segment")[0]["source"], "archive");
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&files[2]).unwrap());
     // Passed segments are forgotten; the archive ends at names[5].
     let spooled = tree(&spool);
@@ -705,16 +713,18 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
 
     // --prefetch outside a data directory needs a spool; as a restore_command
     // misconfiguration it stops recovery rather than end it.
-    let out = wal_ship()
-        .current_dir(d.path())
-        .args(["fetch", &names[0], "p", "--from", a, "--prefetch", "2"])
-        .output()
-        .unwrap();
+    let out = finished(
+        wal_ship()
+            .current_dir(d.path())
+            .args(["fetch", &names[0], "p", "--from", a, "--prefetch", "2"])
+            .output()
+            .unwrap(),
+    );
     check(126, &out, &"no spool");
     assert!(
-        stderr(&out).contains("--prefetch needs --spool"),
+        out.stderr.contains("--prefetch needs --spool"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -744,7 +754,7 @@ fn concurrent_pushes_of_one_name_store_exactly_one_file() {
     let children: Vec<_> = sources.iter().map(|s| spawn(s)).collect();
     let outs: Vec<_> = children
         .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
+        .map(|c| finished(c.wait_with_output().unwrap()))
         .collect();
     let winners: Vec<usize> = (0..6)
         .filter(|i| outs[*i].status.code() == Some(0))
@@ -773,12 +783,13 @@ fn concurrent_pushes_of_one_name_store_exactly_one_file() {
     let children: Vec<_> = (0..6).map(|_| spawn(&src)).collect();
     let outs: Vec<_> = children
         .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
+        .map(|c| finished(c.wait_with_output().unwrap()))
         .collect();
     let mut stored = 0;
     for o in &outs {
         check(0, o, &"same content");
-        stored += of_type(o, "segment")
+        stored += o
+            .of("segment")
             .iter()
             .filter(|r| r["action"] == "stored")
             .count();
@@ -816,7 +827,7 @@ fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
     let full = fs::read(&obj).unwrap();
     fs::write(&obj, &full[..full.len() / 2]).unwrap();
     let out = expect(65, &["push", src.to_str().unwrap(), "--to", a]);
-    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    assert!(out.stderr.contains("truncated"), "{}", out.stderr);
     assert_eq!(
         fs::read(&obj).unwrap().len(),
         full.len() / 2,
@@ -824,10 +835,10 @@ fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
     );
     let out = expect(126, &["fetch", &name, "x", "--from", a]);
     assert!(
-        stderr(&out).contains("truncated or damaged"),
+        out.stderr.contains("truncated or damaged"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let out = expect(1, &["verify", "--archive", a]);
-    assert_eq!(of_type(&out, "problem")[0]["problem"], "corrupt");
+    assert_eq!(out.of("problem")[0]["problem"], "corrupt");
 }

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::Cluster;
@@ -132,11 +132,11 @@ fn start_sshd(dir: &Path) -> Result<Sshd, String> {
 }
 
 /// wal-ship as the postgres user (as archive_command runs), with the sshd's options.
-fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Output {
+fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
     let (uid, gid) = testkit::run_as().unwrap();
-    let mut c = Command::new(bin());
-    testkit::hermetic(&mut c);
-    c.uid(uid)
+    let mut c = testkit::tool(bin());
+    let out = c
+        .uid(uid)
         .gid(gid)
         .env("HOME", cwd)
         .current_dir(cwd)
@@ -144,10 +144,11 @@ fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Output {
         .args(sshd.options())
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    Run::new(format!("wal-ship {}", args.join(" ")), out)
 }
 
-fn expect_pg(code: i32, sshd: &Sshd, cwd: &Path, args: &[&str]) -> Output {
+fn expect_pg(code: i32, sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
     let out = as_postgres(sshd, cwd, args);
     check(code, &out, &args);
     out
@@ -187,10 +188,10 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     args.extend(files.iter().map(String::as_str));
     args.push("00000002.history");
     let out = expect_pg(0, &sshd, &work, &args);
-    assert_eq!(summary(&out)["stored"], 4);
-    assert_eq!(of_type(&out, "segment")[0]["archive"], u);
+    assert_eq!(out.summary()["stored"], 4);
+    assert_eq!(out.of("segment")[0]["archive"], u);
     let out = expect_pg(0, &sshd, &work, &args);
-    assert_eq!(summary(&out)["duplicates"], 4);
+    assert_eq!(out.summary()["duplicates"], 4);
     assert!(
         tree(&arch).iter().all(|f| !f.ends_with(".tmp")),
         "{:?}",
@@ -208,9 +209,9 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         &["push", conflicting.to_str().unwrap(), "--to", u],
     );
     assert!(
-        stderr(&out).contains("already holds a different"),
+        out.stderr.contains("already holds a different"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // Fetch: restored, missing (quiet), prefetch in one round trip.
@@ -234,7 +235,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         fs::read(work.join("p1")).unwrap(),
         fs::read(&files[0]).unwrap()
     );
-    assert_eq!(of_type(&out, "segment")[0]["prefetched"], 2);
+    assert_eq!(out.of("segment")[0]["prefetched"], 2);
     let out = expect_pg(
         0,
         &sshd,
@@ -251,14 +252,14 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
             "spool",
         ],
     );
-    assert_eq!(of_type(&out, "segment")[0]["source"], "spool");
+    assert_eq!(out.of("segment")[0]["source"], "spool");
     let out = expect_pg(
         1,
         &sshd,
         &work,
         &["fetch", &seg_name(1, 9), "p9", "--from", u],
     );
-    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
     expect_pg(
         0,
         &sshd,
@@ -270,27 +271,27 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     expect_pg(0, &sshd, &work, &["verify", "--archive", u]);
     flip_bit(&object_path(&arch, &seg_name(1, 3)));
     let out = expect_pg(1, &sshd, &work, &["verify", "--archive", u]);
-    assert_eq!(of_type(&out, "problem")[0]["name"], seg_name(1, 3).as_str());
+    assert_eq!(out.of("problem")[0]["name"], seg_name(1, 3).as_str());
     let out = expect_pg(
         126,
         &sshd,
         &work,
         &["fetch", &seg_name(1, 3), "p3", "--from", u],
     );
-    assert!(stderr(&out).contains("is corrupt"), "{}", stderr(&out));
+    assert!(out.stderr.contains("is corrupt"), "{}", out.stderr);
     let out = expect_pg(
         0,
         &sshd,
         &work,
         &["clean", "--archive", u, "--keep-from", &seg_name(1, 2)],
     );
-    assert_eq!(summary(&out)["removed"], 1);
+    assert_eq!(out.summary()["removed"], 1);
     assert!(!object_path(&arch, &seg_name(1, 1)).exists());
 
     // A missing remote directory, a closed port, an unknown host key.
     let nowhere = sshd.url(&d.path().join("nowhere"));
     let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &nowhere]);
-    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     let closed = format!(
         "ssh://postgres@127.0.0.1:{}{}",
         testkit::free_port("127.0.0.1"),
@@ -298,9 +299,9 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     );
     let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &closed]);
     assert!(
-        stderr(&out).contains("cannot reach the archive"),
+        out.stderr.contains("cannot reach the archive"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     let out = expect_pg(
         126,
@@ -309,9 +310,9 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         &["fetch", &seg_name(1, 2), "p", "--from", &closed],
     );
     assert!(
-        stderr(&out).contains("cannot reach the archive"),
+        out.stderr.contains("cannot reach the archive"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     fs::write(work.join("standby.signal"), "").unwrap();
     expect_pg(
@@ -324,7 +325,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     let saved = fs::read(sshd.dir.join("known_hosts")).unwrap();
     fs::write(sshd.dir.join("known_hosts"), "").unwrap();
     let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", u]);
-    assert!(stderr(&out).contains("known_hosts"), "{}", stderr(&out));
+    assert!(out.stderr.contains("known_hosts"), "{}", out.stderr);
     fs::write(sshd.dir.join("known_hosts"), saved).unwrap();
     let out = expect_pg(
         2,
@@ -340,9 +341,9 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         ],
     );
     assert!(
-        stderr(&out).contains("host key checking on"),
+        out.stderr.contains("host key checking on"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // A real primary archiving over ssh.

@@ -5,8 +5,8 @@ use std::fs;
 
 use crate::util::*;
 
-fn names_of(out: &std::process::Output) -> Vec<String> {
-    of_type(out, "segment")
+fn names_of(out: &Run) -> Vec<String> {
+    out.of("segment")
         .iter()
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect()
@@ -40,7 +40,7 @@ fn sweep_ships_a_spool_in_order_in_parallel_and_resumes() {
     let mut want = vec!["00000002.history".to_owned()];
     want.extend(segs.iter().cloned());
     assert_eq!(names_of(&out), want, "history first, then by name");
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(sum["mode"], "spool");
     assert_eq!(
         (sum["stored"].as_u64(), sum["failed"].as_u64()),
@@ -54,7 +54,7 @@ fn sweep_ships_a_spool_in_order_in_parallel_and_resumes() {
 
     // Nothing new: nothing done.
     let out = expect(0, &["sweep", "--from", s, "--to", a]);
-    assert_eq!(summary(&out)["files"], 0);
+    assert_eq!(out.summary()["files"], 0);
 
     // New files: only they are shipped.
     segment(&spool, &seg_name(2, 8), 8);
@@ -64,7 +64,7 @@ fn sweep_ships_a_spool_in_order_in_parallel_and_resumes() {
     // A crash that lost the progress file: everything is checked again, and found there.
     fs::remove_file(spool.join(".wal-ship-sweep.json")).unwrap();
     let out = expect(0, &["sweep", "--from", s, "--to", a, "--jobs", "2"]);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (sum["duplicates"].as_u64(), sum["stored"].as_u64()),
         (Some(8), Some(0))
@@ -79,8 +79,8 @@ fn sweep_ships_a_spool_in_order_in_parallel_and_resumes() {
     );
     // Segment 7 never left the spool (still .partial there): verify sees that hole.
     let out = expect(1, &["verify", "--archive", a]);
-    assert_eq!(summary(&out)["segments"], 7);
-    let problems = of_type(&out, "problem");
+    assert_eq!(out.summary()["segments"], 7);
+    let problems = out.of("problem");
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0]["problem"], "gap");
     assert_eq!(problems[0]["from"], seg_name(2, 7).as_str());
@@ -110,10 +110,10 @@ fn a_bad_file_fails_alone_and_holds_the_mark_until_fixed() {
             seg_name(1, 5)
         ]
     );
-    let errs = of_type(&out, "error");
+    let errs = out.of("error");
     assert_eq!(errs.len(), 1);
     assert!(errs[0]["file"].as_str().unwrap().ends_with(&seg_name(1, 3)));
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(sum["failed"], 1);
     assert_eq!(sum["lag_files"], 1);
     assert_eq!(sum["oldest_pending"], seg_name(1, 3).as_str());
@@ -122,7 +122,7 @@ fn a_bad_file_fails_alone_and_holds_the_mark_until_fixed() {
 
     fs::write(&bad, full).unwrap();
     let out = expect(0, &["sweep", "--from", s, "--to", a]);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (sum["stored"].as_u64(), sum["duplicates"].as_u64()),
         (Some(1), Some(2))
@@ -155,9 +155,9 @@ fn a_second_sweep_of_the_same_directory_waits_its_turn() {
         ],
     );
     assert!(
-        stderr(&out).contains("another wal-ship sweep"),
+        out.stderr.contains("another wal-ship sweep"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
     assert!(!object_path(&arch, &seg_name(1, 1)).exists());
     drop(lock);
@@ -209,7 +209,7 @@ fn sweep_of_a_pg_wal_layout_marks_ready_files_done() {
         ],
     );
     assert_eq!(names_of(&out), vec![seg_name(1, 2), seg_name(1, 3)]);
-    assert_eq!(summary(&out)["mode"], "pg_wal");
+    assert_eq!(out.summary()["mode"], "pg_wal");
     let mut status = tree(&wal.join("archive_status"));
     status.sort();
     assert_eq!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
-use serde_json::Value;
+pub use testkit::Run;
 use wal_ship::name::WalName;
 
 /// 1 MiB: the smallest segment size PostgreSQL allows, to keep tests quick.
@@ -18,67 +18,35 @@ pub fn bin() -> &'static Path {
     assert_cmd::cargo::cargo_bin!("wal-ship")
 }
 
-/// A hermetic `wal-ship` command.
+/// A hermetic `wal-ship` command (no `PG*` variables, none of wal-ship's own either).
 pub fn wal_ship() -> Command {
-    let mut c = Command::new(bin());
-    for var in testkit::PG_ENV_VARS {
-        c.env_remove(var);
-    }
+    let mut c = testkit::tool(bin());
     c.env_remove("WAL_SHIP_KEY_FILE")
         .env_remove("WAL_SHIP_SSH_CONFIG");
-    c
+    Command::from_std(c)
+}
+
+/// Read a finished wal-ship process back (its stdout must be JSON lines).
+pub fn finished(out: Output) -> Run {
+    Run::new("wal-ship", out)
 }
 
 /// Run and return the output, whatever the exit code.
-pub fn run(args: &[&str]) -> Output {
-    wal_ship().args(args).output().expect("run wal-ship")
+pub fn run(args: &[&str]) -> Run {
+    let out = wal_ship().args(args).output().expect("run wal-ship");
+    Run::new(format!("wal-ship {}", args.join(" ")), out)
 }
 
 /// Run, expect `code`, and return the output; panics with everything on a mismatch.
-pub fn expect(code: i32, args: &[&str]) -> Output {
+pub fn expect(code: i32, args: &[&str]) -> Run {
     let out = run(args);
     check(code, &out, &args);
     out
 }
 
-/// Panic with the command and its output unless it exited with `code`.
-pub fn check(code: i32, out: &Output, what: &dyn std::fmt::Debug) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "wal-ship {what:?}\nstatus: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The JSON records of an output.
-pub fn records(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
-}
-
-/// The records of one type.
-pub fn of_type(out: &Output, t: &str) -> Vec<Value> {
-    records(out)
-        .into_iter()
-        .filter(|r| r["type"] == t)
-        .collect()
-}
-
-/// The summary (last record).
-pub fn summary(out: &Output) -> Value {
-    let recs = records(out);
-    let last = recs.last().cloned().expect("no records");
-    assert_eq!(last["type"], "summary", "{recs:?}");
-    last
-}
-
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// Panic with `what` and the whole run unless it exited with `code`.
+pub fn check(code: i32, out: &Run, what: &dyn std::fmt::Debug) {
+    assert_eq!(out.code, code, "wal-ship {what:?}\n{}", out.dump());
 }
 
 /// Write a synthetic segment `name` (1 MiB, valid page header) into `dir`; `fill` varies the

@@ -22,8 +22,8 @@ fn fill(arch: &Path, scratch: &Path, tli: u32, range: std::ops::RangeInclusive<u
     expect(0, &args);
 }
 
-fn problems(out: &std::process::Output) -> Vec<(String, String)> {
-    of_type(out, "problem")
+fn problems(out: &Run) -> Vec<(String, String)> {
+    out.of("problem")
         .iter()
         .map(|p| {
             let what = p["name"]
@@ -44,7 +44,7 @@ fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
     let a = arch.to_str().unwrap();
     fill(&arch, d.path(), 1, 1..=8);
     let out = expect(0, &["verify", "--archive", a]);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (sum["segments"].as_u64(), sum["checked"].as_u64()),
         (Some(8), Some(8))
@@ -63,13 +63,13 @@ fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
             ("gap".to_owned(), seg_name(1, 4))
         ]
     );
-    let gap = &of_type(&out, "problem")[1];
+    let gap = &out.of("problem")[1];
     assert_eq!(
         (gap["timeline"].as_u64(), gap["missing"].as_u64()),
         (Some(1), Some(1))
     );
     assert_eq!(gap["to"], seg_name(1, 4).as_str());
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (
             sum["gaps"].as_u64(),
@@ -78,7 +78,7 @@ fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
         ),
         (Some(1), Some(1), Some(1))
     );
-    assert!(stderr(&out).contains("2 problem(s)"), "{}", stderr(&out));
+    assert!(out.stderr.contains("2 problem(s)"), "{}", out.stderr);
 
     // A range that leaves the hole out still finds the damage in it.
     let out = expect(1, &["verify", "--archive", a, "--from", &seg_name(1, 5)]);
@@ -112,9 +112,9 @@ fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
     // A directory that is not an archive is an error, not an empty archive.
     let out = expect(69, &["verify", "--archive", d.path().to_str().unwrap()]);
     assert!(
-        stderr(&out).contains("wal-ship.json is missing"),
+        out.stderr.contains("wal-ship.json is missing"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -131,7 +131,7 @@ fn verify_follows_timelines_through_their_history_files() {
     fs::write(&hist, "1\t0/680000\tno recovery target specified\n").unwrap();
     expect(0, &["push", hist.to_str().unwrap(), "--to", a]);
     let out = expect(0, &["verify", "--archive", a]);
-    assert_eq!(summary(&out)["timelines"], serde_json::json!([1, 2]));
+    assert_eq!(out.summary()["timelines"], serde_json::json!([1, 2]));
 
     // The parent timeline must reach the branch point: a missing last segment of timeline 1
     // is found although no later segment of timeline 1 exists.
@@ -197,7 +197,7 @@ fn verify_notices_two_clusters_sharing_an_archive() {
         ],
     );
     let out = expect(1, &["verify", "--archive", arch.to_str().unwrap()]);
-    let p = &of_type(&out, "problem")[0];
+    let p = &out.of("problem")[0];
     assert_eq!(p["problem"], "mixed_systems");
     assert!(
         p["message"].as_str().unwrap().contains("42 (1 segments)"),
@@ -245,7 +245,8 @@ fn clean_removes_older_files_and_keeps_history() {
         0,
         &["clean", "--archive", a, "--keep-from", &keep, "--dry-run"],
     );
-    let removed: Vec<String> = of_type(&out, "removed")
+    let removed: Vec<String> = out
+        .of("removed")
         .iter()
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
@@ -257,7 +258,7 @@ fn clean_removes_older_files_and_keeps_history() {
     assert!(old_tmp.exists());
 
     let out = expect(0, &["clean", "--archive", a, "--keep-from", &keep]);
-    let sum = summary(&out);
+    let sum = out.summary();
     assert_eq!(
         (sum["removed"].as_u64(), sum["temp_files_removed"].as_u64()),
         (Some(4), Some(1))
@@ -273,14 +274,14 @@ fn clean_removes_older_files_and_keeps_history() {
     assert!(object_path(&arch, &seg_name(1, 4)).exists());
     assert!(arch.join("history/00000002.history.ws").exists());
     let out = expect(0, &["verify", "--archive", a]);
-    assert_eq!(summary(&out)["first_segment"], seg_name(1, 4).as_str());
+    assert_eq!(out.summary()["first_segment"], seg_name(1, 4).as_str());
 
     // A --keep-from past every segment would empty the archive: refused unless forced.
     let out = expect(
         65,
         &["clean", "--archive", a, "--keep-from", &seg_name(1, 100)],
     );
-    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
     assert!(object_path(&arch, &seg_name(1, 4)).exists());
     let out = expect(
         0,
@@ -293,7 +294,7 @@ fn clean_removes_older_files_and_keeps_history() {
             "--force",
         ],
     );
-    assert_eq!(summary(&out)["kept"], 1, "only the history file");
+    assert_eq!(out.summary()["kept"], 1, "only the history file");
     expect(
         2,
         &["clean", "--archive", a, "--keep-from", "00000002.history"],
