@@ -6,8 +6,8 @@ use crate::common::*;
 fn all_features_give_every_mode() {
     let fake = Fake::new(&[]);
     let out = run(fake.cmd().arg("check"), 0);
-    let recs = records(&out);
-    let features: Vec<&str> = of_type(&recs, "feature")
+    let features: Vec<&str> = out
+        .of("feature")
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
@@ -23,7 +23,7 @@ fn all_features_give_every_mode() {
     ] {
         assert!(features.contains(&f), "{f} missing from {features:?}");
     }
-    let v = one(&recs, "verdict");
+    let v = out.one("verdict");
     assert_eq!(v["usable"], true);
     assert_eq!(v["criu_version"], "3.17.1");
     assert_eq!(
@@ -49,8 +49,8 @@ fn all_features_give_every_mode() {
 fn without_dirty_tracking_only_stop_and_copy() {
     let fake = Fake::new(&[("FEATURES", "uffd")]);
     let out = run(fake.cmd().arg("check"), 0);
-    let recs = records(&out);
-    let dirty = of_type(&recs, "feature")
+    let dirty = out
+        .of("feature")
         .into_iter()
         .find(|f| f["name"] == "mem_dirty_track")
         .unwrap();
@@ -61,7 +61,7 @@ fn without_dirty_tracking_only_stop_and_copy() {
         "{dirty}"
     );
     assert_eq!(
-        one(&recs, "verdict")["modes"],
+        out.one("verdict")["modes"],
         serde_json::json!(["stop_and_copy"])
     );
 }
@@ -73,19 +73,19 @@ fn a_kernel_too_new_is_named_with_its_fix() {
         "Error (criu/vdso.c:250): vdso: Unexpected rt vDSO area bounds\nError (criu/crtools.c:260): Could not initialize kernel features detection.",
     )]);
     let out = run(fake.cmd().arg("check"), 69);
-    let recs = records(&out);
-    let v = one(&recs, "verdict");
+    let v = out.one("verdict");
     assert_eq!(v["usable"], false);
     assert_eq!(v["cause"], "kernel_too_new");
     assert!(v["fix"].as_str().unwrap().contains("CRIU 4.1"), "{v}");
-    let e = one(&recs, "error");
+    let e = out.one("error");
     assert_eq!(e["cause"], "kernel_too_new");
     assert_eq!(
         e["log"][0],
         "Error (criu/vdso.c:250): vdso: Unexpected rt vDSO area bounds"
     );
     // Features that could not be checked say so instead of "unsupported".
-    let dirty = of_type(&recs, "feature")
+    let dirty = out
+        .of("feature")
         .into_iter()
         .find(|f| f["name"] == "mem_dirty_track")
         .unwrap();
@@ -94,7 +94,7 @@ fn a_kernel_too_new_is_named_with_its_fix() {
     let log = e["log_file"].as_str().unwrap();
     assert!(std::path::Path::new(log).is_file(), "{log}");
     let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());
-    let err = stderr(&out);
+    let err = out.stderr;
     assert!(
         err.contains("CRIU cannot checkpoint processes on this host"),
         "{err}"
@@ -105,12 +105,11 @@ fn a_kernel_too_new_is_named_with_its_fix() {
 #[test]
 fn missing_criu_is_unavailable() {
     let out = run(cmd().args(["--criu", "/nonexistent/criu", "check"]), 69);
-    let recs = records(&out);
-    assert_eq!(one(&recs, "verdict")["cause"], "criu_unavailable");
+    assert_eq!(out.one("verdict")["cause"], "criu_unavailable");
     assert!(
-        stderr(&out).contains("apt-get install criu"),
+        out.stderr.contains("apt-get install criu"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -124,16 +123,19 @@ fn real_criu_check_is_usable_or_diagnosed() {
     else {
         testkit::skip!("criu is not installed (apt-get install criu)");
     };
-    let out = cmd().args(["--criu", criu, "check"]).output().unwrap();
-    let recs = records(&out);
-    let v = one(&recs, "verdict");
+    let out = finished(cmd().args(["--criu", criu, "check"]).output().unwrap());
+    let v = out.one("verdict");
     eprintln!("real criu verdict: {v}");
     if v["usable"] == true {
         assert_eq!(out.status.code(), Some(0));
     } else {
         assert_ne!(out.status.code(), Some(0));
-        assert_ne!(v["cause"], "unknown", "an unrecognised failure: {recs:#?}");
-        let e = one(&recs, "error");
+        assert_ne!(
+            v["cause"], "unknown",
+            "an unrecognised failure: {:#?}",
+            out.records
+        );
+        let e = out.one("error");
         assert!(!e["log"].as_array().unwrap().is_empty());
         if let Some(log) = e["log_file"].as_str() {
             let _ = std::fs::remove_dir_all(std::path::Path::new(log).parent().unwrap());

@@ -1,14 +1,11 @@
 //! The command line contract every tool shares: `--help`/`--version` succeed, a bad flag is a
 //! one-line usage error with exit 2.
 
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 
 fn cmd() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("criu-wrap"));
-    for var in testkit::PG_ENV_VARS {
-        c.env_remove(var);
-    }
-    c
+    Command::from_std(testkit::tool(cargo_bin!("criu-wrap")))
 }
 
 #[test]

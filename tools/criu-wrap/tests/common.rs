@@ -4,25 +4,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Output, Stdio};
 use std::time::Duration;
 
+use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
-use serde_json::Value;
+pub use testkit::Run;
 
 /// criu-wrap as a process, without PG* variables or a CRIU from the environment.
 pub fn cmd() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("criu-wrap"));
-    for var in testkit::PG_ENV_VARS {
-        c.env_remove(var);
-    }
+    let mut c = testkit::tool(cargo_bin!("criu-wrap"));
     c.env_remove("CRIU")
         .env_remove("CRIU_WRAP_SSH")
         .env_remove("CRIU_WRAP_RSYNC");
+    let mut c = Command::from_std(c);
     c.timeout(Duration::from_secs(120));
     c
 }
 
 /// The path of the criu-wrap binary.
 pub fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("criu-wrap").to_path_buf()
+    cargo_bin!("criu-wrap").to_path_buf()
 }
 
 /// A fake CRIU in its own directory, configured by `fake-criu.env` there.
@@ -157,51 +156,16 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Every JSON record on stdout; panics (showing the output) on a non-JSON line.
-pub fn records(out: &Output) -> Vec<Value> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!(
-                    "not JSON ({e}): {l}\nstdout:\n{text}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })
-        })
-        .collect()
+/// Read a finished criu-wrap process back (its stdout must be JSON lines).
+pub fn finished(out: Output) -> Run {
+    Run::new("criu-wrap", out)
 }
 
-/// The records of one type.
-pub fn of_type<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    recs.iter().filter(|r| r["type"] == kind).collect()
-}
-
-/// The only record of one type.
-pub fn one<'a>(recs: &'a [Value], kind: &str) -> &'a Value {
-    let v = of_type(recs, kind);
-    assert_eq!(v.len(), 1, "expected one {kind} record in {recs:#?}");
-    v[0]
-}
-
-/// Run and return the output, with the exit code checked; prints everything on mismatch.
-pub fn run(c: &mut Command, code: i32) -> Output {
-    let out = c.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit code\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(&out);
-    let last = recs.last().expect("some output");
-    assert_eq!(last["type"], "summary", "the stream ends with a summary");
-    assert_eq!(last["exit_code"], code);
+/// Run with the exit code checked and the stream ending in a summary that carries it;
+/// panics with everything on a mismatch.
+pub fn run(c: &mut Command, code: i32) -> Run {
+    let out = finished(c.output().unwrap());
+    out.expect(code);
+    assert_eq!(out.summary()["exit_code"], code, "{}", out.dump());
     out
-}
-
-/// stderr as text.
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -11,8 +11,8 @@ fn dump_cmd(fake: &Fake, victim: &Victim, images: &std::path::Path) -> assert_cm
     c
 }
 
-fn pages(recs: &[serde_json::Value]) -> Vec<u64> {
-    of_type(recs, "round")
+fn pages(out: &Run) -> Vec<u64> {
+    out.of("round")
         .iter()
         .map(|r| r["pages"].as_u64().unwrap())
         .collect()
@@ -24,9 +24,8 @@ fn pre_copy_stops_once_a_round_is_small() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(&mut dump_cmd(&fake, &victim, &img), 0);
-    let recs = records(&out);
-    assert_eq!(pages(&recs), [5000, 1000, 600, 300, 200, 60, 12]);
-    let rounds = of_type(&recs, "round");
+    assert_eq!(pages(&out), [5000, 1000, 600, 300, 200, 60, 12]);
+    let rounds = out.of("round");
     assert!(rounds[..5].iter().all(|r| r["next"] == "continue"));
     assert_eq!(rounds[5]["next"], "stop");
     assert!(
@@ -67,7 +66,7 @@ fn pre_copy_stops_once_a_round_is_small() {
         )]
     );
 
-    let d = one(&recs, "dump");
+    let d = out.one("dump");
     assert_eq!(d["mode"], "pre_copy");
     assert_eq!(d["rounds"], 7);
     assert_eq!(d["pages"], 5000 + 1000 + 600 + 300 + 200 + 60 + 12);
@@ -87,8 +86,7 @@ fn pre_copy_stops_when_the_delta_grows() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(&mut dump_cmd(&fake, &victim, &img), 0);
-    let recs = records(&out);
-    let rounds = of_type(&recs, "round");
+    let rounds = out.of("round");
     assert_eq!(rounds.len(), 4, "3 pre-dump rounds and the dump");
     assert!(
         rounds[2]["reason"]
@@ -106,9 +104,8 @@ fn pre_copy_stops_after_eight_rounds() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(&mut dump_cmd(&fake, &victim, &img), 0);
-    let recs = records(&out);
     assert_eq!(fake.calls_of("pre-dump").len(), 8);
-    assert!(of_type(&recs, "round")[7]["reason"]
+    assert!(out.of("round")[7]["reason"]
         .as_str()
         .unwrap()
         .contains("8 rounds"));
@@ -121,7 +118,7 @@ fn fixed_rounds_and_single_dump() {
     let img = fake.dir.path().join("img");
     let out = run(dump_cmd(&fake, &victim, &img).args(["--pre-dump", "3"]), 0);
     assert_eq!(
-        pages(&records(&out)).len(),
+        pages(&out).len(),
         4,
         "exactly 3 rounds, whatever their sizes"
     );
@@ -132,7 +129,7 @@ fn fixed_rounds_and_single_dump() {
     let out = run(dump_cmd(&fake, &victim, &img).args(["--pre-dump", "0"]), 0);
     assert!(fake.calls_of("pre-dump").is_empty());
     assert!(!fake.calls_of("dump")[0].contains("--track-mem"));
-    assert_eq!(one(&records(&out), "dump")["mode"], "stop_and_copy");
+    assert_eq!(out.one("dump")["mode"], "stop_and_copy");
 }
 
 #[test]
@@ -148,11 +145,11 @@ fn without_dirty_tracking_auto_is_one_dump() {
         !d[0].contains("--track-mem") && !d[0].contains("--prev-images-dir"),
         "{d:?}"
     );
-    assert_eq!(one(&records(&out), "dump")["mode"], "stop_and_copy");
+    assert_eq!(out.one("dump")["mode"], "stop_and_copy");
     assert!(
-        stderr(&out).contains("does not track dirty memory"),
+        out.stderr.contains("does not track dirty memory"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -162,7 +159,7 @@ fn rounds_asked_for_without_dirty_tracking_fail_before_freezing() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(dump_cmd(&fake, &victim, &img).args(["--pre-dump", "2"]), 69);
-    assert!(stderr(&out).contains("--pre-dump 0"), "{}", stderr(&out));
+    assert!(out.stderr.contains("--pre-dump 0"), "{}", out.stderr);
     assert!(fake.calls_of("dump").is_empty() && fake.calls_of("pre-dump").is_empty());
     assert!(victim.running());
 }
@@ -180,19 +177,18 @@ fn a_failed_dump_is_diagnosed_and_the_process_continued() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(&mut dump_cmd(&fake, &victim, &img), 65);
-    let recs = records(&out);
-    let e = one(&recs, "error");
+    let e = out.one("error");
     assert_eq!(e["cause"], "tcp_established_needed");
     assert!(e["fix"].as_str().unwrap().contains("--tcp-established"));
     assert_eq!(e["log"].as_array().unwrap().len(), 2);
     assert_eq!(e["log_file"], img.join("dump.log").display().to_string());
     // The fake left the process stopped, as a crashed CRIU would; criu-wrap continued it.
-    let r = one(&recs, "resumed");
+    let r = out.one("resumed");
     assert_eq!(r["how"], "sigcont");
     assert_eq!(r["alive"], true);
     assert_eq!(r["continued"][0], victim.pid());
     assert!(victim.running(), "state {:?}", victim.state());
-    let err = stderr(&out);
+    let err = out.stderr;
     assert!(
         err.contains("criu dump failed: the process has established TCP connections"),
         "{err}"
@@ -211,9 +207,8 @@ fn a_failed_pre_dump_round_leaves_the_process_running() {
     let victim = Victim::start();
     let img = fake.dir.path().join("img");
     let out = run(&mut dump_cmd(&fake, &victim, &img), 65);
-    let recs = records(&out);
-    assert_eq!(one(&recs, "error")["cause"], "external_unix_socket");
-    assert_eq!(one(&recs, "resumed")["how"], "running");
+    assert_eq!(out.one("error")["cause"], "external_unix_socket");
+    assert_eq!(out.one("resumed")["how"], "running");
     assert!(fake.calls_of("dump").is_empty());
     assert!(victim.running());
 }
@@ -225,7 +220,7 @@ fn leave_running_keeps_the_process() {
     let img = fake.dir.path().join("img");
     let out = run(dump_cmd(&fake, &victim, &img).arg("--leave-running"), 0);
     assert!(fake.calls_of("dump")[0].contains("--leave-running"));
-    assert_eq!(one(&records(&out), "dump")["process"], "running");
+    assert_eq!(out.one("dump")["process"], "running");
     assert!(victim.running());
 }
 
@@ -274,7 +269,7 @@ fn refuses_a_used_images_dir_and_a_missing_process() {
     std::fs::create_dir_all(&img).unwrap();
     std::fs::write(img.join("pages-1.img"), b"old").unwrap();
     let out = run(&mut dump_cmd(&fake, &victim, &img), 2);
-    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
     assert!(victim.running());
 
     let mut gone = Victim::start();
@@ -287,29 +282,33 @@ fn refuses_a_used_images_dir_and_a_missing_process() {
             .arg(fake.dir.path().join("img2")),
         65,
     );
-    assert!(stderr(&out).contains(&format!("no running process with PID {pid}")));
+    assert!(out
+        .stderr
+        .contains(&format!("no running process with PID {pid}")));
     assert!(fake.calls_of("dump").is_empty());
 }
 
 #[test]
 fn bad_pre_dump_value_is_a_usage_error() {
-    let out = cmd()
-        .args([
-            "dump",
-            "--pid",
-            "1",
-            "--images",
-            "/tmp/x",
-            "--pre-dump",
-            "lots",
-        ])
-        .timeout(Duration::from_secs(10))
-        .output()
-        .unwrap();
+    let out = finished(
+        cmd()
+            .args([
+                "dump",
+                "--pid",
+                "1",
+                "--images",
+                "/tmp/x",
+                "--pre-dump",
+                "lots",
+            ])
+            .timeout(Duration::from_secs(10))
+            .output()
+            .unwrap(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("not auto or a number"),
+        out.stderr.contains("not auto or a number"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }

@@ -35,17 +35,15 @@ fn migrate_to_a_directory() {
             .arg(&staging),
         0,
     );
-    let recs = records(&out);
     // Rounds 1..4 went while the process ran, each copied and verified; then the final part.
-    let parts: Vec<&str> = of_type(&recs, "transfer")
+    let parts: Vec<&str> = out
+        .of("transfer")
         .iter()
         .map(|t| t["part"].as_str().unwrap())
         .collect();
     assert_eq!(parts, ["pre-1", "pre-2", "pre-3", "pre-4", "final"]);
-    assert!(of_type(&recs, "transfer")
-        .iter()
-        .all(|t| t["verified"] == true));
-    assert!(of_type(&recs, "transfer")[0]["bytes"].as_u64().unwrap() >= 400 * 4096);
+    assert!(out.of("transfer").iter().all(|t| t["verified"] == true));
+    assert!(out.of("transfer")[0]["bytes"].as_u64().unwrap() >= 400 * 4096);
     for k in 1..=4 {
         assert!(target.join(format!("pre-{k}/pages-1.img")).is_file());
     }
@@ -60,10 +58,10 @@ fn migrate_to_a_directory() {
     assert_eq!(restored[0].0, target.display().to_string());
     assert!(alive(restored[0].1));
     assert!(!victim.running());
-    let r = one(&recs, "restore");
+    let r = out.one("restore");
     assert_eq!(r["side"], "target");
     assert_eq!(r["pid"], restored[0].1);
-    let m = one(&recs, "migrate");
+    let m = out.one("migrate");
     assert_eq!(m["outcome"], "migrated");
     assert_eq!(m["mode"], "pre_copy");
     assert_eq!(m["rounds"], 5);
@@ -90,8 +88,7 @@ fn after_dump_runs_while_frozen_and_its_failure_resumes() {
             .arg(&hook),
         0,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "hook")["exit_code"], 0);
+    assert_eq!(out.one("hook")["exit_code"], 0);
     let seen = std::fs::read_to_string(&marker).unwrap();
     // The victim is our child: killed by the dump, it is a zombie until we reap it.
     let state = seen.split_whitespace().last().unwrap();
@@ -101,10 +98,10 @@ fn after_dump_runs_while_frozen_and_its_failure_resumes() {
         "the hook runs after the dump (process gone) and before any restore: {seen}"
     );
     assert!(
-        stderr(&out).contains("to-stderr"),
+        out.stderr.contains("to-stderr"),
         "hook output goes to stderr"
     );
-    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
+    assert_eq!(out.one("migrate")["outcome"], "migrated");
 
     // A failing hook: restored on the source, never on the target.
     let fake = Fake::new(&[("PAGES", "30")]);
@@ -114,12 +111,11 @@ fn after_dump_runs_while_frozen_and_its_failure_resumes() {
         migrate_cmd(&fake, &victim, target.to_str().unwrap()).args(["--after-dump", "exit 3"]),
         69,
     );
-    let recs = records(&out);
-    assert!(one(&recs, "error")["message"]
+    assert!(out.one("error")["message"]
         .as_str()
         .unwrap()
         .contains("--after-dump command failed"));
-    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let restored = fake.restored();
     assert_eq!(restored.len(), 1);
     assert!(!restored[0].0.contains("target"));
@@ -143,8 +139,7 @@ fn target_restore_failure_resumes_on_the_source() {
             .arg(&staging),
         75,
     );
-    let recs = records(&out);
-    let e = one(&recs, "error");
+    let e = out.one("error");
     assert_eq!(
         e["cause"], "pid_in_use",
         "the target's diagnosis is passed on: {e}"
@@ -154,11 +149,11 @@ fn target_restore_failure_resumes_on_the_source() {
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert_eq!(restored[0].0, staging.display().to_string());
     assert!(alive(restored[0].1));
-    let back = one(&recs, "resumed");
+    let back = out.one("resumed");
     assert_eq!(back["how"], "restored");
     assert_eq!(back["alive"], true);
-    assert_eq!(one(&recs, "restore")["side"], "source");
-    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    assert_eq!(out.one("restore")["side"], "source");
+    assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let restores = fake.calls_of("restore");
     assert_eq!(restores.len(), 2, "target, then source: {restores:?}");
     assert!(restores[0].contains(&target.display().to_string()));
@@ -185,8 +180,7 @@ printf X >> "$f""#,
             .arg(&rsync),
         75,
     );
-    let recs = records(&out);
-    let e = one(&recs, "error");
+    let e = out.one("error");
     assert!(
         e["message"].as_str().unwrap().contains("checksum mismatch"),
         "{e}"
@@ -197,7 +191,7 @@ printf X >> "$f""#,
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert!(!restored[0].0.contains("target"));
     assert!(alive(restored[0].1));
-    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let left: Vec<_> = std::fs::read_dir(fake.dir.path())
         .unwrap()
         .flatten()
@@ -212,7 +206,7 @@ printf X >> "$f""#,
         "the default staging directory is removed: {left:?}"
     );
     // The pre-copy parts did verify.
-    let t = of_type(&recs, "transfer");
+    let t = out.of("transfer");
     assert_eq!(t.len(), 2);
     assert!(t.iter().all(|t| t["verified"] == true));
 }
@@ -235,9 +229,8 @@ printf X >> "$f""#,
             .arg(&rsync),
         75,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "resumed")["how"], "running");
-    assert_eq!(one(&recs, "migrate")["outcome"], "not_migrated");
+    assert_eq!(out.one("resumed")["how"], "running");
+    assert_eq!(out.one("migrate")["outcome"], "not_migrated");
     assert!(
         fake.calls_of("dump").is_empty(),
         "no final dump after a bad copy"
@@ -255,9 +248,8 @@ fn failed_final_dump_leaves_it_running() {
         &mut migrate_cmd(&fake, &victim, target.to_str().unwrap()),
         69,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "resumed")["how"], "sigcont");
-    assert_eq!(one(&recs, "migrate")["outcome"], "not_migrated");
+    assert_eq!(out.one("resumed")["how"], "sigcont");
+    assert_eq!(out.one("migrate")["outcome"], "not_migrated");
     assert!(fake.restored().is_empty());
     assert!(victim.running(), "state {:?}", victim.state());
 }
@@ -279,16 +271,15 @@ fn lost_answer_but_running_on_the_target_is_not_restored_twice() {
             .arg(&wrap),
         0,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
+    assert_eq!(out.one("migrate")["outcome"], "migrated");
     let restored = fake.restored();
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert_eq!(restored[0].0, target.display().to_string());
-    assert_eq!(one(&recs, "restore")["pid"], restored[0].1);
+    assert_eq!(out.one("restore")["pid"], restored[0].1);
     assert!(
-        stderr(&out).contains("lost the target's answer"),
+        out.stderr.contains("lost the target's answer"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -304,8 +295,7 @@ fn lost_answer_before_the_restore_started_resumes_on_the_source() {
             .arg(&wrap),
         69,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let restored = fake.restored();
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert!(!restored[0].0.contains("target"));
@@ -332,10 +322,9 @@ echo '(00.001) Restoring...' > "$d/restore.log"; exit 255"#,
             .arg(&wrap),
         126,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "migrate")["outcome"], "unknown");
+    assert_eq!(out.one("migrate")["outcome"], "unknown");
     assert!(fake.restored().is_empty(), "nothing restored anywhere");
-    let err = stderr(&out);
+    let err = out.stderr;
     assert!(err.contains("NOT restoring it here"), "{err}");
     assert!(
         err.contains(&format!("criu-wrap restore --images {}", staging.display())),
@@ -354,7 +343,7 @@ fn refuses_a_non_empty_target_before_freezing() {
         &mut migrate_cmd(&fake, &victim, target.to_str().unwrap()),
         2,
     );
-    assert!(stderr(&out).contains("not empty"));
+    assert!(out.stderr.contains("not empty"));
     assert!(fake.calls_of("pre-dump").is_empty() && fake.calls_of("dump").is_empty());
     assert!(victim.running());
 }
@@ -471,9 +460,9 @@ fn exclusive_migrate_over_ssh() {
             .arg(&fake.criu),
         0,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "migrate")["outcome"], "migrated");
-    let parts: Vec<&str> = of_type(&recs, "transfer")
+    assert_eq!(out.one("migrate")["outcome"], "migrated");
+    let parts: Vec<&str> = out
+        .of("transfer")
         .iter()
         .map(|t| t["part"].as_str().unwrap())
         .collect();
@@ -497,7 +486,7 @@ fn exclusive_migrate_over_ssh() {
             .arg(&fake.criu),
         2,
     );
-    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
     assert!(victim.running());
 
     // The target goes away after the freeze (sshd killed by the hook, so the final copy
@@ -521,8 +510,7 @@ fn exclusive_migrate_over_ssh() {
             .arg(format!("kill {}", sshd.child.id())),
         69,
     );
-    let recs = records(&out);
-    assert_eq!(one(&recs, "migrate")["outcome"], "resumed_on_source");
+    assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let restored = fake.restored();
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert!(
@@ -539,6 +527,6 @@ fn exclusive_migrate_over_ssh() {
             .arg(&ssh),
         69,
     );
-    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
     assert!(victim.running());
 }

@@ -31,8 +31,7 @@ fn detached_restore_repeats_the_dump_flags() {
             .arg(&img),
         0,
     );
-    let recs = records(&out);
-    let r = one(&recs, "restore");
+    let r = out.one("restore");
     let pid = r["pid"].as_u64().unwrap() as u32;
     assert!(alive(pid), "the restored process runs");
     assert_eq!(r["detached"], true);
@@ -52,11 +51,10 @@ fn attached_restore_reports_the_exit() {
     let fake = Fake::new(&[("RESTORE_SLEEP", "0.3")]);
     let img = dumped(&fake, &["--pre-dump", "0"]);
     let out = run(fake.cmd().args(["restore", "--images"]).arg(&img), 0);
-    let recs = records(&out);
-    assert_eq!(one(&recs, "restore")["detached"], false);
-    let e = one(&recs, "exit");
+    assert_eq!(out.one("restore")["detached"], false);
+    let e = out.one("exit");
     assert_eq!(e["code"], 0);
-    assert_eq!(e["pid"], one(&recs, "restore")["pid"]);
+    assert_eq!(e["pid"], out.one("restore")["pid"]);
     assert!(!fake.calls_of("restore")[0].contains(" -d"));
 }
 
@@ -77,13 +75,12 @@ fn pid_in_use_is_retryable_with_the_pid_named() {
             .arg(&img),
         75,
     );
-    let recs = records(&out);
-    let e = one(&recs, "error");
+    let e = out.one("error");
     assert_eq!(e["cause"], "pid_in_use");
     assert!(e["problem"].as_str().unwrap().contains("PID 167"));
     assert_eq!(e["kind"], "retry");
-    assert!(of_type(&recs, "restore").is_empty());
-    let err = stderr(&out);
+    assert!(out.of("restore").is_empty());
+    let err = out.stderr;
     assert!(
         err.contains("criu restore failed: PID 167 is already in use"),
         "{err}"
@@ -97,16 +94,14 @@ fn pid_in_use_is_retryable_with_the_pid_named() {
 #[test]
 fn a_directory_without_images_is_bad_input() {
     let d = tempfile::tempdir().unwrap();
-    let out = cmd()
-        .args(["--criu", "/nonexistent", "restore", "--images"])
-        .arg(d.path())
-        .timeout(Duration::from_secs(10))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(65));
-    assert!(
-        stderr(&out).contains("no inventory.img"),
-        "{}",
-        stderr(&out)
+    let out = finished(
+        cmd()
+            .args(["--criu", "/nonexistent", "restore", "--images"])
+            .arg(d.path())
+            .timeout(Duration::from_secs(10))
+            .output()
+            .unwrap(),
     );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(out.stderr.contains("no inventory.img"), "{}", out.stderr);
 }
