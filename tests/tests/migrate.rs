@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use pgshift_tests::workspace_root;
 use serde_json::Value;
+use testkit::json_lines;
 
 /// Where the debug builds of the tools are (migrate.sh --bin).
 fn bin_dir() -> PathBuf {
@@ -24,14 +25,6 @@ fn bin_dir() -> PathBuf {
 
 fn script(name: &str) -> PathBuf {
     workspace_root().join("scripts").join(name)
-}
-
-/// Parse JSON lines, panicking on anything else (stdout must be pure JSON lines).
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
 }
 
 fn of_type<'a>(recs: &'a [Value], t: &str) -> Vec<&'a Value> {

@@ -14,11 +14,7 @@ fn ship_cron(args: &[&str]) -> (i32, Vec<Value>, String) {
     cmd.args(args).env("PGSHIFT_BIN", bin.parent().unwrap());
     testkit::hermetic(&mut cmd);
     let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let recs = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let recs = testkit::json_lines(&String::from_utf8_lossy(&out.stdout));
     (
         out.status.code().unwrap_or(-1),
         recs,
