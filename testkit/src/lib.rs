@@ -31,7 +31,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod run;
+pub mod sshd;
 pub use run::{json_lines, tool, Run};
+pub use sshd::Sshd;
 
 /// True if process `pid` exists and is not a zombie. (Reparented servers can stay zombies
 /// for a long time where PID 1 does not reap, as in some containers.)

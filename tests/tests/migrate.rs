@@ -69,10 +69,11 @@ impl Hosts {
         self.dir.join("hosts.env")
     }
 
-    fn source_port(&self) -> String {
+    /// A keyword of the source's conninfo (host, port).
+    fn source(&self, key: &str) -> String {
         self.env["SOURCE_DSN"]
             .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("port="))
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
             .unwrap()
             .to_owned()
     }
@@ -81,8 +82,9 @@ impl Hosts {
     fn dsn(&self, which: char) -> String {
         match which {
             'A' => format!(
-                "host=127.0.0.1 port={} user=postgres dbname=app sslmode=disable",
-                self.source_port()
+                "host={} port={} user=postgres dbname=app sslmode=disable",
+                self.source("host"),
+                self.source("port")
             ),
             _ => format!(
                 "host={} port={} user=postgres dbname=app sslmode=disable",
@@ -94,9 +96,10 @@ impl Hosts {
     /// Both hosts, following the primary (what the application would use).
     fn both(&self) -> String {
         format!(
-            "host=127.0.0.1,{} port={},{} user=postgres dbname=app sslmode=disable target_session_attrs=read-write",
+            "host={},{} port={},{} user=postgres dbname=app sslmode=disable target_session_attrs=read-write",
+            self.source("host"),
             self.env["TARGET_ADDR"],
-            self.source_port(),
+            self.source("port"),
             self.env["TARGET_PORT"]
         )
     }
@@ -115,7 +118,12 @@ impl Hosts {
     }
 
     fn migrate(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
+        self.migrate_env(args, &[])
+    }
+
+    fn migrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<Value>, String) {
         let mut cmd = Command::new(script("migrate.sh"));
+        cmd.envs(env.iter().copied());
         cmd.arg("--hosts-env")
             .arg(self.env_file())
             .arg("--bin")
@@ -581,4 +589,106 @@ fn exclusive_reverse_rewinds_an_old_source_that_forked() {
         .as_deref(),
         Some("0")
     );
+}
+
+#[test]
+fn exclusive_migrate_over_ssh_both_directions() {
+    // Every command on either host goes through ssh as the postgres user, as with two real
+    // hosts; only the sshd and the clusters happen to share this machine.
+    let sshd = match testkit::Sshd::start(&["postgres"]) {
+        Ok(s) => s,
+        Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
+    };
+    let hosts = Hosts::create(&[]);
+    let spec = format!("ssh://postgres@127.0.0.1:{}", sshd.port());
+    let opts = sshd.ssh_options().join(" ");
+    let env = [("PGS_SSH_OPTS", opts.as_str())];
+    let over_ssh = [
+        "--source-host",
+        spec.as_str(),
+        "--target-host",
+        spec.as_str(),
+    ];
+
+    let (code, fwd, err) = hosts.migrate_env(&over_ssh, &env);
+    assert_eq!(
+        code,
+        0,
+        "migration over ssh failed: {}\n{err}\nsshd: {}",
+        summary(&fwd),
+        sshd.log()
+    );
+    assert_eq!(summary(&fwd)["verdict"], "equal");
+    switchover(&fwd);
+    assert_eq!(hosts.in_recovery('B'), Some(false));
+    assert_eq!(hosts.in_recovery('A'), Some(true));
+    // The hosts' commands really went through ssh.
+    let logins = sshd
+        .log()
+        .matches("Accepted publickey for postgres")
+        .count();
+    assert!(logins >= 10, "only {logins} ssh logins:\n{}", sshd.log());
+
+    let mut back_args = over_ssh.to_vec();
+    back_args.push("--reverse");
+    let (code, back, err) = hosts.migrate_env(&back_args, &env);
+    assert_eq!(
+        code,
+        0,
+        "reverse over ssh failed: {}\n{err}",
+        summary(&back)
+    );
+    assert_eq!(summary(&back)["verdict"], "equal");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+
+    // Without the test's known_hosts, host key checking refuses the host: preflight fails and
+    // nothing changes.
+    let (code, recs, err) = hosts.migrate_env(
+        &over_ssh,
+        &[(
+            "PGS_SSH_OPTS",
+            &format!(
+                "-F /dev/null -i {} -o UserKnownHostsFile=/dev/null",
+                sshd.client_key().display()
+            ),
+        )],
+    );
+    assert_eq!(code, 69, "{err}");
+    assert_eq!(summary(&recs)["failed_phase"], "preflight");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+}
+
+#[test]
+fn exclusive_netns_hosts_with_a_bandwidth_limit() {
+    // Two hosts in their own network namespaces joined by a bridge, each link limited by
+    // tc tbf: the base copy and the WAL stream cross a (slow) network.
+    let probe = Command::new("ip")
+        .args(["netns", "add", "pgshift-probe"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        testkit::skip!("cannot create network namespaces here (needs root and iproute2)");
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", "pgshift-probe"])
+        .output();
+
+    let hosts = Hosts::create(&["--netns", "--rate", "200mbit"]);
+    assert!(
+        hosts.env["SOURCE_SPEC"].starts_with("netns://"),
+        "{:?}",
+        hosts.env
+    );
+    assert!(
+        !hosts.source("host").starts_with("127."),
+        "A must live in its namespace"
+    );
+    let load = Load::start(&hosts);
+    let (code, fwd, err) = hosts.migrate(&[]);
+    assert_eq!(code, 0, "netns migration failed: {}\n{err}", summary(&fwd));
+    assert_eq!(summary(&fwd)["verdict"], "equal");
+    switchover(&fwd);
+    let (code, back, err) = hosts.migrate(&["--reverse"]);
+    assert_eq!(code, 0, "netns reverse failed: {}\n{err}", summary(&back));
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+    load.stop_and_verify();
 }
