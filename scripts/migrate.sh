@@ -436,7 +436,9 @@ phase_begin wait
 if [[ $when == advised ]]; then
   [[ -n $history && -r $history ]] || fail "$EX_USAGE" "--when advised needs a readable --history FILE"
   [[ -x $bin/window-advisor ]] || fail "$EX_UNAVAILABLE" "--when advised needs $bin/window-advisor (make release)"
-  rec=$("$bin/window-advisor" recommend --history "$history" --window "$window" --top 1 | jq -c 'select(.type == "window")' | head -n 1)
+  # The horizon starts now (window-advisor's default is the end of the history).
+  rec=$("$bin/window-advisor" recommend --history "$history" --window "$window" --top 1 --from now |
+    jq -c 'select(.type == "window")' | head -n 1)
   [[ -n $rec ]] || fail "$EX_DATAERR" "window-advisor recommended no window for $history"
   start_s=$(jq -r '.start' <<<"$rec" | xargs -I{} date -d {} +%s)
   emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))

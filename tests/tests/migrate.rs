@@ -692,3 +692,57 @@ fn exclusive_netns_hosts_with_a_bandwidth_limit() {
     assert_eq!(hosts.in_recovery('A'), Some(false));
     load.stop_and_verify();
 }
+
+#[test]
+fn exclusive_advised_window_too_far_away_leaves_the_source_alone() {
+    // Three weeks of history ending now, quietest on Sunday nights: the advised window is
+    // hours or days away, longer than --max-wait, so migrate.sh gives up before the switch.
+    let hosts = Hosts::create(&[]);
+    let history = hosts.dir.join("history.jsonl");
+    let start = Command::new("date")
+        .args(["-u", "-d", "21 days ago", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    let out = Command::new(testkit::tool_bin("window-advisor"))
+        .args(["synth", "--weeks", "3", "--step", "5m", "--start"])
+        .arg(String::from_utf8_lossy(&start.stdout).trim())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&history, &out.stdout).unwrap();
+
+    let (code, recs, err) = hosts.migrate(&[
+        "--when",
+        "advised",
+        "--history",
+        history.to_str().unwrap(),
+        "--max-wait",
+        "5",
+    ]);
+    let window = of_type(&recs, "window");
+    assert_eq!(window.len(), 1, "one advised window: {recs:?}\n{err}");
+    let wait_s = window[0]["wait_s"].as_i64().unwrap();
+    if wait_s <= 5 {
+        // The quiet window happens to be now: then the migration simply goes ahead.
+        assert_eq!(code, 0, "{err}");
+        return;
+    }
+    assert_eq!(code, 75, "{err}");
+    let s = summary(&recs);
+    assert_eq!(s["failed_phase"], "wait", "{s}");
+    assert!(err.contains("after --max-wait"), "{err}");
+    assert_eq!(
+        hosts.in_recovery('A'),
+        Some(false),
+        "the source keeps serving"
+    );
+    assert!(
+        !hosts.pgdata('B').join("PG_VERSION").exists(),
+        "the partial target is removed"
+    );
+    assert_eq!(
+        psql(&hosts.dsn('A'), "SELECT count(*) FROM pg_replication_slots").as_deref(),
+        Some("0"),
+        "the base copy's slot is dropped"
+    );
+}
