@@ -1,134 +1,33 @@
-//! The ssh transport against a real sshd on a loopback port, started here (as root) with a
-//! test-owned host key, client key and known_hosts; wal-ship runs as the postgres user, as
-//! archive_command does. Named exclusive_ because it creates /run/sshd when missing.
+//! The ssh transport against a real sshd on a loopback port ([`testkit::Sshd`], started as
+//! root) with a test-owned host key, client key and known_hosts; wal-ship runs as the
+//! postgres user, as archive_command does. Named exclusive_ because it creates /run/sshd when
+//! missing.
 
 use std::fs;
-use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use testkit::Cluster;
+use testkit::{Cluster, Sshd};
 
 use crate::util::*;
 
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+/// Options that make wal-ship trust this sshd and use the test's key, and nothing from the
+/// postgres user's own ~/.ssh.
+fn options(sshd: &Sshd) -> Vec<String> {
+    vec![
+        "--ssh-config".into(),
+        "/dev/null".into(),
+        "--ssh-option".into(),
+        format!("IdentityFile={}", sshd.client_key().display()),
+        "--ssh-option".into(),
+        format!("UserKnownHostsFile={}", sshd.known_hosts().display()),
+    ]
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sshd {
-    /// Options that make wal-ship trust this sshd and use the test's key, and nothing from
-    /// the postgres user's own ~/.ssh.
-    fn options(&self) -> Vec<String> {
-        vec![
-            "--ssh-config".into(),
-            "/dev/null".into(),
-            "--ssh-option".into(),
-            format!("IdentityFile={}", self.dir.join("client_key").display()),
-            "--ssh-option".into(),
-            format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ),
-        ]
-    }
-
-    fn url(&self, path: &Path) -> String {
-        format!("ssh://postgres@127.0.0.1:{}{}", self.port, path.display())
-    }
-}
-
-fn keygen(path: &Path) -> bool {
-    Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Start sshd, or say why not.
-fn start_sshd(dir: &Path) -> Result<Sshd, String> {
-    let sshd = Path::new("/usr/sbin/sshd");
-    if !sshd.exists() {
-        return Err("/usr/sbin/sshd is not installed (apt-get install openssh-server)".into());
-    }
-    let Some((uid, gid)) = testkit::run_as() else {
-        return Err("not running as root: cannot start sshd for the postgres user".into());
-    };
-    if !keygen(&dir.join("host_key")) || !keygen(&dir.join("client_key")) {
-        return Err("ssh-keygen failed".into());
-    }
-    fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-    fs::set_permissions(
-        dir.join("authorized_keys"),
-        fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
-    std::os::unix::fs::chown(dir.join("client_key"), Some(uid), Some(gid)).unwrap();
-    let port = testkit::free_port("127.0.0.1");
-    let host_pub = fs::read_to_string(dir.join("host_key.pub")).unwrap();
-    fs::write(
-        dir.join("known_hosts"),
-        format!("[127.0.0.1]:{port} {host_pub}"),
-    )
-    .unwrap();
-    fs::write(
-        dir.join("sshd_config"),
-        format!(
-            "ListenAddress 127.0.0.1\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
-             AuthorizedKeysFile {0}/authorized_keys\nStrictModes no\nUsePAM yes\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PubkeyAuthentication yes\nAllowUsers postgres\nMaxStartups 50\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    // sshd insists on its privilege separation directory (systemd normally makes it).
-    if !Path::new("/run/sshd").exists() {
-        fs::create_dir_all("/run/sshd").map_err(|e| format!("cannot create /run/sshd: {e}"))?;
-        let _ = fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755));
-    }
-    let log = fs::File::create(dir.join("sshd.log")).unwrap();
-    let child = Command::new(sshd)
-        .args(["-D", "-e", "-f"])
-        .arg(dir.join("sshd_config"))
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start sshd: {e}"))?;
-    let mut s = Sshd {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if s.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-            return Err(format!(
-                "sshd did not start: {}",
-                fs::read_to_string(dir.join("sshd.log"))
-                    .unwrap_or_default()
-                    .trim()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s.port = port;
-    Ok(s)
+fn archive_url(sshd: &Sshd, path: &Path) -> String {
+    format!("ssh://postgres@127.0.0.1:{}{}", sshd.port(), path.display())
 }
 
 /// wal-ship as the postgres user (as archive_command runs), with the sshd's options.
@@ -141,7 +40,7 @@ fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
         .env("HOME", cwd)
         .current_dir(cwd)
         .args(args)
-        .args(sshd.options())
+        .args(options(sshd))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -157,14 +56,14 @@ fn expect_pg(code: i32, sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
 #[test]
 fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     let d = scratch();
-    let sshd = match start_sshd(d.path()) {
+    let sshd = match Sshd::start(&["postgres"]) {
         Ok(s) => s,
         Err(why) => testkit::skip!("{why}"),
     };
     let arch = d.path().join("archive");
     fs::create_dir(&arch).unwrap();
     chown_postgres(&arch);
-    let url = sshd.url(&arch);
+    let url = archive_url(&sshd, &arch);
     let u = url.as_str();
     let work = d.path().join("work");
     fs::create_dir(&work).unwrap();
@@ -289,7 +188,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     assert!(!object_path(&arch, &seg_name(1, 1)).exists());
 
     // A missing remote directory, a closed port, an unknown host key.
-    let nowhere = sshd.url(&d.path().join("nowhere"));
+    let nowhere = archive_url(&sshd, &d.path().join("nowhere"));
     let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &nowhere]);
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
     let closed = format!(
@@ -322,11 +221,11 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         &["fetch", &seg_name(1, 2), "p", "--from", &closed],
     );
     fs::remove_file(work.join("standby.signal")).unwrap();
-    let saved = fs::read(sshd.dir.join("known_hosts")).unwrap();
-    fs::write(sshd.dir.join("known_hosts"), "").unwrap();
+    let saved = fs::read(sshd.known_hosts()).unwrap();
+    fs::write(sshd.known_hosts(), "").unwrap();
     let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", u]);
     assert!(out.stderr.contains("known_hosts"), "{}", out.stderr);
-    fs::write(sshd.dir.join("known_hosts"), saved).unwrap();
+    fs::write(sshd.known_hosts(), saved).unwrap();
     let out = expect_pg(
         2,
         &sshd,
@@ -347,7 +246,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     );
 
     // A real primary archiving over ssh.
-    let opts = sshd.options().join(" ");
+    let opts = options(&sshd).join(" ");
     let push = format!("'{} push %p --to {u} --quiet {opts}'", bin().display());
     let c = Cluster::builder()
         .name("ws-ssh")
