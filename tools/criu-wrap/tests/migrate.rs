@@ -4,8 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::Duration;
+use std::process::Command as StdCommand;
 
 use crate::common::*;
 
@@ -348,96 +347,22 @@ fn refuses_a_non_empty_target_before_freezing() {
     assert!(victim.running());
 }
 
-/// An sshd on a loopback port that accepts one generated key.
-struct Sshd {
-    child: Child,
-    port: u16,
-    key: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sshd() -> Result<Sshd, String> {
-    let sshd = Path::new("/usr/sbin/sshd");
-    if !sshd.exists() {
-        return Err("/usr/sbin/sshd is missing (apt-get install openssh-server)".into());
-    }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path();
-    for k in ["host_key", "client_key"] {
-        let ok = StdCommand::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(d.join(k))
-            .status()
-            .map_err(|e| format!("ssh-keygen: {e}"))?;
-        if !ok.success() {
-            return Err("ssh-keygen failed".into());
-        }
-    }
-    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
-        .map_err(|e| e.to_string())?;
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let port = testkit::free_port("127.0.0.1");
-    let conf = d.join("sshd_config");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
-             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\n",
-            hk = d.join("host_key").display(),
-            ak = d.join("authorized_keys").display(),
-            pid = d.join("sshd.pid").display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let child = StdCommand::new(sshd)
-        .args(["-D", "-e", "-f"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting sshd: {e}"))?;
-    let mut s = Sshd {
-        child,
-        port,
-        key: d.join("client_key"),
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(s);
-        }
-        if let Ok(Some(st)) = s.child.try_wait() {
-            return Err(format!("sshd exited with {st}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("sshd did not listen within 5 s".into())
-}
-
 #[test]
 fn exclusive_migrate_over_ssh() {
-    let sshd = match start_sshd() {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let sshd = match testkit::Sshd::start(&[&user]) {
         Ok(s) => s,
         Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
     };
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    // The sshd's key and known_hosts (host key checking on); criu-wrap splits on spaces.
     let ssh = format!(
-        "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
-        sshd.key.display()
+        "ssh {} -o BatchMode=yes -o LogLevel=ERROR",
+        sshd.ssh_options().join(" ")
     );
     // Can we log in at all (some sandboxes forbid it)?
     let probe = StdCommand::new("sh")
         .arg("-c")
-        .arg(format!("{ssh} -p {} {user}@127.0.0.1 true", sshd.port))
+        .arg(format!("{ssh} -p {} {user}@127.0.0.1 true", sshd.port()))
         .output()
         .unwrap();
     if !probe.status.success() {
@@ -449,7 +374,7 @@ fn exclusive_migrate_over_ssh() {
     let fake = Fake::new(&[("PAGES", "300 30")]);
     let victim = Victim::start();
     let target = fake.dir.path().join("remote dir");
-    let to = format!("ssh://{user}@127.0.0.1:{}{}", sshd.port, target.display());
+    let to = format!("ssh://{user}@127.0.0.1:{}{}", sshd.port(), target.display());
     let out = run(
         migrate_cmd(&fake, &victim, &to)
             .arg("--ssh")
@@ -495,7 +420,7 @@ fn exclusive_migrate_over_ssh() {
     let victim = Victim::start();
     let to = format!(
         "ssh://{user}@127.0.0.1:{}{}",
-        sshd.port,
+        sshd.port(),
         fake.dir.path().join("gone").display()
     );
     let out = run(
@@ -506,9 +431,18 @@ fn exclusive_migrate_over_ssh() {
             .arg(bin())
             .arg("--remote-criu")
             .arg(&fake.criu)
+            // sshd -D writes its PidFile into the fixture's directory.
             .arg("--after-dump")
-            .arg(format!("kill {}", sshd.child.id())),
+            .arg(format!(
+                "kill $(cat {})",
+                sshd.dir().join("sshd.pid").display()
+            )),
         69,
+    );
+    assert!(
+        !out.stderr.contains("--after-dump command failed"),
+        "the hook killed sshd: {}",
+        out.stderr
     );
     assert_eq!(out.one("migrate")["outcome"], "resumed_on_source");
     let restored = fake.restored();
