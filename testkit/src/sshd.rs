@@ -36,7 +36,8 @@ fn keygen(path: &Path) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run ssh-keygen: {e}"))?
         .success();
-    ok.then_some(()).ok_or_else(|| "ssh-keygen failed".to_owned())
+    ok.then_some(())
+        .ok_or_else(|| "ssh-keygen failed".to_owned())
 }
 
 impl Sshd {
@@ -68,8 +69,11 @@ impl Sshd {
         }
         let port = crate::free_port("127.0.0.1");
         let host_pub = fs::read_to_string(d.join("host_key.pub")).map_err(|e| e.to_string())?;
-        fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}"))
-            .map_err(|e| e.to_string())?;
+        fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_pub}"),
+        )
+        .map_err(|e| e.to_string())?;
         let root = if users.contains(&"root") {
             "prohibit-password"
         } else {
