@@ -30,17 +30,12 @@ SYNC_COMMIT=${SYNC_COMMIT:-off}
 
 pgs_require_cmd jq "$PG_BIN/pgbench"
 # LOAD_GEN_BIN=path uses that binary; otherwise build the release one.
-if [[ -z ${LOAD_GEN_BIN:-} ]]; then
-  (cd "$root" && cargo build --release -q -p load-gen)
-  LOAD_GEN_BIN=$root/target/release/load-gen
-fi
+LOAD_GEN_BIN=$(pgs_release_bin load-gen)
 
 work=$(mktemp -d /tmp/pgshift-bench-load-gen.XXXXXX)
 chmod 755 "$work"
 trap 'pgs_cluster_destroy "$work/pg"; rm -rf "$work"' EXIT
-results=$root/bench/results
-mkdir -p "$results"
-out=$results/load-gen-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+out=$(pgs_results_file load-gen jsonl)
 
 pgs_log "cluster: scale $SCALE, $CLIENTS clients, $JOBS threads, ${DURATION}s per run, synchronous_commit=$SYNC_COMMIT"
 pgs_cluster_create "$work/pg" "$(pgs_free_port 127.0.0.1)" 127.0.0.1 \

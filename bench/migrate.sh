@@ -33,8 +33,7 @@ for t in load-gen wal-ship rowcount-diff pg-checksum; do
   [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
 done
 pgs_require_cmd jq
-mkdir -p "$here/bench/results"
-out=$here/bench/results/migrate-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+out=$(pgs_results_file migrate jsonl)
 : >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
 chmod 755 "$work"

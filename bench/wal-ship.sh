@@ -26,17 +26,12 @@ SCALE=${SCALE:-50}
 
 pgs_require_cmd pgbackrest jq awk "$PG_BIN/pgbench"
 # WAL_SHIP_BIN=path uses that binary; otherwise build the release one.
-if [[ -z ${WAL_SHIP_BIN:-} ]]; then
-  (cd "$root" && cargo build --release -q -p wal-ship)
-  WAL_SHIP_BIN=$root/target/release/wal-ship
-fi
+WAL_SHIP_BIN=$(pgs_release_bin wal-ship)
 
 work=$(mktemp -d /tmp/pgshift-bench-wal-ship.XXXXXX)
 chmod 755 "$work"
 trap 'pgs_cluster_destroy "$work/pg"; rm -rf "$work"' EXIT
-results=$root/bench/results
-mkdir -p "$results"
-out=$results/wal-ship-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+out=$(pgs_results_file wal-ship jsonl)
 
 # --- WAL from pgbench -----------------------------------------------------------------------
 wal=$work/wal

@@ -35,17 +35,12 @@ KINDS=${KINDS:-seasonal holiday regime-shift bursts mixed}
 
 pgs_require_cmd jq hyperfine
 # WINDOW_ADVISOR_BIN=path uses that binary; otherwise build the release one.
-if [[ -z ${WINDOW_ADVISOR_BIN:-} ]]; then
-  (cd "$root" && cargo build --release -q -p window-advisor)
-  WINDOW_ADVISOR_BIN=$root/target/release/window-advisor
-fi
+WINDOW_ADVISOR_BIN=$(pgs_release_bin window-advisor)
 wa=$WINDOW_ADVISOR_BIN
 
 work=$(mktemp -d /tmp/pgshift-bench-window-advisor.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-results=$root/bench/results
-mkdir -p "$results"
-out=$results/window-advisor-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+out=$(pgs_results_file window-advisor jsonl)
 : >"$out"
 emit() { printf '%s\n' "$1" | tee -a "$out"; }
 

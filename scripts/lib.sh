@@ -18,6 +18,8 @@ readonly EX_OK=0 EX_DIFF=1 EX_USAGE=2 EX_DATAERR=65 EX_UNAVAILABLE=69 EX_SOFTWAR
   EX_IOERR=74 EX_TEMPFAIL=75 EX_FATAL=126
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+# The checkout this file belongs to (absolute, so it survives a cd).
+PGS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGS_NAME=${PGS_NAME:-$(basename "${0:-pgshift}" .sh)}
 
 # pgs_log MESSAGE...: one line on stderr, prefixed with the script's name.
@@ -280,4 +282,27 @@ pgs_load_stop() {
   kill -INT "$PGS_LOAD_PID" 2>/dev/null || true
   wait "$PGS_LOAD_PID" || true
   PGS_LOAD_SUMMARY=$(tail -n 1 "$PGS_LOAD_OUT")
+}
+
+# --- benchmarks ---------------------------------------------------------------------------
+
+# pgs_release_bin TOOL: print the path of TOOL's release binary. A variable named after the
+# tool (WAL_SHIP_BIN for wal-ship) overrides it; otherwise the binary is built first.
+pgs_release_bin() {
+  local tool=$1 var
+  var=$(tr 'a-z-' 'A-Z_' <<<"$tool")_BIN
+  if [[ -n ${!var:-} ]]; then
+    printf '%s\n' "${!var}"
+    return
+  fi
+  (cd "$PGS_ROOT" && cargo build --release -q -p "$tool") || pgs_die "$EX_SOFTWARE" "cannot build $tool"
+  printf '%s\n' "$PGS_ROOT/target/release/$tool"
+}
+
+# pgs_results_file NAME EXT: print bench/results/NAME-<UTC timestamp>.EXT, making the
+# directory.
+pgs_results_file() {
+  local dir=$PGS_ROOT/bench/results
+  mkdir -p "$dir"
+  printf '%s/%s-%s.%s\n' "$dir" "$1" "$(date -u +%Y%m%dT%H%M%SZ)" "$2"
 }
