@@ -80,7 +80,6 @@ fi
 
 changed=0 pending_restart=0
 note_change() { changed=$((changed + 1)); }
-as_pg() { pgs_on_pg local "$@"; }
 
 if [[ $role == target ]]; then
   [[ -x $PG_BIN/postgres ]] || pgs_die "$EX_UNAVAILABLE" "no PostgreSQL server binaries in $PG_BIN (install postgresql-15 or set PG_BIN)"
@@ -107,7 +106,7 @@ fi
 [[ -f $pgdata/postmaster.pid ]] || pgs_die "$EX_UNAVAILABLE" "no server running on $pgdata (start it first: setup-host configures a running source)"
 sockdir=$(sed -n 5p "$pgdata/postmaster.pid")
 port=$(sed -n 4p "$pgdata/postmaster.pid")
-psql_local() { as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -p "$port" -U postgres -d postgres "$@"; }
+psql_local() { pgs_as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -p "$port" -U postgres -d postgres "$@"; }
 
 # Settings: compare the value the server would use after a reload (pg_file_settings wins over
 # pg_settings for pending edits) with the wanted one; change through ALTER SYSTEM only if
@@ -127,7 +126,7 @@ fi
 if ((ssl)); then
   if [[ ! -f $pgdata/server.crt ]]; then
     cn=$(hostname)
-    as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$cn" \
+    pgs_as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$cn" \
       -keyout "$pgdata/server.key" -out "$pgdata/server.crt" >/dev/null 2>&1 ||
       pgs_die "$EX_SOFTWARE" "openssl could not make a certificate in $pgdata (is openssl installed?)"
     chmod 600 "$pgdata/server.key"
@@ -205,7 +204,7 @@ if ((changed > 0)); then
 fi
 if ((pending_restart)); then
   if ((restart)); then
-    as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w -t 120 restart -l "$pgdata/../server.log" >/dev/null
+    pgs_as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w -t 120 restart -l "$pgdata/../server.log" >/dev/null
     pending_restart=0
     pgs_json action name=restart
   else

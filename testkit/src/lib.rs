@@ -83,9 +83,7 @@ pub fn pg_command(program: impl AsRef<Path>, cwd: &Path) -> Command {
     if let Some((uid, gid)) = run_as() {
         cmd.uid(uid).gid(gid).env("HOME", cwd);
     }
-    for var in PG_ENV_VARS {
-        cmd.env_remove(var);
-    }
+    hermetic(&mut cmd);
     cmd
 }
 
