@@ -24,6 +24,7 @@ release:
 
 ## test: the whole suite against real PostgreSQL clusters it starts itself
 test: build
+	@scripts/grant-test-access.sh
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace $(FEATURES); \
 	else \

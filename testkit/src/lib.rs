@@ -66,8 +66,37 @@ pub fn run_as() -> Option<(u32, u32)> {
             .ok()
             .flatten()
             .expect("running as root, but there is no 'postgres' user to run the server as (run `make setup`)");
-        Some((user.uid.as_raw(), user.gid.as_raw()))
+        let ids = (user.uid.as_raw(), user.gid.as_raw());
+        warn_if_binaries_unreachable(ids);
+        Some(ids)
     })
+}
+
+/// Servers run as `postgres` execute pgshift's binaries (archive_command, restore_command),
+/// so they must reach the build directory; say so once, loudly, when they cannot (a checkout
+/// in a private 0700 directory). `make test` grants it (scripts/grant-test-access.sh).
+fn warn_if_binaries_unreachable((uid, gid): (u32, u32)) {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    else {
+        return;
+    };
+    let reachable = Command::new("test")
+        .arg("-x")
+        .arg(&dir)
+        .uid(uid)
+        .gid(gid)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !reachable {
+        eprintln!(
+            "testkit: warning: the postgres user cannot reach {}: servers started by the tests \
+             cannot run pgshift's binaries from there; run `make test` (it grants access with \
+             scripts/grant-test-access.sh) or clone into a directory others can traverse",
+            dir.display()
+        );
+    }
 }
 
 /// A command that runs as the server's user (see [`run_as`]), in `cwd`.
