@@ -3,6 +3,8 @@
 //! - [`run_main`] and [`exit`]: the one exit-code table and the one place errors become codes.
 //! - [`jsonl`]: the JSON-lines records on stdout (`"type"` first, a final `summary`), and the
 //!   reader for records piped in from another tool. The wire format is in `PROTOCOL.md`.
+//! - [`host`]: where a command runs (`local`, `netns://NAME`, `ssh://user@host`), with the one
+//!   ssh policy every tool and script follows.
 //! - [`msg`]: one-line messages on stderr, prefixed with the tool's name.
 //! - [`pg`] (feature `pg`): libpq-compatible connection options (conninfo and URLs, `PG*`
 //!   variables, `~/.pgpass`, multi-host with `target_session_attrs`, `sslmode` up to
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod host;
 pub mod jsonl;
 pub mod msg;
 #[cfg(feature = "pg")]
