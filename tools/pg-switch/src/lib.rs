@@ -22,6 +22,9 @@
 pub mod control;
 pub mod journal;
 pub mod plan;
+pub mod rollback;
+pub mod run;
+pub mod settle;
 pub mod side;
 pub mod switch;
 
@@ -38,8 +41,8 @@ use shared::{ErrorKind, Output, ResultExt, Status};
 
 use crate::journal::Journal;
 use crate::plan::Mode;
+use crate::run::{Interrupt, Options, Run, HOOKS};
 use crate::side::{Side, Which};
-use crate::switch::{Interrupt, Options, Run, HOOKS};
 
 /// The command line.
 #[derive(Parser, Debug)]

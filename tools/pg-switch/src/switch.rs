@@ -24,428 +24,19 @@
 //! target's own host: stopped, its control file read) and never restarts the source unless
 //! the target is confirmed not promoted. What cannot be confirmed is [`Outcome::Unknown`].
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{json, Value};
-use shared::{ErrorKind, Output};
+use serde_json::json;
+use shared::ErrorKind;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Client;
 
-use crate::control::{one_line, ClusterState, Control};
-use crate::journal::Journal;
-use crate::plan::{decide, Mode, Plan, Role, View};
-use crate::side::{script, Side};
-
-/// How a run ended (the summary's `outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The target is the primary, proven writable; the source is stopped and fenced.
-    Promoted,
-    /// The target was the primary already (a finished or resumed switchover).
-    AlreadyPromoted,
-    /// The target's control file says promoted, but it cannot be reached over SQL from here.
-    PromotedUnverified,
-    /// The source serves again; the target is a standby (or stopped) and not promoted.
-    RolledBack,
-    /// Nothing was changed: the switch could not start.
-    Refused,
-    /// `--abort` found the source serving: nothing to undo.
-    NothingToDo,
-    /// `--abort` refused: the target was promoted.
-    CannotAbort,
-    /// Neither outcome can be confirmed: nothing more was touched; a person must look.
-    Unknown,
-}
-
-/// What the caller gives.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Limit for each step.
-    pub timeout: Duration,
-    /// The fence's lines for the source's postgresql.auto.conf.
-    pub fence: String,
-    /// `NAME -> shell command` (before_stop, during_stop, after_stop, before_promote,
-    /// during_promote, after_promote).
-    pub hooks: BTreeMap<String, String>,
-    /// Archive mode: wal-ship on the source host and the archive it pushes to.
-    pub archive: Option<(String, String)>,
-    /// Fault injection for tests: the stop script sleeps this long after signalling the
-    /// postmaster (PGSHIFT_TEST_STOP_DELAY_MS).
-    pub test_stop_delay_ms: u64,
-    /// Fault injection for tests: sleep this long after the first pg_promote
-    /// (PGSHIFT_TEST_PROMOTE_DELAY_MS).
-    pub test_promote_delay_ms: u64,
-}
-
-/// The hook names, in the order they run.
-pub const HOOKS: &[&str] = &[
-    "before_stop",
-    "during_stop",
-    "after_stop",
-    "before_promote",
-    "during_promote",
-    "after_promote",
-];
-
-/// Signals received (0 none, else the signal number), set by the signal task.
-#[derive(Debug, Clone, Default)]
-pub struct Interrupt(Arc<AtomicU8>);
-
-impl Interrupt {
-    /// Record a signal.
-    pub fn set(&self, signo: i32) {
-        let _ = self
-            .0
-            .compare_exchange(0, signo as u8, Ordering::SeqCst, Ordering::SeqCst);
-    }
-
-    /// The signal's name, if one came.
-    pub fn by(&self) -> Option<&'static str> {
-        match self.0.load(Ordering::SeqCst) {
-            0 => None,
-            1 => Some("SIGHUP"),
-            2 => Some("SIGINT"),
-            15 => Some("SIGTERM"),
-            _ => Some("signal"),
-        }
-    }
-}
-
-/// Why the switch stopped short (the class decides the exit code when nothing was changed).
-struct Stop {
-    kind: ErrorKind,
-    why: String,
-}
-
-fn stop(kind: ErrorKind, why: impl Into<String>) -> Stop {
-    Stop {
-        kind,
-        why: why.into(),
-    }
-}
-
-/// The timings and facts a summary reports.
-#[derive(Debug, Default, Serialize)]
-struct Facts {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    downtime_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    promote_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_at_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stopped_at_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    writable_at_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checkpoint_lsn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source_timeline: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new_timeline: Option<u32>,
-    promote_signals: u32,
-}
-
-/// One run of pg-switch.
-pub struct Run {
-    source: Side,
-    target: Side,
-    journal: Journal,
-    out: Output,
-    opts: Options,
-    interrupt: Interrupt,
-    facts: Facts,
-    /// This run asked for the promotion.
-    asked_promotion: bool,
-    /// The commands a person should run (for [`Outcome::Unknown`]).
-    commands: Vec<String>,
-}
-
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::control::{ClusterState, Control};
+use crate::run::{epoch_ms, stop, Outcome, Run, Stop};
+use crate::side::script;
 
 impl Run {
-    /// A run over two sides, writing records to `out` and steps to `journal`.
-    pub fn new(
-        source: Side,
-        target: Side,
-        journal: Journal,
-        out: Output,
-        opts: Options,
-        interrupt: Interrupt,
-    ) -> Run {
-        Run {
-            source,
-            target,
-            journal,
-            out,
-            opts,
-            interrupt,
-            facts: Facts::default(),
-            asked_promotion: false,
-            commands: Vec::new(),
-        }
-    }
-
-    /// Records are best effort: the journal, not stdout, is what a later run trusts, and a
-    /// closed pipe must never stop a switchover half way.
-    fn say(&mut self, kind: &str, body: Value) {
-        let _ = self.out.emit_as(kind, &body);
-    }
-
-    fn proof(&mut self, name: &str, ok: bool, mut fields: Value) {
-        if let Value::Object(m) = &mut fields {
-            m.insert("ok".into(), ok.into());
-        }
-        let mut body = json!({ "name": name });
-        if let (Value::Object(b), Value::Object(f)) = (&mut body, fields) {
-            b.extend(f);
-        }
-        self.say("proof", body);
-    }
-
-    fn step(&mut self, name: &str, fields: Value) {
-        let mut body = json!({ "name": name });
-        if let (Value::Object(b), Value::Object(f)) = (&mut body, fields) {
-            b.extend(f);
-        }
-        self.say("step", body);
-    }
-
-    fn journal(&mut self, step: &str, fields: Value) -> anyhow::Result<()> {
-        let mut f = json!({
-            "source": self.source.conninfo.describe(),
-            "target": self.target.conninfo.describe(),
-        });
-        if let (Value::Object(a), Value::Object(b)) = (&mut f, fields) {
-            a.extend(b);
-        }
-        self.journal.switch_step(step, f)
-    }
-
-    async fn hook(&mut self, name: &str) -> Result<(), Stop> {
-        let Some(cmd) = self.opts.hooks.get(name).cloned() else {
-            return Ok(());
-        };
-        shared::msg::error_line(&format!("hook {name}: {cmd}"));
-        let status = tokio::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .env("PGSHIFT_STEP", name)
-            .env("PGSHIFT_JOURNAL", self.journal.path())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await;
-        match status {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(stop(
-                ErrorKind::Internal,
-                format!("hook {name} failed ({other:?}): {cmd}"),
-            )),
-        }
-    }
-
-    /// A hook that runs beside the step it names, not awaited.
-    fn hook_beside(&self, name: &str) {
-        if let Some(cmd) = self.opts.hooks.get(name) {
-            shared::msg::error_line(&format!("hook {name}: {cmd}"));
-            let _ = tokio::process::Command::new("sh")
-                .args(["-c", cmd])
-                .env("PGSHIFT_STEP", name)
-                .env("PGSHIFT_JOURNAL", self.journal.path())
-                .stdout(std::process::Stdio::null())
-                .spawn();
-        }
-    }
-
-    /// Look until neither side is in transition (starting up, shutting down: an orphaned
-    /// stop of an interrupted run may still be under way), for at most the step timeout.
-    async fn look_settled(&mut self) -> (View, View) {
-        let limit = self.opts.timeout.min(Duration::from_secs(10));
-        let deadline = Instant::now() + self.opts.timeout;
-        loop {
-            let (s, t) = tokio::join!(self.source.view(limit), self.target.view(limit));
-            let moving = |v: &View| matches!(v.role(), Role::Transition(_));
-            if !(moving(&s) || moving(&t)) || Instant::now() >= deadline {
-                self.report_look(&s, &t);
-                return (s, t);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn report_look(&mut self, s: &View, t: &View) {
-        let body = json!({
-            "source": Side::describe_view(s),
-            "target": Side::describe_view(t),
-            "source_role": role_name(&s.role()),
-            "target_role": role_name(&t.role()),
-        });
-        self.say("observed", body);
-    }
-
-    /// Look at both sides, decide, act; then the summary. Returns the exit status.
-    pub async fn run(mut self, mode: Mode) -> anyhow::Result<shared::Status> {
-        let outcome = self.drive(mode).await;
-        let (outcome, failure) = match outcome {
-            Ok(o) => (o, None),
-            Err(e) => (Outcome::Unknown, Some(e)),
-        };
-        let by = self.interrupt.by();
-        if let Some(e) = failure {
-            let _ = self
-                .out
-                .error_of_kind(ErrorKind::Fatal, &e, json!({"step": "internal"}));
-        }
-        let primary = match outcome {
-            Outcome::Promoted | Outcome::AlreadyPromoted | Outcome::PromotedUnverified => "target",
-            Outcome::RolledBack | Outcome::Refused | Outcome::NothingToDo => "source",
-            Outcome::CannotAbort => "target",
-            Outcome::Unknown => "unknown",
-        };
-        if outcome == Outcome::RolledBack && mode == Mode::Switch || outcome == Outcome::CannotAbort
-        {
-            self.out.mark_differences();
-        }
-        let facts = std::mem::take(&mut self.facts);
-        let commands = std::mem::take(&mut self.commands);
-        let journal = self.journal.path().display().to_string();
-        let mut extra = serde_json::to_value(&facts)?;
-        if let Value::Object(m) = &mut extra {
-            m.insert("outcome".into(), serde_json::to_value(outcome)?);
-            m.insert("primary".into(), primary.into());
-            m.insert("journal".into(), journal.into());
-            if let Some(by) = by {
-                m.insert("stopped_by".into(), by.into());
-            }
-            if !commands.is_empty() {
-                m.insert("commands".into(), commands.into());
-            }
-        }
-        self.out.finish(&extra)
-    }
-
-    /// The decision loop: look, decide, act. Failures the plan foresees are reported as
-    /// `error` records here and turned into an outcome; an `Err` is a failure nothing foresaw
-    /// (then: unknown, exit 126).
-    async fn drive(&mut self, mode: Mode) -> anyhow::Result<Outcome> {
-        let mut target_started = false;
-        for _ in 0..3 {
-            let (s, t) = self.look_settled().await;
-            let plan = decide(
-                mode,
-                &s.role(),
-                &t.role(),
-                self.journal.facts(),
-                target_started,
-            );
-            self.say("plan", plan_record(&plan));
-            return match plan {
-                Plan::StartTarget => {
-                    self.journal("starting_target", json!({"primary": "none"}))?;
-                    if let Err(e) = self.target.start(self.opts.timeout).await {
-                        shared::msg::error_line(&format!("{e:#}"));
-                    }
-                    target_started = true;
-                    self.wait_answering(&self.target.clone()).await;
-                    continue;
-                }
-                Plan::Switch => self.switch(true).await,
-                Plan::Resume => self.switch(false).await,
-                Plan::AlreadyPromoted => self.already_promoted(&s).await,
-                Plan::Rollback(why) => {
-                    shared::msg::error_line(&format!("rolling back: {why}"));
-                    self.rollback().await
-                }
-                Plan::Refuse(kind, why) => self.refuse(kind, why),
-                Plan::Unknown(why) => self.unknown(why),
-                Plan::NothingToDo => {
-                    self.journal("nothing_to_do", json!({"primary": "source"}))?;
-                    Ok(Outcome::NothingToDo)
-                }
-                Plan::CannotAbort(why) => {
-                    shared::msg::error_line(&format!("cannot abort: {why}"));
-                    self.say(
-                        "error",
-                        json!({"kind": "cannot_abort", "exit_code": 1, "message": why}),
-                    );
-                    Ok(Outcome::CannotAbort)
-                }
-            };
-        }
-        let why = "the target was started but its state still cannot be told".to_owned();
-        self.unknown(why)
-    }
-
-    fn refuse(&mut self, kind: ErrorKind, why: String) -> anyhow::Result<Outcome> {
-        self.journal("refused", json!({"primary": "source", "reason": why}))?;
-        let _ = self
-            .out
-            .error_of_kind(kind, &anyhow::anyhow!("{why}"), json!({"step": "refused"}));
-        Ok(Outcome::Refused)
-    }
-
-    fn unknown(&mut self, why: String) -> anyhow::Result<Outcome> {
-        let (s, t) = (&self.source, &self.target);
-        let bin = &t.pg_bin;
-        self.commands = vec![
-            format!(
-                "on the target's host ({}): {bin}/pg_controldata {} | grep 'cluster state'   # 'in production' means it was promoted",
-                t.host.spec(),
-                t.pgdata
-            ),
-            "if the target was promoted: keep it as the primary; the source stays stopped and fenced; run this command again once both hosts answer".into(),
-            format!(
-                "if it was not: {bin}/pg_ctl -D {} -m fast stop   (on the target's host), then on the source's host ({}): rm -f {}/standby.signal && {}/pg_ctl -D {} -l {} start",
-                t.pgdata,
-                s.host.spec(),
-                s.pgdata,
-                s.pg_bin,
-                s.pgdata,
-                s.log
-            ),
-        ];
-        self.journal(
-            "unknown",
-            json!({"primary": "unknown", "reason": why, "commands": self.commands}),
-        )?;
-        let _ = self.out.error_of_kind(
-            ErrorKind::Fatal,
-            &anyhow::anyhow!(
-                "{why}: nothing more was touched; see the summary's commands, or run again once both hosts answer"
-            ),
-            json!({"step": "unknown"}),
-        );
-        Ok(Outcome::Unknown)
-    }
-
-    /// Wait (bounded) until a side answers over SQL.
-    async fn wait_answering(&self, side: &Side) {
-        let deadline = Instant::now() + self.opts.timeout;
-        while Instant::now() < deadline {
-            if !matches!(
-                side.sql_state(Duration::from_secs(2)).await,
-                crate::plan::Sql::Down(_)
-            ) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    // --- the switchover ----------------------------------------------------------------
-
-    async fn switch(&mut self, fresh: bool) -> anyhow::Result<Outcome> {
+    pub(crate) async fn switch(&mut self, fresh: bool) -> anyhow::Result<Outcome> {
         let limit = self.opts.timeout;
         // Off the clock: the target's session (kept for the promotion) and the checks.
         let tgt = match self.target.connect(limit).await {
@@ -592,7 +183,11 @@ impl Run {
         Ok(Outcome::Promoted)
     }
 
-    async fn pre_checks(&mut self, fresh: bool, tgt: &Client) -> Result<PreChecks, Stop> {
+    pub(crate) async fn pre_checks(
+        &mut self,
+        fresh: bool,
+        tgt: &Client,
+    ) -> Result<PreChecks, Stop> {
         let limit = self.opts.timeout;
         let q = |sql: &'static str| async move {
             match tokio::time::timeout(limit, tgt.query_one(sql, &[])).await {
@@ -719,7 +314,7 @@ impl Run {
 
     /// The fence-and-stop call; retried once when the host could not be reached (the call is
     /// idempotent). Returns the source's control file after the stop.
-    async fn stop_source(&mut self) -> Result<Control, Stop> {
+    pub(crate) async fn stop_source(&mut self) -> Result<Control, Stop> {
         let limit_ms = self.opts.timeout.as_millis() as u64;
         let delay = self.opts.test_stop_delay_ms.to_string();
         let limit = limit_ms.to_string();
@@ -777,7 +372,7 @@ impl Run {
         ))
     }
 
-    async fn ship_last_segment(&mut self, control: &Control) -> Result<(), Stop> {
+    pub(crate) async fn ship_last_segment(&mut self, control: &Control) -> Result<(), Stop> {
         let Some((wal_ship, archive)) = self.opts.archive.clone() else {
             return Ok(());
         };
@@ -806,7 +401,7 @@ impl Run {
         }
     }
 
-    async fn replay_proof(
+    pub(crate) async fn replay_proof(
         &mut self,
         tgt: &Client,
         control: &Control,
@@ -915,7 +510,12 @@ impl Run {
         }
     }
 
-    fn replay_failed(&mut self, x: PgLsn, replayed: Option<PgLsn>, why: &str) -> Result<(), Stop> {
+    pub(crate) fn replay_failed(
+        &mut self,
+        x: PgLsn,
+        replayed: Option<PgLsn>,
+        why: &str,
+    ) -> Result<(), Stop> {
         self.proof(
             "target_replayed_final_checkpoint",
             false,
@@ -934,7 +534,7 @@ impl Run {
         ))
     }
 
-    async fn promote(&mut self, tgt: &Client) -> Promotion {
+    pub(crate) async fn promote(&mut self, tgt: &Client) -> Promotion {
         self.facts.promote_signals = 1;
         match signal_promote(tgt).await {
             Ok(true) => return Promotion::Done,
@@ -989,7 +589,11 @@ impl Run {
 
     /// Proof `target_writable`: a transaction id, and (`after`) a timeline later than the
     /// source's.
-    async fn first_write(&mut self, tgt: &Client, after: Option<u32>) -> Result<u32, Stop> {
+    pub(crate) async fn first_write(
+        &mut self,
+        tgt: &Client,
+        after: Option<u32>,
+    ) -> Result<u32, Stop> {
         // The new primary inherits synchronous_standby_names: this one commit must not wait.
         let write = async {
             tgt.batch_execute("SET synchronous_commit = local").await?;
@@ -1054,337 +658,6 @@ impl Run {
             ),
         }
     }
-
-    /// After a promotion was asked for and not confirmed: find out, from a fresh session and
-    /// then from the target's own host, whether it took. Promoted: finish. Confirmed not:
-    /// roll back. Otherwise: unknown, touch nothing.
-    async fn settle_promotion(&mut self, why: String, wait: Duration) -> anyhow::Result<Outcome> {
-        shared::msg::error_line(&format!(
-            "the promotion is not confirmed ({why}); finding out"
-        ));
-        let deadline = Instant::now() + wait;
-        loop {
-            match self.target.sql_state(Duration::from_secs(2)).await {
-                crate::plan::Sql::Primary => {
-                    let s = self.source.view(Duration::from_secs(5)).await;
-                    return self.already_promoted(&s).await;
-                }
-                _ if Instant::now() >= deadline => break,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        // Not promoted as far as SQL from here can tell. Its host decides: a control file "in
-        // production" is a promotion; otherwise stop it, so that it never will be, and look.
-        let t = self.target.clone();
-        match t.host_status(Duration::from_secs(10)).await {
-            Err(e) => return self.unknown(format!("{why}; and its host: {e}")),
-            Ok(seen) if seen.is_running() && seen.control.state == ClusterState::InProduction => {
-                let s = self.source.view(Duration::from_secs(5)).await;
-                return self.already_promoted(&s).await;
-            }
-            Ok(_) => {}
-        }
-        let limit = self.opts.timeout + Duration::from_secs(60);
-        let out = t
-            .run(
-                script::STOP_STANDBY,
-                "pgshift-stop-standby",
-                &[&t.pgdata, &t.pg_bin],
-                None,
-                limit,
-            )
-            .await;
-        match out {
-            Ok(o) if o.ok() => {}
-            Ok(o) => {
-                return self.unknown(format!(
-                    "{why}; and the target could not be stopped on its host ({})",
-                    o.describe()
-                ))
-            }
-            Err(e) => return self.unknown(format!("{why}; and its host: {e:#}")),
-        }
-        match t.host_status(Duration::from_secs(10)).await {
-            Ok(seen) if !seen.is_running() && seen.control.state.was_standby() => {
-                self.step(
-                    "target_stopped",
-                    json!({"cluster_state": seen.control.state.to_string()}),
-                );
-                self.rollback_source(true).await
-            }
-            Ok(seen) if seen.control.state.was_primary() => {
-                // It promoted after all (while being stopped): it is the primary; start it.
-                if let Err(e) = t.start(self.opts.timeout).await {
-                    return self.unknown(format!(
-                        "the target was promoted but does not start again: {e:#}"
-                    ));
-                }
-                self.wait_answering(&t).await;
-                let s = self.source.view(Duration::from_secs(5)).await;
-                self.already_promoted(&s).await
-            }
-            Ok(seen) => self.unknown(format!(
-                "{why}; the target's control file says '{}'",
-                seen.control.state
-            )),
-            Err(e) => self.unknown(format!("{why}; and its host: {e}")),
-        }
-    }
-
-    async fn already_promoted(&mut self, s: &View) -> anyhow::Result<Outcome> {
-        // The source must be fenced: when it is down, write the fence again (idempotent).
-        let control = match s.role() {
-            Role::Down(_) => {
-                let src = self.source.clone();
-                let out = src
-                    .run(
-                        script::STOP,
-                        "pgshift-stop",
-                        &[&src.pgdata, &src.pg_bin, "1000", "0"],
-                        Some(&self.opts.fence),
-                        Duration::from_secs(30),
-                    )
-                    .await;
-                match out {
-                    Ok(o) if o.ok() => o
-                        .stdout
-                        .split_once("---\n")
-                        .and_then(|(_, c)| Control::parse(c).ok()),
-                    Ok(o) => {
-                        return self.unknown(format!(
-                            "the target is the primary but the source could not be fenced ({})",
-                            o.describe()
-                        ))
-                    }
-                    Err(e) => {
-                        return self.unknown(format!(
-                            "the target is the primary but the source could not be fenced: {e:#}"
-                        ))
-                    }
-                }
-            }
-            Role::Standby => s.host.as_ref().ok().map(|h| h.control.clone()),
-            _ => None,
-        };
-        self.step("source_fenced", json!({"checked": control.is_some()}));
-        // Proof: the target's timeline left the source's after the source's last checkpoint
-        // (else the target was promoted early, and the source holds writes it lacks).
-        let tgt = match self.target.connect(self.opts.timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                self.journal(
-                    "promoted",
-                    json!({"primary": "target", "fence": true, "verified": false}),
-                )?;
-                let _ = self.out.error_of_kind(
-                    ErrorKind::Unavailable,
-                    &e.context(
-                        "the target's control file says promoted, but no session opens from here",
-                    ),
-                    json!({"step": "already_promoted"}),
-                );
-                return Ok(Outcome::PromotedUnverified);
-            }
-        };
-        if let Some(c) = &control {
-            if let Err(Stop { why, .. }) = self.history_proof(&tgt, c).await {
-                return self.unknown(why);
-            }
-        }
-        match self.first_write(&tgt, None).await {
-            Ok(tli) => {
-                self.facts.new_timeline = Some(tli);
-                self.journal(
-                    "promoted",
-                    json!({"primary": "target", "fence": true, "timeline": tli}),
-                )?;
-                Ok(if self.asked_promotion {
-                    Outcome::Promoted
-                } else {
-                    Outcome::AlreadyPromoted
-                })
-            }
-            Err(Stop { kind, why }) => {
-                self.journal(
-                    "promoted",
-                    json!({"primary": "target", "fence": true, "verified": false}),
-                )?;
-                let _ = self.out.error_of_kind(
-                    kind,
-                    &anyhow::anyhow!("{why}"),
-                    json!({"step": "already_promoted"}),
-                );
-                Ok(Outcome::PromotedUnverified)
-            }
-        }
-    }
-
-    async fn history_proof(&mut self, tgt: &Client, c: &Control) -> Result<(), Stop> {
-        let row = tokio::time::timeout(
-            Duration::from_secs(5),
-            tgt.query_one(
-                "SELECT tli::int, coalesce(pg_read_file(format('pg_wal/%s.history', lpad(upper(to_hex(tli)), 8, '0')), 0, 1048576, true), '') \
-                 FROM (SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli) t",
-                &[],
-            ),
-        )
-        .await;
-        let (tli, history): (i32, String) = match row {
-            Ok(Ok(r)) => (r.get(0), r.get(1)),
-            Ok(Err(e)) => return Err(stop(ErrorKind::Unavailable, shared::pg::one_line(&e))),
-            Err(_) => return Err(stop(ErrorKind::Unavailable, "the target does not answer")),
-        };
-        let src_tli = c.checkpoint_timeline;
-        // The source follows the target's own timeline already (it rejoined): nothing forked.
-        let (ok, switchpoint) = if tli as u32 == src_tli {
-            (true, None)
-        } else {
-            let sp = history.lines().find_map(|l| {
-                let mut w = l.split_whitespace();
-                let t: u32 = w.next()?.parse().ok()?;
-                let lsn: PgLsn = w.next()?.parse().ok()?;
-                (t == src_tli).then_some(lsn)
-            });
-            (sp.is_some_and(|sp| sp > c.checkpoint_lsn), sp)
-        };
-        self.proof(
-            "target_history_follows_source",
-            ok,
-            json!({
-                "source_timeline": src_tli,
-                "source_checkpoint_lsn": c.checkpoint_lsn.to_string(),
-                "target_timeline": tli,
-                "switchpoint": switchpoint.map(|s| s.to_string()),
-            }),
-        );
-        if ok {
-            Ok(())
-        } else {
-            Err(stop(
-                ErrorKind::Fatal,
-                format!(
-                    "the target left the source's timeline {src_tli} at {} — before the source's final checkpoint {}: it was promoted early and the source holds writes it lacks; do not rewind the source",
-                    switchpoint.map_or("an unknown point".into(), |s| s.to_string()),
-                    c.checkpoint_lsn
-                ),
-            ))
-        }
-    }
-
-    // --- the rollback ------------------------------------------------------------------
-
-    async fn rollback_because(&mut self, why: String) -> anyhow::Result<Outcome> {
-        shared::msg::error_line(&format!("{why}; rolling back to the source"));
-        self.say("error", json!({"kind": "switch_failed", "message": why}));
-        self.rollback().await
-    }
-
-    /// Make the source the primary again. First make sure the target is not and cannot
-    /// become one: a target that nobody asked to promote and that runs as a standby is left
-    /// running; otherwise it is stopped on its own host and its control file read.
-    async fn rollback(&mut self) -> anyhow::Result<Outcome> {
-        self.journal("rolling_back", json!({"primary": "none"}))?;
-        let t = self.target.view(Duration::from_secs(5)).await;
-        let asked = self.asked_promotion || self.journal.facts().promotion_requested;
-        let promote_file = t.host.as_ref().map(|h| h.promote_signal).unwrap_or(false);
-        match t.role() {
-            Role::Primary => {
-                let s = self.source.view(Duration::from_secs(5)).await;
-                return self.already_promoted(&s).await;
-            }
-            Role::Standby if !asked && !promote_file => {
-                self.step(
-                    "target_not_promoted",
-                    json!({"how": "standby, never asked to promote"}),
-                );
-                self.rollback_source(false).await
-            }
-            Role::Unknown(why) | Role::Transition(why) => {
-                self.unknown(format!("cannot confirm the target is not promoted: {why}"))
-            }
-            Role::Standby => {
-                // A promotion may be on its way: give it a moment, then stop the target and
-                // read its control file.
-                self.settle_promotion("a promotion was asked for".into(), Duration::from_secs(2))
-                    .await
-            }
-            Role::Down(_) => {
-                self.settle_promotion("the target is down".into(), Duration::ZERO)
-                    .await
-            }
-        }
-    }
-
-    async fn rollback_source(&mut self, restart_target: bool) -> anyhow::Result<Outcome> {
-        let src = self.source.clone();
-        let s = src.view(Duration::from_secs(5)).await;
-        match s.role() {
-            Role::Unknown(why) => {
-                return self.unknown(format!(
-                    "the target is not promoted, but the source cannot be seen to restart it: {why}"
-                ))
-            }
-            Role::Standby => {
-                let out = src
-                    .run(
-                        script::STOP_STANDBY,
-                        "pgshift-stop-standby",
-                        &[&src.pgdata, &src.pg_bin],
-                        None,
-                        Duration::from_secs(90),
-                    )
-                    .await;
-                if !out.as_ref().is_ok_and(|o| o.ok()) {
-                    return self.unknown("the source runs as a standby and could not be stopped to restart it as the primary".into());
-                }
-            }
-            _ => {}
-        }
-        let out = src
-            .run(
-                script::UNFENCE,
-                "pgshift-unfence",
-                &[&src.pgdata],
-                None,
-                Duration::from_secs(30),
-            )
-            .await;
-        match out {
-            Ok(o) if o.ok() => self.step("source_unfenced", json!({})),
-            Ok(o) => {
-                return self.unknown(format!(
-                    "removing the source's fence failed ({})",
-                    o.describe()
-                ))
-            }
-            Err(e) => return self.unknown(format!("removing the source's fence failed: {e:#}")),
-        }
-        if s.role() != Role::Primary {
-            if let Err(e) = src.start(self.opts.timeout).await {
-                self.journal(
-                    "unknown",
-                    json!({"primary": "none", "reason": format!("{e:#}")}),
-                )?;
-                return self.unknown(format!("the source does not start again: {e:#}"));
-            }
-        }
-        self.wait_answering(&src).await;
-        let serving = src.sql_state(Duration::from_secs(5)).await == crate::plan::Sql::Primary;
-        self.step("source_serving", json!({"confirmed": serving}));
-        if restart_target {
-            let t = self.target.clone();
-            if let Err(e) = t.start(self.opts.timeout).await {
-                shared::msg::error_line(&format!(
-                    "warning: the target did not start again as a standby: {e:#}"
-                ));
-            }
-        }
-        if !serving {
-            return self.unknown("the source was started but does not answer as a primary".into());
-        }
-        self.journal("rolled_back", json!({"primary": "source", "fence": false}))?;
-        Ok(Outcome::RolledBack)
-    }
 }
 
 /// `pg_promote(false)`: Ok(true) when the target is promoted already.
@@ -1403,46 +676,12 @@ async fn signal_promote(tgt: &Client) -> Result<bool, String> {
     }
 }
 
-struct PreChecks {
+pub(crate) struct PreChecks {
     target_system_identifier: String,
     received_tli: Option<u32>,
 }
 
-enum Promotion {
+pub(crate) enum Promotion {
     Done,
     NotConfirmed(String),
-}
-
-fn role_name(r: &Role) -> Value {
-    match r {
-        Role::Primary => json!("primary"),
-        Role::Standby => json!("standby"),
-        Role::Down(st) => json!(format!("down ({st})")),
-        Role::Unknown(why) => json!(format!("unknown: {}", one_line(why))),
-        Role::Transition(why) => json!(format!("in transition: {}", one_line(why))),
-    }
-}
-
-fn plan_record(p: &Plan) -> Value {
-    let (name, why) = match p {
-        Plan::Switch => ("switch", None),
-        Plan::Resume => (
-            "resume",
-            Some(
-                "the source is stopped cleanly and the target is a standby: the switchover goes on",
-            ),
-        ),
-        Plan::AlreadyPromoted => ("already_promoted", None),
-        Plan::Rollback(w) => ("rollback", Some(w.as_str())),
-        Plan::StartTarget => ("start_target", None),
-        Plan::Refuse(_, w) => ("refuse", Some(w.as_str())),
-        Plan::Unknown(w) => ("unknown", Some(w.as_str())),
-        Plan::NothingToDo => ("nothing_to_do", None),
-        Plan::CannotAbort(w) => ("cannot_abort", Some(w.as_str())),
-    };
-    let mut v = json!({ "plan": name });
-    if let (Some(w), Value::Object(m)) = (why, &mut v) {
-        m.insert("reason".into(), w.into());
-    }
-    v
 }
