@@ -250,6 +250,51 @@ pgs_host_reachable() {
   pgs_on "$1" true >/dev/null 2>&1
 }
 
+# --- The journal (see tools/pg-switch/src/journal.rs and shared/PROTOCOL.md) -------------
+
+# pgs_journal_path SOURCE_ID TARGET_ID: the default journal of a pair of hosts (either
+# direction: the ids are sorted), under PGSHIFT_STATE_DIR (default
+# $XDG_STATE_HOME/pgshift, i.e. ~/.local/state/pgshift).
+pgs_journal_path() {
+  local dir=${PGSHIFT_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/pgshift} a b
+  a=${1//[^A-Za-z0-9._-]/_} b=${2//[^A-Za-z0-9._-]/_}
+  [[ $a < $b ]] || { local t=$a; a=$b b=$t; }
+  printf '%s/%s--%s.jsonl\n' "$dir" "$a" "$b"
+}
+
+# pgs_journal FILE EVENT [key=string | key:=json]...: append one journal record, on stable
+# storage (fsync) before this returns. A torn last line (a crash mid-write) is ended first.
+pgs_journal() {
+  local file=$1 event=$2 seq line
+  shift 2
+  if [[ ! -e $file ]]; then
+    mkdir -p "$(dirname "$file")" && : >>"$file" && sync "$(dirname "$file")" || return 74
+  fi
+  [[ ! -s $file || $(tail -c 1 "$file" | od -An -c | tr -d ' ') == '\n' ]] || printf '\n' >>"$file"
+  seq=$(($(wc -l <"$file") + 1))
+  line=$(pgs_json journal seq:="$seq" at="$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" by=migrate.sh \
+    pid:=$$ event="$event" "$@")
+  printf '%s\n' "$line" >>"$file" && sync "$file" || return 74
+}
+
+# pgs_conninfo_quote VALUE: VALUE as a libpq conninfo value ('...' with \' and \\).
+pgs_conninfo_quote() {
+  local v=${1//\\/\\\\}
+  printf "'%s'" "${v//\'/\\\'}"
+}
+
+# pgs_repl_probe SPEC HOST PORT USER PASSWORD_FILE: on host SPEC, open a replication
+# connection to HOST:PORT as USER (IDENTIFY_SYSTEM); the password travels on stdin, never in
+# an argument. Prints psql's error on failure.
+pgs_repl_probe() {
+  local spec=$1 host=$2 port=$3 user=$4 pwfile=$5
+  # shellcheck disable=SC2016  # expanded by the remote sh
+  pgs_on_pg "$spec" sh -c 'IFS= read -r PGPASSWORD || [ -n "$PGPASSWORD" ]; export PGPASSWORD
+    exec "$0" -XAtq -d "$1" -c IDENTIFY_SYSTEM' "$PG_BIN/psql" \
+    "host=$host port=$port user=$user dbname=replication replication=true sslmode=prefer connect_timeout=5" \
+    <"$pwfile" 2>&1 >/dev/null
+}
+
 # pgs_now_ms: wall clock in milliseconds.
 pgs_now_ms() {
   local s=${EPOCHREALTIME/./}

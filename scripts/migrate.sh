@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016  # remote snippets are single-quoted: they expand on their host
 # migrate.sh: move a live PostgreSQL cluster to another host with a sub-second switchover,
 # no lost acknowledged write, and a verification that both sides hold the same data.
 #
@@ -8,31 +9,36 @@
 #              --repl-user NAME --repl-password-file FILE [options]
 #
 # Phases (one `phase` record each on stdout, then `summary`; also written to --report):
-#   1 preflight   versions, system identifiers, settings, disk space, host and replication
-#                 reachability; nothing is changed
+#   1 preflight   versions, system identifiers, settings, disk space, host reachability, and
+#                 the replication login from the target's host to the source (and from the
+#                 source's host to the target when it runs); nothing is changed
 #   2 base_copy   pg_basebackup -X stream -R with a replication slot, run on the target host
 #                 (skipped when the target already is a standby of the source)
 #   3 catch_up    the target runs as a standby: streaming (--mode stream) or restoring from
 #                 the wal-ship archive only (--mode archive)
 #   4 wait        until the replay lag is under --max-lag (and, with --when advised, until
 #                 the window window-advisor recommends)
-#   5 switchover  CHECKPOINT; stop the source (fast); prove from pg_controldata that it shut
-#                 down cleanly; (archive mode: ship the last segment); prove the target
-#                 replayed past the source's final checkpoint on the same timeline; promote
-#                 (pg_promote without waiting, then poll pg_is_in_recovery() every 5 ms); prove
-#                 the target accepts a write; fence the old source as a standby of the new one
+#   5 switchover  pg-switch: fence and stop the source in one call on its host, prove a clean
+#                 shutdown, prove the target replayed past the source's final checkpoint on
+#                 its timeline, promote, prove the target takes a write (see
+#                 tools/pg-switch); each step journaled before it starts
 #   6 rejoin      start the old source as a streaming standby of the new primary (with
 #                 pg_rewind only if its history forked, e.g. after a failed switch by hand)
 #   7 verify      compare the new primary and the old source (now its standby):
-#                 pg-checksum --wait-replay --recheck 3 over every table is the verdict (a
-#                 difference that persists in fresh snapshots fails the run); rowcount-diff's
-#                 counts are reported too (under continuing writes they drift, since a live
-#                 standby is always a little behind, so they inform rather than decide)
+#                 pg-checksum --wait-replay --recheck 3 over every table is the verdict;
+#                 rowcount-diff's counts are reported too
 #   8 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
 #
-# A failure before step 5 leaves the source serving as before (the slot and the partial
-# target are removed). A failure inside step 5 before the promotion restarts the source and
-# makes sure the target cannot be promoted: there is never more than one primary.
+# Interruptions. Every phase and every switchover step is appended to a journal (JSON lines,
+# fsynced before the step; --journal, default under $PGSHIFT_STATE_DIR, named in the
+# summary). Run the same command again after any interruption (kill -9, SIGTERM, the control
+# host rebooting, ssh dropping): it reads the journal, looks at both hosts, finishes the
+# switchover when its proofs hold or rolls back to the source, then goes on (rejoin, verify).
+# A failure before the switchover keeps the running standby and its slot (run again to go
+# on; --cleanup removes them). --abort rolls back whatever is under way when that is still
+# safe (after the promotion it is not: move back with --reverse). SIGTERM/SIGINT/SIGHUP stop
+# the run at the next safe point. Exit 126 means the state could not be told: nothing more
+# was touched, and the summary lists the commands to run.
 #
 # Options:
 #   --hosts-env FILE       variables written by hosts-local.sh (SOURCE_*, TARGET_*, REPL_*)
@@ -45,11 +51,19 @@
 #   --max-wait SECONDS     longest wait for an advised window (default 3600)
 #   --max-lag BYTES        replay lag to reach before switching (default 16777216; in archive
 #                          mode, WAL written since the last segment the target replayed)
+#   --catchup-timeout S    longest wait for the target to stream and catch up (default 3600)
 #   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M)
 #   --switch-timeout S     limit for each switchover step (default 10)
 #   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
-#   --hook NAME=CMD        run CMD at a phase boundary: before_base_copy, before_switchover,
-#                          after_stop, before_promote, after_promote; a failing hook aborts
+#   --journal FILE         the journal (default: one file per pair of hosts under
+#                          $PGSHIFT_STATE_DIR, default ~/.local/state/pgshift)
+#   --abort                roll back what an interrupted run left under way, and stop
+#   --cleanup              on a failure before the switchover, remove the target and its slot
+#   --hook NAME=CMD        run CMD (bash -c) at a step: before_base_copy, before_switchover,
+#                          before_rejoin, before_verify, and pg-switch's before_stop,
+#                          during_stop, after_stop, before_promote, during_promote,
+#                          after_promote; a failing hook stops the run (PGSHIFT_MIGRATE_PID
+#                          names this script's process)
 #   --no-verify            skip step 7
 #   --no-rejoin            leave the old source stopped (fenced) instead of step 6; no step 7
 #   --report FILE          also write the JSON lines there
@@ -67,10 +81,12 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
-max_lag=16777216 max_rate="" switch_timeout=10 socket_dir="" verify=1 rejoin=1 report="" bin=""
+max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
+rejoin=1 report="" bin="" journal="" abort=0 cleanup=0
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
 TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
 declare -A hooks=()
+switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
 args=("$@")
 # --hosts-env first, so that explicit options override it.
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -101,9 +117,13 @@ while (($#)); do
     --window) window=${2:?}; shift ;;
     --max-wait) max_wait=${2:?}; shift ;;
     --max-lag) max_lag=${2:?}; shift ;;
+    --catchup-timeout) catchup_timeout=${2:?}; shift ;;
     --max-rate) max_rate=${2:?}; shift ;;
     --switch-timeout) switch_timeout=${2:?}; shift ;;
     --target-socket-dir) socket_dir=${2:?}; shift ;;
+    --journal) journal=${2:?}; shift ;;
+    --abort) abort=1 ;;
+    --cleanup) cleanup=1 ;;
     --hook)
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
@@ -111,7 +131,7 @@ while (($#)); do
     --no-rejoin) rejoin=0 verify=0 ;;
     --report) report=${2:?}; shift ;;
     --bin) bin=${2:?}; shift ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift
@@ -122,9 +142,12 @@ bin=${bin:-$(cd "$here/.." && pwd)/target/release}
 archive=${archive:-$ARCHIVE}
 [[ $mode == stream || $mode == archive ]] || usage "--mode must be stream or archive"
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
-[[ $max_lag =~ ^[0-9]+$ && $switch_timeout =~ ^[0-9]+$ ]] || usage "--max-lag and --switch-timeout take whole numbers"
+for v in max_lag switch_timeout catchup_timeout max_wait; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
+done
 for h in "${!hooks[@]}"; do
-  case $h in before_base_copy | before_switchover | after_stop | before_promote | after_promote) ;;
+  case " before_base_copy before_switchover before_rejoin before_verify ${switch_hooks[*]} " in
+    *" $h "*) ;;
     *) usage "unknown hook '$h'" ;;
   esac
 done
@@ -147,37 +170,52 @@ for v in source_host_addr SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA RE
   [[ -n ${!v} ]] || usage "missing ${v,,} (give it as an option or through --hosts-env)"
 done
 [[ -r $REPL_PASSWORD_FILE ]] || usage "cannot read the replication password file '$REPL_PASSWORD_FILE'"
-repl_password=$(<"$REPL_PASSWORD_FILE")
 [[ $mode == stream || -n $archive ]] || usage "--mode archive needs --archive DEST (or ARCHIVE in --hosts-env)"
+[[ -x $bin/pg-switch ]] || pgs_die "$EX_UNAVAILABLE" "$bin/pg-switch is missing (make release, or --bin DIR)"
 socket_dir=${socket_dir:-$(dirname "$TARGET_PGDATA")}
 src_dsn="$SOURCE_DSN host=$source_host_addr port=$source_port"
 tgt_dsn="$SOURCE_DSN host=$TARGET_ADDR port=$TARGET_PORT"
 target_log=$(dirname "$TARGET_PGDATA")/server.log
 source_log=$(dirname "$SOURCE_PGDATA")/server.log
 slot=pgshift_$(printf '%s' "$TARGET_ADDR:$TARGET_PORT" | cksum | cut -d' ' -f1)
+src_id=$source_host_addr:$source_port tgt_id=$TARGET_ADDR:$TARGET_PORT
+journal=${journal:-$(pgs_journal_path "$src_id" "$tgt_id")}
+export PGSHIFT_MIGRATE_PID=$$
 
 # --- Output ------------------------------------------------------------------------------
 if [[ -n $report ]]; then
-  : >"$report" || usage "cannot write --report '$report'"
+  : 2>/dev/null >"$report" || usage "cannot write --report '$report'"
 fi
 emit() {
   local line
   line=$(pgs_json "$@")
-  printf '%s\n' "$line"
-  if [[ -n $report ]]; then printf '%s\n' "$line" >>"$report"; fi
+  emit_line "$line"
+}
+emit_line() {
+  printf '%s\n' "$1"
+  if [[ -n $report ]]; then printf '%s\n' "$1" >>"$report"; fi
 }
 run_start=$(pgs_now_ms)
 declare -A phase_ms=()
 phase_order=()
+phase=start
 phase_begin() {
   phase=$1 phase_t0=$(pgs_now_ms)
+  shift
   pgs_log "phase $phase"
+  note phase phase="$phase" state=begin "$@"
 }
 phase_end() {
   local ms=$(($(pgs_now_ms) - phase_t0))
   phase_ms[$phase]=$ms
   phase_order+=("$phase")
+  note phase phase="$phase" state=end
   emit phase name="$phase" status=ok ms:=$ms "$@"
+}
+# note EVENT k=v...: one journal record (on disk before this returns).
+note() {
+  pgs_journal "$journal" "$@" source="$src_id" target="$tgt_id" ||
+    pgs_die "$EX_IOERR" "cannot write the journal $journal"
 }
 
 src_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$src_dsn" "$@"; }
@@ -190,10 +228,28 @@ run_hook() {
   pgs_log "hook $name: ${hooks[$name]}"
   bash -c "${hooks[$name]}" >&2 || fail "$EX_SOFTWARE" "hook $name failed: ${hooks[$name]}"
 }
+# retry N CMD...: run CMD up to N times, 0.5 s apart (a polling loop rides out a transient
+# error: a restarting pooler, a dropped connection); its last output and status stand.
+retry() {
+  local n=$1 i out rc
+  shift
+  for ((i = 1; ; i++)); do
+    rc=0
+    out=$("$@" 2>&1) || rc=$?
+    if ((rc == 0 || i >= n)); then
+      printf '%s\n' "$out"
+      return "$rc"
+    fi
+    sleep 0.5
+  done
+}
 
-# Where failures go. Before the switchover: undo what was done to the source (the slot) and
-# the target. Inside it: restart the source unless the target was promoted.
-state=preflight # preflight | copying | standby | stopping | promoting | promoted
+# --- Failures and signals ----------------------------------------------------------------
+# state: what a failure now must undo. preflight: nothing. copying: the partial copy and its
+# slot. standby: nothing (the standby and its slot are progress), unless --cleanup.
+# switching: pg-switch decided (its journal steps). switched: nothing (one primary: the
+# target; the old source is fenced).
+state=preflight stopped_by="" bg_pid=""
 fail() {
   local code=$1
   shift
@@ -201,8 +257,9 @@ fail() {
   emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
   trap - EXIT
   recover
+  note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
   emit summary success:=false exit_code:="$code" failed_phase="$phase" state="$state" message="$*" \
-    elapsed_ms:=$(($(pgs_now_ms) - run_start))
+    journal="$journal" ${stopped_by:+stopped_by="$stopped_by"} elapsed_ms:=$(($(pgs_now_ms) - run_start))
   exit "$code"
 }
 # shellcheck disable=SC2317  # called by the EXIT trap
@@ -212,47 +269,79 @@ on_exit() {
   trap - EXIT
   pgs_log "unexpected failure (exit $rc) in phase $phase"
   recover
+  note failed phase="$phase" exit_code:="$EX_SOFTWARE" state="$state" message="unexpected failure (exit $rc)" || true
   emit summary success:=false exit_code:="$EX_SOFTWARE" failed_phase="$phase" state="$state" \
-    message="unexpected failure (exit $rc)" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+    message="unexpected failure (exit $rc)" journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
   exit "$EX_SOFTWARE"
 }
+# A signal stops the run at the next safe point. While pg-switch runs, it gets the signal too
+# (it finishes or rolls back its step) and the switchover phase ends the run once it exits;
+# a long step in the background (the base copy) is stopped; elsewhere the run stops now.
+# shellcheck disable=SC2317  # called by the traps
+on_signal() {
+  stopped_by=$1
+  pgs_log "got $1: stopping at the next safe point"
+  if [[ $state == switching ]]; then
+    [[ -n $bg_pid ]] && kill -s "${1#SIG}" "$bg_pid" 2>/dev/null
+    return 0
+  fi
+  if [[ -n $bg_pid ]]; then
+    kill -TERM -- "-$bg_pid" 2>/dev/null
+    wait "$bg_pid" 2>/dev/null
+  fi
+  fail "$EX_TEMPFAIL" "interrupted by $1 in phase $phase; run the same command again to go on"
+}
 trap on_exit EXIT
+trap 'on_signal SIGTERM' TERM
+trap 'on_signal SIGINT' INT
+trap 'on_signal SIGHUP' HUP
+
+# in_background CMD...: run CMD (a function or a program; stdin is the caller's) as a job of
+# its own process group and wait for it, so that a signal reaches the trap at once (bash
+# defers traps until a foreground command ends) and can stop the whole group. Sets bg_out
+# (its output) and returns its status.
+in_background() {
+  local f rc=0
+  f=$(mktemp /tmp/pgshift-migrate.XXXXXX)
+  set -m
+  "$@" >"$f" 2>&1 &
+  bg_pid=$!
+  set +m
+  while :; do
+    wait "$bg_pid" && rc=0 || rc=$?
+    ((rc > 128)) && kill -0 "$bg_pid" 2>/dev/null && continue
+    break
+  done
+  bg_pid=""
+  bg_out=$(<"$f")
+  rm -f "$f"
+  return "$rc"
+}
 
 target_in_recovery() { tgt_psql -c "SELECT pg_is_in_recovery()" 2>/dev/null; }
 stop_target_now() { on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true; }
-source_running() { on_src test -f "$SOURCE_PGDATA/postmaster.pid"; }
-start_source() {
-  source_running && return 0
-  on_src "$PG_BIN/pg_ctl" -D "$SOURCE_PGDATA" -l "$source_log" -w -t 120 start >/dev/null
+drop_slot() {
+  src_psql -c "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null 2>&1 || true
+}
+remove_target() {
+  pgs_log "removing the target's data directory $TARGET_PGDATA and the source's slot $slot"
+  stop_target_now
+  on_tgt rm -rf "$TARGET_PGDATA" || true
+  drop_slot
 }
 
+# shellcheck disable=SC2317  # called by fail and on_exit
 recover() {
   case $state in
-    preflight) ;;
-    copying | standby)
-      if ((fresh_target)); then
-        pgs_log "removing the partial target and the source's slot $slot"
-        stop_target_now
-        on_tgt rm -rf "$TARGET_PGDATA" || true
-        src_psql -c "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null 2>&1 || true
-      fi
+    copying)
+      # A partial base copy cannot be resumed by pg_basebackup: it goes, with its slot.
+      ((fresh_target)) && remove_target
       ;;
-    stopping | promoting)
-      # Promoted after all (our check failed, not the promotion)? Then it is the primary now
-      # and the source must stay down.
-      if [[ $(target_in_recovery) == f ]]; then
-        pgs_log "the target was promoted: keeping it as the primary; the source stays down"
-        state=promoted
-        return 0
-      fi
-      pgs_log "stopping the target so it cannot be promoted, and restarting the source"
-      stop_target_now
-      on_src rm -f "$SOURCE_PGDATA/standby.signal" || true
-      if start_source; then
-        pgs_log "the source is serving again"
-        state=source_restored
+    standby)
+      if ((cleanup && fresh_target)); then
+        remove_target
       else
-        pgs_log "could not restart the source: start it by hand (pg_ctl -D $SOURCE_PGDATA start)"
+        pgs_log "the target stays a standby of the source (slot $slot): run the same command again to go on, or with --abort to remove it"
       fi
       ;;
   esac
@@ -296,94 +385,274 @@ follow() {
     # lacks: keep this host's own beside the data directory, not in it.
     local keep
     keep=$(dirname "$pgdata")/pgshift-rewind-conf
-    pgs_on_pg "$spec" sh -c "mkdir -p '$keep' && cp '$pgdata/postgresql.auto.conf' '$pgdata/postgresql.conf' '$keep/'" ||
-      return 1
+    pgs_on_pg "$spec" sh -c 'mkdir -p "$1" && cp "$2/postgresql.auto.conf" "$2/postgresql.conf" "$1/"' \
+      keep "$keep" "$pgdata" || return 1
     out=$(pgs_on_pg "$spec" "$PG_BIN/pg_rewind" -D "$pgdata" \
       --source-server="$SOURCE_DSN host=$paddr port=$pport dbname=postgres" 2>&1) || {
       pgs_log "pg_rewind failed: ${out//$'\n'/ }"
       return 1
     }
-    pgs_on_pg "$spec" sh -c "cp '$keep/postgresql.auto.conf' '$keep/postgresql.conf' '$pgdata/' &&
-      rm -rf '$keep' && touch '$pgdata/standby.signal'" || return 1
+    pgs_on_pg "$spec" sh -c 'cp "$1/postgresql.auto.conf" "$1/postgresql.conf" "$2/" &&
+      rm -rf "$1" && touch "$2/standby.signal"' keep "$keep" "$pgdata" || return 1
     rewound=true
   done
   return 1
 }
 
-# --- 1 preflight -------------------------------------------------------------------------
-phase_begin preflight
-for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
-  pgs_host_reachable "$spec" || fail "$EX_UNAVAILABLE" "cannot run commands on host $spec (check ssh: BatchMode, keys, known_hosts)"
+# switch [--abort]: pg-switch between the source and the target, in the background (so a
+# signal reaches it and the trap at once); its records go to our output, its summary to
+# `sw` (JSON). Returns its exit status: 0 the target is the primary, 1 not promoted (the
+# source serves), 126 unknown, other: refused, nothing changed.
+switch() {
+  local fence args=() h rc=0 line
+  fence=$(mktemp /tmp/pgshift-fence.XXXXXX)
+  # The fenced source's primary_conninfo, naming the target; read by pg-switch, sent to the
+  # source's host on stdin (never in an argument).
+  printf 'host=%s port=%s user=%s password=%s application_name=pgshift_rejoin sslmode=prefer\n' \
+    "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$(pgs_conninfo_quote "$(<"$REPL_PASSWORD_FILE")")" >"$fence"
+  for h in "${switch_hooks[@]}"; do
+    [[ -n ${hooks[$h]:-} ]] && args+=(--hook "$h=${hooks[$h]}")
+  done
+  [[ $mode == archive ]] && args+=(--archive "$archive" --wal-ship "$bin/wal-ship")
+  sw_out=$(mktemp /tmp/pgshift-switch.XXXXXX)
+  state=switching
+  "$bin/pg-switch" --source "$src_dsn" --source-host "$SOURCE_SPEC" --source-pgdata "$SOURCE_PGDATA" \
+    --source-log "$source_log" --target "$tgt_dsn" --target-host "$TARGET_SPEC" \
+    --target-pgdata "$TARGET_PGDATA" --target-log "$target_log" --fence-conninfo-file "$fence" \
+    --journal "$journal" --timeout "${switch_timeout}s" --pg-bin "$PG_BIN" "${args[@]}" "$@" >"$sw_out" &
+  bg_pid=$!
+  while :; do
+    wait "$bg_pid" && rc=0 || rc=$?
+    ((rc > 128)) && kill -0 "$bg_pid" 2>/dev/null && continue
+    break
+  done
+  bg_pid=""
+  rm -f "$fence"
+  sw='{}'
+  while IFS= read -r line; do
+    case $line in
+      '{"type":"summary"'*) sw=$line ;;
+      *) emit_line "$line" ;;
+    esac
+  done <"$sw_out"
+  rm -f "$sw_out"
+  return "$rc"
+}
+
+# after_switch RC: what pg-switch's outcome means for this run.
+after_switch() {
+  local rc=$1 why
+  why=$(jq -r '.message // empty' <<<"$sw")
+  case $rc in
+    0) state=switched ;;
+    1)
+      state=rolled_back
+      fail "$EX_TEMPFAIL" "the switchover was rolled back (${why:-see the error records}); the source serves, the target is a standby: run the same command again to retry" ;;
+    126)
+      state=unknown
+      pgs_log "what to do:"
+      jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
+      fail "$EX_FATAL" "the switchover's state cannot be told: nothing more was touched; see the commands above and the journal $journal" ;;
+    *)
+      state=source_serving
+      fail "$rc" "the switchover was refused before anything changed (exit $rc); see the error records" ;;
+  esac
+  [[ -z $stopped_by ]] || fail "$EX_TEMPFAIL" "interrupted by $stopped_by after the switchover: run the same command again to rejoin and verify"
+}
+
+# --- Resume: what the journal says was under way -----------------------------------------
+# The last run of this pair of hosts that did not end: its direction, and the furthest phase
+# it began. A run ends with a `done` record (or `aborted`).
+resume="" last_run='{}'
+mkdir -p "$(dirname "$journal")" || pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+# One run per pair of hosts at a time. The lock is held by a small watcher process, not by
+# this shell: every child of a shell inherits its descriptors, and a postmaster started from
+# here would hold the lock for as long as it runs. The watcher lets go within 0.2 s of this
+# script's end, however it ends.
+lock_said=$(mktemp /tmp/pgshift-lock.XXXXXX)
+flock -w 120 -E 75 "$journal.lock" sh -c 'echo locked; while kill -0 "$1" 2>/dev/null; do sleep 0.2; done' \
+  migrate-lock "$$" >"$lock_said" 2>/dev/null &
+lock_pid=$!
+announced=0
+until [[ -s $lock_said ]]; do
+  if ! kill -0 "$lock_pid" 2>/dev/null; then
+    rm -f "$lock_said"
+    pgs_die "$EX_TEMPFAIL" "another migrate.sh of these hosts still runs (it holds $journal.lock): let it finish, then run again"
+  fi
+  ((++announced == 20)) && pgs_log "waiting up to 120 s for another migrate.sh of these hosts (it holds $journal.lock)"
+  sleep 0.05
 done
-src_info=$(src_psql -F ' ' -c "SELECT current_setting('server_version_num'), (SELECT system_identifier FROM pg_control_system()),
-  pg_is_in_recovery(), current_setting('wal_level'), current_setting('max_wal_senders'),
-  current_setting('data_directory'), current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
-  (SELECT sum(pg_database_size(oid)) FROM pg_database)" 2>&1) ||
-  fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_info"
-read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes <<<"$src_info"
-[[ $src_recovery == f ]] || fail "$EX_DATAERR" "the source $source_host_addr:$source_port is in recovery: give the primary as --source"
-[[ $src_wal_level != minimal ]] || fail "$EX_DATAERR" "the source has wal_level=minimal: run setup-host.sh --role source (wal_level=replica needs a restart)"
-((src_senders > 0)) || fail "$EX_DATAERR" "the source has max_wal_senders=0: run setup-host.sh --role source"
-[[ $src_datadir == "$SOURCE_PGDATA" ]] || fail "$EX_USAGE" "--source-pgdata $SOURCE_PGDATA is not the source's data directory ($src_datadir)"
-tgt_version=$(on_tgt "$PG_BIN/postgres" --version 2>/dev/null) ||
-  fail "$EX_UNAVAILABLE" "no PostgreSQL server binaries at $PG_BIN on the target host"
-[[ $tgt_version =~ ([0-9]+)\.([0-9]+) ]] || fail "$EX_SOFTWARE" "cannot read the target's version from '$tgt_version'"
-if ((BASH_REMATCH[1] != src_version / 10000)); then
-  fail "$EX_DATAERR" "major versions differ: source $((src_version / 10000)), target ${BASH_REMATCH[1]} (physical replication needs the same major version)"
+rm -f "$lock_said"
+# What is under way: everything since the last run that ended (`done` or `aborted`). The
+# switchover's own steps (pg-switch's records) decide whether one is open; the base copy's
+# phase records whether a copy was cut short.
+if [[ -s $journal ]]; then
+  last_run=$(jq -c -s '
+    ([to_entries[] | select(.value.event == "done" or .value.event == "aborted") | .key] | last // -1) as $ended_at
+    | .[$ended_at + 1:] as $since
+    | ($since | map(select(.by == "pg-switch" and .event == "switch")) | last | .step) as $step
+    | ($since | map(select(.by == "migrate.sh" and .event == "phase" and .phase == "base_copy")) | last | .state) as $copy
+    | ($since | map(select(.event == "run")) | first) as $run
+    | {ended: ($run == null), source: $run.source, target: $run.target,
+       switch: (if $step == null then "none" elif $step == "promoted" then "done"
+                elif ($step == "rolled_back" or $step == "refused" or $step == "nothing_to_do") then "none"
+                else "open" end),
+       copy_cut: ($copy == "begin")}' "$journal" 2>/dev/null || echo '{"ended":true}')
+  if [[ $(jq -r '.ended' <<<"$last_run") == false ]]; then
+    run_src=$(jq -r .source <<<"$last_run") run_tgt=$(jq -r .target <<<"$last_run")
+    if [[ $run_src != "$src_id" ]]; then
+      pgs_die "$EX_TEMPFAIL" "a migration from $run_src to $run_tgt was interrupted and is not finished: run that command again (or it with --abort) first; journal $journal"
+    fi
+    case $(jq -r '.switch' <<<"$last_run") in
+      open) resume=switch ;;
+      done) resume=after_switch ;;
+      *) if [[ $(jq -r .copy_cut <<<"$last_run") == true ]]; then resume=base_copy; else resume=before_switch; fi ;;
+    esac
+    pgs_log "resuming an interrupted run (journal $journal): $resume"
+  fi
+fi
+note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo true || echo false)"
+emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
+
+# --abort: undo what is under way, if that is still safe, and stop.
+if ((abort)); then
+  phase=abort
+  case $resume in
+    "")
+      note aborted what=nothing
+      emit summary success:=true exit_code:=0 aborted=nothing journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      trap - EXIT
+      exit 0 ;;
+    switch | after_switch)
+      rc=0
+      switch --abort || rc=$?
+      outcome=$(jq -r '.outcome // "unknown"' <<<"$sw")
+      if ((rc == 0)); then
+        note aborted what=switchover outcome="$outcome"
+        emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
+          elapsed_ms:=$(($(pgs_now_ms) - run_start))
+        trap - EXIT
+        exit 0
+      fi
+      state=none
+      ((rc == 1)) && fail "$EX_DIFF" "cannot abort: the target was promoted and may have taken writes; to move back, run with --reverse (the journal stays open: a run of this command goes on)"
+      ((rc == 126)) && jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
+      fail "$rc" "--abort could not confirm the target is not promoted; nothing more was touched" ;;
+    *)
+      # Before the switchover the source serves: remove the copy this run made, and its slot.
+      fresh_target=1
+      if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
+      note aborted what=copy
+      emit summary success:=true exit_code:=0 aborted=copy journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      trap - EXIT
+      exit 0 ;;
+  esac
 fi
 
-# A target that already is a running standby of this source skips the base copy (this is
-# how --reverse works after a migration).
-fresh_target=1
-if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
-  tgt_sysid=$(on_tgt "$PG_BIN/pg_controldata" "$TARGET_PGDATA" | sed -n 's/^Database system identifier: *//p')
-  [[ $tgt_sysid == "$src_sysid" ]] ||
-    fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA holds another cluster (system identifier $tgt_sysid, source $src_sysid): move it away"
-  on_tgt test -f "$TARGET_PGDATA/standby.signal" ||
-    fail "$EX_DATAERR" "the target $TARGET_PGDATA is a copy of the source but not a standby: move it away or make it one"
-  fresh_target=0
-elif on_tgt test -e "$TARGET_PGDATA" && [[ -n $(on_tgt ls -A "$TARGET_PGDATA") ]]; then
-  fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA is not empty"
+if [[ $resume == base_copy ]]; then
+  # Killed during the base copy: the copy is partial. It goes, with its slot, and the copy
+  # starts again.
+  if on_tgt test -e "$TARGET_PGDATA/PG_VERSION" && ! on_tgt test -f "$TARGET_PGDATA/standby.signal"; then
+    fresh_target=1
+    remove_target
+  fi
 fi
-if ((fresh_target)); then
-  avail=$(on_tgt df -B1 --output=avail "$(dirname "$TARGET_PGDATA")" | tail -n 1 | tr -d ' ')
-  need=$((src_bytes + src_bytes / 5 + 1073741824))
-  ((avail >= need)) || fail "$EX_IOERR" "not enough disk on the target: $avail bytes free, need about $need (the databases plus 20 % and 1 GiB of WAL)"
-  # The target must reach the source as the replication role (pg_hba.conf, password, TLS).
-  probe=$(on_tgt env PGPASSWORD="$repl_password" "$PG_BIN/psql" -XAtq \
-    -d "host=$source_host_addr port=$source_port user=$REPL_USER dbname=replication replication=true sslmode=prefer connect_timeout=5" \
-    -c "IDENTIFY_SYSTEM" 2>&1) ||
-    fail "$EX_UNAVAILABLE" "the target host cannot open a replication connection to $source_host_addr:$source_port as $REPL_USER: ${probe//$'\n'/ } (run setup-host.sh --role source)"
-fi
-if [[ $mode == archive ]]; then
-  [[ -x $bin/wal-ship ]] || fail "$EX_UNAVAILABLE" "--mode archive needs $bin/wal-ship (make release)"
-  arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
-  [[ $arch_cmd == on\ *wal-ship* ]] || fail "$EX_DATAERR" "--mode archive needs the source archiving with wal-ship (archive_mode=on): run setup-host.sh --archive DEST"
-fi
-[[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
-fresh_json=false
-((fresh_target)) && fresh_json=true
-phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes"
+
+# --- 1 preflight -------------------------------------------------------------------------
+preflight() {
+  phase_begin preflight
+  for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
+    pgs_host_reachable "$spec" || fail "$EX_UNAVAILABLE" "cannot run commands on host $spec (check ssh: BatchMode, keys, known_hosts)"
+  done
+  src_info=$(src_psql -F ' ' -c "SELECT current_setting('server_version_num'), (SELECT system_identifier FROM pg_control_system()),
+    pg_is_in_recovery(), current_setting('wal_level'), current_setting('max_wal_senders'),
+    current_setting('data_directory'), current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
+    (SELECT sum(pg_database_size(oid)) FROM pg_database), current_setting('synchronous_standby_names') <> ''" 2>&1) ||
+    fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_info"
+  read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes src_sync <<<"$src_info"
+  if [[ $src_recovery != f ]]; then
+    # A finished migration run again: the "source" follows the target now.
+    if [[ $(target_in_recovery) == f && -z $resume ]]; then
+      done_already=1
+      return 0
+    fi
+    fail "$EX_DATAERR" "the source $source_host_addr:$source_port is in recovery: give the primary as --source"
+  fi
+  [[ $src_wal_level != minimal ]] || fail "$EX_DATAERR" "the source has wal_level=minimal: run setup-host.sh --role source (wal_level=replica needs a restart)"
+  ((src_senders > 0)) || fail "$EX_DATAERR" "the source has max_wal_senders=0: run setup-host.sh --role source"
+  [[ $src_datadir == "$SOURCE_PGDATA" ]] || fail "$EX_USAGE" "--source-pgdata $SOURCE_PGDATA is not the source's data directory ($src_datadir)"
+  [[ $src_sync == f ]] || fail "$EX_DATAERR" "the source has synchronous_standby_names set: the new primary would inherit it and its commits would wait for a standby that is not there; clear it (ALTER SYSTEM RESET synchronous_standby_names) for the migration"
+  tgt_version=$(on_tgt "$PG_BIN/postgres" --version 2>/dev/null) ||
+    fail "$EX_UNAVAILABLE" "no PostgreSQL server binaries at $PG_BIN on the target host"
+  [[ $tgt_version =~ ([0-9]+)\.([0-9]+) ]] || fail "$EX_SOFTWARE" "cannot read the target's version from '$tgt_version'"
+  if ((BASH_REMATCH[1] != src_version / 10000)); then
+    fail "$EX_DATAERR" "major versions differ: source $((src_version / 10000)), target ${BASH_REMATCH[1]} (physical replication needs the same major version)"
+  fi
+
+  # A target that already is a standby of this source skips the base copy (this is how
+  # --reverse works after a migration, and how a run goes on after a failure).
+  fresh_target=1
+  if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
+    tgt_sysid=$(on_tgt "$PG_BIN/pg_controldata" "$TARGET_PGDATA" | sed -n 's/^Database system identifier: *//p')
+    [[ $tgt_sysid == "$src_sysid" ]] ||
+      fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA holds another cluster (system identifier $tgt_sysid, source $src_sysid): move it away"
+    on_tgt test -f "$TARGET_PGDATA/standby.signal" ||
+      fail "$EX_DATAERR" "the target $TARGET_PGDATA is a copy of the source but not a standby: move it away or make it one"
+    fresh_target=0
+  elif on_tgt test -e "$TARGET_PGDATA" && [[ -n $(on_tgt ls -A "$TARGET_PGDATA") ]]; then
+    fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA is not empty"
+  fi
+  if ((fresh_target)); then
+    avail=$(on_tgt df -B1 --output=avail "$(dirname "$TARGET_PGDATA")" | tail -n 1 | tr -d ' ')
+    need=$((src_bytes + src_bytes / 5 + 1073741824))
+    ((avail >= need)) || fail "$EX_IOERR" "not enough disk on the target: $avail bytes free, need about $need (the databases plus 20 % and 1 GiB of WAL)"
+  fi
+  # The target's host must reach the source as the replication role (pg_hba.conf, password,
+  # TLS); and once the target runs, the source's host must reach it the same way (the rejoin).
+  probe=$(pgs_repl_probe "$TARGET_SPEC" "$source_host_addr" "$source_port" "$REPL_USER" "$REPL_PASSWORD_FILE") ||
+    fail "$EX_UNAVAILABLE" "the target host cannot open a replication connection to $source_host_addr:$source_port as $REPL_USER: ${probe//$'\n'/ } (check --repl-password-file; run setup-host.sh --role source)"
+  if ((!fresh_target)) && [[ -n $(target_in_recovery) ]]; then
+    probe_reverse
+  fi
+  if [[ $mode == archive ]]; then
+    [[ -x $bin/wal-ship ]] || fail "$EX_UNAVAILABLE" "--mode archive needs $bin/wal-ship (make release)"
+    arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
+    [[ $arch_cmd == on\ *wal-ship* ]] || fail "$EX_DATAERR" "--mode archive needs the source archiving with wal-ship (archive_mode=on): run setup-host.sh --archive DEST"
+  fi
+  [[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
+  local fresh_json=false
+  ((fresh_target)) && fresh_json=true
+  phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes"
+}
+
+# probe_reverse: the source's host reaches the (running) target as the replication role.
+probe_reverse() {
+  probe=$(pgs_repl_probe "$SOURCE_SPEC" "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$REPL_PASSWORD_FILE") ||
+    fail "$EX_UNAVAILABLE" "the source host cannot open a replication connection to the target $TARGET_ADDR:$TARGET_PORT as $REPL_USER, which the old source needs to follow the new primary: ${probe//$'\n'/ } (check --repl-password-file and the target's pg_hba.conf)"
+}
 
 # --- 2 base copy -------------------------------------------------------------------------
 bytes_copied=0
-if ((fresh_target)); then
+base_copy() {
+  ((fresh_target)) || return 0
   run_hook before_base_copy
-  phase_begin base_copy
+  phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
   state=copying
-  progress=()
-  [[ -t 2 ]] && progress=(-P)
-  [[ -n $max_rate ]] && progress+=(--max-rate="$max_rate")
+  local opts=()
+  [[ -t 2 ]] && opts=(-P)
+  [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
   on_tgt chmod 700 "$TARGET_PGDATA"
-  out=$(on_tgt env PGPASSWORD="$repl_password" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
+  # The password travels on stdin.
+  in_background pgs_on_pg "$TARGET_SPEC" sh -c 'IFS= read -r PGPASSWORD || [ -n "$PGPASSWORD" ]; export PGPASSWORD
+    exec "$0" "$@"' "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
     -d "host=$source_host_addr port=$source_port user=$REPL_USER sslmode=prefer application_name=pgshift_target" \
-    -X stream -R -c fast -C -S "$slot" "${progress[@]}" 2>&1) ||
-    fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${out//$'\n'/ }"
+    -X stream -R -c fast -C -S "$slot" "${opts[@]}" <"$REPL_PASSWORD_FILE" ||
+    fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
   bytes_copied=$(on_tgt du -sb "$TARGET_PGDATA" | cut -f1)
   # The copy carries the source's postgresql.conf: give the target its own address, port and
   # socket, and a fast retry of the WAL source so the switch is not held up.
-  on_tgt sh -c "cat >> '$TARGET_PGDATA/postgresql.auto.conf'" <<EOF
+  on_tgt sh -c 'cat >> "$1/postgresql.auto.conf"' append "$TARGET_PGDATA" <<EOF
 # pgshift migrate.sh: this host
 listen_addresses = '$TARGET_ADDR'
 port = $TARGET_PORT
@@ -391,237 +660,142 @@ unix_socket_directories = '$socket_dir'
 wal_retrieve_retry_interval = '100ms'
 EOF
   phase_end bytes:="$bytes_copied" slot="$slot"
-fi
+}
 
 # --- 3 catch up --------------------------------------------------------------------------
-phase_begin catch_up
-state=standby
-target_running=0
-on_tgt test -f "$TARGET_PGDATA/postmaster.pid" && target_running=1
-if [[ $mode == archive ]]; then
-  # Archive only: no streaming; the target restores every segment from the archive. (All
-  # three settings take effect on a reload in PostgreSQL 13 and later.)
-  on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
-  on_tgt sh -c "cat >> '$TARGET_PGDATA/postgresql.auto.conf'" <<EOF
+catch_up() {
+  phase_begin catch_up
+  state=standby
+  local target_running=0 deadline
+  on_tgt test -f "$TARGET_PGDATA/postmaster.pid" && target_running=1
+  if [[ $mode == archive ]]; then
+    # Archive only: no streaming; the target restores every segment from the archive. (All
+    # three settings take effect on a reload in PostgreSQL 13 and later.)
+    on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
+    on_tgt sh -c 'cat >> "$1/postgresql.auto.conf"' append "$TARGET_PGDATA" <<EOF
 restore_command = '$bin/wal-ship fetch --quiet --prefetch 4 %f %p --from $archive'
 EOF
-  ((target_running)) && tgt_psql -c "SELECT pg_reload_conf()" >/dev/null
-  if ((fresh_target)); then
-    src_psql -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+    ((target_running)) && tgt_psql -c "SELECT pg_reload_conf()" >/dev/null
+    ((fresh_target)) && drop_slot
   fi
-fi
-rewound=false
-if ((!fresh_target)) && [[ $mode == stream ]]; then
-  # A standby from an earlier migration: it follows the source, rewound if it forked.
-  follow "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" "$TARGET_ADDR" "$TARGET_PORT" \
-    "$source_host_addr" "$source_port" ||
-    fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
-elif ((!target_running)); then
-  on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
-    fail "$EX_SOFTWARE" "the target did not start; see $target_log"
-fi
-pgs_wait_ready "$TARGET_ADDR" "$TARGET_PORT" 120 || fail "$EX_UNAVAILABLE" "the target did not accept connections; see $target_log"
-[[ $(target_in_recovery) == t ]] || fail "$EX_SOFTWARE" "the target is not in recovery: it must be a standby until the switchover"
-if [[ $mode == stream ]]; then
-  deadline=$((SECONDS + 60))
-  until [[ $(tgt_psql -c "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == 1 ]]; do
-    ((SECONDS < deadline)) || fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
-    sleep 0.1
-  done
-fi
-phase_end mode="$mode" rewound:=$rewound
+  rewound=false
+  if ((!fresh_target)) && [[ $mode == stream ]]; then
+    # A standby from an earlier migration: it follows the source, rewound if it forked.
+    follow "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" "$TARGET_ADDR" "$TARGET_PORT" \
+      "$source_host_addr" "$source_port" ||
+      fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
+  elif ((!target_running)); then
+    on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
+      fail "$EX_SOFTWARE" "the target did not start; see $target_log"
+  fi
+  pgs_wait_ready "$TARGET_ADDR" "$TARGET_PORT" 120 || fail "$EX_UNAVAILABLE" "the target did not accept connections; see $target_log"
+  [[ $(retry 5 target_in_recovery) == t ]] || fail "$EX_SOFTWARE" "the target is not in recovery: it must be a standby until the switchover"
+  if [[ $mode == stream ]]; then
+    deadline=$((SECONDS + catchup_timeout))
+    until [[ $(tgt_psql -c "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'" 2>/dev/null) == 1 ]]; do
+      ((SECONDS < deadline)) || fail "$EX_UNAVAILABLE" "the target does not stream from the source after --catchup-timeout $catchup_timeout s; see $target_log"
+      sleep 0.1
+    done
+  fi
+  # The old source must be able to follow the target after the switch.
+  probe_reverse
+  phase_end mode="$mode" rewound:=$rewound
+}
 
 # --- 4 wait ------------------------------------------------------------------------------
-phase_begin wait
-if [[ $when == advised ]]; then
-  [[ -n $history && -r $history ]] || fail "$EX_USAGE" "--when advised needs a readable --history FILE"
-  [[ -x $bin/window-advisor ]] || fail "$EX_UNAVAILABLE" "--when advised needs $bin/window-advisor (make release)"
-  # The horizon starts now (window-advisor's default is the end of the history).
-  rec=$("$bin/window-advisor" recommend --history "$history" --window "$window" --top 1 --from now |
-    jq -c 'select(.type == "window")' | head -n 1)
-  [[ -n $rec ]] || fail "$EX_DATAERR" "window-advisor recommended no window for $history"
-  start_s=$(jq -r '.start' <<<"$rec" | xargs -I{} date -d {} +%s)
-  emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))
-  if ((start_s > $(date +%s))); then
-    ((start_s - $(date +%s) <= max_wait)) || fail "$EX_TEMPFAIL" "the advised window starts in $((start_s - $(date +%s))) s, after --max-wait $max_wait s"
-    pgs_log "waiting $((start_s - $(date +%s))) s for the advised window"
-    sleep $((start_s - $(date +%s)))
+wait_for_switch() {
+  phase_begin wait
+  local rec start_s deadline lag switched
+  if [[ $when == advised ]]; then
+    [[ -n $history && -r $history ]] || fail "$EX_USAGE" "--when advised needs a readable --history FILE"
+    [[ -x $bin/window-advisor ]] || fail "$EX_UNAVAILABLE" "--when advised needs $bin/window-advisor (make release)"
+    # The horizon starts now (window-advisor's default is the end of the history).
+    rec=$("$bin/window-advisor" recommend --history "$history" --window "$window" --top 1 --from now |
+      jq -c 'select(.type == "window")' | head -n 1)
+    [[ -n $rec ]] || fail "$EX_DATAERR" "window-advisor recommended no window for $history"
+    start_s=$(jq -r '.start' <<<"$rec" | xargs -I{} date -d {} +%s)
+    emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))
+    if ((start_s > $(date +%s))); then
+      ((start_s - $(date +%s) <= max_wait)) || fail "$EX_TEMPFAIL" "the advised window starts in $((start_s - $(date +%s))) s, after --max-wait $max_wait s"
+      pgs_log "waiting $((start_s - $(date +%s))) s for the advised window"
+      while (($(date +%s) < start_s)); do sleep 1; done
+    fi
   fi
-fi
-deadline=$((SECONDS + 600))
-if [[ $mode == stream ]]; then
-  while :; do
-    lag=$(src_psql -c "SELECT coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')")
-    ((lag >= 0 && lag <= max_lag)) && break
-    ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after 600 s (limit --max-lag $max_lag)"
-    sleep 0.2
-  done
-else
-  # Archive mode: what the target has not replayed at the switch must travel through the
-  # archive inside the downtime. So close the current segment (pg_switch_wal), wait until the
-  # target has replayed it, and repeat until little WAL was written meanwhile.
-  while :; do
-    switched=$(src_psql -c "SELECT pg_switch_wal()")
-    until [[ $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() >= '$switched'::pg_lsn") == t ]]; do
-      ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target did not replay $switched from the archive within 600 s (check archive_command on the source and restore_command on the target)"
-      sleep 0.05
+  deadline=$((SECONDS + catchup_timeout))
+  if [[ $mode == stream ]]; then
+    while :; do
+      lag=$(retry 10 src_psql -c "SELECT coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')") ||
+        fail "$EX_UNAVAILABLE" "cannot read the replication lag from the source: ${lag//$'\n'/ }"
+      ((lag >= 0 && lag <= max_lag)) && break
+      ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after --catchup-timeout $catchup_timeout s (limit --max-lag $max_lag); the standby is kept: run again to go on"
+      sleep 0.2
     done
-    lag=$(src_psql -c "SELECT pg_current_wal_lsn() - '$switched'::pg_lsn")
-    ((lag <= max_lag)) && break
-  done
-fi
-phase_end lag_bytes:="$lag"
+  else
+    # Archive mode: what the target has not replayed at the switch must travel through the
+    # archive inside the downtime. So close the current segment (pg_switch_wal), wait until the
+    # target has replayed it, and repeat until little WAL was written meanwhile.
+    while :; do
+      switched=$(retry 10 src_psql -c "SELECT pg_switch_wal()") || fail "$EX_UNAVAILABLE" "pg_switch_wal on the source: $switched"
+      until [[ $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() >= '$switched'::pg_lsn" 2>/dev/null) == t ]]; do
+        ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target did not replay $switched from the archive within --catchup-timeout $catchup_timeout s (check archive_command on the source and restore_command on the target)"
+        sleep 0.05
+      done
+      lag=$(retry 10 src_psql -c "SELECT pg_current_wal_lsn() - '$switched'::pg_lsn") || fail "$EX_UNAVAILABLE" "reading the source's WAL position: $lag"
+      ((lag <= max_lag)) && break
+    done
+  fi
+  phase_end lag_bytes:="$lag"
+}
 
 # --- 5 switchover ------------------------------------------------------------------------
-run_hook before_switchover
-phase_begin switchover
-wal_before_switch=$(src_psql -c "SELECT pg_current_wal_lsn()")
-if [[ $mode == archive ]]; then
-  tgt_psql -c "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'" -c "SELECT pg_reload_conf()" >/dev/null
-fi
-
-# The target's session is opened now, before the source stops, so that connecting is off the
-# clock; it reads the rest of its script once the final checkpoint is known.
-coproc PROMO { tgt_psql -F ' ' 2>&1; }
-# Our own copies of its pipes: bash closes the coproc's when it exits, before we read.
-exec {promo_in}>&"${PROMO[1]}" {promo_out}<&"${PROMO[0]}"
-eval "exec ${PROMO[1]}>&- ${PROMO[0]}<&-"
-# shellcheck disable=SC2153  # set by coproc
-promo_pid=$PROMO_PID
-printf '%s\n' "SET statement_timeout = 0;" "SELECT 'ready';" >&"$promo_in"
-read -r -t "$switch_timeout" ready <&"$promo_out" || ready=""
-[[ $ready == ready ]] || fail "$EX_UNAVAILABLE" "cannot open a session on the target: $ready"
-
-# A checkpoint right before the stop leaves the shutdown checkpoint (inside the downtime)
-# little to write.
-src_psql -c "CHECKPOINT" >/dev/null
-
-# One call on the source host: fast shutdown, wait for the postmaster to go (5 ms polls, not
-# pg_ctl's 100 ms), then pg_controldata. Clients see errors from here on.
-state=stopping
-t_stop=$(pgs_now_ms)
-# shellcheck disable=SC2016  # expanded on the source host
-control=$(on_src sh -c '
-  d=$1 bin=$2 limit=$3
-  [ -f "$d/postmaster.pid" ] || { echo "not running"; exit 3; }
-  pid=$(head -n 1 "$d/postmaster.pid")
-  kill -INT "$pid" || exit 4
-  i=0
-  while [ -f "$d/postmaster.pid" ]; do
-    sleep 0.005; i=$((i + 1)); [ $i -lt $((limit * 200)) ] || { echo "still running"; exit 5; }
-  done
-  "$bin/pg_controldata" "$d"' migrate-stop "$SOURCE_PGDATA" "$PG_BIN" "$switch_timeout" 2>&1) ||
-  fail "$EX_SOFTWARE" "stopping the source failed: ${control//$'\n'/ }"
-t_stopped=$(pgs_now_ms)
-# Parsed without forking: this is inside the downtime.
-cluster_state="" ckpt_lsn="" ckpt_tli="" seg_size=""
-while IFS= read -r line; do
-  case $line in
-    "Database cluster state:"*) cluster_state=${line#*:} ;;
-    "Latest checkpoint location:"*) ckpt_lsn=${line#*:} ;;
-    "Latest checkpoint's TimeLineID:"*) ckpt_tli=${line#*:} ;;
-    "Bytes per WAL segment:"*) seg_size=${line#*:} ;;
-  esac
-done <<<"$control"
-read -r cluster_state <<<"$cluster_state"
-cluster_state=${cluster_state% }
-ckpt_lsn=${ckpt_lsn// /} ckpt_tli=${ckpt_tli// /} seg_size=${seg_size// /}
-[[ $cluster_state == "shut down" ]] ||
-  fail "$EX_SOFTWARE" "the source did not shut down cleanly (pg_controldata says '$cluster_state')"
-emit proof name=source_clean_shutdown cluster_state="$cluster_state" checkpoint_lsn="$ckpt_lsn" timeline:="$ckpt_tli"
-run_hook after_stop
-
-if [[ $mode == archive ]]; then
-  # The segment holding the shutdown checkpoint is not full, so the archiver never shipped
-  # it: ship it now (the rest of the file past the checkpoint is not valid WAL, and recovery
-  # stops reading there).
-  hi=$((16#${ckpt_lsn%/*})) lo=$((16#${ckpt_lsn#*/}))
-  segno=$(((hi * 4294967296 + lo) / seg_size))
-  per_id=$((4294967296 / seg_size))
-  seg=$(printf '%08X%08X%08X' "$ckpt_tli" $((segno / per_id)) $((segno % per_id)))
-  out=$(on_src "$bin/wal-ship" push "$SOURCE_PGDATA/pg_wal/$seg" --to "$archive" 2>&1) ||
-    fail "$EX_IOERR" "shipping the last segment $seg failed: ${out//$'\n'/ }"
-  emit proof name=last_segment_shipped segment="$seg"
-fi
-
-# The target must have replayed past the source's final checkpoint, on its timeline: then
-# every acknowledged commit is there. One session does the proof, the promotion and the
-# first write. Its polling loops commit every round: a snapshot held across them would make
-# replay of a cleanup record wait for this very session (max_standby_*_delay, 30 s).
-run_hook before_promote
-state=promoting
-t_promote=$(pgs_now_ms)
-[[ $ckpt_lsn =~ ^[0-9A-F]+/[0-9A-F]+$ ]] || fail "$EX_SOFTWARE" "unexpected checkpoint location '$ckpt_lsn' from pg_controldata"
-# (If the target's session died meanwhile, the writes and reads below fail quietly and `wait`
-# reports it.)
-cat 2>/dev/null 1>&"$promo_in" <<SQL || true
-SELECT set_config('pgshift.deadline', (clock_timestamp() + interval '$switch_timeout seconds')::text, false);
-DO \$\$
-BEGIN
-  WHILE coalesce(pg_last_wal_replay_lsn() <= '$ckpt_lsn'::pg_lsn, true) LOOP
-    IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
-      RAISE EXCEPTION 'target replayed only up to % (needs past $ckpt_lsn)', pg_last_wal_replay_lsn();
-    END IF;
-    PERFORM pg_sleep(0.005);
-    COMMIT; -- hold no snapshot between polls: replay must never wait for this session
-  END LOOP;
-END \$\$;
-SELECT 'replayed', pg_last_wal_replay_lsn(), (SELECT timeline_id FROM pg_control_checkpoint()),
-       coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0);
-SELECT 'promote', pg_promote(false);
-DO \$\$
-BEGIN
-  WHILE pg_is_in_recovery() LOOP
-    IF clock_timestamp() > current_setting('pgshift.deadline')::timestamptz THEN
-      RAISE EXCEPTION 'the target is still in recovery after pg_promote';
-    END IF;
-    PERFORM pg_sleep(0.005);
-    COMMIT; -- hold no snapshot between polls: replay must never wait for this session
-  END LOOP;
-END \$\$;
-SELECT 'writable', txid_current(), pg_current_wal_lsn(), ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int;
-\\q
-SQL
-exec {promo_in}>&- 2>/dev/null || true
-promo=$(cat <&"$promo_out" 2>/dev/null) || true
-wait "$promo_pid" 2>/dev/null || fail "$EX_SOFTWARE" "promoting the target failed: ${promo//$'\n'/ }"
-t_writable=$(pgs_now_ms)
-state=promoted
-read -r _ replayed_lsn replay_tli received_tli <<<"$(grep '^replayed' <<<"$promo")"
-read -r _ new_xid new_lsn new_tli <<<"$(grep '^writable' <<<"$promo")"
-emit proof name=target_replayed_final_checkpoint checkpoint_lsn="$ckpt_lsn" replayed_lsn="$replayed_lsn" source_timeline:="$ckpt_tli" received_timeline:="${received_tli:-0}" restartpoint_timeline:="${replay_tli:-0}"
-emit proof name=target_writable xid:="$new_xid" lsn="$new_lsn" timeline:="$new_tli"
-downtime_ms=$((t_writable - t_stop))
-run_hook after_promote
-
-# Fence the old source: if anyone starts it, it comes up as a standby of the new primary.
-new_primary_conninfo="host=$TARGET_ADDR port=$TARGET_PORT user=$REPL_USER password=$repl_password application_name=pgshift_rejoin sslmode=prefer"
-on_src rm -rf "$SOURCE_PGDATA/pg_replslot/$slot"
-on_src sh -c "sed -i '/^primary_conninfo/d; /^primary_slot_name/d' '$SOURCE_PGDATA/postgresql.auto.conf' &&
-  printf '%s\n' \"primary_conninfo = '$new_primary_conninfo'\" >> '$SOURCE_PGDATA/postgresql.auto.conf' &&
-  touch '$SOURCE_PGDATA/standby.signal'"
-emit proof name=old_source_fenced standby_signal:=true
-phase_end downtime_ms:=$downtime_ms stop_ms:=$((t_stopped - t_stop)) promote_ms:=$((t_writable - t_promote)) \
-  stop_at_ms:="$t_stop" stopped_at_ms:="$t_stopped" writable_at_ms:="$t_writable" \
-  checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli"
+downtime_ms=null ckpt_lsn="" new_tli=null wal_before_switch=""
+switchover() {
+  run_hook before_switchover
+  phase_begin switchover
+  wal_before_switch=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
+  local rc=0
+  switch || rc=$?
+  after_switch "$rc"
+  read_switch_facts
+  phase_end downtime_ms:="$downtime_ms" stop_ms:="$(jq '.stop_ms // null' <<<"$sw")" \
+    promote_ms:="$(jq '.promote_ms // null' <<<"$sw")" stop_at_ms:="$(jq '.stop_at_ms // null' <<<"$sw")" \
+    stopped_at_ms:="$(jq '.stopped_at_ms // null' <<<"$sw")" writable_at_ms:="$(jq '.writable_at_ms // null' <<<"$sw")" \
+    checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" outcome="$(jq -r '.outcome // empty' <<<"$sw")" \
+    promote_signals:="$(jq '.promote_signals // 0' <<<"$sw")"
+}
+read_switch_facts() {
+  downtime_ms=$(jq '.downtime_ms // null' <<<"$sw")
+  ckpt_lsn=$(jq -r '.checkpoint_lsn // empty' <<<"$sw")
+  new_tli=$(jq '.new_timeline // null' <<<"$sw")
+}
 
 # --- 6 rejoin ----------------------------------------------------------------------------
 # The old source comes back as a streaming standby of the new primary: its shutdown was clean
 # and the new primary has all its WAL, so it follows the new timeline without a rewind. This
 # keeps the pair replicated, and is what makes --reverse a plain switchover.
-if ((rejoin)); then
+rejoin_old_source() {
+  ((rejoin)) || return 0
+  run_hook before_rejoin
   phase_begin rejoin
+  # The slot the target used on the source: a standby keeps its own slots, and this one
+  # would hold WAL forever. The old source is stopped (fenced) or already following.
+  if ! on_src test -f "$SOURCE_PGDATA/postmaster.pid"; then
+    on_src rm -rf "$SOURCE_PGDATA/pg_replslot/$slot"
+  fi
   follow "$SOURCE_SPEC" "$SOURCE_PGDATA" "$source_log" "$source_host_addr" "$source_port" \
     "$TARGET_ADDR" "$TARGET_PORT" ||
-    fail "$EX_UNAVAILABLE" "the old source does not stream from the new primary; see $source_log"
-  [[ $(src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
+    fail "$EX_UNAVAILABLE" "the old source does not stream from the new primary; see $source_log (the new primary serves; run the same command again to retry the rejoin)"
+  [[ $(retry 5 src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
   phase_end rewound:=$rewound
-fi
+}
 
 # --- 7 verify ----------------------------------------------------------------------------
 verdict=skipped
-if ((verify && rejoin)); then
+verify_pair() {
+  ((verify && rejoin)) || return 0
+  run_hook before_verify
   phase_begin verify
+  local out_dir rows_out sums_out rc_rows=0 rc_sums=0 rows_summary sums_summary
   # The tools' own JSON lines go next to the report (or to a scratch directory).
   if [[ -n $report ]]; then
     out_dir=$(dirname "$report")
@@ -630,7 +804,6 @@ if ((verify && rejoin)); then
   fi
   pgs_log "verification records in $out_dir/verify-*.jsonl"
   rows_out=$out_dir/verify-rowcount.jsonl sums_out=$out_dir/verify-checksum.jsonl
-  rc_rows=0 rc_sums=0
   "$bin/rowcount-diff" --source "$tgt_dsn" --target "$src_dsn" >"$rows_out" || rc_rows=$?
   "$bin/pg-checksum" --source "$tgt_dsn" --target "$src_dsn" --wait-replay --timeout 120s --recheck 3 \
     >"$sums_out" || rc_sums=$?
@@ -644,19 +817,68 @@ if ((verify && rejoin)); then
   esac
   phase_end verdict="$verdict" rowcount_exit:=$rc_rows checksum_exit:=$rc_sums \
     rowcount_summary:="${rows_summary:-null}" checksum_summary:="${sums_summary:-null}"
-fi
+}
+
+# --- The runbook -------------------------------------------------------------------------
+done_already=0 fresh_target=0 rewound=false
+case $resume in
+  switch)
+    # Interrupted inside the switchover: pg-switch looks at both hosts and finishes it (with
+    # its proofs) or rolls back; then this run goes on from there.
+    phase_begin switchover resumed:=true
+    rc=0
+    switch || rc=$?
+    if ((rc == 1)); then
+      pgs_log "the interrupted switchover was rolled back; switching again"
+      state=standby
+      phase_end outcome=rolled_back
+      preflight
+      catch_up
+      wait_for_switch
+      switchover
+    else
+      after_switch "$rc"
+      read_switch_facts
+      phase_end downtime_ms:="$downtime_ms" checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" \
+        outcome="$(jq -r '.outcome // empty' <<<"$sw")" resumed:=true
+    fi
+    ;;
+  after_switch) state=switched ;;
+  *)
+    preflight
+    if ((done_already)); then
+      note "done" verdict=already_done
+      emit summary success:=true exit_code:=0 already_done:=true new_primary="$TARGET_ADDR:$TARGET_PORT" \
+        journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      pgs_log "nothing to do: $TARGET_ADDR:$TARGET_PORT is the primary and $src_id follows it (to move back: --reverse)"
+      trap - EXIT
+      exit 0
+    fi
+    base_copy
+    catch_up
+    wait_for_switch
+    switchover
+    ;;
+esac
+rejoin_old_source
+verify_pair
 
 # --- 8 report ----------------------------------------------------------------------------
 phase=report
-wal_moved=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$wal_before_switch')::bigint")
+wal_moved=0
+if [[ -n $ckpt_lsn && -n $wal_before_switch ]]; then
+  wal_moved=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$wal_before_switch')::bigint" 2>/dev/null || echo 0)
+fi
 code=$EX_OK
 case $verdict in different) code=$EX_DIFF ;; error) code=$EX_SOFTWARE ;; esac
 ok=true
 ((code == 0)) || ok=false
 phases=$(for p in "${phase_order[@]}"; do printf '"%s":%s\n' "$p" "${phase_ms[$p]}"; done | paste -sd, -)
-emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:=$downtime_ms \
+note "done" verdict="$verdict" exit_code:=$code
+emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:="$downtime_ms" \
   phases_ms:="{$phases}" bytes_copied:="$bytes_copied" wal_bytes_during_switch:="${wal_moved:-0}" \
   verdict="$verdict" new_primary="$TARGET_ADDR:$TARGET_PORT" old_primary="$source_host_addr:$source_port" \
-  checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" resumed="${resume:-none}" journal="$journal" \
+  elapsed_ms:=$(($(pgs_now_ms) - run_start))
 trap - EXIT
 exit "$code"

@@ -344,13 +344,22 @@ impl Run {
                 Err(e) => return Err(stop(ErrorKind::Unavailable, format!("{e:#}"))),
             };
             if out.ok() {
-                let control = out
-                    .stdout
-                    .split_once("---\n")
-                    .map(|(_, c)| c)
-                    .ok_or_else(|| "no control data".to_owned())
-                    .and_then(Control::parse);
-                return control.map_err(|e| {
+                let (head, control) = out.stdout.split_once("---\n").unwrap_or(("", ""));
+                // The script prints "fenced" only once standby.signal and the conninfo are
+                // on disk.
+                let fenced = head.lines().any(|l| l == "fenced");
+                self.proof(
+                    "old_source_fenced",
+                    fenced,
+                    json!({"standby_signal": fenced, "stop": head.lines().nth(1)}),
+                );
+                if !fenced {
+                    return Err(stop(
+                        ErrorKind::Internal,
+                        format!("the stop call did not report the fence: {}", out.describe()),
+                    ));
+                }
+                return Control::parse(control).map_err(|e| {
                     stop(
                         ErrorKind::Internal,
                         format!("stopping the source: {e}: {}", out.describe()),
