@@ -863,10 +863,16 @@ pub fn tool_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// Skip the calling test with a printed reason (for what the machine may lack).
+/// Skip the calling test with a printed reason (for what the machine may lack); under
+/// `CI=true` it fails instead, so that a CI run never passes a test that did not run.
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {{
+        // In CI (.ci/run sets CI=true) every test must run: a missing part is a failure of the
+        // machine's setup (make setup), not a pass.
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("cannot run under CI=true: {}", format_args!($($arg)*));
+        }
         eprintln!("SKIPPED: {}", format_args!($($arg)*));
         return;
     }};

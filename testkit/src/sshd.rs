@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Sshd {
     child: Child,
+    addr: String,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -45,6 +46,12 @@ impl Sshd {
     /// cannot run here. The client key is readable by the server's user (see
     /// [`crate::run_as`]) too, so commands run as `postgres` can use it.
     pub fn start(users: &[&str]) -> Result<Sshd, String> {
+        Sshd::start_at("127.0.0.1", None, users)
+    }
+
+    /// The same, listening on `addr` inside network namespace `netns` (a "host" of
+    /// hosts-local.sh --netns), reached from here over the namespaces' bridge.
+    pub fn start_at(addr: &str, netns: Option<&str>, users: &[&str]) -> Result<Sshd, String> {
         let sshd = Path::new("/usr/sbin/sshd");
         if !sshd.exists() {
             return Err("/usr/sbin/sshd is not installed (apt-get install openssh-server)".into());
@@ -69,10 +76,7 @@ impl Sshd {
         }
         let port = crate::free_port("127.0.0.1");
         let host_pub = fs::read_to_string(d.join("host_key.pub")).map_err(|e| e.to_string())?;
-        fs::write(
-            d.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {host_pub}"),
-        )
+        fs::write(d.join("known_hosts"), format!("[{addr}]:{port} {host_pub}"))
         .map_err(|e| e.to_string())?;
         let root = if users.contains(&"root") {
             "prohibit-password"
@@ -82,13 +86,14 @@ impl Sshd {
         fs::write(
             d.join("sshd_config"),
             format!(
-                "ListenAddress 127.0.0.1\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
+                "ListenAddress {2}\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
                  AuthorizedKeysFile {0}/authorized_keys\nStrictModes no\nUsePAM yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin {root}\nAllowUsers {1}\n\
                  MaxStartups 50\n",
                 d.display(),
-                users.join(" ")
+                users.join(" "),
+                addr
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -98,7 +103,15 @@ impl Sshd {
             let _ = fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755));
         }
         let log = fs::File::create(d.join("sshd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(sshd)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sshd);
+                c
+            }
+            None => Command::new(sshd),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
             .args(["-p", &port.to_string()])
@@ -107,9 +120,14 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start sshd: {e}"))?;
-        let mut s = Sshd { child, port, dir };
+        let mut s = Sshd {
+            child,
+            addr: addr.to_owned(),
+            port,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((addr, port)).is_err() {
             if s.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
                 return Err(format!("sshd did not start: {}", s.log().trim()));
             }
@@ -118,9 +136,14 @@ impl Sshd {
         Ok(s)
     }
 
-    /// The port it listens on (127.0.0.1).
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Its directory (keys, config, log).

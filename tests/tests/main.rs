@@ -1,6 +1,8 @@
 //! End-to-end tests: one binary, one module per concern.
 
 mod fixture;
+mod hosts;
+mod interrupt;
 mod migrate;
 mod scripts_lib;
 mod ship_cron;
