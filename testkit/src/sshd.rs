@@ -77,7 +77,7 @@ impl Sshd {
         let port = crate::free_port("127.0.0.1");
         let host_pub = fs::read_to_string(d.join("host_key.pub")).map_err(|e| e.to_string())?;
         fs::write(d.join("known_hosts"), format!("[{addr}]:{port} {host_pub}"))
-        .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?;
         let root = if users.contains(&"root") {
             "prohibit-password"
         } else {

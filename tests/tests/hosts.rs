@@ -369,4 +369,3 @@ pub fn chrono_ms(ts: &str) -> i64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
-

@@ -28,8 +28,15 @@ fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {
     let mut reverse = false;
     for sig in ["KILL", "TERM"] {
         for &(point, delay) in POINTS {
-            let what = format!("SIG{sig} at {point}{}", if reverse { " (B to A)" } else { "" });
-            let pause = if point.starts_with("during") { "sleep 0.5; " } else { "" };
+            let what = format!(
+                "SIG{sig} at {point}{}",
+                if reverse { " (B to A)" } else { "" }
+            );
+            let pause = if point.starts_with("during") {
+                "sleep 0.5; "
+            } else {
+                ""
+            };
             // The hook's shell ignores SIGTERM itself so that it can send it to everyone.
             let action = match sig {
                 "KILL" => "kill -KILL 0".to_owned(),
@@ -40,7 +47,11 @@ fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {
             if reverse {
                 args.push("--reverse");
             }
-            let env: Vec<(&str, &str)> = if delay.is_empty() { vec![] } else { vec![(delay, "1500")] };
+            let env: Vec<(&str, &str)> = if delay.is_empty() {
+                vec![]
+            } else {
+                vec![(delay, "1500")]
+            };
             let (code, out, err) = hosts.migrate_raw(&args, &env);
             match sig {
                 "KILL" => assert_eq!(code, -1, "{what}: killed\n{err}"),
@@ -65,10 +76,21 @@ fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {
             }
             let (code, recs, err) = hosts.migrate(&again);
             let s = summary(&recs);
-            assert_eq!(code, 0, "{what}, then the same command again: {s}\n{err}\nfirst run:\n{out}");
+            assert_eq!(
+                code, 0,
+                "{what}, then the same command again: {s}\n{err}\nfirst run:\n{out}"
+            );
             assert_eq!(s["verdict"], "equal", "{what}: {s}");
-            assert_eq!(hosts.in_recovery(dst), Some(false), "{what}: the target is the primary");
-            assert_eq!(hosts.in_recovery(src), Some(true), "{what}: the old source follows it");
+            assert_eq!(
+                hosts.in_recovery(dst),
+                Some(false),
+                "{what}: the target is the primary"
+            );
+            assert_eq!(
+                hosts.in_recovery(src),
+                Some(true),
+                "{what}: the old source follows it"
+            );
             reverse = !reverse;
         }
     }
@@ -107,11 +129,17 @@ fn exclusive_target_unreachable_during_the_promotion_never_two_primaries() {
     let opts = sshd.ssh_options().join(" ");
     let tc = |rate: &str| {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns_b, "tc", "qdisc", "change", "dev", "eth0", "root", "tbf"])
+            .args([
+                "netns", "exec", &ns_b, "tc", "qdisc", "change", "dev", "eth0", "root", "tbf",
+            ])
             .args(rate.split_whitespace())
             .output()
             .unwrap();
-        assert!(out.status.success(), "tc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let load = Load::start(&hosts);
     let cut = format!(
@@ -132,9 +160,15 @@ fn exclusive_target_unreachable_during_the_promotion_never_two_primaries() {
     let s = summary(&recs);
     assert_eq!(s["failed_phase"], "switchover", "{s}");
     assert_eq!(s["state"], "unknown", "{s}");
-    assert!(err.contains("pg_controldata"), "the commands to run are printed: {err}");
+    assert!(
+        err.contains("pg_controldata"),
+        "the commands to run are printed: {err}"
+    );
     assert!(!hosts.running('A'), "the source stays down");
-    assert!(hosts.pgdata('A').join("standby.signal").exists(), "and fenced");
+    assert!(
+        hosts.pgdata('A').join("standby.signal").exists(),
+        "and fenced"
+    );
     let journal = std::fs::read_to_string(
         std::fs::read_dir(hosts.dir.join("state"))
             .unwrap()

@@ -184,7 +184,10 @@ fn exclusive_target_stopped_before_promote_restarts_the_source() {
         Some(true),
         "B is confirmed not promoted and runs as a standby again"
     );
-    assert!(!hosts.pgdata('A').join("standby.signal").exists(), "A's fence is removed");
+    assert!(
+        !hosts.pgdata('A').join("standby.signal").exists(),
+        "A's fence is removed"
+    );
     std::thread::sleep(Duration::from_millis(500));
     load.stop_and_verify();
 }
@@ -438,11 +441,8 @@ fn exclusive_wrong_replication_password_on_reverse_is_refused_in_preflight() {
     assert_eq!(code, 0, "{err}");
     let wrong = hosts.dir.join("wrong.pw");
     std::fs::write(&wrong, "not-the-password\n").unwrap();
-    let (code, recs, err) = hosts.migrate(&[
-        "--reverse",
-        "--repl-password-file",
-        wrong.to_str().unwrap(),
-    ]);
+    let (code, recs, err) =
+        hosts.migrate(&["--reverse", "--repl-password-file", wrong.to_str().unwrap()]);
     assert_eq!(code, 69, "{err}");
     let s = summary(&recs);
     assert_eq!(s["failed_phase"], "preflight", "{s}");
@@ -451,7 +451,9 @@ fn exclusive_wrong_replication_password_on_reverse_is_refused_in_preflight() {
     assert_eq!(hosts.in_recovery('B'), Some(false));
     assert_eq!(hosts.in_recovery('A'), Some(true));
     assert!(
-        !of_type(&recs, "proof").iter().any(|p| p["name"] == "source_clean_shutdown"),
+        !of_type(&recs, "proof")
+            .iter()
+            .any(|p| p["name"] == "source_clean_shutdown"),
         "no switchover was attempted"
     );
 }

@@ -173,13 +173,7 @@ impl Run {
             self.say("warning", json!({"message": why}));
         }
         // The retry interval was only for the switch.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            tgt.batch_execute(
-                "ALTER SYSTEM RESET wal_retrieve_retry_interval; SELECT pg_reload_conf()",
-            ),
-        )
-        .await;
+        retry_interval(&tgt, "ALTER SYSTEM RESET wal_retrieve_retry_interval").await;
         Ok(Outcome::Promoted)
     }
 
@@ -227,13 +221,7 @@ impl Run {
                  unreplayed): run SELECT pg_wal_replay_resume() on it",
             ));
         }
-        let _ = tokio::time::timeout(
-            limit,
-            tgt.batch_execute(
-                "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'; SELECT pg_reload_conf()",
-            ),
-        )
-        .await;
+        retry_interval(tgt, "ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'").await;
         if !fresh {
             return Ok(PreChecks {
                 target_system_identifier,
@@ -468,19 +456,28 @@ impl Run {
                 "SELECT (SELECT received_tli FROM pg_stat_wal_receiver)::int, \
                         (SELECT timeline_id FROM pg_control_checkpoint())::int, \
                         (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() \
-                          WHERE name ~ '^[0-9A-F]{8}\\.history$')",
+                          WHERE name ~ '^[0-9A-F]{8}\\.history$'), \
+                        current_setting('wal_retrieve_retry_interval')",
                 &[],
             ),
         )
         .await;
-        let (live, restartpoint, newest_history) = match row {
+        let (live, restartpoint, newest_history, retry_interval) = match row {
             Ok(Ok(r)) => (
                 r.get::<_, Option<i32>>(0).map(|v| v as u32),
                 r.get::<_, Option<i32>>(1).map(|v| v as u32),
                 r.get::<_, Option<i32>>(2).map(|v| v as u32),
+                r.get::<_, String>(3),
             ),
             _ => return self.replay_failed(x, replayed, "the target does not answer"),
         };
+        // The guard against PostgreSQL 15 sitting out a WAL-source retry interval before it
+        // acts on a promotion: what the target runs with now (lowered for the switch), and
+        // the re-signal period.
+        self.step(
+            "promotion_guard",
+            json!({"wal_retrieve_retry_interval": retry_interval, "resignal_every_ms": RESIGNAL_MS}),
+        );
         let target_tli = live.or(received_before).or_else(|| {
             // Without a walreceiver (archive mode, a resumed run): the newest timeline whose
             // history the target holds, or the one it restarted on.
@@ -583,7 +580,7 @@ impl Run {
             }
             // PostgreSQL 15 can sit out a retry interval when the promotion lands just after
             // the standby lost its primary: ask again.
-            if signalled.elapsed() >= Duration::from_millis(250) {
+            if signalled.elapsed() >= Duration::from_millis(RESIGNAL_MS) {
                 self.facts.promote_signals += 1;
                 signalled = Instant::now();
                 match signal_promote(tgt).await {
@@ -668,6 +665,28 @@ impl Run {
         }
     }
 }
+
+/// Set (or reset) the target's wal_retrieve_retry_interval and reload. ALTER SYSTEM cannot
+/// share a query string with anything else (it would run in a transaction block). A failure
+/// only weakens the promotion guard: it is reported, and the switch goes on.
+async fn retry_interval(tgt: &Client, alter: &str) {
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        tgt.batch_execute(alter).await?;
+        tgt.batch_execute("SELECT pg_reload_conf()").await
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => shared::msg::error_line(&format!(
+            "warning: {alter} on the target failed: {}",
+            shared::pg::one_line(&e)
+        )),
+        Err(_) => shared::msg::error_line(&format!("warning: {alter} on the target timed out")),
+    }
+}
+
+/// While the target still is in recovery after pg_promote, ask again this often.
+const RESIGNAL_MS: u64 = 250;
 
 /// `pg_promote(false)`: Ok(true) when the target is promoted already.
 async fn signal_promote(tgt: &Client) -> Result<bool, String> {

@@ -117,3 +117,65 @@ fn abort_with_nothing_under_way_changes_nothing_and_refusals_leave_the_source_se
         bad.stderr
     );
 }
+
+#[test]
+fn the_promotion_guard_lowers_the_retry_interval_for_the_switch_only() {
+    // PostgreSQL's default: a standby that lost its primary waits 5 s before it retries its
+    // WAL source, and a promotion landing then can wait with it (seen with PostgreSQL 15).
+    let pair = Pair::new();
+    pair.b.psql(
+        "postgres",
+        "ALTER SYSTEM SET wal_retrieve_retry_interval = '5s'",
+    );
+    pair.b.reload();
+    let r = pair.switch(&pair.a, &pair.b, &[], &[]);
+    r.expect(0);
+    let guard = r
+        .of("step")
+        .into_iter()
+        .find(|s| s["name"] == "promotion_guard")
+        .unwrap_or_else(|| panic!("no promotion_guard step\n{}", r.dump()))
+        .clone();
+    assert_eq!(guard["wal_retrieve_retry_interval"], "50ms", "{guard}");
+    assert_eq!(guard["resignal_every_ms"], 250);
+    assert!(r.summary()["promote_signals"].as_u64().unwrap() >= 1);
+    // Only for the switch: the new primary's configuration no longer carries it.
+    let auto = std::fs::read_to_string(pair.b.data_dir().join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("wal_retrieve_retry_interval"), "{auto}");
+}
+
+#[test]
+fn ssh_to_the_source_killed_mid_stop_the_idempotent_call_is_made_again() {
+    let sshd = match testkit::Sshd::start(&["postgres"]) {
+        Ok(s) => s,
+        Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
+    };
+    let pair = Pair::new();
+    let spec = format!("ssh://postgres@127.0.0.1:{}", sshd.port());
+    let opts = sshd.ssh_options().join(" ");
+    // The stop call sleeps 1.5 s after signalling the postmaster; half a second in, its ssh
+    // client and the remote shell are killed.
+    let hook = "during_stop=sleep 0.5; pkill -KILL -f 'pgshift-sto[p] '";
+    let r = pair.switch(
+        &pair.a,
+        &pair.b,
+        &["--source-host", &spec, "--hook", hook],
+        &[
+            ("PGS_SSH_OPTS", opts.as_str()),
+            ("PGSHIFT_TEST_STOP_DELAY_MS", "1500"),
+        ],
+    );
+    r.expect(0);
+    assert!(r.stderr.contains("calling again"), "{}", r.dump());
+    assert_eq!(proof(&r, "source_clean_shutdown")["ok"], true);
+    assert_eq!(in_recovery(&pair.b), Some(false));
+    assert!(fenced_towards(&pair.a, &pair.b));
+    assert!(
+        sshd.log()
+            .matches("Accepted publickey for postgres")
+            .count()
+            >= 2,
+        "{}",
+        sshd.log()
+    );
+}
