@@ -179,8 +179,7 @@ fn exclusive_target_unreachable_during_the_promotion_never_two_primaries() {
     .unwrap();
     let last_switch = journal
         .lines()
-        .filter(|l| l.contains(r#""by":"pg-switch""#))
-        .next_back()
+        .rfind(|l| l.contains(r#""by":"pg-switch""#))
         .unwrap();
     assert!(last_switch.contains(r#""step":"unknown""#), "{last_switch}");
     assert!(last_switch.contains("reason"), "{last_switch}");
