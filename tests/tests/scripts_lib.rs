@@ -127,6 +127,22 @@ fn scripts_are_shellcheck_clean() {
         "shellcheck:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // pg-switch's remote scripts run under the host's POSIX sh.
+    let remote: Vec<_> = std::fs::read_dir(root.join("tools/pg-switch/src/remote"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!remote.is_empty());
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .args(&remote)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck (sh):\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A fresh directory for bash-made clusters (removed by the scripts themselves).

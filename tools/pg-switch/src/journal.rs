@@ -131,7 +131,13 @@ impl Journal {
         let mut rec = Map::new();
         rec.insert("type".into(), "journal".into());
         rec.insert("seq".into(), self.seq.into());
-        rec.insert("at".into(), jiff::Timestamp::now().to_string().into());
+        rec.insert(
+            "at".into(),
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+                .into(),
+        );
         rec.insert("by".into(), "pg-switch".into());
         rec.insert("pid".into(), std::process::id().into());
         rec.insert("event".into(), "switch".into());

@@ -143,7 +143,9 @@ impl Pair {
             .args(extra)
             .envs(env.iter().copied());
         let what = format!("pg-switch {} -> {} {extra:?}", from.name(), to.name());
-        Run::new(what, cmd.output().unwrap())
+        let run = Run::new(what, cmd.output().unwrap());
+        assert_documented(&run);
+        run
     }
 
     /// Make the fenced old primary `c` run again: it comes up as a standby of the other.
@@ -211,4 +213,28 @@ pub fn journal_steps(path: &Path) -> Vec<String> {
         .filter(|r| r["by"] == "pg-switch")
         .map(|r| r["step"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Every record a run wrote is documented in shared/PROTOCOL.md: its type under the
+/// pg-switch section, and each proof and step by name.
+pub fn assert_documented(run: &Run) {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/PROTOCOL.md");
+        let all = std::fs::read_to_string(path).unwrap();
+        let start = all.find("### pg-switch").expect("a pg-switch section");
+        let end = all[start..].find("\n### scripts").map_or(all.len(), |e| start + e);
+        all[start..end].to_owned()
+    });
+    for r in &run.records {
+        let t = r["type"].as_str().unwrap_or_default();
+        if t == "error" {
+            continue; // a common record, documented at the top
+        }
+        assert!(doc.contains(&format!("#### `{t}`")), "record type {t} is not in PROTOCOL.md: {r}");
+        if t == "proof" || t == "step" {
+            let name = r["name"].as_str().unwrap();
+            assert!(doc.contains(&format!("`{name}`")), "{t} {name} is not in PROTOCOL.md: {r}");
+        }
+    }
 }
