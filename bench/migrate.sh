@@ -2,7 +2,8 @@
 # bench/migrate.sh: switchover downtime under load, pgshift's migrate.sh against the hand
 # sequence (pg_ctl stop -m fast, then SELECT pg_promote(true)), measured in the same run.
 #
-#   bench/migrate.sh [--rounds N] [--clients N] [--archive-rounds N] [--bin DIR]
+#   bench/migrate.sh [--rounds N] [--clients N] [--archive-rounds N] [--peers LIST]
+#                    [--peer-rounds N] [--bin DIR]
 #
 # Two local hosts (hosts-local.sh); after one initial migration A→B (the base copy), each
 # round switches the primary back and forth while load-gen (--clients, mixed workload: TPC-B
@@ -10,26 +11,33 @@
 # For every switchover: load-gen's max_write_gap_ms (what clients saw), migrate's own
 # downtime_ms, and lost/split-brain writes from load-gen --verify. --rounds switchovers each
 # way with migrate.sh, the same with the hand sequence, then --archive-rounds each way in
-# archive mode (wal-ship only, no streaming).
+# archive mode (wal-ship only, no streaming). Then the peers a DBA would otherwise use, each at
+# its defaults, under the same probe (--peers, default patroni,pg_auto_failover; --peer-rounds
+# switchovers each way, default --rounds): Patroni 3 with etcd (`patronictl switchover`) and
+# pg_auto_failover 2.0 (`pg_autoctl perform switchover`), see bench/lib/peers.sh.
 # Prints one `switchover` record per switchover and a `summary` (medians, max, lost) on
 # stdout; also writes them to bench/results/migrate-<timestamp>.jsonl.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
+. "$here/bench/lib/peers.sh"
 PGS_NAME=bench-migrate
 
-rounds=10 clients=4 archive_rounds=3 bin=$here/target/release
+rounds=10 clients=4 archive_rounds=3 bin=$here/target/release peers=patroni,pg_auto_failover peer_rounds=""
 while (($#)); do
   case $1 in
     --rounds) rounds=${2:?}; shift ;;
     --clients) clients=${2:?}; shift ;;
     --archive-rounds) archive_rounds=${2:?}; shift ;;
+    --peers) peers=${2?}; shift ;;
+    --peer-rounds) peer_rounds=${2:?}; shift ;;
     --bin) bin=${2:?}; shift ;;
     *) pgs_die "$EX_USAGE" "unknown option '$1'" ;;
   esac
   shift
 done
-for t in load-gen wal-ship rowcount-diff pg-checksum; do
+peer_rounds=${peer_rounds:-$rounds}
+for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch; do
   [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
 done
 pgs_require_cmd jq
@@ -37,7 +45,15 @@ out=$(pgs_results_file migrate jsonl)
 : >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
 chmod 755 "$work"
-trap '"$here/scripts/hosts-local.sh" destroy "$work/s" >/dev/null 2>&1 || true; "$here/scripts/hosts-local.sh" destroy "$work/a" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+export PGSHIFT_STATE_DIR=$work/state
+cleanup() {
+  "$here/scripts/hosts-local.sh" destroy "$work/s" >/dev/null 2>&1 || true
+  "$here/scripts/hosts-local.sh" destroy "$work/a" >/dev/null 2>&1 || true
+  [[ -d $work/patroni ]] && PEER_DIR=$work/patroni peer_patroni_down
+  [[ -d $work/pgaf ]] && PEER_DIR=$work/pgaf peer_pgaf_down
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 record() {
   printf '%s\n' "$1"
@@ -50,10 +66,32 @@ load_start() {
   # shellcheck disable=SC1090
   . "$env"
   port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+  load_start_dsn "host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+}
+
+# load_start_dsn DSN: the probe every switchover in this benchmark is measured with.
+load_start_dsn() {
   load_out=$work/load-$RANDOM.jsonl
-  pgs_load_start "$bin/load-gen" \
-    "host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write" \
-    "$load_out" -c "$clients" -w mixed --log "$load_out.acks" --verify
+  pgs_load_start "$bin/load-gen" "$1" "$load_out" -c "$clients" -w mixed --log "$load_out.acks" --verify
+}
+
+# peer_switch KIND: one switchover by a peer under the probe; prints its record (downtime_ms
+# is the peer command's own wall time, from the call until it returned).
+peer_switch() {
+  local kind=$1 t0 t1
+  load_start_dsn "$PEER_DSN"
+  sleep 1
+  t0=$(pgs_now_ms)
+  case $kind in
+    patroni) peer_patroni_switch ;;
+    pg_auto_failover) peer_pgaf_switch ;;
+  esac
+  t1=$(pgs_now_ms)
+  sleep 1
+  pgs_load_stop
+  record "$(jq -c --arg kind "$kind" --argjson ms $((t1 - t0)) \
+    '{type: "switchover", kind: $kind, mode: "stream", command_ms: $ms,
+      max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$PGS_LOAD_SUMMARY")"
 }
 
 # hand_switch ENV DIRECTION: the hand sequence, then the old primary rejoins as a standby.
@@ -131,17 +169,37 @@ if ((archive_rounds > 0)); then
   done
 fi
 
+for peer in ${peers//,/ }; do
+  case $peer in
+    patroni) pgs_log "Patroni 3 + etcd: two members"; peer_patroni_up "$work/patroni" ;;
+    pg_auto_failover) pgs_log "pg_auto_failover 2.0: a monitor and two nodes"; peer_pgaf_up "$work/pgaf" ;;
+    *) pgs_die "$EX_USAGE" "unknown peer '$peer' (patroni, pg_auto_failover)" ;;
+  esac
+  for ((i = 1; i <= 2 * peer_rounds; i++)); do peer_switch "$peer"; done
+  case $peer in
+    patroni) peer_patroni_down ;;
+    pg_auto_failover) peer_pgaf_down ;;
+  esac
+done
+
 jq -s -c '
   def stats(f): (map(f) | sort) as $s | {median: (if ($s | length) == 0 then null else $s[($s | length) / 2 | floor] end), max: ($s | max), n: ($s | length)};
   [.[] | select(.type == "switchover")] as $all
   | ($all | map(select(.kind == "pgshift" and .mode == "stream"))) as $p
   | ($all | map(select(.kind == "hand"))) as $h
   | ($all | map(select(.mode == "archive"))) as $a
+  | ($all | map(select(.kind == "patroni"))) as $pat
+  | ($all | map(select(.kind == "pg_auto_failover"))) as $af
+  | def ratio($x; $y): if ($x | length) > 0 and ($y | length) > 0 then
+      (($x | stats(.max_write_gap_ms).median) / ($y | stats(.max_write_gap_ms).median) * 100 | round / 100) else null end;
   | {type: "summary", tool: "bench-migrate",
      pgshift_gap_ms: ($p | stats(.max_write_gap_ms)), pgshift_downtime_ms: ($p | stats(.downtime_ms)),
      hand_gap_ms: ($h | stats(.max_write_gap_ms)), hand_downtime_ms: ($h | stats(.downtime_ms)),
      archive_gap_ms: ($a | stats(.max_write_gap_ms)), archive_downtime_ms: ($a | stats(.downtime_ms)),
      lost: ($all | map(.lost // 0) | add), split_brain: ($all | map(.split_brain // 0) | add),
-     median_gap_ratio_pgshift_vs_hand: (if ($h | length) > 0 and ($p | length) > 0 then
-       (($p | stats(.max_write_gap_ms).median) / ($h | stats(.max_write_gap_ms).median) * 100 | round / 100) else null end)}' \
+     patroni_gap_ms: ($pat | stats(.max_write_gap_ms)), patroni_command_ms: ($pat | stats(.command_ms)),
+     pg_auto_failover_gap_ms: ($af | stats(.max_write_gap_ms)), pg_auto_failover_command_ms: ($af | stats(.command_ms)),
+     median_gap_ratio_pgshift_vs_hand: ratio($p; $h),
+     median_gap_ratio_pgshift_vs_patroni: ratio($p; $pat),
+     median_gap_ratio_pgshift_vs_pg_auto_failover: ratio($p; $af)}' \
   "$out" | tee -a "$out"

@@ -28,7 +28,10 @@ need=(
   "qemu-system-x86_64:qemu-system-x86" "/bin/busybox:busybox-static" "/usr/sbin/criu:criu" "cpio:cpio" "/usr/sbin/depmod:kmod"
 )
 if [[ ${1:-} == --bench ]]; then
-  need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15")
+  need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
+    # bench/migrate.sh's peers: Patroni with etcd, pg_auto_failover
+    "patroni:patroni" "etcd:etcd-server" "pg_autoctl:pg-auto-failover-cli"
+    "/usr/lib/postgresql/15/lib/pgautofailover.so:postgresql-15-auto-failover")
 fi
 
 missing=()
