@@ -20,6 +20,10 @@ const POINTS: &[(&str, &str)] = &[
     ("before_verify", ""),
 ];
 
+/// Where SIGTERM goes: before pg-switch runs, inside it before and after the promotion was
+/// asked for, and after it.
+const TERM_POINTS: &[&str] = &["before_switchover", "after_stop", "during_promote", "before_rejoin"];
+
 #[test]
 fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {
     let hosts = Hosts::create(&[]);
@@ -28,6 +32,11 @@ fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {
     let mut reverse = false;
     for sig in ["KILL", "TERM"] {
         for &(point, delay) in POINTS {
+            // SIGTERM inside pg-switch's steps is covered step by step by pg-switch's own
+            // tests; here it is sent where migrate.sh's handling differs.
+            if sig == "TERM" && !TERM_POINTS.contains(&point) {
+                continue;
+            }
             let what = format!(
                 "SIG{sig} at {point}{}",
                 if reverse { " (B to A)" } else { "" }
