@@ -22,7 +22,12 @@ const POINTS: &[(&str, &str)] = &[
 
 /// Where SIGTERM goes: before pg-switch runs, inside it before and after the promotion was
 /// asked for, and after it.
-const TERM_POINTS: &[&str] = &["before_switchover", "after_stop", "during_promote", "before_rejoin"];
+const TERM_POINTS: &[&str] = &[
+    "before_switchover",
+    "after_stop",
+    "during_promote",
+    "before_rejoin",
+];
 
 #[test]
 fn exclusive_migrate_interrupted_at_every_step_converges_under_load() {

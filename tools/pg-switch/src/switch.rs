@@ -355,6 +355,21 @@ impl Run {
                 });
             }
             last = out.describe();
+            if matches!(out.code, Some(4 | 7)) {
+                // The script stops only once the fence is on disk: it was not, so the source
+                // was not stopped either.
+                self.proof(
+                    "old_source_fenced",
+                    false,
+                    json!({"standby_signal": false, "reason": last}),
+                );
+                return Err(stop(
+                    ErrorKind::Io,
+                    format!(
+                        "writing the fence on the source failed, so it was not stopped: {last}"
+                    ),
+                ));
+            }
             if !out.unreachable() || attempt == 2 {
                 break;
             }

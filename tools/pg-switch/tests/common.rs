@@ -223,7 +223,9 @@ pub fn assert_documented(run: &Run) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/PROTOCOL.md");
         let all = std::fs::read_to_string(path).unwrap();
         let start = all.find("### pg-switch").expect("a pg-switch section");
-        let end = all[start..].find("\n### scripts").map_or(all.len(), |e| start + e);
+        let end = all[start..]
+            .find("\n### scripts")
+            .map_or(all.len(), |e| start + e);
         all[start..end].to_owned()
     });
     for r in &run.records {
@@ -231,10 +233,16 @@ pub fn assert_documented(run: &Run) {
         if t == "error" {
             continue; // a common record, documented at the top
         }
-        assert!(doc.contains(&format!("#### `{t}`")), "record type {t} is not in PROTOCOL.md: {r}");
+        assert!(
+            doc.contains(&format!("#### `{t}`")),
+            "record type {t} is not in PROTOCOL.md: {r}"
+        );
         if t == "proof" || t == "step" {
             let name = r["name"].as_str().unwrap();
-            assert!(doc.contains(&format!("`{name}`")), "{t} {name} is not in PROTOCOL.md: {r}");
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{t} {name} is not in PROTOCOL.md: {r}"
+            );
         }
     }
 }

@@ -118,3 +118,72 @@ fn writable_proof_fails_on_a_target_that_refuses_writes() {
     assert_eq!(in_recovery(&pair.b), Some(false));
     assert!(fenced_towards(&pair.a, &pair.b));
 }
+
+#[test]
+fn fence_proof_fails_when_the_fence_cannot_be_written_and_the_source_is_never_stopped() {
+    let pair = Pair::new();
+    // A directory (root's) where the stop call writes the new postgresql.auto.conf.
+    let blocker = pair.a.data_dir().join("postgresql.auto.conf.pgshift-fence");
+    std::fs::create_dir(&blocker).unwrap();
+    let pid = pair.a.postmaster_pid();
+    let r = pair.switch(&pair.a, &pair.b, &[], &[]);
+    std::fs::remove_dir(&blocker).unwrap();
+    r.expect(1);
+    assert_eq!(proof(&r, "old_source_fenced")["ok"], false, "{}", r.dump());
+    assert_eq!(pair.a.postmaster_pid(), pid, "the source was never stopped");
+    assert_eq!(in_recovery(&pair.a), Some(false));
+    assert_eq!(in_recovery(&pair.b), Some(true));
+    assert!(!pair.a.data_dir().join("standby.signal").exists());
+}
+
+#[test]
+fn archive_proof_fails_when_the_last_segment_cannot_be_shipped() {
+    let pair = Pair::new();
+    let wal_ship = testkit::tool_bin("wal-ship");
+    let r = pair.switch(
+        &pair.a,
+        &pair.b,
+        &[
+            "--archive",
+            "/nonexistent/archive",
+            "--wal-ship",
+            wal_ship.to_str().unwrap(),
+        ],
+        &[],
+    );
+    r.expect(1);
+    assert_eq!(
+        proof(&r, "last_segment_shipped")["ok"],
+        false,
+        "{}",
+        r.dump()
+    );
+    assert_eq!(in_recovery(&pair.a), Some(false), "the source serves again");
+    assert_eq!(in_recovery(&pair.b), Some(true));
+}
+
+#[test]
+fn history_proof_refuses_a_target_promoted_before_the_source_stopped() {
+    // Someone promoted the standby early; the source took more writes after that and was then
+    // stopped cleanly. Calling the target "already promoted" would lose those writes.
+    let mut pair = Pair::new();
+    pair.b.promote();
+    pair.a.psql(
+        "postgres",
+        "INSERT INTO acked DEFAULT VALUES; SELECT pg_switch_wal()",
+    );
+    pair.a.stop(testkit::StopMode::Fast);
+    let r = pair.switch(&pair.a, &pair.b, &[], &[]);
+    r.expect(126);
+    assert_eq!(r.summary()["outcome"], "unknown", "{}", r.dump());
+    let p = proof(&r, "target_history_follows_source");
+    assert_eq!(p["ok"], false, "{}", r.dump());
+    assert!(
+        r.summary()["commands"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "the commands to run are listed"
+    );
+    // Nothing more was touched: the source is down, with its writes.
+    assert!(!running(&pair.a));
+}
