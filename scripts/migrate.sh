@@ -24,8 +24,9 @@
 #                 tools/pg-switch); each step journaled before it starts
 #   6 rejoin      start the old source as a streaming standby of the new primary (with
 #                 pg_rewind only if its history forked, e.g. after a failed switch by hand)
-#   7 verify      compare the new primary and the old source (now its standby):
-#                 pg-checksum --wait-replay --recheck 3 over every table is the verdict;
+#   7 verify      compare the new primary and the old source (now its standby), every
+#                 database of the cluster: pg-checksum --wait-replay --recheck 3 over every
+#                 table is the verdict (one per database, and one for the cluster);
 #                 rowcount-diff's counts are reported too
 #   8 report      `summary`: each phase's duration, the downtime, bytes moved, the verdict
 #
@@ -64,6 +65,8 @@
 #                          during_stop, after_stop, before_promote, during_promote,
 #                          after_promote; a failing hook stops the run (PGSHIFT_MIGRATE_PID
 #                          names this script's process)
+#   --databases A,B        verify only these databases (default: every database that accepts
+#                          connections; the verdict is `equal` only when all of them are)
 #   --no-verify            skip step 7
 #   --no-rejoin            leave the old source stopped (fenced) instead of step 6; no step 7
 #   --report FILE          also write the JSON lines there
@@ -82,7 +85,7 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
 max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
-rejoin=1 report="" bin="" journal="" abort=0 cleanup=0
+rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
 TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
 declare -A hooks=()
@@ -128,6 +131,7 @@ while (($#)); do
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
     --no-verify) verify=0 ;;
+    --databases) databases=${2:?}; shift ;;
     --no-rejoin) rejoin=0 verify=0 ;;
     --report) report=${2:?}; shift ;;
     --bin) bin=${2:?}; shift ;;
@@ -619,6 +623,14 @@ preflight() {
     arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
     [[ $arch_cmd == on\ *wal-ship* ]] || fail "$EX_DATAERR" "--mode archive needs the source archiving with wal-ship (archive_mode=on): run setup-host.sh --archive DEST"
   fi
+  if [[ -n $databases ]]; then
+    local all w want=()
+    all=$(src_psql -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
+    IFS=, read -ra want <<<"$databases"
+    for w in "${want[@]}"; do
+      grep -qxF -- "$w" <<<"$all" || fail "$EX_USAGE" "--databases names '$w', which is not a connectable database on the source (it has: ${all//$'\n'/, })"
+    done
+  fi
   [[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
   local fresh_json=false
   ((fresh_target)) && fresh_json=true
@@ -795,28 +807,55 @@ verify_pair() {
   ((verify && rejoin)) || return 0
   run_hook before_verify
   phase_begin verify
-  local out_dir rows_out sums_out rc_rows=0 rc_sums=0 rows_summary sums_summary
+  local out_dir dbs db q rows_out sums_out rc_rows rc_sums db_verdict per_db=() n_equal=0 n_diff=0 n_err=0
   # The tools' own JSON lines go next to the report (or to a scratch directory).
   if [[ -n $report ]]; then
     out_dir=$(dirname "$report")
   else
     out_dir=$(mktemp -d /tmp/pgshift-verify.XXXXXX)
   fi
-  pgs_log "verification records in $out_dir/verify-*.jsonl"
-  rows_out=$out_dir/verify-rowcount.jsonl sums_out=$out_dir/verify-checksum.jsonl
-  "$bin/rowcount-diff" --source "$tgt_dsn" --target "$src_dsn" >"$rows_out" || rc_rows=$?
-  "$bin/pg-checksum" --source "$tgt_dsn" --target "$src_dsn" --wait-replay --timeout 120s --recheck 3 \
-    >"$sums_out" || rc_sums=$?
-  rows_summary=$(tail -n 1 "$rows_out" 2>/dev/null || true)
-  sums_summary=$(tail -n 1 "$sums_out" 2>/dev/null || true)
-  ((rc_rows <= 1)) || pgs_log "warning: rowcount-diff failed (exit $rc_rows); see $rows_out"
-  case $rc_sums in
-    0) verdict=equal ;;
-    1) verdict=different ;;
-    *) verdict=error ;;
-  esac
-  phase_end verdict="$verdict" rowcount_exit:=$rc_rows checksum_exit:=$rc_sums \
-    rowcount_summary:="${rows_summary:-null}" checksum_summary:="${sums_summary:-null}"
+  # Every database a client can connect to (a cluster is migrated whole), or --databases.
+  dbs=$(retry 5 tgt_psql -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1") ||
+    fail "$EX_UNAVAILABLE" "cannot list the databases on the new primary: $dbs"
+  if [[ -n $databases ]]; then
+    local want=() w
+    IFS=, read -ra want <<<"$databases"
+    for w in "${want[@]}"; do
+      grep -qxF -- "$w" <<<"$dbs" || fail "$EX_DATAERR" "--databases names '$w', which is not a connectable database on the new primary (it has: ${dbs//$'\n'/, })"
+    done
+    dbs=$(printf '%s\n' "${want[@]}")
+  fi
+  pgs_log "verifying $(wc -l <<<"$dbs") database(s); records in $out_dir/verify-*.jsonl"
+  while IFS= read -r db; do
+    [[ -n $db ]] || continue
+    q=$(pgs_conninfo_quote "$db")
+    rows_out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-rowcount.jsonl sums_out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-checksum.jsonl
+    rc_rows=0 rc_sums=0
+    "$bin/rowcount-diff" --source "$tgt_dsn dbname=$q" --target "$src_dsn dbname=$q" >"$rows_out" || rc_rows=$?
+    "$bin/pg-checksum" --source "$tgt_dsn dbname=$q" --target "$src_dsn dbname=$q" --wait-replay --timeout 120s \
+      --recheck 3 >"$sums_out" || rc_sums=$?
+    ((rc_rows <= 1)) || pgs_log "warning: rowcount-diff failed on database $db (exit $rc_rows); see $rows_out"
+    case $rc_sums in
+      0) db_verdict=equal n_equal=$((n_equal + 1)) ;;
+      1) db_verdict=different n_diff=$((n_diff + 1)) ;;
+      *) db_verdict=error n_err=$((n_err + 1)) ;;
+    esac
+    ((rc_sums == 0)) || pgs_log "database $db: $db_verdict (pg-checksum exit $rc_sums); see $sums_out"
+    per_db+=("$(jq -c -n --arg db "$db" --arg v "$db_verdict" --argjson rr "$rc_rows" --argjson rs "$rc_sums" \
+      --argjson rsum "$(tail -n 1 "$rows_out" 2>/dev/null | jq -c . 2>/dev/null || echo null)" \
+      --argjson ssum "$(tail -n 1 "$sums_out" 2>/dev/null | jq -c . 2>/dev/null || echo null)" \
+      '{database: $db, verdict: $v, rowcount_exit: $rr, checksum_exit: $rs, rowcount_summary: $rsum, checksum_summary: $ssum}')")
+  done <<<"$dbs"
+  # One verdict for the cluster: equal only when every database is.
+  if ((n_err > 0)); then
+    verdict=error
+  elif ((n_diff > 0)); then
+    verdict=different
+  else
+    verdict=equal
+  fi
+  phase_end verdict="$verdict" databases:="$(printf '%s\n' "${per_db[@]}" | jq -c -s .)" \
+    equal_databases:=$n_equal different_databases:=$n_diff error_databases:=$n_err
 }
 
 # --- The runbook -------------------------------------------------------------------------

@@ -30,6 +30,19 @@ fn exclusive_stream_mode_both_directions_under_load() {
     let s = summary(&fwd);
     assert_eq!(s["verdict"], "equal", "{s}");
     assert!(s["bytes_copied"].as_u64().unwrap() > 0);
+    // Every database of the cluster is verified, each with its own verdict.
+    let verify = of_type(&fwd, "phase")
+        .into_iter()
+        .find(|p| p["name"] == "verify")
+        .expect("verify phase")
+        .clone();
+    let dbs: Vec<(&str, &str)> = verify["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["database"].as_str().unwrap(), d["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(dbs, [("app", "equal"), ("postgres", "equal")], "{verify}");
     let sw_fwd = switchover(&fwd).clone();
     assert_eq!(hosts.in_recovery('B'), Some(false), "B must be the primary");
     assert_eq!(hosts.in_recovery('A'), Some(true), "A must follow B");
@@ -38,7 +51,7 @@ fn exclusive_stream_mode_both_directions_under_load() {
     assert_eq!(report, fwd);
 
     std::thread::sleep(Duration::from_millis(500));
-    let (code, back, err) = hosts.migrate(&["--reverse"]);
+    let (code, back, err) = hosts.migrate(&["--reverse", "--databases", "app"]);
     assert_eq!(
         code,
         0,
@@ -46,6 +59,11 @@ fn exclusive_stream_mode_both_directions_under_load() {
         summary(&back)
     );
     assert_eq!(summary(&back)["verdict"], "equal");
+    let verified = of_type(&back, "phase")
+        .into_iter()
+        .find(|p| p["name"] == "verify")
+        .map(|p| p["databases"].as_array().unwrap().len());
+    assert_eq!(verified, Some(1), "--databases narrows the verification");
     assert_eq!(
         summary(&back)["bytes_copied"],
         0,
