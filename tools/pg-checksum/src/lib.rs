@@ -4,28 +4,35 @@
 //! - [`two`]: `--source` and `--target`: both hosts read at once, each in one exported
 //!   REPEATABLE READ snapshot shared by its `--jobs` sessions ([`shared::pg::snapshot`]);
 //!   differing chunks bisected to `row_diff` records; `--wait-replay` and `--recheck` for live
-//!   replicas, and [`replay`]: proofs that a physical standby's differences come from
+//!   replicas, and [`proof`]: proofs that a physical standby's differences come from
 //!   transactions the source's snapshot does not see.
 //! - [`one`] and [`compare`]: `--dsn` writes one host's checksums as JSON lines;
 //!   `compare A B` compares two such files (hosts that cannot reach each other).
-//! - [`check`]: chunking and bisection; [`sql`]: the queries, and why the row hash is
+//! - [`engine`]: chunking and bisection; [`sql`]: the queries, and why the row hash is
 //!   collision-safe; [`plan`]: keys and columns; [`host`]: sessions and snapshots.
+//!
+//! The modules form layers, each using only the ones below it: this file (the command line),
+//! then [`mode`] ([`two`], [`one`], [`compare`]), then [`proof`], then [`engine`], then
+//! [`model`] (the result types), [`par`] (worker threads), [`plan`], [`sql`], [`sum`],
+//! [`records`] and [`host`].
 //!
 //! The hashing happens on the servers (one scan per table and host, one row of sums per
 //! chunk back), so a check moves almost nothing over the network and costs about what a
 //! `COPY` of the table costs the server. Table selection is [`shared::pg::tables`], the same as
 //! `rowcount-diff`, whose `table` records `--from-stdin` accepts.
 
-pub mod check;
-pub mod compare;
+pub mod engine;
 pub mod host;
-pub mod one;
+pub mod mode;
+pub mod model;
+pub mod par;
 pub mod plan;
+pub mod proof;
 pub mod records;
-pub mod replay;
 pub mod sql;
 pub mod sum;
-pub mod two;
+
+use mode::{compare, one, two};
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -122,7 +129,7 @@ pub enum Command {
 /// Run `pg-checksum` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
-    let opts = check::Opts {
+    let opts = engine::Opts {
         chunk_rows: cli.chunk_rows,
         leaf_rows: cli.leaf_rows as i64,
         max_row_diffs: cli.max_row_diffs as usize,

@@ -17,13 +17,13 @@ use serde_json::json;
 use shared::pg::tables::{TableFilter, TableName};
 use shared::{ErrorKind, Output, ResultExt};
 
-use crate::check::{hash_table, merge, sample_bounds, Opts};
+use crate::engine::{hash_table, merge, sample_bounds, Opts};
 use crate::host::{open_pool, Host};
+use crate::par::parallel;
 use crate::plan::plan_one;
 use crate::records::{key_from_json, key_json, HostChunkRecord, HostTableRecord};
 use crate::sql::KeyVal;
 use crate::sum::Sum;
-use crate::two::parallel;
 
 /// What one-host mode needs from the command line.
 pub struct Args<'a> {

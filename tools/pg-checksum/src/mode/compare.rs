@@ -12,9 +12,9 @@ use serde_json::json;
 use shared::pg::tables::TableName;
 use shared::{ErrorKind, Output, ResultExt};
 
+use crate::model::Counts;
 use crate::records::{ChunkDiffRecord, HostChunkRecord, HostRecord, HostTableRecord, TableRecord};
 use crate::sum::Sum;
-use crate::two::Counts;
 
 /// One parsed file.
 struct Side {

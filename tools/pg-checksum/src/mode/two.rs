@@ -7,15 +7,14 @@
 //! least what the source saw. Under concurrent writes the standby holds a little more (what
 //! committed meanwhile). When it is a physical standby (same system identifier, streaming the
 //! source's timeline) and the source a primary, each such difference is *proven* to come from
-//! a transaction the source's snapshot does not see ([`crate::replay`]) and labelled
+//! a transaction the source's snapshot does not see ([`crate::proof`]) and labelled
 //! `explained_by: replay`; it is not a difference. `--recheck N` reads each remaining
 //! difference again in a new pair of snapshots (again waiting for replay, and proving again)
 //! and labels it `transient` when it has gone, else `persistent`; it is what applies to
 //! logical replicas and other hosts whose xids mean nothing to each other.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -25,11 +24,13 @@ use shared::pg::snapshot::{in_savepoint, ReadPool};
 use shared::pg::tables::{TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
-use crate::check::{check_table, diff_rows, hash_rows, merge, read_rows, Opts, Outcome, RowDiff};
+use crate::engine::{check_table, diff_rows, hash_rows, merge, read_rows, Opts};
 use crate::host::{lsn_value, open_pool, Host, ReplayPoint};
+use crate::model::{Counts, Outcome, RowDiff};
+use crate::par::parallel;
 use crate::plan::{plan_two, Plan};
+use crate::proof::{explain, Fresh, Leader, Pair, Prover, XidSnapshot};
 use crate::records::{key_json, ChunkDiffRecord, RowDiffRecord, TableRecord};
-use crate::replay::{explain, Fresh, Leader, Pair, Prover, XidSnapshot};
 use crate::sql::KeyVal;
 
 /// What two-host mode needs from the command line.
@@ -44,25 +45,6 @@ pub struct Args<'a> {
     pub wait_replay: bool,
     pub timeout: Duration,
     pub recheck: u32,
-}
-
-/// Counts for the `summary` record.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Counts {
-    pub tables: u64,
-    pub equal: u64,
-    pub different: u64,
-    pub missing: u64,
-    pub chunks: u64,
-    pub different_chunks: u64,
-    pub row_diffs: u64,
-    pub transient_row_diffs: u64,
-    /// Row differences proven to come from replay (not differences).
-    pub explained_row_diffs: u64,
-    /// Differing chunks whose every difference is explained by replay.
-    pub explained_chunks: u64,
-    pub source_rows: i64,
-    pub target_rows: i64,
 }
 
 pub(crate) fn join<T>(h: thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -356,43 +338,6 @@ fn run_checks(
     Ok(buffered)
 }
 
-/// Run `work(i)` for `i` in `0..n` on up to `jobs` threads, and `handle` each result on the
-/// calling thread as it arrives (in completion order). If `handle` fails, no new items are
-/// started, the running ones finish, and the error is returned.
-pub(crate) fn parallel<R: Send>(
-    n: usize,
-    jobs: usize,
-    work: impl Fn(usize) -> R + Sync,
-    mut handle: impl FnMut(usize, R) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let next = AtomicUsize::new(0);
-    let abort = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<(usize, R)>();
-    thread::scope(|s| {
-        let (next, abort, work) = (&next, &abort, &work);
-        for _ in 0..jobs.clamp(1, n.max(1)) {
-            let tx = tx.clone();
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n || abort.load(Ordering::SeqCst) {
-                    return;
-                }
-                if tx.send((i, work(i))).is_err() {
-                    return;
-                }
-            });
-        }
-        drop(tx);
-        for (i, r) in rx.iter() {
-            if let Err(e) = handle(i, r) {
-                abort.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
-        }
-        Ok(())
-    })
-}
-
 /// The SQLSTATE of a PostgreSQL error in the chain.
 fn pg_code(e: &anyhow::Error) -> Option<&str> {
     e.chain()
@@ -529,7 +474,7 @@ fn renew_both(
 /// With `--wait-replay`, after the source's snapshot (with its replay `point` when the source
 /// is a primary): wait until the target has replayed everything the source's snapshot sees, then take the target's snapshot (listing the
 /// tables `filter` selects). Returns the pair of snapshots to prove differences against when the target
-/// is a physical standby of the source (see [`crate::replay`]); errors come with the host
+/// is a physical standby of the source (see [`crate::proof`]); errors come with the host
 /// they are about.
 fn sync_target(
     src: &mut Host,

@@ -60,7 +60,7 @@ use shared::pg::snapshot::{in_savepoint, pin, ReadPool};
 use shared::pg::{ConnInfo, Endpoint};
 use shared::ErrorKind;
 
-use crate::check::{Kind, RowDiff};
+use crate::model::{Kind, RowDiff};
 use crate::sql::{KeyVal, Shape, SESSION_SQL};
 
 /// A `pg_snapshot` (`xmin:xmax:xip,...`), with 64-bit xids.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use shared::pg::snapshot::{Pending, ReadPool};
 
+use crate::model::{Kind, Outcome, RowDiff, Unresolved};
+use crate::par::parallel;
 use crate::plan::Plan;
 use crate::sql::{ctid_pred, KeyVal, Range, Shape};
 use crate::sum::Sum;
@@ -35,129 +37,6 @@ pub struct Opts {
     pub max_row_diffs: usize,
     /// Worker sessions per host.
     pub jobs: usize,
-}
-
-/// What kind of difference a row has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The source has the key, the target does not.
-    MissingOnTarget,
-    /// The target has the key, the source does not.
-    ExtraOnTarget,
-    /// Both have the key, with different rows.
-    Changed,
-}
-
-impl Kind {
-    /// The `kind` field of `row_diff`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::MissingOnTarget => "missing_on_target",
-            Kind::ExtraOnTarget => "extra_on_target",
-            Kind::Changed => "changed",
-        }
-    }
-}
-
-/// One differing row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowDiff {
-    pub key: KeyVal,
-    pub kind: Kind,
-    /// Columns that differ (for `Changed`).
-    pub columns: Vec<String>,
-    /// Set by rechecks: `transient` or `persistent`.
-    pub recheck: Option<&'static str>,
-    /// LSNs of the snapshots it was last seen different in (empty: the first pass).
-    pub lsns: Option<(String, String)>,
-    /// Proven to come from replay: the 64-bit xid that created the target's version, or
-    /// deleted the source's (see [`crate::replay`]).
-    pub explained: Option<u64>,
-    /// The chunk it is in.
-    pub chunk: usize,
-}
-
-impl RowDiff {
-    /// Neither explained nor labelled by a recheck yet.
-    pub fn open(&self) -> bool {
-        self.explained.is_none() && self.recheck.is_none()
-    }
-}
-
-/// A differing range not resolved to rows.
-#[derive(Debug, Clone)]
-pub struct Unresolved {
-    pub range: Range,
-    /// Set by rechecks: `transient` or `persistent`.
-    pub recheck: Option<&'static str>,
-    /// The chunk it is in.
-    pub chunk: usize,
-}
-
-/// A table's result.
-#[derive(Debug)]
-pub struct Outcome {
-    pub plan: Plan,
-    /// Chunk boundaries (`bounds.len() + 1` chunks).
-    pub bounds: Vec<KeyVal>,
-    /// Per-chunk sums on the source and the target.
-    pub chunks: [Vec<Sum>; 2],
-    /// Differing rows found by drill-down.
-    pub diffs: Vec<RowDiff>,
-    /// Differing ranges not resolved to rows (whole-table hash, `--max-row-diffs` reached),
-    /// with whether a recheck found them equal.
-    pub ranges: Vec<Unresolved>,
-    /// Drill-down stopped at `--max-row-diffs`.
-    pub truncated: bool,
-    pub elapsed: Duration,
-    /// Why the differences could not be checked for an explanation by replay (they are
-    /// reported unexplained, and this as an `error`).
-    pub proof_error: Option<anyhow::Error>,
-}
-
-impl Outcome {
-    /// Whole-table sums on each side.
-    pub fn totals(&self) -> [Sum; 2] {
-        [0, 1].map(|s| self.chunks[s].iter().fold(Sum::default(), |a, b| a + *b))
-    }
-
-    /// Indices of chunks that differ.
-    pub fn different_chunks(&self) -> Vec<usize> {
-        (0..self.chunks[0].len())
-            .filter(|&i| self.chunks[0][i] != self.chunks[1][i])
-            .collect()
-    }
-
-    /// The key range of chunk `i`.
-    pub fn chunk_range(&self, i: usize) -> Range {
-        Range {
-            lower: i.checked_sub(1).map(|j| self.bounds[j].clone()),
-            upper: self.bounds.get(i).cloned(),
-        }
-    }
-
-    /// True if the data is the same: nothing differs, or every difference was transient or
-    /// explained by replay. An unresolved range (a whole-table hash, drill-down stopped at
-    /// `--max-row-diffs`) is never explained, so a truncated table is not equal unless a
-    /// recheck finds its unresolved ranges equal.
-    pub fn data_equal(&self) -> bool {
-        if self.diffs.is_empty() && self.ranges.is_empty() {
-            let t = self.totals();
-            return t[0] == t[1];
-        }
-        self.diffs
-            .iter()
-            .all(|d| d.explained.is_some() || d.recheck == Some("transient"))
-            && self.ranges.iter().all(|r| r.recheck == Some("transient"))
-    }
-
-    /// True if every difference in chunk `i` is explained by replay (and there is one).
-    pub fn chunk_explained(&self, i: usize) -> bool {
-        let mut diffs = self.diffs.iter().filter(|d| d.chunk == i).peekable();
-        diffs.peek().is_some()
-            && diffs.all(|d| d.explained.is_some())
-            && !self.ranges.iter().any(|r| r.chunk == i)
-    }
 }
 
 /// Number of `ctid` slices a table of `blocks` blocks is hashed in.
@@ -289,7 +168,7 @@ pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Re
                 .map(|&i| (out.chunk_range(i), [out.chunks[0][i], out.chunks[1][i]]))
                 .collect::<Vec<_>>(),
         );
-        crate::two::parallel(
+        parallel(
             ranges.len(),
             opts.jobs,
             |k| {
