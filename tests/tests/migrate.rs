@@ -40,7 +40,12 @@ fn exclusive_stream_mode_both_directions_under_load() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["database"].as_str().unwrap(), d["verdict"].as_str().unwrap()))
+        .map(|d| {
+            (
+                d["database"].as_str().unwrap(),
+                d["verdict"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(dbs, [("app", "equal"), ("postgres", "equal")], "{verify}");
     let sw_fwd = switchover(&fwd).clone();
