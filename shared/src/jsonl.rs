@@ -161,6 +161,17 @@ impl Output {
         )
     }
 
+    /// Say something a reader must not miss that is neither a failure nor a difference
+    /// (`code` is stable snake_case, e.g. `no_tables`): a `note` record, and a warning line
+    /// on stderr.
+    pub fn note(&mut self, code: &str, message: &str) -> anyhow::Result<()> {
+        crate::warn!("{message}");
+        self.emit_as(
+            "note",
+            &serde_json::json!({"code": code, "message": message}),
+        )
+    }
+
     /// Note that the run found differences (exit 1 unless something failed).
     pub fn mark_differences(&mut self) {
         self.differences = true;

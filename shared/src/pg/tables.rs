@@ -48,6 +48,83 @@ impl TableFilter {
     }
 }
 
+impl TableFilter {
+    /// True if no `--schema`, `--table` or `--exclude` was given.
+    pub fn is_empty(&self) -> bool {
+        self.schemas.is_empty() && self.tables.is_empty() && self.excludes.is_empty()
+    }
+
+    /// "Nothing compared" must never read as "equal": an error (exit 65) naming the first
+    /// pattern that selects nothing among `all` (the user tables of every host compared,
+    /// unfiltered), or saying that the filter as a whole leaves no table. `Ok` without a
+    /// filter, even with no tables at all (callers report an empty database as such).
+    pub fn check_selects(&self, all: &[TableName]) -> anyhow::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let hit = |pattern: &str, t: &TableName| {
+            if pattern.contains('.') {
+                glob_match(pattern, &t.to_string())
+            } else {
+                glob_match(pattern, &t.name)
+            }
+        };
+        let fail = |m: String| Err(crate::err(crate::ErrorKind::DataErr, m));
+        for s in &self.schemas {
+            if !all.iter().any(|t| glob_match(s, &t.schema)) {
+                let mut schemas: Vec<&str> = all.iter().map(|t| t.schema.as_str()).collect();
+                schemas.sort_unstable();
+                schemas.dedup();
+                return fail(format!(
+                    "--schema '{s}' matches no schema with tables on either host (schemas with tables: {}); check the spelling",
+                    if schemas.is_empty() { "none".to_owned() } else { schemas.join(", ") }
+                ));
+            }
+        }
+        let in_schema: Vec<&TableName> = all
+            .iter()
+            .filter(|t| {
+                self.schemas.is_empty() || self.schemas.iter().any(|s| glob_match(s, &t.schema))
+            })
+            .collect();
+        for p in &self.tables {
+            if !in_schema.iter().any(|t| hit(p, t)) {
+                return fail(format!(
+                    "--table '{p}' matches no table on either host{}; name a table as NAME or SCHEMA.NAME (globs * and ? allowed) and check the spelling",
+                    if self.schemas.is_empty() { String::new() } else { format!(" in --schema {}", self.schemas.join(", ")) }
+                ));
+            }
+        }
+        let chosen: Vec<&TableName> = in_schema
+            .into_iter()
+            .filter(|t| self.tables.is_empty() || self.tables.iter().any(|p| hit(p, t)))
+            .collect();
+        for e in &self.excludes {
+            if !chosen.iter().any(|t| hit(e, t)) {
+                return fail(format!(
+                    "--exclude '{e}' matches none of the tables selected; check the spelling, or drop it"
+                ));
+            }
+        }
+        if !all.iter().any(|t| self.matches(&t.schema, &t.name)) {
+            return fail(format!(
+                "the filter ({}) leaves no table to compare on either host",
+                self.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The filter as command-line options, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.schemas.iter().map(|s| format!("--schema {s}")));
+        parts.extend(self.tables.iter().map(|s| format!("--table {s}")));
+        parts.extend(self.excludes.iter().map(|s| format!("--exclude {s}")));
+        parts.join(" ")
+    }
+}
+
 /// Shell-style glob: `*` matches any run of characters, `?` one character, the rest literally.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -118,10 +195,20 @@ pub struct ColumnInfo {
     pub type_name: String,
     /// The OID of its base type (domains resolved to the type they are built on).
     pub base_type: u32,
-    /// The base type's name without typmod (`character varying`), for casts.
+    /// The base type's name without typmod (`character varying`), for messages.
     pub base_type_name: String,
+    /// The base type as a cast target that keeps every value: its schema-qualified catalog
+    /// name, no typmod (`pg_catalog.bpchar`, not `character`, which means `character(1)` in a
+    /// cast and cuts `'abc'` to `'a'`; `public.mood` for an enum).
+    pub base_type_sql: String,
+    /// The base type's `typname` (`int4`, `citext`, an enum's name).
+    pub base_typname: String,
+    /// An enum's labels in their sort order (`None` for other types).
+    pub enum_labels: Option<Vec<String>>,
     /// True if the base type is collatable (text-like).
     pub collatable: bool,
+    /// The column's collation (`pg_attribute.attcollation`; 0 if none).
+    pub collation: u32,
     /// `NOT NULL`.
     pub not_null: bool,
 }
@@ -166,10 +253,16 @@ WITH RECURSIVE base(oid, base) AS (
      WHERE d.typtype = 'd'
 )
 SELECT a.attrelid::int8, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod),
-       b.base::int8, pg_catalog.format_type(b.base, NULL), bt.typcollation <> 0, a.attnotnull
+       b.base::int8, pg_catalog.format_type(b.base, NULL), bt.typcollation <> 0, a.attnotnull,
+       pg_catalog.quote_ident(bn.nspname) || '.' || pg_catalog.quote_ident(bt.typname),
+       bt.typname::text,
+       CASE WHEN bt.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e
+                                               WHERE e.enumtypid = bt.oid ORDER BY e.enumsortorder) END,
+       a.attcollation::int8
   FROM pg_catalog.pg_attribute a
   JOIN base b ON b.oid = a.atttypid
   JOIN pg_catalog.pg_type bt ON bt.oid = b.base
+  JOIN pg_catalog.pg_namespace bn ON bn.oid = bt.typnamespace
  WHERE a.attrelid = ANY($1::text::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum";
 
@@ -180,9 +273,21 @@ pub fn list_tables(
     client: &mut postgres::Client,
     filter: &TableFilter,
 ) -> anyhow::Result<Vec<TableInfo>> {
-    let mut tables: Vec<TableInfo> = client
-        .query(TABLES_SQL, &[])
-        .context("listing tables")?
+    list_tables_and_names(client, filter).map(|(t, _)| t)
+}
+
+/// [`list_tables`], and the names of every user table before filtering (for
+/// [`TableFilter::check_selects`]).
+pub fn list_tables_and_names(
+    client: &mut postgres::Client,
+    filter: &TableFilter,
+) -> anyhow::Result<(Vec<TableInfo>, Vec<TableName>)> {
+    let rows = client.query(TABLES_SQL, &[]).context("listing tables")?;
+    let names: Vec<TableName> = rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    let mut tables: Vec<TableInfo> = rows
         .into_iter()
         .filter(|r| filter.matches(r.get(0), r.get(1)))
         .map(|r| TableInfo {
@@ -196,7 +301,7 @@ pub fn list_tables(
         })
         .collect();
     if tables.is_empty() {
-        return Ok(tables);
+        return Ok((tables, names));
     }
     let oids: Vec<String> = tables.iter().map(|t| t.oid.to_string()).collect();
     let oid_list = format!("{{{}}}", oids.join(","));
@@ -216,17 +321,130 @@ pub fn list_tables(
                 base_type_name: r.get(4),
                 collatable: r.get(5),
                 not_null: r.get(6),
+                base_type_sql: r.get(7),
+                base_typname: r.get(8),
+                enum_labels: r.get(9),
+                collation: r.get::<_, i64>(10) as u32,
             });
     }
     for t in &mut tables {
         t.columns = by_oid.remove(&t.oid).unwrap_or_default();
     }
-    Ok(tables)
+    Ok((tables, names))
+}
+
+/// How each of `collations` (OIDs from [`ColumnInfo::collation`]) orders text on this host,
+/// as a string that is equal on two hosts exactly when they order text alike: `C` for the
+/// byte-order collations (`C`, `POSIX`, and libc's `C.*`, code point order, which for UTF-8
+/// is byte order; PostgreSQL keeps no version for them either), else `provider:locale:version` (the version the library in use
+/// reports, `pg_collation_actual_version`), and `unknown` where that cannot be told (a
+/// nondeterministic collation, a server before PostgreSQL 15, a library that reports no
+/// version). `unknown` is never equal to anything: callers fall back to byte order.
+pub fn collation_orders(
+    client: &mut postgres::Client,
+    collations: &[u32],
+) -> std::collections::HashMap<u32, String> {
+    // The locale columns moved between majors (daticulocale, then datlocale): read them
+    // through to_jsonb so the query parses on every version it may meet.
+    const SQL: &str = "\
+SELECT c.oid::int8,
+       CASE WHEN c.oid = 100 THEN
+              (SELECT CASE WHEN coalesce(to_jsonb(d)->>'datlocprovider', 'c') = 'c'
+                                AND (d.datcollate IN ('C', 'POSIX') OR d.datcollate LIKE 'C.%') THEN 'C'
+                           ELSE coalesce(to_jsonb(d)->>'datlocprovider', 'c') || ':'
+                                || coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale', d.datcollate)
+                                || ':' || coalesce(pg_catalog.pg_database_collation_actual_version(d.oid), 'unknown') END
+                 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+            WHEN c.collname IN ('C', 'POSIX') OR c.collprovider = 'c'
+                 AND (coalesce(to_jsonb(c)->>'collcollate', '') IN ('C', 'POSIX') OR to_jsonb(c)->>'collcollate' LIKE 'C.%') THEN 'C'
+            WHEN NOT c.collisdeterministic THEN 'unknown'
+            ELSE c.collprovider::text || ':' || coalesce(to_jsonb(c)->>'colllocale', to_jsonb(c)->>'colliculocale', to_jsonb(c)->>'collcollate', c.collname::text)
+                 || ':' || coalesce(pg_catalog.pg_collation_actual_version(c.oid), 'unknown') END
+  FROM pg_catalog.pg_collation c
+ WHERE c.oid = ANY($1::text::oid[])";
+    let mut out: std::collections::HashMap<u32, String> = collations
+        .iter()
+        .map(|c| (*c, "unknown".to_owned()))
+        .collect();
+    if collations.is_empty() {
+        return out;
+    }
+    let list = format!(
+        "{{{}}}",
+        collations
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // A savepoint when in a transaction (callers read inside their snapshot's), which a
+    // failed query (an old server without pg_database_collation_actual_version) must not
+    // abort; outside one, SAVEPOINT fails and the query runs on its own.
+    let saved = client.batch_execute("SAVEPOINT pgshift_collation").is_ok();
+    match client.query(SQL, &[&list]) {
+        Ok(rows) => {
+            if saved {
+                let _ = client.batch_execute("RELEASE SAVEPOINT pgshift_collation");
+            }
+            for r in rows {
+                let v: Option<String> = r.get(1);
+                let v = v.unwrap_or_else(|| "unknown".into());
+                // A version the library does not report cannot be compared.
+                let v = if v.ends_with(":unknown") {
+                    "unknown".into()
+                } else {
+                    v
+                };
+                out.insert(r.get::<_, i64>(0) as u32, v);
+            }
+        }
+        Err(_) if saved => {
+            let _ = client.batch_execute("ROLLBACK TO SAVEPOINT pgshift_collation");
+        }
+        Err(_) => {}
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_that_selects_nothing_is_an_error_naming_it() {
+        let all = [
+            TableName::new("public", "orders"),
+            TableName::new("app", "users"),
+        ];
+        let f = |s: &[&str], t: &[&str], e: &[&str]| TableFilter {
+            schemas: s.iter().map(|x| x.to_string()).collect(),
+            tables: t.iter().map(|x| x.to_string()).collect(),
+            excludes: e.iter().map(|x| x.to_string()).collect(),
+        };
+        let msg = |f: TableFilter| {
+            let e = f.check_selects(&all).unwrap_err();
+            assert_eq!(crate::exit::classify(&e), crate::ErrorKind::DataErr);
+            format!("{e:#}")
+        };
+        assert!(f(&[], &[], &[]).check_selects(&all).is_ok());
+        assert!(f(&[], &[], &[]).check_selects(&[]).is_ok());
+        assert!(f(&["app"], &["us*"], &[]).check_selects(&all).is_ok());
+        assert!(f(&[], &["orders", "nosuch"], &[])
+            .check_selects(&all)
+            .is_err());
+        assert!(msg(f(&[], &["nosuch"], &[])).contains("--table 'nosuch' matches no table"));
+        assert!(msg(f(&["ap"], &[], &[])).contains("--schema 'ap' matches no schema"));
+        assert!(msg(f(&["app"], &["orders"], &[])).contains("in --schema app"));
+        assert!(msg(f(&[], &[], &["ordrs"])).contains("--exclude 'ordrs' matches none"));
+        let m = msg(f(&[], &[], &["*"]));
+        assert!(
+            m.contains("leaves no table") && m.contains("--exclude *"),
+            "{m}"
+        );
+        assert!(msg(f(&[], &["x"], &[])).contains("x"));
+        let e = f(&[], &["orders"], &[]).check_selects(&[]).unwrap_err();
+        assert!(format!("{e:#}").contains("matches no table"));
+    }
 
     #[test]
     fn globs() {

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shared::pg::snapshot::{self, ReadPool, SnapshotInfo};
-use shared::pg::tables::{list_tables, TableFilter, TableInfo};
+use shared::pg::tables::{
+    collation_orders, list_tables_and_names, TableFilter, TableInfo, TableName,
+};
 use shared::pg::{ConnInfo, Endpoint};
 use shared::ErrorKind;
 
-use crate::plan::{find_keys, TableKey};
+use crate::plan::{find_keys, Orders, TableKey};
 use crate::records::HostRecord;
 use crate::sql::{PROBE_SQL, SESSION_SQL};
 
@@ -35,6 +37,11 @@ pub struct Host {
     pub waited_for: Option<String>,
     pub tables: Vec<TableInfo>,
     pub keys: HashMap<u32, TableKey>,
+    /// Every user table's name, before the filter (to tell a filter that selects nothing).
+    pub names: Vec<TableName>,
+    /// How each collation a column of `tables` uses orders text here (see
+    /// [`collation_orders`]).
+    pub orders: Orders,
 }
 
 /// What worker sessions need from a host (the leader session is not `Sync`).
@@ -83,6 +90,8 @@ impl Host {
             waited_for: None,
             tables: Vec::new(),
             keys: HashMap::new(),
+            names: Vec::new(),
+            orders: Orders::new(),
         })
     }
 
@@ -116,8 +125,18 @@ impl Host {
         } else {
             None
         };
-        self.tables = list_tables(&mut self.leader, filter).with_context(|| what.clone())?;
+        (self.tables, self.names) =
+            list_tables_and_names(&mut self.leader, filter).with_context(|| what.clone())?;
         self.keys = find_keys(&mut self.leader, &self.tables).with_context(|| what.clone())?;
+        let mut collations: Vec<u32> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(|c| c.collation))
+            .filter(|c| *c != 0)
+            .collect();
+        collations.sort_unstable();
+        collations.dedup();
+        self.orders = collation_orders(&mut self.leader, &collations);
         Ok(point)
     }
 

@@ -123,6 +123,38 @@ impl Outcome {
             && self.ranges.iter().all(|r| r.recheck == Some("transient"))
     }
 
+    /// Why the data counts as the same, or `None` if it does not: `hashes` (every chunk's
+    /// sums are equal), `replay` (each difference is explained by replay), `recheck` (each
+    /// was gone when read again in fresh snapshots), or `replay, recheck`. An error if the
+    /// outcome says equal without that evidence: a differing chunk with no difference found
+    /// in it, or equal totals over differing chunks with nothing explained. That is a defect
+    /// of pg-checksum and must never become a verdict.
+    pub fn equal_because(&self) -> Result<Option<&'static str>, String> {
+        let differing = self.different_chunks();
+        if !self.data_equal() {
+            return Ok(None);
+        }
+        if differing.is_empty() && self.diffs.is_empty() && self.ranges.is_empty() {
+            return Ok(Some("hashes"));
+        }
+        for i in &differing {
+            let covered = self.diffs.iter().any(|d| d.chunk == *i)
+                || self.ranges.iter().any(|r| r.chunk == *i);
+            if !covered {
+                return Err(format!(
+                    "chunk {i} differs but no difference was recorded in it"
+                ));
+            }
+        }
+        let replay = self.diffs.iter().any(|d| d.explained.is_some());
+        let recheck = self.diffs.iter().any(|d| d.explained.is_none()) || !self.ranges.is_empty();
+        Ok(Some(match (replay, recheck) {
+            (true, false) => "replay",
+            (false, _) => "recheck",
+            (true, true) => "replay, recheck",
+        }))
+    }
+
     /// True if every difference in chunk `i` is explained by replay (and there is one).
     pub fn chunk_explained(&self, i: usize) -> bool {
         let mut diffs = self.diffs.iter().filter(|d| d.chunk == i).peekable();

@@ -4,7 +4,11 @@
 //! The key is the primary key, else the replica identity index, else the narrowest unique
 //! index on NOT NULL columns (no expressions, no predicate): any of them identifies a row. Key
 //! columns must have a type whose order is the same on every host and whose text form reads
-//! back to the same value ([`order_class`]); text-like ones are compared `COLLATE "C"`. A table
+//! back to the same value ([`order_class`]); boundary literals are cast to the column's base
+//! type by its catalog name (`pg_catalog.bpchar`, never `character`, which is `character(1)`
+//! in a cast). Text-like key columns are compared in the key index's own order when both hosts
+//! order that collation alike (same provider, locale and library version: the index serves the
+//! range scans of drill-down), else `COLLATE "C"` (byte order, the same everywhere). A table
 //! without such a key is hashed whole (and says so); a key of another type is an error that
 //! names `--whole-table` as the fix, since silently hashing whole would hide that drill-down
 //! is impossible.
@@ -24,6 +28,8 @@ pub struct TableKey {
     pub columns: Vec<String>,
     /// `primary key`, `replica identity index` or `unique index`, with the index name.
     pub what: String,
+    /// The index's collation of each key column (0 for a type without one).
+    pub collations: Vec<u32>,
 }
 
 const KEYS_SQL: &str = "\
@@ -34,7 +40,8 @@ SELECT i.indrelid::int8, i.indisprimary, i.indisreplident, ci.relname::text,
               ORDER BY k.ord),
        (SELECT bool_and(a.attnotnull)
           FROM unnest(i.indkey::int2[]) AS k(attnum)
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+       ARRAY(SELECT c::int8 FROM unnest(i.indcollation::oid[]) WITH ORDINALITY AS u(c, ord) ORDER BY u.ord)
   FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
  WHERE i.indrelid = ANY($1::text::oid[]) AND i.indisunique AND i.indisvalid
@@ -60,6 +67,7 @@ pub fn find_keys(
         let index: String = r.get(3);
         let columns: Vec<String> = r.get(4);
         let not_null: Option<bool> = r.get(5);
+        let collations: Vec<i64> = r.get(6);
         if !primary && not_null != Some(true) {
             continue;
         }
@@ -74,6 +82,7 @@ pub fn find_keys(
         let key = TableKey {
             columns,
             what: format!("{what} {index}"),
+            collations: collations.into_iter().map(|c| c as u32).collect(),
         };
         match best.get(&oid) {
             Some((o, _)) if *o <= order => {}
@@ -87,28 +96,38 @@ pub fn find_keys(
 
 /// Types whose order and text form are the same on every host, grouped so that e.g. an
 /// `integer` key on one host and a `bigint` key on the other still chunk alike. `None`: not
-/// usable as a chunk key.
-pub fn order_class(base_type: u32) -> Option<&'static str> {
-    Some(match base_type {
-        20 | 21 | 23 => "integer",
-        25 | 1043 | 19 => "text",
-        1042 => "character",
-        1700 => "numeric",
-        26 => "oid",
-        16 => "boolean",
-        17 => "bytea",
-        18 => "\"char\"",
-        2950 => "uuid",
-        1082 => "date",
-        1083 => "time",
-        1114 => "timestamp",
-        1184 => "timestamptz",
-        869 => "inet",
-        650 => "cidr",
-        829 => "macaddr",
-        774 => "macaddr8",
-        _ => return None,
-    })
+/// usable as a chunk key. An enum orders by its labels' sort order, so its class lists them:
+/// two hosts whose labels differ (or were added in another order) do not chunk alike.
+pub fn order_class(c: &ColumnInfo) -> Option<String> {
+    if let Some(labels) = &c.enum_labels {
+        return Some(format!("enum ({})", labels.join(", ")));
+    }
+    if c.base_typname == "citext" {
+        return Some("citext".into());
+    }
+    Some(
+        match c.base_type {
+            20 | 21 | 23 => "integer",
+            25 | 1043 | 19 => "text",
+            1042 => "character",
+            1700 => "numeric",
+            26 => "oid",
+            16 => "boolean",
+            17 => "bytea",
+            18 => "\"char\"",
+            2950 => "uuid",
+            1082 => "date",
+            1083 => "time",
+            1114 => "timestamp",
+            1184 => "timestamptz",
+            869 => "inet",
+            650 => "cidr",
+            829 => "macaddr",
+            774 => "macaddr8",
+            _ => return None,
+        }
+        .into(),
+    )
 }
 
 /// How one table is read.
@@ -128,6 +147,10 @@ pub struct Plan {
     pub blocks: [i64; 2],
     /// Why the table is hashed whole, if it is.
     pub note: Option<String>,
+    /// How text-like key columns are ordered: `index (provider:locale:version)` when both
+    /// hosts order the key index's collation alike, `bytes (COLLATE "C")` otherwise; `None`
+    /// without a text-like key column.
+    pub key_order: Option<String>,
 }
 
 impl Plan {
@@ -147,6 +170,7 @@ pub fn plan_two(
     s: &TableInfo,
     t: &TableInfo,
     keys: [Option<&TableKey>; 2],
+    orders: [&Orders; 2],
     whole: bool,
     physical: bool,
 ) -> anyhow::Result<Plan> {
@@ -178,6 +202,7 @@ pub fn plan_two(
             .iter()
             .all(|c| scols.contains_key(c.as_str()) && tcols.contains_key(c.as_str()))
     };
+    let key_side = usize::from(keys[0].filter(usable).is_none());
     let key = keys[0].filter(usable).or(keys[1].filter(usable));
     if key.is_none() && physical && !whole {
         return Ok(Plan {
@@ -196,11 +221,12 @@ pub fn plan_two(
             only_on_target,
             blocks: [s.blocks, t.blocks],
             note: Some("no primary key or unique index on NOT NULL columns: rows are identified by their physical location (ctid), which a physical standby shares with its primary".into()),
+            key_order: None,
         });
     }
-    let (key, key_from, note) = choose_key(name, key, whole, |c| {
+    let (key, key_from, note, key_order) = choose_key(name, key, whole, |c, index_collation| {
         let (a, b) = (scols[c], tcols[c]);
-        let (ca, cb) = (order_class(a.base_type), order_class(b.base_type));
+        let (ca, cb) = (order_class(a), order_class(b));
         if ca.is_some() && ca != cb {
             return Err(shared::err(
                 ErrorKind::DataErr,
@@ -210,7 +236,17 @@ pub fn plan_two(
                 ),
             ));
         }
-        Ok(a)
+        // The key index's order serves when it is the column's own collation on the host the
+        // key comes from and both hosts order that collation the same way.
+        let own = [a, b][key_side].collation;
+        let (oa, ob) = (orders[0].get(&a.collation), orders[1].get(&b.collation));
+        let order = match (oa, ob) {
+            (Some(x), Some(y)) if index_collation == own && x == y && x != "unknown" => {
+                Some(x.clone())
+            }
+            _ => None,
+        };
+        Ok((a, order))
     })?;
     Ok(Plan {
         name: name.clone(),
@@ -224,6 +260,7 @@ pub fn plan_two(
         only_on_target,
         blocks: [s.blocks, t.blocks],
         note,
+        key_order,
     })
 }
 
@@ -237,7 +274,10 @@ pub fn plan_one(
     let cols: HashMap<&str, &ColumnInfo> = t.columns.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
     columns.sort();
-    let (key, key_from, note) = choose_key(name, key, whole, |c| Ok(cols[c]))?;
+    // One host's chunk records are compared with another's later, so chunk bounds must not
+    // depend on this host's collation: byte order.
+    let (key, key_from, note, key_order) =
+        choose_key(name, key, whole, |c, _| Ok((cols[c], None)))?;
     Ok(Plan {
         name: name.clone(),
         shape: Shape {
@@ -250,16 +290,22 @@ pub fn plan_one(
         only_on_target: Vec::new(),
         blocks: [t.blocks, 0],
         note,
+        key_order,
     })
 }
 
-type Chosen = (Vec<KeyCol>, Option<String>, Option<String>);
+/// How each collation (by OID) orders text on one host: [`shared::pg::tables::collation_orders`].
+pub type Orders = HashMap<u32, String>;
 
+type Chosen = (Vec<KeyCol>, Option<String>, Option<String>, Option<String>);
+
+/// The key columns to chunk by. `column(name, index collation)` gives the column and, for a
+/// text-like one, the collation order both hosts share (if they do) to compare it in.
 fn choose_key<'a>(
     name: &TableName,
     key: Option<&TableKey>,
     whole: bool,
-    column: impl Fn(&str) -> anyhow::Result<&'a ColumnInfo>,
+    column: impl Fn(&str, u32) -> anyhow::Result<(&'a ColumnInfo, Option<String>)>,
 ) -> anyhow::Result<Chosen> {
     if whole {
         return Ok((
@@ -268,6 +314,7 @@ fn choose_key<'a>(
             Some(
                 "hashed whole as asked (--whole-table): no chunks, no row-level drill-down".into(),
             ),
+            None,
         ));
     }
     let Some(key) = key else {
@@ -275,12 +322,15 @@ fn choose_key<'a>(
             Vec::new(),
             None,
             Some("no primary key or unique index on NOT NULL columns: hashed whole, without row-level drill-down (add a primary key to get row diffs)".into()),
+            None,
         ));
     };
     let mut cols = Vec::new();
-    for c in &key.columns {
-        let info = column(c)?;
-        if order_class(info.base_type).is_none() {
+    let mut collatable = Vec::new();
+    let mut orders: Vec<Option<String>> = Vec::new();
+    for (i, c) in key.columns.iter().enumerate() {
+        let (info, order) = column(c, key.collations.get(i).copied().unwrap_or(0))?;
+        if order_class(info).is_none() {
             return Err(shared::err(
                 ErrorKind::DataErr,
                 format!(
@@ -289,13 +339,31 @@ fn choose_key<'a>(
                 ),
             ));
         }
+        if info.collatable {
+            orders.push(order);
+        }
+        collatable.push(info.collatable);
         cols.push(KeyCol {
             name: c.clone(),
-            cast: info.base_type_name.clone(),
-            collate: info.collatable,
+            cast: info.base_type_sql.clone(),
+            collate: false,
         });
     }
-    Ok((cols, Some(key.what.clone()), None))
+    // Every text-like column in the index's order, or all of them in byte order.
+    let index_order = !orders.is_empty() && orders.iter().all(Option::is_some);
+    for (k, coll) in cols.iter_mut().zip(collatable) {
+        k.collate = coll && !index_order;
+    }
+    let key_order = if orders.is_empty() {
+        None
+    } else if index_order {
+        let mut o: Vec<String> = orders.into_iter().flatten().collect();
+        o.dedup();
+        Some(format!("index ({})", o.join(", ")))
+    } else {
+        Some("bytes (COLLATE \"C\")".into())
+    };
+    Ok((cols, Some(key.what.clone()), None, key_order))
 }
 
 #[cfg(test)]
@@ -308,9 +376,17 @@ mod tests {
             type_name: ty.into(),
             base_type: oid,
             base_type_name: ty.into(),
+            base_type_sql: format!("pg_catalog.{ty}"),
+            base_typname: ty.into(),
+            enum_labels: None,
             collatable: coll,
+            collation: if coll { 100 } else { 0 },
             not_null: true,
         }
+    }
+
+    fn none() -> Orders {
+        Orders::new()
     }
 
     fn table(cols: Vec<ColumnInfo>) -> TableInfo {
@@ -329,6 +405,7 @@ mod tests {
         TableKey {
             columns: cols.iter().map(|s| s.to_string()).collect(),
             what: "primary key t_pkey".into(),
+            collations: cols.iter().map(|_| 0).collect(),
         }
     }
 
@@ -345,25 +422,70 @@ mod tests {
             col("new", "integer", 23, false),
         ]);
         let k = key(&["id"]);
-        let p = plan_two(&s.name, &s, &t, [Some(&k), None], false, false).unwrap();
+        let p = plan_two(
+            &s.name,
+            &s,
+            &t,
+            [Some(&k), None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(p.shape.columns, ["id", "z"]);
         assert_eq!(p.only_on_source, ["gone"]);
         assert_eq!(p.only_on_target, ["new"]);
         assert_eq!(p.key_names(), ["id"]);
-        assert_eq!(p.shape.key[0].cast, "integer");
+        assert_eq!(p.shape.key[0].cast, "pg_catalog.integer");
         assert!(p.note.is_none());
     }
 
     #[test]
     fn whole_table_when_asked_or_without_key() {
         let s = table(vec![col("id", "integer", 23, false)]);
-        let p = plan_two(&s.name, &s, &s, [None, None], false, false).unwrap();
+        let p = plan_two(
+            &s.name,
+            &s,
+            &s,
+            [None, None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap();
         assert!(p.shape.key.is_empty());
-        let p = plan_two(&s.name, &s, &s, [None, None], false, true).unwrap();
+        let p = plan_two(
+            &s.name,
+            &s,
+            &s,
+            [None, None],
+            [&none(), &none()],
+            false,
+            true,
+        )
+        .unwrap();
         assert_eq!(p.key_names(), ["ctid"]);
-        let p = plan_two(&s.name, &s, &s, [None, None], true, true).unwrap();
+        let p = plan_two(
+            &s.name,
+            &s,
+            &s,
+            [None, None],
+            [&none(), &none()],
+            true,
+            true,
+        )
+        .unwrap();
         assert!(p.shape.key.is_empty());
-        let p = plan_two(&s.name, &s, &s, [None, None], false, false).unwrap();
+        let p = plan_two(
+            &s.name,
+            &s,
+            &s,
+            [None, None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap();
         assert!(p.note.unwrap().contains("no primary key"));
         let k = key(&["id"]);
         let p = plan_one(&s.name, &s, Some(&k), true).unwrap();
@@ -384,7 +506,107 @@ mod tests {
 
         let s = table(vec![col("k", "integer", 23, false)]);
         let t = table(vec![col("k", "text", 25, true)]);
-        let e = plan_two(&s.name, &s, &t, [Some(&key(&["k"])), None], false, false).unwrap_err();
+        let e = plan_two(
+            &s.name,
+            &s,
+            &t,
+            [Some(&key(&["k"])), None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("order differently"));
+    }
+
+    #[test]
+    fn casts_keep_the_whole_value_and_enums_must_share_labels() {
+        let mut c = col("k", "character(5)", 1042, true);
+        c.base_type_sql = "pg_catalog.bpchar".into();
+        let s = table(vec![c]);
+        let p = plan_one(&s.name, &s, Some(&key(&["k"])), false).unwrap();
+        assert_eq!(p.shape.key[0].cast, "pg_catalog.bpchar");
+        assert!(p.shape.key[0].collate, "one-host mode is always byte order");
+
+        let mood = |labels: &[&str]| {
+            let mut c = col("k", "mood", 99999, false);
+            c.base_type_sql = "public.mood".into();
+            c.enum_labels = Some(labels.iter().map(|l| l.to_string()).collect());
+            table(vec![c])
+        };
+        let (s, t) = (mood(&["sad", "ok"]), mood(&["sad", "ok"]));
+        let k = key(&["k"]);
+        let p = plan_two(
+            &s.name,
+            &s,
+            &t,
+            [Some(&k), None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.shape.key[0].cast, "public.mood");
+        let t = mood(&["ok", "sad"]);
+        let e = plan_two(
+            &s.name,
+            &s,
+            &t,
+            [Some(&k), None],
+            [&none(), &none()],
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("order differently"), "{e:#}");
+    }
+
+    #[test]
+    fn text_keys_use_the_index_order_only_when_both_hosts_share_it() {
+        let s = table(vec![
+            col("k", "text", 25, true),
+            col("n", "integer", 23, false),
+        ]);
+        let mut k = key(&["k", "n"]);
+        k.collations = vec![100, 0];
+        let icu = |v: &str| Orders::from([(100, format!("i:und:{v}"))]);
+        let (a, b) = (icu("153.120"), icu("153.120"));
+        let p = plan_two(&s.name, &s, &s, [Some(&k), None], [&a, &b], false, false).unwrap();
+        assert!(!p.shape.key[0].collate && !p.shape.key[1].collate);
+        assert_eq!(p.key_order.as_deref(), Some("index (i:und:153.120)"));
+        for other in [
+            icu("154.1"),
+            Orders::from([(100, "unknown".to_string())]),
+            none(),
+        ] {
+            let p = plan_two(
+                &s.name,
+                &s,
+                &s,
+                [Some(&k), None],
+                [&a, &other],
+                false,
+                false,
+            )
+            .unwrap();
+            assert!(p.shape.key[0].collate && !p.shape.key[1].collate);
+            assert_eq!(p.key_order.as_deref(), Some("bytes (COLLATE \"C\")"));
+        }
+        let unknown = Orders::from([(100, "unknown".to_string())]);
+        let p = plan_two(
+            &s.name,
+            &s,
+            &s,
+            [Some(&k), None],
+            [&unknown, &unknown],
+            false,
+            false,
+        )
+        .unwrap();
+        assert!(p.shape.key[0].collate);
+        // An index built under another collation than the column's does not serve.
+        k.collations = vec![950, 0];
+        let p = plan_two(&s.name, &s, &s, [Some(&k), None], [&a, &b], false, false).unwrap();
+        assert!(p.shape.key[0].collate);
     }
 }

@@ -100,6 +100,13 @@ pub struct TableRecord {
     /// Why the table was hashed whole, or chunks could not be compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How a text-like key was ordered: `index (provider:locale:version)` (the key index's
+    /// collation, ordered alike on both hosts) or `bytes (COLLATE "C")`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_order: Option<String>,
+    /// For an equal table, the evidence: `hashes`, `replay`, `recheck` or `replay, recheck`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equal_because: Option<&'static str>,
     pub source_lsn: String,
     pub target_lsn: String,
     pub elapsed_ms: u64,

@@ -30,8 +30,12 @@
 //! # Keys and chunks
 //!
 //! Key ranges compare text-like columns with `COLLATE "C"` (byte order, the same on every
-//! host whatever its locale or ICU version), everything else with its type's own btree order.
-//! Boundary values travel as text and come back as `'literal'::type`. A chunk is found for
+//! host whatever its locale or ICU version) unless both hosts order the key index's collation
+//! alike (then in that order, so the index serves: [`crate::plan`]), everything else with its
+//! type's own btree order. Boundary values travel as text and come back as
+//! `'literal'::schema.type` (the base type's catalog name: `bpchar`, never `character`,
+//! which in a cast means `character(1)`); [`crate::engine::round_trip`] checks that they find
+//! their rows. A chunk is found for
 //! each row by a binary search written as nested `CASE` over the boundaries, so one scan of
 //! the table (split by `ctid` ranges between workers) hashes every chunk at once, sequentially
 //! and whatever the physical order of the key.
@@ -291,6 +295,29 @@ impl Shape {
             sel.join(", "),
             self.table,
             1 % step,
+        )
+    }
+
+    /// The text of the keys of up to `n` rows, any rows (no order: no sort of a big table).
+    pub fn any_keys_query(&self, n: usize) -> String {
+        let sel: Vec<String> = self
+            .column_exprs()
+            .iter()
+            .map(|c| format!("{c}::text"))
+            .collect();
+        format!(
+            "SELECT {} FROM ONLY {} LIMIT {n}",
+            sel.join(", "),
+            self.table
+        )
+    }
+
+    /// How many rows have one of `keys`.
+    pub fn count_keys_query(&self, keys: &[KeyVal]) -> String {
+        format!(
+            "SELECT count(*) FROM ONLY {} WHERE {}",
+            self.table,
+            self.keys_pred(keys)
         )
     }
 

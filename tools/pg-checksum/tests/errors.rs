@@ -77,12 +77,11 @@ fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
     let s = Cluster::builder().name("source").start();
     let t = Cluster::builder().name("target").start();
     let (ds, dt) = (s.create_db(), t.create_db());
-    let setup = "CREATE TYPE mood AS ENUM ('sad', 'ok');
-        CREATE TABLE ok (id int PRIMARY KEY, v int); INSERT INTO ok SELECT g, g FROM generate_series(1, 100) g;
+    let setup = "CREATE TABLE ok (id int PRIMARY KEY, v int); INSERT INTO ok SELECT g, g FROM generate_series(1, 100) g;
         CREATE TABLE nokey (v int); INSERT INTO nokey VALUES (1), (2);
-        CREATE TABLE moods (m mood PRIMARY KEY); INSERT INTO moods VALUES ('sad'), ('ok');
+        CREATE TABLE floats (m float8 PRIMARY KEY); INSERT INTO floats VALUES (0.1), (2.5);
         CREATE TABLE secret (id int PRIMARY KEY);
-        CREATE ROLE reader LOGIN; GRANT SELECT ON ok, nokey, moods TO reader;";
+        CREATE ROLE reader LOGIN; GRANT SELECT ON ok, nokey, floats TO reader;";
     s.psql(
         ds.name(),
         &format!("{setup} CREATE TABLE only_src (id int PRIMARY KEY);"),
@@ -100,7 +99,7 @@ fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
         )
     };
     let r = two(&user(&s, ds.name()), &user(&t, dt.name()), &[]);
-    // The worst outcome: data_err (65) from the enum key and the unreadable table.
+    // The worst outcome: data_err (65) from the float key and the unreadable table.
     assert_eq!(r.code, 65, "{}", r.dump());
     assert_eq!(r.row_diffs("ok", "id"), [("50".into(), "changed".into())]);
     assert_eq!(r.table("nokey")["equal"], true);
@@ -124,11 +123,11 @@ fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
         .unwrap()
         .contains("--exclude public.only_src"));
     assert_eq!(by_name("only_tgt")["kind"], "not_found");
-    let e = by_name("moods");
+    let e = by_name("floats");
     assert_eq!(e["kind"], "data_err");
     let m = e["message"].as_str().unwrap();
     assert!(
-        m.contains("type public.mood") && m.contains("--whole-table public.moods"),
+        m.contains("type double precision") && m.contains("--whole-table public.floats"),
         "{m}"
     );
     let e = by_name("secret");
@@ -163,7 +162,7 @@ fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
         &user(&t, dt.name()),
         &[
             "--whole-table",
-            "moods",
+            "floats",
             "--exclude",
             "secret",
             "--exclude",
@@ -171,5 +170,44 @@ fn per_table_problems_are_reported_and_the_other_tables_still_checked() {
         ],
     );
     assert_eq!(r.code, 1, "{}", r.dump());
-    assert_eq!(r.table("moods")["equal"], true);
+    assert_eq!(r.table("floats")["equal"], true);
+
+    // A filter that selects nothing is an error naming it, never "equal" over nothing.
+    let (src, tgt) = (user(&s, ds.name()), user(&t, dt.name()));
+    for (args, names) in [
+        (&["--table", "nosuch"][..], "--table 'nosuch'"),
+        (&["--table", "ok", "--table", "oops"][..], "--table 'oops'"),
+        (&["--schema", "pubic"][..], "--schema 'pubic'"),
+        (
+            &["--table", "ok", "--exclude", "okk"][..],
+            "--exclude 'okk'",
+        ),
+        (&["--table", "ok", "--exclude", "o*"][..], "leaves no table"),
+    ] {
+        let r = two(&src, &tgt, args);
+        assert_eq!(r.code, 65, "{args:?}: {}", r.dump());
+        assert_eq!(r.of("table").len(), 0, "{}", r.dump());
+        let e = r.one("error");
+        assert!(e["message"].as_str().unwrap().contains(names), "{e}");
+        assert_eq!(r.summary()["success"], false);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_database_without_tables_says_so_and_a_filter_on_it_fails() {
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    let r = two(&c.dsn(a.name()), &c.dsn(b.name()), &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.one("note")["code"], "no_tables", "{}", r.dump());
+    assert_eq!(r.summary()["tables"], 0);
+    assert!(r.stderr.contains("no user tables"), "{}", r.stderr);
+    let r = two(&c.dsn(a.name()), &c.dsn(b.name()), &["--table", "t"]);
+    assert_eq!(r.code, 65, "{}", r.dump());
+    let r = crate::common::run(&["--dsn", &c.dsn(a.name())]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.one("note")["code"], "no_tables", "{}", r.dump());
+    let r = crate::common::run(&["--dsn", &c.dsn(a.name()), "--exclude", "x"]);
+    assert_eq!(r.code, 65, "{}", r.dump());
 }

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod diffs;
 mod errors;
+mod keys;
 mod modes;
 mod replay;
 mod standby;

@@ -24,7 +24,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use serde_json::json;
 use shared::pg::snapshot::{self, Pending, ReadPool, SnapshotInfo};
-use shared::pg::tables::{list_tables, TableFilter, TableInfo, TableName};
+use shared::pg::tables::{list_tables_and_names, TableFilter, TableInfo, TableName};
 use shared::pg::{ConnInfo, Endpoint};
 use shared::{Output, Record, Status};
 
@@ -184,6 +184,8 @@ struct Host {
     snap: SnapshotInfo,
     version: String,
     tables: Vec<TableInfo>,
+    /// Every user table, before the filter.
+    names: Vec<TableName>,
 }
 
 const SESSION_SQL: &str =
@@ -205,7 +207,7 @@ fn open_host(side: Side, dsn: &str, filter: &TableFilter) -> anyhow::Result<Host
         .query_one("SELECT current_setting('server_version')", &[])
         .with_context(what)?
         .get(0);
-    let tables = list_tables(&mut leader, filter).with_context(what)?;
+    let (tables, names) = list_tables_and_names(&mut leader, filter).with_context(what)?;
     Ok(Host {
         side,
         info,
@@ -214,6 +216,7 @@ fn open_host(side: Side, dsn: &str, filter: &TableFilter) -> anyhow::Result<Host
         snap,
         version,
         tables,
+        names,
     })
 }
 
@@ -257,6 +260,19 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
                 tables: h.tables.len(),
             })?;
         }
+    }
+
+    // "Nothing compared" is never "equal".
+    let names: Vec<TableName> = src.names.iter().chain(&tgt.names).cloned().collect();
+    if let Err(e) = cli.filter.check_selects(&names) {
+        out.error(&e, json!({}))?;
+        return out.finish(&json!({"tables": 0, "equal": 0, "different": 0, "missing": 0}));
+    }
+    if names.is_empty() {
+        out.note(
+            "no_tables",
+            "no user tables on either host: nothing to compare",
+        )?;
     }
 
     // Every table of either side, in name order, with its catalog entry on each.

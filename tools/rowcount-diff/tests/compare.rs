@@ -132,6 +132,34 @@ fn filters_estimates_and_csv() {
         .collect();
     assert_eq!(names, ["c"]);
 
+    // A filter that selects nothing fails, naming it (never exit 0 with `tables: 0`); in CSV
+    // mode too.
+    for (args, names) in [
+        (&["--table", "nosuch"][..], "--table 'nosuch'"),
+        (&["--schema", "nosuch"][..], "--schema 'nosuch'"),
+        (&["--exclude", "nosuch"][..], "--exclude 'nosuch'"),
+        (
+            &["--schema", "other", "--exclude", "c"][..],
+            "leaves no table",
+        ),
+        (
+            &["--format", "csv", "--table", "nosuch"][..],
+            "--table 'nosuch'",
+        ),
+    ] {
+        let mut a = vec!["--source", &dsn, "--target", &dsn];
+        a.extend_from_slice(args);
+        let r = run(&a);
+        assert_eq!(r.code, 65, "{args:?}: {}", r.dump());
+        assert!(r.stderr.contains(names), "{}", r.stderr);
+        assert_eq!(r.of("table").len(), 0);
+    }
+    let empty = s.create_db();
+    let e = s.dsn(empty.name());
+    let r = run(&["--source", &e, "--target", &e]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.one("note")["code"], "no_tables");
+
     let r = run(&[
         "--source",
         &dsn,

@@ -112,6 +112,13 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         }
     };
     out.emit(&host.record(false))?;
+    if let Err(e) = args.filter.check_selects(&host.names) {
+        out.error(&e, json!({}))?;
+        return Ok(counts);
+    }
+    if host.names.is_empty() && args.only.is_none() {
+        out.note("no_tables", "no user tables on this host: nothing to hash")?;
+    }
     let mut tables = std::mem::take(&mut host.tables);
     if let Some(only) = &args.only {
         tables.retain(|t| only.contains(&t.name));

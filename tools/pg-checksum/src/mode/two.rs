@@ -219,6 +219,17 @@ fn plan_tables(
             all.entry(t.name.clone()).or_default()[side] = Some(t);
         }
     }
+    let names: Vec<TableName> = src.names.iter().chain(&tgt.names).cloned().collect();
+    if let Err(e) = args.filter.check_selects(&names) {
+        out.error(&e, json!({}))?;
+        return Ok(Vec::new());
+    }
+    if names.is_empty() && args.only.is_none() {
+        out.note(
+            "no_tables",
+            "no user tables on either host: nothing to compare",
+        )?;
+    }
     if let Some(only) = &args.only {
         let wanted: HashSet<&TableName> = only.iter().collect();
         all.retain(|name, _| wanted.contains(name));
@@ -256,7 +267,15 @@ fn plan_tables(
         };
         let keys = [src.keys.get(&s.oid), tgt.keys.get(&t.oid)];
         let whole = !args.whole.tables.is_empty() && args.whole.matches(&name.schema, &name.name);
-        match plan_two(name, s, t, keys, whole, physical) {
+        match plan_two(
+            name,
+            s,
+            t,
+            keys,
+            [&src.orders, &tgt.orders],
+            whole,
+            physical,
+        ) {
             Ok(p) => {
                 if let Some(n) = &p.note {
                     if !whole && p.shape.key.is_empty() {
@@ -612,7 +631,13 @@ fn emit_outcome(
         })?;
     }
     let totals = o.totals();
-    let data_equal = o.data_equal();
+    let because = o.equal_because().map_err(|defect| {
+        shared::err(
+            ErrorKind::Internal,
+            format!("{name}: refusing to call the table equal: {defect} (a bug in pg-checksum; please report it)"),
+        )
+    })?;
+    let data_equal = because.is_some();
     let equal = data_equal && o.plan.only_on_source.is_empty() && o.plan.only_on_target.is_empty();
     let first_pass_differed = !(o.diffs.is_empty() && o.ranges.is_empty());
     counts.chunks += o.chunks[0].len() as u64;
@@ -659,6 +684,8 @@ fn emit_outcome(
         columns_only_on_source: o.plan.only_on_source.clone(),
         columns_only_on_target: o.plan.only_on_target.clone(),
         note: o.plan.note.clone(),
+        key_order: o.plan.key_order.clone(),
+        equal_because: if equal { because } else { None },
         source_lsn: lsns.0.clone(),
         target_lsn: lsns.1.clone(),
         elapsed_ms: o.elapsed.as_millis() as u64,
