@@ -228,5 +228,11 @@ fn read_stdin_tables(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<Vec<T
             }
         }
     }
+    if names.is_empty() {
+        out.note(
+            "no_input_tables",
+            "--from-stdin: standard input named no table: nothing to compare",
+        )?;
+    }
     Ok(Some(names))
 }

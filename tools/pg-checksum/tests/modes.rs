@@ -145,6 +145,26 @@ fn from_stdin_takes_rowcount_diffs_table_records() {
     let r = run_with(&args, "");
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.summary()["tables"], 0);
+    assert_eq!(r.one("note")["code"], "no_input_tables", "said, not silent");
+
+    // pg-checksum's own unequal table records feed a re-check (the README pipeline).
+    let first = two(&s.dsn(ds.name()), &t.dsn(dt.name()), &[]);
+    let unequal: String = first
+        .of("table")
+        .iter()
+        .filter(|t| t["equal"] == false)
+        .map(|t| format!("{t}\n"))
+        .collect();
+    assert_eq!(unequal.lines().count(), 2, "{}", first.dump());
+    let again = run_with(&args, &unequal);
+    assert_eq!(again.code, 1, "{}", again.dump());
+    let mut names: Vec<&str> = again
+        .of("table")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["t", "u"]);
 
     // A line that is not JSON is an error record; the good lines still count.
     let r = run_with(
