@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod differential;
 mod diffs;
 mod errors;
 mod keys;
