@@ -184,14 +184,14 @@ done
 
 jq -s -c '
   def stats(f): (map(f) | sort) as $s | {median: (if ($s | length) == 0 then null else $s[($s | length) / 2 | floor] end), max: ($s | max), n: ($s | length)};
+  def ratio($x; $y): if ($x | length) > 0 and ($y | length) > 0 then
+      (($x | stats(.max_write_gap_ms).median) / ($y | stats(.max_write_gap_ms).median) * 100 | round / 100) else null end;
   [.[] | select(.type == "switchover")] as $all
   | ($all | map(select(.kind == "pgshift" and .mode == "stream"))) as $p
   | ($all | map(select(.kind == "hand"))) as $h
   | ($all | map(select(.mode == "archive"))) as $a
   | ($all | map(select(.kind == "patroni"))) as $pat
   | ($all | map(select(.kind == "pg_auto_failover"))) as $af
-  | def ratio($x; $y): if ($x | length) > 0 and ($y | length) > 0 then
-      (($x | stats(.max_write_gap_ms).median) / ($y | stats(.max_write_gap_ms).median) * 100 | round / 100) else null end;
   | {type: "summary", tool: "bench-migrate",
      pgshift_gap_ms: ($p | stats(.max_write_gap_ms)), pgshift_downtime_ms: ($p | stats(.downtime_ms)),
      hand_gap_ms: ($h | stats(.max_write_gap_ms)), hand_downtime_ms: ($h | stats(.downtime_ms)),
