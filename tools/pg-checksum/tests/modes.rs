@@ -122,7 +122,8 @@ fn from_stdin_takes_rowcount_diffs_table_records() {
         &t.dsn(dt.name()),
     ];
     let r = run_with(&args, stdin);
-    assert_eq!(r.code, 1, "{}", r.dump());
+    // "gone" exists on neither host: a data error (65), not a difference.
+    assert_eq!(r.code, 65, "{}", r.dump());
     let tables: Vec<&str> = r
         .of("table")
         .iter()
@@ -136,6 +137,7 @@ fn from_stdin_takes_rowcount_diffs_table_records() {
     let e = r.of("error");
     assert_eq!(e.len(), 1, "{}", r.stdout);
     assert_eq!(e[0]["name"], "gone");
+    assert_eq!(e[0]["kind"], "data_err");
     assert!(e[0]["message"]
         .as_str()
         .unwrap()

@@ -127,7 +127,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
                 && !tables.iter().any(|t| &t.name == name)
             {
                 let e = shared::err(
-                    ErrorKind::NotFound,
+                    ErrorKind::DataErr,
                     format!("table {name} (from standard input) does not exist on this host"),
                 );
                 out.error(&e, json!({"schema": name.schema, "name": name.name}))?;

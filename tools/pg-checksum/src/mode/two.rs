@@ -237,7 +237,7 @@ fn plan_tables(
             if args.filter.matches(&name.schema, &name.name) && !all.contains_key(name) {
                 counts.tables += 1;
                 counts.missing += 1;
-                let e = shared::err(ErrorKind::NotFound, format!(
+                let e = shared::err(ErrorKind::DataErr, format!(
                     "table {name} (from standard input) exists on neither host; check the schema and name"));
                 out.error(&e, json!({"schema": name.schema, "name": name.name}))?;
             }
