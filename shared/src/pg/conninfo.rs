@@ -58,6 +58,106 @@ pub const KNOWN_KEYWORDS: &[&str] = &[
     "load_balance_hosts",
 ];
 
+/// Keywords libpq knows that pgshift does not act on, or acts on only for some values: a
+/// usage error naming the keyword, because silently ignoring one (libpq would verify a CRL,
+/// check the server's peer user, ...) connects where libpq would refuse. `None`: refused
+/// whatever the value; `Some(values)`: accepted only with one of these values (what pgshift
+/// does anyway).
+const LIMITED: &[(&str, Option<&[&str]>, &str)] = &[
+    ("sslcrl", None, "certificate revocation lists are not checked by pgshift"),
+    ("sslcrldir", None, "certificate revocation lists are not checked by pgshift"),
+    ("requirepeer", None, "the server's peer user is not checked by pgshift"),
+    ("sslpassword", None, "encrypted client keys are not supported by pgshift: give an unencrypted sslkey (mode 0600)"),
+    ("krbsrvname", None, "GSSAPI/Kerberos authentication is not supported by pgshift"),
+    ("gsslib", None, "GSSAPI/Kerberos authentication is not supported by pgshift"),
+    ("gssdelegation", Some(&["0"]), "GSSAPI/Kerberos authentication is not supported by pgshift"),
+    ("gssencmode", Some(&["disable", "prefer", "allow"]), "GSSAPI encryption is not supported by pgshift"),
+    ("replication", None, "pgshift opens replication connections itself"),
+    ("client_encoding", Some(&["UTF8", "utf8", "UTF-8", "utf-8", "auto"]), "pgshift's connections always use UTF8"),
+    ("sslcompression", Some(&["0"]), "TLS compression is obsolete and never used"),
+    ("sslnegotiation", Some(&["postgres"]), "only the standard SSLRequest negotiation is supported"),
+    ("sslcertmode", Some(&["allow", "disable"]), "sslcertmode=require is not supported by pgshift"),
+    ("load_balance_hosts", Some(&["disable"]), "hosts are tried in the order given"),
+];
+
+/// Refuse a keyword pgshift would silently ignore (see [`LIMITED`]).
+pub fn check_supported(map: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for (key, values, why) in LIMITED {
+        let Some(v) = map.get(*key) else { continue };
+        let ok = values.is_some_and(|vs| vs.contains(&v.as_str()));
+        if !ok {
+            return Err(usage(match values {
+                None => format!("connection option \"{key}\" is not supported ({why}); remove it from the connection string"),
+                Some(vs) => format!(
+                    "connection option {key}={v} is not supported ({why}); use {} or leave it out",
+                    vs.iter().map(|x| format!("{key}={x}")).collect::<Vec<_>>().join(" or ")
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Read service `name` from a `pg_service.conf`-format text: its `key=value` lines, or
+/// `None` if the file has no such section. Keywords must be libpq's; `service` itself may not
+/// appear (libpq refuses nesting too).
+pub fn parse_service(
+    text: &str,
+    file: &str,
+    name: &str,
+) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    let mut found: Option<BTreeMap<String, String>> = None;
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[') {
+            let Some(section) = section.strip_suffix(']') else {
+                return Err(usage(format!(
+                    "{file}:{}: syntax error in service file (a section is [name])",
+                    i + 1
+                )));
+            };
+            if found.is_some() {
+                break;
+            }
+            in_section = section.trim() == name;
+            if in_section {
+                found = Some(BTreeMap::new());
+            }
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(usage(format!(
+                "{file}:{}: syntax error in service file (expected key=value)",
+                i + 1
+            )));
+        };
+        let k = k.trim();
+        if k == "service" {
+            return Err(usage(format!(
+                "{file}:{}: nested service specifications are not supported",
+                i + 1
+            )));
+        }
+        if !KNOWN_KEYWORDS.contains(&k) {
+            return Err(usage(format!(
+                "{file}:{}: invalid connection option \"{k}\" in service \"{name}\"",
+                i + 1
+            )));
+        }
+        if let Some(m) = found.as_mut() {
+            m.entry(k.to_owned()).or_insert_with(|| v.trim().to_owned());
+        }
+    }
+    Ok(found)
+}
+
 fn usage(msg: String) -> anyhow::Error {
     crate::err(ErrorKind::Usage, msg)
 }

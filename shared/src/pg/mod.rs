@@ -55,7 +55,62 @@ const ENV_VARS: &[(&str, &str)] = &[
 
 /// Every `PG*` variable [`ConnInfo::parse`] reads; tests remove them to be hermetic.
 pub fn env_var_names() -> impl Iterator<Item = &'static str> {
-    ENV_VARS.iter().map(|(v, _)| *v)
+    ENV_VARS
+        .iter()
+        .map(|(v, _)| *v)
+        .chain(["PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR"])
+}
+
+/// Where libpq's packaged build looks for the system-wide `pg_service.conf` without
+/// `PGSYSCONFDIR` (Debian/Ubuntu's postgresql-common; PGDG RPMs use `/etc/sysconfig/pgsql`).
+const SYSCONF_DIRS: &[&str] = &["/etc/postgresql-common", "/etc/sysconfig/pgsql"];
+
+/// The settings of service `name`: from `PGSERVICEFILE` (else `~/.pg_service.conf`), else
+/// from `pg_service.conf` in `PGSYSCONFDIR` (else the packaged locations). Not found in any
+/// is an error, as in libpq.
+fn read_service(
+    name: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    match env("PGSERVICEFILE").filter(|v| !v.is_empty()) {
+        Some(f) => files.push(f.into()),
+        None => {
+            if let Some(home) = env("HOME") {
+                files.push(Path::new(&home).join(".pg_service.conf"));
+            }
+        }
+    }
+    match env("PGSYSCONFDIR").filter(|v| !v.is_empty()) {
+        Some(d) => files.push(Path::new(&d).join("pg_service.conf")),
+        None => files.extend(
+            SYSCONF_DIRS
+                .iter()
+                .map(|d| Path::new(d).join("pg_service.conf")),
+        ),
+    }
+    for f in &files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(crate::err(
+                    ErrorKind::Usage,
+                    format!("cannot read service file \"{}\": {e}", f.display()),
+                ))
+            }
+        };
+        if let Some(m) = conninfo::parse_service(&text, &f.display().to_string(), name)? {
+            return Ok(m);
+        }
+    }
+    Err(crate::err(
+        ErrorKind::Usage,
+        format!(
+            "definition of service \"{name}\" not found (looked in {}); check the name, or set PGSERVICEFILE",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    ))
 }
 
 /// Seconds to wait for a connection when neither the DSN nor `PGCONNECT_TIMEOUT` says.
@@ -148,6 +203,17 @@ impl ConnInfo {
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<ConnInfo> {
         let mut params = conninfo::parse(dsn)?;
+        // A service's settings come after the DSN's and before the environment's (libpq).
+        let service = params
+            .get("service")
+            .cloned()
+            .or_else(|| env("PGSERVICE").filter(|v| !v.is_empty()));
+        if let Some(name) = service {
+            for (k, v) in read_service(&name, &env)? {
+                params.entry(k).or_insert(v);
+            }
+            params.remove("service");
+        }
         for (var, key) in ENV_VARS {
             if !params.contains_key(*key) {
                 if let Some(v) = env(var).filter(|v| !v.is_empty()) {
@@ -173,10 +239,13 @@ impl ConnInfo {
         if !params.contains_key("dbname") {
             params.insert("dbname".into(), params["user"].clone());
         }
+        conninfo::check_supported(&params)?;
         let info = ConnInfo { params };
         // Validate the enumerations and host/port lists now, so a bad DSN is a usage error at
         // start-up rather than at the first connection.
         info.sslmode()?;
+        info.tls_version("ssl_min_protocol_version")?;
+        info.tls_version("ssl_max_protocol_version")?;
         info.target_session_attrs()?;
         info.endpoints()?;
         Ok(info)
@@ -423,7 +492,26 @@ impl ConnInfo {
         Ok(c)
     }
 
-    /// The TLS connector for `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
+    /// `ssl_min_protocol_version` / `ssl_max_protocol_version` (`TLSv1` ... `TLSv1.3`).
+    fn tls_version(&self, key: &str) -> anyhow::Result<Option<openssl::ssl::SslVersion>> {
+        use openssl::ssl::SslVersion;
+        Ok(match self.get(key) {
+            None | Some("") => None,
+            Some("TLSv1") => Some(SslVersion::TLS1),
+            Some("TLSv1.1") => Some(SslVersion::TLS1_1),
+            Some("TLSv1.2") => Some(SslVersion::TLS1_2),
+            Some("TLSv1.3") => Some(SslVersion::TLS1_3),
+            Some(other) => {
+                return Err(crate::err(
+                    ErrorKind::Usage,
+                    format!("invalid {key} \"{other}\" (use TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3)"),
+                ))
+            }
+        })
+    }
+
+    /// The TLS connector for `sslmode`, `sslrootcert`, `sslcert`, `sslkey` and the TLS
+    /// protocol versions.
     pub fn tls_connector(&self) -> anyhow::Result<MakeTlsConnector> {
         let mode = self.sslmode()?;
         let home_file = |name: &str| -> Option<PathBuf> {
@@ -437,6 +525,14 @@ impl ConnInfo {
             .map(PathBuf::from)
             .or_else(|| home_file("root.crt"));
         let mut b = SslConnector::builder(SslMethod::tls_client())?;
+        // libpq's default minimum is TLS 1.2.
+        b.set_min_proto_version(Some(
+            self.tls_version("ssl_min_protocol_version")?
+                .unwrap_or(openssl::ssl::SslVersion::TLS1_2),
+        ))?;
+        if let Some(v) = self.tls_version("ssl_max_protocol_version")? {
+            b.set_max_proto_version(Some(v))?;
+        }
         // libpq: with sslmode=require, a configured root certificate makes it verify-ca.
         let verify = match mode {
             SslMode::VerifyCa | SslMode::VerifyFull => true,
@@ -889,5 +985,95 @@ mod tests {
             Verdict::Fallback
         ));
         assert!(matches!(verdict(SessionAttrs::Any, None), Verdict::Accept));
+    }
+
+    #[test]
+    fn services_come_after_the_dsn_and_before_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.conf");
+        std::fs::write(
+            &file,
+            "# a comment\n[other]\nhost=wrong\n\n[app]\nhost = db1\nport=6543\ndbname=appdb\nuser=svcuser\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let pairs = [("PGSERVICEFILE", f), ("PGUSER", "envuser"), ("PGPORT", "1")];
+        let c = ConnInfo::parse_with_env("service=app user=me", env(&pairs)).unwrap();
+        assert_eq!(c.get("host"), Some("db1"));
+        assert_eq!(c.get("port"), Some("6543"), "the service beats PGPORT");
+        assert_eq!(c.dbname(), "appdb");
+        assert_eq!(c.user(), "me", "the DSN beats the service");
+        assert_eq!(c.get("service"), None);
+        // PGSERVICE names it too.
+        let pairs = [("PGSERVICEFILE", f), ("PGSERVICE", "app")];
+        assert_eq!(
+            ConnInfo::parse_with_env("", env(&pairs))
+                .unwrap()
+                .get("host"),
+            Some("db1")
+        );
+        // A service nowhere is an error naming it and where it was looked for, as in libpq.
+        let none = dir.path().join("none");
+        let pairs = [
+            ("PGSERVICEFILE", f),
+            ("PGSYSCONFDIR", none.to_str().unwrap()),
+        ];
+        let e = ConnInfo::parse_with_env("service=nosuch", env(&pairs)).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("service \"nosuch\" not found") && m.contains("svc.conf"),
+            "{m}"
+        );
+        assert_eq!(crate::exit::classify(&e), ErrorKind::Usage);
+        // The system file, when the user's has no such service.
+        std::fs::write(dir.path().join("pg_service.conf"), "[sys]\nhost=db2\n").unwrap();
+        let pairs = [
+            ("PGSERVICEFILE", f),
+            ("PGSYSCONFDIR", dir.path().to_str().unwrap()),
+        ];
+        let c = ConnInfo::parse_with_env("service=sys", env(&pairs)).unwrap();
+        assert_eq!(c.get("host"), Some("db2"));
+        // Bad keywords inside are refused, with the line.
+        std::fs::write(&file, "[app]\nhots=x\n").unwrap();
+        let e = ConnInfo::parse_with_env("service=app", env(&[("PGSERVICEFILE", f)])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("svc.conf:2: invalid connection option \"hots\""),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn keywords_that_would_be_ignored_are_refused_by_name() {
+        for (dsn, names) in [
+            ("host=a sslcrl=/x.crl", "\"sslcrl\" is not supported"),
+            ("host=a requirepeer=postgres", "\"requirepeer\""),
+            ("host=a sslpassword=x", "\"sslpassword\""),
+            (
+                "host=a gssencmode=require",
+                "gssencmode=require is not supported",
+            ),
+            (
+                "host=a load_balance_hosts=random",
+                "load_balance_hosts=random",
+            ),
+            ("host=a client_encoding=LATIN1", "client_encoding=LATIN1"),
+            ("host=a replication=database", "\"replication\""),
+            (
+                "host=a ssl_min_protocol_version=TLSv9",
+                "invalid ssl_min_protocol_version",
+            ),
+        ] {
+            let e = ConnInfo::parse_with_env(dsn, env(&[])).unwrap_err();
+            let m = format!("{e:#}");
+            assert!(m.contains(names), "{dsn}: {m}");
+            assert_eq!(crate::exit::classify(&e), ErrorKind::Usage, "{dsn}");
+        }
+        for ok in [
+            "host=a gssencmode=disable",
+            "host=a gssencmode=prefer client_encoding=UTF8 sslcompression=0",
+            "host=a load_balance_hosts=disable ssl_min_protocol_version=TLSv1.3",
+        ] {
+            ConnInfo::parse_with_env(ok, env(&[])).unwrap();
+        }
     }
 }
