@@ -61,7 +61,7 @@ done
 pgs_log "copying it into accounts_text (text key)"
 for c in "$A" "$B"; do
   pgs_psql "$c" "CREATE TABLE accounts_text (k text COLLATE \"und-x-icu\", bid int, abalance int, filler char(84));
-    INSERT INTO accounts_text SELECT md5(aid::text), bid, abalance, filler FROM pgbench_accounts;
+    INSERT INTO accounts_text SELECT md5(g::text), (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, $ROWS) g;
     ALTER TABLE accounts_text ADD PRIMARY KEY (k);" >/dev/null
   pgs_psql "$c" "VACUUM ANALYZE pgbench_accounts" >/dev/null
   pgs_psql "$c" "VACUUM ANALYZE accounts_text" >/dev/null
@@ -82,7 +82,8 @@ rps() { awk -v n="$ROWS" -v ms="$1" 'BEGIN { printf "%.0f", n / (ms / 1000) }'; 
 table='' key=''
 copy() { "$PG_BIN/psql" -XAtq -d "$1" -c "COPY $table TO STDOUT" >/dev/null; }
 copy_both() { copy "$A" & copy "$B"; wait; }
-checksum() { "$BIN/pg-checksum" --source "$A" --target "$B" --table "$table" -j "$JOBS"; }
+ck_args=()
+checksum() { "$BIN/pg-checksum" --source "$A" --target "$B" --table "$table" -j "$JOBS" "${ck_args[@]}"; }
 reladiff_run() {
   reladiff "$(url "$WORK/a")" "$table" "$(url "$WORK/b")" "$table" \
     -k "$key" -c bid -c abalance -c filler -a hashdiff -j "$JOBS" --json
@@ -161,13 +162,26 @@ int=$(bench_table integer pgbench_accounts aid \
   "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid IN (1000, $((ROWS / 2)), $((ROWS - 1)));
    DELETE FROM pgbench_accounts WHERE aid IN (123, $((ROWS * 2 / 3)));
    INSERT INTO pgbench_accounts VALUES ($((ROWS + 1)), 1, 0, ''), ($((ROWS + 2)), 1, 0, '');")
-text=$(bench_table text accounts_text k \
-  "UPDATE accounts_text SET abalance = abalance + 1 WHERE k IN (md5('1000'), md5('$((ROWS / 2))'), md5('$((ROWS - 1))'));
+text_changes="UPDATE accounts_text SET abalance = abalance + 1 WHERE k IN (md5('1000'), md5('$((ROWS / 2))'), md5('$((ROWS - 1))'));
    DELETE FROM accounts_text WHERE k IN (md5('123'), md5('$((ROWS * 2 / 3))'));
-   INSERT INTO accounts_text VALUES (md5('x1'), 1, 0, ''), (md5('x2'), 1, 0, '');")
+   INSERT INTO accounts_text VALUES (md5('x1'), 1, 0, ''), (md5('x2'), 1, 0, '');"
+text=$(bench_table text accounts_text k "$text_changes")
+# The same text key in byte order (--key-order bytes): cheaper comparisons in the hashing
+# scan, sequential scans in drill-down. Made again on both, so the rounds start equal.
+for c in "$A" "$B"; do pgs_psql "$c" "DROP TABLE accounts_text" >/dev/null; done
+for c in "$A" "$B"; do
+  pgs_psql "$c" "CREATE TABLE accounts_text (k text COLLATE \"und-x-icu\", bid int, abalance int, filler char(84));
+    INSERT INTO accounts_text SELECT md5(g::text), (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, $ROWS) g;
+    ALTER TABLE accounts_text ADD PRIMARY KEY (k);" >/dev/null
+  pgs_psql "$c" "VACUUM ANALYZE accounts_text" >/dev/null
+done
+ck_args=(--key-order bytes)
+text_bytes=$(bench_table "text (bytes)" accounts_text k "$text_changes")
+ck_args=()
 
 summary=$(jq -cn --argjson rows "$ROWS" --argjson jobs "$JOBS" --argjson rowcount_diff_ms "$rc_ms" \
-  --argjson integer "$int" --argjson text "$text" \
+  --argjson integer "$int" --argjson text "$text" --argjson text_bytes "$text_bytes" \
   '{type: "summary", tool: "bench/pg-checksum.sh", rows: $rows, jobs: $jobs,
-    rowcount_diff_ms: $rowcount_diff_ms, integer_key: $integer, text_key: $text}')
+    rowcount_diff_ms: $rowcount_diff_ms, integer_key: $integer, text_key: $text,
+    text_key_bytes_order: $text_bytes}')
 printf '%s\n' "$summary" | tee "$RESULTS/pg-checksum-$(date -u +%Y%m%dT%H%M%SZ).json"

@@ -108,10 +108,25 @@ pub struct Cli {
     /// Hash these tables whole (no key ranges, no row drill-down): NAME or SCHEMA.NAME, globs.
     #[arg(long, value_name = "PATTERN")]
     pub whole_table: Vec<String>,
+    /// How text-like keys are ordered for chunks and drill-down: `auto` uses the key index's
+    /// collation when both hosts order it alike (drill-down then reads ranges through the
+    /// index), else byte order; `bytes` always compares `COLLATE "C"` (cheaper comparisons
+    /// in the hashing scan, but every drill-down step scans the table).
+    #[arg(long, value_enum, value_name = "ORDER", default_value = "auto")]
+    pub key_order: KeyOrder,
     /// One-host mode: reuse the chunk boundaries of an earlier --dsn output, so that
     /// `compare` can compare chunk by chunk.
     #[arg(long, value_name = "FILE", requires = "dsn")]
     pub chunks_from: Option<PathBuf>,
+}
+
+/// `--key-order`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// The key index's collation where both hosts share it, else bytes.
+    Auto,
+    /// Always byte order (`COLLATE "C"`).
+    Bytes,
 }
 
 /// Subcommands.
@@ -162,6 +177,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
                     wait_replay: cli.wait_replay,
                     timeout: cli.timeout,
                     recheck: cli.recheck,
+                    index_order: cli.key_order == KeyOrder::Auto,
                 },
                 &mut out,
             )?;

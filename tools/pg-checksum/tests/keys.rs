@@ -258,6 +258,28 @@ fn every_key_type_finds_the_changed_missing_and_extra_row_with_and_without_reche
         .unwrap()
         .starts_with("index ("));
     assert!(r.table("pk_int2").get("key_order").is_none());
+    // --key-order bytes: byte order whatever the hosts share, the same differences.
+    let r2 = two(
+        &s.dsn(ds.name()),
+        &t.dsn(dt.name()),
+        &[
+            "--chunk-rows",
+            "500",
+            "--table",
+            "pk_text_icu",
+            "--key-order",
+            "bytes",
+        ],
+    );
+    assert_eq!(
+        r2.table("pk_text_icu")["key_order"],
+        "bytes (COLLATE \"C\")"
+    );
+    assert_eq!(
+        diffs(&r2, "pk_text_icu", &["k"]),
+        diffs(&r, "pk_text_icu", &["k"])
+    );
+    assert_eq!(diffs(&r2, "pk_text_icu", &["k"]).len(), 3);
 
     // Equal data (the source against itself) is equal, and says why.
     let r = two(

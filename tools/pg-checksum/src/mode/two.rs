@@ -45,6 +45,8 @@ pub struct Args<'a> {
     pub wait_replay: bool,
     pub timeout: Duration,
     pub recheck: u32,
+    /// Text keys in the key index's order where both hosts share it (`--key-order auto`).
+    pub index_order: bool,
 }
 
 pub(crate) fn join<T>(h: thread::ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -246,6 +248,7 @@ fn plan_tables(
     // The target is a physical standby of the source: the same cluster (system identifier),
     // replaying its WAL (checked by --wait-replay).
     let physical = args.wait_replay && src.system_id.is_some() && src.system_id == tgt.system_id;
+    let none = crate::plan::Orders::new();
     let mut plans = Vec::new();
     for (name, sides) in &all {
         counts.tables += 1;
@@ -267,15 +270,12 @@ fn plan_tables(
         };
         let keys = [src.keys.get(&s.oid), tgt.keys.get(&t.oid)];
         let whole = !args.whole.tables.is_empty() && args.whole.matches(&name.schema, &name.name);
-        match plan_two(
-            name,
-            s,
-            t,
-            keys,
-            [&src.orders, &tgt.orders],
-            whole,
-            physical,
-        ) {
+        let orders = if args.index_order {
+            [&src.orders, &tgt.orders]
+        } else {
+            [&none, &none]
+        };
+        match plan_two(name, s, t, keys, orders, whole, physical) {
             Ok(p) => {
                 if let Some(n) = &p.note {
                     if !whole && p.shape.key.is_empty() {
