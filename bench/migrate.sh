@@ -46,12 +46,15 @@ out=$(pgs_results_file migrate jsonl)
 work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
 chmod 755 "$work"
 export PGSHIFT_STATE_DIR=$work/state
+# The run's own status survives the clean-up (a peer already stopped is not a failure).
 cleanup() {
+  local rc=$?
   "$here/scripts/hosts-local.sh" destroy "$work/s" >/dev/null 2>&1 || true
   "$here/scripts/hosts-local.sh" destroy "$work/a" >/dev/null 2>&1 || true
-  [[ -d $work/patroni ]] && PEER_DIR=$work/patroni peer_patroni_down
-  [[ -d $work/pgaf ]] && PEER_DIR=$work/pgaf peer_pgaf_down
+  if [[ -d $work/patroni ]]; then PEER_DIR=$work/patroni peer_patroni_down >/dev/null 2>&1 || true; fi
+  if [[ -d $work/pgaf ]]; then PEER_DIR=$work/pgaf peer_pgaf_down >/dev/null 2>&1 || true; fi
   rm -rf "$work"
+  exit "$rc"
 }
 trap cleanup EXIT
 

@@ -204,8 +204,9 @@ pgs_psql() {
 # --- Running commands on a "host" -------------------------------------------------------
 # A host spec says where a command runs:
 #   local (or empty)           this machine
-#   ssh://[user@]host[:port]   through the system ssh (BatchMode, host keys checked;
-#                              extra options from PGS_SSH_OPTS, e.g. "-i key -F cfg")
+#   ssh://[user@]host[:port]   through the system ssh (host may be [v6addr]; the policy
+#                              of pgs_ssh_opts; extra options from PGS_SSH_OPTS, e.g.
+#                              "-i key -F cfg")
 #   netns://NAME               inside network namespace NAME on this machine (root only)
 
 # pgs_quote ARG...: the arguments as one shell-quoted command string.
@@ -223,13 +224,15 @@ pgs_on() {
     local | "") "$@" ;;
     netns://*) ip netns exec "${spec#netns://}" "$@" ;;
     ssh://*)
-      local target=${spec#ssh://} port=""
-      if [[ $target =~ ^(.*):([0-9]+)$ ]]; then
+      local target=${spec#ssh://} port="" user="" opts=()
+      if [[ $target == *@* ]]; then user=${target%%@*}@ target=${target#*@}; fi
+      if [[ $target =~ ^\[(.*)\](:([0-9]+))?$ ]]; then # [v6addr] or [v6addr]:port
+        target=${BASH_REMATCH[1]} port=${BASH_REMATCH[3]}
+      elif [[ $target =~ ^([^:]*):([0-9]+)$ ]]; then
         target=${BASH_REMATCH[1]} port=${BASH_REMATCH[2]}
       fi
-      # shellcheck disable=SC2086  # PGS_SSH_OPTS is a list of options
-      ssh -o BatchMode=yes -o ConnectTimeout=5 ${PGS_SSH_OPTS:-} ${port:+-p "$port"} \
-        "$target" -- "$(pgs_quote "$@")"
+      pgs_ssh_opts opts
+      ssh "${opts[@]}" ${port:+-p "$port"} "$user$target" -- "$(pgs_quote "$@")"
       ;;
     *) pgs_die "$EX_USAGE" "unknown host spec '$spec' (use local, ssh://user@host[:port] or netns://NAME)" ;;
   esac
@@ -243,6 +246,34 @@ pgs_on_pg() {
   # shellcheck disable=SC2016  # expanded by the remote sh, not here
   pgs_on "$spec" sh -c 'cd /tmp && if [ "$(id -u)" = 0 ]; then exec runuser -u postgres -- "$@"; else exec "$@"; fi' \
     pgs-on-pg "$@"
+}
+
+# pgs_ssh_opts ARRAY: the ssh options of every call into the array named ARRAY: the policy
+# shared::host applies in the tools (BatchMode, host keys checked, keep-alives and a connect
+# timeout, first so a config file cannot override them), then the user's PGS_SSH_OPTS (words
+# split with shell quoting, by xargs; never evaluated). Turning host key checking or BatchMode
+# off is refused (exit 2), as in the tools; -o StrictHostKeyChecking=accept-new is allowed.
+pgs_ssh_opts() {
+  local -n _out=$1
+  local extra=() strict=yes w lower
+  if [[ -n ${PGS_SSH_OPTS:-} ]]; then
+    xargs -r true <<<"$PGS_SSH_OPTS" 2>/dev/null ||
+      pgs_die "$EX_USAGE" "PGS_SSH_OPTS '$PGS_SSH_OPTS' cannot be split into words (an unclosed quote?)"
+    mapfile -d '' extra < <(xargs -r printf '%s\0' <<<"$PGS_SSH_OPTS")
+  fi
+  for w in "${extra[@]}"; do
+    lower=${w,,} lower=${lower#-o} lower=${lower// /=}
+    case $lower in
+      stricthostkeychecking=no | stricthostkeychecking=off | stricthostkeychecking=false)
+        pgs_die "$EX_USAGE" "PGS_SSH_OPTS turns host key checking off, which pgshift refuses: add the host's key to a known_hosts file (ssh-keyscan, after checking the fingerprint) and pass -o UserKnownHostsFile=FILE, or use -o StrictHostKeyChecking=accept-new" ;;
+      stricthostkeychecking=accept-new) strict=accept-new ;;
+      batchmode=*)
+        [[ $lower == batchmode=yes ]] ||
+          pgs_die "$EX_USAGE" "pgshift always runs ssh with BatchMode=yes (a password prompt would hang the migration): use a key (PGS_SSH_OPTS='-i FILE')" ;;
+    esac
+  done
+  _out=(-o BatchMode=yes -o "StrictHostKeyChecking=$strict" "${extra[@]}"
+    -o ConnectTimeout=5 -o ServerAliveInterval=2 -o ServerAliveCountMax=3)
 }
 
 # pgs_host_reachable SPEC: true if commands can run on SPEC (ssh answers, netns exists).

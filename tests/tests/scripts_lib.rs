@@ -76,6 +76,73 @@ fn exit_codes_match_the_shared_table() {
     assert_eq!(out.trim(), "0 1 2 65 69 70 74 75 126");
 }
 
+/// lib.sh's ssh calls follow the tools' policy (shared::host), against a real sshd: the
+/// user's options split with shell quoting, host keys checked even where the user's ssh
+/// config turns checking off (the policy comes first, and ssh takes the first value), and
+/// options that turn host key checking or BatchMode off refused before ssh runs.
+#[test]
+fn ssh_calls_follow_the_tools_policy() {
+    let sshd = match testkit::Sshd::start(&["postgres"]) {
+        Ok(s) => s,
+        Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
+    };
+    let spec = format!("ssh://postgres@127.0.0.1:{}", sshd.port());
+    let key = sshd.client_key().display().to_string();
+    let known = format!("UserKnownHostsFile={}", sshd.known_hosts().display());
+    let run = |opts: &str, cmd: &str| {
+        let root = workspace_root();
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(format!(
+                ". '{}/scripts/lib.sh'; pgs_on '{spec}' {cmd}",
+                root.display()
+            ))
+            .env("PGS_SSH_OPTS", opts);
+        testkit::hermetic(&mut c);
+        c.output().unwrap()
+    };
+    // Works, and the words of the command arrive as given.
+    let o = run(
+        &format!("-F /dev/null -i '{key}' -o '{known}'"),
+        "printf '%s|' 'a b' \"c'd\"",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "a b|c'd|");
+    // A config that turns checking off, and an empty known_hosts: refused by ssh itself.
+    let dir = tempfile_dir();
+    let cfg = dir.join("ssh_config");
+    std::fs::write(
+        &cfg,
+        "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n",
+    )
+    .unwrap();
+    let o = run(&format!("-F '{}' -i '{key}'", cfg.display()), "true");
+    assert!(!o.status.success(), "an unknown host key was accepted");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("verification failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Options that turn the policy off are refused (exit 2) and ssh never runs.
+    for bad in [
+        "-o StrictHostKeyChecking=no",
+        "-oBatchMode=no",
+        "-o 'StrictHostKeyChecking off'",
+    ] {
+        let o = run(
+            &format!("{bad} -F /dev/null -i '{key}' -o '{known}'"),
+            "echo ran",
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(o.stdout.is_empty(), "ssh ran with {bad}");
+    }
+    let o = run(
+        &format!("-o StrictHostKeyChecking=accept-new -F /dev/null -i '{key}' -o '{known}'"),
+        "echo ran",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+}
+
 #[test]
 fn missing_command_fails_with_unavailable() {
     let root = workspace_root();
