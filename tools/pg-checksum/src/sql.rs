@@ -144,6 +144,14 @@ impl Shape {
         self.key.iter().map(|k| quote_ident(&k.name)).collect()
     }
 
+    /// The key columns' text (`"k"::text`), as every query that reads keys back selects them.
+    fn key_texts(&self) -> Vec<String> {
+        self.column_exprs()
+            .iter()
+            .map(|c| format!("{c}::text"))
+            .collect()
+    }
+
     fn alias_exprs(&self) -> Vec<String> {
         (0..self.key.len()).map(alias).collect()
     }
@@ -300,11 +308,7 @@ impl Shape {
 
     /// The text of the keys of up to `n` rows, any rows (no order: no sort of a big table).
     pub fn any_keys_query(&self, n: usize) -> String {
-        let sel: Vec<String> = self
-            .column_exprs()
-            .iter()
-            .map(|c| format!("{c}::text"))
-            .collect();
+        let sel = self.key_texts();
         format!(
             "SELECT {} FROM ONLY {} LIMIT {n}",
             sel.join(", "),
@@ -331,11 +335,7 @@ impl Shape {
     /// For the rows with these keys: `(key text..., extra)`, where `extra` is a list of text
     /// expressions over the table (system columns: `xmin::text`, `ctid::text`).
     pub fn system_query(&self, keys: &[KeyVal], extra: &str) -> String {
-        let sel: Vec<String> = self
-            .column_exprs()
-            .iter()
-            .map(|c| format!("{c}::text"))
-            .collect();
+        let sel = self.key_texts();
         format!(
             "SELECT {}, {extra} FROM ONLY {} WHERE {}",
             sel.join(", "),
@@ -347,11 +347,7 @@ impl Shape {
     /// For the rows with these keys: `(key text..., md5 of each hashed column's text)`, to
     /// name the columns that differ.
     pub fn columns_query(&self, keys: &[KeyVal]) -> String {
-        let mut sel: Vec<String> = self
-            .column_exprs()
-            .iter()
-            .map(|c| format!("{c}::text"))
-            .collect();
+        let mut sel = self.key_texts();
         for c in &self.columns {
             sel.push(format!("pg_catalog.md5(ROW({})::text)", quote_ident(c)));
         }
