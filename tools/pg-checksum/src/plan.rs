@@ -326,7 +326,6 @@ fn choose_key<'a>(
         ));
     };
     let mut cols = Vec::new();
-    let mut collatable = Vec::new();
     let mut orders: Vec<Option<String>> = Vec::new();
     for (i, c) in key.columns.iter().enumerate() {
         let (info, order) = column(c, key.collations.get(i).copied().unwrap_or(0))?;
@@ -334,7 +333,7 @@ fn choose_key<'a>(
             return Err(shared::err(
                 ErrorKind::DataErr,
                 format!(
-                    "cannot chunk {name}: its {} column \"{c}\" has type {}, whose order is not portable between hosts (supported: integers, numeric, text types, uuid, date/time, bytea, boolean, inet, macaddr); compare it as one whole-table hash with --whole-table {name}, or leave it out with --exclude {name}",
+                    "cannot chunk {name}: its {} column \"{c}\" has type {}, whose order is not portable between hosts (supported: integers, numeric, text types incl. citext and domains over them, enums, uuid, date/time, bytea, boolean, inet, macaddr); compare it as one whole-table hash with --whole-table {name}, or leave it out with --exclude {name}",
                     key.what, info.type_name
                 ),
             ));
@@ -342,17 +341,16 @@ fn choose_key<'a>(
         if info.collatable {
             orders.push(order);
         }
-        collatable.push(info.collatable);
         cols.push(KeyCol {
             name: c.clone(),
             cast: info.base_type_sql.clone(),
-            collate: false,
+            collate: info.collatable,
         });
     }
     // Every text-like column in the index's order, or all of them in byte order.
     let index_order = !orders.is_empty() && orders.iter().all(Option::is_some);
-    for (k, coll) in cols.iter_mut().zip(collatable) {
-        k.collate = coll && !index_order;
+    for k in &mut cols {
+        k.collate &= !index_order;
     }
     let key_order = if orders.is_empty() {
         None
