@@ -49,7 +49,6 @@ while (($#)); do
     --repl-password-file)
       [[ -r ${2:?} ]] || usage "cannot read password file '$2'"
       repl_password=$(<"$2"); shift ;;
-    --repl-password) repl_password=${2:?}; shift ;; # used by the remote re-invocation
     --archive) archive=${2:?}; shift ;;
     --wal-ship) wal_ship=${2:?}; shift ;;
     --wal-keep-size) wal_keep=${2:?}; shift ;;
@@ -64,17 +63,21 @@ done
 [[ $role == source || $role == target ]] || usage "--role source|target is required"
 [[ -n $pgdata ]] || usage "--pgdata DIR is required"
 [[ $repl_user =~ ^[a-z_][a-z0-9_]*$ ]] || usage "--repl-user must be a plain lower-case name"
+# On the host, the password comes in the script stream (see below), never in argv.
+if ((remote)); then repl_password=${PGS_REPL_PASSWORD:-} && unset PGS_REPL_PASSWORD; fi
 
 # Run the rest on the host itself: ship lib.sh and this script through stdin.
 if ((!remote)) && [[ $host != local ]]; then
   pgs_host_reachable "$host" || pgs_die "$EX_UNAVAILABLE" "cannot run commands on $host (check ssh access: BatchMode, keys, host key)"
   args=(--role "$role" --pgdata "$pgdata" --listen "$listen" --allow "$allow"
     --repl-user "$repl_user" --wal-ship "$wal_ship" --wal-keep-size "$wal_keep" --on-host)
-  [[ -n $repl_password ]] && args+=(--repl-password "$repl_password")
   [[ -n $archive ]] && args+=(--archive "$archive")
   ((ssl)) || args+=(--no-ssl)
   ((restart)) && args+=(--restart)
-  cat "$(dirname "$0")/lib.sh" "$0" | pgs_on "$host" bash -s -- "${args[@]}"
+  # The password travels inside the script on stdin (a first line setting a variable), so
+  # it is in no process's arguments on either machine.
+  { printf 'PGS_REPL_PASSWORD=%q\n' "$repl_password"; cat "$(dirname "$0")/lib.sh" "$0"; } |
+    pgs_on "$host" bash -s -- "${args[@]}"
   exit
 fi
 
@@ -166,17 +169,28 @@ SQL
 done
 
 # The replication role.
+# The password goes to psql on stdin as an SQL literal (not as a -v argument, which any user
+# sees in ps), in a session that logs no statement (log_statement = 'ddl' or 'all' would
+# write it to the server log).
+set_password() { # set_password CREATE|ALTER
+  local q="'" lit
+  lit=${repl_password//$q/$q$q}
+  psql_local -v u="$repl_user" >/dev/null <<EOF
+SET log_statement = 'none'; SET log_min_duration_statement = -1; SET log_min_error_statement = 'panic';
+SET pg_stat_statements.track_utility = off;
+SET password_encryption = 'scram-sha-256';
+$1 ROLE :"u" LOGIN REPLICATION PASSWORD '$lit';
+EOF
+}
 if [[ -n $repl_password ]]; then
   exists=$(psql_local -v u="$repl_user" <<<"SELECT count(*) FROM pg_roles WHERE rolname = :'u'")
   if [[ $exists == 0 ]]; then
-    psql_local -v u="$repl_user" -v p="$repl_password" >/dev/null \
-      <<<"SET password_encryption = 'scram-sha-256'; CREATE ROLE :\"u\" LOGIN REPLICATION PASSWORD :'p'"
+    set_password CREATE
     pgs_json role name="$repl_user" action=created
     note_change
   else
-    # Keep the password in step with the file, without logging it.
-    psql_local -v u="$repl_user" -v p="$repl_password" >/dev/null \
-      <<<"SET password_encryption = 'scram-sha-256'; ALTER ROLE :\"u\" LOGIN REPLICATION PASSWORD :'p'"
+    # Keep the password in step with the file.
+    set_password ALTER
     pgs_json role name="$repl_user" action=unchanged
   fi
 fi

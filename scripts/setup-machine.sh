@@ -21,6 +21,8 @@ need=(
   "shellcheck:shellcheck"
   "ip:iproute2"
   "ps:procps"
+  # the secrets test traces every exec of a setup for the password
+  "strace:strace"
   "runuser:util-linux"
   "pkg-config:pkg-config"
   "/usr/include/openssl/ssl.h:libssl-dev"

@@ -5,4 +5,5 @@ mod hosts;
 mod interrupt;
 mod migrate;
 mod scripts_lib;
+mod secrets;
 mod ship_cron;
