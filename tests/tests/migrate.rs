@@ -88,12 +88,35 @@ fn exclusive_stream_mode_both_directions_under_load() {
         }))
         .is_ok()
     };
-    assert!(
-        gap_matches(&sw_fwd) || gap_matches(&sw_back),
-        "load-gen's longest gap {} ms (from {} ms) matches neither switchover: {sw_fwd} {sw_back}",
-        s["max_write_gap_ms"],
-        s["max_write_gap_from_ms"]
-    );
+    if !(gap_matches(&sw_fwd) || gap_matches(&sw_back)) {
+        // On a busy 2-core machine another stall (a checkpoint, the base copy) can outlast
+        // both switchovers. Then each switchover must still be seen by the clients (a client
+        // cut off inside its window) and the longest gap must cover its window without any
+        // primary (the switchover's own gap, hidden behind it, is no longer).
+        let started = chrono_ms(
+            recs.iter().find(|r| r["type"] == "start").unwrap()["started_at"]
+                .as_str()
+                .unwrap(),
+        );
+        for sw in [&sw_fwd, &sw_back] {
+            let (from, to) = (
+                sw["stop_at_ms"].as_i64().unwrap() - started - 20,
+                sw["writable_at_ms"].as_i64().unwrap() - started + 20,
+            );
+            let cut = of_type(&recs, "disconnect")
+                .iter()
+                .any(|d| (from..=to).contains(&d["t_ms"].as_i64().unwrap()));
+            assert!(cut, "no client was cut off by the switchover {sw}: {s}");
+            let window =
+                sw["writable_at_ms"].as_i64().unwrap() - sw["stopped_at_ms"].as_i64().unwrap();
+            assert!(
+                s["max_write_gap_ms"].as_i64().unwrap() + 20 >= window,
+                "load-gen's longest gap {} ms (from {} ms) matches neither switchover and is shorter than {window} ms without a primary: {sw}",
+                s["max_write_gap_ms"],
+                s["max_write_gap_from_ms"]
+            );
+        }
+    }
 }
 
 #[test]
