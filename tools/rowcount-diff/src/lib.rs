@@ -220,6 +220,11 @@ fn open_host(side: Side, dsn: &str, filter: &TableFilter) -> anyhow::Result<Host
     })
 }
 
+/// The summary's counts of a run that stopped before counting anything.
+fn nothing_counted() -> serde_json::Value {
+    json!({"tables": 0, "equal": 0, "different": 0, "missing": 0})
+}
+
 /// Run `rowcount-diff` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
@@ -246,7 +251,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
                     out.error(&e, json!({ "host": side }))?;
                 }
             }
-            return out.finish(&json!({"tables": 0, "equal": 0, "different": 0, "missing": 0}));
+            return out.finish(&nothing_counted());
         }
     };
     if !csv_mode {
@@ -266,7 +271,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let names: Vec<TableName> = src.names.iter().chain(&tgt.names).cloned().collect();
     if let Err(e) = cli.filter.check_selects(&names) {
         out.error(&e, json!({}))?;
-        return out.finish(&json!({"tables": 0, "equal": 0, "different": 0, "missing": 0}));
+        return out.finish(&nothing_counted());
     }
     if names.is_empty() {
         out.note(
@@ -302,7 +307,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
                         out.error(&e, json!({ "host": side }))?;
                     }
                 }
-                return out.finish(&json!({"tables": 0, "equal": 0, "different": 0, "missing": 0}));
+                return out.finish(&nothing_counted());
             }
         }
     };
