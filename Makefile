@@ -47,7 +47,7 @@ lint:
 	$(CARGO) fmt --all --check
 	@if command -v shellcheck >/dev/null 2>&1; then \
 		shellcheck -x -P scripts $$(ls scripts/*.sh bench/*.sh 2>/dev/null) .ci/run; \
-		shellcheck -s sh tools/pg-switch/src/remote/*.sh; \
+		shellcheck -s sh tools/pg-switch/src/remote/*.sh scripts/remote/*.sh; \
 	else echo "shellcheck not installed; skipped (make setup installs it)" >&2; fi
 
 ## bench: every benchmark under bench/, peers measured in the same run
