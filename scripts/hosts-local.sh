@@ -2,7 +2,7 @@
 # hosts-local.sh: two local "hosts" for a migration (what Terraform would provision).
 #
 #   hosts-local.sh create DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N]
-#                             [--archive] [--bin DIR]
+#                             [--archive] [--layout A[,B]] [--bin DIR]
 #   hosts-local.sh destroy DIR
 #
 # create: host A (the source) is a running PostgreSQL 15 cluster configured by setup-host.sh
@@ -10,6 +10,12 @@
 # Pagila-like dataset (scripts/sql/pagila-like.sql, --scale) and pgbench tables
 # (--pgbench-scale, 0 for none). Host B (the target) is an empty data directory and a port,
 # ready for migrate.sh.
+#   --layout plain|debian for A and B (default plain,plain): plain is initdb into DIR/a/data
+#   started with pg_ctl; debian is a postgresql-common cluster made with pg_createcluster
+#   (named pgs-ID-a / pgs-ID-b, configuration under /etc/postgresql/15/NAME, started with
+#   pg_ctlcluster; for B only its configuration: the data directory is empty).
+#   Both hosts get certificates from a CA in DIR/ca (setup-host.sh --tls-ca), so migrate.sh
+#   runs with sslmode=verify-full; hosts.env names it (TLS_CA).
 #   Without --netns, A listens on 127.0.0.1 and B will listen on 127.0.0.2 (two loopback
 #   addresses). With --netns (root), A and B live in their own network namespaces joined by a
 #   bridge, each with a `tc tbf` bandwidth limit (--rate, default 1gbit) on its egress:
@@ -31,6 +37,7 @@ dir=${2:-}
 [[ -n $dir ]] || usage "DIR is required"
 shift 2
 netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 bin=$(cd "$here/.." && pwd)/target/release
+layout_a=plain layout_b=plain
 while (($#)); do
   case $1 in
     --netns) netns=1 ;;
@@ -39,6 +46,13 @@ while (($#)); do
     --pgbench-scale) pgbench_scale=${2:?}; shift ;;
     --archive) archive=1 ;;
     --bin) bin=${2:?}; shift ;;
+    --layout)
+      IFS=, read -r layout_a layout_b <<<"${2:?}"
+      layout_b=${layout_b:-$layout_a}
+      for l in "$layout_a" "$layout_b"; do
+        [[ $l == plain || $l == debian ]] || usage "--layout takes plain or debian for A and B (e.g. debian,plain)"
+      done
+      shift ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift
@@ -52,8 +66,14 @@ id=$(printf '%s' "$(cd "$(dirname "$dir")" 2>/dev/null && pwd)/$(basename "$dir"
 ns_a=pgs-$id-a ns_b=pgs-$id-b br=pgsbr$id
 
 destroy() {
-  local d
+  local d n
   for d in "$dir/b" "$dir/a"; do pgs_cluster_destroy "$d"; done
+  for n in "pgs-$id-a" "pgs-$id-b"; do
+    if [[ -d /etc/postgresql/15/$n ]]; then
+      pg_ctlcluster 15 "$n" stop -m immediate >/dev/null 2>&1 || true
+      pg_dropcluster 15 "$n" >/dev/null 2>&1 || true
+    fi
+  done
   if [[ -f $dir/netns ]]; then
     # Deleting a namespace frees its veth ends asynchronously; delete ours now.
     ip link del "pgs${id}v1" 2>/dev/null || true
@@ -116,13 +136,32 @@ port_a=$(pgs_free_port "$host_a")
 # replication role and its password like a real remote host.
 trust=127.0.0.0/8
 ((netns)) && trust=$net.1/32
-PGS_SPEC=$spec_a PGS_TRUST_NET=$trust pgs_cluster_create "$dir/a" "$port_a" "$host_a"
-pgs_cluster_start "$dir/a"
+if [[ $layout_a == debian ]]; then
+  # A packaged cluster, as `apt install postgresql` and pg_createcluster make them.
+  pgs_require_cmd pg_createcluster
+  name_a=pgs-$id-a
+  pgdata_a=/var/lib/postgresql/15/$name_a
+  pgs_on_pg local pg_createcluster --start-conf=manual -p "$port_a" 15 "$name_a" -- -A trust -E UTF8 \
+    --locale=C.UTF-8 --no-sync >"$dir/createcluster-a.log" 2>&1 ||
+    pgs_die "$EX_SOFTWARE" "pg_createcluster failed: $(tail -n 5 "$dir/createcluster-a.log")"
+  printf "listen_addresses = '%s'\nwal_keep_size = 128MB\n" "$host_a" >"/etc/postgresql/15/$name_a/conf.d/pgs-hosts-local.conf"
+  # The control machine logs in as postgres without a password (before Debian's own lines,
+  # which ask 127.0.0.1 for one; first match wins).
+  sed -i "1i host all postgres $trust trust\nhost replication postgres $trust trust" "/etc/postgresql/15/$name_a/pg_hba.conf"
+  pgs_pg_start "$spec_a" "$pgdata_a" "/var/log/postgresql/postgresql-15-$name_a.log" ||
+    pgs_die "$EX_SOFTWARE" "cluster 15/$name_a did not start; see /var/log/postgresql/postgresql-15-$name_a.log"
+  pgs_wait_ready "$host_a" "$port_a"
+  cluster_a=15/$name_a
+else
+  PGS_SPEC=$spec_a PGS_TRUST_NET=$trust pgs_cluster_create "$dir/a" "$port_a" "$host_a"
+  pgs_cluster_start "$dir/a"
+  pgdata_a=$dir/a/data cluster_a=""
+fi
 
 # The replication password lives in a file readable only by its owner.
 (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/repl.pw")
-setup_args=(--role source --pgdata "$dir/a/data" --host "$spec_a" --listen "$host_a"
-  --allow "$allow" --repl-password-file "$dir/repl.pw" --restart)
+setup_args=(--role source --pgdata "$pgdata_a" --host "$spec_a" --listen "$host_a"
+  --allow "$allow" --repl-password-file "$dir/repl.pw" --restart --tls-ca "$dir/ca" --bin "$bin")
 if ((archive)); then
   [[ -x $bin/wal-ship ]] || pgs_die "$EX_UNAVAILABLE" "--archive needs $bin/wal-ship (build it: make release)"
   mkdir -p "$dir/archive"
@@ -144,29 +183,44 @@ fi
 
 # Host B: an empty data directory and a port.
 port_b=$(pgs_free_port "$host_b")
-mkdir -p "$dir/b"
-chmod 755 "$dir/b"
-# Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
-# directory (the log and the socket go there).
-[[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
-"$here/setup-host.sh" --role target --pgdata "$dir/b/data" --host "$spec_b" >"$dir/setup-b.jsonl"
-printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host_b" "$port_b" "$spec_b" >"$dir/b/cluster.env"
+if [[ $layout_b == debian ]]; then
+  # setup-host.sh makes the cluster's configuration (pg_createcluster) and empties its data
+  # directory; the control machine's superuser login is the administrator's own business.
+  name_b=pgs-$id-b
+  pgdata_b=/var/lib/postgresql/15/$name_b cluster_b=15/$name_b
+  "$here/setup-host.sh" --role target --cluster "$cluster_b" --port "$port_b" --host "$spec_b" \
+    --listen "$host_b" --allow "$allow" --tls-ca "$dir/ca" --tls-name "$host_b" >"$dir/setup-b.jsonl"
+  sed -i "1i host all postgres $trust trust" "/etc/postgresql/15/$name_b/pg_hba.conf"
+else
+  mkdir -p "$dir/b"
+  chmod 755 "$dir/b"
+  # Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
+  # directory (the log and the socket go there).
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
+  pgdata_b=$dir/b/data cluster_b=""
+  "$here/setup-host.sh" --role target --pgdata "$pgdata_b" --host "$spec_b" --tls-ca "$dir/ca" \
+    --tls-name "$host_b" >"$dir/setup-b.jsonl"
+  printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host_b" "$port_b" "$spec_b" >"$dir/b/cluster.env"
+fi
 
 cat >"$dir/hosts.env" <<EOF
 # written by hosts-local.sh; read by migrate.sh --hosts-env
 SOURCE_DSN='host=$host_a port=$port_a user=postgres dbname=app'
-SOURCE_PGDATA='$dir/a/data'
+SOURCE_PGDATA='$pgdata_a'
+SOURCE_CLUSTER='$cluster_a'
 SOURCE_SPEC='$spec_a'
 TARGET_ADDR='$host_b'
 TARGET_PORT='$port_b'
-TARGET_PGDATA='$dir/b/data'
+TARGET_PGDATA='$pgdata_b'
+TARGET_CLUSTER='$cluster_b'
 TARGET_SPEC='$spec_b'
+TLS_CA='$dir/ca/ca.crt'
 REPL_USER='pgshift_repl'
 REPL_PASSWORD_FILE='$dir/repl.pw'
 ARCHIVE='$( ((archive)) && printf '%s' "$dir/archive")'
 EOF
 trap - EXIT
 size=$(pgs_psql "$dsn_a" "SELECT pg_database_size('app')")
-pgs_json host name=A role=source addr="$host_a" port:="$port_a" spec="$spec_a" pgdata="$dir/a/data" app_bytes:="$size"
-pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$dir/b/data"
+pgs_json host name=A role=source addr="$host_a" port:="$port_a" spec="$spec_a" pgdata="$pgdata_a" layout="$layout_a" app_bytes:="$size"
+pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$pgdata_b" layout="$layout_b"
 pgs_json summary success:=true hosts_env="$dir/hosts.env" netns:="$( ((netns)) && echo true || echo false)"

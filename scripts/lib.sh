@@ -276,6 +276,142 @@ pgs_ssh_opts() {
     -o ConnectTimeout=5 -o ServerAliveInterval=2 -o ServerAliveCountMax=3)
 }
 
+# --- Clusters on a host: layouts --------------------------------------------------------
+# A cluster is named by its data directory or, for a postgresql-common cluster (Debian,
+# Ubuntu), by VERSION/NAME as pg_lsclusters shows it. Three layouts:
+#   debian  configuration under /etc/postgresql/V/NAME (postgresql.conf, pg_hba.conf, the
+#           port), started by pg_ctlcluster or the postgresql@V-NAME unit, log under
+#           /var/log/postgresql
+#   rhel    PGDG packages (PG_BIN /usr/pgsql-V/bin): configuration inside PGDATA, unit
+#           postgresql-V
+#   plain   configuration inside PGDATA, started with pg_ctl, the log beside PGDATA
+# The two remote scripts below are the one implementation (pg-switch starts clusters with
+# the same start.sh). A script re-invoked on a host through stdin (setup-host.sh) carries
+# their text in PGS_CLUSTER_INFO_SH and PGS_START_SH.
+PGS_CLUSTER_INFO_SH=${PGS_CLUSTER_INFO_SH:-$(cat "$PGS_ROOT/scripts/remote/cluster-info.sh" 2>/dev/null)}
+PGS_START_SH=${PGS_START_SH:-$(cat "$PGS_ROOT/tools/pg-switch/src/remote/start.sh" 2>/dev/null)}
+
+# pgs_cluster_info SPEC WHAT ARRAY: the facts of the cluster WHAT (V/NAME or a data
+# directory) on host SPEC into the associative array named ARRAY (see
+# scripts/remote/cluster-info.sh), plus aux: pgshift's own files for that cluster (its TLS
+# certificate and key, the CA, the replication passfile), beside PGDATA and never in it, so
+# that no base copy or rewind carries them to another host. Exits 65 when there is no such
+# cluster, 69 when the host cannot be reached.
+pgs_cluster_info() {
+  local spec=$1 what=$2 out k v
+  local -n _info=$3
+  _info=()
+  out=$(pgs_on_pg "$spec" sh -c "$PGS_CLUSTER_INFO_SH" pgshift-cluster-info "$what" "$PG_BIN") ||
+    pgs_die "$EX_UNAVAILABLE" "cannot look at cluster $what on host $spec (check ssh access)"
+  while IFS='=' read -r k v; do
+    # shellcheck disable=SC2004  # an associative array: the key is a string
+    [[ -n $k ]] && _info[$k]=$v
+  done <<<"$out"
+  [[ -z ${_info[error]:-} ]] || pgs_die "$EX_DATAERR" "${_info[error]} (host $spec)"
+  _info[aux]=$(dirname "${_info[pgdata]}")/pgshift-$(basename "${_info[pgdata]}")
+}
+
+# pgs_pg_start SPEC PGDATA LOG [nowait]: start the cluster in PGDATA on host SPEC the way its layout
+# starts it (its systemd unit, pg_ctlcluster or pg_ctl) and wait until it accepts
+# connections. A running cluster is left alone.
+pgs_pg_start() {
+  pgs_on_pg "$1" sh -c "$PGS_START_SH" pgshift-start "$2" "$PG_BIN" "$3" "${4:-wait}" >/dev/null
+}
+
+# pgs_pgpass_line USER PASSWORD: a passfile line for USER on any host, port and database,
+# with : and \ escaped the way libpq reads them.
+pgs_pgpass_line() {
+  local u=${1//\\/\\\\} p=${2//\\/\\\\}
+  printf '*:*:*:%s:%s\n' "${u//:/\\:}" "${p//:/\\:}"
+}
+
+# pgs_put_passfile SPEC AUX USER PASSWORD_FILE: write AUX/pgpass (mode 0600, the server's
+# user's) on host SPEC. The password travels on stdin, never in an argument; connections
+# name the file with passfile=, so no password is in any conninfo either.
+pgs_put_passfile() {
+  local spec=$1 aux=$2 user=$3 pwfile=$4
+  # shellcheck disable=SC2016  # expanded on the host
+  pgs_pgpass_line "$user" "$(<"$pwfile")" |
+    pgs_on_pg "$spec" sh -c 'umask 077 && mkdir -p "$1" && cat >"$1/pgpass.new" && mv -f "$1/pgpass.new" "$1/pgpass"' \
+      pgshift-passfile "$aux"
+}
+
+# pgs_tls_conninfo MODE AUX: the conninfo keywords for TLS MODE (verify-full, require, off)
+# on a host whose pgshift files are in AUX (the CA certificate setup-host.sh put there).
+pgs_tls_conninfo() {
+  case $1 in
+    verify-full) printf 'sslmode=verify-full sslrootcert=%s' "$(pgs_conninfo_quote "$2/ca.crt")" ;;
+    require) printf 'sslmode=require' ;;
+    off) printf 'sslmode=disable' ;;
+    *) pgs_die "$EX_USAGE" "unknown TLS mode '$1' (use verify-full, require or off)" ;;
+  esac
+}
+
+# --- TLS: a small CA on the control machine ------------------------------------------------
+
+# pgs_ca_ensure DIR: the CA in DIR (ca.crt, ca.key 0600), made if absent. Prints "created"
+# when it made one.
+pgs_ca_ensure() {
+  local dir=$1
+  [[ -f $dir/ca.crt && -f $dir/ca.key ]] && return 0
+  pgs_require_cmd openssl
+  (umask 077 && mkdir -p "$dir") || pgs_die "$EX_IOERR" "cannot create the CA directory $dir"
+  (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pgshift CA $(hostname)" \
+    -keyout "$dir/ca.key.new" -out "$dir/ca.crt.new" >/dev/null 2>&1) ||
+    pgs_die "$EX_SOFTWARE" "openssl could not make a CA in $dir"
+  mv -f "$dir/ca.key.new" "$dir/ca.key" && mv -f "$dir/ca.crt.new" "$dir/ca.crt"
+  chmod 644 "$dir/ca.crt"
+  echo created
+}
+
+# pgs_tls_issue CA_DIR SPEC AUX NAME...: make sure host SPEC has AUX/server.crt for NAMEs (IP
+# addresses or DNS names, the first is the CN) signed by the CA in CA_DIR, with AUX/server.key
+# and AUX/ca.crt. The key is made on the host and never leaves it: the host sends a
+# certificate request, signed here. Prints "unchanged" or "issued".
+pgs_tls_issue() {
+  local ca=$1 spec=$2 aux=$3 name san="" have tmp
+  shift 3
+  for name in "$@"; do
+    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then san+=",IP:$name"; else san+=",DNS:$name"; fi
+  done
+  san=${san#,}
+  tmp=$(mktemp -d /tmp/pgshift-tls.XXXXXX)
+  # What the host has: a certificate this CA signed for these names, and its CA file.
+  # shellcheck disable=SC2016  # expanded on the host
+  have=$(pgs_on_pg "$spec" sh -c 'cat "$1/server.crt" 2>/dev/null' pgshift-tls "$aux")
+  if [[ -n $have ]]; then
+    printf '%s\n' "$have" >"$tmp/have.crt"
+    # shellcheck disable=SC2016  # expanded on the host
+    if openssl verify -CAfile "$ca/ca.crt" "$tmp/have.crt" >/dev/null 2>&1 &&
+      [[ $(openssl x509 -noout -ext subjectAltName -in "$tmp/have.crt" 2>/dev/null | tail -n +2 |
+        tr -d ' ' | sed 's/IPAddress:/IP:/g') == "$san" ]] &&
+      [[ $(pgs_on_pg "$spec" sh -c 'cat "$1/ca.crt" 2>/dev/null' pgshift-tls "$aux") == "$(<"$ca/ca.crt")" ]]; then
+      rm -rf "$tmp"
+      echo unchanged
+      return 0
+    fi
+  fi
+  # shellcheck disable=SC2016  # expanded on the host
+  pgs_on_pg "$spec" sh -c 'umask 077 && mkdir -p "$1" &&
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$1/server.key.new" 2>/dev/null' \
+    pgshift-tls "$aux" "$1" >"$tmp/req.csr" ||
+    pgs_die "$EX_SOFTWARE" "host $spec could not make a key and certificate request in $aux (is openssl installed there?)"
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n' \
+    "$san" >"$tmp/ext.cnf"
+  openssl x509 -req -days 825 -in "$tmp/req.csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -CAcreateserial \
+    -CAserial "$ca/ca.srl" -extfile "$tmp/ext.cnf" -out "$tmp/server.crt" >/dev/null 2>&1 ||
+    pgs_die "$EX_SOFTWARE" "cannot sign the certificate request of $spec with the CA in $ca"
+  # shellcheck disable=SC2016  # expanded on the host
+  if ! pgs_on_pg "$spec" sh -c 'cat >"$1/ca.crt.new" && mv -f "$1/ca.crt.new" "$1/ca.crt"' pgshift-tls "$aux" <"$ca/ca.crt" ||
+    ! pgs_on_pg "$spec" sh -c 'cat >"$1/server.crt.new" && chmod 600 "$1/server.key.new" &&
+      mv -f "$1/server.key.new" "$1/server.key" && mv -f "$1/server.crt.new" "$1/server.crt"' \
+      pgshift-tls "$aux" <"$tmp/server.crt"; then
+    pgs_die "$EX_IOERR" "cannot install the certificate in $aux on $spec"
+  fi
+  rm -rf "$tmp"
+  echo issued
+}
+
 # pgs_host_reachable SPEC: true if commands can run on SPEC (ssh answers, netns exists).
 pgs_host_reachable() {
   pgs_on "$1" true >/dev/null 2>&1
@@ -314,15 +450,16 @@ pgs_conninfo_quote() {
   printf "'%s'" "${v//\'/\\\'}"
 }
 
-# pgs_repl_probe SPEC HOST PORT USER PASSWORD_FILE: on host SPEC, open a replication
-# connection to HOST:PORT as USER (IDENTIFY_SYSTEM); the password travels on stdin, never in
-# an argument. Prints psql's error on failure.
+# pgs_repl_probe SPEC HOST PORT USER PASSWORD_FILE TLS: on host SPEC, open a replication
+# connection to HOST:PORT as USER (IDENTIFY_SYSTEM) with the TLS keywords TLS (see
+# pgs_tls_conninfo); the password travels on stdin, never in an argument. Prints psql's
+# error on failure.
 pgs_repl_probe() {
-  local spec=$1 host=$2 port=$3 user=$4 pwfile=$5
+  local spec=$1 host=$2 port=$3 user=$4 pwfile=$5 tls=$6
   # shellcheck disable=SC2016  # expanded by the remote sh
   pgs_on_pg "$spec" sh -c 'IFS= read -r PGPASSWORD || [ -n "$PGPASSWORD" ]; export PGPASSWORD
     exec "$0" -XAtq -d "$1" -c IDENTIFY_SYSTEM' "$PG_BIN/psql" \
-    "host=$host port=$port user=$user dbname=replication replication=true sslmode=prefer connect_timeout=5" \
+    "host=$host port=$port user=$user dbname=replication replication=true $tls connect_timeout=5" \
     <"$pwfile" 2>&1 >/dev/null
 }
 

@@ -4,9 +4,25 @@
 # no lost acknowledged write, and a verification that both sides hold the same data.
 #
 #   migrate.sh --hosts-env FILE [--reverse] [options]
-#   migrate.sh --source DSN --source-pgdata DIR [--source-host SPEC]
-#              --target-addr ADDR --target-port PORT --target-pgdata DIR [--target-host SPEC]
-#              --repl-user NAME --repl-password-file FILE [options]
+#   migrate.sh --source DSN (--source-pgdata DIR | --source-cluster V/NAME) [--source-host SPEC]
+#              --target-addr ADDR (--target-port PORT --target-pgdata DIR | --target-cluster V/NAME)
+#              [--target-host SPEC] --repl-user NAME --repl-password-file FILE
+#              [--tls-ca FILE] [options]
+#
+# A cluster is named by its data directory, or a Debian/Ubuntu postgresql-common cluster by
+# VERSION/NAME (pg_lsclusters); each host's layout (debian, rhel, plain: see lib.sh) decides
+# how its cluster starts (systemd unit, pg_ctlcluster, pg_ctl) and where its log is. The
+# target keeps its own configuration files and port; the settings that must match the
+# source's (max_connections and the other hot-standby limits, wal_level, locale and time
+# settings, shared_preload_libraries, ...) are carried into its postgresql.auto.conf, one
+# `setting` record each.
+#
+# TLS: every connection between the hosts (base copy, streaming, rejoin, rewind) and from
+# here uses sslmode=verify-full against the CA setup-host.sh --tls-ca signed the hosts'
+# certificates with (the CA certificate on each host beside its data directory, here
+# --tls-ca FILE), unless --tls require or --tls off says otherwise. The replication password
+# is in no argument and no conninfo: it goes on stdin into a 0600 passfile on each host
+# (passfile=).
 #
 # Phases (one `phase` record each on stdout, then `summary`; also written to --report):
 #   1 preflight   versions, system identifiers, settings, disk space, host reachability, and
@@ -71,6 +87,11 @@
 #   --no-rejoin            leave the old source stopped (fenced) instead of step 6; no step 7
 #   --report FILE          also write the JSON lines there
 #   --bin DIR              where the pgshift tools are (default: target/release of this checkout)
+#   --tls verify-full|require|off
+#                          TLS between the hosts and for the control connections (default
+#                          verify-full; an sslmode in --source wins for the control connections)
+#   --tls-ca FILE          the CA certificate for the control connections (default: TLS_CA
+#                          from --hosts-env)
 #
 # Host SPECs: local (default), ssh://[user@]host[:port], netns://NAME (see lib.sh). The
 # control connections (--source DSN and the target built from it) need a superuser; the
@@ -85,9 +106,10 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
 max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
-rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases=""
-SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT="" TARGET_PGDATA=""
-TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
+rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
+SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
+TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
+TLS_CA=""
 declare -A hooks=()
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
 args=("$@")
@@ -105,11 +127,15 @@ while (($#)); do
     --hosts-env) shift ;;
     --reverse) reverse=1 ;;
     --source) SOURCE_DSN=${2:?}; shift ;;
-    --source-pgdata) SOURCE_PGDATA=${2:?}; shift ;;
+    --source-pgdata) SOURCE_PGDATA=${2:?} SOURCE_CLUSTER=""; shift ;;
     --source-host) SOURCE_SPEC=${2:?}; shift ;;
+    --source-cluster) SOURCE_CLUSTER=${2:?} SOURCE_PGDATA=""; shift ;;
+    --target-cluster) TARGET_CLUSTER=${2:?} TARGET_PGDATA=""; shift ;;
+    --tls) tls=${2:?}; shift ;;
+    --tls-ca) tls_ca=${2:?}; shift ;;
     --target-addr) TARGET_ADDR=${2:?}; shift ;;
     --target-port) TARGET_PORT=${2:?}; shift ;;
-    --target-pgdata) TARGET_PGDATA=${2:?}; shift ;;
+    --target-pgdata) TARGET_PGDATA=${2:?} TARGET_CLUSTER=""; shift ;;
     --target-host) TARGET_SPEC=${2:?}; shift ;;
     --repl-user) REPL_USER=${2:?}; shift ;;
     --repl-password-file) REPL_PASSWORD_FILE=${2:?}; shift ;;
@@ -146,6 +172,8 @@ bin=${bin:-$(cd "$here/.." && pwd)/target/release}
 archive=${archive:-$ARCHIVE}
 [[ $mode == stream || $mode == archive ]] || usage "--mode must be stream or archive"
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
+[[ $tls == verify-full || $tls == require || $tls == off ]] || usage "--tls must be verify-full, require or off"
+tls_ca=${tls_ca:-$TLS_CA}
 for v in max_lag switch_timeout catchup_timeout max_wait; do
   [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
 done
@@ -167,20 +195,63 @@ if ((reverse)); then
   # The previous target is the source now, and the previous source (a standby of it after a
   # migration) is the target.
   old_addr=$source_host_addr old_port=$source_port old_pgdata=$SOURCE_PGDATA old_spec=$SOURCE_SPEC
+  old_cluster=$SOURCE_CLUSTER
   source_host_addr=$TARGET_ADDR source_port=$TARGET_PORT SOURCE_PGDATA=$TARGET_PGDATA SOURCE_SPEC=$TARGET_SPEC
+  SOURCE_CLUSTER=$TARGET_CLUSTER
   TARGET_ADDR=$old_addr TARGET_PORT=$old_port TARGET_PGDATA=$old_pgdata TARGET_SPEC=$old_spec
+  TARGET_CLUSTER=$old_cluster
 fi
-for v in source_host_addr SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA REPL_USER REPL_PASSWORD_FILE; do
-  [[ -n ${!v} ]] || usage "missing ${v,,} (give it as an option or through --hosts-env)"
+[[ -n $source_host_addr ]] || usage "--source needs host= (the source's address, as the target's host reaches it)"
+[[ -n $SOURCE_PGDATA || -n $SOURCE_CLUSTER ]] || usage "name the source's cluster: --source-pgdata DIR or --source-cluster VERSION/NAME"
+[[ -n $TARGET_PGDATA || -n $TARGET_CLUSTER ]] || usage "name the target's cluster: --target-pgdata DIR or --target-cluster VERSION/NAME"
+for v in TARGET_ADDR REPL_USER REPL_PASSWORD_FILE; do
+  [[ -n ${!v} ]] || usage "missing --${v,,} (give it as an option or through --hosts-env)"
 done
+[[ -n $TARGET_PORT || -n $TARGET_CLUSTER ]] || usage "missing --target-port (or name a packaged cluster with --target-cluster, whose port is in its configuration)"
+# Each cluster's facts from its own host: its layout, data directory, port, log, and where
+# pgshift keeps its files for it (certificates, passfile). A host that cannot be reached
+# keeps what was given; preflight then says so.
+declare -A src_info=() tgt_info=()
+cluster_facts() { # cluster_facts SPEC WHAT ARRAY DEFAULT_PGDATA
+  local -n _f=$3
+  if [[ $2 == /* ]] && ! pgs_host_reachable "$1"; then
+    _f=([layout]=unknown [pgdata]=$2 [log]=$(dirname "$2")/server.log [port]="" [running]=unknown)
+    _f[aux]=$(dirname "$2")/pgshift-$(basename "$2")
+  else
+    pgs_cluster_info "$1" "$2" "$3"
+  fi
+}
+cluster_facts "$SOURCE_SPEC" "${SOURCE_CLUSTER:-$SOURCE_PGDATA}" src_info
+cluster_facts "$TARGET_SPEC" "${TARGET_CLUSTER:-$TARGET_PGDATA}" tgt_info
+SOURCE_PGDATA=${src_info[pgdata]} TARGET_PGDATA=${tgt_info[pgdata]}
+if [[ ${tgt_info[layout]} == debian ]]; then
+  [[ -z $TARGET_PORT || $TARGET_PORT == "${tgt_info[port]}" ]] ||
+    usage "--target-port $TARGET_PORT, but the target cluster $TARGET_CLUSTER has port ${tgt_info[port]} in ${tgt_info[conf_dir]}/postgresql.conf (it keeps its own)"
+  TARGET_PORT=${tgt_info[port]}
+fi
+src_aux=${src_info[aux]} tgt_aux=${tgt_info[aux]}
+# TLS keywords for connections made on each host (to the other) and from here.
+src_tls=$(pgs_tls_conninfo "$tls" "$src_aux") tgt_tls=$(pgs_tls_conninfo "$tls" "$tgt_aux")
+ctl_tls=""
+if [[ ! $SOURCE_DSN =~ (^|[[:space:]])sslmode= ]]; then
+  case $tls in
+    verify-full)
+      [[ -n $tls_ca && -r $tls_ca ]] ||
+        usage "sslmode=verify-full needs the CA certificate here: --tls-ca FILE (the ca.crt in the directory given to setup-host.sh --tls-ca), or --tls require"
+      ctl_tls="sslmode=verify-full sslrootcert=$(pgs_conninfo_quote "$tls_ca")" ;;
+    require) ctl_tls="sslmode=require" ;;
+    off) ctl_tls="sslmode=disable" ;;
+  esac
+fi
+[[ $tls == verify-full ]] || pgs_log "TLS between the hosts: $tls (chosen with --tls; certificates are not checked against a CA)"
 [[ -r $REPL_PASSWORD_FILE ]] || usage "cannot read the replication password file '$REPL_PASSWORD_FILE'"
 [[ $mode == stream || -n $archive ]] || usage "--mode archive needs --archive DEST (or ARCHIVE in --hosts-env)"
 [[ -x $bin/pg-switch ]] || pgs_die "$EX_UNAVAILABLE" "$bin/pg-switch is missing (make release, or --bin DIR)"
 socket_dir=${socket_dir:-$(dirname "$TARGET_PGDATA")}
-src_dsn="$SOURCE_DSN host=$source_host_addr port=$source_port"
-tgt_dsn="$SOURCE_DSN host=$TARGET_ADDR port=$TARGET_PORT"
-target_log=$(dirname "$TARGET_PGDATA")/server.log
-source_log=$(dirname "$SOURCE_PGDATA")/server.log
+src_dsn="$SOURCE_DSN host=$source_host_addr port=$source_port${ctl_tls:+ $ctl_tls}"
+tgt_dsn="$SOURCE_DSN host=$TARGET_ADDR port=$TARGET_PORT${ctl_tls:+ $ctl_tls}"
+target_log=${tgt_info[log]}
+source_log=${src_info[log]}
 slot=pgshift_$(printf '%s' "$TARGET_ADDR:$TARGET_PORT" | cksum | cut -d' ' -f1)
 src_id=$source_host_addr:$source_port tgt_id=$TARGET_ADDR:$TARGET_PORT
 journal=${journal:-$(pgs_journal_path "$src_id" "$tgt_id")}
@@ -359,14 +430,19 @@ follow() {
   local spec=$1 pgdata=$2 log=$3 addr=$4 port=$5 paddr=$6 pport=$7 dsn attempt deadline status offset
   # What PostgreSQL 15 logs when a standby's history forked off its primary's.
   local forked="not in this server's history|is not a child of this server's history|of the primary is behind recovery timeline"
-  dsn="$SOURCE_DSN host=$addr port=$port"
+  dsn="$SOURCE_DSN host=$addr port=$port${ctl_tls:+ $ctl_tls}"
+  # TLS keywords for a connection made on this host (its own copy of the CA).
+  local host_tls=$src_tls
+  [[ $spec == "$TARGET_SPEC" && $pgdata == "$TARGET_PGDATA" ]] && host_tls=$tgt_tls
   rewound=false
   # Only what this start writes to the log counts (earlier attempts' lines are still there).
   new_log() { pgs_on_pg "$spec" tail -c +"$((offset + 1))" "$log" 2>/dev/null; }
   for attempt in 1 2; do
     offset=$(pgs_on_pg "$spec" stat -c %s "$log" 2>/dev/null || echo 0)
     if ! pgs_on_pg "$spec" test -f "$pgdata/postmaster.pid"; then
-      pgs_on_pg "$spec" "$PG_BIN/pg_ctl" -D "$pgdata" -l "$log" -W start >/dev/null || return 1
+      # Not waiting for connections: a standby whose history forked may never accept them
+      # (the loop below reads its log).
+      pgs_pg_start "$spec" "$pgdata" "$log" nowait || pgs_log "starting $addr:$port: it stopped at once; looking at its log"
     fi
     deadline=$((SECONDS + 60))
     while :; do
@@ -389,14 +465,15 @@ follow() {
     # lacks: keep this host's own beside the data directory, not in it.
     local keep
     keep=$(dirname "$pgdata")/pgshift-rewind-conf
-    pgs_on_pg "$spec" sh -c 'mkdir -p "$1" && cp "$2/postgresql.auto.conf" "$2/postgresql.conf" "$1/"' \
-      keep "$keep" "$pgdata" || return 1
+    # (A postgresql-common cluster has no postgresql.conf in its data directory.)
+    pgs_on_pg "$spec" sh -c 'mkdir -p "$1" && for f in postgresql.auto.conf postgresql.conf; do
+        [ ! -f "$2/$f" ] || cp "$2/$f" "$1/" || exit 1; done' keep "$keep" "$pgdata" || return 1
     out=$(pgs_on_pg "$spec" "$PG_BIN/pg_rewind" -D "$pgdata" \
-      --source-server="$SOURCE_DSN host=$paddr port=$pport dbname=postgres" 2>&1) || {
+      --source-server="$SOURCE_DSN host=$paddr port=$pport dbname=postgres $host_tls" 2>&1) || {
       pgs_log "pg_rewind failed: ${out//$'\n'/ }"
       return 1
     }
-    pgs_on_pg "$spec" sh -c 'cp "$1/postgresql.auto.conf" "$1/postgresql.conf" "$2/" &&
+    pgs_on_pg "$spec" sh -c 'for f in "$1"/*; do cp "$f" "$2/" || exit 1; done &&
       rm -rf "$1" && touch "$2/standby.signal"' keep "$keep" "$pgdata" || return 1
     rewound=true
   done
@@ -412,8 +489,9 @@ switch() {
   fence=$(mktemp /tmp/pgshift-fence.XXXXXX)
   # The fenced source's primary_conninfo, naming the target; read by pg-switch, sent to the
   # source's host on stdin (never in an argument).
-  printf 'host=%s port=%s user=%s password=%s application_name=pgshift_rejoin sslmode=prefer\n' \
-    "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$(pgs_conninfo_quote "$(<"$REPL_PASSWORD_FILE")")" >"$fence"
+  # No password: the source's host has the passfile (put_passfiles).
+  printf 'host=%s port=%s user=%s passfile=%s application_name=pgshift_rejoin %s\n' \
+    "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$(pgs_conninfo_quote "$src_aux/pgpass")" "$src_tls" >"$fence"
   for h in "${switch_hooks[@]}"; do
     [[ -n ${hooks[$h]:-} ]] && args+=(--hook "$h=${hooks[$h]}")
   done
@@ -568,12 +646,12 @@ preflight() {
   for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
     pgs_host_reachable "$spec" || fail "$EX_UNAVAILABLE" "cannot run commands on host $spec (check ssh: BatchMode, keys, known_hosts)"
   done
-  src_info=$(src_psql -F ' ' -c "SELECT current_setting('server_version_num'), (SELECT system_identifier FROM pg_control_system()),
+  src_row=$(src_psql -F ' ' -c "SELECT current_setting('server_version_num'), (SELECT system_identifier FROM pg_control_system()),
     pg_is_in_recovery(), current_setting('wal_level'), current_setting('max_wal_senders'),
     current_setting('data_directory'), current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
     (SELECT sum(pg_database_size(oid)) FROM pg_database), current_setting('synchronous_standby_names') <> ''" 2>&1) ||
-    fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_info"
-  read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes src_sync <<<"$src_info"
+    fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_row"
+  read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes src_sync <<<"$src_row"
   if [[ $src_recovery != f ]]; then
     # A finished migration run again: the "source" follows the target now.
     if [[ $(target_in_recovery) == f && -z $resume ]]; then
@@ -613,7 +691,7 @@ preflight() {
   fi
   # The target's host must reach the source as the replication role (pg_hba.conf, password,
   # TLS); and once the target runs, the source's host must reach it the same way (the rejoin).
-  probe=$(pgs_repl_probe "$TARGET_SPEC" "$source_host_addr" "$source_port" "$REPL_USER" "$REPL_PASSWORD_FILE") ||
+  probe=$(pgs_repl_probe "$TARGET_SPEC" "$source_host_addr" "$source_port" "$REPL_USER" "$REPL_PASSWORD_FILE" "$tgt_tls") ||
     fail "$EX_UNAVAILABLE" "the target host cannot open a replication connection to $source_host_addr:$source_port as $REPL_USER: ${probe//$'\n'/ } (check --repl-password-file; run setup-host.sh --role source)"
   if ((!fresh_target)) && [[ -n $(target_in_recovery) ]]; then
     probe_reverse
@@ -631,16 +709,81 @@ preflight() {
       grep -qxF -- "$w" <<<"$all" || fail "$EX_USAGE" "--databases names '$w', which is not a connectable database on the source (it has: ${all//$'\n'/, })"
     done
   fi
+  if [[ $tls == verify-full ]]; then
+    # Each host checks the other's certificate against the CA: both need theirs.
+    local side spec aux role
+    for side in "source|$SOURCE_SPEC|$src_aux" "target|$TARGET_SPEC|$tgt_aux"; do
+      IFS='|' read -r role spec aux <<<"$side"
+      pgs_on_pg "$spec" test -f "$aux/ca.crt" -a -f "$aux/server.crt" ||
+        fail "$EX_DATAERR" "the $role host ($spec) has no pgshift certificate in $aux: run setup-host.sh --role $role --tls-ca DIR for it (DIR: the CA of the other host), or choose --tls require"
+    done
+  fi
   [[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
   local fresh_json=false
   ((fresh_target)) && fresh_json=true
-  phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes"
+  phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes" \
+    source_layout="${src_info[layout]}" target_layout="${tgt_info[layout]}" tls="$tls"
 }
 
 # probe_reverse: the source's host reaches the (running) target as the replication role.
 probe_reverse() {
-  probe=$(pgs_repl_probe "$SOURCE_SPEC" "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$REPL_PASSWORD_FILE") ||
+  probe=$(pgs_repl_probe "$SOURCE_SPEC" "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$REPL_PASSWORD_FILE" "$src_tls") ||
     fail "$EX_UNAVAILABLE" "the source host cannot open a replication connection to the target $TARGET_ADDR:$TARGET_PORT as $REPL_USER, which the old source needs to follow the new primary: ${probe//$'\n'/ } (check --repl-password-file and the target's pg_hba.conf)"
+}
+
+# put_passfiles: the replication password into a 0600 passfile on both hosts (on stdin: in
+# no argument), for pg_basebackup, primary_conninfo and the fenced source's rejoin.
+put_passfiles() {
+  local spec aux
+  for spec in "$TARGET_SPEC|$tgt_aux" "$SOURCE_SPEC|$src_aux"; do
+    aux=${spec#*|} spec=${spec%%|*}
+    pgs_put_passfile "$spec" "$aux" "$REPL_USER" "$REPL_PASSWORD_FILE" ||
+      fail "$EX_IOERR" "cannot write the passfile $aux/pgpass on host $spec"
+  done
+}
+
+# The settings a standby must share with its primary (hot standby refuses to start below
+# the primary's limits) or that change what queries return; carried from the source to a
+# new target where the source sets them, because a target keeps its own configuration
+# files (a postgresql-common cluster's are not in the data directory a base copy copies).
+carry_settings=(max_connections max_worker_processes max_wal_senders max_prepared_transactions
+  max_locks_per_transaction max_replication_slots wal_level wal_log_hints hot_standby
+  wal_keep_size max_wal_size min_wal_size shared_preload_libraries TimeZone DateStyle
+  IntervalStyle lc_messages lc_monetary lc_numeric lc_time default_text_search_config
+  password_encryption extra_float_digits)
+carried=()
+
+# target_own_settings: after the base copy, the target's postgresql.auto.conf (the source's,
+# copied) loses what belongs to the source's host (address, port, socket, certificate), and
+# gets this host's own and the carried settings, one `setting` record each.
+target_own_settings() {
+  local rows name value q="'" block strip="listen_addresses|port|unix_socket_directories"
+  block="# pgshift migrate.sh: this host's own settings, and the source's that must match"$'\n'
+  if [[ ${tgt_info[layout]} != debian ]]; then
+    # The configuration in the data directory is the source's copy: give the target its own
+    # address, port and socket. (A postgresql-common cluster keeps its own files.)
+    block+="listen_addresses = '$TARGET_ADDR'"$'\n'"port = $TARGET_PORT"$'\n'
+    block+="unix_socket_directories = '${socket_dir//$q/$q$q}'"$'\n'
+  fi
+  if [[ $tls != off ]] && on_tgt test -f "$tgt_aux/server.crt"; then
+    strip+="|ssl|ssl_cert_file|ssl_key_file|ssl_ca_file"
+    block+="ssl = on"$'\n'"ssl_cert_file = '${tgt_aux//$q/$q$q}/server.crt'"$'\n'
+    block+="ssl_key_file = '${tgt_aux//$q/$q$q}/server.key'"$'\n'"ssl_ca_file = '${tgt_aux//$q/$q$q}/ca.crt'"$'\n'
+  fi
+  rows=$(src_psql -F $'\t' -v names="{$(IFS=,; printf '%s' "${carry_settings[*]}")}" <<<"SELECT name, current_setting(name) FROM pg_settings
+    WHERE name = ANY (:'names'::text[]) AND source NOT IN ('default', 'override') ORDER BY name") ||
+    fail "$EX_UNAVAILABLE" "cannot read the source's settings: $rows"
+  while IFS=$'\t' read -r name value; do
+    [[ -n $name ]] || continue
+    block+="$name = '${value//$q/$q$q}'"$'\n'
+    carried+=("$name")
+    emit setting name="$name" value="$value" from=source host=target
+  done <<<"$rows"
+  block+="wal_retrieve_retry_interval = '100ms'"$'\n'
+  on_tgt sh -c 'f=$1/postgresql.auto.conf
+    grep -v -E "^[[:space:]]*($2)[[:space:]]*=" "$f" >"$f.pgshift" ; cat >>"$f.pgshift" && mv -f "$f.pgshift" "$f"' \
+    pgshift-conf "$TARGET_PGDATA" "$strip" <<<"$block" ||
+    fail "$EX_IOERR" "cannot write the target's postgresql.auto.conf"
 }
 
 # --- 2 base copy -------------------------------------------------------------------------
@@ -655,23 +798,16 @@ base_copy() {
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
   on_tgt chmod 700 "$TARGET_PGDATA"
-  # The password travels on stdin.
-  in_background pgs_on_pg "$TARGET_SPEC" sh -c 'IFS= read -r PGPASSWORD || [ -n "$PGPASSWORD" ]; export PGPASSWORD
-    exec "$0" "$@"' "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
-    -d "host=$source_host_addr port=$source_port user=$REPL_USER sslmode=prefer application_name=pgshift_target" \
-    -X stream -R -c fast -C -S "$slot" "${opts[@]}" <"$REPL_PASSWORD_FILE" ||
+  put_passfiles
+  # No password in the command line or the conninfo: libpq reads the passfile; -R writes
+  # the same keywords (passfile, TLS) into primary_conninfo.
+  in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
+    -d "host=$source_host_addr port=$source_port user=$REPL_USER passfile=$(pgs_conninfo_quote "$tgt_aux/pgpass") $tgt_tls application_name=pgshift_target" \
+    -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
     fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
   bytes_copied=$(on_tgt du -sb "$TARGET_PGDATA" | cut -f1)
-  # The copy carries the source's postgresql.conf: give the target its own address, port and
-  # socket, and a fast retry of the WAL source so the switch is not held up.
-  on_tgt sh -c 'cat >> "$1/postgresql.auto.conf"' append "$TARGET_PGDATA" <<EOF
-# pgshift migrate.sh: this host
-listen_addresses = '$TARGET_ADDR'
-port = $TARGET_PORT
-unix_socket_directories = '$socket_dir'
-wal_retrieve_retry_interval = '100ms'
-EOF
-  phase_end bytes:="$bytes_copied" slot="$slot"
+  target_own_settings
+  phase_end bytes:="$bytes_copied" slot="$slot" settings_carried:=${#carried[@]}
 }
 
 # --- 3 catch up --------------------------------------------------------------------------
@@ -679,6 +815,7 @@ catch_up() {
   phase_begin catch_up
   state=standby
   local target_running=0 deadline
+  put_passfiles
   on_tgt test -f "$TARGET_PGDATA/postmaster.pid" && target_running=1
   if [[ $mode == archive ]]; then
     # Archive only: no streaming; the target restores every segment from the archive. (All
@@ -697,7 +834,7 @@ EOF
       "$source_host_addr" "$source_port" ||
       fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
   elif ((!target_running)); then
-    on_tgt "$PG_BIN/pg_ctl" -D "$TARGET_PGDATA" -l "$target_log" -w -t 300 start >/dev/null ||
+    pgs_pg_start "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" ||
       fail "$EX_SOFTWARE" "the target did not start; see $target_log"
   fi
   pgs_wait_ready "$TARGET_ADDR" "$TARGET_PORT" 120 || fail "$EX_UNAVAILABLE" "the target did not accept connections; see $target_log"

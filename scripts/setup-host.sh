@@ -2,16 +2,33 @@
 # setup-host.sh: make a PostgreSQL host ready for a pgshift migration (what an Ansible role
 # would do), locally or over ssh. Idempotent: a second run changes nothing and says so.
 #
-#   setup-host.sh --role source --pgdata DIR [--host SPEC] [options]
-#   setup-host.sh --role target --pgdata DIR [--host SPEC]
+#   setup-host.sh --role source (--pgdata DIR | --cluster V/NAME) [--host SPEC] [options]
+#   setup-host.sh --role target (--pgdata DIR | --cluster V/NAME) [--host SPEC] [options]
+#
+# A cluster is named by its data directory (any layout) or, for a Debian/Ubuntu
+# postgresql-common cluster, by VERSION/NAME as pg_lsclusters shows it (its configuration
+# stays under /etc/postgresql/V/NAME). See lib.sh "Clusters on a host: layouts".
 #
 # Source role (a running cluster): settings through ALTER SYSTEM (wal_level=replica,
 # max_wal_senders, max_replication_slots, wal_keep_size, wal_log_hints, hot_standby,
-# listen_addresses, archive settings using wal-ship), a replication role with a
-# scram-sha-256 password and its pg_hba.conf entries, a self-signed TLS certificate and
-# ssl=on; then a reload, and a restart only with --restart when a setting needs one.
+# listen_addresses, archive settings using wal-ship), a replication role whose password is
+# set as a SCRAM verifier computed here (pg-scram: the password reaches neither the host nor
+# the server), its pg_hba.conf entries (hostssl only, unless --no-tls), TLS (below); then a
+# reload, and a restart only with --restart when a setting needs one.
 # Target role: PostgreSQL binaries present, the data directory absent or empty and owned by
-# postgres with mode 0700.
+# postgres with mode 0700. A --cluster V/NAME that does not exist is made with
+# pg_createcluster (--port) and its fresh data directory emptied; a postgresql-common target
+# gets the replication entries in its own pg_hba.conf and listen_addresses in
+# conf.d/pgshift.conf (its own configuration files stay; migrate.sh carries the settings
+# that matter).
+#
+# TLS: with --tls-ca DIR (on this, the control machine; a CA is made there when DIR holds
+# none, or the one there is taken), the host makes a key (it never leaves the host) and a
+# certificate request, the CA here signs it for --tls-name NAMEs, and the certificate, key and
+# CA certificate go to the cluster's pgshift directory beside its data directory
+# (DIR/../pgshift-BASENAME). migrate.sh then connects with sslmode=verify-full. Without
+# --tls-ca a source keeps the CA-signed certificate an earlier run installed, or else gets a
+# self-signed one (for migrate.sh --tls require).
 #
 # Output: JSON lines on stdout, one per check or change (`setting`, `file`, `role`,
 # `action`), and a `summary` with `changed` and `pending_restart`.
@@ -22,10 +39,16 @@
 #   --allow CIDR                client network for the replication entries (default 0.0.0.0/0)
 #   --repl-user NAME            replication role (default pgshift_repl)
 #   --repl-password-file FILE   its password (read here, on the control machine)
+#   --tls-ca DIR                sign the host's certificate with the CA in DIR (made if absent)
+#   --tls-name NAME             a name (address or DNS name) clients use for the host;
+#                               repeatable; default: the --listen address, else the host name
+#   --no-tls                    leave TLS alone; pg_hba entries are `host`, not `hostssl`
+#   --port PORT                 the port of a cluster --cluster creates (target role)
 #   --archive DEST              archive_mode=on, archive_command='WAL_SHIP push --quiet %p --to DEST'
 #   --wal-ship PATH             wal-ship binary on that host (default: wal-ship on PATH)
 #   --wal-keep-size SIZE        default 1GB
-#   --no-ssl                    leave TLS alone
+#   --bin DIR                   where pg-scram is (default: target/release of this checkout,
+#                               then PATH)
 #   --restart                   restart the server if a changed setting needs it
 set -euo pipefail
 if ! declare -F pgs_log >/dev/null; then
@@ -36,23 +59,29 @@ PGS_NAME=setup-host
 
 usage() { pgs_die "$EX_USAGE" "$1 (see the header of setup-host.sh for usage)"; }
 
-role="" pgdata="" host=local listen="*" allow=0.0.0.0/0 repl_user=pgshift_repl
-repl_password="" archive="" wal_ship=wal-ship wal_keep=1GB ssl=1 restart=0 remote=0
+role="" pgdata="" cluster="" host=local listen="*" allow=0.0.0.0/0 repl_user=pgshift_repl
+pwfile="" archive="" wal_ship=wal-ship wal_keep=1GB tls=1 tls_ca="" tls_names=() port=""
+restart=0 remote=0 bin=""
 while (($#)); do
   case $1 in
     --role) role=${2:?}; shift ;;
     --pgdata) pgdata=${2:?}; shift ;;
+    --cluster) cluster=${2:?}; shift ;;
     --host) host=${2:?}; shift ;;
     --listen) listen=${2:?}; shift ;;
     --allow) allow=${2:?}; shift ;;
     --repl-user) repl_user=${2:?}; shift ;;
     --repl-password-file)
       [[ -r ${2:?} ]] || usage "cannot read password file '$2'"
-      repl_password=$(<"$2"); shift ;;
+      pwfile=$2; shift ;;
+    --tls-ca) tls_ca=${2:?}; shift ;;
+    --tls-name) tls_names+=("${2:?}"); shift ;;
+    --no-tls | --no-ssl) tls=0 ;;
+    --port) port=${2:?}; shift ;;
     --archive) archive=${2:?}; shift ;;
     --wal-ship) wal_ship=${2:?}; shift ;;
     --wal-keep-size) wal_keep=${2:?}; shift ;;
-    --no-ssl) ssl=0 ;;
+    --bin) bin=${2:?}; shift ;;
     --restart) restart=1 ;;
     --on-host) remote=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -61,36 +90,128 @@ while (($#)); do
   shift
 done
 [[ $role == source || $role == target ]] || usage "--role source|target is required"
-[[ -n $pgdata ]] || usage "--pgdata DIR is required"
+[[ -n $pgdata || -n $cluster ]] || usage "--pgdata DIR or --cluster VERSION/NAME is required"
+[[ -z $pgdata || -z $cluster ]] || usage "give --pgdata or --cluster, not both"
+[[ -z $cluster || $cluster =~ ^[0-9]+/[A-Za-z0-9._-]+$ ]] || usage "--cluster takes VERSION/NAME as pg_lsclusters shows it (e.g. 15/main)"
+[[ -z $port || $port =~ ^[0-9]+$ ]] || usage "--port takes a number"
 [[ $repl_user =~ ^[a-z_][a-z0-9_]*$ ]] || usage "--repl-user must be a plain lower-case name"
-# On the host, the password comes in the script stream (see below), never in argv.
-if ((remote)); then repl_password=${PGS_REPL_PASSWORD:-} && unset PGS_REPL_PASSWORD; fi
-
-# Run the rest on the host itself: ship lib.sh and this script through stdin.
-if ((!remote)) && [[ $host != local ]]; then
-  pgs_host_reachable "$host" || pgs_die "$EX_UNAVAILABLE" "cannot run commands on $host (check ssh access: BatchMode, keys, host key)"
-  args=(--role "$role" --pgdata "$pgdata" --listen "$listen" --allow "$allow"
-    --repl-user "$repl_user" --wal-ship "$wal_ship" --wal-keep-size "$wal_keep" --on-host)
-  [[ -n $archive ]] && args+=(--archive "$archive")
-  ((ssl)) || args+=(--no-ssl)
-  ((restart)) && args+=(--restart)
-  # The password travels inside the script on stdin (a first line setting a variable), so
-  # it is in no process's arguments on either machine.
-  { printf 'PGS_REPL_PASSWORD=%q\n' "$repl_password"; cat "$(dirname "$0")/lib.sh" "$0"; } |
-    pgs_on "$host" bash -s -- "${args[@]}"
-  exit
-fi
+[[ -z $tls_ca ]] || ((tls)) || usage "--tls-ca and --no-tls contradict each other"
 
 changed=0 pending_restart=0
 note_change() { changed=$((changed + 1)); }
 
+# --- Here, on the control machine: what needs it (the CA's key, pg-scram) ----------------
+if ((!remote)); then
+  [[ $host == local ]] || pgs_host_reachable "$host" ||
+    pgs_die "$EX_UNAVAILABLE" "cannot run commands on $host (check ssh access: BatchMode, keys, host key)"
+  # The role's password becomes a SCRAM verifier here: the host and its server never see it.
+  verifier=""
+  if [[ $role == source && -n $pwfile ]]; then
+    scram=${bin:-$PGS_ROOT/target/release}/pg-scram
+    [[ -x $scram ]] || scram=$(command -v pg-scram || true)
+    [[ -n $scram ]] || pgs_die "$EX_UNAVAILABLE" "pg-scram not found (make release, or --bin DIR where it is)"
+    verifier=$("$scram" <"$pwfile" | jq -r 'select(.type == "verifier") | .verifier') || verifier=""
+    [[ -n $verifier ]] ||
+      pgs_die "$EX_DATAERR" "cannot compute the SCRAM verifier of $pwfile (see pg-scram's message above)"
+  fi
+  # A postgresql-common target cluster that does not exist yet: create it (for its
+  # configuration files and port), then empty the data directory initdb just filled.
+  # shellcheck disable=SC2016  # expanded on the host
+  if [[ $role == target && -n $cluster ]] &&
+    ! pgs_on_pg "$host" sh -c 'pg_lsclusters --no-header 2>/dev/null | awk -v w="$1" '\''($1 "/" $2) == w { f = 1 } END { exit !f }'\''' x "$cluster"; then
+    pgs_on_pg "$host" sh -c 'command -v pg_createcluster >/dev/null' ||
+      pgs_die "$EX_UNAVAILABLE" "no cluster $cluster on $host and no pg_createcluster to make one (install postgresql-common, or give --pgdata)"
+    out=$(pgs_on_pg "$host" pg_createcluster ${port:+-p "$port"} "${cluster%%/*}" "${cluster#*/}" 2>&1) ||
+      pgs_die "$EX_SOFTWARE" "pg_createcluster $cluster failed on $host: ${out//$'\n'/ }"
+    declare -A fresh
+    pgs_cluster_info "$host" "$cluster" fresh
+    # shellcheck disable=SC2016  # expanded on the host
+    pgs_on_pg "$host" sh -c 'rm -rf "${1:?}"/* "${1:?}"/.[!.]* 2>/dev/null; true' x "${fresh[pgdata]}"
+    pgs_json action name=create_cluster cluster="$cluster" port="${fresh[port]}" pgdata="${fresh[pgdata]}" conf_dir="${fresh[conf_dir]}"
+    note_change
+  fi
+  declare -A info
+  pgs_cluster_info "$host" "${cluster:-$pgdata}" info
+  pgdata=${info[pgdata]}
+  if [[ -n $tls_ca ]]; then
+    [[ $(pgs_ca_ensure "$tls_ca") == created ]] && pgs_json file path="$tls_ca/ca.crt" action=created what="pgshift CA (its key stays in $tls_ca)" && note_change
+    if ((${#tls_names[@]} == 0)); then
+      if [[ $listen != "*" && $listen != *,* && $listen != localhost ]]; then
+        tls_names=("$listen")
+      else
+        tls_names=("$(pgs_on "$host" hostname -f 2>/dev/null || pgs_on "$host" hostname)")
+      fi
+    fi
+    res=$(pgs_tls_issue "$tls_ca" "$host" "${info[aux]}" "${tls_names[@]}")
+    pgs_json file path="${info[aux]}/server.crt" action="$res" what="certificate signed by the CA in $tls_ca" \
+      names="${tls_names[*]}"
+    [[ $res == issued ]] && note_change
+  fi
+  if [[ $host != local ]]; then
+    # Run the rest on the host itself: ship lib.sh, the remote scripts and this script
+    # through stdin. What only this machine had (the verifier, the count of changes) is set
+    # by the first lines of that stream: in no process's arguments on either machine.
+    args=(--role "$role" --pgdata "$pgdata" --listen "$listen" --allow "$allow"
+      --repl-user "$repl_user" --wal-ship "$wal_ship" --wal-keep-size "$wal_keep" --on-host)
+    [[ -n $archive ]] && args+=(--archive "$archive")
+    ((tls)) || args+=(--no-tls)
+    ((restart)) && args+=(--restart)
+    {
+      printf 'PGS_REPL_VERIFIER=%q PGS_CHANGED=%q PGS_TLS_CA=%q\n' "$verifier" "$changed" "$tls_ca"
+      printf 'PGS_CLUSTER_INFO_SH=%q\nPGS_START_SH=%q\n' "$PGS_CLUSTER_INFO_SH" "$PGS_START_SH"
+      cat "$(dirname "$0")/lib.sh" "$0"
+    } | pgs_on "$host" bash -s -- "${args[@]}"
+    exit
+  fi
+else
+  verifier=${PGS_REPL_VERIFIER:-} changed=${PGS_CHANGED:-0} tls_ca=${PGS_TLS_CA:-}
+  unset PGS_REPL_VERIFIER
+  declare -A info
+  pgs_cluster_info local "$pgdata" info
+fi
+
+# --- On the host ---------------------------------------------------------------------------
+aux=${info[aux]}
+# A CA-signed certificate made by this run or an earlier one (a later run without --tls-ca
+# keeps it: re-running setup-host never downgrades verify-full to a self-signed certificate).
+signed=0
+((tls)) && [[ -f $aux/server.crt && -f $aux/server.key && -f $aux/ca.crt ]] && signed=1
+
+# add_hba_lines FILE LINE...: put each LINE at the top of pg_hba.conf FILE (first match
+# wins) unless it is there; with TLS, remove the `host` twins of `hostssl` lines (an entry
+# that would let the role in without TLS).
+add_hba_lines() {
+  local hba=$1 line existing
+  shift
+  for line in "$@"; do
+    if ((tls)) && grep -qxF "${line/#hostssl/host}" "$hba"; then
+      existing=$(grep -vxF "${line/#hostssl/host}" "$hba")
+      printf '%s\n' "$existing" >"$hba"
+      pgs_json file path="$hba" line="${line/#hostssl/host}" action=removed
+      note_change
+    fi
+    if grep -qxF "$line" "$hba"; then
+      pgs_json file path="$hba" line="$line" changed:=false
+    else
+      existing=$(<"$hba")
+      printf '%s\n%s\n' "$line" "$existing" >"$hba"
+      pgs_json file path="$hba" line="$line" changed:=true
+      note_change
+    fi
+  done
+}
+hba_kind=hostssl
+((tls)) || hba_kind=host
+hba_lines=("$hba_kind replication $repl_user $allow scram-sha-256" "$hba_kind all $repl_user $allow scram-sha-256")
+
 if [[ $role == target ]]; then
   [[ -x $PG_BIN/postgres ]] || pgs_die "$EX_UNAVAILABLE" "no PostgreSQL server binaries in $PG_BIN (install postgresql-15 or set PG_BIN)"
   version=$("$PG_BIN/postgres" --version)
-  pgs_json check name=binaries value="$version"
+  pgs_json check name=binaries value="$version" layout="${info[layout]}"
   if [[ -e $pgdata && -n $(ls -A "$pgdata" 2>/dev/null) ]]; then
     pgs_die "$EX_DATAERR" "target data directory $pgdata is not empty (move it away or choose another --pgdata)"
   fi
+  [[ ${info[running]} == no ]] || pgs_die "$EX_DATAERR" "a server runs on the target $pgdata (stop it first)"
   if [[ ! -d $pgdata ]]; then
     mkdir -p "$pgdata"
     pgs_json action name=create_dir path="$pgdata"
@@ -102,11 +223,29 @@ if [[ $role == target ]]; then
     pgs_json action name=fix_owner path="$pgdata" owner=postgres mode=0700
     note_change
   fi
-  pgs_json summary success:=true role=target changed:=$changed pending_restart:=false
+  if [[ ${info[layout]} == debian ]]; then
+    # Its own configuration stays; it must listen where the other host reaches it and let
+    # the replication role in (the old source follows it after the switch).
+    conf=${info[conf_dir]}/conf.d/pgshift.conf
+    q="'"
+    want_conf="# pgshift setup-host.sh (the target's own settings; migrate.sh adds the migrated ones)
+listen_addresses = '${listen//$q/$q$q}'"
+    if [[ ! -f $conf || $(<"$conf") != "$want_conf" ]]; then
+      mkdir -p "$(dirname "$conf")"
+      printf '%s\n' "$want_conf" >"$conf"
+      pgs_json file path="$conf" changed:=true what="listen_addresses = '$listen'"
+      note_change
+    else
+      pgs_json file path="$conf" changed:=false
+    fi
+    add_hba_lines "${info[hba_file]}" "${hba_lines[@]}"
+  fi
+  pgs_json summary success:=true role=target changed:="$changed" pending_restart:=false layout="${info[layout]}" \
+    pgdata="$pgdata" port="${info[port]}" tls:="$( ((signed)) && echo '"verify-full"' || echo null)"
   exit 0
 fi
 
-[[ -f $pgdata/postmaster.pid ]] || pgs_die "$EX_UNAVAILABLE" "no server running on $pgdata (start it first: setup-host configures a running source)"
+[[ ${info[running]} == yes ]] || pgs_die "$EX_UNAVAILABLE" "no server running on $pgdata (start it first: setup-host configures a running source)"
 sockdir=$(sed -n 5p "$pgdata/postmaster.pid")
 port=$(sed -n 4p "$pgdata/postmaster.pid")
 psql_local() { pgs_as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -p "$port" -U postgres -d postgres "$@"; }
@@ -126,18 +265,22 @@ want=(
 if [[ -n $archive ]]; then
   want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
 fi
-if ((ssl)); then
+if ((signed)); then
+  # The CA-signed certificate, in the cluster's pgshift directory (absolute paths: migrate.sh
+  # points the target at its own).
+  want+=("ssl=on" "ssl_cert_file=$aux/server.crt" "ssl_key_file=$aux/server.key" "ssl_ca_file=$aux/ca.crt")
+elif ((tls)); then
   if [[ ! -f $pgdata/server.crt ]]; then
     cn=$(hostname)
     pgs_as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$cn" \
       -keyout "$pgdata/server.key" -out "$pgdata/server.crt" >/dev/null 2>&1 ||
       pgs_die "$EX_SOFTWARE" "openssl could not make a certificate in $pgdata (is openssl installed?)"
     chmod 600 "$pgdata/server.key"
-    pgs_json file path="$pgdata/server.crt" action=created what="self-signed TLS certificate, CN=$cn"
+    pgs_json file path="$pgdata/server.crt" action=created what="self-signed TLS certificate, CN=$cn (for --tls require; --tls-ca DIR signs one for verify-full)"
     note_change
   fi
-  # The certificate stays at the default, relative paths (server.crt, server.key in the data
-  # directory), so a base backup carries a working configuration to the target.
+  # Relative paths (server.crt, server.key in the data directory): a base backup carries a
+  # working configuration to the target.
   want+=("ssl=on" "ssl_cert_file=server.crt" "ssl_key_file=server.key")
 fi
 
@@ -168,49 +311,34 @@ SQL
   note_change
 done
 
-# The replication role.
-# The password goes to psql on stdin as an SQL literal (not as a -v argument, which any user
-# sees in ps), in a session that logs no statement (log_statement = 'ddl' or 'all' would
-# write it to the server log).
+# The replication role, with the verifier computed on the control machine. It goes to psql
+# on stdin (not as a -v argument, which any user sees in ps), in a session that logs no
+# statement; a verifier is not the password, but it is kept out of logs all the same.
 set_password() { # set_password CREATE|ALTER
-  local q="'" lit
-  lit=${repl_password//$q/$q$q}
   psql_local -v u="$repl_user" >/dev/null <<EOF
 SET log_statement = 'none'; SET log_min_duration_statement = -1; SET log_min_error_statement = 'panic';
 SET pg_stat_statements.track_utility = off;
-SET password_encryption = 'scram-sha-256';
-$1 ROLE :"u" LOGIN REPLICATION PASSWORD '$lit';
+$1 ROLE :"u" LOGIN REPLICATION PASSWORD '$verifier';
 EOF
 }
-if [[ -n $repl_password ]]; then
+if [[ -n $verifier ]]; then
+  [[ $verifier =~ ^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$ ]] ||
+    pgs_die "$EX_SOFTWARE" "the SCRAM verifier has an unexpected form"
   exists=$(psql_local -v u="$repl_user" <<<"SELECT count(*) FROM pg_roles WHERE rolname = :'u'")
   if [[ $exists == 0 ]]; then
     set_password CREATE
-    pgs_json role name="$repl_user" action=created
+    pgs_json role name="$repl_user" action=created password=scram_verifier
     note_change
   else
-    # Keep the password in step with the file.
+    # Keep the password in step with the file (a fresh salt: not a change of the password).
     set_password ALTER
-    pgs_json role name="$repl_user" action=unchanged
+    pgs_json role name="$repl_user" action=unchanged password=scram_verifier
   fi
 fi
 
-# pg_hba.conf entries for the replication role (and pg_rewind/verification need a normal
+# pg_hba.conf entries for the replication role (pg_rewind and verification need a normal
 # connection too).
-hba=$(psql_local -c "SHOW hba_file")
-for line in "hostssl replication $repl_user $allow scram-sha-256" \
-  "host replication $repl_user $allow scram-sha-256" \
-  "host all $repl_user $allow scram-sha-256"; do
-  if grep -qxF "$line" "$hba"; then
-    pgs_json file path="$hba" line="$line" changed:=false
-  else
-    # First match wins in pg_hba.conf: put ours at the top.
-    existing=$(<"$hba")
-    printf '%s\n%s\n' "$line" "$existing" >"$hba"
-    pgs_json file path="$hba" line="$line" changed:=true
-    note_change
-  fi
-done
+add_hba_lines "$(psql_local -c "SHOW hba_file")" "${hba_lines[@]}"
 
 if ((changed > 0)); then
   psql_local -c "SELECT pg_reload_conf()" >/dev/null
@@ -218,7 +346,9 @@ if ((changed > 0)); then
 fi
 if ((pending_restart)); then
   if ((restart)); then
-    pgs_as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w -t 120 restart -l "$pgdata/../server.log" >/dev/null
+    pgs_as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w -t 120 stop >/dev/null
+    pgs_pg_start local "$pgdata" "${info[log]}" ||
+      pgs_die "$EX_SOFTWARE" "the server did not start again after the restart; see ${info[log]}"
     pending_restart=0
     pgs_json action name=restart
   else
@@ -227,4 +357,8 @@ if ((pending_restart)); then
 fi
 pr=false
 ((pending_restart)) && pr=true
-pgs_json summary success:=true role=source changed:=$changed pending_restart:=$pr
+tls_json=null
+((tls)) && tls_json='"require"'
+((signed)) && tls_json='"verify-full"'
+pgs_json summary success:=true role=source changed:="$changed" pending_restart:=$pr layout="${info[layout]}" \
+  pgdata="$pgdata" tls:="$tls_json"

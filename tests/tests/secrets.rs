@@ -64,23 +64,39 @@ fn exclusive_setup_host_puts_the_password_in_no_argv_and_no_server_log() {
         "log_statement = all is on"
     );
     assert!(!log.contains(marker), "the password is in the server log");
-    // And the role takes exactly that password.
-    let mut login = Command::new(testkit::pg_bin().join("psql"));
-    login
-        .args(["-XAtq", "-c", "SELECT current_user", "-d"])
-        .arg(format!(
-            "host={} port={} user=pgshift_repl dbname=postgres sslmode=disable",
-            hosts.source("host"),
-            hosts.source("port")
-        ));
-    testkit::hermetic(&mut login);
-    let ok = login.env("PGPASSWORD", &secret).output().unwrap();
+    // And the role takes exactly that password, over TLS verified against the hosts' CA;
+    // its pg_hba entries are hostssl only.
+    let login = |sslmode: &str, password: &str| {
+        let mut cmd = Command::new(testkit::pg_bin().join("psql"));
+        cmd.args(["-XAtq", "-c", "SELECT current_user", "-d"])
+            .arg(format!(
+                "host={} port={} user=pgshift_repl dbname=postgres {sslmode}",
+                hosts.source("host"),
+                hosts.source("port")
+            ));
+        testkit::hermetic(&mut cmd);
+        cmd.env("PGPASSWORD", password).output().unwrap()
+    };
+    let verified = format!("sslmode=verify-full sslrootcert={}", hosts.env["TLS_CA"]);
+    let ok = login(&verified, &secret);
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout).trim(),
         "pgshift_repl",
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let bad = login.env("PGPASSWORD", "wrong").output().unwrap();
-    assert!(!bad.status.success());
+    let bad = login(&verified, "wrong");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("password authentication failed"),
+        "a wrong password is refused: {}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // Its pg_hba entries are hostssl only (the lab's trust lines for the control machine
+    // are the lab's, not the role's).
+    let kinds = psql(
+        &a,
+        "SELECT string_agg(DISTINCT type, ',') FROM pg_hba_file_rules WHERE 'pgshift_repl' = ANY(user_name)",
+    )
+    .unwrap();
+    assert_eq!(kinds.trim(), "hostssl", "the role's pg_hba entries");
 }
