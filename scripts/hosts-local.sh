@@ -158,8 +158,9 @@ else
   pgdata_a=$dir/a/data cluster_a=""
 fi
 
-# The replication password lives in a file readable only by its owner.
-(umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/repl.pw")
+# The replication password lives in a file readable only by its owner. It holds a quote, a
+# space, a backslash and a colon, so every run shows they travel intact (pgpass, conninfo).
+(umask 077 && printf "it's a \\ pass:%s" "$(head -c 12 /dev/urandom | base64 | tr -d '/+=')" >"$dir/repl.pw")
 setup_args=(--role source --pgdata "$pgdata_a" --host "$spec_a" --listen "$host_a"
   --allow "$allow" --repl-password-file "$dir/repl.pw" --restart --tls-ca "$dir/ca" --bin "$bin")
 if ((archive)); then

@@ -248,6 +248,13 @@ fi
 [[ $mode == stream || -n $archive ]] || usage "--mode archive needs --archive DEST (or ARCHIVE in --hosts-env)"
 [[ -x $bin/pg-switch ]] || pgs_die "$EX_UNAVAILABLE" "$bin/pg-switch is missing (make release, or --bin DIR)"
 socket_dir=${socket_dir:-$(dirname "$TARGET_PGDATA")}
+# tls_hint MESSAGE: what to do when libpq's MESSAGE is a failed certificate check.
+tls_hint() {
+  case $1 in
+    *"certificate verify failed"* | *"does not match host name"* | *"server certificate for"*)
+      printf ' (the host presents a certificate that %s does not vouch for, or not for this address: re-run setup-host.sh --tls-ca DIR --tls-name ADDRESS on that host, or choose --tls require knowingly)' "${tls_ca:-the CA}" ;;
+  esac
+}
 src_dsn="$SOURCE_DSN host=$source_host_addr port=$source_port${ctl_tls:+ $ctl_tls}"
 tgt_dsn="$SOURCE_DSN host=$TARGET_ADDR port=$TARGET_PORT${ctl_tls:+ $ctl_tls}"
 target_log=${tgt_info[log]}
@@ -650,7 +657,7 @@ preflight() {
     pg_is_in_recovery(), current_setting('wal_level'), current_setting('max_wal_senders'),
     current_setting('data_directory'), current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
     (SELECT sum(pg_database_size(oid)) FROM pg_database), current_setting('synchronous_standby_names') <> ''" 2>&1) ||
-    fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_row"
+    fail "$EX_UNAVAILABLE" "cannot connect to the source ($source_host_addr:$source_port): $src_row$(tls_hint "$src_row")"
   read -r src_version src_sysid src_recovery src_wal_level src_senders src_datadir src_rewindable src_bytes src_sync <<<"$src_row"
   if [[ $src_recovery != f ]]; then
     # A finished migration run again: the "source" follows the target now.
@@ -756,12 +763,36 @@ carried=()
 # target_own_settings: after the base copy, the target's postgresql.auto.conf (the source's,
 # copied) loses what belongs to the source's host (address, port, socket, certificate), and
 # gets this host's own and the carried settings, one `setting` record each.
+# source_conf_files: a postgresql-common source's pg_hba.conf and pg_ident.conf into the
+# target's data directory, with a postgresql.conf of the target's own (a file record each).
+source_conf_files() {
+  local f from
+  for f in pg_hba.conf pg_ident.conf; do
+    from=${src_info[conf_dir]}/$f
+    [[ $f == pg_hba.conf ]] && from=${src_info[hba_file]}
+    on_src cat "$from" | on_tgt sh -c 'umask 077 && cat >"$1.pgshift" && mv -f "$1.pgshift" "$1"' pgshift-conf "$TARGET_PGDATA/$f" ||
+      fail "$EX_IOERR" "cannot copy the source's $from to the target's $TARGET_PGDATA/$f"
+    emit file path="$TARGET_PGDATA/$f" from="$from" host=target action=copied
+  done
+  on_tgt sh -c 'printf "%s\n" "$2" >"$1/postgresql.conf"' pgshift-conf "$TARGET_PGDATA" \
+    "# made by pgshift migrate.sh: the source ($source_host_addr:$source_port, ${SOURCE_CLUSTER:-a postgresql-common cluster}) keeps its configuration in ${src_info[conf_dir]}; the settings that matter are in postgresql.auto.conf" ||
+    fail "$EX_IOERR" "cannot write the target's $TARGET_PGDATA/postgresql.conf"
+  emit file path="$TARGET_PGDATA/postgresql.conf" host=target action=created
+}
+
 target_own_settings() {
   local rows name value q="'" block strip="listen_addresses|port|unix_socket_directories"
   block="# pgshift migrate.sh: this host's own settings, and the source's that must match"$'\n'
   if [[ ${tgt_info[layout]} != debian ]]; then
     # The configuration in the data directory is the source's copy: give the target its own
     # address, port and socket. (A postgresql-common cluster keeps its own files.)
+    if [[ ${src_info[layout]} == debian ]] && ! on_tgt test -f "$TARGET_PGDATA/postgresql.conf"; then
+      # The source keeps its configuration files outside its data directory, so the base
+      # backup brought none: the source's client authentication comes along (the same
+      # clients and the replication role may connect), the settings that matter follow in
+      # postgresql.auto.conf.
+      source_conf_files
+    fi
     block+="listen_addresses = '$TARGET_ADDR'"$'\n'"port = $TARGET_PORT"$'\n'
     block+="unix_socket_directories = '${socket_dir//$q/$q$q}'"$'\n'
   fi

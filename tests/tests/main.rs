@@ -3,6 +3,7 @@
 mod fixture;
 mod hosts;
 mod interrupt;
+mod layouts;
 mod migrate;
 mod scripts_lib;
 mod secrets;
