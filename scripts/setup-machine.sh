@@ -12,6 +12,8 @@ need=(
   "$PG_BIN/postgres:postgresql-15"
   "$PG_BIN/pg_basebackup:postgresql-15"
   "/usr/bin/psql:postgresql-client-15"
+  # packaged clusters (hosts-local --layout debian, the layout tests)
+  "/usr/bin/pg_createcluster:postgresql-common"
   "rsync:rsync"
   "ssh:openssh-client"
   "/usr/sbin/sshd:openssh-server"
