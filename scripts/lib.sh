@@ -450,6 +450,13 @@ pgs_conninfo_quote() {
   printf "'%s'" "${v//\'/\\\'}"
 }
 
+# pgs_conf_quote VALUE: VALUE as a postgresql.conf string ('...' with '' and \\), the same
+# as shared::host::conf_quote.
+pgs_conf_quote() {
+  local v=${1//\\/\\\\}
+  printf "'%s'" "${v//\'/\'\'}"
+}
+
 # pgs_repl_probe SPEC HOST PORT USER PASSWORD_FILE TLS: on host SPEC, open a replication
 # connection to HOST:PORT as USER (IDENTIFY_SYSTEM) with the TLS keywords TLS (see
 # pgs_tls_conninfo); the password travels on stdin, never in an argument. Prints psql's

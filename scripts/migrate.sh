@@ -781,7 +781,7 @@ source_conf_files() {
 }
 
 target_own_settings() {
-  local rows name value q="'" block strip="listen_addresses|port|unix_socket_directories"
+  local rows name value block strip="listen_addresses|port|unix_socket_directories"
   block="# pgshift migrate.sh: this host's own settings, and the source's that must match"$'\n'
   if [[ ${tgt_info[layout]} != debian ]]; then
     # The configuration in the data directory is the source's copy: give the target its own
@@ -794,19 +794,19 @@ target_own_settings() {
       source_conf_files
     fi
     block+="listen_addresses = '$TARGET_ADDR'"$'\n'"port = $TARGET_PORT"$'\n'
-    block+="unix_socket_directories = '${socket_dir//$q/$q$q}'"$'\n'
+    block+="unix_socket_directories = $(pgs_conf_quote "$socket_dir")"$'\n'
   fi
   if [[ $tls != off ]] && on_tgt test -f "$tgt_aux/server.crt"; then
     strip+="|ssl|ssl_cert_file|ssl_key_file|ssl_ca_file"
-    block+="ssl = on"$'\n'"ssl_cert_file = '${tgt_aux//$q/$q$q}/server.crt'"$'\n'
-    block+="ssl_key_file = '${tgt_aux//$q/$q$q}/server.key'"$'\n'"ssl_ca_file = '${tgt_aux//$q/$q$q}/ca.crt'"$'\n'
+    block+="ssl = on"$'\n'"ssl_cert_file = $(pgs_conf_quote "$tgt_aux/server.crt")"$'\n'
+    block+="ssl_key_file = $(pgs_conf_quote "$tgt_aux/server.key")"$'\n'"ssl_ca_file = $(pgs_conf_quote "$tgt_aux/ca.crt")"$'\n'
   fi
   rows=$(src_psql -F $'\t' -v names="{$(IFS=,; printf '%s' "${carry_settings[*]}")}" <<<"SELECT name, current_setting(name) FROM pg_settings
     WHERE name = ANY (:'names'::text[]) AND source NOT IN ('default', 'override') ORDER BY name") ||
     fail "$EX_UNAVAILABLE" "cannot read the source's settings: $rows"
   while IFS=$'\t' read -r name value; do
     [[ -n $name ]] || continue
-    block+="$name = '${value//$q/$q$q}'"$'\n'
+    block+="$name = $(pgs_conf_quote "$value")"$'\n'
     carried+=("$name")
     emit setting name="$name" value="$value" from=source host=target
   done <<<"$rows"

@@ -227,9 +227,8 @@ if [[ $role == target ]]; then
     # Its own configuration stays; it must listen where the other host reaches it and let
     # the replication role in (the old source follows it after the switch).
     conf=${info[conf_dir]}/conf.d/pgshift.conf
-    q="'"
     want_conf="# pgshift setup-host.sh (the target's own settings; migrate.sh adds the migrated ones)
-listen_addresses = '${listen//$q/$q$q}'"
+listen_addresses = $(pgs_conf_quote "$listen")"
     if [[ ! -f $conf || $(<"$conf") != "$want_conf" ]]; then
       mkdir -p "$(dirname "$conf")"
       printf '%s\n' "$want_conf" >"$conf"

@@ -26,6 +26,46 @@ fn bash(snippet: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The one quoting helper of the scripts agrees with the tools': a value with quotes,
+/// backslashes, spaces and `$` comes back whole from a conninfo string (the tools' libpq-style
+/// parser) and is written into postgresql.conf as the tools write it.
+#[test]
+fn quoting_helpers_match_the_tools() {
+    let values = [
+        "plain",
+        "it's a \\ pass",
+        "/var/lib/pg data/x",
+        "$HOME `id` \"q\"",
+        "''\\'",
+        "",
+    ];
+    let dir = tempfile_dir();
+    for v in values {
+        let word = shared::host::sh_quote(v);
+        let conninfo = bash(&format!("pgs_conninfo_quote {word}"));
+        let parsed =
+            shared::pg::ConnInfo::parse_with_env(&format!("host=h password={conninfo}"), |_| None)
+                .unwrap();
+        assert_eq!(parsed.get("password"), Some(v), "conninfo {conninfo}");
+        let conf = bash(&format!("pgs_conf_quote {word}"));
+        assert_eq!(
+            conf,
+            shared::host::conf_quote(v),
+            "postgresql.conf value of {v:?}"
+        );
+        // The passfile line, read back the way libpq reads a passfile (user and password).
+        if !v.is_empty() {
+            let file = dir.join("pgpass");
+            std::fs::write(&file, bash(&format!("pgs_pgpass_line {word}: {word}"))).unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            let user = format!("{v}:");
+            let got = shared::pg::pgpass::lookup(&file, "h", 5432, "db", &user);
+            assert_eq!(got.as_deref(), Some(v), "pgpass line for {v:?}");
+        }
+    }
+}
+
 #[test]
 fn clusters_and_a_standby_from_bash() {
     let base = tempfile_dir();

@@ -14,7 +14,7 @@
 //! refused is what makes a failed switchover debuggable.
 
 mod conninfo;
-mod pgpass;
+pub mod pgpass;
 pub mod snapshot;
 pub mod tables;
 
