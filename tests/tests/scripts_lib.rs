@@ -66,6 +66,52 @@ fn quoting_helpers_match_the_tools() {
     }
 }
 
+/// pgs_cluster_info tells the layouts apart: a data directory with its configuration inside
+/// is `plain` (or `rhel` with PGDG's /usr/pgsql-V binaries), its port read from its
+/// configuration; a cluster name that pg_lsclusters does not list is refused (65), naming the
+/// clusters there are. (Packaged clusters are covered end to end in layouts.rs.)
+#[test]
+fn cluster_info_tells_the_layouts_apart() {
+    let dir = tempfile_dir().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(dir.join("postgresql.conf"), "port = 6543\n#port = 1\n").unwrap();
+    let info = |bin: &str| {
+        bash(&format!(
+            "declare -A i; PG_BIN={bin} pgs_cluster_info local {} i; for k in layout version port pgdata conf_dir hba_file unit running aux; do printf '%s=%s\\n' $k \"${{i[$k]}}\"; done",
+            shared::host::sh_quote(dir.to_str().unwrap())
+        ))
+    };
+    let plain = info("/usr/lib/postgresql/15/bin");
+    let d = dir.display();
+    let parent = dir.parent().unwrap().display();
+    assert_eq!(
+        plain,
+        format!(
+            "layout=plain\nversion=15\nport=6543\npgdata={d}\nconf_dir={d}\nhba_file={d}/pg_hba.conf\nunit=\nrunning=no\naux={parent}/pgshift-data\n"
+        )
+    );
+    let rhel = info("/usr/pgsql-15/bin");
+    assert!(rhel.starts_with("layout=rhel\n"), "{rhel}");
+    assert!(rhel.contains("\nunit=postgresql-15\n"), "{rhel}");
+
+    let root = workspace_root();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(format!(
+        ". '{}/scripts/lib.sh'; declare -A i; pgs_cluster_info local 15/pgshift-no-such-cluster i",
+        root.display()
+    ));
+    testkit::hermetic(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("no cluster 15/pgshift-no-such-cluster")
+            && err.contains("pg_lsclusters lists"),
+        "{err}"
+    );
+}
+
 #[test]
 fn clusters_and_a_standby_from_bash() {
     let base = tempfile_dir();
