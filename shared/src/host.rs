@@ -13,14 +13,17 @@
 //! asked for; `no`/`off` are refused), `ConnectTimeout=5` and `ServerAliveInterval=2` with
 //! `ServerAliveCountMax=3`, so a dead link fails within seconds instead of hanging. Extra
 //! options come from `PGS_SSH_OPTS` (e.g. `-i KEY -o UserKnownHostsFile=FILE`), split like a
-//! shell would (quotes respected), never word-split. The policy options are given before the
-//! user's (ssh keeps the first value it sees), the timeouts after them (so a user can lengthen
-//! them).
+//! shell would (quotes respected), never word-split; tools with a repeatable
+//! `--ssh-option KEY=VALUE` put those before `PGS_SSH_OPTS`'s (the command line wins), checked
+//! the same way. The policy options are given before the user's (ssh keeps the first value it
+//! sees), the timeouts after them (so a user can lengthen them).
 //!
 //! [`Host::command`] runs a program as the PostgreSQL server's user: where the command lands
 //! as root it goes through `runuser -u postgres`, otherwise it runs as the login user, from
-//! `/tmp` (a directory that user can read). The command line crosses ssh as one string with
-//! every word quoted, so paths with spaces or quotes arrive intact.
+//! `/tmp` (a directory that user can read). [`Host::login_command`] runs it as the login user,
+//! in the login directory (wal-ship's archive scripts, criu-wrap's restore), and
+//! [`Host::ssh_argv`] is the ssh part alone, for `rsync -e`. The command line crosses ssh as
+//! one string with every word quoted, so paths with spaces or quotes arrive intact.
 
 use std::fmt;
 use std::process::Command;
@@ -72,28 +75,26 @@ impl Spec {
         if rest.contains('/') {
             return Err(usage("has a path"));
         }
-        let (user, hostport) = match rest.rsplit_once('@') {
-            Some(("", _)) => return Err(usage("has an empty user")),
+        Spec::parse_authority(rest).map_err(usage)
+    }
+
+    /// Parse the `[user@]host[:port]` part of an ssh URL (`[v6addr]` for IPv6), for tools
+    /// whose URLs go on with a path (`ssh://host/dir`): they split the path off and name the
+    /// URL in their own message, which `Err` completes with what is wrong ("has a bad port").
+    pub fn parse_authority(authority: &str) -> Result<Spec, &'static str> {
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some(("", _)) => return Err("has an empty user"),
             Some((u, hp)) => (Some(u.to_owned()), hp),
-            None => (None, rest),
+            None => (None, authority),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| usage("has an unclosed ["))?;
+            let (h, after) = v6.split_once(']').ok_or("has an unclosed [")?;
             match after {
                 "" => (h, None),
-                _ => (
-                    h,
-                    Some(
-                        after
-                            .strip_prefix(':')
-                            .ok_or_else(|| usage("has text after ]"))?,
-                    ),
-                ),
+                _ => (h, Some(after.strip_prefix(':').ok_or("has text after ]")?)),
             }
         } else if hostport.matches(':').count() > 1 {
-            return Err(usage("has an IPv6 address without [brackets]"));
+            return Err("has an IPv6 address without [brackets]");
         } else {
             match hostport.split_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -101,10 +102,10 @@ impl Spec {
             }
         };
         if host.is_empty() || host.starts_with('-') {
-            return Err(usage("names no host"));
+            return Err("names no host");
         }
         let port = port
-            .map(|p| p.parse::<u16>().map_err(|_| usage("has a bad port")))
+            .map(|p| p.parse::<u16>().map_err(|_| "has a bad port"))
             .transpose()?;
         Ok(Spec::Ssh {
             user,
@@ -144,6 +145,11 @@ impl fmt::Display for Spec {
 }
 
 /// The user's extra ssh options, checked against the policy (see the module docs).
+///
+/// They come from `PGS_SSH_OPTS` ([`SshOptions::from_env`]) and, in tools that have one, a
+/// repeatable `--ssh-option KEY=VALUE` flag ([`SshOptions::from_options`]); [`SshOptions::then`]
+/// puts one set before the other. Each source is checked as it is read, and a refusal names
+/// it, so the user knows which one to fix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SshOptions {
     args: Vec<String>,
@@ -159,6 +165,34 @@ impl SshOptions {
                 format!("PGS_SSH_OPTS '{text}' has an unclosed quote"),
             )
         })?;
+        SshOptions::from_args("PGS_SSH_OPTS", args)
+    }
+
+    /// From the environment (`PGS_SSH_OPTS`, empty when unset).
+    pub fn from_env() -> anyhow::Result<SshOptions> {
+        SshOptions::parse(&std::env::var("PGS_SSH_OPTS").unwrap_or_default())
+    }
+
+    /// From ssh options given one by one, as `KEY=VALUE` (or `KEY VALUE`) without the `-o`:
+    /// a tool's repeatable `--ssh-option`. `source` names them in errors (`--ssh-option`).
+    pub fn from_options<S: AsRef<str>>(source: &str, options: &[S]) -> anyhow::Result<SshOptions> {
+        let mut args = Vec::with_capacity(2 * options.len());
+        for o in options {
+            let o = o.as_ref();
+            if !o.contains(['=', ' ']) || o.starts_with(['=', ' ', '-']) {
+                return Err(err(
+                    ErrorKind::Usage,
+                    format!("{source} '{o}' is not KEY=VALUE (e.g. IdentityFile=/path/key)"),
+                ));
+            }
+            args.extend(["-o".to_owned(), o.to_owned()]);
+        }
+        SshOptions::from_args(source, args)
+    }
+
+    /// From words for ssh's command line, already split (`-i FILE -o KEY=VALUE -F FILE`),
+    /// checked like `PGS_SSH_OPTS`. `source` names them in errors.
+    pub fn from_args(source: &str, args: Vec<String>) -> anyhow::Result<SshOptions> {
         let mut accept_new = false;
         let mut it = args.iter().peekable();
         while let Some(a) = it.next() {
@@ -177,18 +211,23 @@ impl SshOptions {
                 ("stricthostkeychecking", "no" | "off" | "false") => {
                     return Err(err(
                         ErrorKind::Usage,
-                        "PGS_SSH_OPTS turns host key checking off, which pgshift refuses: add \
-                         the host's key to a known_hosts file (ssh-keyscan, after checking the \
-                         fingerprint) and pass -o UserKnownHostsFile=FILE, or use \
-                         -o StrictHostKeyChecking=accept-new",
+                        format!(
+                            "pgshift keeps ssh host key checking on, so {source} '{opt}' is \
+                             refused: add the host's key to a known_hosts file (ssh-keyscan, \
+                             after checking the fingerprint) and give the option \
+                             UserKnownHostsFile=FILE, or use StrictHostKeyChecking=accept-new"
+                        ),
                     ))
                 }
                 ("stricthostkeychecking", "accept-new") => accept_new = true,
                 ("batchmode", v) if v != "yes" => {
                     return Err(err(
                         ErrorKind::Usage,
-                        "pgshift always runs ssh with BatchMode=yes (a password prompt would hang \
-                         the migration): use a key (PGS_SSH_OPTS='-i FILE')",
+                        format!(
+                            "pgshift always runs ssh with BatchMode=yes (a password prompt would \
+                             hang it), so {source} '{opt}' is refused: log in with a key (the \
+                             option IdentityFile=FILE, or -i FILE in PGS_SSH_OPTS)"
+                        ),
                     ))
                 }
                 _ => {}
@@ -197,9 +236,12 @@ impl SshOptions {
         Ok(SshOptions { args, accept_new })
     }
 
-    /// From the environment (`PGS_SSH_OPTS`, empty when unset).
-    pub fn from_env() -> anyhow::Result<SshOptions> {
-        SshOptions::parse(&std::env::var("PGS_SSH_OPTS").unwrap_or_default())
+    /// These options, then `later`'s. ssh keeps the first value it sees for an option, so
+    /// these win: put the command line's before the environment's.
+    pub fn then(mut self, later: SshOptions) -> SshOptions {
+        self.args.extend(later.args);
+        self.accept_new |= later.accept_new;
+        self
     }
 }
 
@@ -251,7 +293,7 @@ impl Host {
             "pgs-on-pg".into(),
         ];
         words.extend(argv.iter().map(|a| a.as_ref().to_owned()));
-        self.raw(&words)
+        self.login_command(&words)
     }
 
     /// A command that runs the POSIX sh `script` on the host as the server's user, with `$0`
@@ -262,34 +304,26 @@ impl Host {
         self.command(&argv)
     }
 
-    /// `argv` on the host as the login user (root stays root).
-    fn raw(&self, argv: &[String]) -> Command {
+    /// A command that runs `argv` on the host as the login user (root stays root), in the
+    /// login directory: for tools that work as whoever they log in as (wal-ship's archive
+    /// owner, criu-wrap's root) rather than as the server's user.
+    pub fn login_command<S: AsRef<str>>(&self, argv: &[S]) -> Command {
+        let argv: Vec<&str> = argv.iter().map(|a| a.as_ref()).collect();
         match &self.spec {
             Spec::Local => {
-                let mut c = Command::new(&argv[0]);
+                let mut c = Command::new(argv[0]);
                 c.args(&argv[1..]);
                 c
             }
             Spec::Netns(name) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", name]).args(argv);
+                c.args(["netns", "exec", name]).args(&argv);
                 c
             }
-            Spec::Ssh { user, host, port } => {
-                let mut c = Command::new("ssh");
-                let strict = if self.ssh.accept_new {
-                    "accept-new"
-                } else {
-                    "yes"
-                };
-                c.args(["-o", "BatchMode=yes", "-o"])
-                    .arg(format!("StrictHostKeyChecking={strict}"))
-                    .args(&self.ssh.args)
-                    .args(["-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=2"])
-                    .args(["-o", "ServerAliveCountMax=3"]);
-                if let Some(p) = port {
-                    c.arg("-p").arg(p.to_string());
-                }
+            Spec::Ssh { user, host, .. } => {
+                let ssh = self.ssh_argv().expect("an ssh spec");
+                let mut c = Command::new(&ssh[0]);
+                c.args(&ssh[1..]);
                 let dest = match user {
                     Some(u) => format!("{u}@{host}"),
                     None => host.clone(),
@@ -303,6 +337,40 @@ impl Host {
                 c
             }
         }
+    }
+
+    /// For an `ssh://` host, `ssh` and its options (the policy's, the user's, the port): all
+    /// of the command line before the destination, for a program that runs ssh itself
+    /// (`rsync -e`). `None` for other specs.
+    pub fn ssh_argv(&self) -> Option<Vec<String>> {
+        let Spec::Ssh { port, .. } = &self.spec else {
+            return None;
+        };
+        let strict = if self.ssh.accept_new {
+            "accept-new"
+        } else {
+            "yes"
+        };
+        let mut v: Vec<String> = ["ssh", "-o", "BatchMode=yes", "-o"]
+            .map(String::from)
+            .into();
+        v.push(format!("StrictHostKeyChecking={strict}"));
+        v.extend(self.ssh.args.iter().cloned());
+        v.extend(
+            [
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "ServerAliveInterval=2",
+                "-o",
+                "ServerAliveCountMax=3",
+            ]
+            .map(String::from),
+        );
+        if let Some(p) = port {
+            v.extend(["-p".to_owned(), p.to_string()]);
+        }
+        Some(v)
     }
 }
 
@@ -414,6 +482,101 @@ mod tests {
         let words = shlex::split(line).unwrap();
         assert_eq!(&words[words.len() - 2..], ["ls", "/dir with space/it's"]);
         assert_eq!(words[0], "sh");
+    }
+
+    #[test]
+    fn authorities_of_urls_with_a_path() {
+        assert_eq!(
+            Spec::parse_authority("backup@[::1]:2222"),
+            Ok(Spec::Ssh {
+                user: Some("backup".into()),
+                host: "::1".into(),
+                port: Some(2222),
+            })
+        );
+        assert_eq!(Spec::parse_authority("h:x"), Err("has a bad port"));
+        assert_eq!(Spec::parse_authority(""), Err("names no host"));
+        assert_eq!(Spec::parse_authority("@h"), Err("has an empty user"));
+    }
+
+    #[test]
+    fn ssh_options_flags_are_checked_like_pgs_ssh_opts_and_named() {
+        let e =
+            SshOptions::from_options("--ssh-option", &["StrictHostKeyChecking=no"]).unwrap_err();
+        assert_eq!(crate::exit::classify(&e), ErrorKind::Usage);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--ssh-option 'StrictHostKeyChecking=no'"),
+            "{msg}"
+        );
+        assert!(msg.contains("host key checking on"), "{msg}");
+        for bad in [
+            "BatchMode=no",
+            "stricthostkeychecking off",
+            "justaword",
+            "-i",
+        ] {
+            let e = SshOptions::from_options("--ssh-option", &[bad]).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let e = SshOptions::parse("-o BatchMode=no").unwrap_err();
+        assert!(e.to_string().contains("PGS_SSH_OPTS 'BatchMode=no'"), "{e}");
+        let flags =
+            SshOptions::from_options("--ssh-option", &["IdentityFile=/k", "Port 22"]).unwrap();
+        assert_eq!(flags.args, ["-o", "IdentityFile=/k", "-o", "Port 22"]);
+        assert!(
+            SshOptions::from_options("--ssh-option", &["StrictHostKeyChecking=accept-new"])
+                .unwrap()
+                .accept_new
+        );
+        // The flags first, so they win over the environment's (ssh keeps the first value).
+        let both = flags.then(SshOptions::parse("-o StrictHostKeyChecking=accept-new").unwrap());
+        assert_eq!(both.args[..2], ["-o", "IdentityFile=/k"]);
+        assert_eq!(both.args[4..], ["-o", "StrictHostKeyChecking=accept-new"]);
+        assert!(both.accept_new);
+    }
+
+    #[test]
+    fn login_commands_skip_the_server_user_wrapper_and_keep_the_policy() {
+        let host = Host::new(
+            Spec::parse("ssh://backup@[::1]:2200").unwrap(),
+            SshOptions::from_options("--ssh-option", &["IdentityFile=/key"]).unwrap(),
+        );
+        let ssh = host.ssh_argv().unwrap();
+        assert_eq!(
+            &ssh[..5],
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes"
+            ]
+        );
+        assert_eq!(&ssh[5..7], ["-o", "IdentityFile=/key"]);
+        assert!(ssh.contains(&"ConnectTimeout=5".to_owned()));
+        assert_eq!(&ssh[ssh.len() - 2..], ["-p", "2200"]);
+        let c = host.login_command(&["sh", "-c", "cat > \"$1\"", "x", "/a dir/it's"]);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(c.get_program(), "ssh");
+        assert_eq!(args[..ssh.len() - 1], ssh[1..]);
+        assert_eq!(args[ssh.len() - 1..ssh.len() + 1], ["backup@::1", "--"]);
+        let words = shlex::split(args.last().unwrap()).unwrap();
+        assert_eq!(words, ["sh", "-c", "cat > \"$1\"", "x", "/a dir/it's"]);
+        assert_eq!(Host::parse("local").unwrap().ssh_argv(), None);
+    }
+
+    #[test]
+    fn shell_quoting_leaves_plain_words_and_protects_the_rest() {
+        assert_eq!(sh_quote("/var/lib/img-1"), "/var/lib/img-1");
+        for w in ["", "a b", "it's", "$(rm -rf /)", "a\nb", "\"q\" \\"] {
+            let q = sh_quote(w);
+            assert_ne!(q, w);
+            assert_eq!(shlex::split(&q).unwrap(), [w], "{q}");
+        }
     }
 
     #[test]
