@@ -192,15 +192,20 @@ const START_TIME_SQL: &str = "SELECT to_char(pg_catalog.pg_postmaster_start_time
 
 /// Ask the server who it is. A server that refuses the control-data functions (a managed
 /// service, a fork) gives a partial identity; a broken connection is an error.
+///
+/// Both queries are unnamed statements sent in one round trip (`query_typed_one`), never
+/// named prepared ones: behind a transaction pooler (PgBouncer `pool_mode=transaction`) each
+/// round trip may reach another server connection, where a statement prepared on the first
+/// does not exist.
 pub async fn identify(client: &tokio_postgres::Client) -> Result<Identity, tokio_postgres::Error> {
-    match client.query_one(IDENTITY_SQL, &[]).await {
+    match client.query_typed_one(IDENTITY_SQL, &[]).await {
         Ok(row) => Ok(Identity {
             system_identifier: row.get(0),
             timeline: row.get::<_, Option<i32>>(1).map(|t| t as u32),
             postmaster_start: row.get(2),
         }),
         Err(e) if e.as_db_error().is_some() => {
-            let start = match client.query_one(START_TIME_SQL, &[]).await {
+            let start = match client.query_typed_one(START_TIME_SQL, &[]).await {
                 Ok(row) => row.get(0),
                 Err(e) if e.as_db_error().is_some() => None,
                 Err(e) => return Err(e),

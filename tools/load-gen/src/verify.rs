@@ -29,6 +29,7 @@ use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
 use serde_json::json;
 use shared::{ErrorKind, Output, Status};
+use tokio_postgres::types::Type;
 
 use crate::acklog::{self, AckRecord, RunData};
 use crate::conn::Target;
@@ -139,11 +140,16 @@ pub async fn check(
     run: &RunData,
     out: &mut Output,
 ) -> anyhow::Result<Checked> {
-    let stmt = match client
-        .prepare("SELECT client_id, seq FROM load_gen_probe WHERE run_id = $1::text::uuid")
+    // One unnamed statement in one round trip, not a named prepared one: `verify` may go
+    // through a transaction pooler too (see conn::identify).
+    let rows = match client
+        .query_typed_raw(
+            "SELECT client_id, seq FROM load_gen_probe WHERE run_id = $1::text::uuid",
+            [(run.run_id.as_str(), Type::TEXT)],
+        )
         .await
     {
-        Ok(s) => s,
+        Ok(rows) => rows,
         Err(e) if e.code().map(|c| c.code()) == Some("42P01") => {
             return Err(shared::err(
                 ErrorKind::DataErr,
@@ -152,10 +158,6 @@ pub async fn check(
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {PROBE_TABLE} on {host}"))),
     };
-    let rows = client
-        .query_raw(&stmt, [run.run_id.as_str()])
-        .await
-        .with_context(|| format!("reading {PROBE_TABLE} on {host}"))?;
     pin_mut!(rows);
     let mut found: HashSet<(u32, u64)> = HashSet::new();
     while let Some(row) = rows

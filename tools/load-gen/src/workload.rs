@@ -104,8 +104,9 @@ pub async fn prepare_database(client: &Client, workload: Workload) -> anyhow::Re
     if !workload.tpcb() {
         return Ok(None);
     }
+    // Unnamed, one round trip: works through a transaction pooler (see conn::identify).
     let row = client
-        .query_one("SELECT count(*) FROM pgbench_branches", &[])
+        .query_typed_one("SELECT count(*) FROM pgbench_branches", &[])
         .await;
     let n: i64 = match row {
         Ok(r) => r.get(0),
