@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use shared::host::SshOptions;
 use shared::{ErrorKind, ResultExt};
 
 use crate::name::WalName;
 use crate::object::{MAX_HEADER, SUFFIX};
-use crate::ssh::{self, SshDest, SshOptions};
+use crate::ssh::{self, SshDest};
 
 /// The marker file at the top of every archive.
 pub const MARKER: &str = "wal-ship.json";
@@ -116,9 +117,9 @@ fn unavailable(msg: String) -> anyhow::Error {
 }
 
 impl Archive {
-    /// `PATH`, `file:///PATH` or `ssh://[user@]host[:port]/PATH`.
+    /// `PATH`, `file:///PATH` or `ssh://[user@]host[:port]/PATH` (reached with the `ssh`
+    /// options).
     pub fn open(spec: &str, ssh: SshOptions) -> anyhow::Result<Archive> {
-        ssh.validate()?;
         let loc = if let Some(rest) = spec.strip_prefix("ssh://") {
             Location::Ssh(SshDest::parse(rest)?)
         } else if let Some(rest) = spec.strip_prefix("file://") {

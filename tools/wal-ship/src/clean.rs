@@ -55,7 +55,7 @@ impl shared::Record for Removed {
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
-    let archive = Archive::open(&a.archive, a.ssh.options())?;
+    let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let keep = WalName::parse(
         // restore_command-style paths are fine too: only the name counts.
         std::path::Path::new(&a.keep_from)

@@ -144,7 +144,7 @@ fn corrupt(name: &WalName, place: &str, why: impl std::fmt::Display) -> anyhow::
 fn fetch(a: &Args) -> anyhow::Result<Status> {
     let started = Instant::now();
     let name = WalName::parse(&a.name)?;
-    let archive = Archive::open(&a.from, a.ssh.options())?;
+    let archive = Archive::open(&a.from, a.ssh.options()?)?;
     let key = a.key.load()?;
     let spool = spool_dir(a)?;
     let place = archive.describe();

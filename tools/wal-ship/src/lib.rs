@@ -65,21 +65,24 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SshArgs {
     /// An ssh option for ssh:// archives, KEY=VALUE (repeatable), e.g.
-    /// IdentityFile=/var/lib/postgresql/.ssh/archive_key or UserKnownHostsFile=FILE.
-    /// BatchMode=yes is always on; host key checking cannot be turned off.
+    /// IdentityFile=/var/lib/postgresql/.ssh/archive_key or UserKnownHostsFile=FILE. More
+    /// come from PGS_SSH_OPTS (ssh words, shell-quoted), after these. BatchMode=yes is always
+    /// on; host key checking cannot be turned off.
     #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// An ssh config file for ssh:// archives (ssh -F).
     #[arg(long = "ssh-config", value_name = "FILE", env = "WAL_SHIP_SSH_CONFIG")]
-    pub config: Option<PathBuf>,
+    pub config: Option<String>,
 }
 
 impl SshArgs {
-    fn options(&self) -> ssh::SshOptions {
-        ssh::SshOptions {
-            options: self.options.clone(),
-            config: self.config.clone(),
-        }
+    /// The options, with PGS_SSH_OPTS, checked against the policy.
+    fn options(&self) -> anyhow::Result<shared::host::SshOptions> {
+        ssh::options(
+            &self.options,
+            self.config.as_deref(),
+            &std::env::var("PGS_SSH_OPTS").unwrap_or_default(),
+        )
     }
 }
 

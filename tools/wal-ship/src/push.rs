@@ -110,7 +110,7 @@ impl Totals {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
-    let archive = Archive::open(&a.to, a.ssh.options())?;
+    let archive = Archive::open(&a.to, a.ssh.options()?)?;
     let key = a.key.load()?;
     let opts = EncodeOptions {
         compression: a.compress,

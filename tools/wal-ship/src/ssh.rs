@@ -1,11 +1,16 @@
 //! The ssh transport: the system `ssh` client runs small POSIX `sh` scripts on the archive
 //! host, so that host needs nothing but `sh` and coreutils (no wal-ship, no agent).
 //!
-//! - `BatchMode=yes` always (a password prompt would hang the archiver), host key checking
-//!   stays on (`StrictHostKeyChecking=yes` unless `--ssh-option StrictHostKeyChecking=accept-new`;
-//!   `no` is refused), `ConnectTimeout=10` and keep-alives so a dead network fails instead of
-//!   hanging. Options the user gives come first, so they win over these defaults (ssh keeps the
-//!   first value it sees), except `BatchMode`, which comes before them.
+//! - The ssh policy is pgshift's one ([`shared::host`], the same as the scripts'):
+//!   `BatchMode=yes` (a password prompt would hang the archiver), host key checking on
+//!   (`StrictHostKeyChecking=yes`, or `accept-new` when asked; `no` is refused),
+//!   `ConnectTimeout=5` and keep-alives so a dead network fails in seconds instead of hanging.
+//!   The user's options are `--ssh-option KEY=VALUE`, `--ssh-config FILE` and `PGS_SSH_OPTS`,
+//!   in that order (ssh keeps the first value it sees, so the command line wins), then
+//!   wal-ship's `LogLevel=ERROR`: archive_command's stderr lands in the server log on every
+//!   call, and ssh's notices have no place there.
+//! - The scripts run as the login user, from the login directory (`/~/dir` archives are
+//!   relative to it), as [`Host::login_command`] does.
 //! - One ssh connection per operation: a push uploads, fsyncs, links without clobbering and
 //!   fsyncs the directory in one round trip. Use `ControlMaster`/`ControlPersist` through
 //!   `--ssh-option` to reuse connections.
@@ -14,10 +19,10 @@
 //!   4 for an I/O error on the archive host, 5 for a cut-short upload, 44 for "no such object".
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
+use shared::host::{Host, Spec, SshOptions};
 use shared::ErrorKind;
 
 /// Exit status of the scripts: the archive directory (or its marker) is missing.
@@ -29,55 +34,26 @@ pub const EXIT_SHORT: i32 = 5;
 /// Exit status of the scripts: no such object.
 pub const EXIT_MISSING: i32 = 44;
 
-/// How to run `ssh`: extra `-o` options and a config file.
-#[derive(Debug, Clone, Default)]
-pub struct SshOptions {
-    /// `-o KEY=VALUE` options, in order.
-    pub options: Vec<String>,
-    /// `-F FILE`.
-    pub config: Option<PathBuf>,
-}
-
-impl SshOptions {
-    /// Check the options: `KEY=VALUE` form, and nothing that turns off the safety defaults.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        for o in &self.options {
-            let Some((k, v)) = o.split_once('=').or_else(|| o.split_once(' ')) else {
-                return Err(shared::err(
-                    ErrorKind::Usage,
-                    format!("--ssh-option '{o}' is not KEY=VALUE (e.g. IdentityFile=/path/key)"),
-                ));
-            };
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            if k == "stricthostkeychecking" && (v == "no" || v == "off") {
-                return Err(shared::err(
-                    ErrorKind::Usage,
-                    "wal-ship keeps ssh host key checking on: add the archive host's key to a \
-                     known_hosts file (ssh-keyscan, after checking the fingerprint) and pass \
-                     --ssh-option UserKnownHostsFile=FILE, or use StrictHostKeyChecking=accept-new",
-                ));
-            }
-            if k == "batchmode" && v != "yes" {
-                return Err(shared::err(
-                    ErrorKind::Usage,
-                    "wal-ship always runs ssh with BatchMode=yes (a password prompt would hang \
-                     PostgreSQL's archiver): use a key (--ssh-option IdentityFile=FILE)",
-                ));
-            }
-        }
-        Ok(())
-    }
+/// The ssh options of a wal-ship run: `--ssh-option`s, then `--ssh-config`, then
+/// `PGS_SSH_OPTS` (the text of that variable, empty when unset), then wal-ship's own
+/// `LogLevel=ERROR`; each checked against the policy.
+pub fn options(
+    flags: &[String],
+    config: Option<&str>,
+    pgs_ssh_opts: &str,
+) -> anyhow::Result<SshOptions> {
+    let config = config.map_or(vec![], |c| vec!["-F".to_owned(), c.to_owned()]);
+    Ok(SshOptions::from_options("--ssh-option", flags)?
+        .then(SshOptions::from_args("--ssh-config", config)?)
+        .then(SshOptions::parse(pgs_ssh_opts)?)
+        .then(SshOptions::from_options("wal-ship", &["LogLevel=ERROR"])?))
 }
 
 /// An ssh archive location: `ssh://[user@]host[:port]/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshDest {
-    /// Login user, if given.
-    pub user: Option<String>,
-    /// Host name or address.
-    pub host: String,
-    /// Port, if given.
-    pub port: Option<u16>,
+    /// The host (a [`Spec::Ssh`]).
+    pub host: Spec,
     /// Directory on the host: absolute, or relative to the login directory (`/~/dir`).
     pub path: String,
 }
@@ -89,72 +65,31 @@ impl SshDest {
             shared::err(
                 ErrorKind::Usage,
                 format!(
-                    "'ssh://{rest}' is not an archive URL ({why}): write \
+                    "'ssh://{rest}' is not an archive URL (it {why}): write \
                      ssh://[user@]host[:port]/absolute/path or ssh://host/~/relative/path"
                 ),
             )
         };
-        let (authority, path) = rest.split_once('/').ok_or_else(|| usage("no path"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| usage("has no path"))?;
         let path = match path.strip_prefix("~/") {
             Some(rel) => rel.trim_end_matches('/').to_owned(),
             None => format!("/{}", path.trim_end_matches('/')),
         };
         if path.is_empty() || path == "/" {
-            return Err(usage("no directory after the host"));
+            return Err(usage("has no directory after the host"));
         }
-        let (user, hostport) = match authority.rsplit_once('@') {
-            Some((u, hp)) if !u.is_empty() => (Some(u.to_owned()), hp),
-            Some(_) => return Err(usage("empty user name")),
-            None => (None, authority),
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| usage("unclosed ["))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() || host.starts_with('-') {
-            return Err(usage("no host"));
-        }
-        let port = port
-            .map(|p| p.parse::<u16>().map_err(|_| usage("bad port")))
-            .transpose()?;
-        Ok(SshDest {
-            user,
-            host: host.to_owned(),
-            port,
-            path,
-        })
+        let host = Spec::parse_authority(authority).map_err(usage)?;
+        Ok(SshDest { host, path })
     }
 
     /// The URL again.
     pub fn describe(&self) -> String {
-        let user = self
-            .user
-            .as_ref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        if self.path.starts_with('/') {
+            format!("{}{}", self.host, self.path)
         } else {
-            self.host.clone()
-        };
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        let path = if self.path.starts_with('/') {
-            self.path.clone()
-        } else {
-            format!("/~/{}", self.path)
-        };
-        format!("ssh://{user}{host}{port}{path}")
+            format!("{}/~/{}", self.host, self.path)
+        }
     }
-}
-
-/// Quote for POSIX sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The result of one remote script.
@@ -181,6 +116,14 @@ impl Remote {
     }
 }
 
+/// The ssh command that runs `script` (POSIX sh, `$0` = `wal-ship`, `$1`.. = `args`) on the
+/// host as the login user.
+pub fn command(dest: &SshDest, opts: &SshOptions, script: &str, args: &[&str]) -> Command {
+    let mut argv = vec!["sh", "-c", script, "wal-ship"];
+    argv.extend(args);
+    Host::new(dest.host.clone(), opts.clone()).login_command(&argv)
+}
+
 /// Run `script` (POSIX sh, with `$1`.. = `args`) on the host, feeding it `stdin` (parts
 /// written one after the other).
 pub fn run(
@@ -190,37 +133,7 @@ pub fn run(
     args: &[&str],
     stdin: &[&[u8]],
 ) -> anyhow::Result<Remote> {
-    let mut cmd = Command::new("ssh");
-    cmd.args(["-o", "BatchMode=yes"]);
-    if let Some(cfg) = &opts.config {
-        cmd.arg("-F").arg(cfg);
-    }
-    for o in &opts.options {
-        cmd.arg("-o").arg(o);
-    }
-    for o in [
-        "StrictHostKeyChecking=yes",
-        "ConnectTimeout=10",
-        "ServerAliveInterval=10",
-        "ServerAliveCountMax=3",
-        "LogLevel=ERROR",
-    ] {
-        cmd.args(["-o", o]);
-    }
-    if let Some(p) = dest.port {
-        cmd.arg("-p").arg(p.to_string());
-    }
-    if let Some(u) = &dest.user {
-        cmd.arg("-l").arg(u);
-    }
-    // The remote side joins its arguments with spaces and hands them to the login shell, so
-    // build one command line with every piece quoted.
-    let mut remote = format!("exec sh -c {} wal-ship", sh_quote(script));
-    for a in args {
-        remote.push(' ');
-        remote.push_str(&sh_quote(a));
-    }
-    cmd.arg("--").arg(&dest.host).arg(remote);
+    let mut cmd = command(dest, opts, script, args);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -332,38 +245,80 @@ mod tests {
     #[test]
     fn parses_ssh_urls() {
         let d = SshDest::parse("postgres@db2:2222/srv/wal/").unwrap();
-        assert_eq!(d.user.as_deref(), Some("postgres"));
-        assert_eq!((d.host.as_str(), d.port), ("db2", Some(2222)));
+        assert_eq!(
+            d.host,
+            Spec::Ssh {
+                user: Some("postgres".into()),
+                host: "db2".into(),
+                port: Some(2222)
+            }
+        );
         assert_eq!(d.path, "/srv/wal");
         assert_eq!(d.describe(), "ssh://postgres@db2:2222/srv/wal");
         let d = SshDest::parse("[::1]:22/~/wal").unwrap();
-        assert_eq!(
-            (d.host.as_str(), d.port, d.path.as_str()),
-            ("::1", Some(22), "wal")
-        );
+        assert_eq!(d.path, "wal");
         assert_eq!(d.describe(), "ssh://[::1]:22/~/wal");
-        for bad in ["host", "host/", "host:x/a", "@host/a", "-oProxyCommand=x/a"] {
+        for bad in [
+            "host",
+            "host/",
+            "host:x/a",
+            "@host/a",
+            "-oProxyCommand=x/a",
+            "::1/a",
+        ] {
             let e = SshDest::parse(bad).unwrap_err();
             assert_eq!(shared::exit::classify(&e), ErrorKind::Usage, "{bad}");
+            assert!(e.to_string().contains("not an archive URL"), "{e}");
         }
     }
 
     #[test]
-    fn quoting_survives_quotes() {
-        assert_eq!(sh_quote("a b"), "'a b'");
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    fn options_come_from_the_flags_the_config_and_pgs_ssh_opts_in_that_order() {
+        let flags = vec!["IdentityFile=/k".to_owned()];
+        let o = options(&flags, Some("/etc/wal ssh"), "-o 'UserKnownHostsFile=/k h'").unwrap();
+        let dest = SshDest::parse("backup@vault/srv/wal").unwrap();
+        let c = command(&dest, &o, PUT, &["/srv/wal", "it's"]);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |w: &str| args.iter().position(|a| a == w).unwrap_or(usize::MAX);
+        assert_eq!(
+            &args[..4],
+            ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        );
+        assert!(at("IdentityFile=/k") < at("/etc/wal ssh"));
+        assert!(at("/etc/wal ssh") < at("UserKnownHostsFile=/k h"));
+        assert!(at("UserKnownHostsFile=/k h") < at("LogLevel=ERROR"));
+        assert!(at("LogLevel=ERROR") < at("ConnectTimeout=5"));
+        assert_eq!(args[at("backup@vault") + 1], "--");
+        // The remote login shell gets back exactly the script and its arguments.
+        let line = args.last().unwrap();
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("set -- {line}; printf '%s|' \"$@\""));
+        let out = sh.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("sh|-c|{PUT}|wal-ship|/srv/wal|it's|")
+        );
     }
 
     #[test]
-    fn safety_options_cannot_be_turned_off() {
-        let o = |v: &str| SshOptions {
-            options: vec![v.to_owned()],
-            config: None,
+    fn refused_options_name_where_they_came_from() {
+        let refused = |flags: &[&str], env: &str| {
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            let e = options(&flags, None, env).unwrap_err();
+            assert_eq!(shared::exit::classify(&e), ErrorKind::Usage);
+            e.to_string()
         };
-        assert!(o("StrictHostKeyChecking=no").validate().is_err());
-        assert!(o("BatchMode=no").validate().is_err());
-        assert!(o("justaword").validate().is_err());
-        assert!(o("StrictHostKeyChecking=accept-new").validate().is_ok());
-        assert!(o("IdentityFile=/k").validate().is_ok());
+        let e = refused(&["StrictHostKeyChecking=no"], "");
+        assert!(e.contains("--ssh-option 'StrictHostKeyChecking=no'"), "{e}");
+        assert!(e.contains("host key checking on"), "{e}");
+        let e = refused(&[], "-oBatchMode=no");
+        assert!(e.contains("PGS_SSH_OPTS 'BatchMode=no'"), "{e}");
+        let e = refused(&["justaword"], "");
+        assert!(e.contains("not KEY=VALUE"), "{e}");
+        assert!(options(&["StrictHostKeyChecking=accept-new".into()], None, "").is_ok());
     }
 }

@@ -79,7 +79,7 @@ fn parse_lsn(s: &str) -> Option<u64> {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
-    let archive = Archive::open(&a.archive, a.ssh.options())?;
+    let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let info = shared::pg::ConnInfo::parse(&a.dsn)?;
     let mut client = info.connect()?;
     let row = client.query_one(SQL, &[]).kind_context(

@@ -95,7 +95,7 @@ struct Summary {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
-    let archive = Archive::open(&a.to, a.ssh.options())?;
+    let archive = Archive::open(&a.to, a.ssh.options()?)?;
     let key = a.key.load()?;
     let meta = fs::metadata(&a.from).with_context(|| format!("sweeping {}", a.from.display()))?;
     if !meta.is_dir() {

@@ -96,7 +96,7 @@ fn position_of(arg: &Option<String>) -> anyhow::Result<Option<WalName>> {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
-    let archive = Archive::open(&a.archive, a.ssh.options())?;
+    let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let key = a.key.load()?;
     let from = position_of(&a.from)?;
     let to = position_of(&a.to)?;

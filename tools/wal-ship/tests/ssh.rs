@@ -32,15 +32,25 @@ fn archive_url(sshd: &Sshd, path: &Path) -> String {
 
 /// wal-ship as the postgres user (as archive_command runs), with the sshd's options.
 fn as_postgres(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
+    as_postgres_with(cwd, args, &options(sshd), None)
+}
+
+/// wal-ship as the postgres user with these flags after `args`, and PGS_SSH_OPTS if given.
+fn as_postgres_with(cwd: &Path, args: &[&str], flags: &[String], env: Option<&str>) -> Run {
     let (uid, gid) = testkit::run_as().unwrap();
     let mut c = testkit::tool(bin());
+    c.env_remove("WAL_SHIP_SSH_CONFIG")
+        .env_remove("PGS_SSH_OPTS");
+    if let Some(opts) = env {
+        c.env("PGS_SSH_OPTS", opts);
+    }
     let out = c
         .uid(uid)
         .gid(gid)
         .env("HOME", cwd)
         .current_dir(cwd)
         .args(args)
-        .args(options(sshd))
+        .args(flags)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -244,6 +254,24 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         "{}",
         out.stderr
     );
+
+    // PGS_SSH_OPTS, as the scripts take it: enough on its own, and checked the same way.
+    let env = format!(
+        "-F /dev/null -i '{}' -o 'UserKnownHostsFile={}'",
+        sshd.client_key().display(),
+        sshd.known_hosts().display()
+    );
+    let seg2 = seg_name(1, 2);
+    let out = as_postgres_with(&work, &["fetch", &seg2, "pe", "--from", u], &[], Some(&env));
+    assert_eq!(out.code, 0, "fetch with PGS_SSH_OPTS: {}", out.stderr);
+    let out = as_postgres_with(
+        &work,
+        &["push", &files[0], "--to", u],
+        &[],
+        Some(&format!("{env} -oBatchMode=no")),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("PGS_SSH_OPTS"), "{}", out.stderr);
 
     // A real primary archiving over ssh.
     let opts = options(&sshd).join(" ");

@@ -18,11 +18,13 @@ pub fn bin() -> &'static Path {
     assert_cmd::cargo::cargo_bin!("wal-ship")
 }
 
-/// A hermetic `wal-ship` command (no `PG*` variables, none of wal-ship's own either).
+/// A hermetic `wal-ship` command (no `PG*` variables, none of wal-ship's own either, no
+/// `PGS_SSH_OPTS`).
 pub fn wal_ship() -> Command {
     let mut c = testkit::tool(bin());
     c.env_remove("WAL_SHIP_KEY_FILE")
-        .env_remove("WAL_SHIP_SSH_CONFIG");
+        .env_remove("WAL_SHIP_SSH_CONFIG")
+        .env_remove("PGS_SSH_OPTS");
     Command::from_std(c)
 }
 
