@@ -1,7 +1,8 @@
 //! `load-gen`: transactional load that survives a switchover and measures what clients saw.
 //!
 //! pgbench cannot referee a live migration: its clients abort when their connection drops.
-//! `load-gen` runs N clients (one tokio task each, prepared statements) that reconnect to
+//! `load-gen` runs N clients (one tokio task each; prepared statements, or unnamed ones with
+//! `--protocol extended` for a transaction pooler in between) that reconnect to
 //! whichever host of a multi-host DSN accepts their session, within milliseconds, and keep
 //! going. It reports what clients saw, every second (`tick`) and at the end (`summary`):
 //! throughput, latency percentiles, the longest time no client could commit a write
@@ -48,6 +49,7 @@ use shared::Status;
         DSN='host=a,b dbname=app target_session_attrs=read-write'\n  \
         load-gen --dsn \"$DSN\" --init -s 10\n  \
         load-gen --dsn \"$DSN\" -c 4 --log acked.jsonl > run.jsonl &\n  \
+        load-gen --dsn 'host=pgbouncer port=6432 dbname=app' -M extended -c 8 -T 60s\n  \
         kill -INT $!; wait $!    # stop early: the summary is still written\n  \
         load-gen verify --dsn \"$DSN\" --log acked.jsonl",
     args_conflicts_with_subcommands = true
@@ -101,6 +103,28 @@ impl Workload {
     }
 }
 
+/// How the workload's statements reach the server (pgbench's `-M`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Prepare each statement once per connection (named), then only bind and execute it:
+    /// the fastest, and what `pgbench -M prepared` does.
+    Prepared,
+    /// Send every statement unnamed (parse, bind and execute in one round trip): works
+    /// through a transaction pooler such as PgBouncer in pool_mode=transaction, which may run
+    /// each transaction on another server connection, where a named statement would not exist.
+    Extended,
+}
+
+impl Protocol {
+    /// The name on the command line and in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Prepared => "prepared",
+            Protocol::Extended => "extended",
+        }
+    }
+}
+
 /// Options of the load run (the default command).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -130,6 +154,12 @@ pub struct RunArgs {
     /// What each transaction does.
     #[arg(short = 'w', long, value_enum, default_value_t = Workload::Mixed)]
     pub workload: Workload,
+
+    /// How statements are sent, like pgbench's -M. Use `extended` behind PgBouncer in
+    /// pool_mode=transaction (before 1.21: no max_prepared_statements).
+    #[arg(short = 'M', long, value_enum, value_name = "PROTOCOL",
+          default_value_t = Protocol::Prepared)]
+    pub protocol: Protocol,
 
     /// Create the pgbench tables (like `pgbench -i`, data generated on the server) and the
     /// probe table, then exit.
@@ -178,7 +208,7 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
 
-    /// No progress line on stderr, even on a terminal.
+    /// No progress line and no closing one-line summary on stderr, even on a terminal.
     #[arg(long)]
     pub json_only: bool,
 }

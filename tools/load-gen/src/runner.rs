@@ -31,7 +31,7 @@ use crate::conn::{self, Target};
 use crate::stats::{Stats, Totals};
 use crate::verify::{self, Checked};
 use crate::workload::{self, Draw, Failure, Probe, Statements};
-use crate::{RunArgs, Workload};
+use crate::{Protocol, RunArgs, Workload};
 
 /// How long clients may take to finish their transaction in flight after a stop.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -46,6 +46,7 @@ type Event = (&'static str, Value);
 struct Ctx {
     target: Target,
     workload: Workload,
+    protocol: Protocol,
     scale: u32,
     run_id: String,
     txn_timeout: Duration,
@@ -175,6 +176,7 @@ pub fn now_rfc3339() -> String {
 struct Summary<'a> {
     run_id: &'a str,
     workload: &'static str,
+    protocol: &'static str,
     clients: u32,
     scale: Option<u32>,
     rate: Option<f64>,
@@ -236,6 +238,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
             "dsn": target.describe(),
             "host": ep.to_string(),
             "workload": args.workload.as_str(),
+            "protocol": args.protocol.as_str(),
             "clients": args.clients,
             "scale": scale,
             "rate": args.rate,
@@ -249,6 +252,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
     let ctx = Arc::new(Ctx {
         target,
         workload: args.workload,
+        protocol: args.protocol,
         scale: scale.unwrap_or(1),
         run_id: run_id.clone(),
         txn_timeout: args.txn_timeout,
@@ -427,6 +431,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
     out.finish(&Summary {
         run_id: &run_id,
         workload: args.workload.as_str(),
+        protocol: args.protocol.as_str(),
         clients: args.clients,
         scale,
         rate: args.rate,
@@ -495,7 +500,7 @@ async fn open(ctx: &Ctx) -> anyhow::Result<Session> {
         let identity = conn::identify(&client)
             .await
             .with_context(|| format!("{host}: asking the server who it is"))?;
-        let st = Statements::prepare(&client, ctx.workload)
+        let st = Statements::prepare(&client, ctx.workload, ctx.protocol)
             .await
             .map_err(|e| {
                 let kind = shared::pg::classify_pg_error(&e);

@@ -18,10 +18,11 @@ use rand::Rng;
 use serde_json::json;
 use shared::{ErrorKind, Output, Status};
 use tokio_postgres::error::Severity;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::conn::Target;
-use crate::{RunArgs, Workload};
+use crate::{Protocol, RunArgs, Workload};
 
 /// The probe table (one per database, shared by runs; `run_id` tells them apart).
 pub const PROBE_TABLE: &str = "load_gen_probe";
@@ -130,47 +131,108 @@ pub async fn prepare_database(client: &Client, workload: Workload) -> anyhow::Re
     Ok(Some(n as u32))
 }
 
-/// The prepared statements of one connection.
-pub struct Statements {
-    begin: Statement,
-    commit: Statement,
-    rollback: Statement,
-    update_account: Statement,
-    select_account: Statement,
-    update_teller: Statement,
-    update_branch: Statement,
-    insert_history: Statement,
-    probe: Statement,
+/// One statement of the workload, as `--protocol` sends it.
+pub enum Stmt {
+    /// Prepared once on this connection (a named statement): each run is bind + execute.
+    Prepared(Statement),
+    /// Sent as an unnamed statement with its parameter types: parse, bind and execute in one
+    /// round trip, so that a transaction pooler may hand each transaction another server
+    /// connection.
+    Unnamed {
+        /// The SQL.
+        sql: &'static str,
+        /// The type of each `$n`.
+        types: &'static [Type],
+    },
 }
 
+impl Stmt {
+    /// Run it with `params` (in the order of `$1`, `$2`, ...) and return the row count, as
+    /// `execute` does.
+    pub async fn exec(
+        &self,
+        client: &Client,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self {
+            Stmt::Prepared(st) => client.execute(st, params).await,
+            Stmt::Unnamed { sql, types } => {
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                    params.iter().copied().zip(types.iter().cloned()).collect();
+                client.execute_typed(sql, &typed).await
+            }
+        }
+    }
+}
+
+/// The statements of one connection.
+pub struct Statements {
+    begin: Stmt,
+    commit: Stmt,
+    rollback: Stmt,
+    update_account: Stmt,
+    select_account: Stmt,
+    update_teller: Stmt,
+    update_branch: Stmt,
+    insert_history: Stmt,
+    probe: Stmt,
+}
+
+const INT4: &[Type] = &[Type::INT4];
+const INT4_INT4: &[Type] = &[Type::INT4, Type::INT4];
+
 impl Statements {
-    /// Prepare every statement of `workload` (pipelined: one round trip's worth of waiting).
+    /// The statements of `workload`: with `Protocol::Prepared`, prepared on `client`
+    /// (pipelined: one round trip's worth of waiting); with `Protocol::Extended`, nothing is
+    /// sent until they run.
     pub async fn prepare(
         client: &Client,
         workload: Workload,
+        protocol: Protocol,
     ) -> Result<Statements, tokio_postgres::Error> {
-        // Statements the workload does not use are prepared as a cheap stand-in, so that a
-        // missing table only matters to workloads that use it.
-        let tpcb = |sql: &'static str| if workload.tpcb() { sql } else { "SELECT 1" };
-        let probe = if workload.probes() {
-            PROBE_INSERT
+        // Statements the workload does not use are a cheap stand-in, so that a missing table
+        // only matters to workloads that use it.
+        let tpcb = |sql: &'static str, types: &'static [Type]| -> (&'static str, &'static [Type]) {
+            if workload.tpcb() {
+                (sql, types)
+            } else {
+                ("SELECT 1", &[])
+            }
+        };
+        let probe: (&str, &[Type]) = if workload.probes() {
+            (PROBE_INSERT, &[Type::TEXT, Type::INT4, Type::INT8])
         } else {
-            "SELECT 1"
+            ("SELECT 1", &[])
         };
         let sqls = [
-            "BEGIN",
-            "COMMIT",
-            "ROLLBACK",
-            tpcb("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"),
-            tpcb("SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
-            tpcb("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"),
-            tpcb("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2"),
-            tpcb("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"),
+            ("BEGIN", &[][..]),
+            ("COMMIT", &[]),
+            ("ROLLBACK", &[]),
+            tpcb("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", INT4_INT4),
+            tpcb("SELECT abalance FROM pgbench_accounts WHERE aid = $1", INT4),
+            tpcb("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", INT4_INT4),
+            tpcb("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2", INT4_INT4),
+            tpcb(
+                "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+                &[Type::INT4, Type::INT4, Type::INT4, Type::INT4],
+            ),
             probe,
         ];
-        let mut s = futures_util::future::try_join_all(sqls.iter().map(|q| client.prepare(q)))
+        let stmts: Vec<Stmt> = match protocol {
+            Protocol::Extended => sqls
+                .iter()
+                .map(|&(sql, types)| Stmt::Unnamed { sql, types })
+                .collect(),
+            Protocol::Prepared => futures_util::future::try_join_all(
+                sqls.iter()
+                    .map(|(sql, types)| client.prepare_typed(sql, types)),
+            )
             .await?
-            .into_iter();
+            .into_iter()
+            .map(Stmt::Prepared)
+            .collect(),
+        };
+        let mut s = stmts.into_iter();
         let mut next = || s.next().expect("one statement per query");
         Ok(Statements {
             begin: next(),
@@ -232,39 +294,33 @@ pub async fn transaction(
     if workload == Workload::Probe {
         let p = probe.expect("probe workload has a probe row");
         *commit_sent = true;
-        client
-            .execute(&st.probe, &[&p.run_id, &p.client, &p.seq])
+        st.probe
+            .exec(client, &[&p.run_id, &p.client, &p.seq])
             .await?;
         return Ok(());
     }
     let d = draw.expect("tpcb workloads draw");
-    client.execute(&st.begin, &[]).await?;
-    client
-        .execute(&st.update_account, &[&d.delta, &d.aid])
-        .await?;
-    client.query_one(&st.select_account, &[&d.aid]).await?;
-    client
-        .execute(&st.update_teller, &[&d.delta, &d.tid])
-        .await?;
-    client
-        .execute(&st.update_branch, &[&d.delta, &d.bid])
-        .await?;
-    client
-        .execute(&st.insert_history, &[&d.tid, &d.bid, &d.aid, &d.delta])
+    st.begin.exec(client, &[]).await?;
+    st.update_account.exec(client, &[&d.delta, &d.aid]).await?;
+    st.select_account.exec(client, &[&d.aid]).await?;
+    st.update_teller.exec(client, &[&d.delta, &d.tid]).await?;
+    st.update_branch.exec(client, &[&d.delta, &d.bid]).await?;
+    st.insert_history
+        .exec(client, &[&d.tid, &d.bid, &d.aid, &d.delta])
         .await?;
     if let Some(p) = probe {
-        client
-            .execute(&st.probe, &[&p.run_id, &p.client, &p.seq])
+        st.probe
+            .exec(client, &[&p.run_id, &p.client, &p.seq])
             .await?;
     }
     *commit_sent = true;
-    client.execute(&st.commit, &[]).await?;
+    st.commit.exec(client, &[]).await?;
     Ok(())
 }
 
 /// End an aborted transaction so the connection can be reused.
 pub async fn rollback(client: &Client, st: &Statements) -> Result<(), tokio_postgres::Error> {
-    client.execute(&st.rollback, &[]).await.map(|_| ())
+    st.rollback.exec(client, &[]).await.map(|_| ())
 }
 
 /// What became of a transaction that did not commit.
