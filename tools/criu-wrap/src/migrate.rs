@@ -20,6 +20,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use shared::host::{sh_quote, SshOptions};
 use shared::{ErrorKind, Output, Status};
 
 use crate::criu::Criu;
@@ -27,7 +28,7 @@ use crate::diagnose::Diagnosis;
 use crate::dump::{self, DumpOpts};
 use crate::records::{self, Restore, Transfer};
 use crate::restore;
-use crate::transport::{shell_quote, Dest, Transport};
+use crate::transport::{Dest, Transport};
 use crate::{images, ms, procs, CriuFailed};
 
 /// `criu-wrap migrate`.
@@ -45,14 +46,11 @@ pub struct MigrateArgs {
     pub images: Option<PathBuf>,
     #[command(flatten)]
     pub opts: DumpOpts,
-    /// The ssh command (words split on spaces).
-    #[arg(
-        long,
-        env = "CRIU_WRAP_SSH",
-        default_value = "ssh -o BatchMode=yes",
-        value_name = "CMD"
-    )]
-    pub ssh: String,
+    /// An ssh option for an ssh:// target, KEY=VALUE (repeatable), e.g. IdentityFile=FILE or
+    /// UserKnownHostsFile=FILE. More come from PGS_SSH_OPTS (ssh words, shell-quoted), after
+    /// these. BatchMode=yes is always on; host key checking cannot be turned off.
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
     /// The rsync executable.
     #[arg(
         long,
@@ -209,7 +207,7 @@ fn probe(t: &Transport, dir: &str) -> Probe {
            p=$(cat {pf} 2>/dev/null); if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then echo \"running $p\"; else echo \"exited $p\"; fi; \
          elif grep -q 'Restoring FAILED' restore.log 2>/dev/null; then echo failed; \
          elif [ -e restore.log ]; then echo busy; else echo absent; fi",
-        d = shell_quote(dir),
+        d = sh_quote(dir),
         pf = restore::PIDFILE
     );
     let mut last = String::new();
@@ -253,11 +251,8 @@ fn probe(t: &Transport, dir: &str) -> Probe {
 /// `criu-wrap migrate`.
 pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Status> {
     let started = Instant::now();
-    let transport = Transport {
-        dest: a.to.clone(),
-        ssh: a.ssh.split_whitespace().map(str::to_owned).collect(),
-        rsync: a.rsync.clone(),
-    };
+    let ssh = SshOptions::from_options("--ssh-option", &a.ssh_options)
+        .and_then(|flags| Ok(flags.then(SshOptions::from_env()?)));
     let local = matches!(a.to, Dest::Local(_));
     let remote_wrap = match (&a.remote_criu_wrap, local) {
         (Some(w), _) => w.clone(),
@@ -293,6 +288,8 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
     let mut plan: Option<dump::Plan> = None;
 
     let result = (|| -> anyhow::Result<Restore> {
+        // A refused ssh option is a usage error, reported before anything is frozen.
+        let transport = Transport::new(a.to.clone(), ssh?, a.rsync.clone());
         if let Dest::Local(d) = &a.to {
             if std::path::absolute(d).ok() == std::path::absolute(&staging).ok() {
                 return Err(shared::err(
@@ -396,7 +393,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
     let rounds = taken.as_ref().map_or(0, |t| t.rounds.len() as u32);
     let record = |outcome: &str, downtime_ms: u64, taken: &Option<dump::Taken>| records::Migrate {
         pid: a.pid,
-        to: display_dest(&a.to),
+        to: a.to.describe(),
         outcome: outcome.into(),
         mode: mode.into(),
         rounds,
@@ -503,17 +500,13 @@ fn run_hook(
 ) -> anyhow::Result<records::Hook> {
     use shared::ResultExt;
     let t0 = Instant::now();
-    let host = match to {
-        Dest::Ssh { host, .. } => host.clone(),
-        Dest::Local(_) => String::new(),
-    };
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(hook)
         .env("CRIU_WRAP_PID", pid.to_string())
         .env("CRIU_WRAP_IMAGES", staging)
         .env("CRIU_WRAP_TO", to.dir())
-        .env("CRIU_WRAP_HOST", host)
+        .env("CRIU_WRAP_HOST", to.login())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
@@ -529,14 +522,4 @@ fn run_hook(
         ms: ms(t0.elapsed()),
         exit_code: 0,
     })
-}
-
-fn display_dest(d: &Dest) -> String {
-    match d {
-        Dest::Local(p) => p.display().to_string(),
-        Dest::Ssh { host, port, dir } => match port {
-            Some(p) => format!("ssh://{host}:{p}{dir}"),
-            None => format!("ssh://{host}{dir}"),
-        },
-    }
 }

@@ -5,6 +5,11 @@
 //! (this host: a second directory, which is how the tests and the VM drive a whole migration
 //! without a second machine). The target needs rsync, sha256sum (coreutils), CRIU and
 //! criu-wrap.
+//!
+//! ssh follows pgshift's one policy ([`shared::host`]): the commands on the target are
+//! [`Host::login_command`]s, and rsync gets the same ssh command line ([`Host::ssh_argv`])
+//! through `-e`, so both see `BatchMode=yes`, checked host keys, the timeouts and the user's
+//! options (`--ssh-option`, then `PGS_SSH_OPTS`).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::Context;
+use shared::host::{sh_quote, Host, Spec, SshOptions};
 use shared::{ErrorKind, ResultExt};
 
 use crate::images;
@@ -23,10 +29,8 @@ pub enum Dest {
     Local(PathBuf),
     /// A directory on another host, reached with ssh.
     Ssh {
-        /// `[user@]host` as ssh takes it.
-        host: String,
-        /// The ssh port, when not the default.
-        port: Option<u16>,
+        /// The host (a [`Spec::Ssh`]).
+        host: Spec,
         /// The directory there (absolute).
         dir: String,
     },
@@ -36,46 +40,16 @@ impl Dest {
     /// Parse `ssh://[user@]host[:port]/dir`, `file:///dir` or a path.
     pub fn parse(s: &str) -> Result<Dest, String> {
         if let Some(rest) = s.strip_prefix("ssh://") {
-            let (authority, path) = rest.split_once('/').ok_or_else(|| {
-                format!("'{s}' has no directory: write ssh://[user@]host[:port]/dir")
-            })?;
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             if path.is_empty() {
                 return Err(format!(
                     "'{s}' has no directory: write ssh://[user@]host[:port]/dir"
                 ));
             }
-            let port_of = |p: &str| {
-                p.parse::<u16>()
-                    .map_err(|_| format!("'{p}' in '{s}' is not a port number"))
-            };
-            let (host, port) = if let Some((user, v6)) = authority
-                .split_once("@[")
-                .map(|(u, r)| (format!("{u}@"), r))
-                .or_else(|| authority.strip_prefix('[').map(|r| (String::new(), r)))
-            {
-                // [v6]:port, possibly with user@ in front.
-                let (h, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| format!("'{s}': unclosed [ in the host"))?;
-                let port = match after.strip_prefix(':') {
-                    Some(p) => Some(port_of(p)?),
-                    None => None,
-                };
-                (format!("{user}{h}"), port)
-            } else {
-                match authority.rsplit_once(':') {
-                    Some((h, p)) => (h.to_owned(), Some(port_of(p)?)),
-                    None => (authority.to_owned(), None),
-                }
-            };
-            if host.is_empty() || host.starts_with('@') || host.ends_with('@') {
-                return Err(format!(
-                    "'{s}' has no host: write ssh://[user@]host[:port]/dir"
-                ));
-            }
+            let host = Spec::parse_authority(authority)
+                .map_err(|why| format!("'{s}' {why}: write ssh://[user@]host[:port]/dir"))?;
             return Ok(Dest::Ssh {
                 host,
-                port,
                 dir: format!("/{path}"),
             });
         }
@@ -105,18 +79,62 @@ impl Dest {
             Dest::Ssh { dir, .. } => dir.clone(),
         }
     }
+
+    /// `[user@]host` as ssh takes it; empty for this host.
+    pub fn login(&self) -> String {
+        match self {
+            Dest::Ssh {
+                host: Spec::Ssh { user, host, .. },
+                ..
+            } => match user {
+                Some(u) => format!("{u}@{host}"),
+                None => host.clone(),
+            },
+            _ => String::new(),
+        }
+    }
+
+    /// The destination as the user wrote it (normalised), for records.
+    pub fn describe(&self) -> String {
+        match self {
+            Dest::Local(p) => p.display().to_string(),
+            Dest::Ssh { host, dir } => format!("{host}{dir}"),
+        }
+    }
+
+    /// rsync's `[user@]host:dir` (`[v6addr]` in brackets) for `dir` on this destination.
+    fn rsync_target(&self, dir: &str) -> String {
+        match self {
+            Dest::Ssh {
+                host: Spec::Ssh { user, host, .. },
+                ..
+            } => {
+                let user = user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+                if host.contains(':') {
+                    format!("{user}[{host}]:{dir}")
+                } else {
+                    format!("{user}{host}:{dir}")
+                }
+            }
+            _ => dir.to_owned(),
+        }
+    }
 }
 
-/// Quote one word for a POSIX shell (the remote side of ssh).
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+/// The ssh command line as one string for `rsync -e`, which splits it on spaces itself and
+/// keeps what is in single or double quotes together (a doubled quote inside is one quote;
+/// backslashes are not special).
+fn rsync_shell(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty() && !w.contains([' ', '\'', '"']) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How to reach the target.
@@ -124,8 +142,8 @@ pub fn shell_quote(s: &str) -> String {
 pub struct Transport {
     /// The destination.
     pub dest: Dest,
-    /// The ssh command, split into words (`ssh -o BatchMode=yes` by default).
-    pub ssh: Vec<String>,
+    /// Where its commands run (this host for a local destination).
+    host: Host,
     /// The rsync executable.
     pub rsync: String,
 }
@@ -142,35 +160,22 @@ pub struct RemoteRun {
 }
 
 impl Transport {
-    fn ssh_base(&self, port: Option<u16>) -> Vec<String> {
-        let mut v = self.ssh.clone();
-        if let Some(p) = port {
-            v.extend(["-p".into(), p.to_string()]);
+    /// A transport to `dest`, with these ssh options for an ssh:// one.
+    pub fn new(dest: Dest, ssh: SshOptions, rsync: String) -> Transport {
+        let spec = match &dest {
+            Dest::Local(_) => Spec::Local,
+            Dest::Ssh { host, .. } => host.clone(),
+        };
+        Transport {
+            dest,
+            host: Host::new(spec, ssh),
+            rsync,
         }
-        v
     }
 
     /// A command that runs `argv` on the target (directly for a local destination).
     pub fn command(&self, argv: &[String]) -> Command {
-        match &self.dest {
-            Dest::Local(_) => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-            Dest::Ssh { host, port, .. } => {
-                let base = self.ssh_base(*port);
-                let mut c = Command::new(&base[0]);
-                c.args(&base[1..]).arg(host).arg("--");
-                c.arg(
-                    argv.iter()
-                        .map(|a| shell_quote(a))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                );
-                c
-            }
-        }
+        self.host.login_command(argv)
     }
 
     /// Run `argv` on the target; only failing to start the local side is an error.
@@ -202,18 +207,19 @@ impl Transport {
     pub fn preflight(&self, criu_wrap: &str) -> anyhow::Result<()> {
         match &self.dest {
             Dest::Local(dir) => images::prepare_empty_dir(dir),
-            Dest::Ssh { host, dir, .. } => {
+            Dest::Ssh { dir, .. } => {
+                let host = self.dest.login();
                 let script = format!(
                     "mkdir -p {d} && [ -z \"$(ls -A {d})\" ] || {{ echo 'criu-wrap: target directory {d} is not empty' >&2; exit 3; }}; command -v sha256sum rsync >/dev/null || {{ echo 'criu-wrap: sha256sum or rsync missing on the target' >&2; exit 4; }}; {w} --version",
-                    d = shell_quote(dir),
-                    w = shell_quote(criu_wrap)
+                    d = sh_quote(dir),
+                    w = sh_quote(criu_wrap)
                 );
                 let r = self.run(&["sh".into(), "-c".into(), script])?;
                 if self.unreachable(&r) {
                     return Err(shared::err(
                         ErrorKind::Unavailable,
                         format!(
-                            "cannot reach {host} with ssh: {} (check ssh access, keys and --ssh)",
+                            "cannot reach {host} with ssh: {} (check ssh access, keys, --ssh-option and PGS_SSH_OPTS)",
                             r.stderr.trim()
                         ),
                     ));
@@ -265,14 +271,11 @@ impl Transport {
         let mut from_arg = from.clone().into_os_string();
         from_arg.push("/");
         args.push(from_arg);
-        match &self.dest {
-            Dest::Local(_) => args.push(format!("{target}/").into()),
-            Dest::Ssh { host, port, .. } => {
-                args.push("-e".into());
-                args.push(self.ssh_base(*port).join(" ").into());
-                args.push(format!("{host}:{target}/").into());
-            }
+        if let Some(ssh) = self.host.ssh_argv() {
+            args.push("-e".into());
+            args.push(rsync_shell(&ssh).into());
         }
+        args.push(self.dest.rsync_target(&format!("{target}/")).into());
         let out = Command::new(&self.rsync)
             .args(&args)
             .stdin(Stdio::null())
@@ -337,7 +340,7 @@ impl Transport {
                     })
                     .collect())
             }
-            Dest::Ssh { host, .. } => {
+            Dest::Ssh { .. } => {
                 let mut argv: Vec<String> = vec![
                     "sh".into(),
                     "-c".into(),
@@ -353,7 +356,8 @@ impl Transport {
                     return Err(shared::err(
                         ErrorKind::Unavailable,
                         format!(
-                            "lost ssh to {host} while verifying the copy: {}",
+                            "lost ssh to {} while verifying the copy: {}",
+                            self.dest.login(),
                             r.stderr.trim()
                         ),
                     ));
@@ -368,24 +372,33 @@ impl Transport {
 mod tests {
     use super::*;
 
+    fn ssh(user: Option<&str>, host: &str, port: Option<u16>) -> Spec {
+        Spec::Ssh {
+            user: user.map(str::to_owned),
+            host: host.into(),
+            port,
+        }
+    }
+
     #[test]
     fn destinations() {
         assert_eq!(
             Dest::parse("ssh://db2/var/lib/criu/app"),
             Ok(Dest::Ssh {
-                host: "db2".into(),
-                port: None,
+                host: ssh(None, "db2", None),
                 dir: "/var/lib/criu/app".into()
             })
         );
+        let d = Dest::parse("ssh://root@10.0.0.2:2222/img").unwrap();
         assert_eq!(
-            Dest::parse("ssh://root@10.0.0.2:2222/img"),
-            Ok(Dest::Ssh {
-                host: "root@10.0.0.2".into(),
-                port: Some(2222),
+            d,
+            Dest::Ssh {
+                host: ssh(Some("root"), "10.0.0.2", Some(2222)),
                 dir: "/img".into()
-            })
+            }
         );
+        assert_eq!(d.login(), "root@10.0.0.2");
+        assert_eq!(d.describe(), "ssh://root@10.0.0.2:2222/img");
         assert_eq!(
             Dest::parse("file:///tmp/x"),
             Ok(Dest::Local("/tmp/x".into()))
@@ -396,34 +409,49 @@ mod tests {
             .contains("no directory"));
         assert!(Dest::parse("ssh://host:x/d").unwrap_err().contains("port"));
         assert!(Dest::parse("ssh:///d").unwrap_err().contains("no host"));
+        assert!(Dest::parse("ssh://-oProxyCommand=x/d").is_err());
+        assert!(Dest::parse("ssh://::1/d").unwrap_err().contains("brackets"));
         assert!(Dest::parse("http://h/d").is_err());
+        let d = Dest::parse("ssh://u@[::1]:22/d").unwrap();
         assert_eq!(
-            Dest::parse("ssh://u@[::1]:22/d"),
-            Ok(Dest::Ssh {
-                host: "u@::1".into(),
-                port: Some(22),
+            d,
+            Dest::Ssh {
+                host: ssh(Some("u"), "::1", Some(22)),
                 dir: "/d".into()
-            })
+            }
         );
+        assert_eq!(d.login(), "u@::1");
+        assert_eq!(d.describe(), "ssh://u@[::1]:22/d");
+        assert_eq!(d.rsync_target("/d/"), "u@[::1]:/d/");
         assert!(Dest::parse("file://rel").is_err());
     }
 
     #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/var/lib/img-1"), "/var/lib/img-1");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    fn rsync_gets_the_policys_ssh_command_line_quoted_for_its_own_splitting() {
+        let t = Transport::new(
+            Dest::parse("ssh://u@h:2200/d d").unwrap(),
+            SshOptions::from_options("--ssh-option", &["IdentityFile=/k e'y"]).unwrap(),
+            "rsync".into(),
+        );
+        let e = rsync_shell(&t.host.ssh_argv().unwrap());
+        assert!(
+            e.starts_with(
+                "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o 'IdentityFile=/k e''y' "
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with(" -o ServerAliveCountMax=3 -p 2200"), "{e}");
+        assert_eq!(rsync_shell(&["".into(), "a\"b".into()]), r#"'' 'a"b'"#);
+        assert_eq!(t.dest.rsync_target("/d d/"), "u@h:/d d/");
     }
 
     #[test]
-    fn ssh_commands_quote_the_remote_words() {
-        let t = Transport {
-            dest: Dest::parse("ssh://u@h:2200/d d").unwrap(),
-            ssh: vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()],
-            rsync: "rsync".into(),
-        };
+    fn ssh_commands_follow_the_policy_and_quote_the_remote_words() {
+        let t = Transport::new(
+            Dest::parse("ssh://u@h:2200/d d").unwrap(),
+            SshOptions::default(),
+            "rsync".into(),
+        );
         let c = t.command(&[
             "criu-wrap".into(),
             "restore".into(),
@@ -436,10 +464,13 @@ mod tests {
             .collect();
         assert_eq!(c.get_program(), "ssh");
         assert_eq!(
-            args,
+            args[..4],
+            ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        );
+        assert!(args.contains(&"ConnectTimeout=5".to_owned()));
+        assert_eq!(
+            args[args.len() - 5..],
             [
-                "-o",
-                "BatchMode=yes",
                 "-p",
                 "2200",
                 "u@h",
@@ -458,11 +489,11 @@ mod tests {
         std::fs::write(src.join("core-1.img"), b"core").unwrap();
         std::fs::write(src.join("dump.log"), b"log").unwrap();
         let dst = d.path().join("dst");
-        let t = Transport {
-            dest: Dest::Local(dst.clone()),
-            ssh: vec!["ssh".into()],
-            rsync: "rsync".into(),
-        };
+        let t = Transport::new(
+            Dest::Local(dst.clone()),
+            SshOptions::default(),
+            "rsync".into(),
+        );
         t.preflight("unused").unwrap();
         assert_eq!(t.copy_verified(&src, "pre-1").unwrap(), (1, 8192));
         assert_eq!(t.copy_verified(&src, "").unwrap(), (1, 4));

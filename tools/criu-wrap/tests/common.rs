@@ -8,11 +8,11 @@ use assert_cmd::cargo::cargo_bin;
 use assert_cmd::Command;
 pub use testkit::Run;
 
-/// criu-wrap as a process, without PG* variables or a CRIU from the environment.
+/// criu-wrap as a process, without PG* variables, a CRIU or ssh options from the environment.
 pub fn cmd() -> Command {
     let mut c = testkit::tool(cargo_bin!("criu-wrap"));
     c.env_remove("CRIU")
-        .env_remove("CRIU_WRAP_SSH")
+        .env_remove("PGS_SSH_OPTS")
         .env_remove("CRIU_WRAP_RSYNC");
     let mut c = Command::from_std(c);
     c.timeout(Duration::from_secs(120));

@@ -347,6 +347,45 @@ fn refuses_a_non_empty_target_before_freezing() {
     assert!(victim.running());
 }
 
+/// `migrate_cmd` reaching `sshd` with its key and known_hosts (host key checking on): the
+/// config file and key through PGS_SSH_OPTS, known_hosts through --ssh-option, as a user
+/// may mix them.
+fn over_ssh(sshd: &testkit::Sshd, fake: &Fake, victim: &Victim, to: &str) -> assert_cmd::Command {
+    let mut c = migrate_cmd(fake, victim, to);
+    c.env(
+        "PGS_SSH_OPTS",
+        format!("-F /dev/null -i '{}'", sshd.client_key().display()),
+    )
+    .arg("--ssh-option")
+    .arg(format!(
+        "UserKnownHostsFile={}",
+        sshd.known_hosts().display()
+    ));
+    c
+}
+
+#[test]
+fn ssh_options_that_turn_the_policy_off_are_refused_before_freezing() {
+    let fake = Fake::new(&[]);
+    for (flag, env, named) in [
+        (Some("StrictHostKeyChecking=no"), "", "--ssh-option"),
+        (None, "-i /k -o 'BatchMode no'", "PGS_SSH_OPTS"),
+        (Some("IdentityFile"), "", "not KEY=VALUE"),
+    ] {
+        let victim = Victim::start();
+        let mut c = migrate_cmd(&fake, &victim, "ssh://nobody@127.0.0.1:1/tmp/x");
+        c.env("PGS_SSH_OPTS", env);
+        if let Some(f) = flag {
+            c.arg("--ssh-option").arg(f);
+        }
+        let out = run(&mut c, 2);
+        assert!(out.stderr.contains(named), "{}", out.stderr);
+        assert_eq!(out.one("migrate")["outcome"], "not_migrated");
+        assert!(fake.calls_of("pre-dump").is_empty() && fake.calls_of("dump").is_empty());
+        assert!(victim.running());
+    }
+}
+
 #[test]
 fn exclusive_migrate_over_ssh() {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
@@ -354,15 +393,12 @@ fn exclusive_migrate_over_ssh() {
         Ok(s) => s,
         Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
     };
-    // The sshd's key and known_hosts (host key checking on); criu-wrap splits on spaces.
-    let ssh = format!(
-        "ssh {} -o BatchMode=yes -o LogLevel=ERROR",
-        sshd.ssh_options().join(" ")
-    );
     // Can we log in at all (some sandboxes forbid it)?
-    let probe = StdCommand::new("sh")
-        .arg("-c")
-        .arg(format!("{ssh} -p {} {user}@127.0.0.1 true", sshd.port()))
+    let probe = StdCommand::new("ssh")
+        .args(sshd.ssh_options())
+        .args(["-o", "BatchMode=yes", "-p", &sshd.port().to_string()])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true")
         .output()
         .unwrap();
     if !probe.status.success() {
@@ -376,9 +412,7 @@ fn exclusive_migrate_over_ssh() {
     let target = fake.dir.path().join("remote dir");
     let to = format!("ssh://{user}@127.0.0.1:{}{}", sshd.port(), target.display());
     let out = run(
-        migrate_cmd(&fake, &victim, &to)
-            .arg("--ssh")
-            .arg(&ssh)
+        over_ssh(&sshd, &fake, &victim, &to)
             .arg("--remote-criu-wrap")
             .arg(bin())
             .arg("--remote-criu")
@@ -402,9 +436,7 @@ fn exclusive_migrate_over_ssh() {
     // The same target again: refused before anything freezes.
     let victim = Victim::start();
     let out = run(
-        migrate_cmd(&fake, &victim, &to)
-            .arg("--ssh")
-            .arg(&ssh)
+        over_ssh(&sshd, &fake, &victim, &to)
             .arg("--remote-criu-wrap")
             .arg(bin())
             .arg("--remote-criu")
@@ -424,9 +456,7 @@ fn exclusive_migrate_over_ssh() {
         fake.dir.path().join("gone").display()
     );
     let out = run(
-        migrate_cmd(&fake, &victim, &to)
-            .arg("--ssh")
-            .arg(&ssh)
+        over_ssh(&sshd, &fake, &victim, &to)
             .arg("--remote-criu-wrap")
             .arg(bin())
             .arg("--remote-criu")
@@ -456,9 +486,12 @@ fn exclusive_migrate_over_ssh() {
     // An unreachable host is Unavailable, and nothing is frozen.
     let victim = Victim::start();
     let out = run(
-        migrate_cmd(&fake, &victim, &format!("ssh://{user}@127.0.0.1:1/tmp/x"))
-            .arg("--ssh")
-            .arg(&ssh),
+        &mut over_ssh(
+            &sshd,
+            &fake,
+            &victim,
+            &format!("ssh://{user}@127.0.0.1:1/tmp/x"),
+        ),
         69,
     );
     assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
