@@ -381,7 +381,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
     if let Some(e) = failure {
         return Err(e);
     }
-    if last.interval_ms > 0 || last.committed > 0 {
+    if last.interval_ms > 0 || last.committed > 0 || last.errors_by_kind.total() > 0 {
         out.emit_as("tick", &last)?;
     }
     if let Err(e) = log_result {
@@ -428,6 +428,9 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         );
         out.error(&e, Value::Null)?;
     }
+    if !args.json_only {
+        shared::note!("{}", closing_line(&totals));
+    }
     out.finish(&Summary {
         run_id: &run_id,
         workload: args.workload.as_str(),
@@ -441,6 +444,28 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         acked: args.workload.probes().then_some(totals.committed),
         verify: run_verify,
     })
+}
+
+/// The one line for a person at the end, like pgbench's closing report.
+fn closing_line(t: &Totals) -> String {
+    let latency = match (t.latency_mean_ms, t.latency_p99_ms) {
+        (Some(mean), Some(p99)) => format!("latency mean {mean:.3} ms, p99 {p99:.3} ms"),
+        _ => "no latency (nothing committed)".to_owned(),
+    };
+    let e = &t.errors_by_kind;
+    format!(
+        "{} transactions committed in {:.1} s ({} tps), {latency}; {} client errors \
+         (statement {}, unknown {}, connect {}); longest stall {} ms, longest write gap {} ms",
+        t.committed,
+        t.duration_ms as f64 / 1000.0,
+        t.tps,
+        t.errors_total,
+        e.statement,
+        e.unknown,
+        e.connect,
+        t.max_stall_ms,
+        t.max_write_gap_ms,
+    )
 }
 
 /// `--verify`: check the acknowledgements kept in memory on the primary the DSN leads to now.
@@ -577,7 +602,11 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
         let lost_at = ctx.t_ms();
         let s = loop {
             attempts += 1;
-            let Some(res) = unless_stopped(&ctx.stop, open(&ctx)).await else {
+            // One request, from the connect to a ready session (or the failure).
+            let timed = ctx.stats.request();
+            let res = unless_stopped(&ctx.stop, open(&ctx)).await;
+            drop(timed);
+            let Some(res) = res else {
                 break 'session;
             };
             match res {
@@ -585,7 +614,7 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
                 Err(e) => {
                     let msg = format!("{e:#}");
                     go_down(&mut down, &msg);
-                    ctx.stats.error(msg);
+                    ctx.stats.connect_failed(msg);
                     if unless_stopped(&ctx.stop, tokio::time::sleep(backoff))
                         .await
                         .is_none()
@@ -636,6 +665,7 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
                     workload::transaction(
                         &s.client,
                         &s.st,
+                        &ctx.stats,
                         ctx.workload,
                         draw,
                         probe.map(|seq| Probe {
@@ -712,7 +742,11 @@ async fn client(ctx: Arc<Ctx>, id: u32) {
                     }
                     go_down(&mut down, &msg);
                     let mut reconnect = !matches!(failure, Failure::Failed { reconnect: false });
-                    if !reconnect && workload::rollback(&s.client, &s.st).await.is_err() {
+                    if !reconnect
+                        && workload::rollback(&s.client, &s.st, &ctx.stats)
+                            .await
+                            .is_err()
+                    {
                         reconnect = true;
                     }
                     if reconnect {

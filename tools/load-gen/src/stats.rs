@@ -15,6 +15,17 @@
 //!   transaction, lost connection, refused connection attempt) until its next commit;
 //!   `unavailable_ms` is the time during which at least one client was unavailable (the union
 //!   over clients), and `outages` counts those periods.
+//! - **stall**: the time one client waited from sending a request to its answer. A request
+//!   is one statement, or one attempt to open a session (connect, identify, prepare); one that
+//!   never got an answer (a timeout, a broken connection, the stop) counts until the client
+//!   gave up on it, and no wait counts past the stop. `max_stall_ms` is the longest. Unlike a
+//!   write gap it is per client: one client stuck behind a lock shows here even while the
+//!   others commit. A pooler holding every client (PgBouncer's PAUSE) is a stall and no error.
+//! - **client errors** (`errors_by_kind`, `errors_total`): what clients were told, by kind:
+//!   `statement` (a transaction failed: a statement got an error, timed out or lost its
+//!   connection before COMMIT was sent; the `failed` count), `unknown` (COMMIT was sent and no
+//!   answer came: the `unknown` count) and `connect` (an attempt to open a session failed).
+//!   Not `errors`: in every summary that is the number of `error` records.
 //! - **split brain**: see [`crate::verify::superseded_by`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,7 +53,38 @@ struct Counts {
     committed: u64,
     failed: u64,
     unknown: u64,
+    connect_failed: u64,
+    /// The longest wait for an answer that ended in this period (µs).
+    max_stall_us: u64,
     hosts: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn errors(&self) -> ClientErrors {
+        ClientErrors {
+            statement: self.failed,
+            unknown: self.unknown,
+            connect: self.connect_failed,
+        }
+    }
+}
+
+/// What clients were told, by kind (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ClientErrors {
+    /// Failed transactions (rolled back, or never committed): the same count as `failed`.
+    pub statement: u64,
+    /// Commits whose outcome is unknown: the same count as `unknown`.
+    pub unknown: u64,
+    /// Failed attempts to open a session.
+    pub connect: u64,
+}
+
+impl ClientErrors {
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.statement + self.unknown + self.connect
+    }
 }
 
 struct ServerState {
@@ -64,6 +106,8 @@ struct Inner {
     last_commit_us: Option<u64>,
     max_gap_us: u64,
     max_gap_from_us: u64,
+    // The longest stall: when its request was sent.
+    max_stall_from_us: u64,
     // Outages (union over clients).
     down: u32,
     down_since_us: u64,
@@ -134,6 +178,10 @@ pub struct Tick {
     pub connected: u32,
     /// Transactions committed since the start.
     pub committed_total: u64,
+    /// What clients were told in the interval, by kind.
+    pub errors_by_kind: ClientErrors,
+    /// The longest wait for an answer that ended in the interval (0 if none ended).
+    pub max_stall_ms: u64,
 }
 
 /// A server in the summary.
@@ -179,6 +227,14 @@ pub struct Totals {
     pub max_write_gap_ms: u64,
     /// When that gap began (ms since the run started).
     pub max_write_gap_from_ms: u64,
+    /// The longest time one client waited for the answer to one request.
+    pub max_stall_ms: u64,
+    /// When that request was sent (ms since the run started).
+    pub max_stall_from_ms: u64,
+    /// What clients were told, by kind.
+    pub errors_by_kind: ClientErrors,
+    /// The sum of `errors_by_kind`.
+    pub errors_total: u64,
     /// Time during which at least one client was failing.
     pub unavailable_ms: u64,
     /// Number of such periods.
@@ -216,6 +272,7 @@ impl Stats {
                 last_commit_us: None,
                 max_gap_us: 0,
                 max_gap_from_us: 0,
+                max_stall_from_us: 0,
                 down: 0,
                 down_since_us: 0,
                 unavailable_us: 0,
@@ -362,9 +419,35 @@ impl Stats {
         g.last_error = Some(error);
     }
 
-    /// Remember an error that is not a transaction's (a refused connection attempt).
-    pub fn error(&self, error: String) {
-        self.lock().last_error = Some(error);
+    /// Record a failed attempt to open a session.
+    pub fn connect_failed(&self, error: String) {
+        let mut g = self.lock();
+        g.interval.connect_failed += 1;
+        g.total.connect_failed += 1;
+        g.last_error = Some(error);
+    }
+
+    /// A client sends a request (a statement, or an attempt to open a session): the wait
+    /// for its answer is recorded when the returned guard drops, whether the answer came or
+    /// the client gave up (the future was dropped on a timeout or at the stop).
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            stats: self,
+            sent_us: self.now_us(),
+        }
+    }
+
+    /// The end of a request's wait (see [`Stats::request`]).
+    fn answered(&self, sent_us: u64) {
+        let mut g = self.lock();
+        let now = self.now_us();
+        let end = g.stop_us.map_or(now, |s| now.min(s));
+        let wait = end.saturating_sub(sent_us);
+        g.interval.max_stall_us = g.interval.max_stall_us.max(wait);
+        if wait > g.total.max_stall_us {
+            g.total.max_stall_us = wait;
+            g.max_stall_from_us = sent_us;
+        }
     }
 
     /// A client became unavailable; true if that started an outage (no client was before).
@@ -435,6 +518,8 @@ impl Stats {
             latency_p99_ms: p99,
             latency_max_ms: max,
             host,
+            errors_by_kind: c.errors(),
+            max_stall_ms: c.max_stall_us / 1000,
             hosts: c.hosts,
             connected: g.connected,
             committed_total: g.total.committed,
@@ -480,6 +565,10 @@ impl Stats {
             latency_max_ms: (!h.is_empty()).then(|| ms(h.max())),
             max_write_gap_ms: max_gap / 1000,
             max_write_gap_from_ms: max_gap_from / 1000,
+            max_stall_ms: g.total.max_stall_us / 1000,
+            max_stall_from_ms: g.max_stall_from_us / 1000,
+            errors_by_kind: g.total.errors(),
+            errors_total: g.total.errors().total(),
             unavailable_ms: unavailable / 1000,
             outages: g.outages,
             reconnects: g.reconnects,
@@ -507,6 +596,19 @@ impl Stats {
     /// The server records seen so far (for the in-run verification).
     pub fn server_records(&self) -> Vec<ServerRecord> {
         self.lock().servers.iter().map(|s| s.rec.clone()).collect()
+    }
+}
+
+/// A request in flight (see [`Stats::request`]).
+#[must_use = "the wait is measured until the guard drops"]
+pub struct Request<'a> {
+    stats: &'a Stats,
+    sent_us: u64,
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        self.stats.answered(self.sent_us);
     }
 }
 
@@ -575,6 +677,53 @@ mod tests {
         assert!(t.unavailable_ms >= 30);
         assert_eq!(t.hosts["h:1"], 2);
         assert_eq!(t.split_brain, 0);
+    }
+
+    #[test]
+    fn a_stall_is_the_wait_of_one_request_and_errors_are_counted_by_kind() {
+        let ms = std::time::Duration::from_millis;
+        let s = Stats::new();
+        s.connected(false);
+        let slow = s.request();
+        let slow_sent_ms = s.now_us() / 1000;
+        // Short requests in between do not shorten the slow one's wait.
+        for _ in 0..3 {
+            drop(s.request());
+        }
+        std::thread::sleep(ms(40));
+        drop(slow);
+        s.failed("ERROR: prepared statement \"s3\" does not exist".into());
+        s.unknown("connection closed".into());
+        s.connect_failed("Connection refused".into());
+        s.connect_failed("Connection refused".into());
+        let t = s.tick();
+        assert!(t.max_stall_ms >= 40, "{t:?}");
+        let kinds = ClientErrors {
+            statement: 1,
+            unknown: 1,
+            connect: 2,
+        };
+        assert_eq!(t.errors_by_kind, kinds);
+        assert_eq!((t.failed, t.unknown), (1, 1));
+
+        // Nothing in the next interval; a request cut off by the stop counts until the stop.
+        let t = s.tick();
+        assert_eq!((t.max_stall_ms, t.errors_by_kind.total()), (0, 0), "{t:?}");
+        let hanging = s.request();
+        s.stop();
+        std::thread::sleep(ms(300));
+        drop(hanging);
+        let totals = s.totals();
+        assert!(
+            (40..300).contains(&totals.max_stall_ms),
+            "the slow request, not the one after the stop: {totals:?}"
+        );
+        assert!(totals.max_stall_from_ms <= slow_sent_ms, "{totals:?}");
+        assert_eq!(totals.errors_by_kind, kinds);
+        assert_eq!(totals.errors_total, 4);
+        assert_eq!((totals.failed, totals.unknown), (1, 1));
+        assert_eq!(totals.last_error.as_deref(), Some("Connection refused"));
+        assert_eq!(s.tick().max_stall_ms, 0, "{totals:?}");
     }
 
     #[test]

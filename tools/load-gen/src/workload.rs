@@ -22,6 +22,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::conn::Target;
+use crate::stats::Stats;
 use crate::{Protocol, RunArgs, Workload};
 
 /// The probe table (one per database, shared by runs; `run_id` tells them apart).
@@ -148,12 +149,15 @@ pub enum Stmt {
 
 impl Stmt {
     /// Run it with `params` (in the order of `$1`, `$2`, ...) and return the row count, as
-    /// `execute` does.
+    /// `execute` does. The wait for the answer is timed in `stats`, also when this future is
+    /// dropped (a timeout, the stop).
     pub async fn exec(
         &self,
         client: &Client,
+        stats: &Stats,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
+        let _timed = stats.request();
         match self {
             Stmt::Prepared(st) => client.execute(st, params).await,
             Stmt::Unnamed { sql, types } => {
@@ -282,10 +286,12 @@ pub struct Probe<'a> {
 }
 
 /// Run one transaction. `commit_sent` is set just before the statement that commits is sent,
-/// so that the caller can tell failed from unknown even when this future is dropped.
+/// so that the caller can tell failed from unknown even when this future is dropped. Every
+/// statement's wait for its answer is timed in `stats` (see [`Stats::request`]).
 pub async fn transaction(
     client: &Client,
     st: &Statements,
+    stats: &Stats,
     workload: Workload,
     draw: Option<Draw>,
     probe: Option<Probe<'_>>,
@@ -295,32 +301,42 @@ pub async fn transaction(
         let p = probe.expect("probe workload has a probe row");
         *commit_sent = true;
         st.probe
-            .exec(client, &[&p.run_id, &p.client, &p.seq])
+            .exec(client, stats, &[&p.run_id, &p.client, &p.seq])
             .await?;
         return Ok(());
     }
     let d = draw.expect("tpcb workloads draw");
-    st.begin.exec(client, &[]).await?;
-    st.update_account.exec(client, &[&d.delta, &d.aid]).await?;
-    st.select_account.exec(client, &[&d.aid]).await?;
-    st.update_teller.exec(client, &[&d.delta, &d.tid]).await?;
-    st.update_branch.exec(client, &[&d.delta, &d.bid]).await?;
+    st.begin.exec(client, stats, &[]).await?;
+    st.update_account
+        .exec(client, stats, &[&d.delta, &d.aid])
+        .await?;
+    st.select_account.exec(client, stats, &[&d.aid]).await?;
+    st.update_teller
+        .exec(client, stats, &[&d.delta, &d.tid])
+        .await?;
+    st.update_branch
+        .exec(client, stats, &[&d.delta, &d.bid])
+        .await?;
     st.insert_history
-        .exec(client, &[&d.tid, &d.bid, &d.aid, &d.delta])
+        .exec(client, stats, &[&d.tid, &d.bid, &d.aid, &d.delta])
         .await?;
     if let Some(p) = probe {
         st.probe
-            .exec(client, &[&p.run_id, &p.client, &p.seq])
+            .exec(client, stats, &[&p.run_id, &p.client, &p.seq])
             .await?;
     }
     *commit_sent = true;
-    st.commit.exec(client, &[]).await?;
+    st.commit.exec(client, stats, &[]).await?;
     Ok(())
 }
 
 /// End an aborted transaction so the connection can be reused.
-pub async fn rollback(client: &Client, st: &Statements) -> Result<(), tokio_postgres::Error> {
-    st.rollback.exec(client, &[]).await.map(|_| ())
+pub async fn rollback(
+    client: &Client,
+    st: &Statements,
+    stats: &Stats,
+) -> Result<(), tokio_postgres::Error> {
+    st.rollback.exec(client, stats, &[]).await.map(|_| ())
 }
 
 /// What became of a transaction that did not commit.
