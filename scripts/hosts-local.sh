@@ -2,7 +2,7 @@
 # hosts-local.sh: two local "hosts" for a migration (what Terraform would provision).
 #
 #   hosts-local.sh create DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N]
-#                             [--archive] [--layout A[,B]] [--bin DIR]
+#                             [--archive] [--layout A[,B]] [--pooler] [--bin DIR]
 #   hosts-local.sh destroy DIR
 #
 # create: host A (the source) is a running PostgreSQL 15 cluster configured by setup-host.sh
@@ -20,6 +20,10 @@
 #   addresses). With --netns (root), A and B live in their own network namespaces joined by a
 #   bridge, each with a `tc tbf` bandwidth limit (--rate, default 1gbit) on its egress:
 #   what crosses between them crosses a network.
+#   --pooler starts a PgBouncer (Debian's pgbouncer, as postgres) on this machine in front of
+#   A: transaction pooling, the database app, server_login_retry 0.1 s, TLS to the servers
+#   checked against the CA; clients connect to POOLER_ADDR:POOLER_PORT, migrate.sh switches it
+#   (POOLER_DSN, its admin console, in hosts.env).
 #   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
 # Writes DIR/hosts.env (the variables migrate.sh --hosts-env reads) and prints one `host`
 # record per host, then `summary`.
@@ -29,14 +33,14 @@ set -euo pipefail
 PGS_NAME=hosts-local
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { pgs_die "$EX_USAGE" "$1 (usage: hosts-local.sh create|destroy DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N] [--archive] [--bin DIR])"; }
+usage() { pgs_die "$EX_USAGE" "$1 (usage: hosts-local.sh create|destroy DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N] [--archive] [--layout A[,B]] [--pooler] [--bin DIR])"; }
 
 cmd=${1:-}
 dir=${2:-}
 [[ $cmd == create || $cmd == destroy ]] || usage "first argument must be create or destroy"
 [[ -n $dir ]] || usage "DIR is required"
 shift 2
-netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 bin=$(cd "$here/.." && pwd)/target/release
+netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 pooler=0 bin=$(cd "$here/.." && pwd)/target/release
 layout_a=plain layout_b=plain
 while (($#)); do
   case $1 in
@@ -45,6 +49,7 @@ while (($#)); do
     --scale) scale=${2:?}; shift ;;
     --pgbench-scale) pgbench_scale=${2:?}; shift ;;
     --archive) archive=1 ;;
+    --pooler) pooler=1 ;;
     --bin) bin=${2:?}; shift ;;
     --layout)
       IFS=, read -r layout_a layout_b <<<"${2:?}"
@@ -66,7 +71,12 @@ id=$(printf '%s' "$(cd "$(dirname "$dir")" 2>/dev/null && pwd)/$(basename "$dir"
 ns_a=pgs-$id-a ns_b=pgs-$id-b br=pgsbr$id
 
 destroy() {
-  local d n
+  local d n pid i
+  if [[ -f $dir/pooler/pgbouncer.pid ]]; then
+    pid=$(<"$dir/pooler/pgbouncer.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for d in "$dir/b" "$dir/a"; do pgs_cluster_destroy "$d"; done
   for n in "pgs-$id-a" "pgs-$id-b"; do
     if [[ -d /etc/postgresql/15/$n ]]; then
@@ -204,6 +214,48 @@ else
   printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host_b" "$port_b" "$spec_b" >"$dir/b/cluster.env"
 fi
 
+pooler_dsn="" pooler_port=""
+if ((pooler)); then
+  pgs_require_cmd pgbouncer
+  mkdir -p "$dir/pooler"
+  chmod 755 "$dir/pooler"
+  pooler_port=$(pgs_free_port 127.0.0.1)
+  printf '"postgres" ""\n' >"$dir/pooler/userlist.txt"
+  cp "$dir/ca/ca.crt" "$dir/pooler/ca.crt"
+  cat >"$dir/pooler/pgbouncer.ini" <<EOF
+;; written by hosts-local.sh: the application's one address
+[databases]
+app = host=$host_a port=$port_a dbname=app
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pooler_port
+unix_socket_dir = $dir/pooler
+auth_type = trust
+auth_file = $dir/pooler/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+default_pool_size = 10
+max_client_conn = 200
+server_login_retry = 0.1
+query_wait_timeout = 120
+server_tls_sslmode = verify-ca
+server_tls_ca_file = $dir/pooler/ca.crt
+logfile = $dir/pooler/pgbouncer.log
+pidfile = $dir/pooler/pgbouncer.pid
+EOF
+  [[ $(id -u) == 0 ]] && chown -R postgres:postgres "$dir/pooler"
+  pgs_as_pg pgbouncer -d -q "$dir/pooler/pgbouncer.ini" ||
+    pgs_die "$EX_SOFTWARE" "pgbouncer did not start: $(tail -n 3 "$dir/pooler/pgbouncer.log" 2>/dev/null)"
+  pooler_dsn="host=127.0.0.1 port=$pooler_port user=postgres dbname=pgbouncer"
+  for ((i = 0; i < 100; i++)); do
+    "$PG_BIN/psql" -XAtq -d "$pooler_dsn" -c "SHOW VERSION" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  PGCONNECT_TIMEOUT=10 "$PG_BIN/psql" -XAtq -d "host=127.0.0.1 port=$pooler_port user=postgres dbname=app" -c "SELECT 1" >/dev/null ||
+    pgs_die "$EX_SOFTWARE" "the pooler on 127.0.0.1:$pooler_port does not reach A: $(grep -m 1 -iE 'error|fatal|warning' "$dir/pooler/pgbouncer.log")"
+fi
+
 cat >"$dir/hosts.env" <<EOF
 # written by hosts-local.sh; read by migrate.sh --hosts-env
 SOURCE_DSN='host=$host_a port=$port_a user=postgres dbname=app'
@@ -219,9 +271,14 @@ TLS_CA='$dir/ca/ca.crt'
 REPL_USER='pgshift_repl'
 REPL_PASSWORD_FILE='$dir/repl.pw'
 ARCHIVE='$( ((archive)) && printf '%s' "$dir/archive")'
+POOLER_DSN='$pooler_dsn'
+POOLER_SPEC='local'
+POOLER_ADDR='$( ((pooler)) && echo 127.0.0.1)'
+POOLER_PORT='$pooler_port'
 EOF
 trap - EXIT
 size=$(pgs_psql "$dsn_a" "SELECT pg_database_size('app')")
 pgs_json host name=A role=source addr="$host_a" port:="$port_a" spec="$spec_a" pgdata="$pgdata_a" layout="$layout_a" app_bytes:="$size"
+((pooler)) && pgs_json host name=P role=pooler addr=127.0.0.1 port:="$pooler_port" spec=local admin="$pooler_dsn"
 pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$pgdata_b" layout="$layout_b"
 pgs_json summary success:=true hosts_env="$dir/hosts.env" netns:="$( ((netns)) && echo true || echo false)"

@@ -92,6 +92,15 @@
 #                          verify-full; an sslmode in --source wins for the control connections)
 #   --tls-ca FILE          the CA certificate for the control connections (default: TLS_CA
 #                          from --hosts-env)
+#   --pooler DSN           a PgBouncer in front of the source (repeatable; default POOLER_DSN
+#                          from --hosts-env): its admin console (dbname=pgbouncer, an admin
+#                          user, no password in it: a passfile). Its clients see a pause, no
+#                          error: preflight checks it (scripts/pooler.sh check), the switch
+#                          PAUSEs every pooler before the source stops, points their entries at
+#                          the target once it is promoted, RELOADs and RESUMEs; every exit
+#                          path resumes them (pointing at whichever host is the primary)
+#   --pooler-host SPEC     where the last --pooler's configuration file is (default local)
+#   --pause-limit S        longest wait for every pooler's PAUSE (default 5)
 #
 # Host SPECs: local (default), ssh://[user@]host[:port], netns://NAME (see lib.sh). The
 # control connections (--source DSN and the target built from it) need a superuser; the
@@ -109,8 +118,9 @@ max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="
 rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
 TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
-TLS_CA=""
+TLS_CA="" POOLER_DSN="" POOLER_SPEC=local
 declare -A hooks=()
+poolers=() pause_limit=5
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
 args=("$@")
 # --hosts-env first, so that explicit options override it.
@@ -133,6 +143,11 @@ while (($#)); do
     --target-cluster) TARGET_CLUSTER=${2:?} TARGET_PGDATA=""; shift ;;
     --tls) tls=${2:?}; shift ;;
     --tls-ca) tls_ca=${2:?}; shift ;;
+    --pooler) poolers+=(--pooler "${2:?}" --host local); shift ;;
+    --pooler-host)
+      ((${#poolers[@]})) || usage "--pooler-host comes after the --pooler it belongs to"
+      poolers[-1]=${2:?}; shift ;;
+    --pause-limit) pause_limit=${2:?}; shift ;;
     --target-addr) TARGET_ADDR=${2:?}; shift ;;
     --target-port) TARGET_PORT=${2:?}; shift ;;
     --target-pgdata) TARGET_PGDATA=${2:?} TARGET_CLUSTER=""; shift ;;
@@ -174,6 +189,8 @@ archive=${archive:-$ARCHIVE}
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
 [[ $tls == verify-full || $tls == require || $tls == off ]] || usage "--tls must be verify-full, require or off"
 tls_ca=${tls_ca:-$TLS_CA}
+if ((${#poolers[@]} == 0)) && [[ -n $POOLER_DSN ]]; then poolers=(--pooler "$POOLER_DSN" --host "$POOLER_SPEC"); fi
+[[ $pause_limit =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--pause-limit takes seconds (e.g. 5 or 0.5)"
 for v in max_lag switch_timeout catchup_timeout max_wait; do
   [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
 done
@@ -414,6 +431,9 @@ remove_target() {
 
 # shellcheck disable=SC2317  # called by fail and on_exit
 recover() {
+  if [[ $pooler_state == armed ]]; then
+    pooler_settle || pgs_log "a pooler could not be settled: $pooler_msg"
+  fi
   case $state in
     copying)
       # A partial base copy cannot be resumed by pg_basebackup: it goes, with its slot.
@@ -499,8 +519,16 @@ switch() {
   # No password: the source's host has the passfile (put_passfiles).
   printf 'host=%s port=%s user=%s passfile=%s application_name=pgshift_rejoin %s\n' \
     "$TARGET_ADDR" "$TARGET_PORT" "$REPL_USER" "$(pgs_conninfo_quote "$src_aux/pgpass")" "$src_tls" >"$fence"
+  local -A hk=()
+  for h in "${switch_hooks[@]}"; do hk[$h]=${hooks[$h]:-}; done
+  if ((${#poolers[@]})) && [[ $* != *--abort* ]]; then
+    pooler_hooks
+    hk[before_stop]=$pause_hook${hk[before_stop]:+ && ${hk[before_stop]}}
+    hk[after_promote]=$promote_hook${hk[after_promote]:+; ${hk[after_promote]}}
+    pooler_state=armed
+  fi
   for h in "${switch_hooks[@]}"; do
-    [[ -n ${hooks[$h]:-} ]] && args+=(--hook "$h=${hooks[$h]}")
+    [[ -n ${hk[$h]} ]] && args+=(--hook "$h=${hk[$h]}")
   done
   [[ $mode == archive ]] && args+=(--archive "$archive" --wal-ship "$bin/wal-ship")
   sw_out=$(mktemp /tmp/pgshift-switch.XXXXXX)
@@ -517,6 +545,11 @@ switch() {
   done
   bg_pid=""
   rm -f "$fence"
+  if [[ -n $pooler_hook_out ]]; then
+    pooler_emit "$(<"$pooler_hook_out")"
+    rm -f "$pooler_hook_out"
+    pooler_hook_out=""
+  fi
   sw='{}'
   while IFS= read -r line; do
     case $line in
@@ -530,8 +563,13 @@ switch() {
 
 # after_switch RC: what pg-switch's outcome means for this run.
 after_switch() {
-  local rc=$1 why
+  local rc=$1 why to=none
   why=$(jq -r '.message // empty' <<<"$sw")
+  case $rc in 0) to=target ;; 1 | 2 | 65 | 69 | 70 | 74 | 75) to=source ;; esac
+  if [[ $pooler_state == armed ]] && ! pooler_settle "$to"; then
+    ((rc == 0)) && fail "$EX_UNAVAILABLE" "the target is the primary, but a pooler does not reach it: $pooler_msg (run the same command again, or fix the pooler by hand: scripts/pooler.sh point --from $source_host_addr:$source_port --to $TARGET_ADDR:$TARGET_PORT ...)"
+    pgs_log "a pooler could not be settled: $pooler_msg"
+  fi
   case $rc in
     0) state=switched ;;
     1)
@@ -726,10 +764,68 @@ preflight() {
     done
   fi
   [[ $src_rewindable == t ]] || pgs_log "warning: the source has neither data checksums nor wal_log_hints: pg_rewind will not be possible after a failed switch"
+  if ((${#poolers[@]})); then
+    pooler check --source "$source_host_addr:$source_port" --pause-limit "$pause_limit" --switch-limit "$switch_timeout" ||
+      fail "$pooler_rc" "$pooler_msg"
+  fi
   local fresh_json=false
   ((fresh_target)) && fresh_json=true
   phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes" \
     source_layout="${src_info[layout]}" target_layout="${tgt_info[layout]}" tls="$tls"
+}
+
+# --- Poolers ------------------------------------------------------------------------------
+# pooler COMMAND ARGS...: scripts/pooler.sh COMMAND for every --pooler; its records go to our
+# output. On failure sets pooler_rc and pooler_msg (its summary's message) and returns 1.
+pooler_rc=0 pooler_msg="" pooler_state=idle
+pooler() {
+  local out line rc=0
+  out=$("$here/pooler.sh" "$@" "${poolers[@]}") || rc=$?
+  pooler_emit "$out"
+  pooler_rc=$rc pooler_msg=$(jq -r 'select(.type == "summary") | .message // empty' <<<"$out" 2>/dev/null | tail -n 1)
+  ((rc == 0))
+}
+pooler_emit() {
+  local line
+  while IFS= read -r line; do
+    case $line in '{"type":"summary"'* | "") ;; *) emit_line "$line" ;; esac
+  done <<<"$1"
+}
+# The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
+# is promoted, point the entries at it and RESUME. (Their records: in pooler_hook_out.)
+pooler_hook_out=""
+pooler_hooks() {
+  local q
+  q=$(pgs_quote "$here/pooler.sh")
+  pooler_hook_out=$(mktemp /tmp/pgshift-pooler.XXXXXX)
+  printf -v pause_hook '%s pause --deadline %s %s >>%s' "$q" "$pause_limit" "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" \
+    "$(pgs_quote "$source_host_addr:$source_port")" "$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")" \
+    "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+}
+# pooler_settle [target|source|none]: every pooler RESUMEd, its entries at the primary
+# (decided from the hosts when not given); idempotent, run on every way out of a switchover.
+# Returns 1 (pooler_msg says why) if a pooler could not be settled.
+pooler_settle() {
+  ((${#poolers[@]})) && [[ $pooler_state != settled ]] || return 0
+  local to=${1:-}
+  if [[ -z $to ]]; then
+    if [[ $(target_in_recovery) == f ]]; then to=target
+    elif [[ $(src_psql -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; then to=source
+    else to=none; fi
+  fi
+  local ok=0
+  case $to in
+    target) pooler point --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT" && ok=1 ;;
+    source) pooler point --from "$TARGET_ADDR:$TARGET_PORT" --to "$source_host_addr:$source_port" && ok=1 ;;
+    none) ok=1 ;;
+  esac
+  pooler resume || ok=0
+  if ((ok)) && [[ $to == target ]]; then
+    pooler probe --expect "$TARGET_ADDR:$TARGET_PORT" || ok=0
+  fi
+  ((ok)) || return 1
+  pooler_state=settled
 }
 
 # probe_reverse: the source's host reaches the (running) target as the replication role.
@@ -932,6 +1028,11 @@ downtime_ms=null ckpt_lsn="" new_tli=null wal_before_switch=""
 switchover() {
   run_hook before_switchover
   phase_begin switchover
+  if ((${#poolers[@]})); then
+    # Now that the target runs: each pooler's host must reach it.
+    pooler check --source "$source_host_addr:$source_port" --target "$TARGET_ADDR:$TARGET_PORT" \
+      --pause-limit "$pause_limit" --switch-limit "$switch_timeout" >/dev/null || fail "$pooler_rc" "$pooler_msg"
+  fi
   wal_before_switch=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
   local rc=0
   switch || rc=$?
@@ -954,6 +1055,13 @@ read_switch_facts() {
 # and the new primary has all its WAL, so it follows the new timeline without a rewind. This
 # keeps the pair replicated, and is what makes --reverse a plain switchover.
 rejoin_old_source() {
+  if ((${#poolers[@]})) && [[ $pooler_state != settled ]]; then
+    # A run that resumes after its switchover: the poolers may still be paused, or point at
+    # the old source.
+    pooler_state=armed
+    pooler_settle target ||
+      fail "$EX_UNAVAILABLE" "the target is the primary, but a pooler does not reach it: $pooler_msg"
+  fi
   ((rejoin)) || return 0
   run_hook before_rejoin
   phase_begin rejoin

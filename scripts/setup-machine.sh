@@ -14,6 +14,8 @@ need=(
   "/usr/bin/psql:postgresql-client-15"
   # packaged clusters (hosts-local --layout debian, the layout tests)
   "/usr/bin/pg_createcluster:postgresql-common"
+  # the pooler in front of the source (hosts-local --pooler, the pooler tests, the demo)
+  "/usr/sbin/pgbouncer:pgbouncer"
   "rsync:rsync"
   "ssh:openssh-client"
   "/usr/sbin/sshd:openssh-server"
