@@ -100,6 +100,14 @@ impl Hosts {
         )
     }
 
+    /// The application's one address: the PgBouncer of `hosts-local.sh --pooler`.
+    pub fn pooler_dsn(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=app sslmode=disable",
+            self.env["POOLER_ADDR"], self.env["POOLER_PORT"]
+        )
+    }
+
     pub fn pgdata(&self, which: char) -> PathBuf {
         PathBuf::from(if which == 'A' {
             &self.env["SOURCE_PGDATA"]
@@ -195,6 +203,7 @@ pub fn nanos() -> u128 {
 pub struct Load {
     child: Child,
     log: PathBuf,
+    /// Where `load-gen verify` looks (the hosts themselves, following the primary).
     dsn: String,
     /// Copies load-gen's stdout to a file so it never blocks on a full pipe.
     drain: Option<std::thread::JoinHandle<PathBuf>>,
@@ -202,11 +211,16 @@ pub struct Load {
 
 impl Load {
     pub fn start(hosts: &Hosts) -> Load {
+        Load::start_with(hosts, &hosts.both(), &[])
+    }
+
+    /// load-gen against `dsn` (e.g. a pooler's), with extra arguments.
+    pub fn start_with(hosts: &Hosts, dsn: &str, extra: &[&str]) -> Load {
         let log = hosts.dir.join(format!("acked-{}.jsonl", nanos()));
         let mut cmd = Command::new(testkit::tool_bin("load-gen"));
         cmd.args([
             "--dsn",
-            &hosts.both(),
+            dsn,
             "-c",
             "4",
             "-w",
@@ -215,6 +229,7 @@ impl Load {
             "--log",
         ])
         .arg(&log)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         testkit::hermetic(&mut cmd);

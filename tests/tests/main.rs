@@ -5,6 +5,7 @@ mod hosts;
 mod interrupt;
 mod layouts;
 mod migrate;
+mod pooler;
 mod scripts_lib;
 mod secrets;
 mod ship_cron;
