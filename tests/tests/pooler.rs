@@ -69,10 +69,18 @@ fn exclusive_behind_a_pooler_clients_see_no_error_both_ways() {
     assert_eq!(code, 0, "forward: {}\n{err}", summary(&fwd));
     let check = of_type(&fwd, "pooler");
     assert_eq!(check.len(), 1, "preflight looked at the pooler: {fwd:?}");
-    assert_eq!(check[0]["entries"], serde_json::json!(["app"]), "{}", check[0]);
+    assert_eq!(
+        check[0]["entries"],
+        serde_json::json!(["app"]),
+        "{}",
+        check[0]
+    );
     for step in ["pause", "point", "resume", "probe"] {
         let s = steps(&fwd, step);
-        assert!(!s.is_empty() && s.iter().all(|r| r["ok"] == true), "{step}: {s:?}");
+        assert!(
+            !s.is_empty() && s.iter().all(|r| r["ok"] == true),
+            "{step}: {s:?}"
+        );
     }
     // The entry was rewritten once, during the switch; the settling after it found it done.
     assert_eq!(steps(&fwd, "point")[0]["entries"], 1);
@@ -80,7 +88,9 @@ fn exclusive_behind_a_pooler_clients_see_no_error_both_ways() {
     let ini = std::fs::read_to_string(pooler_ini(&hosts)).unwrap();
     assert!(ini.contains(&format!("port={port_b}")), "{ini}");
     assert!(
-        pooler_ini(&hosts).with_extension("ini.pgshift-prev").exists(),
+        pooler_ini(&hosts)
+            .with_extension("ini.pgshift-prev")
+            .exists(),
         "the old configuration is kept"
     );
 
@@ -101,19 +111,33 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     // Refused in preflight, naming the setting and the fix; nothing changed.
     edit_ini(&hosts, "dbname=app", "dbname=app pool_mode=session");
     let (code, recs, _) = hosts.migrate(&[]);
-    let msg = summary(&recs)["message"].as_str().unwrap_or_default().to_owned();
+    let msg = summary(&recs)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(code, 65, "{msg}");
     assert!(
         msg.contains("session pooling") && msg.contains("pool_mode=transaction"),
         "{msg}"
     );
     edit_ini(&hosts, " pool_mode=session", "");
-    edit_ini(&hosts, "server_login_retry = 0.1", "server_login_retry = 15");
+    edit_ini(
+        &hosts,
+        "server_login_retry = 0.1",
+        "server_login_retry = 15",
+    );
     let (code, recs, _) = hosts.migrate(&[]);
-    let msg = summary(&recs)["message"].as_str().unwrap_or_default().to_owned();
+    let msg = summary(&recs)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(code, 65, "{msg}");
     assert!(msg.contains("server_login_retry"), "{msg}");
-    edit_ini(&hosts, "server_login_retry = 15", "server_login_retry = 0.1");
+    edit_ini(
+        &hosts,
+        "server_login_retry = 15",
+        "server_login_retry = 0.1",
+    );
     assert!(!hosts.running('B'), "preflight changed nothing");
 
     let load = Load::start_with(&hosts, &hosts.pooler_dsn(), &["--protocol", "extended"]);
