@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod outcomes;
+mod pooler;
 mod signals;
 mod steady;
 mod switchover;
