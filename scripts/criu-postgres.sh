@@ -148,12 +148,25 @@ cmd_migrate() {
   data=$(realpath "$data")
   local pid host port
   pid=$(postmaster_pid "$data") || pgs_die "$EX_DATAERR" "no postmaster serves $data"
-  # ssh://[user@]host[:port]/dir -> host and port for rsync.
-  local auth=${dest#ssh://}
+  # ssh://[user@]host[:port]/dir -> host and port for rsync ([v6addr] kept in brackets).
+  local auth=${dest#ssh://} user="" opts=() w ssh=ssh
   auth=${auth%%/*}
-  host=${auth%:*} port=""
-  [[ $auth == *:* ]] && port=${auth##*:}
-  local ssh="ssh -o BatchMode=yes${port:+ -p $port}"
+  if [[ $auth == *@* ]]; then user=${auth%%@*}@ auth=${auth#*@}; fi
+  port=""
+  if [[ $auth =~ ^(\[.*\])(:([0-9]+))?$ ]]; then
+    host=$user${BASH_REMATCH[1]} port=${BASH_REMATCH[3]}
+  elif [[ $auth =~ ^([^:]*):([0-9]+)$ ]]; then
+    host=$user${BASH_REMATCH[1]} port=${BASH_REMATCH[2]}
+  else
+    host=$user$auth
+  fi
+  # The one ssh policy (lib.sh, the same as criu-wrap's), as the command rsync -e runs: words
+  # in single quotes, the way rsync splits it.
+  pgs_ssh_opts opts
+  for w in "${opts[@]}" ${port:+-p "$port"}; do
+    [[ $w != *"'"* ]] || pgs_die "$EX_USAGE" "an ssh option holds a single quote, which rsync -e cannot carry: $w"
+    ssh+=" '$w'"
+  done
   # rsync 3.2.4+ protects remote arguments itself: no quoting for the remote shell.
   local remote=$host:$data/
   pgs_log "warm copy of $data to $host (the server keeps running)"
@@ -161,7 +174,7 @@ cmd_migrate() {
     pgs_die "$EX_UNAVAILABLE" "rsync of $data to $host failed"
   local cw rc=0
   cw=$(criu_wrap)
-  "$cw" migrate --pid "$pid" --to "$dest" --ssh "$ssh" \
+  "$cw" migrate --pid "$pid" --to "$dest" \
     --after-dump "rsync -a --delete -e $(pgs_quote "$ssh") $(pgs_quote "$data/") $(pgs_quote "$remote")" \
     "$@" | jq -c 'select(.type != "summary")' || rc=${PIPESTATUS[0]}
   pgs_json summary tool=criu-postgres success:="$( ((rc == 0)) && echo true || echo false)" \
