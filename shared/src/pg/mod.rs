@@ -623,7 +623,7 @@ impl ConnInfo {
             let state = if attrs == SessionAttrs::Any {
                 None
             } else {
-                match client.query_one(SESSION_STATE_SQL, &[]) {
+                match client.query_typed_one(SESSION_STATE_SQL, &[]) {
                     Ok(row) => Some((row.get::<_, bool>(0), row.get::<_, bool>(1))),
                     Err(e) => {
                         failures.push((ep, connect_failure(&e)));
@@ -684,7 +684,7 @@ impl ConnInfo {
             let state = if attrs == SessionAttrs::Any {
                 None
             } else {
-                match client.query_one(SESSION_STATE_SQL, &[]).await {
+                match client.query_typed_one(SESSION_STATE_SQL, &[]).await {
                     Ok(row) => Some((row.get::<_, bool>(0), row.get::<_, bool>(1))),
                     Err(e) => {
                         failures.push((ep, connect_failure(&e)));
