@@ -99,7 +99,7 @@ peer_switch() {
 
 # hand_switch ENV DIRECTION: the hand sequence, then the old primary rejoins as a standby.
 hand_switch() {
-  local env=$1 reverse=$2 SOURCE_DSN SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA REPL_USER REPL_PASSWORD_FILE
+  local env=$1 reverse=$2 SOURCE_DSN SOURCE_PGDATA TARGET_ADDR TARGET_PORT TARGET_PGDATA REPL_USER
   # shellcheck disable=SC1090
   . "$env"
   local port_a src_pgdata dst_addr dst_port dst_dsn t0 t1
@@ -118,7 +118,7 @@ hand_switch() {
   t1=$(pgs_now_ms)
   # Rejoin the old primary as a standby of the new one (as migrate.sh does).
   pgs_as_pg sh -c "sed -i '/^primary_conninfo/d; /^primary_slot_name/d' '$src_pgdata/postgresql.auto.conf' &&
-    echo \"primary_conninfo = 'host=$dst_addr port=$dst_port user=$REPL_USER password=$(<"$REPL_PASSWORD_FILE") application_name=pgshift_rejoin'\" >> '$src_pgdata/postgresql.auto.conf' &&
+    echo \"primary_conninfo = 'host=$dst_addr port=$dst_port user=$REPL_USER passfile=$(dirname "$src_pgdata")/pgshift-$(basename "$src_pgdata")/pgpass application_name=pgshift_rejoin'\" >> '$src_pgdata/postgresql.auto.conf' &&
     touch '$src_pgdata/standby.signal'"
   pgs_as_pg "$PG_BIN/pg_ctl" -D "$src_pgdata" -l "$(dirname "$src_pgdata")/server.log" -w start >/dev/null
   hand_ms=$((t1 - t0))

@@ -101,6 +101,7 @@
 #                          path resumes them (pointing at whichever host is the primary)
 #   --pooler-host SPEC     where the last --pooler's configuration file is (default local)
 #   --pause-limit S        longest wait for every pooler's PAUSE (default 5)
+#   --no-pooler            ignore POOLER_DSN from --hosts-env (clients do not go through it)
 #
 # Host SPECs: local (default), ssh://[user@]host[:port], netns://NAME (see lib.sh). The
 # control connections (--source DSN and the target built from it) need a superuser; the
@@ -120,7 +121,7 @@ SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="
 TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
 TLS_CA="" POOLER_DSN="" POOLER_SPEC=local
 declare -A hooks=()
-poolers=() pause_limit=5
+poolers=() pause_limit=5 no_pooler=0
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
 args=("$@")
 # --hosts-env first, so that explicit options override it.
@@ -148,6 +149,7 @@ while (($#)); do
       ((${#poolers[@]})) || usage "--pooler-host comes after the --pooler it belongs to"
       poolers[-1]=${2:?}; shift ;;
     --pause-limit) pause_limit=${2:?}; shift ;;
+    --no-pooler) poolers=() POOLER_DSN="" no_pooler=1 ;;
     --target-addr) TARGET_ADDR=${2:?}; shift ;;
     --target-port) TARGET_PORT=${2:?}; shift ;;
     --target-pgdata) TARGET_PGDATA=${2:?} TARGET_CLUSTER=""; shift ;;
@@ -189,7 +191,7 @@ archive=${archive:-$ARCHIVE}
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
 [[ $tls == verify-full || $tls == require || $tls == off ]] || usage "--tls must be verify-full, require or off"
 tls_ca=${tls_ca:-$TLS_CA}
-if ((${#poolers[@]} == 0)) && [[ -n $POOLER_DSN ]]; then poolers=(--pooler "$POOLER_DSN" --host "$POOLER_SPEC"); fi
+if ((${#poolers[@]} == 0 && !no_pooler)) && [[ -n $POOLER_DSN ]]; then poolers=(--pooler "$POOLER_DSN" --host "$POOLER_SPEC"); fi
 [[ $pause_limit =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--pause-limit takes seconds (e.g. 5 or 0.5)"
 for v in max_lag switch_timeout catchup_timeout max_wait; do
   [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
