@@ -30,7 +30,9 @@ fn exclusive_setup_host_puts_the_password_in_no_argv_and_no_server_log() {
             &hosts.env["SOURCE_SPEC"],
             "--listen",
             &hosts.source("host"),
+            "--bin",
         ])
+        .arg(bin_dir())
         .arg("--repl-password-file")
         .arg(&pw);
     testkit::hermetic(&mut cmd);
