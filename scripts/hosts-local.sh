@@ -21,8 +21,8 @@
 #   bridge, each with a `tc tbf` bandwidth limit (--rate, default 1gbit) on its egress:
 #   what crosses between them crosses a network.
 #   --pooler starts a PgBouncer (Debian's pgbouncer, as postgres) on this machine in front of
-#   A: transaction pooling, the database app, server_login_retry 0.1 s, TLS to the servers
-#   checked against the CA; clients connect to POOLER_ADDR:POOLER_PORT, migrate.sh switches it
+#   A, made by setup-host.sh --role pooler (DIR/pooler): transaction pooling, the database
+#   app, server_login_retry 0.1 s, TLS to the servers verified against the CA; clients connect to POOLER_ADDR:POOLER_PORT, migrate.sh switches it
 #   (POOLER_DSN, its admin console, in hosts.env).
 #   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
 # Writes DIR/hosts.env (the variables migrate.sh --hosts-env reads) and prints one `host`
@@ -216,44 +216,18 @@ fi
 
 pooler_dsn="" pooler_port=""
 if ((pooler)); then
+  # What a user gets from setup-host.sh --role pooler, with one line for the lab: postgres,
+  # which has no password here, gets in from this machine's loopback (like the clusters'
+  # trust line); every other login is SCRAM over TLS.
   pgs_require_cmd pgbouncer
-  mkdir -p "$dir/pooler"
-  chmod 755 "$dir/pooler"
   pooler_port=$(pgs_free_port 127.0.0.1)
-  printf '"postgres" ""\n' >"$dir/pooler/userlist.txt"
-  cp "$dir/ca/ca.crt" "$dir/pooler/ca.crt"
-  cat >"$dir/pooler/pgbouncer.ini" <<EOF
-;; written by hosts-local.sh: the application's one address
-[databases]
-app = host=$host_a port=$port_a dbname=app
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pooler_port
-unix_socket_dir = $dir/pooler
-auth_type = trust
-auth_file = $dir/pooler/userlist.txt
-admin_users = postgres
-pool_mode = transaction
-default_pool_size = 10
-max_client_conn = 200
-server_login_retry = 0.1
-query_wait_timeout = 120
-server_tls_sslmode = verify-ca
-server_tls_ca_file = $dir/pooler/ca.crt
-logfile = $dir/pooler/pgbouncer.log
-pidfile = $dir/pooler/pgbouncer.pid
-EOF
-  [[ $(id -u) == 0 ]] && chown -R postgres:postgres "$dir/pooler"
-  pgs_as_pg pgbouncer -d -q "$dir/pooler/pgbouncer.ini" ||
-    pgs_die "$EX_SOFTWARE" "pgbouncer did not start: $(tail -n 3 "$dir/pooler/pgbouncer.log" 2>/dev/null)"
+  mkdir -p "$dir/pooler"
+  printf '%s\n' "# hosts-local.sh: the lab's pooler hba" "local all postgres peer" \
+    "host all postgres 127.0.0.1/32 trust" "hostssl all all 0.0.0.0/0 scram-sha-256" >"$dir/pooler-hba.conf"
+  "$here/setup-host.sh" --role pooler --source "$dsn_a" --backend "$host_a:$port_a" --databases app \
+    --listen 127.0.0.1 --port "$pooler_port" --conf-dir "$dir/pooler" --hba "$dir/pooler-hba.conf" \
+    --tls-ca "$dir/ca" --tls-name 127.0.0.1 >"$dir/setup-pooler.jsonl"
   pooler_dsn="host=127.0.0.1 port=$pooler_port user=postgres dbname=pgbouncer"
-  for ((i = 0; i < 100; i++)); do
-    "$PG_BIN/psql" -XAtq -d "$pooler_dsn" -c "SHOW VERSION" >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  PGCONNECT_TIMEOUT=10 "$PG_BIN/psql" -XAtq -d "host=127.0.0.1 port=$pooler_port user=postgres dbname=app" -c "SELECT 1" >/dev/null ||
-    pgs_die "$EX_SOFTWARE" "the pooler on 127.0.0.1:$pooler_port does not reach A: $(grep -m 1 -iE 'error|fatal|warning' "$dir/pooler/pgbouncer.log")"
 fi
 
 cat >"$dir/hosts.env" <<EOF

@@ -4,6 +4,7 @@
 #
 #   setup-host.sh --role source (--pgdata DIR | --cluster V/NAME) [--host SPEC] [options]
 #   setup-host.sh --role target (--pgdata DIR | --cluster V/NAME) [--host SPEC] [options]
+#   setup-host.sh --role pooler --source CONNINFO [--host SPEC] [options]   (scripts/setup-pooler.sh)
 #
 # A cluster is named by its data directory (any layout) or, for a Debian/Ubuntu
 # postgresql-common cluster, by VERSION/NAME as pg_lsclusters shows it (its configuration
@@ -56,6 +57,11 @@ if ! declare -F pgs_log >/dev/null; then
   . "$(dirname "$0")/lib.sh"
 fi
 PGS_NAME=setup-host
+# The pooler role is a script of its own (a PgBouncer in front of the source).
+for ((i = 1; i < $#; i++)); do
+  j=$((i + 1))
+  [[ ${!i} == --role && ${!j} == pooler ]] && exec "$(dirname "$0")/setup-pooler.sh" "$@"
+done
 
 usage() { pgs_die "$EX_USAGE" "$1 (see the header of setup-host.sh for usage)"; }
 
@@ -89,7 +95,7 @@ while (($#)); do
   esac
   shift
 done
-[[ $role == source || $role == target ]] || usage "--role source|target is required"
+[[ $role == source || $role == target ]] || usage "--role source|target|pooler is required"
 [[ -n $pgdata || -n $cluster ]] || usage "--pgdata DIR or --cluster VERSION/NAME is required"
 [[ -z $pgdata || -z $cluster ]] || usage "give --pgdata or --cluster, not both"
 [[ -z $cluster || $cluster =~ ^[0-9]+/[A-Za-z0-9._-]+$ ]] || usage "--cluster takes VERSION/NAME as pg_lsclusters shows it (e.g. 15/main)"

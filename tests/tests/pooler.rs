@@ -170,3 +170,198 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     let recs = load.stop_and_verify();
     assert_no_client_error(&recs);
 }
+
+/// Run setup-host.sh --role pooler; its exit code, records and stderr.
+fn setup_pooler(args: &[&str]) -> (i32, Vec<Value>, String) {
+    let mut cmd = Command::new(script("setup-host.sh"));
+    cmd.args(["--role", "pooler"]).args(args);
+    testkit::hermetic(&mut cmd);
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        testkit::json_lines(&String::from_utf8_lossy(&out.stdout)),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A PgBouncer started by a test, stopped at the end whatever happens.
+struct Bouncer(PathBuf);
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("pgbouncer.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// psql through the pooler over TCP as `user` with `password`: its answer or its error.
+fn login(
+    port: &str,
+    ca: &std::path::Path,
+    user: &str,
+    password: &str,
+    sslmode: &str,
+) -> Result<String, String> {
+    let out = Command::new(testkit::pg_bin().join("psql"))
+        .args(["-XAtqw", "-d"])
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=app user={user} sslmode={sslmode} sslrootcert={} connect_timeout=5",
+            ca.display()
+        ))
+        .args(["-c", "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
+        .env("PGPASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// `setup-host.sh --role pooler` in front of a real source with TLS: the application's roles
+/// log in through it with their own SCRAM password (the pooler stores only the verifier and
+/// passes the client's proof on, over verified TLS to the server); a wrong password, a role
+/// with no password, a client without TLS and an md5 role are refused; a second run changes
+/// nothing; a filter that matches nothing, an unreachable source and a password in the
+/// conninfo are refused with their exit codes.
+#[test]
+fn setup_host_pooler_role_fronts_the_source_with_scram_and_tls() {
+    if Command::new("pgbouncer").arg("--version").output().is_err() {
+        testkit::skip!("pgbouncer is not installed (scripts/setup-machine.sh installs it)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ca_dir = dir.path().join("ca");
+    let certs = testkit::TlsCerts::generate(&ca_dir, &["127.0.0.1"]).expect("openssl");
+    let secret = format!("it's a \\ pass {}", nanos());
+    let src = testkit::Cluster::builder()
+        .setting("ssl", "on")
+        .setting(
+            "ssl_cert_file",
+            &format!("'{}'", certs.server_cert.display()),
+        )
+        .setting("ssl_key_file", &format!("'{}'", certs.server_key.display()))
+        .hba("hostssl all appuser 127.0.0.1/32 scram-sha-256")
+        .hba("host all appuser 127.0.0.1/32 reject")
+        .start();
+    src.psql("postgres", "CREATE DATABASE app");
+    let mut c = src.connect("postgres");
+    c.batch_execute(&format!(
+        "CREATE ROLE appuser LOGIN PASSWORD '{}'; SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'x'",
+        secret.replace('\'', "''")
+    ))
+    .unwrap();
+    let source = src.dsn("postgres");
+    let conf = dir.path().join("pgb");
+    let conf_s = conf.display().to_string();
+    let ca_s = ca_dir.display().to_string();
+    let port = testkit::free_port("127.0.0.1").to_string();
+    let _bouncer = Bouncer(conf.clone());
+    let base = [
+        "--source",
+        &source,
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--conf-dir",
+        &conf_s,
+        "--tls-ca",
+        &ca_s,
+    ];
+
+    // Refused before anything is written.
+    let (code, _, err) = setup_pooler(&[&base[..], &["--databases", "app,nosuch"]].concat());
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("'nosuch'") && err.contains("--databases"),
+        "{err}"
+    );
+    let (code, _, err) = setup_pooler(&[&base[..], &["--users", "nobody"]].concat());
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("nobody"), "{err}");
+    let dead = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        testkit::free_port("127.0.0.1")
+    );
+    let (code, _, err) = setup_pooler(&["--source", &dead, "--conf-dir", &conf_s]);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("cannot connect to the source"), "{err}");
+    let (code, _, err) = setup_pooler(&["--source", &format!("{source} password=x")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("passfile"), "{err}");
+    assert!(!conf.join("pgbouncer.ini").exists(), "nothing written");
+
+    let (code, recs, err) = setup_pooler(&[&base[..], &["--databases", "app"]].concat());
+    assert_eq!(code, 0, "{err}\n{recs:?}");
+    let s = summary(&recs);
+    assert_eq!(s["entries"], serde_json::json!(["app"]), "{s}");
+    assert_eq!(s["tls"], "verify-full", "{s}");
+    let roles: Vec<_> = of_type(&recs, "role");
+    let role = |n: &str| {
+        roles
+            .iter()
+            .find(|r| r["name"] == n)
+            .copied()
+            .unwrap_or(&Value::Null)
+    };
+    assert_eq!(role("appuser")["password"], "scram_verifier", "{roles:?}");
+    assert_eq!(role("md5user")["action"], "skipped", "{roles:?}");
+    let reach = of_type(&recs, "check")
+        .into_iter()
+        .find(|r| r["name"] == "reaches_source")
+        .cloned();
+    assert_eq!(
+        reach.as_ref().map(|r| r["ok"].clone()),
+        Some(Value::Bool(true)),
+        "{recs:?}"
+    );
+    // The auth_file holds verifiers only, readable by postgres alone.
+    let userlist = std::fs::read_to_string(conf.join("userlist.txt")).unwrap();
+    assert!(
+        userlist.contains("\"appuser\" \"SCRAM-SHA-256$"),
+        "{userlist}"
+    );
+    assert!(
+        !userlist.contains("pass") && !userlist.contains("md5user"),
+        "{userlist}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(conf.join("userlist.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "userlist.txt mode {mode:o}");
+
+    // The application's role, its own password, TLS verified on both legs.
+    let ca = ca_dir.join("ca.crt");
+    assert_eq!(
+        login(&port, &ca, "appuser", &secret, "verify-full"),
+        Ok("appuser|t".into())
+    );
+    let refused = [
+        login(&port, &ca, "appuser", "wrong", "verify-full"),
+        login(&port, &ca, "appuser", &secret, "disable"),
+        login(&port, &ca, "postgres", "anything", "verify-full"),
+        login(&port, &ca, "md5user", "x", "verify-full"),
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert!(r.is_err(), "login {i} was let in: {r:?}");
+    }
+
+    // Again: nothing changes, nothing restarts.
+    let (code, recs, err) = setup_pooler(&[&base[..], &["--databases", "app"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&recs)["changed"], 0, "{recs:?}");
+    assert!(of_type(&recs, "action").is_empty(), "{recs:?}");
+    assert_eq!(
+        login(&port, &ca, "appuser", &secret, "verify-full"),
+        Ok("appuser|t".into())
+    );
+}
