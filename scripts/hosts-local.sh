@@ -249,6 +249,9 @@ POOLER_DSN='$pooler_dsn'
 POOLER_SPEC='local'
 POOLER_ADDR='$( ((pooler)) && echo 127.0.0.1)'
 POOLER_PORT='$pooler_port'
+# With --netns: this machine's end of each host's link (its egress is what the host receives)
+SOURCE_LINK='$( ((netns)) && echo "pgs${id}v1")'
+TARGET_LINK='$( ((netns)) && echo "pgs${id}v2")'
 EOF
 trap - EXIT
 size=$(pgs_psql "$dsn_a" "SELECT pg_database_size('app')")

@@ -69,14 +69,28 @@
 #   --max-lag BYTES        replay lag to reach before switching (default 16777216; in archive
 #                          mode, WAL written since the last segment the target replayed)
 #   --catchup-timeout S    longest wait for the target to stream and catch up (default 3600)
-#   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M)
+#   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M; with
+#                          compression the server throttles the bytes before compressing)
+#   --compress auto|none|zstd[:N]|lz4[:N]
+#                          compress the base copy on the source (pg_basebackup
+#                          --compress=server-METHOD), decompressed on the target (zstd or lz4
+#                          there). auto (default): measure the link from the target (8 MB read
+#                          from the source) and the data's compressibility and zstd's speed on
+#                          the source (a sample of its largest files), and compress when that
+#                          is predicted at least 10 % faster; a `compression` record says what
+#                          was measured and chosen. The catch-up WAL streams uncompressed.
+#   --converge-window S    give up waiting (exit 75) when the replay lag has not shrunk for S
+#                          seconds: the source writes WAL faster than the target receives and
+#                          replays it (default 120); `lag` records report the rates and an ETA
+#   --egress-price PER_GB  price of a GB (10^9 bytes) leaving the source: the summary adds
+#                          the estimate for the bytes this run moved over the network
 #   --switch-timeout S     limit for each switchover step (default 10)
 #   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
 #   --journal FILE         the journal (default: one file per pair of hosts under
 #                          $PGSHIFT_STATE_DIR, default ~/.local/state/pgshift)
 #   --abort                roll back what an interrupted run left under way, and stop
 #   --cleanup              on a failure before the switchover, remove the target and its slot
-#   --hook NAME=CMD        run CMD (bash -c) at a step: before_base_copy, before_switchover,
+#   --hook NAME=CMD        run CMD (bash -c) at a step: before_base_copy, before_wait, before_switchover,
 #                          before_rejoin, before_verify, and pg-switch's before_stop,
 #                          during_stop, after_stop, before_promote, during_promote,
 #                          after_promote; a failing hook stops the run (PGSHIFT_MIGRATE_PID
@@ -116,6 +130,7 @@ usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
 max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
+compress=auto converge_window=120 egress_price=""
 rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
 TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
@@ -165,6 +180,9 @@ while (($#)); do
     --max-lag) max_lag=${2:?}; shift ;;
     --catchup-timeout) catchup_timeout=${2:?}; shift ;;
     --max-rate) max_rate=${2:?}; shift ;;
+    --compress) compress=${2:?}; shift ;;
+    --converge-window) converge_window=${2:?}; shift ;;
+    --egress-price) egress_price=${2:?}; shift ;;
     --switch-timeout) switch_timeout=${2:?}; shift ;;
     --target-socket-dir) socket_dir=${2:?}; shift ;;
     --journal) journal=${2:?}; shift ;;
@@ -193,11 +211,14 @@ archive=${archive:-$ARCHIVE}
 tls_ca=${tls_ca:-$TLS_CA}
 if ((${#poolers[@]} == 0 && !no_pooler)) && [[ -n $POOLER_DSN ]]; then poolers=(--pooler "$POOLER_DSN" --host "$POOLER_SPEC"); fi
 [[ $pause_limit =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--pause-limit takes seconds (e.g. 5 or 0.5)"
-for v in max_lag switch_timeout catchup_timeout max_wait; do
+[[ $compress =~ ^(auto|none|zstd(:([1-9]|1[0-9]|2[0-2]))?|lz4(:([1-9]|1[0-2]))?)$ ]] ||
+  usage "--compress takes auto, none, zstd[:1-22] or lz4[:1-12], not '$compress'"
+[[ -z $egress_price || $egress_price =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--egress-price takes a price per GB (e.g. 0.09)"
+for v in max_lag switch_timeout catchup_timeout max_wait converge_window; do
   [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
 done
 for h in "${!hooks[@]}"; do
-  case " before_base_copy before_switchover before_rejoin before_verify ${switch_hooks[*]} " in
+  case " before_base_copy before_wait before_switchover before_rejoin before_verify ${switch_hooks[*]} " in
     *" $h "*) ;;
     *) usage "unknown hook '$h'" ;;
   esac
@@ -916,13 +937,70 @@ target_own_settings() {
 }
 
 # --- 2 base copy -------------------------------------------------------------------------
-bytes_copied=0
+bytes_copied=0 wire_bytes=0 copy_start_lsn="" cmp_method=none cmp_level="" link_bps=""
+
+# sample_compression: what the base copy would gain from compression (--compress auto):
+# sets cmp_method and cmp_level, and emits a `compression` record with what was measured. The link:
+# from the target, 8 MB read from the source over the replication role's connection, timed
+# against the same query without the transfer (the server's own time). The data: up to 32 MB
+# from the source's largest files (4 MB of each of 8), compressed on the source with zstd -1
+# and -3 on one thread (the server compresses on one). Per byte of data, no compression
+# costs 1/link; zstd:N max(ratio/link, 1/speed) (the transfer and the compression overlap).
+sample_compression() {
+  local conninfo=$1 why="" times link_ms raw z1 t1 z3 t3 pick
+  if on_tgt sh -c 'command -v zstd >/dev/null' && on_src sh -c 'command -v zstd >/dev/null'; then
+    # shellcheck disable=SC2016  # expanded on the target
+    times=$(on_tgt timeout 30 sh -c 'q="SELECT string_agg(md5(g::text || random()::text), '"''"') FROM generate_series(1, 262144) g"
+      printf "%s\n" "\\o /dev/null" "\\! date +%s%N" "SELECT length(($q));" "\\! date +%s%N" "COPY ($q) TO STDOUT;" "\\! date +%s%N" |
+        "$1" -XAtq -v ON_ERROR_STOP=1 -d "$2 dbname=postgres"' pgshift-link "$PG_BIN/psql" "$conninfo" 2>&1) || true
+    link_ms=$(awk 'NF == 1 && /^[0-9]+$/ { t[++n] = $1 } END { if (n == 3) printf "%d", ((t[3] - t[2]) - (t[2] - t[1])) / 1e6 }' <<<"$times")
+    # shellcheck disable=SC2016  # expanded on the source
+    read -r raw z1 t1 z3 t3 < <(on_src sh -c 'cd "$1" || exit 1; f=$(mktemp /tmp/pgshift-sample.XXXXXX) || exit 1
+      find base -type f -size +1M -printf "%s %p\n" 2>/dev/null | sort -rn | head -n 8 | while read -r _ p; do head -c 4194304 "$p"; done >"$f"
+      [ "$(wc -c <"$f")" -ge 1048576 ] || tar -cf - base 2>/dev/null | head -c 33554432 >"$f"
+      a=$(date +%s%N); x=$(zstd -q -1 -T1 -c "$f" | wc -c); b=$(date +%s%N); y=$(zstd -q -3 -T1 -c "$f" | wc -c); c=$(date +%s%N)
+      echo "$(wc -c <"$f") $x $(((b - a) / 1000000)) $y $(((c - b) / 1000000))"; rm -f "$f"' pgshift-sample "$SOURCE_PGDATA" 2>/dev/null) || true
+    if [[ -z $link_ms || -z $raw || ${raw:-0} -lt 65536 ]]; then
+      why="the link or the data could not be sampled (${times//$'\n'/ })"
+    fi
+  else
+    why="zstd is not installed on both hosts (apt install zstd)"
+  fi
+  if [[ -n $why ]]; then
+    cmp_method=none
+    emit compression method=none chosen_by=auto reason="$why"
+    pgs_log "base copy uncompressed: $why"
+    return 0
+  fi
+  ((link_ms > 0)) || link_ms=1
+  ((t1 > 0)) || t1=1
+  ((t3 > 0)) || t3=1
+  # Seconds per byte of data for each way (8 MiB of link sample: 262144 md5 hex strings).
+  pick=$(awk -v lb=8388608 -v lms="$link_ms" -v raw="$raw" -v z1="$z1" -v t1="$t1" -v z3="$z3" -v t3="$t3" 'BEGIN {
+    link = lb / (lms / 1000); s1 = raw / (t1 / 1000); s3 = raw / (t3 / 1000)
+    none = 1 / link
+    c1 = (z1 / raw) / link; if (1 / s1 > c1) c1 = 1 / s1
+    c3 = (z3 / raw) / link; if (1 / s3 > c3) c3 = 1 / s3
+    m = "none"; l = ""; best = none
+    if (c1 < best * 0.9) { m = "zstd"; l = 1; best = c1 }
+    if (c3 < best && c3 < none * 0.9) { m = "zstd"; l = 3; best = c3 }
+    printf "%s %s %.0f %.4f %.4f %.0f %.0f %.2f\n", m, l == "" ? "-" : l, link, z1 / raw, z3 / raw, s1, s3, none / best
+  }')
+  local r1 r3 s1 s3 gain
+  read -r cmp_method cmp_level link_bps r1 r3 s1 s3 gain <<<"$pick"
+  [[ $cmp_level == - ]] && cmp_level=""
+  emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=auto link_bytes_per_s:="$link_bps" \
+    sample_bytes:="$raw" ratio_zstd1:="$r1" ratio_zstd3:="$r3" zstd1_bytes_per_s:="$s1" zstd3_bytes_per_s:="$s3" \
+    predicted_speedup:="$gain"
+  pgs_log "base copy: link $(numfmt --to=iec "$link_bps")B/s, data compresses to $r1 (zstd -1), $(numfmt --to=iec "$s1")B/s; chosen: $cmp_method${cmp_level:+:$cmp_level} (predicted ${gain}x)"
+}
+
 base_copy() {
   ((fresh_target)) || return 0
   run_hook before_base_copy
   phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
   state=copying
-  local opts=()
+  local opts=() conninfo decomp spaces out
   [[ -t 2 ]] && opts=(-P)
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
@@ -930,13 +1008,61 @@ base_copy() {
   put_passfiles
   # No password in the command line or the conninfo: libpq reads the passfile; -R writes
   # the same keywords (passfile, TLS) into primary_conninfo.
-  in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" \
-    -d "host=$source_host_addr port=$source_port user=$REPL_USER passfile=$(pgs_conninfo_quote "$tgt_aux/pgpass") $tgt_tls application_name=pgshift_target" \
-    -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
-    fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
-  bytes_copied=$(on_tgt du -sb "$TARGET_PGDATA" | cut -f1)
+  conninfo="host=$source_host_addr port=$source_port user=$REPL_USER passfile=$(pgs_conninfo_quote "$tgt_aux/pgpass") $tgt_tls application_name=pgshift_target"
+  cmp_method=${compress%%:*} cmp_level=""
+  [[ $compress == *:* ]] && cmp_level=${compress#*:}
+  if [[ $cmp_method != none ]]; then
+    # One archive on stdout cannot hold tablespaces; the server must be 15 or later.
+    spaces=$(src_psql -c "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')") || spaces=0
+    if ((spaces > 0)) || (($(src_psql -c "SHOW server_version_num") < 150000)); then
+      [[ $cmp_method == auto ]] || fail "$EX_DATAERR" "--compress $compress needs PostgreSQL 15 or later and no tablespaces on the source (it has $spaces): use --compress none"
+      cmp_method=none
+      emit compression method=none chosen_by=auto reason="tablespaces or a server older than 15"
+    elif [[ $cmp_method == auto ]]; then
+      sample_compression "$conninfo"
+    else
+      on_tgt sh -c 'command -v "$1" >/dev/null' x "$cmp_method" ||
+        fail "$EX_UNAVAILABLE" "--compress $compress: $cmp_method is not installed on the target host $TARGET_SPEC, which decompresses the copy (apt install $cmp_method)"
+      emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=option
+    fi
+  fi
+  copy_start_lsn=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
+  if [[ $cmp_method == none ]]; then
+    in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" -d "$conninfo" \
+      -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
+      fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
+    # The data directory without its WAL (the WAL is counted from the LSNs, as it streams).
+    bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)
+    wire_bytes=$bytes_copied
+  else
+    # Compressed by the server, as one tar stream to the target: counted there (the bytes on
+    # the wire), decompressed and unpacked into the data directory. The slot is made first
+    # (it keeps the WAL from before the copy's start; the standby streams it from there), and
+    # what -R would write is written after.
+    out=$(src_psql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") || out=0
+    if ((out == 0)); then
+      out=$(src_psql -c "SELECT pg_create_physical_replication_slot('$slot', true)" 2>&1) ||
+        fail "$EX_UNAVAILABLE" "cannot create the replication slot $slot on the source: ${out//$'\n'/ }"
+    fi
+    decomp="$cmp_method -dc"
+    # shellcheck disable=SC2016  # expanded on the target
+    in_background pgs_on_pg "$TARGET_SPEC" bash -c 'set -o pipefail; umask 077
+      rm -f "$4"
+      "$1" -d "$2" -D - -Ft -X none --no-manifest -c fast --compress="server-$3" ${6:+"--max-rate=$6"} |
+        tee >(wc -c >"$4") | $5 | tar -xf - -C "$7"' pgshift-copy \
+      "$PG_BIN/pg_basebackup" "$conninfo" "$cmp_method${cmp_level:+:$cmp_level}" "$tgt_aux/wire.bytes" "$decomp" "$max_rate" "$TARGET_PGDATA" </dev/null ||
+      fail "$EX_UNAVAILABLE" "pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }"
+    # shellcheck disable=SC2016  # expanded on the target
+    on_tgt sh -c 'touch "$1/standby.signal" && printf "%s\n" "$2" "$3" >>"$1/postgresql.auto.conf"' pgshift-conf \
+      "$TARGET_PGDATA" "primary_conninfo = $(pgs_conf_quote "$conninfo")" "primary_slot_name = '$slot'" ||
+      fail "$EX_IOERR" "cannot write the target's standby settings"
+    bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)
+    # shellcheck disable=SC2016  # expanded on the target
+    wire_bytes=$(on_tgt sh -c 'i=0; until [ -s "$1" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done; cat "$1"; rm -f "$1"' x "$tgt_aux/wire.bytes") || wire_bytes=0
+  fi
   target_own_settings
-  phase_end bytes:="$bytes_copied" slot="$slot" settings_carried:=${#carried[@]}
+  phase_end bytes:="$bytes_copied" wire_bytes:="${wire_bytes:-0}" compression="$cmp_method${cmp_level:+:$cmp_level}" \
+    slot="$slot" settings_carried:=${#carried[@]}
 }
 
 # --- 3 catch up --------------------------------------------------------------------------
@@ -982,6 +1108,7 @@ EOF
 
 # --- 4 wait ------------------------------------------------------------------------------
 wait_for_switch() {
+  run_hook before_wait
   phase_begin wait
   local rec start_s deadline lag switched
   if [[ $when == advised ]]; then
@@ -1001,10 +1128,48 @@ wait_for_switch() {
   fi
   deadline=$((SECONDS + catchup_timeout))
   if [[ $mode == stream ]]; then
+    # Convergence: every 5 s a `lag` record with the source's WAL rate, the target's replay
+    # rate (over the last 30 s) and, when the lag shrinks, an ETA. When the lag has not shrunk
+    # for --converge-window seconds the target cannot catch up: say so with the numbers now
+    # rather than at --catchup-timeout.
+    local row wal replay t0 now samples=() next_report=0 since_ms best_lag=-1 best_at limit=$max_lag
+    t0=$(pgs_now_ms) best_at=$t0
+    # What is not replayed at the stop crosses the link inside the downtime: with the link's
+    # rate measured (--compress auto), switch only below what it carries in 0.25 s.
+    if [[ -n $link_bps ]] && ((link_bps / 4 < limit)); then
+      limit=$((link_bps / 4))
+      pgs_log "switching once the lag is under $(numfmt --to=iec "$limit")B (what the measured link carries in 0.25 s; --max-lag $max_lag)"
+    fi
     while :; do
-      lag=$(retry 10 src_psql -c "SELECT coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')") ||
-        fail "$EX_UNAVAILABLE" "cannot read the replication lag from the source: ${lag//$'\n'/ }"
-      ((lag >= 0 && lag <= max_lag)) && break
+      row=$(retry 10 src_psql -F ' ' -c "SELECT (pg_current_wal_lsn() - '0/0')::bigint, coalesce(max(pg_current_wal_lsn() - replay_lsn), -1)::bigint, coalesce(max(replay_lsn - '0/0'), -1)::bigint FROM pg_stat_replication WHERE application_name IN ('pgshift_target', 'pgshift_rejoin') OR pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot')") ||
+        fail "$EX_UNAVAILABLE" "cannot read the replication lag from the source: ${row//$'\n'/ }"
+      read -r wal lag replay <<<"$row"
+      ((lag >= 0 && lag <= limit)) && break
+      now=$(pgs_now_ms)
+      ((replay >= 0)) && samples+=("$now $wal $replay")
+      if ((lag >= 0 && (best_lag < 0 || lag < best_lag))); then best_lag=$lag best_at=$now; fi
+      if ((now >= next_report && ${#samples[@]} > 1)); then
+        next_report=$((now + 5000))
+        # The oldest sample of the last 30 s against the newest (older ones are dropped).
+        local first="" smp rates kept=()
+        for smp in "${samples[@]}"; do
+          ((${smp%% *} >= now - 30000)) && kept+=("$smp")
+        done
+        samples=("${kept[@]}") first=${kept[0]}
+        rates=$(awk -v a="$first" -v b="$now $wal $replay" -v lag="$lag" 'BEGIN {
+          split(a, x, " "); split(b, y, " "); dt = (y[1] - x[1]) / 1000
+          if (dt <= 0) { print "null null null"; exit }
+          w = (y[2] - x[2]) / dt; r = (y[3] - x[3]) / dt
+          printf "%.0f %.0f %s\n", w, r, (r > w ? sprintf("%.0f", lag / (r - w)) : "null") }')
+        local wr rr eta
+        read -r wr rr eta <<<"$rates"
+        emit lag lag_bytes:="$lag" wal_bytes_per_s:="$wr" replay_bytes_per_s:="$rr" eta_s:="$eta" \
+          waited_ms:=$((now - t0))
+        since_ms=$((now - best_at))
+        if ((since_ms >= converge_window * 1000)); then
+          fail "$EX_TEMPFAIL" "the target cannot catch up: the source writes $(numfmt --to=iec "${wr/null/0}")B/s of WAL, the target receives and replays $(numfmt --to=iec "${rr/null/0}")B/s, and the lag ($(numfmt --to=iec "$lag")B) has not shrunk for $((since_ms / 1000)) s (--converge-window). Options: a quieter window (--when advised), more bandwidth, or archive mode (--mode archive: wal-ship sends the segments zstd-compressed); the standby and its slot are kept (the slot holds WAL on the source: --cleanup removes both)"
+        fi
+      fi
       ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target's replay lag is still $lag bytes after --catchup-timeout $catchup_timeout s (limit --max-lag $max_lag); the standby is kept: run again to go on"
       sleep 0.2
     done
@@ -1022,7 +1187,7 @@ wait_for_switch() {
       ((lag <= max_lag)) && break
     done
   fi
-  phase_end lag_bytes:="$lag"
+  phase_end lag_bytes:="$lag" lag_limit_bytes:="${limit:-$max_lag}"
 }
 
 # --- 5 switchover ------------------------------------------------------------------------
@@ -1182,9 +1347,22 @@ verify_pair
 
 # --- 8 report ----------------------------------------------------------------------------
 phase=report
-wal_moved=0
+wal_moved=0 wal_streamed=null
 if [[ -n $ckpt_lsn && -n $wal_before_switch ]]; then
   wal_moved=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$wal_before_switch')::bigint" 2>/dev/null || echo 0)
+fi
+# Bytes over the network (the price of egress): the base copy as it crossed (compressed or
+# not), and the WAL the target streamed from the copy's start to the switch's checkpoint,
+# which crosses uncompressed. (Verification sends hashes: not counted.)
+if [[ -n $copy_start_lsn && -n $ckpt_lsn ]]; then
+  wal_streamed=$(tgt_psql -c "SELECT pg_wal_lsn_diff('$ckpt_lsn', '$copy_start_lsn')::bigint" 2>/dev/null || echo null)
+fi
+bytes_json=$(jq -cn --argjson b "$bytes_copied" --argjson w "${wire_bytes:-0}" --argjson l "$wal_streamed" \
+  '{base_copy: $b, base_copy_wire: $w, wal_streamed: $l, wire_total: (if $l == null then null else $w + $l end)}')
+egress_json=null
+if [[ -n $egress_price ]]; then
+  egress_json=$(jq -cn --argjson bytes "$bytes_json" --argjson p "$egress_price" \
+    'if $bytes.wire_total == null then null else ((($bytes.wire_total / 1e9) * $p * 10000 | round) / 10000) end')
 fi
 code=$EX_OK
 case $verdict in different) code=$EX_DIFF ;; error) code=$EX_SOFTWARE ;; esac
@@ -1194,6 +1372,8 @@ phases=$(for p in "${phase_order[@]}"; do printf '"%s":%s\n' "$p" "${phase_ms[$p
 note "done" verdict="$verdict" exit_code:=$code
 emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:="$downtime_ms" \
   phases_ms:="{$phases}" bytes_copied:="$bytes_copied" wal_bytes_during_switch:="${wal_moved:-0}" \
+  bytes:="$bytes_json" compression="$cmp_method${cmp_level:+:$cmp_level}" egress_price_per_gb:="${egress_price:-null}" \
+  egress_estimate:="$egress_json" \
   verdict="$verdict" new_primary="$TARGET_ADDR:$TARGET_PORT" old_primary="$source_host_addr:$source_port" \
   checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" resumed="${resume:-none}" journal="$journal" \
   elapsed_ms:=$(($(pgs_now_ms) - run_start))

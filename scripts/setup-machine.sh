@@ -19,7 +19,8 @@ need=(
   "rsync:rsync"
   "ssh:openssh-client"
   "/usr/sbin/sshd:openssh-server"
-  "zstd:zstd"
+  # the compressed base copy (migrate.sh --compress) decompresses with these on the target
+  "zstd:zstd" "lz4:lz4"
   "jq:jq"
   "openssl:openssl"
   "shellcheck:shellcheck"

@@ -380,10 +380,16 @@ fn exclusive_migrate_over_ssh_both_directions() {
     assert_eq!(hosts.in_recovery('A'), Some(false));
 }
 
+/// Two hosts in their own network namespaces joined by a bridge, each link limited to
+/// 100 Mbit/s by tc tbf: the base copy and the WAL stream cross a (slow) network. `--compress
+/// auto` measures the link and the data and compresses the copy (the lab's data compresses
+/// well): fewer bytes on the wire than in the data directory, the bytes per phase and their
+/// price in the summary, verify equal both ways, nothing lost under load. Then the link to B
+/// drops to 2 Mbit/s while the source writes far more WAL than that: the wait says the target
+/// cannot catch up (exit 75, the rates in the message) within --converge-window, and the
+/// source stays the primary, untouched.
 #[test]
 fn exclusive_netns_hosts_with_a_bandwidth_limit() {
-    // Two hosts in their own network namespaces joined by a bridge, each link limited by
-    // tc tbf: the base copy and the WAL stream cross a (slow) network.
     let probe = Command::new("ip")
         .args(["netns", "add", "pgshift-probe"])
         .output();
@@ -394,7 +400,7 @@ fn exclusive_netns_hosts_with_a_bandwidth_limit() {
         .args(["netns", "del", "pgshift-probe"])
         .output();
 
-    let hosts = Hosts::create(&["--netns", "--rate", "200mbit"]);
+    let hosts = Hosts::create(&["--netns", "--rate", "100mbit"]);
     assert!(
         hosts.env["SOURCE_SPEC"].starts_with("netns://"),
         "{:?}",
@@ -405,13 +411,102 @@ fn exclusive_netns_hosts_with_a_bandwidth_limit() {
         "A must live in its namespace"
     );
     let load = Load::start(&hosts);
-    let (code, fwd, err) = hosts.migrate(&[]);
+    let (code, fwd, err) = hosts.migrate(&["--egress-price", "0.09"]);
     assert_eq!(code, 0, "netns migration failed: {}\n{err}", summary(&fwd));
-    assert_eq!(summary(&fwd)["verdict"], "equal");
+    let s = summary(&fwd);
+    assert_eq!(s["verdict"], "equal");
+    let chosen = of_type(&fwd, "compression");
+    assert_eq!(chosen.len(), 1, "{fwd:?}");
+    assert_eq!(
+        chosen[0]["method"], "zstd",
+        "auto on 100 Mbit/s: {}",
+        chosen[0]
+    );
+    assert!(
+        chosen[0]["link_bytes_per_s"].as_f64().unwrap() < 20e6,
+        "{}",
+        chosen[0]
+    );
+    let b = &s["bytes"];
+    let (logical, wire) = (
+        b["base_copy"].as_i64().unwrap(),
+        b["base_copy_wire"].as_i64().unwrap(),
+    );
+    assert!(wire > 0 && wire * 2 < logical, "compressed copy: {b}");
+    assert!(b["wal_streamed"].as_i64().unwrap() > 0, "{b}");
+    assert_eq!(
+        b["wire_total"].as_i64().unwrap(),
+        wire + b["wal_streamed"].as_i64().unwrap(),
+        "{b}"
+    );
+    assert!(s["egress_estimate"].as_f64().is_some(), "{s}");
     switchover(&fwd);
     let (code, back, err) = hosts.migrate(&["--reverse"]);
     assert_eq!(code, 0, "netns reverse failed: {}\n{err}", summary(&back));
     assert_eq!(hosts.in_recovery('A'), Some(false));
+
+    // A writer far above what 2 Mbit/s carries, started with the throttle once B follows A.
+    let link = hosts.env["TARGET_LINK"].clone();
+    let writer = format!(
+        "{} -XAtq -d '{}' -c 'CREATE TABLE IF NOT EXISTS bulk (id int, t text)' && for i in $(seq 1 40); do {} -XAtq -d '{}' -c 'INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, 50000) g'; sleep 0.3; done",
+        testkit::pg_bin().join("psql").display(),
+        hosts.dsn('A'),
+        testkit::pg_bin().join("psql").display(),
+        hosts.dsn('A'),
+    );
+    let mut bulk = std::process::Command::new("bash")
+        .args(["-c", &writer])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let throttle = format!("before_wait=tc qdisc replace dev {link} root tbf rate 2mbit burst 32kb latency 400ms; sleep 4");
+    let started = std::time::Instant::now();
+    let (code, recs, err) = hosts.migrate(&[
+        "--no-pooler",
+        "--converge-window",
+        "10",
+        "--hook",
+        &throttle,
+    ]);
+    let waited = started.elapsed();
+    let _ = bulk.kill();
+    let _ = bulk.wait();
+    let restore = Command::new("tc")
+        .args([
+            "qdisc", "replace", "dev", &link, "root", "tbf", "rate", "100mbit", "burst", "512kb",
+            "latency", "100ms",
+        ])
+        .status()
+        .unwrap();
+    assert!(restore.success());
+    let msg = summary(&recs)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(code, 75, "{msg}\n{err}");
+    assert!(
+        msg.contains("cannot catch up") && msg.contains("B/s"),
+        "{msg}"
+    );
+    assert!(!of_type(&recs, "lag").is_empty(), "lag records: {recs:?}");
+    assert!(waited.as_secs() < 120, "detected in {waited:?}");
+    assert!(
+        of_type(&recs, "phase")
+            .iter()
+            .all(|p| p["name"] != "switchover"),
+        "{recs:?}"
+    );
+    assert_eq!(
+        hosts.in_recovery('A'),
+        Some(false),
+        "the source is still the primary"
+    );
+    assert!(
+        psql(&hosts.dsn('A'), "INSERT INTO bulk VALUES (0, 'after')").is_some(),
+        "and writable"
+    );
+    assert_eq!(hosts.in_recovery('B'), Some(true), "B is still its standby");
     load.stop_and_verify();
 }
 
