@@ -315,3 +315,49 @@ fn nanos() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+/// migrate.sh refuses, before touching anything, what it cannot do safely: a password in the
+/// source's conninfo (it would be in process arguments), a --compress it does not know, a
+/// --converge-window that is not a number. Exit 2, the message naming the fix.
+#[test]
+fn migrate_refuses_bad_options_before_touching_anything() {
+    let root = workspace_root();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--source",
+                "host=db.example password=hunter2",
+                "--target-addr",
+                "x",
+            ],
+            "passfile",
+        ),
+        (
+            &["--source", "postgresql://u:hunter2@db.example/app"],
+            "passfile",
+        ),
+        (&["--compress", "gzip"], "--compress takes auto, none, zstd"),
+        (
+            &["--compress", "zstd:99"],
+            "--compress takes auto, none, zstd",
+        ),
+        (
+            &["--converge-window", "soon"],
+            "--converge-window takes a whole number",
+        ),
+        (&["--egress-price", "cheap"], "--egress-price takes a price"),
+    ];
+    for (args, want) in cases {
+        let mut cmd = Command::new(root.join("scripts/migrate.sh"));
+        cmd.args(*args);
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the password is echoed back: {err}"
+        );
+    }
+}
