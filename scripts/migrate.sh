@@ -806,6 +806,7 @@ pooler_rc=0 pooler_msg="" pooler_state=idle
 pooler() {
   local out line rc=0
   out=$("$here/pooler.sh" "$@" "${poolers[@]}") || rc=$?
+  pooler_out=$out
   pooler_emit "$out"
   pooler_rc=$rc pooler_msg=$(jq -r 'select(.type == "summary") | .message // empty' <<<"$out" 2>/dev/null | tail -n 1)
   ((rc == 0))
@@ -819,14 +820,32 @@ pooler_emit() {
 # The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
 # is promoted, point the entries at it and RESUME. (Their records: in pooler_hook_out.)
 pooler_hook_out=""
+# The new entries are staged before the switch (pooler.sh stage), so that inside it the
+# promote hook only renames them into place and sends RELOAD and RESUME (pooler.sh swap, with
+# each pooler's configuration file given: no SHOW CONFIG); without staging, the full point.
 pooler_hooks() {
-  local q
+  local q from to staged conf=() i=0 w
   q=$(pgs_quote "$here/pooler.sh")
+  from=$(pgs_quote "$source_host_addr:$source_port") to=$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")
   pooler_hook_out=$(mktemp /tmp/pgshift-pooler.XXXXXX)
   printf -v pause_hook '%s pause --deadline %s %s >>%s' "$q" "$pause_limit" "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
-  printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" \
-    "$(pgs_quote "$source_host_addr:$source_port")" "$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")" \
-    "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  if pooler stage --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT"; then
+    staged=$(jq -r 'select(.type == "pooler_step" and .step == "stage") | .conffile' <<<"$pooler_out")
+    # Each pooler's --conffile after its --pooler DSN [--host SPEC].
+    for w in "${poolers[@]}"; do
+      if [[ $w == --pooler ]]; then
+        ((i > 0)) && conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
+        i=$((i + 1))
+      fi
+      conf+=("$w")
+    done
+    conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
+    printf -v promote_hook '%s swap --from %s --to %s %s >>%s' "$q" "$from" "$to" \
+      "$(pgs_quote "${conf[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  else
+    printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" "$from" "$to" \
+      "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  fi
 }
 # pooler_settle [target|source|none]: every pooler RESUMEd, its entries at the primary
 # (decided from the hosts when not given); idempotent, run on every way out of a switchover.

@@ -4,12 +4,15 @@
 #   pooler.sh check  --source H:P [--target H:P] [--pause-limit S] [--switch-limit S] POOLERS
 #   pooler.sh pause  [--deadline S] POOLERS
 #   pooler.sh point  --from H:P --to H:P [--resume] POOLERS
+#   pooler.sh stage  --from H:P --to H:P POOLERS
+#   pooler.sh swap   --from H:P --to H:P POOLERS
 #   pooler.sh resume POOLERS
 #   pooler.sh probe  --expect H:P POOLERS
 #
-# POOLERS: one or more `--pooler DSN [--host SPEC]`: the PgBouncer's admin console (a conninfo
-# with dbname=pgbouncer and an admin user; no password in it: use a passfile or ~/.pgpass), and
-# the host where its configuration file is (local, ssh://..., netns://NAME; default local).
+# POOLERS: one or more `--pooler DSN [--host SPEC] [--conffile FILE]`: the PgBouncer's admin
+# console (a conninfo with dbname=pgbouncer and an admin user; no password in it: use a
+# passfile or ~/.pgpass), the host where its configuration file is (local, ssh://...,
+# netns://NAME; default local), and that file (default: SHOW CONFIG's conffile).
 #
 # check (changes nothing): SHOW VERSION, CONFIG and DATABASES on each; the entries that
 # connect to the source (--source H:P) must exist, be in the configuration file or a file it
@@ -25,6 +28,12 @@
 # renamed over the old one, which is kept as FILE.pgshift-prev), RELOAD, and check SHOW
 # DATABASES: no entry left at --from. Entries already at --to are left alone. With --resume,
 # each pooler is RESUMEd right after (the end of the switch: one call instead of two).
+# stage: what point would write, written beside each file (FILE.pgshift-next, with the
+# current one as FILE.pgshift-base; pooler-entries.sh), nothing moved, no RELOAD: done before
+# the switch, so that swap, inside it, is one quick step.
+# swap: for each pooler, the staged files renamed into place (pooler-swap.sh), then RELOAD and
+# RESUME in one session of its console; a pooler whose files changed since they were staged,
+# or were not staged, gets the full point instead. Always ends with every pooler resumed.
 # resume: RESUME on every pooler (one that is not paused counts as resumed). Always safe.
 # probe: through each pooler, as its admin user, into the first entry that pointed at the
 # source: the server answering must be --expect and writable.
@@ -36,16 +45,18 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=pooler
 PGS_POOLER_ENTRIES_SH=${PGS_POOLER_ENTRIES_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-entries.sh")}
+PGS_POOLER_SWAP_SH=${PGS_POOLER_SWAP_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-swap.sh")}
 
 usage() { pgs_die "$EX_USAGE" "$1 (usage: pooler.sh check|pause|point|resume|probe --pooler DSN [--host SPEC] ...; see the header of scripts/pooler.sh)"; }
 
 cmd=${1:-}
-case $cmd in check | pause | point | resume | probe) shift ;; -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; *) usage "first argument must be check, pause, point, resume or probe" ;; esac
-dsns=() specs=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0
+case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; *) usage "first argument must be check, pause, point, stage, swap, resume or probe" ;; esac
+dsns=() specs=() conffiles=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0
 while (($#)); do
   case $1 in
-    --pooler) dsns+=("${2:?}") specs+=(local); shift ;;
+    --pooler) dsns+=("${2:?}") specs+=(local) conffiles+=(""); shift ;;
     --host) ((${#dsns[@]})) || usage "--host comes after the --pooler it belongs to"; specs[-1]=${2:?}; shift ;;
+    --conffile) ((${#dsns[@]})) || usage "--conffile comes after the --pooler it belongs to"; conffiles[-1]=${2:?}; shift ;;
     --source) source=${2:?}; shift ;;
     --target) target=${2:?}; shift ;;
     --from) from=${2:?}; shift ;;
@@ -70,7 +81,7 @@ done
 hp_ok() { [[ $1 =~ ^[^:]+:[0-9]+$ || $1 =~ ^\[.*\]:[0-9]+$ ]]; }
 case $cmd in
   check) hp_ok "$source" || usage "check needs --source HOST:PORT (the primary the entries point at)" ;;
-  point) { hp_ok "$from" && hp_ok "$to"; } || usage "point needs --from HOST:PORT and --to HOST:PORT" ;;
+  point | stage | swap) { hp_ok "$from" && hp_ok "$to"; } || usage "$cmd needs --from HOST:PORT and --to HOST:PORT" ;;
   probe) hp_ok "$expect" || usage "probe needs --expect HOST:PORT" ;;
 esac
 
@@ -119,17 +130,54 @@ finish() {
   pgs_json summary success:=true exit_code:=0 command="$cmd" poolers:=${#dsns[@]} elapsed_ms:=$(($(pgs_now_ms) - t0))
   exit 0
 }
-resume_all() {
-  local i out
-  for i in "${!dsns[@]}"; do
-    if out=$(admin "$i" "RESUME" 2>&1) || [[ $out == *"not paused"* ]]; then
-      step "$i" resume true
-    else
-      refuse "$EX_UNAVAILABLE" "pooler $(described "$i"): RESUME failed: ${out//$'\n'/ } (its clients wait until query_wait_timeout; RESUME it by hand)"
-      step "$i" resume false message="${out//$'\n'/ }"
-    fi
-  done
+resume_one() {
+  local i=$1 out
+  if out=$(admin "$i" "RESUME" 2>&1) || [[ $out == *"not paused"* ]]; then
+    step "$i" resume true
+  else
+    refuse "$EX_UNAVAILABLE" "pooler $(described "$i"): RESUME failed: ${out//$'\n'/ } (its clients wait until query_wait_timeout; RESUME it by hand)"
+    step "$i" resume false message="${out//$'\n'/ }"
+  fi
 }
+resume_all() {
+  local i
+  for i in "${!dsns[@]}"; do resume_one "$i"; done
+}
+# point_one I: pooler I's entries at --from rewritten to --to, RELOAD, SHOW DATABASES checked.
+point_one() {
+  local i=$1 who s conffile changed out left
+  local fh_ fp_ th_ tp_
+  fh_=$(host_of "$from") fp_=$(port_of "$from") th_=$(host_of "$to") tp_=$(port_of "$to")
+  who=$(described "$i")
+  s=$(pgs_now_ms)
+  if ! conffile=$(conffile_of "$i"); then
+    refuse "$EX_UNAVAILABLE" "pooler $who: cannot read its configuration file's name (SHOW CONFIG)"
+    return 0
+  fi
+  if ! changed=$(pgs_on_pg "${specs[$i]}" sh -c "$PGS_POOLER_ENTRIES_SH" pgshift-pooler-entries "$conffile" "$fh_" "$fp_" "$th_" "$tp_" 2>&1); then
+    refuse "$EX_IOERR" "pooler $who: cannot rewrite $conffile on host ${specs[$i]}: ${changed//$'\n'/ }"
+    return 0
+  fi
+  # RELOAD and SHOW DATABASES in one session (each psql costs a connection).
+  if out=$(PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAq -F $'\t' -P footer=off -v ON_ERROR_STOP=1 -d "${dsns[$i]}" \
+    -c RELOAD -c "SHOW DATABASES" 2>&1); then
+    left=$(column name host port <<<"$out" | awk -F '\t' -v h="$fh_" -v p="$fp_" '$2 == h && $3 == p { print $1 }' | paste -sd, -)
+  else
+    refuse "$EX_UNAVAILABLE" "pooler $who: RELOAD failed: ${out//$'\n'/ }"
+    left="?"
+  fi
+  [[ -z $left ]] || refuse "$EX_SOFTWARE" "pooler $who: after RELOAD, entries still connect to $from: $left"
+  step "$i" point "$([[ -z $left ]] && echo true || echo false)" from="$from" to="$to" \
+    entries:="$(cut -f 2 <<<"$changed" | awk '{ s += $1 } END { print s + 0 }')" \
+    files:="$(cut -f 1 <<<"$changed" | jq -Rsc 'split("\n") | map(select(. != ""))')" ms:=$(($(pgs_now_ms) - s))
+}
+# conffile_of I: pooler I's configuration file (--conffile, else SHOW CONFIG's).
+conffile_of() {
+  local f=${conffiles[$1]:-}
+  [[ -n $f ]] || f=$(admin "$1" "SHOW CONFIG" | column key value | awk -F '\t' '$1 == "conffile" { print $2 }') || return 1
+  [[ -n $f ]] && printf '%s' "$f"
+}
+
 
 case $cmd in
   check)
@@ -216,33 +264,46 @@ case $cmd in
     finish
     ;;
   point)
-    fh_=$(host_of "$from") fp_=$(port_of "$from")
-    th_=$(host_of "$to") tp_=$(port_of "$to")
+    for i in "${!dsns[@]}"; do point_one "$i"; done
+    ((then_resume)) && resume_all
+    finish
+    ;;
+  stage)
+    fh_=$(host_of "$from") fp_=$(port_of "$from") th_=$(host_of "$to") tp_=$(port_of "$to")
+    for i in "${!dsns[@]}"; do
+      who=$(described "$i")
+      conffile=$(conffile_of "$i") || { refuse "$EX_UNAVAILABLE" "pooler $who: cannot read its configuration file's name (SHOW CONFIG)"; continue; }
+      if ! staged=$(pgs_on_pg "${specs[$i]}" sh -c "$PGS_POOLER_ENTRIES_SH" pgshift-pooler-entries "$conffile" "$fh_" "$fp_" "$th_" "$tp_" stage 2>&1); then
+        refuse "$EX_IOERR" "pooler $who: cannot stage the new $conffile on host ${specs[$i]}: ${staged//$'\n'/ }"
+        continue
+      fi
+      step "$i" stage true conffile="$conffile" from="$from" to="$to" \
+        entries:="$(cut -f 2 <<<"$staged" | awk '{ s += $1 } END { print s + 0 }')" \
+        files:="$(cut -f 1 <<<"$staged" | jq -Rsc 'split("\n") | map(select(. != ""))')"
+    done
+    finish
+    ;;
+  swap)
     for i in "${!dsns[@]}"; do
       who=$(described "$i")
       s=$(pgs_now_ms)
-      if ! conffile=$(admin "$i" "SHOW CONFIG" | column key value | awk -F '\t' '$1 == "conffile" { print $2 }') || [[ -z $conffile ]]; then
-        refuse "$EX_UNAVAILABLE" "pooler $who: cannot read its configuration file's name (SHOW CONFIG)"
-        continue
+      conffile=$(conffile_of "$i") || conffile=""
+      rc=0
+      [[ -n $conffile ]] && { pgs_on_pg "${specs[$i]}" sh -c "$PGS_POOLER_SWAP_SH" pgshift-pooler-swap "$conffile" 2>/dev/null || rc=$?; }
+      if [[ -n $conffile ]] && ((rc == 0)); then
+        if out=$(PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAq -v ON_ERROR_STOP=1 -d "${dsns[$i]}" -c RELOAD -c RESUME 2>&1) ||
+          [[ $out == *"not paused"* ]]; then
+          step "$i" point true staged:=true from="$from" to="$to" ms:=$(($(pgs_now_ms) - s))
+          step "$i" resume true
+          continue
+        fi
+        pgs_log "pooler $who: RELOAD/RESUME after the swap failed (${out//$'\n'/ }): the full point, then RESUME"
+      elif ((rc == 4)); then
+        pgs_log "pooler $who: $conffile changed since it was staged: the full point"
       fi
-      if ! changed=$(pgs_on_pg "${specs[$i]}" sh -c "$PGS_POOLER_ENTRIES_SH" pgshift-pooler-entries "$conffile" "$fh_" "$fp_" "$th_" "$tp_" 2>&1); then
-        refuse "$EX_IOERR" "pooler $who: cannot rewrite $conffile on host ${specs[$i]}: ${changed//$'\n'/ }"
-        continue
-      fi
-      # RELOAD and SHOW DATABASES in one session (each psql costs a connection).
-      if out=$(PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAq -F $'\t' -P footer=off -v ON_ERROR_STOP=1 -d "${dsns[$i]}" \
-        -c RELOAD -c "SHOW DATABASES" 2>&1); then
-        left=$(column name host port <<<"$out" | awk -F '\t' -v h="$fh_" -v p="$fp_" '$2 == h && $3 == p { print $1 }' | paste -sd, -)
-      else
-        refuse "$EX_UNAVAILABLE" "pooler $who: RELOAD failed: ${out//$'\n'/ }"
-        left="?"
-      fi
-      [[ -z $left ]] || refuse "$EX_SOFTWARE" "pooler $who: after RELOAD, entries still connect to $from: $left"
-      step "$i" point "$([[ -z $left ]] && echo true || echo false)" from="$from" to="$to" \
-        entries:="$(cut -f 2 <<<"$changed" | awk '{ s += $1 } END { print s + 0 }')" \
-        files:="$(cut -f 1 <<<"$changed" | jq -Rsc 'split("\n") | map(select(. != ""))')" ms:=$(($(pgs_now_ms) - s))
+      point_one "$i"
+      resume_one "$i"
     done
-    ((then_resume)) && resume_all
     finish
     ;;
   resume)

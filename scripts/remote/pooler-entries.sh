@@ -1,15 +1,19 @@
-# pgshift-pooler-entries FILE OLD_HOST OLD_PORT NEW_HOST NEW_PORT [check]
+# pgshift-pooler-entries FILE OLD_HOST OLD_PORT NEW_HOST NEW_PORT [check|stage]
 # Point every [databases] entry of a PgBouncer configuration FILE (and the files it pulls in
 # with %include, whose entries belong to the section in force at the %include line) that
 # connects to OLD_HOST:OLD_PORT (port 5432 when the entry names none) at NEW_HOST:NEW_PORT.
 # Each changed file is written beside itself and renamed over it (atomic), the old one kept
 # as FILE.pgshift-prev (for a rollback, and for a person). With `check` nothing is written.
+# With `stage` each changed file is only written beside itself as FILE.pgshift-next, with the
+# current one as FILE.pgshift-base, and listed in TOP.pgshift-staged (TOP: the FILE argument):
+# pooler-swap.sh puts them in place later in one quick step (or finds a file edited since).
 # Prints one line per file that holds such entries: "FILE<TAB>COUNT<TAB>NAME,NAME". Runs as
 # the owner of the files (the server's user); exit 1 if FILE cannot be read or written.
 file=$1 oh=$2 op=$3 nh=$4 np=$5 check=${6:-}
 work=$(mktemp -d /tmp/pgshift-pooler.XXXXXX) || exit 1
 trap 'rm -rf "$work"' EXIT
 printf '%s\t\n' "$file" >"$work/queue"
+if [ "$check" = stage ]; then : >"$file.pgshift-staged" || exit 1; fi
 i=0
 while [ "$i" -lt 20 ]; do
   i=$((i + 1))
@@ -50,7 +54,11 @@ while [ "$i" -lt 20 ]; do
     { print }' "$f" >"$work/new" || exit 1
   if [ -s "$work/names" ]; then
     printf '%s\t%s\t%s\n' "$f" "$(wc -l <"$work/names" | tr -d ' ')" "$(paste -sd, "$work/names")"
-    if [ -z "$check" ]; then
+    if [ "$check" = stage ]; then
+      cp -p "$f" "$f.pgshift-base" && cat "$work/new" >"$f.pgshift-next" || exit 1
+      chmod --reference="$f" "$f.pgshift-next" 2>/dev/null || true
+      printf '%s\n' "$f" >>"$file.pgshift-staged" || exit 1
+    elif [ -z "$check" ]; then
       cp -p "$f" "$f.pgshift-prev" || exit 1
       cat "$work/new" >"$f.pgshift-new" || exit 1
       chmod --reference="$f" "$f.pgshift-new" 2>/dev/null || true

@@ -82,8 +82,12 @@ fn exclusive_behind_a_pooler_clients_see_no_error_both_ways() {
             "{step}: {s:?}"
         );
     }
-    // The entry was rewritten once, during the switch; the settling after it found it done.
-    assert_eq!(steps(&fwd, "point")[0]["entries"], 1);
+    // The entry was staged before the switch and swapped in during it (no full rewrite
+    // inside the pause); the settling after it found it done.
+    assert_eq!(steps(&fwd, "stage")[0]["entries"], 1, "{fwd:?}");
+    let points = steps(&fwd, "point");
+    assert_eq!(points[0]["staged"], true, "{points:?}");
+    assert_eq!(points[1]["entries"], 0, "{points:?}");
     assert_eq!(through_pooler(&hosts, 5), Some(format!("f|{port_b}")));
     let ini = std::fs::read_to_string(pooler_ini(&hosts)).unwrap();
     assert!(ini.contains(&format!("port={port_b}")), "{ini}");
@@ -169,6 +173,55 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     assert_eq!(through_pooler(&hosts, 5), Some(format!("f|{port_b}")));
     let recs = load.stop_and_verify();
     assert_no_client_error(&recs);
+
+    // Staged, then the file edited by a person before the swap: the swap sees it changed and
+    // rewrites the file as it is now (the edit kept), nothing stale left behind.
+    let b = format!("{}:{port_b}", hosts.env["TARGET_ADDR"]);
+    let a = format!("{}:{port_a}", hosts.source("host"));
+    let pooler_sh = |cmd: &str, extra: &[&str]| {
+        let mut c = Command::new(script("pooler.sh"));
+        c.args([
+            cmd,
+            "--from",
+            &b,
+            "--to",
+            &a,
+            "--pooler",
+            &hosts.env["POOLER_DSN"],
+        ])
+        .args(extra);
+        testkit::hermetic(&mut c);
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            testkit::json_lines(&String::from_utf8_lossy(&out.stdout)),
+        )
+    };
+    let (code, recs) = pooler_sh("stage", &[]);
+    assert_eq!(code, Some(0), "{recs:?}");
+    edit_ini(&hosts, "max_client_conn = 1000", "max_client_conn = 999");
+    let ini_path = pooler_ini(&hosts).display().to_string();
+    let (code, recs) = pooler_sh("swap", &["--conffile", &ini_path]);
+    assert_eq!(code, Some(0), "{recs:?}");
+    let point = steps(&recs, "point");
+    assert_eq!(point.len(), 1, "{recs:?}");
+    assert!(
+        point[0]["staged"].is_null() && point[0]["entries"] == 1,
+        "the full point: {recs:?}"
+    );
+    let ini = std::fs::read_to_string(pooler_ini(&hosts)).unwrap();
+    assert!(
+        ini.contains("max_client_conn = 999") && ini.contains(&format!("port={port_a}")),
+        "{ini}"
+    );
+    let left: Vec<_> = std::fs::read_dir(hosts.dir.join("pooler"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| {
+            n.contains("pgshift-next") || n.contains("pgshift-base") || n.contains("pgshift-staged")
+        })
+        .collect();
+    assert!(left.is_empty(), "stale staged files: {left:?}");
 }
 
 /// Run setup-host.sh --role pooler; its exit code, records and stderr.
