@@ -27,7 +27,9 @@
 #   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
 # Writes DIR/hosts.env (the variables migrate.sh --hosts-env reads) and prints one `host`
 # record per host, then `summary`.
-# destroy: stops both clusters, removes the namespaces and bridge, and DIR.
+# destroy: stops both clusters, removes the namespaces and bridge, and DIR, only if DIR is
+# one create made (it holds DIR/.pgshift-hosts-local; create takes only a new or empty
+# DIR): any other directory is refused (exit 65) and left alone.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=hosts-local
@@ -36,6 +38,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 usage() { pgs_die "$EX_USAGE" "$1 (usage: hosts-local.sh create|destroy DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N] [--archive] [--layout A[,B]] [--pooler] [--bin DIR])"; }
 
 cmd=${1:-}
+case $cmd in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 dir=${2:-}
 [[ $cmd == create || $cmd == destroy ]] || usage "first argument must be create or destroy"
 [[ -n $dir ]] || usage "DIR is required"
@@ -95,15 +98,29 @@ destroy() {
   rm -rf "$dir"
 }
 
+marker=.pgshift-hosts-local
 if [[ $cmd == destroy ]]; then
+  if [[ ! -e $dir ]]; then
+    pgs_json summary success:=true destroyed=null message="$dir does not exist: nothing to remove"
+    exit 0
+  fi
+  # Only what create made: a directory with its marker (or, made before the marker, the
+  # hosts.env it writes).
+  if [[ ! -f $dir/$marker ]] && ! head -n 1 "$dir/hosts.env" 2>/dev/null | grep -q '^# written by hosts-local.sh'; then
+    pgs_die "$EX_DATAERR" "$dir was not made by hosts-local.sh create (no $dir/$marker): not removing it"
+  fi
   destroy
   pgs_json summary success:=true destroyed="$dir"
   exit 0
 fi
 
 [[ ! -e $dir/hosts.env ]] || pgs_die "$EX_USAGE" "$dir already holds hosts (run 'hosts-local.sh destroy $dir' first)"
+# A new or empty directory only: a failed create removes DIR, which must hold nothing else.
+[[ ! -e $dir || -d $dir && -z $(ls -A "$dir" 2>/dev/null) ]] ||
+  pgs_die "$EX_USAGE" "$dir exists and is not empty: give a new directory (create removes it again if it fails)"
 mkdir -p "$dir"
 chmod 755 "$dir"
+: >"$dir/$marker"
 dir=$(cd "$dir" && pwd)
 on_exit() {
   local rc=$?

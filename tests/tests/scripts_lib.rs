@@ -361,3 +361,35 @@ fn migrate_refuses_bad_options_before_touching_anything() {
         );
     }
 }
+
+/// hosts-local.sh removes only what it made: `destroy` of a directory `create` did not make is
+/// refused (65) and the directory is left whole; `create` into a non-empty directory is
+/// refused (2) before anything is written (a failed create removes its DIR). `--help` is 0.
+#[test]
+fn hosts_local_removes_only_what_it_created() {
+    let root = workspace_root();
+    let dir = tempfile_dir();
+    let precious = dir.join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(root.join("scripts/hosts-local.sh"));
+        cmd.args(args);
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let d = dir.display().to_string();
+    let (code, err) = run(&["destroy", &d]);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("not made by hosts-local.sh"), "{err}");
+    let (code, err) = run(&["create", &d]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    let (code, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
