@@ -450,6 +450,50 @@ pgs_conninfo_quote() {
   printf "'%s'" "${v//\'/\\\'}"
 }
 
+# pgs_url_conninfo DSN: DSN in keyword=value form. A postgresql:// or postgres:// URL
+# (user[:password]@host[:port]/dbname?key=value&...; %XX decoded; [v6] hosts) becomes the
+# keyword form libpq gives it (a value with spaces or quotes quoted with pgs_conninfo_quote);
+# anything else is
+# printed as it is. One host only (exit 2 with a message for host lists, which a --source
+# cannot be).
+pgs_url_conninfo() {
+  local dsn=$1 rest auth="" hostport="" path="" query="" out="" kv k v
+  case $dsn in postgresql://* | postgres://*) ;; *) printf '%s' "$dsn"; return 0 ;; esac
+  rest=${dsn#*://}
+  if [[ $rest == *\?* ]]; then query=${rest#*\?} rest=${rest%%\?*}; fi
+  if [[ $rest == */* ]]; then path=${rest#*/} rest=${rest%%/*}; fi
+  if [[ $rest == *@* ]]; then auth=${rest%@*} hostport=${rest##*@}; else hostport=$rest; fi
+  [[ $hostport != *,* ]] || { pgs_log "a URL with several hosts cannot name one server: give one host"; return 2; }
+  _pgs_url_kv() { # a plain value as it is (the scripts read host= and port= with sed), else quoted
+    [[ -n $2 ]] || return 0
+    local d
+    d=$(_pgs_url_dec "$2")
+    if [[ $d =~ ^[A-Za-z0-9._:/@+,=-]+$ ]]; then out+="${out:+ }$1=$d"; else out+="${out:+ }$1=$(pgs_conninfo_quote "$d")"; fi
+  }
+  _pgs_url_dec() { local x=${1//+/ }; printf '%b' "${x//%/\\x}"; }
+  if [[ -n $auth ]]; then
+    _pgs_url_kv user "${auth%%:*}"
+    [[ $auth == *:* ]] && _pgs_url_kv password "${auth#*:}"
+  fi
+  if [[ $hostport =~ ^\[([^]]*)\](:([0-9]*))?$ ]]; then
+    local h6=${BASH_REMATCH[1]} p6=${BASH_REMATCH[3]:-}
+    _pgs_url_kv host "$h6"
+    _pgs_url_kv port "$p6"
+  else
+    _pgs_url_kv host "${hostport%%:*}"
+    [[ $hostport == *:* ]] && _pgs_url_kv port "${hostport#*:}"
+  fi
+  _pgs_url_kv dbname "$path"
+  if [[ -n $query ]]; then
+    local IFS='&'
+    for kv in $query; do
+      k=${kv%%=*} v=${kv#*=}
+      _pgs_url_kv "$(_pgs_url_dec "$k")" "$v"
+    done
+  fi
+  printf '%s' "$out"
+}
+
 # pgs_conf_quote VALUE: VALUE as a postgresql.conf string ('...' with '' and \\), the same
 # as shared::host::conf_quote.
 pgs_conf_quote() {

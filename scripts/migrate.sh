@@ -228,7 +228,7 @@ done
 
 # The source connection string without host and port: a conninfo's later keywords win, so
 # "BASE host=H port=P" reaches any host with the same user, database and TLS settings.
-[[ $SOURCE_DSN != *://* ]] || usage "--source must be a key=value conninfo string (not a URL)"
+SOURCE_DSN=$(pgs_url_conninfo "$SOURCE_DSN") || usage "--source names one server: give one host in it"
 source_host_addr=$(sed -n 's/.*\bhost=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
 source_port=$(sed -n 's/.*\bport=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
 source_port=${source_port:-5432}

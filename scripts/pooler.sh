@@ -54,7 +54,7 @@ case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; -h 
 dsns=() specs=() conffiles=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0
 while (($#)); do
   case $1 in
-    --pooler) dsns+=("${2:?}") specs+=(local) conffiles+=(""); shift ;;
+    --pooler) dsns+=("$(pgs_url_conninfo "${2:?}")") specs+=(local) conffiles+=(""); shift ;;
     --host) ((${#dsns[@]})) || usage "--host comes after the --pooler it belongs to"; specs[-1]=${2:?}; shift ;;
     --conffile) ((${#dsns[@]})) || usage "--conffile comes after the --pooler it belongs to"; conffiles[-1]=${2:?}; shift ;;
     --source) source=${2:?}; shift ;;

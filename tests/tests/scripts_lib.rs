@@ -393,3 +393,48 @@ fn hosts_local_removes_only_what_it_created() {
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The scripts take postgresql:// URLs wherever they take a conninfo: lib.sh's conversion to
+/// the keyword form means what the tools' parser (libpq's rules) makes of the URL itself.
+#[test]
+fn urls_become_the_conninfo_the_tools_read() {
+    let urls = [
+        "postgresql://postgres@10.0.0.1:5433/app?sslmode=verify-full&application_name=my%20app",
+        "postgres://[::1]:6432/pgbouncer",
+        "postgresql://u@h/db?passfile=/var/lib/post%20gres/.pgpass",
+        "postgresql:///app?host=/var/run/postgresql&port=5434",
+        "postgresql://it%27s@db.example",
+    ];
+    for url in urls {
+        let word = shared::host::sh_quote(url);
+        let kw = bash(&format!("pgs_url_conninfo {word}"));
+        let from_kw = shared::pg::ConnInfo::parse_with_env(&kw, |_| None).unwrap();
+        let from_url = shared::pg::ConnInfo::parse_with_env(url, |_| None).unwrap();
+        for key in [
+            "host",
+            "port",
+            "user",
+            "dbname",
+            "sslmode",
+            "application_name",
+            "passfile",
+        ] {
+            assert_eq!(
+                from_kw.get(key),
+                from_url.get(key),
+                "{key} of {url} -> {kw}"
+            );
+        }
+    }
+    // A host list names no one server.
+    let root = workspace_root();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". '{}/scripts/lib.sh'; pgs_url_conninfo postgresql://a,b/db",
+            root.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
