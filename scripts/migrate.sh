@@ -550,6 +550,7 @@ switch() {
     pooler_hooks
     hk[before_stop]=$pause_hook${hk[before_stop]:+ && ${hk[before_stop]}}
     hk[after_promote]=$promote_hook${hk[after_promote]:+; ${hk[after_promote]}}
+    [[ -z $swap_hook ]] || hk[before_promote]=${hk[before_promote]:+${hk[before_promote]} && }$swap_hook
     pooler_state=armed
   fi
   for h in "${switch_hooks[@]}"; do
@@ -570,6 +571,7 @@ switch() {
   done
   bg_pid=""
   rm -f "$fence"
+  pooler_swap_wait
   if [[ -n $pooler_hook_out ]]; then
     pooler_emit "$(<"$pooler_hook_out")"
     rm -f "$pooler_hook_out"
@@ -820,15 +822,21 @@ pooler_emit() {
 # The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
 # is promoted, point the entries at it and RESUME. (Their records: in pooler_hook_out.)
 pooler_hook_out=""
-# The new entries are staged before the switch (pooler.sh stage), so that inside it the
-# promote hook only renames them into place and sends RELOAD and RESUME (pooler.sh swap, with
-# each pooler's configuration file given: no SHOW CONFIG); without staging, the full point.
+# The new entries are staged before the switch (pooler.sh stage). Inside it, once the source
+# is stopped and the target about to be promoted (before_promote), they are swapped in and
+# the poolers RELOADed in the background (pooler.sh swap --no-resume: nothing flows while they
+# are paused, so pointing them early is harmless), beside the promotion; once the target is
+# writable (after_promote) the hook waits for that swap and sends RESUME to every console.
+# pooler_settle afterwards checks and probes. Without staging: the full point --resume in
+# after_promote.
+pooler_hook_out="" pooler_swap_flag="" swap_hook=""
 pooler_hooks() {
-  local q from to staged conf=() i=0 w
+  local q from to staged conf=() i=0 w flag dsn resume=""
   q=$(pgs_quote "$here/pooler.sh")
   from=$(pgs_quote "$source_host_addr:$source_port") to=$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")
   pooler_hook_out=$(mktemp /tmp/pgshift-pooler.XXXXXX)
   printf -v pause_hook '%s pause --deadline %s %s >>%s' "$q" "$pause_limit" "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  swap_hook="" pooler_swap_flag=""
   if pooler stage --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT"; then
     staged=$(jq -r 'select(.type == "pooler_step" and .step == "stage") | .conffile' <<<"$pooler_out")
     # Each pooler's --conffile after its --pooler DSN [--host SPEC].
@@ -840,18 +848,36 @@ pooler_hooks() {
       conf+=("$w")
     done
     conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
-    printf -v promote_hook '%s swap --from %s --to %s %s >>%s' "$q" "$from" "$to" \
-      "$(pgs_quote "${conf[@]}")" "$(pgs_quote "$pooler_hook_out")"
+    pooler_swap_flag=$(mktemp -u /tmp/pgshift-swap.XXXXXX)
+    flag=$(pgs_quote "$pooler_swap_flag")
+    # In braces: the background job is the swap alone, not a user's hook joined with &&.
+    printf -v swap_hook '{ : >%s.started && (%s swap --no-resume --from %s --to %s %s >>%s 2>&1; : >%s) </dev/null >/dev/null 2>&1 & }' \
+      "$flag" "$q" "$from" "$to" "$(pgs_quote "${conf[@]}")" "$(pgs_quote "$pooler_hook_out")" "$flag"
+    for ((i = 0; i < ${#poolers[@]}; i++)); do
+      [[ ${poolers[i]} == --pooler ]] || continue
+      dsn=$(pgs_quote "${poolers[i + 1]}")
+      resume+="PGCONNECT_TIMEOUT=5 $(pgs_quote "$PG_BIN/psql") -XAq -d $dsn -c RESUME >/dev/null 2>&1 & "
+    done
+    printf -v promote_hook 'i=0; while [ ! -e %s ] && [ $i -lt 2000 ]; do sleep 0.005; i=$((i + 1)); done; %swait; true' \
+      "$flag" "$resume"
   else
     printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" "$from" "$to" \
       "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
   fi
+}
+# pooler_swap_wait: a swap the switch started in the background has ended (at most 15 s).
+pooler_swap_wait() {
+  [[ -n $pooler_swap_flag && -e $pooler_swap_flag.started ]] || return 0
+  local i
+  for ((i = 0; i < 1500; i++)); do [[ -e $pooler_swap_flag ]] && break; sleep 0.01; done
+  rm -f "$pooler_swap_flag" "$pooler_swap_flag.started"
 }
 # pooler_settle [target|source|none]: every pooler RESUMEd, its entries at the primary
 # (decided from the hosts when not given); idempotent, run on every way out of a switchover.
 # Returns 1 (pooler_msg says why) if a pooler could not be settled.
 pooler_settle() {
   ((${#poolers[@]})) && [[ $pooler_state != settled ]] || return 0
+  pooler_swap_wait
   local to=${1:-}
   if [[ -z $to ]]; then
     if [[ $(target_in_recovery) == f ]]; then to=target

@@ -5,7 +5,7 @@
 #   pooler.sh pause  [--deadline S] POOLERS
 #   pooler.sh point  --from H:P --to H:P [--resume] POOLERS
 #   pooler.sh stage  --from H:P --to H:P POOLERS
-#   pooler.sh swap   --from H:P --to H:P POOLERS
+#   pooler.sh swap   --from H:P --to H:P [--no-resume] POOLERS
 #   pooler.sh resume POOLERS
 #   pooler.sh probe  --expect H:P POOLERS
 #
@@ -33,7 +33,8 @@
 # the switch, so that swap, inside it, is one quick step.
 # swap: for each pooler, the staged files renamed into place (pooler-swap.sh), then RELOAD and
 # RESUME in one session of its console; a pooler whose files changed since they were staged,
-# or were not staged, gets the full point instead. Always ends with every pooler resumed.
+# or were not staged, gets the full point instead. Ends with every pooler resumed, unless
+# --no-resume (RELOAD only: the caller RESUMEs once the new primary is writable).
 # resume: RESUME on every pooler (one that is not paused counts as resumed). Always safe.
 # probe: through each pooler, as its admin user, into the first entry that pointed at the
 # source: the server answering must be --expect and writable.
@@ -51,7 +52,7 @@ usage() { pgs_die "$EX_USAGE" "$1 (usage: pooler.sh check|pause|point|resume|pro
 
 cmd=${1:-}
 case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; *) usage "first argument must be check, pause, point, stage, swap, resume or probe" ;; esac
-dsns=() specs=() conffiles=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0
+dsns=() specs=() conffiles=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0 no_resume=0
 while (($#)); do
   case $1 in
     --pooler) dsns+=("$(pgs_url_conninfo "${2:?}")") specs+=(local) conffiles+=(""); shift ;;
@@ -63,6 +64,7 @@ while (($#)); do
     --to) to=${2:?}; shift ;;
     --expect) expect=${2:?}; shift ;;
     --resume) then_resume=1 ;;
+    --no-resume) no_resume=1 ;;
     --deadline) deadline=${2:?}; shift ;;
     --pause-limit) pause_limit=${2:?}; shift ;;
     --switch-limit) switch_limit=${2:?}; shift ;;
@@ -291,10 +293,12 @@ case $cmd in
       rc=0
       [[ -n $conffile ]] && { pgs_on_pg "${specs[$i]}" sh -c "$PGS_POOLER_SWAP_SH" pgshift-pooler-swap "$conffile" 2>/dev/null || rc=$?; }
       if [[ -n $conffile ]] && ((rc == 0)); then
-        if out=$(PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAq -v ON_ERROR_STOP=1 -d "${dsns[$i]}" -c RELOAD -c RESUME 2>&1) ||
+        resume=(-c RESUME)
+        ((no_resume)) && resume=()
+        if out=$(PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -XAq -v ON_ERROR_STOP=1 -d "${dsns[$i]}" -c RELOAD "${resume[@]}" 2>&1) ||
           [[ $out == *"not paused"* ]]; then
           step "$i" point true staged:=true from="$from" to="$to" ms:=$(($(pgs_now_ms) - s))
-          step "$i" resume true
+          ((no_resume)) || step "$i" resume true
           continue
         fi
         pgs_log "pooler $who: RELOAD/RESUME after the swap failed (${out//$'\n'/ }): the full point, then RESUME"
@@ -302,7 +306,7 @@ case $cmd in
         pgs_log "pooler $who: $conffile changed since it was staged: the full point"
       fi
       point_one "$i"
-      resume_one "$i"
+      ((no_resume)) || resume_one "$i"
     done
     finish
     ;;
