@@ -2,7 +2,6 @@
 
 mod cli;
 mod cluster;
-mod fatal;
 mod faults;
 mod push_fetch;
 mod ssh;
