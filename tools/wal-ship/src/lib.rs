@@ -165,11 +165,10 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// An stdout writer: JSON lines, or nothing with `--quiet` (not even after a fatal error: make
-/// it before anything can fail).
+/// An stdout writer: JSON lines, or nothing with `--quiet`.
 fn output(quiet: bool) -> shared::Output {
     if quiet {
-        shared::Output::discard()
+        shared::Output::new(std::io::sink())
     } else {
         shared::Output::stdout()
     }
