@@ -37,12 +37,8 @@ while (($#)); do
   shift
 done
 peer_rounds=${peer_rounds:-$rounds}
-for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch; do
-  [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
-done
+pgs_bench_begin migrate "$bin" load-gen wal-ship rowcount-diff pg-checksum pg-switch
 pgs_require_cmd jq
-out=$(pgs_results_file migrate jsonl)
-: >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
 chmod 755 "$work"
 export PGSHIFT_STATE_DIR=$work/state
@@ -58,10 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-record() {
-  printf '%s\n' "$1"
-  printf '%s\n' "$1" >>"$out"
-}
 
 # load_start HOSTS_ENV: load-gen against both hosts, following the primary.
 load_start() {
@@ -92,7 +84,7 @@ peer_switch() {
   t1=$(pgs_now_ms)
   sleep 1
   pgs_load_stop
-  record "$(jq -c --arg kind "$kind" --argjson ms $((t1 - t0)) \
+  pgs_record "$(jq -c --arg kind "$kind" --argjson ms $((t1 - t0)) \
     '{type: "switchover", kind: $kind, mode: "stream", command_ms: $ms,
       max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$PGS_LOAD_SUMMARY")"
 }
@@ -140,7 +132,7 @@ one_switch() {
   fi
   sleep 1
   pgs_load_stop
-  record "$(jq -c --arg kind "$kind" --arg mode "$mode" --argjson reverse "$reverse" --argjson downtime "$downtime" \
+  pgs_record "$(jq -c --arg kind "$kind" --arg mode "$mode" --argjson reverse "$reverse" --argjson downtime "$downtime" \
     '{type: "switchover", kind: $kind, mode: $mode, direction: (if $reverse == 1 then "B->A" else "A->B" end),
       downtime_ms: $downtime, max_write_gap_ms, unavailable_ms, committed, lost, split_brain}' <<<"$PGS_LOAD_SUMMARY")"
 }
@@ -150,7 +142,7 @@ pgs_log "creating two hosts (stream mode)"
 pgs_log "initial migration A->B (base copy, verified)"
 "$here/scripts/migrate.sh" --hosts-env "$work/s/hosts.env" --bin "$bin" >"$work/initial.jsonl" 2>/dev/null ||
   pgs_die "$EX_SOFTWARE" "initial migration failed: $(tail -n 1 "$work/initial.jsonl")"
-record "$(tail -n 1 "$work/initial.jsonl" | jq -c '{type: "initial_migration", downtime_ms, verdict, bytes_copied, phases_ms}')"
+pgs_record "$(tail -n 1 "$work/initial.jsonl" | jq -c '{type: "initial_migration", downtime_ms, verdict, bytes_copied, phases_ms}')"
 
 # B is the primary now: rounds alternate B->A (reverse) and A->B.
 for kind in pgshift hand; do
@@ -205,4 +197,4 @@ jq -s -c '
      median_gap_ratio_pgshift_vs_hand: ratio($p; $h),
      median_gap_ratio_pgshift_vs_patroni: ratio($p; $pat),
      median_gap_ratio_pgshift_vs_pg_auto_failover: ratio($p; $af)}' \
-  "$out" | tee -a "$out"
+  "$PGS_RESULTS" | tee -a "$PGS_RESULTS"

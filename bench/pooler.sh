@@ -31,12 +31,8 @@ while (($#)); do
   esac
   shift
 done
-for t in load-gen rowcount-diff pg-checksum pg-switch pg-scram; do
-  [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
-done
+pgs_bench_begin pooler "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 pgs_require_cmd jq pgbouncer
-out=$(pgs_results_file pooler jsonl)
-: >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-pooler.XXXXXX)
 chmod 755 "$work"
 export PGSHIFT_STATE_DIR=$work/state
@@ -47,10 +43,6 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-record() {
-  printf '%s\n' "$1"
-  printf '%s\n' "$1" >>"$out"
-}
 
 pgs_log "creating two hosts and a PgBouncer in front of them"
 "$here/scripts/hosts-local.sh" create "$work/h" --pooler --bin "$bin" >/dev/null
@@ -82,7 +74,7 @@ one_switch() {
   pgs_load_stop
   local verified
   verified=$("$bin/load-gen" verify --dsn "$both" --log "$load_out.acks" | tail -n 1)
-  record "$(jq -c --arg setup "$setup" --argjson reverse "$reverse" --argjson m "$summary" --argjson v "$verified" \
+  pgs_record "$(jq -c --arg setup "$setup" --argjson reverse "$reverse" --argjson m "$summary" --argjson v "$verified" \
     '{type: "switchover", setup: $setup, direction: (if $reverse == 1 then "B->A" else "A->B" end),
       downtime_ms: $m.downtime_ms, errors_total, errors_by_kind, max_stall_ms, max_write_gap_ms, committed,
       lost: $v.lost, split_brain: $v.split_brain}' <<<"$PGS_LOAD_SUMMARY")"
@@ -108,4 +100,4 @@ jq -s -c '
   | {type: "summary", tool: "bench-pooler", pooler: per($p), multihost: per($m),
      median_stall_ratio_pooler_vs_multihost: (if ($m | length) > 0 and ($m | map(.max_stall_ms) | med) > 0
        then (($p | map(.max_stall_ms) | med) / ($m | map(.max_stall_ms) | med) * 100 | round / 100) else null end),
-     lost: ($all | map(.lost // 0) | add)}' "$out" | tee -a "$out"
+     lost: ($all | map(.lost // 0) | add)}' "$PGS_RESULTS" | tee -a "$PGS_RESULTS"

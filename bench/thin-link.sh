@@ -35,13 +35,9 @@ while (($#)); do
   esac
   shift
 done
-for t in load-gen rowcount-diff pg-checksum pg-switch pg-scram; do
-  [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
-done
+pgs_bench_begin thin-link "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 [[ $(id -u) == 0 ]] || pgs_die "$EX_USAGE" "network namespaces need root"
 pgs_require_cmd jq rsync zstd ip tc
-out=$(pgs_results_file thin-link jsonl)
-: >"$out"
 work=$(mktemp -d /tmp/pgshift-bench-thin.XXXXXX)
 chmod 755 "$work"
 export PGSHIFT_STATE_DIR=$work/state
@@ -53,10 +49,6 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-record() {
-  printf '%s\n' "$1"
-  printf '%s\n' "$1" >>"$out"
-}
 
 pgs_log "creating two hosts over a $rate link, pgbench scale $scale (this takes a while)"
 "$here/scripts/hosts-local.sh" create "$work/h" --netns --rate "$rate" --pgbench-scale "$scale" --bin "$bin" >/dev/null
@@ -79,7 +71,7 @@ b0=$(rx) t0=$(pgs_now_ms)
 pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$scratch/plain" -X stream -c fast --no-sync \
   -d "host=$host_a port=$port_a user=$REPL_USER passfile=$aux/pgpass sslmode=verify-full sslrootcert=$aux/ca.crt"
 t1=$(pgs_now_ms) b1=$(rx)
-record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" \
+pgs_record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" \
   '{type: "method", method: "pg_basebackup", what: "pg_basebackup -X stream (uncompressed)", ms: $ms, wire_bytes: $wire, database_bytes: $size}')"
 pgs_on_pg "$TARGET_SPEC" rm -rf "$scratch/plain"
 
@@ -92,7 +84,6 @@ read only = yes
 uid = postgres
 gid = postgres
 EOF
-"$PG_BIN/pg_ctl" --version >/dev/null
 pgs_on_pg "$SOURCE_SPEC" "$PG_BIN/pg_ctl" -D "$SOURCE_PGDATA" -m fast -w stop >/dev/null
 ip netns exec "$ns_a" rsync --daemon --no-detach --port 8730 --config "$work/rsyncd.conf" &
 rsync_pid=$!
@@ -103,7 +94,7 @@ t1=$(pgs_now_ms) b1=$(rx)
 kill "$rsync_pid" 2>/dev/null || true
 wait "$rsync_pid" 2>/dev/null || true
 rsync_pid=""
-record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" \
+pgs_record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" \
   '{type: "method", method: "rsync", what: "rsync -a of the stopped data directory", ms: $ms, wire_bytes: $wire, database_bytes: $size}')"
 rm -rf "$scratch"
 pgs_pg_start "$SOURCE_SPEC" "$SOURCE_PGDATA" "$(dirname "$SOURCE_PGDATA")/server.log" || pgs_die "$EX_SOFTWARE" "the source did not start again"
@@ -122,14 +113,14 @@ verified=$("$bin/load-gen" verify --dsn "$load_dsn" --log "$work/load.acks" | ta
 m=$(tail -n 1 "$work/migrate.jsonl")
 copy=$(jq -c 'select(.type == "phase" and .name == "base_copy")' "$work/migrate.jsonl")
 comp=$(jq -c 'select(.type == "compression")' "$work/migrate.jsonl")
-record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" --argjson m "$m" \
+pgs_record "$(jq -cn --argjson ms $((t1 - t0)) --argjson wire $((b1 - b0)) --argjson size "$size" --argjson m "$m" \
   --argjson copy "$copy" --argjson comp "${comp:-null}" --argjson load "$PGS_LOAD_SUMMARY" --argjson v "$verified" \
   '{type: "method", method: "pgshift", what: "migrate.sh --compress auto, under load", ms: $ms, wire_bytes: $wire,
     database_bytes: $size, base_copy_ms: $copy.ms, base_copy_wire_bytes: $copy.wire_bytes, compression: $m.compression,
     predicted_speedup: ($comp.predicted_speedup // null), bytes: $m.bytes, downtime_ms: $m.downtime_ms, verdict: $m.verdict,
     phases_ms: $m.phases_ms, max_write_gap_ms: ($load.max_write_gap_ms // null), lost: ($v.lost // null)}')"
 
-record "$(jq -cs '(map(select(.type == "method")) | INDEX(.method)) as $m |
+pgs_record "$(jq -cs '(map(select(.type == "method")) | INDEX(.method)) as $m |
   {type: "summary", rate: $ARGS.named.rate, pgbench_scale: ($ARGS.named.scale | tonumber), database_bytes: $m.pgshift.database_bytes,
    pg_basebackup_ms: $m.pg_basebackup.ms, rsync_ms: $m.rsync.ms, pgshift_ms: $m.pgshift.ms, pgshift_base_copy_ms: $m.pgshift.base_copy_ms,
    pg_basebackup_wire_bytes: $m.pg_basebackup.wire_bytes, rsync_wire_bytes: $m.rsync.wire_bytes, pgshift_wire_bytes: $m.pgshift.wire_bytes,
@@ -139,4 +130,4 @@ record "$(jq -cs '(map(select(.type == "method")) | INDEX(.method)) as $m |
    copy_bytes_ratio_vs_pg_basebackup: (($m.pg_basebackup.wire_bytes / $m.pgshift.base_copy_wire_bytes) * 100 | round / 100),
    time_ratio_vs_rsync: (($m.rsync.ms / $m.pgshift.ms) * 100 | round / 100),
    downtime_ms: $m.pgshift.downtime_ms, lost: $m.pgshift.lost, verdict: $m.pgshift.verdict}' \
-  --arg rate "$rate" --arg scale "$scale" "$out")"
+  --arg rate "$rate" --arg scale "$scale" "$PGS_RESULTS")"

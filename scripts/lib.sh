@@ -563,6 +563,25 @@ pgs_release_bin() {
   printf '%s\n' "$PGS_ROOT/target/release/$tool"
 }
 
+# pgs_bench_begin NAME BIN TOOL...: a benchmark's start: every TOOL built in BIN (else exit 69,
+# naming make release), and its results file bench/results/NAME-<UTC timestamp>.jsonl made
+# empty and named in PGS_RESULTS (pgs_record appends to it).
+pgs_bench_begin() {
+  local name=$1 bin=$2 t
+  shift 2
+  for t in "$@"; do
+    [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing: run 'make release' first"
+  done
+  PGS_RESULTS=$(pgs_results_file "$name" jsonl)
+  : >"$PGS_RESULTS"
+}
+
+# pgs_record LINE: a benchmark's record, on stdout and in PGS_RESULTS.
+pgs_record() {
+  printf '%s\n' "$1"
+  printf '%s\n' "$1" >>"$PGS_RESULTS"
+}
+
 # pgs_results_file NAME EXT: print bench/results/NAME-<UTC timestamp>.EXT, making the
 # directory.
 pgs_results_file() {
