@@ -324,6 +324,14 @@ pub fn summary(recs: &[Value]) -> &Value {
     s
 }
 
+/// The summary's `message` (empty when it has none).
+pub fn summary_message(recs: &[Value]) -> String {
+    summary(recs)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The switchover phase record, and a check of its proofs.
 pub fn switchover(recs: &[Value]) -> &Value {
     let proofs: Vec<&str> = of_type(recs, "proof")

@@ -480,10 +480,7 @@ fn exclusive_netns_hosts_with_a_bandwidth_limit() {
         .status()
         .unwrap();
     assert!(restore.success());
-    let msg = summary(&recs)["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let msg = summary_message(&recs);
     assert_eq!(code, 75, "{msg}\n{err}");
     assert!(
         msg.contains("cannot catch up") && msg.contains("B/s"),

@@ -115,10 +115,7 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     // Refused in preflight, naming the setting and the fix; nothing changed.
     edit_ini(&hosts, "dbname=app", "dbname=app pool_mode=session");
     let (code, recs, _) = hosts.migrate(&[]);
-    let msg = summary(&recs)["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let msg = summary_message(&recs);
     assert_eq!(code, 65, "{msg}");
     assert!(
         msg.contains("session pooling") && msg.contains("pool_mode=transaction"),
@@ -131,10 +128,7 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
         "server_login_retry = 15",
     );
     let (code, recs, _) = hosts.migrate(&[]);
-    let msg = summary(&recs)["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let msg = summary_message(&recs);
     assert_eq!(code, 65, "{msg}");
     assert!(msg.contains("server_login_retry"), "{msg}");
     edit_ini(

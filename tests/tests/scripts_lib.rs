@@ -4,6 +4,16 @@ use std::process::Command;
 
 use pgshift_tests::workspace_root;
 
+/// Run a bash snippet with lib.sh sourced (no `set -e`): its output, whatever its exit.
+fn bash_output(snippet: &str) -> std::process::Output {
+    let root = workspace_root();
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!(". '{}/scripts/lib.sh'; {snippet}", root.display()))
+        .output()
+        .expect("run bash")
+}
+
 /// Run a bash snippet with lib.sh sourced and `set -euo pipefail`; return stdout.
 fn bash(snippet: &str) -> String {
     let root = workspace_root();
@@ -231,15 +241,7 @@ fn ssh_calls_follow_the_tools_policy() {
 
 #[test]
 fn missing_command_fails_with_unavailable() {
-    let root = workspace_root();
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            ". '{}/scripts/lib.sh'; pgs_require_cmd no-such-command-xyz",
-            root.display()
-        ))
-        .output()
-        .unwrap();
+    let status = bash_output("pgs_require_cmd no-such-command-xyz");
     assert_eq!(status.status.code(), Some(69));
     let err = String::from_utf8_lossy(&status.stderr);
     assert!(err.contains("'no-such-command-xyz' not found"), "{err}");
@@ -427,14 +429,6 @@ fn urls_become_the_conninfo_the_tools_read() {
         }
     }
     // A host list names no one server.
-    let root = workspace_root();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            ". '{}/scripts/lib.sh'; pgs_url_conninfo postgresql://a,b/db",
-            root.display()
-        ))
-        .output()
-        .unwrap();
+    let out = bash_output("pgs_url_conninfo postgresql://a,b/db");
     assert_eq!(out.status.code(), Some(2));
 }
