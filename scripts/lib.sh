@@ -450,6 +450,11 @@ pgs_conninfo_quote() {
   printf "'%s'" "${v//\'/\\\'}"
 }
 
+# pgs_no_password DSN: true unless DSN (a conninfo or a URL) holds a password, which would be
+# in process arguments: the scripts refuse it and ask for a passfile.
+pgs_no_password() { [[ $1 != *password=* && $1 != *://*:*@* ]]; }
+PGS_PASSWORD_HINT="put it in a passfile (passfile=FILE, or ~/.pgpass) so it is in no process's arguments"
+
 # pgs_url_conninfo DSN: DSN in keyword=value form. A postgresql:// or postgres:// URL
 # (user[:password]@host[:port]/dbname?key=value&...; %XX decoded; [v6] hosts) becomes the
 # keyword form libpq gives it (a value with spaces or quotes quoted with pgs_conninfo_quote);

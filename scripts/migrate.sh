@@ -211,8 +211,7 @@ archive=${archive:-$ARCHIVE}
 tls_ca=${tls_ca:-$TLS_CA}
 if ((${#poolers[@]} == 0 && !no_pooler)) && [[ -n $POOLER_DSN ]]; then poolers=(--pooler "$POOLER_DSN" --host "$POOLER_SPEC"); fi
 [[ $pause_limit =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--pause-limit takes seconds (e.g. 5 or 0.5)"
-[[ ${SOURCE_DSN:-} != *password=* && ${SOURCE_DSN:-} != *://*:*@* ]] ||
-  usage "the source conninfo holds a password: put it in a passfile (passfile=FILE, or ~/.pgpass) so it is in no process's arguments"
+pgs_no_password "${SOURCE_DSN:-}" || usage "the source conninfo holds a password: $PGS_PASSWORD_HINT"
 [[ $compress =~ ^(auto|none|zstd(:([1-9]|1[0-9]|2[0-2]))?|lz4(:([1-9]|1[0-2]))?)$ ]] ||
   usage "--compress takes auto, none, zstd[:1-22] or lz4[:1-12], not '$compress'"
 [[ -z $egress_price || $egress_price =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "--egress-price takes a price per GB (e.g. 0.09)"

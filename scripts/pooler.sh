@@ -74,8 +74,7 @@ while (($#)); do
 done
 ((${#dsns[@]})) || usage "no --pooler given"
 for d in "${dsns[@]}"; do
-  [[ $d != *password=* && $d != *://*:*@* ]] ||
-    usage "the pooler's conninfo holds a password: put it in a passfile (passfile=FILE, or ~/.pgpass) so it is in no process's arguments"
+  pgs_no_password "$d" || usage "the pooler's conninfo holds a password: $PGS_PASSWORD_HINT"
 done
 for v in "$deadline" "$pause_limit" "$switch_limit"; do
   [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage "durations are seconds (e.g. 5 or 0.5), not '$v'"

@@ -90,8 +90,7 @@ while (($#)); do
 done
 [[ -n $source_dsn ]] || usage "--source CONNINFO (the source, as this machine reaches it) is required"
 source_dsn=$(pgs_url_conninfo "$source_dsn") || usage "--source names one server: give one host in it"
-[[ $source_dsn != *password=* && $source_dsn != *://*:*@* ]] ||
-  usage "the --source conninfo holds a password: put it in a passfile (passfile=FILE, or ~/.pgpass) so it is in no process's arguments"
+pgs_no_password "$source_dsn" || usage "the --source conninfo holds a password: $PGS_PASSWORD_HINT"
 [[ $port =~ ^[0-9]+$ && $pool_size =~ ^[0-9]+$ ]] || usage "--port and --pool-size take numbers"
 [[ $conf_dir == /* ]] || usage "--conf-dir takes an absolute path"
 [[ $admin_user =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || usage "--admin-user must be a plain name"
