@@ -48,7 +48,7 @@ PGS_NAME=pooler
 PGS_POOLER_ENTRIES_SH=${PGS_POOLER_ENTRIES_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-entries.sh")}
 PGS_POOLER_SWAP_SH=${PGS_POOLER_SWAP_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-swap.sh")}
 
-usage() { pgs_die "$EX_USAGE" "$1 (usage: pooler.sh check|pause|point|resume|probe --pooler DSN [--host SPEC] ...; see the header of scripts/pooler.sh)"; }
+usage() { pgs_die "$EX_USAGE" "$1 (usage: pooler.sh check|pause|point|stage|swap|resume|probe --pooler DSN [--host SPEC] ...; see the header of scripts/pooler.sh)"; }
 
 cmd=${1:-}
 case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; *) usage "first argument must be check, pause, point, stage, swap, resume or probe" ;; esac
