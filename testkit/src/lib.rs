@@ -182,8 +182,9 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// The directory all clusters live under (world-writable with the sticky bit, like /tmp, so
-/// root and non-root runs can share it).
-fn base_dir() -> PathBuf {
+/// root and non-root runs can share it: each makes its own initdb template and lock there).
+/// Tests that put their own directories there make it through this, never by hand.
+pub fn base_dir() -> PathBuf {
     let base = std::env::var_os("PGSHIFT_TESTKIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("pgshift-testkit"));

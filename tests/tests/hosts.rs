@@ -35,8 +35,7 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn create(extra: &[&str]) -> Hosts {
-        let base = std::env::temp_dir().join("pgshift-testkit");
-        std::fs::create_dir_all(&base).unwrap();
+        let base = testkit::base_dir();
         let dir = base.join(format!("mig-{}-{}", std::process::id(), nanos()));
         let mut cmd = Command::new(script("hosts-local.sh"));
         cmd.arg("create")

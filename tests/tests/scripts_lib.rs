@@ -302,8 +302,7 @@ fn scripts_are_shellcheck_clean() {
 
 /// A fresh directory for bash-made clusters (removed by the scripts themselves).
 fn tempfile_dir() -> std::path::PathBuf {
-    let base = std::env::temp_dir().join("pgshift-testkit");
-    std::fs::create_dir_all(&base).unwrap();
+    let base = testkit::base_dir();
     let dir = base.join(format!("bash-{}-{}", std::process::id(), nanos()));
     std::fs::create_dir_all(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
