@@ -71,9 +71,21 @@ impl Background {
 
     /// Wait (at most `limit`) until a record satisfies `pred`; panics with the output if not.
     pub fn wait_for(&mut self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) {
+        self.wait_for_after(0, limit, what, pred)
+    }
+
+    /// As `wait_for`, looking only at the records after the first `from` (`records().len()`
+    /// taken before the event that the awaited record must follow).
+    pub fn wait_for_after(
+        &mut self,
+        from: usize,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) {
         let deadline = Instant::now() + limit;
         loop {
-            if self.records().iter().any(&pred) {
+            if self.records().iter().skip(from).any(&pred) {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

@@ -96,9 +96,14 @@ fn a_stop_while_a_commit_hangs_ends_within_the_grace_and_counts_it_unknown() {
     locker
         .batch_execute("BEGIN; LOCK TABLE load_gen_probe IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    lg.wait_for(Duration::from_secs(20), "the client blocked", |r| {
-        r["type"] == "tick" && r["committed"] == 0
-    });
+    // A tick after the lock: one before it can have 0 commits too (a slow first connection).
+    let locked_at = lg.records().len();
+    lg.wait_for_after(
+        locked_at,
+        Duration::from_secs(20),
+        "the client blocked",
+        |r| r["type"] == "tick" && r["committed"] == 0,
+    );
     let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
     locker.batch_execute("COMMIT").unwrap();
     r.expect(0);
