@@ -329,11 +329,12 @@ phase_begin() {
   note phase phase="$phase" state=begin "$@"
 }
 phase_end() {
-  local ms=$(($(pgs_now_ms) - phase_t0))
+  local now; now=$(pgs_now_ms)
+  local ms=$((now - phase_t0))
   phase_ms[$phase]=$ms
   phase_order+=("$phase")
   note phase phase="$phase" state=end
-  emit phase name="$phase" status=ok ms:=$ms "$@"
+  emit phase name="$phase" status=ok ms:=$ms started_at_ms:="$phase_t0" ended_at_ms:="$now" "$@"
 }
 # note EVENT k=v...: one journal record (on disk before this returns).
 note() {

@@ -33,6 +33,8 @@ need=(
   "/usr/include/openssl/ssl.h:libssl-dev"
   # criu-wrap's real-CRIU test boots Debian's kernel under qemu (scripts/criu-vm.sh)
   "qemu-system-x86_64:qemu-system-x86" "/bin/busybox:busybox-static" "/usr/sbin/criu:criu" "cpio:cpio" "/usr/sbin/depmod:kmod"
+  # the HTML migration report is rendered and screenshotted by headless Chromium in its test
+  "/usr/bin/chromium:chromium"
 )
 if [[ ${1:-} == --bench ]]; then
   need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
