@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod fatal;
 mod faults;
 mod push_fetch;
 mod ssh;
