@@ -192,13 +192,6 @@ impl Status {
     }
 }
 
-/// Marker for "stdout was closed by the reader" (`tool | head -1`): not a failure.
-/// [`crate::jsonl::Output`] wraps such write errors in it, and `run_main` exits 0 quietly.
-/// Only stdout gets this treatment: a broken pipe to `ssh` or to a server is a real error.
-#[derive(Debug, thiserror::Error)]
-#[error("standard output was closed")]
-pub struct StdoutClosed;
-
 /// Find the class of an error by walking its chain: the outermost [`Error`] wins; otherwise
 /// known error types are classified (I/O, PostgreSQL, clap); otherwise it is a bug.
 pub fn classify(err: &anyhow::Error) -> ErrorKind {
@@ -247,11 +240,6 @@ pub fn classify_io(e: &std::io::Error) -> ErrorKind {
     }
 }
 
-/// True when the chain says stdout was closed by its reader.
-pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
-    find::<StdoutClosed>(err).is_some()
-}
-
 /// The outermost `T` in an error: anyhow's context layers first (outermost first), then the
 /// sources of the root error.
 pub fn find<T: std::error::Error + Send + Sync + 'static>(err: &anyhow::Error) -> Option<&T> {
@@ -262,7 +250,6 @@ pub fn find<T: std::error::Error + Send + Sync + 'static>(err: &anyhow::Error) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
     #[test]
     fn table_is_the_documented_one() {
@@ -351,14 +338,5 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(ErrorKind::Io.worst(ErrorKind::DataErr), ErrorKind::Io);
-    }
-
-    #[test]
-    fn stdout_closed_is_recognised_through_context() {
-        let e = anyhow::Error::new(StdoutClosed).context("writing record");
-        assert!(is_stdout_closed(&e));
-        let r: anyhow::Result<()> =
-            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing to ssh");
-        assert!(!is_stdout_closed(&r.unwrap_err()));
     }
 }

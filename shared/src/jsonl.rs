@@ -8,8 +8,14 @@
 //! [`Output`] is the writer. It is also the place that remembers per-item failures (ripgrep's
 //! "errored" flag): a tool reports a failed table with [`Output::error`] and keeps going, and
 //! [`Output::finish`] turns the worst failure into the exit status.
+//!
+//! A reader that goes away (`tool | head -1`) changes nothing but the output: `Output` writes
+//! nothing more and the tool runs on to its real exit status. After a fatal error,
+//! [`crate::run_main`] ends the stream with [`end_after_fatal`] unless a summary was written.
 
 use std::io::{self, BufRead, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -17,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::exit::{classify, ErrorKind, Status, StdoutClosed};
+use crate::exit::{classify, ErrorKind, Status};
 
 /// The version of the wire format, carried by every `summary` record. Producers only add types
 /// and fields; a change that removes or re-means one bumps this number.
@@ -64,9 +70,25 @@ pub struct ErrorRecord<'a> {
     pub about: &'a Map<String, Value>,
 }
 
+/// Set once this process's stdout stream has ended: a `summary` was written to it, or the tool
+/// writes no records there (`--quiet`, CSV). Nothing is added after a fatal error then.
+static STDOUT_ENDED: AtomicBool = AtomicBool::new(false);
+/// `error` records written to stdout so far, for the `errors` of a summary after a fatal error.
+static STDOUT_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// When the process started (set by [`crate::run_main`]): `elapsed_ms` is the whole run's,
+/// however late a tool makes its `Output`.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+pub(crate) fn set_started(at: Instant) {
+    let _ = STARTED.set(at);
+}
+
 /// The JSON-lines writer for stdout, with per-item failure tracking.
 pub struct Output {
     w: Box<dyn Write + Send>,
+    /// Writes this process's stdout stream (see [`STDOUT_ENDED`]).
+    on_stdout: bool,
     records: u64,
     errors: u64,
     worst: Option<ErrorKind>,
@@ -77,18 +99,29 @@ pub struct Output {
 impl Output {
     /// Write to stdout (buffered; every record is flushed so that a pipeline sees it at once).
     pub fn stdout() -> Output {
-        Output::new(BufWriter::new(io::stdout()))
+        Output {
+            on_stdout: true,
+            ..Output::new(BufWriter::new(io::stdout()))
+        }
+    }
+
+    /// Write nothing, and nothing after a fatal error either: for a run whose stdout carries no
+    /// records (`--quiet`, CSV). Make it before anything can fail.
+    pub fn discard() -> Output {
+        STDOUT_ENDED.store(true, Ordering::SeqCst);
+        Output::new(io::sink())
     }
 
     /// Write to any writer (tests, files).
     pub fn new(w: impl Write + Send + 'static) -> Output {
         Output {
             w: Box::new(w),
+            on_stdout: false,
             records: 0,
             errors: 0,
             worst: None,
             differences: false,
-            started: Instant::now(),
+            started: STARTED.get().copied().unwrap_or_else(Instant::now),
         }
     }
 
@@ -115,8 +148,11 @@ impl Output {
                 self.records += 1;
                 Ok(())
             }
+            // The reader went away (`| head -1`): not a failure. Write nothing more and let
+            // the run go on to its real exit status.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                Err(anyhow::Error::new(e).context(StdoutClosed))
+                self.w = Box::new(io::sink());
+                Ok(())
             }
             Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
         }
@@ -137,10 +173,23 @@ impl Output {
         err: &anyhow::Error,
         about: Value,
     ) -> anyhow::Result<()> {
-        self.errors += 1;
-        self.worst = Some(self.worst.map_or(kind, |w| w.worst(kind)));
         let message = format!("{err:#}");
         crate::msg::error_line(&message);
+        self.error_record(kind, message, about)
+    }
+
+    /// The `error` record alone (the stderr line is the caller's).
+    fn error_record(
+        &mut self,
+        kind: ErrorKind,
+        message: String,
+        about: Value,
+    ) -> anyhow::Result<()> {
+        self.errors += 1;
+        if self.on_stdout {
+            STDOUT_ERRORS.fetch_add(1, Ordering::SeqCst);
+        }
+        self.worst = Some(self.worst.map_or(kind, |w| w.worst(kind)));
         let about = match about {
             Value::Object(m) => m,
             Value::Null => Map::new(),
@@ -210,9 +259,37 @@ impl Output {
             (self.started.elapsed().as_millis() as u64).into(),
         );
         body.insert("format_version".into(), FORMAT_VERSION.into());
+        if self.on_stdout {
+            STDOUT_ENDED.store(true, Ordering::SeqCst);
+        }
         self.emit_as("summary", &body)?;
         Ok(status)
     }
+}
+
+/// End the stdout stream after the fatal error `err` of class `kind` (for [`crate::run_main`]):
+/// an `error` record (`"fatal":true`) and a `summary` counting every `error` record of the
+/// stream, its elapsed time from `started`. Nothing if the stream has already ended (see
+/// [`Output::discard`]). Returns whether it wrote; the stderr line is the caller's.
+pub fn end_after_fatal(
+    w: impl Write + Send + 'static,
+    kind: ErrorKind,
+    err: &anyhow::Error,
+    started: Instant,
+) -> bool {
+    if STDOUT_ENDED.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    let mut out = Output {
+        errors: STDOUT_ERRORS.load(Ordering::SeqCst),
+        started,
+        ..Output::new(w)
+    };
+    // Nothing left to tell a failed write to: the exit code says it all.
+    let _ = out
+        .error_record(kind, format!("{err:#}"), serde_json::json!({"fatal": true}))
+        .and_then(|()| out.finish(&Value::Null));
+    true
 }
 
 /// One record read back from a JSON-lines stream.
@@ -436,19 +513,24 @@ mod tests {
     }
 
     #[test]
-    fn broken_pipe_on_stdout_is_marked_as_closed_stdout() {
-        struct Closed;
+    fn a_closed_stdout_changes_nothing_but_the_output() {
+        struct Closed(Arc<Mutex<u32>>);
         impl Write for Closed {
             fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                *self.0.lock().unwrap() += 1;
                 Err(io::ErrorKind::BrokenPipe.into())
             }
             fn flush(&mut self) -> io::Result<()> {
                 Ok(())
             }
         }
-        let mut out = Output::new(Closed);
-        let err = out.emit_as("tick", &json!({"t": 1})).unwrap_err();
-        assert!(crate::exit::is_stdout_closed(&err));
+        let tries = Arc::new(Mutex::new(0));
+        let mut out = Output::new(Closed(tries.clone()));
+        out.emit_as("tick", &json!({"t": 1})).unwrap();
+        out.emit_as("tick", &json!({"t": 2})).unwrap();
+        out.mark_differences();
+        assert_eq!(out.finish(&json!({})).unwrap(), Status::Differences);
+        assert_eq!(*tries.lock().unwrap(), 1, "one write, then nothing more");
 
         struct Full;
         impl Write for Full {
@@ -462,7 +544,80 @@ mod tests {
         let err = Output::new(Full)
             .emit_as("tick", &json!({"t": 1}))
             .unwrap_err();
-        assert!(!crate::exit::is_stdout_closed(&err));
         assert_eq!(classify(&err), ErrorKind::Io);
+    }
+
+    /// The only test that touches the process-wide stdout state.
+    #[test]
+    fn a_fatal_error_ends_the_stream_once() {
+        let reset = || {
+            STDOUT_ENDED.store(false, Ordering::SeqCst);
+            STDOUT_ERRORS.store(0, Ordering::SeqCst);
+        };
+        let stdout_like = |buf: &Shared| Output {
+            on_stdout: true,
+            ..Output::new(buf.clone())
+        };
+        let err = crate::err(ErrorKind::Unavailable, "cannot connect").context("status of a");
+        let started = Instant::now() - std::time::Duration::from_millis(50);
+
+        // A per-item error, then a fatal one: both counted, the fatal one's class wins.
+        reset();
+        let buf = Shared::default();
+        let mut out = stdout_like(&buf);
+        out.error(&crate::err(ErrorKind::Retry, "busy"), json!({"table": "t"}))
+            .unwrap();
+        drop(out);
+        assert!(end_after_fatal(
+            buf.clone(),
+            ErrorKind::Unavailable,
+            &err,
+            started
+        ));
+        let text = buf.text();
+        let recs: Vec<Value> = records(text.as_bytes()).map(|r| r.unwrap().value).collect();
+        assert_eq!(recs.len(), 3, "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with(r#"{"type":"error","kind":"unavailable","exit_code":69,"message":"status of a: cannot connect","fatal":true}"#), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with(r#"{"type":"summary","tool":"#),
+            "{}",
+            lines[2]
+        );
+        let summary = &recs[2];
+        assert_eq!(summary["success"], json!(false));
+        assert_eq!(summary["exit_code"], json!(69));
+        assert_eq!(summary["errors"], json!(2));
+        assert!(summary["elapsed_ms"].as_u64().unwrap() >= 50, "{summary}");
+        assert_eq!(summary["format_version"], json!(FORMAT_VERSION));
+        // Once only.
+        let again = Shared::default();
+        assert!(!end_after_fatal(
+            again.clone(),
+            ErrorKind::Io,
+            &err,
+            started
+        ));
+        assert_eq!(again.text(), "");
+
+        // A tool that wrote its summary gets no second one.
+        reset();
+        let buf = Shared::default();
+        stdout_like(&buf).finish(&json!({})).unwrap();
+        assert!(!end_after_fatal(buf.clone(), ErrorKind::Io, &err, started));
+        assert_eq!(buf.text().lines().count(), 1);
+
+        // Nor does one whose stdout carries no records; a test writer never ends the stream.
+        reset();
+        drop(Output::discard());
+        assert!(!end_after_fatal(
+            Shared::default(),
+            ErrorKind::Io,
+            &err,
+            started
+        ));
+        reset();
+        Output::new(Shared::default()).finish(&json!({})).unwrap();
+        assert!(end_after_fatal(io::sink(), ErrorKind::Io, &err, started));
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! Every `main.rs` is `fn main() -> ExitCode { shared::run_main("tool", tool::run) }`.
 //! `run` parses its own arguments (so tests can call it with a vector) and returns
-//! `anyhow::Result<Status>`; here the error is printed once, as one line, and classified.
+//! `anyhow::Result<Status>`; here the error is printed once, as one line, and classified, and
+//! the stdout stream gets its `error` and `summary` records if the tool did not end it.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use crate::exit::{classify, is_stdout_closed, ErrorKind, Status};
-use crate::msg;
+use crate::exit::{classify, ErrorKind, Status};
+use crate::{jsonl, msg};
 
 /// Run a tool and map its outcome to the exit-code table (see [`crate::exit`]).
 pub fn run_main<F>(tool: &'static str, run: F) -> ExitCode
@@ -18,15 +20,30 @@ where
     F: FnOnce(Vec<OsString>) -> anyhow::Result<Status>,
 {
     msg::set_tool(tool);
+    let started = Instant::now();
+    jsonl::set_started(started);
     let args: Vec<OsString> = std::env::args_os().collect();
+    let end_stream = |kind: ErrorKind, err: &anyhow::Error| {
+        jsonl::end_after_fatal(BufWriter::new(std::io::stdout()), kind, err, started);
+    };
     let code = match std::panic::catch_unwind(AssertUnwindSafe(|| run(args))) {
         Ok(Ok(status)) => status.code(),
-        Ok(Err(err)) => report(tool, &err),
+        Ok(Err(err)) => {
+            let code = report(tool, &err);
+            // Usage errors and --help from clap write no records; "not there" is an answer
+            // the tool gives itself (wal-ship fetch).
+            let kind = classify(&err);
+            if crate::exit::find::<clap::Error>(&err).is_none() && kind != ErrorKind::NotFound {
+                end_stream(kind, &err);
+            }
+            code
+        }
         // The panic hook already printed the message and location.
         Err(_) => {
-            msg::error_line(
-                "internal error (a bug in pgshift; please report it with the message above)",
-            );
+            let message =
+                "internal error (a bug in pgshift; please report it with the message above)";
+            msg::error_line(message);
+            end_stream(ErrorKind::Internal, &anyhow::anyhow!(message));
             ErrorKind::Internal.code()
         }
     };
@@ -35,11 +52,8 @@ where
     ExitCode::from(code)
 }
 
-/// Print `err` as the user should see it and return its exit code.
+/// Print `err` as the user should see it (stderr) and return its exit code.
 pub fn report(tool: &str, err: &anyhow::Error) -> u8 {
-    if is_stdout_closed(err) {
-        return 0;
-    }
     if let Some(e) = crate::exit::find::<clap::Error>(err) {
         return report_clap(tool, e);
     }
@@ -119,8 +133,6 @@ mod tests {
     fn classified_errors_map_to_their_code() {
         let err = crate::err(ErrorKind::Unavailable, "cannot connect").context("checking a");
         assert_eq!(report("demo", &err), 69);
-        let err = anyhow::Error::new(crate::exit::StdoutClosed).context("writing");
-        assert_eq!(report("demo", &err), 0);
         let err = crate::err(ErrorKind::NotFound, "no such segment");
         assert_eq!(report("demo", &err), 1);
     }

@@ -179,7 +179,9 @@ fn an_unreachable_server_is_exit_69() {
     let r = run(&["--dsn", &dsn, "-w", "probe", "-T", "1s"]);
     r.expect(69);
     assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
-    assert!(r.records.is_empty(), "{r:#?}");
+    // The fatal error ends stdout too: its record, then the summary.
+    assert_eq!(r.one("error")["kind"], "unavailable", "{}", r.dump());
+    assert_eq!(r.summary()["exit_code"], 69);
 }
 
 #[test]

@@ -228,16 +228,15 @@ fn nothing_counted() -> serde_json::Value {
 /// Run `rowcount-diff` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
-    // Parse both DSNs first, so that a typo is a usage error before anything connects.
-    ConnInfo::parse(&cli.source).context("--source")?;
-    ConnInfo::parse(&cli.target).context("--target")?;
-
     let csv_mode = cli.format == Format::Csv;
     let mut out = if csv_mode {
-        Output::new(io::sink())
+        Output::discard()
     } else {
         Output::stdout()
     };
+    // Parse both DSNs first, so that a typo is a usage error before anything connects.
+    ConnInfo::parse(&cli.source).context("--source")?;
+    ConnInfo::parse(&cli.target).context("--target")?;
     let (src, tgt) = thread::scope(|s| {
         let a = s.spawn(|| open_host(Side::Source, &cli.source, &cli.filter));
         let b = s.spawn(|| open_host(Side::Target, &cli.target, &cli.filter));
@@ -391,7 +390,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         };
         match &mut csv {
             Some(w) => {
-                w.serialize(CsvRow {
+                let wrote = w.serialize(CsvRow {
                     schema: &rec.schema,
                     name: &rec.name,
                     equal: rec.equal,
@@ -402,15 +401,16 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
                     columns_equal: rec.columns_equal,
                     source_lsn: &rec.source_lsn,
                     target_lsn: &rec.target_lsn,
-                })
-                .map_err(csv_error)?;
-                w.flush().map_err(|e| csv_error(e.into()))?;
+                });
+                if !csv_written(wrote.and_then(|()| Ok(w.flush()?)))? {
+                    csv = None;
+                }
             }
             None => out.emit(&rec)?,
         }
     }
     if let Some(mut w) = csv {
-        w.flush().map_err(|e| csv_error(e.into()))?;
+        csv_written(w.flush().map_err(Into::into))?;
         io::stdout().flush().ok();
     }
     out.finish(&json!({
@@ -500,12 +500,14 @@ fn column_diff(s: &TableInfo, t: &TableInfo) -> (Vec<String>, Vec<String>, Vec<T
     (only_s, only_t, types)
 }
 
-/// A CSV write error; a closed stdout (`| head`) is not a failure.
-fn csv_error(e: csv::Error) -> anyhow::Error {
-    if let csv::ErrorKind::Io(io) = e.kind() {
-        if io.kind() == io::ErrorKind::BrokenPipe {
-            return anyhow::Error::new(e).context(shared::exit::StdoutClosed);
+/// Whether stdout still takes CSV: a closed stdout (`| head`) is not a failure, the counting
+/// goes on to its real exit status.
+fn csv_written(r: Result<(), csv::Error>) -> anyhow::Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::BrokenPipe) => {
+            Ok(false)
         }
+        Err(e) => Err(anyhow::Error::new(e).context("writing CSV to standard output")),
     }
-    anyhow::Error::new(e).context("writing CSV to standard output")
 }

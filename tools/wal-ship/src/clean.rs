@@ -55,6 +55,7 @@ impl shared::Record for Removed {
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
+    let mut out = crate::output(a.quiet);
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let keep = WalName::parse(
         // restore_command-style paths are fine too: only the name counts.
@@ -88,7 +89,6 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
             ));
         }
     }
-    let mut out = crate::output(a.quiet);
     let mut rels = Vec::new();
     let mut freed = 0;
     for e in &listing.objects {

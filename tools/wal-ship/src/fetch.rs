@@ -143,6 +143,7 @@ fn corrupt(name: &WalName, place: &str, why: impl std::fmt::Display) -> anyhow::
 
 fn fetch(a: &Args) -> anyhow::Result<Status> {
     let started = Instant::now();
+    let mut out = crate::output(a.quiet);
     let name = WalName::parse(&a.name)?;
     let archive = Archive::open(&a.from, a.ssh.options()?)?;
     let key = a.key.load()?;
@@ -193,7 +194,6 @@ fn fetch(a: &Args) -> anyhow::Result<Status> {
             }
         }
     }
-    let mut out = crate::output(a.quiet);
     out.emit(&Fetched {
         name: name.to_string(),
         kind: name.kind.as_str(),

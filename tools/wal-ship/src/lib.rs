@@ -165,10 +165,11 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// An stdout writer: JSON lines, or nothing with `--quiet`.
+/// An stdout writer: JSON lines, or nothing with `--quiet` (not even after a fatal error: make
+/// it before anything can fail).
 fn output(quiet: bool) -> shared::Output {
     if quiet {
-        shared::Output::new(std::io::sink())
+        shared::Output::discard()
     } else {
         shared::Output::stdout()
     }

@@ -110,13 +110,13 @@ impl Totals {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
+    let mut out = crate::output(a.quiet);
     let archive = Archive::open(&a.to, a.ssh.options()?)?;
     let key = a.key.load()?;
     let opts = EncodeOptions {
         compression: a.compress,
         key: key.as_ref(),
     };
-    let mut out = crate::output(a.quiet);
     let mut totals = Totals::default();
     for f in &a.files {
         match push_file(&archive, f, &opts) {

@@ -95,6 +95,7 @@ struct Summary {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
+    let mut out = crate::output(a.quiet);
     let archive = Archive::open(&a.to, a.ssh.options()?)?;
     let key = a.key.load()?;
     let meta = fs::metadata(&a.from).with_context(|| format!("sweeping {}", a.from.display()))?;
@@ -121,7 +122,6 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         compression: a.compress,
         key: key.as_ref(),
     };
-    let mut out = crate::output(a.quiet);
     let mut totals = Totals::default();
     let mut pending: Vec<&Candidate> = Vec::new();
     let next = AtomicUsize::new(0);

@@ -264,7 +264,8 @@ fn status_reports_failing_archiving_until_it_recovers() {
             a,
         ],
     );
-    assert!(out.stdout.is_empty());
+    assert_eq!(out.one("error")["kind"], "unavailable");
+    assert_eq!(out.summary()["exit_code"], 69);
 }
 
 #[test]
