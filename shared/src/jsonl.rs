@@ -138,11 +138,12 @@ impl Output {
 
     /// Write a line that is already JSON (e.g. a record passed through from stdin).
     pub fn write_line(&mut self, line: &str) -> anyhow::Result<()> {
-        let res = self
-            .w
-            .write_all(line.as_bytes())
-            .and_then(|()| self.w.write_all(b"\n"))
-            .and_then(|()| self.w.flush());
+        // One write of the whole line: stdout's lock is then held for the whole record, so a
+        // summary written by the signal thread (crate::signals) never lands inside one.
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        let res = self.w.write_all(&buf).and_then(|()| self.w.flush());
         match res {
             Ok(()) => {
                 self.records += 1;
@@ -259,6 +260,9 @@ impl Output {
             (self.started.elapsed().as_millis() as u64).into(),
         );
         body.insert("format_version".into(), FORMAT_VERSION.into());
+        // On stdout, "ended" and the summary happen under stdout's lock, which the signal
+        // thread takes before it looks: it sees either no summary yet or the whole one.
+        let _held = self.on_stdout.then(|| io::stdout().lock());
         if self.on_stdout {
             STDOUT_ENDED.store(true, Ordering::SeqCst);
         }
@@ -277,6 +281,31 @@ pub fn end_after_fatal(
     err: &anyhow::Error,
     started: Instant,
 ) -> bool {
+    end_stream(w, Some((kind, format!("{err:#}"))), Map::new(), started)
+}
+
+/// End the stdout stream of a run stopped by a signal (for [`crate::signals`]): with `error`
+/// (its class and message) an `error` record (`"fatal":true`) first; then the `summary` with
+/// `stopped_by` (e.g. `SIGINT`). Nothing if the stream has already ended. Returns whether it
+/// wrote.
+pub fn end_after_signal(
+    w: impl Write + Send + 'static,
+    signal: &str,
+    error: Option<(ErrorKind, String)>,
+    started: Instant,
+) -> bool {
+    let mut extra = Map::new();
+    extra.insert("stopped_by".into(), signal.into());
+    end_stream(w, error, extra, started)
+}
+
+/// The common end of [`end_after_fatal`] and [`end_after_signal`], once per process.
+fn end_stream(
+    w: impl Write + Send + 'static,
+    error: Option<(ErrorKind, String)>,
+    extra: Map<String, Value>,
+    started: Instant,
+) -> bool {
     if STDOUT_ENDED.swap(true, Ordering::SeqCst) {
         return false;
     }
@@ -286,10 +315,25 @@ pub fn end_after_fatal(
         ..Output::new(w)
     };
     // Nothing left to tell a failed write to: the exit code says it all.
-    let _ = out
-        .error_record(kind, format!("{err:#}"), serde_json::json!({"fatal": true}))
-        .and_then(|()| out.finish(&Value::Null));
+    let _ = match error {
+        Some((kind, message)) => {
+            out.error_record(kind, message, serde_json::json!({"fatal": true}))
+        }
+        None => Ok(()),
+    }
+    .and_then(|()| out.finish(&extra));
     true
+}
+
+/// Whether this process's stdout stream has ended (its summary written, or it carries no
+/// records).
+pub fn stdout_ended() -> bool {
+    STDOUT_ENDED.load(Ordering::SeqCst)
+}
+
+/// When the process started (as [`crate::run_main`] set it), else now.
+pub fn started() -> Instant {
+    STARTED.get().copied().unwrap_or_else(Instant::now)
 }
 
 /// One record read back from a JSON-lines stream.

@@ -11,6 +11,7 @@
 //!   `verify-full`), for both rust-postgres and tokio-postgres.
 //!   Also [`pg::tables`] (the table filters and catalog listing tools share) and
 //!   [`pg::snapshot`] (one exported REPEATABLE READ snapshot per host, shared by workers).
+//! - [`signals`]: SIGINT/SIGTERM end a run with its `error` and `summary` records.
 //! - [`progress`] (feature `progress`): indicatif bars, only when stderr is a terminal.
 //!
 //! A type moves here when a second tool needs it; tool logic stays in the tool.
@@ -25,6 +26,7 @@ pub mod pg;
 #[cfg(feature = "progress")]
 pub mod progress;
 mod run;
+pub mod signals;
 
 pub use exit::{err, Error, ErrorKind, ResultExt, Status};
 pub use jsonl::{Output, Record};

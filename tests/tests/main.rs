@@ -9,3 +9,4 @@ mod pooler;
 mod scripts_lib;
 mod secrets;
 mod ship_cron;
+mod signals;

@@ -144,6 +144,7 @@ pub enum Command {
 /// Run `pg-checksum` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
     let opts = engine::Opts {
         chunk_rows: cli.chunk_rows,
         leaf_rows: cli.leaf_rows as i64,

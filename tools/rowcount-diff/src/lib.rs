@@ -228,6 +228,7 @@ fn nothing_counted() -> serde_json::Value {
 /// Run `rowcount-diff` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
     let csv_mode = cli.format == Format::Csv;
     let mut out = if csv_mode {
         Output::discard()

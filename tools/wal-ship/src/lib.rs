@@ -143,6 +143,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         }
         Err(e) => return Err(e.into()),
     };
+    // push and fetch keep the default action: PostgreSQL tells its own SIGTERM (a shutdown)
+    // from a failure by the signal (see shared::signals).
+    if !matches!(cli.command, Command::Push(_) | Command::Fetch(_)) {
+        shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
+    }
     match cli.command {
         Command::Push(a) => push::run(a),
         Command::Fetch(a) => fetch::run(a),

@@ -203,6 +203,12 @@ pub struct SynthArgs {
 /// Run `window-advisor` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    // A live collector runs until it is stopped: that is its ordinary end.
+    let on_stop = match &cli.command {
+        Command::Collect(a) if a.dsn.is_some() => shared::signals::OnStop::Ends,
+        _ => shared::signals::OnStop::Interrupted,
+    };
+    shared::signals::stop_with_summary(on_stop)?;
     match cli.command {
         Command::Collect(a) => collect(a),
         Command::Recommend(a) => recommend::recommend(&a),
