@@ -50,6 +50,17 @@ pub fn flags(
     shell_job: bool,
     extra: &[String],
 ) -> anyhow::Result<DumpFlags> {
+    // A path that is not there is an I/O error (74), as in every tool; a directory without
+    // images is bad input (65).
+    if !dir.is_dir() {
+        return Err(shared::err(
+            ErrorKind::Io,
+            format!(
+                "the images directory {} is not there: give the directory a dump wrote",
+                dir.display()
+            ),
+        ));
+    }
     if !dir.join("inventory.img").is_file() {
         return Err(shared::err(
             ErrorKind::DataErr,

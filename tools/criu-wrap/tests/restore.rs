@@ -105,3 +105,20 @@ fn a_directory_without_images_is_bad_input() {
     assert_eq!(out.status.code(), Some(65));
     assert!(out.stderr.contains("no inventory.img"), "{}", out.stderr);
 }
+
+/// A missing images directory is an I/O error (74), the code every tool gives a path that is
+/// not there.
+#[test]
+fn a_missing_images_directory_is_an_io_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = finished(
+        cmd()
+            .args(["--criu", "/nonexistent", "restore", "--images"])
+            .arg(d.path().join("gone"))
+            .timeout(Duration::from_secs(10))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(74), "{}", out.stderr);
+    assert!(out.stderr.contains("is not there"), "{}", out.stderr);
+}
