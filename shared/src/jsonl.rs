@@ -13,7 +13,7 @@
 //! nothing more and the tool runs on to its real exit status. After a fatal error,
 //! [`crate::run_main`] ends the stream with [`end_after_fatal`] unless a summary was written.
 
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -89,6 +89,8 @@ pub struct Output {
     w: Box<dyn Write + Send>,
     /// Writes this process's stdout stream (see [`STDOUT_ENDED`]).
     on_stdout: bool,
+    /// Writes text for a person instead of JSON (see [`crate::human`]).
+    text: bool,
     records: u64,
     errors: u64,
     worst: Option<ErrorKind>,
@@ -101,6 +103,7 @@ impl Output {
     pub fn stdout() -> Output {
         Output {
             on_stdout: true,
+            text: crate::human::mode() == crate::human::Mode::Text,
             ..Output::new(BufWriter::new(io::stdout()))
         }
     }
@@ -117,6 +120,7 @@ impl Output {
         Output {
             w: Box::new(w),
             on_stdout: false,
+            text: false,
             records: 0,
             errors: 0,
             worst: None,
@@ -138,12 +142,20 @@ impl Output {
 
     /// Write a line that is already JSON (e.g. a record passed through from stdin).
     pub fn write_line(&mut self, line: &str) -> anyhow::Result<()> {
+        if self.text {
+            return self.write_text(line);
+        }
+        self.write_raw(line)
+    }
+
+    /// Write `line` and a newline, as one write.
+    fn write_raw(&mut self, line: &str) -> anyhow::Result<()> {
         // One write of the whole line: stdout's lock is then held for the whole record, so a
         // summary written by the signal thread (crate::signals) never lands inside one.
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        let res = self.w.write_all(&buf).and_then(|()| self.w.flush());
+        let res = terminal_write(|| self.w.write_all(&buf).and_then(|()| self.w.flush()));
         match res {
             Ok(()) => {
                 self.records += 1;
@@ -156,6 +168,21 @@ impl Output {
                 Ok(())
             }
             Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+        }
+    }
+
+    /// Text mode: the record's text (see [`crate::human`]), or nothing.
+    fn write_text(&mut self, line: &str) -> anyhow::Result<()> {
+        let Ok(Value::Object(mut rec)) = serde_json::from_str::<Value>(line) else {
+            return self.write_raw(line);
+        };
+        let kind = match rec.remove("type") {
+            Some(Value::String(k)) => k,
+            _ => return self.write_raw(line),
+        };
+        match crate::human::render_record(&kind, &rec) {
+            Some(text) => self.write_raw(&text),
+            None => Ok(()),
         }
     }
 
@@ -267,6 +294,10 @@ impl Output {
             STDOUT_ENDED.store(true, Ordering::SeqCst);
         }
         self.emit_as("summary", &body)?;
+        // The closing line, for a person: in text mode, or when stderr is a terminal.
+        if self.on_stdout && (self.text || io::stderr().is_terminal()) {
+            crate::msg::error_line(&crate::human::closing_line(&body));
+        }
         Ok(status)
     }
 }
@@ -312,6 +343,7 @@ fn end_stream(
     let mut out = Output {
         errors: STDOUT_ERRORS.load(Ordering::SeqCst),
         started,
+        text: crate::human::mode() == crate::human::Mode::Text,
         ..Output::new(w)
     };
     // Nothing left to tell a failed write to: the exit code says it all.
@@ -334,6 +366,14 @@ pub fn stdout_ended() -> bool {
 /// When the process started (as [`crate::run_main`] set it), else now.
 pub fn started() -> Instant {
     STARTED.get().copied().unwrap_or_else(Instant::now)
+}
+
+/// A write that may land on the terminal a progress bar is drawn on: above the bar.
+pub(crate) fn terminal_write<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "progress")]
+    return crate::progress::suspend(f);
+    #[cfg(not(feature = "progress"))]
+    f()
 }
 
 /// One record read back from a JSON-lines stream.

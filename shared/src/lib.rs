@@ -5,6 +5,7 @@
 //!   reader for records piped in from another tool. The wire format is in `PROTOCOL.md`.
 //! - [`host`]: where a command runs (`local`, `netns://NAME`, `ssh://user@host`), with the one
 //!   ssh policy every tool and script follows.
+//! - [`human`]: text for a person on a terminal (`--text`/`--json`), the closing line.
 //! - [`msg`]: one-line messages on stderr, prefixed with the tool's name.
 //! - [`pg`] (feature `pg`): libpq-compatible connection options (conninfo and URLs, `PG*`
 //!   variables, `~/.pgpass`, multi-host with `target_session_attrs`, `sslmode` up to
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod exit;
 pub mod host;
+pub mod human;
 pub mod jsonl;
 pub mod msg;
 #[cfg(feature = "pg")]

@@ -23,8 +23,10 @@ pub fn tool() -> &'static str {
 pub fn error_line(message: &str) {
     // One line, always: server errors carry DETAIL/HINT on their own lines.
     let message = message.replace('\n', " ");
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{}: {message}", tool());
+    crate::jsonl::terminal_write(|| {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}: {message}", tool());
+    });
 }
 
 /// `tool: warning: ...` on stderr.

@@ -3,7 +3,32 @@
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, WeakProgressBar};
+
+/// The bar on screen, if any: lines written to the terminal while it is drawn go through
+/// [`suspend`], so that they end up above it instead of inside it.
+static ACTIVE: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
+
+/// Run `f` (a write to the terminal) with the active bar, if any, cleared and drawn again
+/// after it.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let bar = ACTIVE
+        .lock()
+        .ok()
+        .and_then(|a| a.as_ref().and_then(WeakProgressBar::upgrade));
+    match bar {
+        Some(b) if !b.is_hidden() => b.suspend(f),
+        _ => f(),
+    }
+}
+
+fn activate(pb: &ProgressBar) {
+    if let Ok(mut a) = ACTIVE.lock() {
+        *a = Some(pb.downgrade());
+    }
+}
 
 /// A bar of `len` steps labelled `what`; hidden unless stderr is a terminal.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
@@ -14,6 +39,7 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_message(what.to_owned());
+    activate(&pb);
     pb
 }
 
@@ -21,6 +47,7 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 pub fn spinner(what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, draw_target());
     pb.set_message(what.to_owned());
+    activate(&pb);
     pb
 }
 

@@ -2,6 +2,7 @@
 
 mod fixture;
 mod hosts;
+mod human;
 mod interrupt;
 mod layouts;
 mod migrate;

@@ -46,6 +46,8 @@ pub mod transport;
         directory, and failures quote the relevant lines with a cause and a fix."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// The CRIU executable.
     #[arg(
         long,
@@ -76,6 +78,7 @@ pub enum Command {
 /// Run `criu-wrap` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
     let criu = criu::Criu { path: cli.criu };
     let out = shared::Output::stdout();
     match cli.command {

@@ -24,6 +24,7 @@ pub mod acklog;
 pub mod conn;
 pub mod runner;
 pub mod stats;
+mod text;
 pub mod verify;
 pub mod workload;
 
@@ -55,6 +56,8 @@ use shared::Status;
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// What to do (default: run the load).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -239,6 +242,8 @@ pub struct VerifyArgs {
 /// Run `load-gen` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
+    shared::human::register(text::render, text::closing);
     match cli.command {
         Some(Command::Verify(v)) => verify::run_verify(v),
         None if cli.run.init => workload::run_init(&cli.run),

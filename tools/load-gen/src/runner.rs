@@ -275,10 +275,15 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         .min(args.clients);
     let Jobs { threads, done } = start_jobs(&ctx, jobs)?;
 
-    let bar = (!args.json_only).then(|| match args.duration {
-        Some(d) => shared::progress::bar(d.as_secs().max(1), "load-gen"),
-        None => shared::progress::spinner("load-gen"),
-    });
+    // Not over a terminal's stdout: the tick lines (or records) are the live output there,
+    // and a bar on stderr would erase them.
+    let bar =
+        (!args.json_only && !std::io::IsTerminal::is_terminal(&std::io::stdout())).then(|| {
+            match args.duration {
+                Some(d) => shared::progress::bar(d.as_secs().max(1), "load-gen"),
+                None => shared::progress::spinner("load-gen"),
+            }
+        });
     let start = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval_at(start + args.tick, args.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

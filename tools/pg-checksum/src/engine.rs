@@ -35,6 +35,8 @@ pub struct Opts {
     pub leaf_rows: i64,
     /// Stop drilling a table after this many row differences.
     pub max_row_diffs: usize,
+    /// Characters of each differing value shown in `row_diff` (0: none).
+    pub show_values: usize,
     /// Worker sessions per host.
     pub jobs: usize,
 }
@@ -362,7 +364,7 @@ impl Drill<'_> {
             });
         }
         let mut found: Vec<RowDiff> = found.into_iter().take(room).collect();
-        name_changed_columns(self.pools, self.shape, &mut found)?;
+        name_changed_columns(self.pools, self.shape, &mut found, self.opts.show_values)?;
         self.diffs.extend(found);
         Ok(())
     }
@@ -390,6 +392,7 @@ pub fn diff_rows(src: &KeyedRows, tgt: &KeyedRows) -> Vec<RowDiff> {
         key: key.clone(),
         kind,
         columns: Vec::new(),
+        values: Vec::new(),
         recheck: None,
         lsns: None,
         explained: None,
@@ -424,11 +427,13 @@ pub fn diff_rows(src: &KeyedRows, tgt: &KeyedRows) -> Vec<RowDiff> {
     out
 }
 
-/// For `Changed` rows, read each column's hash on both hosts and name the ones that differ.
+/// For `Changed` rows, read each column's hash on both hosts and name the ones that differ,
+/// with their values cut to `show_values` characters (0: no values).
 pub fn name_changed_columns(
     pools: [&ReadPool; 2],
     shape: &Shape,
     diffs: &mut [RowDiff],
+    show_values: usize,
 ) -> anyhow::Result<()> {
     let keys: Vec<KeyVal> = diffs
         .iter()
@@ -440,19 +445,27 @@ pub fn name_changed_columns(
     }
     let width = shape.key.len();
     let ncols = shape.columns.len();
-    let mut per_side: Vec<std::collections::HashMap<KeyVal, Vec<Option<String>>>> = Vec::new();
+    // Per key: each column's hash, and (with show_values) its value as text.
+    type Cols = Vec<(Option<String>, Option<String>)>;
+    let mut per_side: Vec<std::collections::HashMap<KeyVal, Cols>> = Vec::new();
     for pool in pools {
         let mut m = std::collections::HashMap::new();
         for batch in keys.chunks(500) {
-            let sql = shape.columns_query(batch);
+            let sql = shape.columns_query(batch, show_values);
             let rows = pool
                 .submit(move |c| {
                     Ok(c.query(&sql, &[])?
                         .iter()
                         .map(|r| {
                             let k: KeyVal = (0..width).map(|i| r.get::<_, String>(i)).collect();
-                            let v: Vec<Option<String>> =
-                                (0..ncols).map(|i| r.get(width + i)).collect();
+                            let v: Cols = (0..ncols)
+                                .map(|i| {
+                                    let value = (show_values > 0)
+                                        .then(|| r.get::<_, Option<String>>(width + ncols + i))
+                                        .flatten();
+                                    (r.get(width + i), value)
+                                })
+                                .collect();
                             (k, v)
                         })
                         .collect::<Vec<_>>())
@@ -464,13 +477,23 @@ pub fn name_changed_columns(
     }
     for d in diffs.iter_mut().filter(|d| d.kind == Kind::Changed) {
         if let (Some(a), Some(b)) = (per_side[0].get(&d.key), per_side[1].get(&d.key)) {
-            d.columns = shape
+            let differing: Vec<_> = shape
                 .columns
                 .iter()
                 .zip(a.iter().zip(b))
-                .filter(|(_, (x, y))| x != y)
-                .map(|(c, _)| c.clone())
+                .filter(|(_, (x, y))| x.0 != y.0)
                 .collect();
+            d.columns = differing.iter().map(|(c, _)| (*c).clone()).collect();
+            if show_values > 0 {
+                let cut = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(|s| shared::human::truncate(s, show_values))
+                };
+                d.values = differing
+                    .iter()
+                    .map(|(_, (x, y))| (cut(&x.1), cut(&y.1)))
+                    .collect();
+            }
         }
     }
     Ok(())

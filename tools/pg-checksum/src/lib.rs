@@ -31,6 +31,7 @@ pub mod proof;
 pub mod records;
 pub mod sql;
 pub mod sum;
+mod text;
 
 use mode::{compare, one, two};
 
@@ -62,6 +63,8 @@ use shared::{ErrorKind, Output, Status};
     after_help = "Example:\n  rowcount-diff --source \"$A\" --target \"$B\" | jq -c 'select(.type==\"table\" and .equal==false)' \\\n    | pg-checksum --from-stdin --source \"$A\" --target \"$B\""
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// The first host (libpq conninfo or URL).
@@ -91,6 +94,10 @@ pub struct Cli {
     /// Stop drilling a table down after N differing rows (the table record says `truncated`).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_row_diffs: u64,
+    /// Show each differing value of a changed row (in `row_diff`'s `values`), cut to N
+    /// characters; 0 shows none (values that must not reach a log)
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub show_values: u64,
     /// The target is a standby of the source: read it only once it has replayed every commit
     /// the source's snapshot sees (bounded by --timeout). On a physical standby of a primary,
     /// differences are then proven to come from later transactions (`explained_by: replay`,
@@ -144,11 +151,14 @@ pub enum Command {
 /// Run `pg-checksum` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
+    shared::human::register(text::render, text::closing);
     shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
     let opts = engine::Opts {
         chunk_rows: cli.chunk_rows,
         leaf_rows: cli.leaf_rows as i64,
         max_row_diffs: cli.max_row_diffs as usize,
+        show_values: cli.show_values as usize,
         jobs: cli.jobs as usize,
     };
     let whole = TableFilter {

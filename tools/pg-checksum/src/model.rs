@@ -38,6 +38,9 @@ pub struct RowDiff {
     pub kind: Kind,
     /// Columns that differ (for `Changed`).
     pub columns: Vec<String>,
+    /// Their values as text on the source and the target (`None`: NULL), cut to
+    /// `--show-values` characters; empty with `--show-values 0`.
+    pub values: Vec<(Option<String>, Option<String>)>,
     /// Set by rechecks: `transient` or `persistent`.
     pub recheck: Option<&'static str>,
     /// LSNs of the snapshots it was last seen different in (empty: the first pass).

@@ -163,6 +163,10 @@ pub struct RowDiffRecord {
     /// For `changed`: the columns whose values differ.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
+    /// For `changed`, with `--show-values` above 0: each differing column's values as text,
+    /// `{"balance": {"source": "10", "target": "12"}}` (null: NULL; cut values end in `…`).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub values: Map<String, Value>,
     /// After `--recheck`: `transient` (equal when read again) or `persistent`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck: Option<&'static str>,

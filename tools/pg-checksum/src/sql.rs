@@ -346,10 +346,21 @@ impl Shape {
 
     /// For the rows with these keys: `(key text..., md5 of each hashed column's text)`, to
     /// name the columns that differ.
-    pub fn columns_query(&self, keys: &[KeyVal]) -> String {
+    /// With `show_values` > 0, each column's value as text follows the hashes, cut to one
+    /// character more than shown (so that a cut can be told).
+    pub fn columns_query(&self, keys: &[KeyVal], show_values: usize) -> String {
         let mut sel = self.key_texts();
         for c in &self.columns {
             sel.push(format!("pg_catalog.md5(ROW({})::text)", quote_ident(c)));
+        }
+        if show_values > 0 {
+            for c in &self.columns {
+                sel.push(format!(
+                    "pg_catalog.left(({})::text, {})",
+                    quote_ident(c),
+                    show_values + 1
+                ));
+            }
         }
         format!(
             "SELECT {} FROM ONLY {} WHERE {}",

@@ -21,14 +21,22 @@ use shared::{err, ErrorKind, Status};
 /// Print the SCRAM-SHA-256 verifier of the password read on standard input.
 #[derive(Parser, Debug)]
 #[command(name = "pg-scram", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(flatten)]
+    out: shared::human::OutputArgs,
+}
 
 fn main() -> std::process::ExitCode {
     shared::run_main("pg-scram", run)
 }
 
 fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
-    Cli::try_parse_from(args)?;
+    Cli::try_parse_from(args)?.out.apply();
+    // On a terminal the verifier alone, ready to paste.
+    shared::human::register(
+        |kind, r| (kind == "verifier").then(|| r["verifier"].as_str().unwrap_or("").to_owned()),
+        |_| None,
+    );
     let mut raw = Vec::new();
     std::io::stdin()
         .read_to_end(&mut raw)

@@ -65,6 +65,8 @@ use crate::side::{Side, Which};
     after_help = "Example:\n  pg-switch --source 'host=old user=postgres' --source-pgdata /var/lib/postgresql/15/main \\\n    --source-host ssh://postgres@old --target 'host=new user=postgres' \\\n    --target-pgdata /var/lib/postgresql/15/main --target-host ssh://postgres@new \\\n    --fence-conninfo-file fence.conninfo --journal /var/lib/pgshift/old-new.jsonl"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// The primary (a superuser's conninfo or URL).
     #[arg(long, value_name = "DSN")]
     pub source: String,
@@ -152,6 +154,7 @@ fn env_ms(name: &str) -> anyhow::Result<u64> {
 /// Run pg-switch with `args` (argv[0] first).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
     let mut hooks = BTreeMap::new();
     for h in &cli.hook {
         let (name, cmd) = h

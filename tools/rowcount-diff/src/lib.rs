@@ -14,6 +14,7 @@
 //! physical standby equal its primary's (the catalog is replicated); elsewhere they are only
 //! roughly comparable.
 
+mod text;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -42,6 +43,8 @@ use shared::{Output, Record, Status};
     after_help = "Example:\n  rowcount-diff --source 'host=old dbname=app' --target 'host=new dbname=app' \\\n    | jq -c 'select(.type==\"table\" and .equal==false)' \\\n    | pg-checksum --from-stdin --source 'host=old dbname=app' --target 'host=new dbname=app'"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// The first host (libpq conninfo or URL).
     #[arg(long, value_name = "DSN")]
     pub source: String,
@@ -228,6 +231,8 @@ fn nothing_counted() -> serde_json::Value {
 /// Run `rowcount-diff` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
+    shared::human::register(text::render, text::closing);
     shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
     let csv_mode = cli.format == Format::Csv;
     let mut out = if csv_mode {

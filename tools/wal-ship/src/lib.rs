@@ -56,6 +56,8 @@ pub use fetch::OnError;
                   Records on stdout are JSON lines (shared/PROTOCOL.md)."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -143,6 +145,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         }
         Err(e) => return Err(e.into()),
     };
+    cli.out.apply();
     // push and fetch keep the default action: PostgreSQL tells its own SIGTERM (a shutdown)
     // from a failure by the signal (see shared::signals).
     if !matches!(cli.command, Command::Push(_) | Command::Fetch(_)) {

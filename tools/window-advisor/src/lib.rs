@@ -19,6 +19,7 @@ pub mod models;
 pub mod recommend;
 pub mod series;
 pub mod synth;
+mod text;
 pub mod time;
 pub mod units;
 
@@ -48,6 +49,8 @@ use crate::time::Zone;
         JSON lines; the record types are documented in shared/PROTOCOL.md."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -203,6 +206,8 @@ pub struct SynthArgs {
 /// Run `window-advisor` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
+    shared::human::register(text::render, text::closing);
     // A live collector runs until it is stopped: that is its ordinary end.
     let on_stop = match &cli.command {
         Command::Collect(a) if a.dsn.is_some() => shared::signals::OnStop::Ends,

@@ -623,6 +623,12 @@ fn emit_outcome(
             key: key_json(&keys, &d.key),
             kind: d.kind.as_str(),
             columns: d.columns.clone(),
+            values: d
+                .columns
+                .iter()
+                .zip(&d.values)
+                .map(|(c, (s, t))| (c.clone(), serde_json::json!({"source": s, "target": t})))
+                .collect(),
             recheck: d.recheck,
             explained_by: d.explained.map(|_| "replay"),
             xid: d.explained.map(|x| x.to_string()),

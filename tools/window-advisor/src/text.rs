@@ -1,0 +1,79 @@
+//! window-advisor for a person (`--text`, the default on a terminal): the windows ranked,
+//! rates in human units.
+
+use serde_json::{Map, Value};
+use shared::human;
+
+/// The text of one record (see [`shared::human::Render`]).
+pub fn render(kind: &str, r: &Map<String, Value>) -> Option<String> {
+    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    let v = |k: &str| r.get(k).map_or("-".into(), |x| human::value(k, x));
+    match kind {
+        "window" => {
+            // `2026-01-25T03:10:00+00:00` → `2026-01-25 03:10`.
+            let local = |k: &str| s(k).get(..16).unwrap_or("-").replace('T', " ");
+            let end = local("end_local");
+            Some(format!(
+                "#{:<2} {} {}–{} {} ({} min)  predicted {} {} ({}–{})  WAL {}  link needed {}",
+                v("rank"),
+                s("weekday"),
+                local("start_local"),
+                end.get(11..).unwrap_or("-"),
+                s("tz"),
+                v("minutes"),
+                s("metric"),
+                v("predicted_load"),
+                v("predicted_low"),
+                v("predicted_high"),
+                v("wal_bytes_per_s"),
+                v("bandwidth_bytes_per_s")
+            ))
+        }
+        "history" => Some(format!(
+            "history: {} days of {} ({} samples, every {} s), {} gaps, {}% missing",
+            v("days"),
+            s("metric"),
+            v("samples"),
+            v("interval_s"),
+            v("gaps"),
+            v("missing_pct")
+        )),
+        "resources" => Some(format!(
+            "resources: database {}, CPUs needed {} of {}, memory needed {}",
+            v("db_size_bytes"),
+            v("cpus_needed"),
+            v("source_cpus"),
+            v("mem_needed_bytes")
+        )),
+        "choice" => Some(format!(
+            "model: {}{}",
+            s("model"),
+            r.get("reason")
+                .and_then(Value::as_str)
+                .map_or(String::new(), |why| format!(" ({why})"))
+        )),
+        _ => None,
+    }
+}
+
+/// The generic closing line.
+pub fn closing(_: &Map<String, Value>) -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_window_reads_as_a_time_and_rates() {
+        let r = json!({"rank":1,"start_local":"2026-01-25T03:10:00+00:00","end_local":"2026-01-25T03:40:00+00:00",
+            "weekday":"Sun","tz":"Etc/UTC","minutes":30,"metric":"tps","predicted_load":11.93,"predicted_low":10.4,
+            "predicted_high":13.9,"wal_bytes_per_s":71475.2,"bandwidth_bytes_per_s":33524373.984});
+        assert_eq!(
+            render("window", r.as_object().unwrap()).unwrap(),
+            "#1  Sun 2026-01-25 03:10–03:40 Etc/UTC (30 min)  predicted tps 11.9 (10.4–13.9)  WAL 69.8 KiB/s  link needed 32.0 MiB/s"
+        );
+    }
+}
