@@ -1,0 +1,1 @@
+//! pg-report's tests, as processes (one binary; one module per concern).
