@@ -337,41 +337,55 @@ pub fn week_svg(a: &Advice) -> anyhow::Result<String> {
                 .x_label_area_size(42)
                 .y_label_area_size(70)
                 .build_cartesian_2d(t0..t1, 0.0..y_max)?;
+            // Days as the x axis: a line and a label at each local midnight (plotters would
+            // put its labels at round numbers of seconds, which are no times of day).
             chart
                 .configure_mesh()
                 .light_line_style(WHITE.mix(0.0))
-                .x_labels(8)
-                .x_label_formatter(&|s| day_label(*s, &tz))
-                .x_desc(format!("time ({tz})"))
+                .disable_x_mesh()
+                .x_labels(0)
+                .x_desc(format!("days ({tz})"))
                 .y_desc(format!("predicted {metric}"))
                 .label_style(("sans-serif", 13))
                 .draw()?;
-            for (s, e, rank) in &windows {
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(*s, 0.0), (*e, y_max)],
-                    RGBColor(44, 160, 44).mix(0.35).filled(),
-                )))?;
+            for (m, label) in midnights(t0, t1, &tz) {
                 chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(*s, 0.0), (*s, y_max)],
-                    RGBColor(44, 160, 44).stroke_width(2),
+                    vec![(m, 0.0), (m, y_max)],
+                    BLACK.mix(0.25),
                 )))?;
                 chart.draw_series(std::iter::once(Text::new(
+                    label,
+                    (m + (t1 - t0) / 300.0, y_max * 0.035),
+                    ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
+                )))?;
+            }
+            // The windows: green bands with their edges, the rank at the top (lower for each
+            // rank, since the best windows are often side by side).
+            let green = RGBColor(44, 160, 44);
+            for (s, e, _) in &windows {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(*s, 0.0), (*e, y_max)],
+                    green.mix(0.35).filled(),
+                )))?;
+                for x in [*s, *e] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, 0.0), (x, y_max)],
+                        green.stroke_width(1),
+                    )))?;
+                }
+            }
+            for (s, e, rank) in &windows {
+                let y = y_max * (0.96 - 0.06 * (*rank - 1).clamp(0, 10) as f64);
+                chart.draw_series(std::iter::once(Text::new(
                     format!("#{rank}"),
-                    (*s, y_max * 0.97),
+                    ((*s + *e) / 2.0 + (t1 - t0) / 250.0, y),
                     ("sans-serif", 14).into_font().color(&RGBColor(0, 100, 0)),
                 )))?;
             }
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), TPS_COLOUR))?
-                .label(format!("predicted {metric}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], TPS_COLOUR));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .draw()?;
+            chart.draw_series(LineSeries::new(
+                points.iter().copied(),
+                TPS_COLOUR.stroke_width(2),
+            ))?;
             Ok(())
         };
         draw().map_err(draw_err)?;
@@ -380,11 +394,30 @@ pub fn week_svg(a: &Advice) -> anyhow::Result<String> {
     Ok(svg)
 }
 
-/// An x label of the week chart: weekday and time of day in the history's zone.
-fn day_label(epoch_s: f64, tz: &str) -> String {
+/// The local midnights in `[t0, t1)` (epoch seconds) and a label for each (`Mon 26 Jan`).
+fn midnights(t0: f64, t1: f64, tz: &str) -> Vec<(f64, String)> {
     let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
-    match jiff::Timestamp::from_second(epoch_s as i64) {
-        Ok(t) => t.to_zoned(zone).strftime("%a %H:%M").to_string(),
-        Err(_) => String::new(),
+    let Ok(start) = jiff::Timestamp::from_second(t0 as i64) else {
+        return Vec::new();
+    };
+    let mut day = start.to_zoned(zone.clone()).date();
+    let mut out = Vec::new();
+    // At most a few weeks of days; the bound only guards against a nonsensical range.
+    for _ in 0..400 {
+        let Ok(z) = day.to_zoned(zone.clone()) else {
+            break;
+        };
+        let t = z.timestamp().as_second() as f64;
+        if t >= t1 {
+            break;
+        }
+        if t >= t0 {
+            out.push((t, z.strftime("%a %d %b").to_string()));
+        }
+        match day.tomorrow() {
+            Ok(d) => day = d,
+            Err(_) => break,
+        }
     }
+    out
 }

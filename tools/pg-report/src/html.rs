@@ -77,7 +77,7 @@ const CSS: &str = "\
 body{font-family:sans-serif;margin:24px auto;max-width:1160px;color:#222;line-height:1.4}\
 h1{font-size:26px;margin-bottom:4px}h2{font-size:21px;border-bottom:2px solid #ccc;padding-bottom:4px;margin-top:36px}\
 h3{font-size:16px;margin:22px 0 6px}\
-table{border-collapse:collapse;margin:4px 0 8px}td,th{border:1px solid #ddd;padding:3px 9px;text-align:left;vertical-align:top}\
+table{border-collapse:collapse;margin:4px 0 8px}td,th{border:1px solid #ddd;padding:3px 9px;text-align:left;vertical-align:top}td{white-space:nowrap}td.detail{white-space:normal}\
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .facts th{width:14em}.human{color:#666}.missing{color:#aaa}\
 .ok{color:#107010;font-weight:bold}.bad{color:#b00000;font-weight:bold}\
@@ -443,7 +443,7 @@ fn advice(h: &mut String, a: &Advice) -> anyhow::Result<usize> {
         h,
         "<figure class=\"chart\" data-chart=\"week\">{svg}<figcaption>The load window-advisor \
          forecasts for the horizon (blue) and the recommended windows (green, numbered by \
-         rank).</figcaption></figure>"
+         rank); lines at local midnight.</figcaption></figure>"
     )?;
     h.push_str("<table><tr><th>rank</th><th>start (local)</th><th>end (local)</th><th>weekday</th><th>predicted load</th><th>80% range</th><th>model</th><th>wal-ship jobs</th></tr>\n");
     for (i, w) in a.windows.iter().enumerate() {
