@@ -114,8 +114,14 @@ pub fn render(p: &Page) -> anyhow::Result<(String, usize)> {
     if let Some(a) = p.advice {
         files.push(&a.file);
     }
-    files.dedup();
-    let files: Vec<String> = files.iter().map(|f| escape(f)).collect();
+    // Each file once (demo.sh's report holds several migrations), in order.
+    let mut once: Vec<&str> = Vec::new();
+    for f in files {
+        if !once.contains(&f) {
+            once.push(f);
+        }
+    }
+    let files: Vec<String> = once.iter().map(|f| escape(f)).collect();
     writeln!(
         h,
         "<p class=\"meta\">Made by pg-report from {}.</p>",
