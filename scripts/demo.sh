@@ -13,7 +13,8 @@
 #   scripts/demo.sh [--netns] [--mode stream|archive] [--no-pooler] [--dir DIR]
 #
 # PGSHIFT_BIN: where the tools are (default target/release). The hosts are removed at the
-# end; the report stays (DIR/report.jsonl, default /tmp/pgshift-demo).
+# end; the report stays (DIR/report.jsonl, default /tmp/pgshift-demo), and a page to look at
+# (DIR/report.html, pg-report: charts of the load through each migration).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=demo
@@ -31,7 +32,7 @@ while (($#)); do
   esac
   shift
 done
-for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch pg-scram; do
+for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch pg-scram pg-report; do
   [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing (run 'make release', or 'make demo')"
 done
 pgs_require_cmd jq
@@ -82,6 +83,11 @@ migrate_under_load() {
 migrate_under_load A-to-B
 migrate_under_load B-to-A --reverse
 
+# The page to look at: both migrations' timelines (load-gen's ticks), proofs, verdicts, bytes.
+page=$dir/report.html
+"$bin/pg-report" html --migrate "$report" --load "$dir/load-A-to-B.jsonl" --load "$dir/load-B-to-A.jsonl" \
+  --title "pgshift demo ($mode mode)" -o "$page" >/dev/null || pgs_die "$?" "pg-report could not write $page"
+
 # The summary, for people.
 line() {
   local m=$1 s l v
@@ -96,7 +102,7 @@ line() {
   printf '\npgshift demo (%s mode, clients %s)\n' "$mode" "$( ((${#pooler[@]})) && echo "through one PgBouncer" || echo "with a multi-host DSN")"
   line A-to-B
   line B-to-A
-  printf '  report: %s\n\n' "$report"
+  printf '  report: %s\n  page:   %s\n\n' "$report" "$page"
 } >&2
 total_lost=$(jq -s '[.[] | select(.type == "load_verified") | .lost] | add' "$report")
 verdicts=$(jq -r -s '[.[] | select(.type == "summary" and .migration != null) | .verdict] | unique | join(",")' "$report")
@@ -106,6 +112,6 @@ ok=false
 # sees errors at the switch (and reconnects).
 [[ $total_lost == 0 && $verdicts == equal ]] && { ((${#pooler[@]} == 0)) || ((client_errors == 0)); } && ok=true
 summary=$(pgs_json summary success:=$ok mode="$mode" pooler:="$( ((${#pooler[@]})) && echo true || echo false)" \
-  client_errors:="$client_errors" lost:="$total_lost" verdicts="$verdicts" report="$report")
+  client_errors:="$client_errors" lost:="$total_lost" verdicts="$verdicts" report="$report" page="$page")
 printf '%s\n' "$summary" | tee -a "$report"
 [[ $ok == true ]] || exit "$EX_DIFF"

@@ -17,7 +17,8 @@
 //! a command panics with the command, its exit status, stdout, stderr and the server log.
 //!
 //! [`run`] is the other half of a tool test: the tool's hermetic command ([`tool`]) and its
-//! finished run read back ([`Run`]: exit code, stdout, stderr, JSON records).
+//! finished run read back ([`Run`]: exit code, stdout, stderr, JSON records). [`browser`] runs
+//! headless Chromium for tests of HTML pages.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -30,6 +31,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod run;
 pub mod sshd;
 pub use run::{json_lines, tool, Run};

@@ -7,6 +7,7 @@ mod interrupt;
 mod layouts;
 mod migrate;
 mod pooler;
+mod report;
 mod scripts_lib;
 mod secrets;
 mod ship_cron;

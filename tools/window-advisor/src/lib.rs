@@ -167,6 +167,10 @@ pub struct RecommendArgs {
     /// Throughput of one wal-ship job, per second (sizes --jobs).
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "32MiB")]
     pub job_rate: u64,
+    /// Also write the forecast the windows were chosen from: one `forecast` record per grid
+    /// step of the horizon (`pg-report html --advice` draws it).
+    #[arg(long)]
+    pub forecast: bool,
 }
 
 /// `evaluate` options.

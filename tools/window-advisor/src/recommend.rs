@@ -480,6 +480,30 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             if windows == 1 { "" } else { "s" }
         );
     }
+    if a.forecast {
+        // The same numbers the windows were ranked by: the chosen model's forecast where it
+        // has one, else the profile's, with the profile's 80% range.
+        for j in origin..origin + h {
+            let v = pred[j - origin];
+            let p = if v.is_finite() {
+                v
+            } else {
+                profile_pred[j - origin]
+            };
+            let (lo, hi) = fit.spread(&cal, j);
+            let t = cal.time(j);
+            out.emit_as(
+                "forecast",
+                &json!({
+                    "t": utc_string(t),
+                    "t_local": l.zone.local_string(t),
+                    "predicted": round3(p),
+                    "low": round3(if nonneg { (p + lo).max(0.0) } else { p + lo }.min(p)),
+                    "high": round3((p + hi).max(p)),
+                }),
+            )?;
+        }
+    }
     out.emit(&res)?;
     out.finish(&json!({
         "windows": windows,

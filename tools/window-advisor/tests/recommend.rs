@@ -352,3 +352,56 @@ fn auto_does_not_follow_a_baseline_the_latest_days_contradict() {
     assert_eq!(c["model"], "hour-of-week", "{}", r.dump());
     assert_eq!(c["refused"].as_array().unwrap().len(), 0, "{}", r.dump());
 }
+
+#[test]
+fn forecast_covers_the_horizon_and_the_windows_are_its_quietest() {
+    let dir = scratch();
+    let t = trace(TraceKind::Seasonal, 3, 3, "UTC", MONDAY);
+    let h = write_history(dir.path(), "h.jsonl", &t, 3 * WEEK);
+    let args = ["recommend", "--history", h.to_str().unwrap(), "--tz", "UTC"];
+    let plain = run(&args);
+    plain.expect(0);
+    assert!(plain.of("forecast").is_empty(), "only with --forecast");
+    let r = run(&[&args[..], &["--forecast"]].concat());
+    r.expect(0);
+    let fc = r.of("forecast");
+    // One per 5-minute grid step of the 7-day horizon, from the end of the history.
+    assert_eq!(fc.len(), WEEK, "{}", r.dump());
+    let history = r.of("history")[0];
+    assert_eq!(
+        epoch(fc[0]["t"].as_str().unwrap()),
+        epoch(history["last"].as_str().unwrap()) + 300
+    );
+    for pair in fc.windows(2) {
+        assert_eq!(
+            epoch(pair[1]["t"].as_str().unwrap()) - epoch(pair[0]["t"].as_str().unwrap()),
+            300
+        );
+    }
+    for p in &fc {
+        assert!(f(&p["low"]) <= f(&p["predicted"]) && f(&p["predicted"]) <= f(&p["high"]));
+    }
+    // The windows are the same as without --forecast, and the best one's predicted load is
+    // the mean of the forecast over it.
+    assert_eq!(plain.of("window"), r.of("window"));
+    let best = r.of("window")[0];
+    let (s, e) = (
+        epoch(best["start"].as_str().unwrap()),
+        epoch(best["end"].as_str().unwrap()),
+    );
+    let inside: Vec<f64> = fc
+        .iter()
+        .filter(|p| (s..e).contains(&epoch(p["t"].as_str().unwrap())))
+        .map(|p| f(&p["predicted"]))
+        .collect();
+    assert_eq!(
+        inside.len(),
+        6,
+        "a 30-minute window holds six 5-minute steps"
+    );
+    let mean = inside.iter().sum::<f64>() / inside.len() as f64;
+    assert!(
+        (mean - f(&best["predicted_load"])).abs() < 0.01,
+        "{mean} vs {best}"
+    );
+}
