@@ -23,11 +23,11 @@ dir=/tmp/pgshift-demo netns=() mode=stream pooler=(--pooler)
 while (($#)); do
   case $1 in
     --netns) netns=(--netns) ;;
-    --mode) mode=${2:?}; shift ;;
-    --dir) dir=${2:?}; shift ;;
+    --mode) pgs_val "$@"; mode=$2; shift ;;
+    --dir) pgs_val "$@"; dir=$2; shift ;;
     --no-pooler) pooler=() ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) pgs_die "$EX_USAGE" "unknown option '$1' (usage: demo.sh [--netns] [--mode stream|archive] [--no-pooler] [--dir DIR])" ;;
+    -h | --help) pgs_help ;;
+    *) pgs_usage "unknown option '$1'" ;;
   esac
   shift
 done

@@ -125,7 +125,7 @@ set -euo pipefail
 PGS_NAME=migrate
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
+usage() { pgs_usage "$1"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
@@ -138,6 +138,7 @@ TLS_CA="" POOLER_DSN="" POOLER_SPEC=local
 declare -A hooks=()
 poolers=() pause_limit=5 no_pooler=0
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
+! pgs_wants_help "$@" || pgs_help
 args=("$@")
 # --hosts-env first, so that explicit options override it.
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -152,51 +153,52 @@ while (($#)); do
   case $1 in
     --hosts-env) shift ;;
     --reverse) reverse=1 ;;
-    --source) SOURCE_DSN=${2:?}; shift ;;
-    --source-pgdata) SOURCE_PGDATA=${2:?} SOURCE_CLUSTER=""; shift ;;
-    --source-host) SOURCE_SPEC=${2:?}; shift ;;
-    --source-cluster) SOURCE_CLUSTER=${2:?} SOURCE_PGDATA=""; shift ;;
-    --target-cluster) TARGET_CLUSTER=${2:?} TARGET_PGDATA=""; shift ;;
-    --tls) tls=${2:?}; shift ;;
-    --tls-ca) tls_ca=${2:?}; shift ;;
-    --pooler) poolers+=(--pooler "${2:?}" --host local); shift ;;
+    --source) pgs_val "$@"; SOURCE_DSN=$2; shift ;;
+    --source-pgdata) pgs_val "$@"; SOURCE_PGDATA=$2 SOURCE_CLUSTER=""; shift ;;
+    --source-host) pgs_val "$@"; SOURCE_SPEC=$2; shift ;;
+    --source-cluster) pgs_val "$@"; SOURCE_CLUSTER=$2 SOURCE_PGDATA=""; shift ;;
+    --target-cluster) pgs_val "$@"; TARGET_CLUSTER=$2 TARGET_PGDATA=""; shift ;;
+    --tls) pgs_val "$@"; tls=$2; shift ;;
+    --tls-ca) pgs_val "$@"; tls_ca=$2; shift ;;
+    --pooler) pgs_val "$@"; poolers+=(--pooler "$2" --host local); shift ;;
     --pooler-host)
+      pgs_val "$@"
       ((${#poolers[@]})) || usage "--pooler-host comes after the --pooler it belongs to"
-      poolers[-1]=${2:?}; shift ;;
-    --pause-limit) pause_limit=${2:?}; shift ;;
+      poolers[-1]=$2; shift ;;
+    --pause-limit) pgs_val "$@"; pause_limit=$2; shift ;;
     --no-pooler) poolers=() POOLER_DSN="" no_pooler=1 ;;
-    --target-addr) TARGET_ADDR=${2:?}; shift ;;
-    --target-port) TARGET_PORT=${2:?}; shift ;;
-    --target-pgdata) TARGET_PGDATA=${2:?} TARGET_CLUSTER=""; shift ;;
-    --target-host) TARGET_SPEC=${2:?}; shift ;;
-    --repl-user) REPL_USER=${2:?}; shift ;;
-    --repl-password-file) REPL_PASSWORD_FILE=${2:?}; shift ;;
-    --mode) mode=${2:?}; shift ;;
-    --archive) archive=${2:?}; shift ;;
-    --when) when=${2:?}; shift ;;
-    --history) history=${2:?}; shift ;;
-    --window) window=${2:?}; shift ;;
-    --max-wait) max_wait=${2:?}; shift ;;
-    --max-lag) max_lag=${2:?}; shift ;;
-    --catchup-timeout) catchup_timeout=${2:?}; shift ;;
-    --max-rate) max_rate=${2:?}; shift ;;
-    --compress) compress=${2:?}; shift ;;
-    --converge-window) converge_window=${2:?}; shift ;;
-    --egress-price) egress_price=${2:?}; shift ;;
-    --switch-timeout) switch_timeout=${2:?}; shift ;;
-    --target-socket-dir) socket_dir=${2:?}; shift ;;
-    --journal) journal=${2:?}; shift ;;
+    --target-addr) pgs_val "$@"; TARGET_ADDR=$2; shift ;;
+    --target-port) pgs_val "$@"; TARGET_PORT=$2; shift ;;
+    --target-pgdata) pgs_val "$@"; TARGET_PGDATA=$2 TARGET_CLUSTER=""; shift ;;
+    --target-host) pgs_val "$@"; TARGET_SPEC=$2; shift ;;
+    --repl-user) pgs_val "$@"; REPL_USER=$2; shift ;;
+    --repl-password-file) pgs_val "$@"; REPL_PASSWORD_FILE=$2; shift ;;
+    --mode) pgs_val "$@"; mode=$2; shift ;;
+    --archive) pgs_val "$@"; archive=$2; shift ;;
+    --when) pgs_val "$@"; when=$2; shift ;;
+    --history) pgs_val "$@"; history=$2; shift ;;
+    --window) pgs_val "$@"; window=$2; shift ;;
+    --max-wait) pgs_val "$@"; max_wait=$2; shift ;;
+    --max-lag) pgs_val "$@"; max_lag=$2; shift ;;
+    --catchup-timeout) pgs_val "$@"; catchup_timeout=$2; shift ;;
+    --max-rate) pgs_val "$@"; max_rate=$2; shift ;;
+    --compress) pgs_val "$@"; compress=$2; shift ;;
+    --converge-window) pgs_val "$@"; converge_window=$2; shift ;;
+    --egress-price) pgs_val "$@"; egress_price=$2; shift ;;
+    --switch-timeout) pgs_val "$@"; switch_timeout=$2; shift ;;
+    --target-socket-dir) pgs_val "$@"; socket_dir=$2; shift ;;
+    --journal) pgs_val "$@"; journal=$2; shift ;;
     --abort) abort=1 ;;
     --cleanup) cleanup=1 ;;
     --hook)
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
     --no-verify) verify=0 ;;
-    --databases) databases=${2:?}; shift ;;
+    --databases) pgs_val "$@"; databases=$2; shift ;;
     --no-rejoin) rejoin=0 verify=0 ;;
-    --report) report=${2:?}; shift ;;
-    --bin) bin=${2:?}; shift ;;
-    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --report) pgs_val "$@"; report=$2; shift ;;
+    --bin) pgs_val "$@"; bin=$2; shift ;;
+    -h | --help) pgs_help ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift
@@ -227,6 +229,7 @@ done
 
 # The source connection string without host and port: a conninfo's later keywords win, so
 # "BASE host=H port=P" reaches any host with the same user, database and TLS settings.
+[[ -n $SOURCE_DSN ]] || usage "missing --source DSN (or --hosts-env FILE)"
 SOURCE_DSN=$(pgs_url_conninfo "$SOURCE_DSN") || usage "--source names one server: give one host in it"
 source_host_addr=$(sed -n 's/.*\bhost=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
 source_port=$(sed -n 's/.*\bport=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
@@ -246,7 +249,8 @@ fi
 [[ -n $SOURCE_PGDATA || -n $SOURCE_CLUSTER ]] || usage "name the source's cluster: --source-pgdata DIR or --source-cluster VERSION/NAME"
 [[ -n $TARGET_PGDATA || -n $TARGET_CLUSTER ]] || usage "name the target's cluster: --target-pgdata DIR or --target-cluster VERSION/NAME"
 for v in TARGET_ADDR REPL_USER REPL_PASSWORD_FILE; do
-  [[ -n ${!v} ]] || usage "missing --${v,,} (give it as an option or through --hosts-env)"
+  o=${v,,}
+  [[ -n ${!v} ]] || usage "missing --${o//_/-} (give it as an option or through --hosts-env)"
 done
 [[ -n $TARGET_PORT || -n $TARGET_CLUSTER ]] || usage "missing --target-port (or name a packaged cluster with --target-cluster, whose port is in its configuration)"
 # Each cluster's facts from its own host: its layout, data directory, port, log, and where
@@ -339,7 +343,7 @@ phase_end() {
 # note EVENT k=v...: one journal record (on disk before this returns).
 note() {
   pgs_journal "$journal" "$@" source="$src_id" target="$tgt_id" ||
-    pgs_die "$EX_IOERR" "cannot write the journal $journal"
+    fail "$EX_IOERR" "cannot write the journal $journal"
 }
 
 src_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$src_dsn" "$@"; }
@@ -373,11 +377,15 @@ retry() {
 # slot. standby: nothing (the standby and its slot are progress), unless --cleanup.
 # switching: pg-switch decided (its journal steps). switched: nothing (one primary: the
 # target; the old source is fenced).
-state=preflight stopped_by="" bg_pid=""
+state=preflight stopped_by="" bg_pid="" failing=0
 fail() {
   local code=$1
   shift
   pgs_log "$*"
+  # A failure while ending the run (its journal record cannot be written): said above, and
+  # the run goes on ending. This run's records end its stream, not lib.sh's (PGS_ENDED).
+  ((!failing)) || return 1
+  failing=1 PGS_ENDED=1
   emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
   trap - EXIT
   recover
@@ -391,6 +399,13 @@ on_exit() {
   local rc=$?
   ((rc == 0)) && return 0
   trap - EXIT
+  if [[ -n ${PGS_ENDED:-} ]]; then
+    # pgs_die said why and ended the stream.
+    failing=1
+    recover
+    note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
+    exit "$rc"
+  fi
   pgs_log "unexpected failure (exit $rc) in phase $phase"
   recover
   note failed phase="$phase" exit_code:="$EX_SOFTWARE" state="$state" message="unexpected failure (exit $rc)" || true
@@ -618,7 +633,10 @@ after_switch() {
 # The last run of this pair of hosts that did not end: its direction, and the furthest phase
 # it began. A run ends with a `done` record (or `aborted`).
 resume="" last_run='{}'
-mkdir -p "$(dirname "$journal")" || pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+if ! mkdir -p "$(dirname "$journal")"; then
+  trap - EXIT
+  pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+fi
 # One run per pair of hosts at a time. The lock is held by a small watcher process, not by
 # this shell: every child of a shell inherits its descriptors, and a postmaster started from
 # here would hold the lock for as long as it runs. The watcher lets go within 0.2 s of this
@@ -631,6 +649,7 @@ announced=0
 until [[ -s $lock_said ]]; do
   if ! kill -0 "$lock_pid" 2>/dev/null; then
     rm -f "$lock_said"
+    trap - EXIT # the journal is the other run's: no record of this one in it
     pgs_die "$EX_TEMPFAIL" "another migrate.sh of these hosts still runs (it holds $journal.lock): let it finish, then run again"
   fi
   ((++announced == 20)) && pgs_log "waiting up to 120 s for another migrate.sh of these hosts (it holds $journal.lock)"
@@ -655,6 +674,7 @@ if [[ -s $journal ]]; then
   if [[ $(jq -r '.ended' <<<"$last_run") == false ]]; then
     run_src=$(jq -r .source <<<"$last_run") run_tgt=$(jq -r .target <<<"$last_run")
     if [[ $run_src != "$src_id" ]]; then
+      trap - EXIT
       pgs_die "$EX_TEMPFAIL" "a migration from $run_src to $run_tgt was interrupted and is not finished: run that command again (or it with --abort) first; journal $journal"
     fi
     case $(jq -r '.switch' <<<"$last_run") in

@@ -6,6 +6,7 @@ mod interrupt;
 mod layouts;
 mod migrate;
 mod pooler;
+mod scripts_cli;
 mod scripts_lib;
 mod secrets;
 mod ship_cron;
