@@ -66,7 +66,7 @@ migrate_under_load() {
   pgs_load_start "$bin/load-gen" "$client_dsn" "$dir/load-$label.jsonl" -c 4 -w mixed "${client_opts[@]}" --log "$acks"
   sleep 2
   pgs_log "migrating $label under load"
-  "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" \
+  "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" --yes \
     --report "$dir/migrate-$label.jsonl" "$@" >/dev/null || rc=$?
   sleep 2
   pgs_load_stop

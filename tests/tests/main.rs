@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, one module per concern.
 
+mod confirm;
 mod fixture;
 mod hosts;
 mod interrupt;
