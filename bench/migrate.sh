@@ -121,7 +121,7 @@ one_switch() {
   local kind=$1 mode=$2 env=$3 reverse=$4 summary downtime rc=0
   load_start "$env"
   if [[ $kind == pgshift ]]; then
-    local args=(--hosts-env "$env" --bin "$bin" --mode "$mode" --no-verify)
+    local args=(--hosts-env "$env" --bin "$bin" --yes --mode "$mode" --no-verify)
     ((reverse)) && args+=(--reverse)
     summary=$("$here/scripts/migrate.sh" "${args[@]}" 2>/dev/null | tail -n 1) || rc=$?
     ((rc == 0)) || pgs_die "$EX_SOFTWARE" "migrate.sh failed: $summary"
@@ -140,7 +140,7 @@ one_switch() {
 pgs_log "creating two hosts (stream mode)"
 "$here/scripts/hosts-local.sh" create "$work/s" --bin "$bin" >/dev/null
 pgs_log "initial migration A->B (base copy, verified)"
-"$here/scripts/migrate.sh" --hosts-env "$work/s/hosts.env" --bin "$bin" >"$work/initial.jsonl" 2>/dev/null ||
+"$here/scripts/migrate.sh" --hosts-env "$work/s/hosts.env" --bin "$bin" --yes >"$work/initial.jsonl" 2>/dev/null ||
   pgs_die "$EX_SOFTWARE" "initial migration failed: $(tail -n 1 "$work/initial.jsonl")"
 pgs_record "$(tail -n 1 "$work/initial.jsonl" | jq -c '{type: "initial_migration", downtime_ms, verdict, bytes_copied, phases_ms}')"
 
@@ -156,7 +156,7 @@ done
 if ((archive_rounds > 0)); then
   pgs_log "creating two hosts (archive mode)"
   "$here/scripts/hosts-local.sh" create "$work/a" --archive --bin "$bin" >/dev/null
-  "$here/scripts/migrate.sh" --hosts-env "$work/a/hosts.env" --bin "$bin" --mode archive --no-verify >/dev/null 2>&1 ||
+  "$here/scripts/migrate.sh" --hosts-env "$work/a/hosts.env" --bin "$bin" --yes --mode archive --no-verify >/dev/null 2>&1 ||
     pgs_die "$EX_SOFTWARE" "initial archive-mode migration failed"
   for ((i = 1; i <= archive_rounds; i++)); do
     one_switch pgshift archive "$work/a/hosts.env" 1

@@ -55,13 +55,13 @@ both="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=a
 through="host=$POOLER_ADDR port=$POOLER_PORT user=postgres dbname=app sslmode=disable"
 
 pgs_log "initial migration A->B (base copy)"
-"$here/scripts/migrate.sh" --hosts-env "$env" --bin "$bin" --databases app >"$work/initial.jsonl" 2>"$work/initial.err" ||
+"$here/scripts/migrate.sh" --hosts-env "$env" --bin "$bin" --yes --databases app >"$work/initial.jsonl" 2>"$work/initial.err" ||
   pgs_die "$EX_SOFTWARE" "initial migration failed: $(tail -n 1 "$work/initial.jsonl")"
 reverse=1
 
 # one_switch SETUP: one switchover (the direction alternates) under its own load-gen.
 one_switch() {
-  local setup=$1 args=(--hosts-env "$env" --bin "$bin" --no-verify) summary rc=0 load_out
+  local setup=$1 args=(--hosts-env "$env" --bin "$bin" --yes --no-verify) summary rc=0 load_out
   local dsn=$through load_opts=(--protocol extended)
   if [[ $setup == multihost ]]; then dsn=$both load_opts=() args+=(--no-pooler); fi
   ((reverse)) && args+=(--reverse)

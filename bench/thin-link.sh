@@ -105,7 +105,7 @@ load_dsn="host=$host_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbna
 pgs_load_start "$bin/load-gen" "$load_dsn" "$work/load.jsonl" -c "$clients" -w mixed --log "$work/load.acks"
 b0=$(rx) t0=$(pgs_now_ms)
 rc=0
-"$here/scripts/migrate.sh" --hosts-env "$env" --bin "$bin" --no-pooler >"$work/migrate.jsonl" 2>"$work/migrate.err" || rc=$?
+"$here/scripts/migrate.sh" --hosts-env "$env" --bin "$bin" --yes --no-pooler >"$work/migrate.jsonl" 2>"$work/migrate.err" || rc=$?
 t1=$(pgs_now_ms) b1=$(rx)
 pgs_load_stop
 verified=$("$bin/load-gen" verify --dsn "$load_dsn" --log "$work/load.acks" | tail -n 1)

@@ -46,7 +46,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
 . "$ROOT/scripts/lib.sh"
 
-usage() { sed -n '2,8p' "$0" >&2; exit "$EX_USAGE"; }
+usage() { pgs_usage "${1:-first argument must be start, pid, stop or migrate}"; }
+! pgs_wants_help "$@" || pgs_help
 
 criu_wrap() {
   if [[ -n ${CRIU_WRAP:-} ]]; then echo "$CRIU_WRAP"
@@ -76,14 +77,14 @@ postmaster_pid() {
 
 cmd_start() {
   local data=${1:-} port=${2:-}
-  [[ -n $data && -n $port ]] || usage
+  [[ -n $data && -n $port ]] || usage "start needs DATA and PORT"
   shift 2
   local pidns=0 opts=()
   while (($#)); do
     case $1 in
       --pidns) pidns=1 ;;
       --) shift; opts+=("$@"); break ;;
-      *) usage ;;
+      *) usage "unknown option '$1'" ;;
     esac
     shift
   done
@@ -124,13 +125,15 @@ cmd_start() {
 
 cmd_pid() {
   local data
-  data=$(realpath "${1:?usage: pid DATA}")
+  [[ -n ${1:-} ]] || usage "pid needs DATA"
+  data=$(realpath "$1")
   postmaster_pid "$data" || pgs_die "$EX_DIFF" "no postmaster serves $data"
 }
 
 cmd_stop() {
   local data pid i
-  data=$(realpath "${1:?usage: stop DATA}")
+  [[ -n ${1:-} ]] || usage "stop needs DATA"
+  data=$(realpath "$1")
   pid=$(postmaster_pid "$data") || pgs_die "$EX_DIFF" "no postmaster serves $data"
   kill -INT "$pid"
   for i in $(seq 1 150); do
@@ -143,7 +146,7 @@ cmd_stop() {
 
 cmd_migrate() {
   local data=${1:-} dest=${2:-}
-  [[ -n $data && $dest == ssh://* ]] || usage
+  [[ -n $data && $dest == ssh://* ]] || usage "migrate needs DATA and ssh://[user@]host[:port]/IMAGES"
   shift 2
   data=$(realpath "$data")
   local pid host port
@@ -187,6 +190,5 @@ case ${1:-} in
   pid) shift; cmd_pid "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   migrate) shift; cmd_migrate "$@" ;;
-  -h | --help) sed -n '2,52p' "$0"; exit 0 ;;
   *) usage ;;
 esac

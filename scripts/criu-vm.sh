@@ -35,13 +35,13 @@ MODE=test MEM=1024 TIMEOUT=420 EXTRA=""
 GUEST=$ROOT/scripts/criu-vm-guest.sh
 while (($#)); do
   case $1 in
-    --mode) MODE=$2; shift 2 ;;
-    --mem) MEM=$2; shift 2 ;;
-    --timeout) TIMEOUT=$2; shift 2 ;;
-    --guest) GUEST=$2; shift 2 ;;
-    --cmdline) EXTRA=$2; shift 2 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
-    *) pgs_die "$EX_USAGE" "unknown argument '$1' (try --help)" ;;
+    --mode) pgs_val "$@"; MODE=$2; shift 2 ;;
+    --mem) pgs_val "$@"; MEM=$2; shift 2 ;;
+    --timeout) pgs_val "$@"; TIMEOUT=$2; shift 2 ;;
+    --guest) pgs_val "$@"; GUEST=$2; shift 2 ;;
+    --cmdline) pgs_val "$@"; EXTRA=$2; shift 2 ;;
+    -h | --help) pgs_help ;;
+    *) pgs_usage "unknown argument '$1'" ;;
   esac
 done
 CACHE=${CRIU_VM_CACHE:-$ROOT/target/criu-vm}

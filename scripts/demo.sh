@@ -24,11 +24,11 @@ dir=/tmp/pgshift-demo netns=() mode=stream pooler=(--pooler)
 while (($#)); do
   case $1 in
     --netns) netns=(--netns) ;;
-    --mode) mode=${2:?}; shift ;;
-    --dir) dir=${2:?}; shift ;;
+    --mode) pgs_val "$@"; mode=$2; shift ;;
+    --dir) pgs_val "$@"; dir=$2; shift ;;
     --no-pooler) pooler=() ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) pgs_die "$EX_USAGE" "unknown option '$1' (usage: demo.sh [--netns] [--mode stream|archive] [--no-pooler] [--dir DIR])" ;;
+    -h | --help) pgs_help ;;
+    *) pgs_usage "unknown option '$1'" ;;
   esac
   shift
 done
@@ -67,7 +67,7 @@ migrate_under_load() {
   pgs_load_start "$bin/load-gen" "$client_dsn" "$dir/load-$label.jsonl" -c 4 -w mixed "${client_opts[@]}" --log "$acks"
   sleep 2
   pgs_log "migrating $label under load"
-  "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" \
+  "$here/migrate.sh" --hosts-env "$hosts/hosts.env" --bin "$bin" --mode "$mode" --yes \
     --report "$dir/migrate-$label.jsonl" "$@" >/dev/null || rc=$?
   sleep 2
   pgs_load_stop

@@ -5,9 +5,16 @@
 # must be able to traverse every directory above target/. A checkout in a private directory
 # (mktemp -d makes 0700) blocks it: add search permission for others (o+x, not read) on each
 # directory that blocks, and say which. Nothing to do when not root (servers run as us).
+#
+#   scripts/grant-test-access.sh   (no options)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=grant-test-access
+case ${1:-} in
+  "") ;;
+  -h | --help) pgs_help ;;
+  *) pgs_usage "unknown option '$1' (it takes none)" ;;
+esac
 
 [[ $(id -u) == 0 ]] || exit 0
 id postgres >/dev/null 2>&1 || pgs_die "$EX_UNAVAILABLE" "no postgres user (run 'make setup')"

@@ -35,27 +35,28 @@ set -euo pipefail
 PGS_NAME=hosts-local
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { pgs_die "$EX_USAGE" "$1 (usage: hosts-local.sh create|destroy DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N] [--archive] [--layout A[,B]] [--pooler] [--bin DIR])"; }
+usage() { pgs_usage "$1"; }
 
 cmd=${1:-}
-case $cmd in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
+! pgs_wants_help "$@" || pgs_help
 dir=${2:-}
 [[ $cmd == create || $cmd == destroy ]] || usage "first argument must be create or destroy"
-[[ -n $dir ]] || usage "DIR is required"
+[[ -n $dir ]] || usage "$cmd needs DIR"
 shift 2
 netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 pooler=0 bin=$(cd "$here/.." && pwd)/target/release
 layout_a=plain layout_b=plain
 while (($#)); do
   case $1 in
     --netns) netns=1 ;;
-    --rate) rate=${2:?}; shift ;;
-    --scale) scale=${2:?}; shift ;;
-    --pgbench-scale) pgbench_scale=${2:?}; shift ;;
+    --rate) pgs_val "$@"; rate=$2; shift ;;
+    --scale) pgs_val "$@"; scale=$2; shift ;;
+    --pgbench-scale) pgs_val "$@"; pgbench_scale=$2; shift ;;
     --archive) archive=1 ;;
     --pooler) pooler=1 ;;
-    --bin) bin=${2:?}; shift ;;
+    --bin) pgs_val "$@"; bin=$2; shift ;;
     --layout)
-      IFS=, read -r layout_a layout_b <<<"${2:?}"
+      pgs_val "$@"
+      IFS=, read -r layout_a layout_b <<<"$2"
       layout_b=${layout_b:-$layout_a}
       for l in "$layout_a" "$layout_b"; do
         [[ $l == plain || $l == debian ]] || usage "--layout takes plain or debian for A and B (e.g. debian,plain)"

@@ -25,12 +25,57 @@ PGS_NAME=${PGS_NAME:-$(basename "${0:-pgshift}" .sh)}
 # pgs_log MESSAGE...: one line on stderr, prefixed with the script's name.
 pgs_log() { printf '%s: %s\n' "$PGS_NAME" "$*" >&2; }
 
-# pgs_die CODE MESSAGE...: log and exit with CODE (from the table above).
+# pgs_die CODE MESSAGE...: log and exit with CODE (from the table above). When stdout is not a
+# terminal it carries JSON lines, and a failed script still ends them the way every pgshift
+# stream ends (shared/PROTOCOL.md, "scripts"): see pgs_end_failed.
 pgs_die() {
   local code=$1
   shift
   pgs_log "$*"
+  pgs_end_failed "$code" "$*"
   exit "$code"
+}
+
+# pgs_end_failed CODE MESSAGE: when stdout is not a terminal, an `error` and a `summary` record
+# (success false, exit_code CODE, message) on it, once per script: a script that ends its own
+# stream (migrate.sh) sets PGS_ENDED=1 when it has. Not from a subshell (a command substitution
+# or a pipeline stage): there stdout is the caller's variable or pipe, and the caller may go
+# on; the caller's own failure ends the stream. A closed stdout is no error here.
+pgs_end_failed() {
+  [[ -z ${PGS_ENDED:-} && $BASHPID == "$$" && ! -t 1 ]] || return 0
+  PGS_ENDED=1
+  (
+    trap '' PIPE
+    pgs_json error exit_code:="$1" message="$2"
+    pgs_json summary success:=false exit_code:="$1" message="$2"
+  ) 2>/dev/null || true
+}
+
+# pgs_usage MESSAGE...: a usage error (exit 2) on one line; MESSAGE names the option as the
+# user typed it.
+pgs_usage() { pgs_die "$EX_USAGE" "$* (try --help)"; }
+
+# pgs_val OPTION [VALUE...]: in an option loop (pgs_val "$@"), OPTION has a value: a next
+# argument that is neither empty nor another option; else a usage error naming OPTION.
+pgs_val() {
+  if (($# < 2)) || [[ -z $2 || $2 == --* ]]; then pgs_usage "$1 needs a value"; fi
+}
+
+# pgs_wants_help ARG...: true when -h or --help is among ARGs (up to a `--`), so that
+# `script --help` and `script SUBCOMMAND [OPTIONS] --help` both show the usage.
+pgs_wants_help() {
+  local a
+  for a in "$@"; do
+    case $a in --) return 1 ;; -h | --help) return 0 ;; esac
+  done
+  return 1
+}
+
+# pgs_help: the usage of the script (its header comment, from line 2 to `set -euo`,
+# without shellcheck directives) on stdout, and exit 0.
+pgs_help() {
+  sed -n '2,/^set -euo/p' "$0" | sed '/^set -euo/d; /^# shellcheck /d; s/^# \{0,1\}//; s/^#$//'
+  exit 0
 }
 
 # pgs_json_str STRING: STRING as a JSON string literal.

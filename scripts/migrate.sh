@@ -89,6 +89,16 @@
 #   --journal FILE         the journal (default: one file per pair of hosts under
 #                          $PGSHIFT_STATE_DIR, default ~/.local/state/pgshift)
 #   --abort                roll back what an interrupted run left under way, and stop
+#   --dry-run              run the preflight checks and print the plan (a `plan` record, and
+#                          in words on stderr); change nothing: no journal record, no slot,
+#                          no file on either host. Exit 0 when the migration could go ahead,
+#                          the preflight's exit code otherwise
+#   --yes                  switch over without asking. On a terminal, migrate.sh asks "stop
+#                          SOURCE and switch to TARGET? [y/N]" once the target has caught up
+#                          (it keeps streaming while the question waits); any answer but y
+#                          or yes stops the run there (exit 75, the target kept as a standby:
+#                          run again to go on). Without a terminal on stdin, --yes is
+#                          required (exit 2 before anything is done)
 #   --cleanup              on a failure before the switchover, remove the target and its slot
 #   --hook NAME=CMD        run CMD (bash -c) at a step: before_base_copy, before_wait, before_switchover,
 #                          before_rejoin, before_verify, and pg-switch's before_stop,
@@ -125,12 +135,12 @@ set -euo pipefail
 PGS_NAME=migrate
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/migrate.sh)"; }
+usage() { pgs_usage "$1"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
 max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
-compress=auto converge_window=120 egress_price=""
+compress=auto converge_window=120 egress_price="" yes=0 dry_run=0
 rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
 TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
@@ -138,6 +148,7 @@ TLS_CA="" POOLER_DSN="" POOLER_SPEC=local
 declare -A hooks=()
 poolers=() pause_limit=5 no_pooler=0
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
+! pgs_wants_help "$@" || pgs_help
 args=("$@")
 # --hosts-env first, so that explicit options override it.
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -152,51 +163,54 @@ while (($#)); do
   case $1 in
     --hosts-env) shift ;;
     --reverse) reverse=1 ;;
-    --source) SOURCE_DSN=${2:?}; shift ;;
-    --source-pgdata) SOURCE_PGDATA=${2:?} SOURCE_CLUSTER=""; shift ;;
-    --source-host) SOURCE_SPEC=${2:?}; shift ;;
-    --source-cluster) SOURCE_CLUSTER=${2:?} SOURCE_PGDATA=""; shift ;;
-    --target-cluster) TARGET_CLUSTER=${2:?} TARGET_PGDATA=""; shift ;;
-    --tls) tls=${2:?}; shift ;;
-    --tls-ca) tls_ca=${2:?}; shift ;;
-    --pooler) poolers+=(--pooler "${2:?}" --host local); shift ;;
+    --source) pgs_val "$@"; SOURCE_DSN=$2; shift ;;
+    --source-pgdata) pgs_val "$@"; SOURCE_PGDATA=$2 SOURCE_CLUSTER=""; shift ;;
+    --source-host) pgs_val "$@"; SOURCE_SPEC=$2; shift ;;
+    --source-cluster) pgs_val "$@"; SOURCE_CLUSTER=$2 SOURCE_PGDATA=""; shift ;;
+    --target-cluster) pgs_val "$@"; TARGET_CLUSTER=$2 TARGET_PGDATA=""; shift ;;
+    --tls) pgs_val "$@"; tls=$2; shift ;;
+    --tls-ca) pgs_val "$@"; tls_ca=$2; shift ;;
+    --pooler) pgs_val "$@"; poolers+=(--pooler "$2" --host local); shift ;;
     --pooler-host)
+      pgs_val "$@"
       ((${#poolers[@]})) || usage "--pooler-host comes after the --pooler it belongs to"
-      poolers[-1]=${2:?}; shift ;;
-    --pause-limit) pause_limit=${2:?}; shift ;;
+      poolers[-1]=$2; shift ;;
+    --pause-limit) pgs_val "$@"; pause_limit=$2; shift ;;
     --no-pooler) poolers=() POOLER_DSN="" no_pooler=1 ;;
-    --target-addr) TARGET_ADDR=${2:?}; shift ;;
-    --target-port) TARGET_PORT=${2:?}; shift ;;
-    --target-pgdata) TARGET_PGDATA=${2:?} TARGET_CLUSTER=""; shift ;;
-    --target-host) TARGET_SPEC=${2:?}; shift ;;
-    --repl-user) REPL_USER=${2:?}; shift ;;
-    --repl-password-file) REPL_PASSWORD_FILE=${2:?}; shift ;;
-    --mode) mode=${2:?}; shift ;;
-    --archive) archive=${2:?}; shift ;;
-    --when) when=${2:?}; shift ;;
-    --history) history=${2:?}; shift ;;
-    --window) window=${2:?}; shift ;;
-    --max-wait) max_wait=${2:?}; shift ;;
-    --max-lag) max_lag=${2:?}; shift ;;
-    --catchup-timeout) catchup_timeout=${2:?}; shift ;;
-    --max-rate) max_rate=${2:?}; shift ;;
-    --compress) compress=${2:?}; shift ;;
-    --converge-window) converge_window=${2:?}; shift ;;
-    --egress-price) egress_price=${2:?}; shift ;;
-    --switch-timeout) switch_timeout=${2:?}; shift ;;
-    --target-socket-dir) socket_dir=${2:?}; shift ;;
-    --journal) journal=${2:?}; shift ;;
+    --target-addr) pgs_val "$@"; TARGET_ADDR=$2; shift ;;
+    --target-port) pgs_val "$@"; TARGET_PORT=$2; shift ;;
+    --target-pgdata) pgs_val "$@"; TARGET_PGDATA=$2 TARGET_CLUSTER=""; shift ;;
+    --target-host) pgs_val "$@"; TARGET_SPEC=$2; shift ;;
+    --repl-user) pgs_val "$@"; REPL_USER=$2; shift ;;
+    --repl-password-file) pgs_val "$@"; REPL_PASSWORD_FILE=$2; shift ;;
+    --mode) pgs_val "$@"; mode=$2; shift ;;
+    --archive) pgs_val "$@"; archive=$2; shift ;;
+    --when) pgs_val "$@"; when=$2; shift ;;
+    --history) pgs_val "$@"; history=$2; shift ;;
+    --window) pgs_val "$@"; window=$2; shift ;;
+    --max-wait) pgs_val "$@"; max_wait=$2; shift ;;
+    --max-lag) pgs_val "$@"; max_lag=$2; shift ;;
+    --catchup-timeout) pgs_val "$@"; catchup_timeout=$2; shift ;;
+    --max-rate) pgs_val "$@"; max_rate=$2; shift ;;
+    --compress) pgs_val "$@"; compress=$2; shift ;;
+    --converge-window) pgs_val "$@"; converge_window=$2; shift ;;
+    --egress-price) pgs_val "$@"; egress_price=$2; shift ;;
+    --switch-timeout) pgs_val "$@"; switch_timeout=$2; shift ;;
+    --target-socket-dir) pgs_val "$@"; socket_dir=$2; shift ;;
+    --journal) pgs_val "$@"; journal=$2; shift ;;
     --abort) abort=1 ;;
+    --dry-run) dry_run=1 ;;
+    --yes) yes=1 ;;
     --cleanup) cleanup=1 ;;
     --hook)
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
     --no-verify) verify=0 ;;
-    --databases) databases=${2:?}; shift ;;
+    --databases) pgs_val "$@"; databases=$2; shift ;;
     --no-rejoin) rejoin=0 verify=0 ;;
-    --report) report=${2:?}; shift ;;
-    --bin) bin=${2:?}; shift ;;
-    -h | --help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --report) pgs_val "$@"; report=$2; shift ;;
+    --bin) pgs_val "$@"; bin=$2; shift ;;
+    -h | --help) pgs_help ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift
@@ -227,6 +241,7 @@ done
 
 # The source connection string without host and port: a conninfo's later keywords win, so
 # "BASE host=H port=P" reaches any host with the same user, database and TLS settings.
+[[ -n $SOURCE_DSN ]] || usage "missing --source DSN (or --hosts-env FILE)"
 SOURCE_DSN=$(pgs_url_conninfo "$SOURCE_DSN") || usage "--source names one server: give one host in it"
 source_host_addr=$(sed -n 's/.*\bhost=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
 source_port=$(sed -n 's/.*\bport=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
@@ -246,9 +261,15 @@ fi
 [[ -n $SOURCE_PGDATA || -n $SOURCE_CLUSTER ]] || usage "name the source's cluster: --source-pgdata DIR or --source-cluster VERSION/NAME"
 [[ -n $TARGET_PGDATA || -n $TARGET_CLUSTER ]] || usage "name the target's cluster: --target-pgdata DIR or --target-cluster VERSION/NAME"
 for v in TARGET_ADDR REPL_USER REPL_PASSWORD_FILE; do
-  [[ -n ${!v} ]] || usage "missing --${v,,} (give it as an option or through --hosts-env)"
+  o=${v,,}
+  [[ -n ${!v} ]] || usage "missing --${o//_/-} (give it as an option or through --hosts-env)"
 done
 [[ -n $TARGET_PORT || -n $TARGET_CLUSTER ]] || usage "missing --target-port (or name a packaged cluster with --target-cluster, whose port is in its configuration)"
+((!(dry_run && abort))) || usage "--dry-run changes nothing, and --abort does: give one of them"
+# The question before the switchover needs someone to answer it.
+if ((!yes && !dry_run && !abort)) && [[ ! -t 0 ]]; then
+  usage "not a terminal: pass --yes to switch over without asking"
+fi
 # Each cluster's facts from its own host: its layout, data directory, port, log, and where
 # pgshift keeps its files for it (certificates, passfile). A host that cannot be reached
 # keeps what was given; preflight then says so.
@@ -336,10 +357,12 @@ phase_end() {
   note phase phase="$phase" state=end
   emit phase name="$phase" status=ok ms:=$ms started_at_ms:="$phase_t0" ended_at_ms:="$now" "$@"
 }
-# note EVENT k=v...: one journal record (on disk before this returns).
+# note EVENT k=v...: one journal record (on disk before this returns). None in a dry run: a
+# later run must not find one to resume.
 note() {
+  ((!dry_run)) || return 0
   pgs_journal "$journal" "$@" source="$src_id" target="$tgt_id" ||
-    pgs_die "$EX_IOERR" "cannot write the journal $journal"
+    fail "$EX_IOERR" "cannot write the journal $journal"
 }
 
 src_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$src_dsn" "$@"; }
@@ -373,11 +396,15 @@ retry() {
 # slot. standby: nothing (the standby and its slot are progress), unless --cleanup.
 # switching: pg-switch decided (its journal steps). switched: nothing (one primary: the
 # target; the old source is fenced).
-state=preflight stopped_by="" bg_pid=""
+state=preflight stopped_by="" bg_pid="" failing=0
 fail() {
   local code=$1
   shift
   pgs_log "$*"
+  # A failure while ending the run (its journal record cannot be written): said above, and
+  # the run goes on ending. This run's records end its stream, not lib.sh's (PGS_ENDED).
+  ((!failing)) || return 1
+  failing=1 PGS_ENDED=1
   emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
   trap - EXIT
   recover
@@ -391,6 +418,13 @@ on_exit() {
   local rc=$?
   ((rc == 0)) && return 0
   trap - EXIT
+  if [[ -n ${PGS_ENDED:-} ]]; then
+    # pgs_die said why and ended the stream.
+    failing=1
+    recover
+    note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
+    exit "$rc"
+  fi
   pgs_log "unexpected failure (exit $rc) in phase $phase"
   recover
   note failed phase="$phase" exit_code:="$EX_SOFTWARE" state="$state" message="unexpected failure (exit $rc)" || true
@@ -618,25 +652,32 @@ after_switch() {
 # The last run of this pair of hosts that did not end: its direction, and the furthest phase
 # it began. A run ends with a `done` record (or `aborted`).
 resume="" last_run='{}'
-mkdir -p "$(dirname "$journal")" || pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+if ((!dry_run)) && ! mkdir -p "$(dirname "$journal")"; then
+  trap - EXIT
+  pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+fi
 # One run per pair of hosts at a time. The lock is held by a small watcher process, not by
 # this shell: every child of a shell inherits its descriptors, and a postmaster started from
 # here would hold the lock for as long as it runs. The watcher lets go within 0.2 s of this
 # script's end, however it ends.
-lock_said=$(mktemp /tmp/pgshift-lock.XXXXXX)
-flock -w 120 -E 75 "$journal.lock" sh -c 'echo locked; while kill -0 "$1" 2>/dev/null; do sleep 0.2; done' \
-  migrate-lock "$$" >"$lock_said" 2>/dev/null &
-lock_pid=$!
-announced=0
-until [[ -s $lock_said ]]; do
-  if ! kill -0 "$lock_pid" 2>/dev/null; then
-    rm -f "$lock_said"
-    pgs_die "$EX_TEMPFAIL" "another migrate.sh of these hosts still runs (it holds $journal.lock): let it finish, then run again"
-  fi
-  ((++announced == 20)) && pgs_log "waiting up to 120 s for another migrate.sh of these hosts (it holds $journal.lock)"
-  sleep 0.05
-done
-rm -f "$lock_said"
+# (A dry run only reads the journal: no lock, no directory.)
+if ((!dry_run)); then
+  lock_said=$(mktemp /tmp/pgshift-lock.XXXXXX)
+  flock -w 120 -E 75 "$journal.lock" sh -c 'echo locked; while kill -0 "$1" 2>/dev/null; do sleep 0.2; done' \
+    migrate-lock "$$" >"$lock_said" 2>/dev/null &
+  lock_pid=$!
+  announced=0
+  until [[ -s $lock_said ]]; do
+    if ! kill -0 "$lock_pid" 2>/dev/null; then
+      rm -f "$lock_said"
+      trap - EXIT # the journal is the other run's: no record of this one in it
+      pgs_die "$EX_TEMPFAIL" "another migrate.sh of these hosts still runs (it holds $journal.lock): let it finish, then run again"
+    fi
+    ((++announced == 20)) && pgs_log "waiting up to 120 s for another migrate.sh of these hosts (it holds $journal.lock)"
+    sleep 0.05
+  done
+  rm -f "$lock_said"
+fi
 # What is under way: everything since the last run that ended (`done` or `aborted`). The
 # switchover's own steps (pg-switch's records) decide whether one is open; the base copy's
 # phase records whether a copy was cut short.
@@ -655,6 +696,7 @@ if [[ -s $journal ]]; then
   if [[ $(jq -r '.ended' <<<"$last_run") == false ]]; then
     run_src=$(jq -r .source <<<"$last_run") run_tgt=$(jq -r .target <<<"$last_run")
     if [[ $run_src != "$src_id" ]]; then
+      trap - EXIT
       pgs_die "$EX_TEMPFAIL" "a migration from $run_src to $run_tgt was interrupted and is not finished: run that command again (or it with --abort) first; journal $journal"
     fi
     case $(jq -r '.switch' <<<"$last_run") in
@@ -703,12 +745,13 @@ if ((abort)); then
   esac
 fi
 
+copy_cut=0
 if [[ $resume == base_copy ]]; then
   # Killed during the base copy: the copy is partial. It goes, with its slot, and the copy
-  # starts again.
+  # starts again (a dry run only says so).
   if on_tgt test -e "$TARGET_PGDATA/PG_VERSION" && ! on_tgt test -f "$TARGET_PGDATA/standby.signal"; then
-    fresh_target=1
-    remove_target
+    fresh_target=1 copy_cut=1
+    ((dry_run)) || remove_target
   fi
 fi
 
@@ -746,7 +789,9 @@ preflight() {
   # A target that already is a standby of this source skips the base copy (this is how
   # --reverse works after a migration, and how a run goes on after a failure).
   fresh_target=1
-  if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
+  if ((copy_cut && dry_run)); then
+    : # the partial copy a real run removes first (the plan says so)
+  elif on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
     tgt_sysid=$(on_tgt "$PG_BIN/pg_controldata" "$TARGET_PGDATA" | sed -n 's/^Database system identifier: *//p')
     [[ $tgt_sysid == "$src_sysid" ]] ||
       fail "$EX_DATAERR" "the target data directory $TARGET_PGDATA holds another cluster (system identifier $tgt_sysid, source $src_sysid): move it away"
@@ -1348,8 +1393,89 @@ verify_pair() {
     equal_databases:=$n_equal different_databases:=$n_diff error_databases:=$n_err
 }
 
+# --- Before the switchover: the question -------------------------------------------------
+# confirm_switch: on a terminal without --yes (the only way here without it), ask before the
+# source is stopped. The standby keeps streaming while the question waits; the lag is
+# measured after the answer (wait_for_switch). Anything but y or yes stops the run as an
+# interruption does: the target stays a standby of the source, exit 75, run again to go on.
+confirm_switch() {
+  ((!yes)) || return 0
+  local answer=""
+  phase=confirm
+  printf '%s: stop %s and switch to %s? [y/N] ' "$PGS_NAME" "$src_id" "$tgt_id" >&2
+  read -r answer || answer=""
+  case ${answer,,} in
+    y | yes) pgs_log "answered yes: switching over" ;;
+    *) fail "$EX_TEMPFAIL" "not switched: answered no; run again to go on" ;;
+  esac
+}
+
+# --- --dry-run: the plan ------------------------------------------------------------------
+# print_plan: what a run of this command would do from here, as a `plan` record (plan:
+# "migrate") and in words on stderr; then the summary, and exit 0. Nothing was changed.
+print_plan() {
+  local todo=() p steps="" base=false cmp=null
+  if ((done_already)); then
+    todo=()
+  elif [[ $resume == switch ]]; then
+    todo=(switchover)
+  elif [[ $resume != after_switch ]]; then
+    todo=(preflight)
+    if ((fresh_target)); then todo+=(base_copy); base=true; fi
+    todo+=(catch_up)
+    ((yes)) || todo+=(confirm)
+    todo+=(wait switchover)
+  fi
+  if ((!done_already)); then
+    ((rejoin)) && todo+=(rejoin)
+    ((rejoin && verify)) && todo+=(verify)
+  fi
+  ((fresh_target)) && cmp=$(pgs_json_str "$compress")
+  for p in "${todo[@]}"; do steps+="${steps:+,}$(pgs_json_str "$p")"; done
+  emit plan plan=migrate dry_run:=true source="$src_id" target="$tgt_id" mode="$mode" when="$when" \
+    phases:="[$steps]" base_copy:=$base compression:="$cmp" switchover=pg-switch \
+    poolers:=$((${#poolers[@]} / 4)) confirm="$( ((yes)) && echo yes || echo ask)" \
+    resume="${resume:-none}" remove_partial_copy:="$( ((copy_cut)) && echo true || echo false)" \
+    already_done:="$( ((done_already)) && echo true || echo false)" slot="$slot" \
+    target_pgdata="$TARGET_PGDATA" journal="$journal"
+  {
+    printf 'plan (dry run: nothing was changed):\n'
+    printf '  migrate %s (%s) to %s (%s), %s mode, switch %s\n' "$src_id" "$SOURCE_PGDATA" "$tgt_id" \
+      "$TARGET_PGDATA" "$mode" "$when"
+    if ((done_already)); then
+      printf '  nothing to do: %s is the primary and %s follows it (to move back: --reverse)\n' "$tgt_id" "$src_id"
+    fi
+    [[ -z $resume ]] || printf '  resumes an interrupted run (%s; journal %s)\n' "$resume" "$journal"
+    ((copy_cut)) && printf '  removes the partial base copy in %s and its slot first\n' "$TARGET_PGDATA"
+    for p in "${todo[@]}"; do
+      case $p in
+        preflight) printf '  preflight: passed\n' ;;
+        base_copy) printf '  base_copy: pg_basebackup with slot %s, compression %s\n' "$slot" \
+          "$( [[ $compress == auto ]] && echo "auto (measured when the copy starts)" || echo "$compress")" ;;
+        catch_up) printf '  catch_up: the target %s as a standby (%s)\n' \
+          "$( ((fresh_target)) && echo starts || echo "goes on")" "$mode" ;;
+        confirm) printf '  confirm: asks "stop %s and switch to %s? [y/N]" (--yes: does not ask)\n' "$src_id" "$tgt_id" ;;
+        wait) printf '  wait: until the replay lag is under %s bytes\n' "$max_lag" ;;
+        switchover) printf '  switchover: pg-switch fences and stops the source, proves, promotes the target%s\n' \
+          "$( ((${#poolers[@]})) && echo "; $((${#poolers[@]} / 4)) pooler(s) paused and pointed at it")" ;;
+        rejoin) printf '  rejoin: the old source follows the new primary\n' ;;
+        verify) printf '  verify: pg-checksum and rowcount-diff over %s\n' "${databases:-every database}" ;;
+      esac
+    done
+  } >&2
+  emit summary success:=true exit_code:=0 dry_run:=true journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  trap - EXIT
+  exit 0
+}
+
 # --- The runbook -------------------------------------------------------------------------
 done_already=0 fresh_target=0 rewound=false
+if ((dry_run)); then
+  # After an interrupted switchover the preflight's questions do not apply: the plan is to
+  # finish it (pg-switch decides, with its proofs, in the real run).
+  [[ $resume == switch || $resume == after_switch ]] || preflight
+  print_plan
+fi
 case $resume in
   switch)
     # Interrupted inside the switchover: pg-switch looks at both hosts and finishes it (with
@@ -1363,6 +1489,7 @@ case $resume in
       phase_end outcome=rolled_back
       preflight
       catch_up
+      confirm_switch
       wait_for_switch
       switchover
     else
@@ -1385,6 +1512,7 @@ case $resume in
     fi
     base_copy
     catch_up
+    confirm_switch
     wait_for_switch
     switchover
     ;;

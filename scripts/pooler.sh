@@ -48,26 +48,27 @@ PGS_NAME=pooler
 PGS_POOLER_ENTRIES_SH=${PGS_POOLER_ENTRIES_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-entries.sh")}
 PGS_POOLER_SWAP_SH=${PGS_POOLER_SWAP_SH:-$(cat "$PGS_ROOT/scripts/remote/pooler-swap.sh")}
 
-usage() { pgs_die "$EX_USAGE" "$1 (usage: pooler.sh check|pause|point|stage|swap|resume|probe --pooler DSN [--host SPEC] ...; see the header of scripts/pooler.sh)"; }
+usage() { pgs_usage "$1"; }
+! pgs_wants_help "$@" || pgs_help
 
 cmd=${1:-}
-case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; *) usage "first argument must be check, pause, point, stage, swap, resume or probe" ;; esac
+case $cmd in check | pause | point | stage | swap | resume | probe) shift ;; *) usage "first argument must be check, pause, point, stage, swap, resume or probe" ;; esac
 dsns=() specs=() conffiles=() source="" target="" from="" to="" expect="" deadline=5 pause_limit=5 switch_limit=10 then_resume=0 no_resume=0
 while (($#)); do
   case $1 in
-    --pooler) dsns+=("$(pgs_url_conninfo "${2:?}")") specs+=(local) conffiles+=(""); shift ;;
-    --host) ((${#dsns[@]})) || usage "--host comes after the --pooler it belongs to"; specs[-1]=${2:?}; shift ;;
-    --conffile) ((${#dsns[@]})) || usage "--conffile comes after the --pooler it belongs to"; conffiles[-1]=${2:?}; shift ;;
-    --source) source=${2:?}; shift ;;
-    --target) target=${2:?}; shift ;;
-    --from) from=${2:?}; shift ;;
-    --to) to=${2:?}; shift ;;
-    --expect) expect=${2:?}; shift ;;
+    --pooler) pgs_val "$@"; dsns+=("$(pgs_url_conninfo "$2")") specs+=(local) conffiles+=(""); shift ;;
+    --host) pgs_val "$@"; ((${#dsns[@]})) || usage "--host comes after the --pooler it belongs to"; specs[-1]=$2; shift ;;
+    --conffile) pgs_val "$@"; ((${#dsns[@]})) || usage "--conffile comes after the --pooler it belongs to"; conffiles[-1]=$2; shift ;;
+    --source) pgs_val "$@"; source=$2; shift ;;
+    --target) pgs_val "$@"; target=$2; shift ;;
+    --from) pgs_val "$@"; from=$2; shift ;;
+    --to) pgs_val "$@"; to=$2; shift ;;
+    --expect) pgs_val "$@"; expect=$2; shift ;;
     --resume) then_resume=1 ;;
     --no-resume) no_resume=1 ;;
-    --deadline) deadline=${2:?}; shift ;;
-    --pause-limit) pause_limit=${2:?}; shift ;;
-    --switch-limit) switch_limit=${2:?}; shift ;;
+    --deadline) pgs_val "$@"; deadline=$2; shift ;;
+    --pause-limit) pgs_val "$@"; pause_limit=$2; shift ;;
+    --switch-limit) pgs_val "$@"; switch_limit=$2; shift ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift

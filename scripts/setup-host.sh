@@ -63,34 +63,35 @@ for ((i = 1; i < $#; i++)); do
   [[ ${!i} == --role && ${!j} == pooler ]] && exec "$(dirname "$0")/setup-pooler.sh" "$@"
 done
 
-usage() { pgs_die "$EX_USAGE" "$1 (see the header of setup-host.sh for usage)"; }
+usage() { pgs_usage "$1"; }
 
 role="" pgdata="" cluster="" host=local listen="*" allow=0.0.0.0/0 repl_user=pgshift_repl
 pwfile="" archive="" wal_ship=wal-ship wal_keep=1GB tls=1 tls_ca="" tls_names=() port=""
 restart=0 remote=0 bin=""
 while (($#)); do
   case $1 in
-    --role) role=${2:?}; shift ;;
-    --pgdata) pgdata=${2:?}; shift ;;
-    --cluster) cluster=${2:?}; shift ;;
-    --host) host=${2:?}; shift ;;
-    --listen) listen=${2:?}; shift ;;
-    --allow) allow=${2:?}; shift ;;
-    --repl-user) repl_user=${2:?}; shift ;;
+    --role) pgs_val "$@"; role=$2; shift ;;
+    --pgdata) pgs_val "$@"; pgdata=$2; shift ;;
+    --cluster) pgs_val "$@"; cluster=$2; shift ;;
+    --host) pgs_val "$@"; host=$2; shift ;;
+    --listen) pgs_val "$@"; listen=$2; shift ;;
+    --allow) pgs_val "$@"; allow=$2; shift ;;
+    --repl-user) pgs_val "$@"; repl_user=$2; shift ;;
     --repl-password-file)
-      [[ -r ${2:?} ]] || usage "cannot read password file '$2'"
+      pgs_val "$@"
+      [[ -r $2 ]] || usage "cannot read password file '$2'"
       pwfile=$2; shift ;;
-    --tls-ca) tls_ca=${2:?}; shift ;;
-    --tls-name) tls_names+=("${2:?}"); shift ;;
+    --tls-ca) pgs_val "$@"; tls_ca=$2; shift ;;
+    --tls-name) pgs_val "$@"; tls_names+=("$2"); shift ;;
     --no-tls | --no-ssl) tls=0 ;;
-    --port) port=${2:?}; shift ;;
-    --archive) archive=${2:?}; shift ;;
-    --wal-ship) wal_ship=${2:?}; shift ;;
-    --wal-keep-size) wal_keep=${2:?}; shift ;;
-    --bin) bin=${2:?}; shift ;;
+    --port) pgs_val "$@"; port=$2; shift ;;
+    --archive) pgs_val "$@"; archive=$2; shift ;;
+    --wal-ship) pgs_val "$@"; wal_ship=$2; shift ;;
+    --wal-keep-size) pgs_val "$@"; wal_keep=$2; shift ;;
+    --bin) pgs_val "$@"; bin=$2; shift ;;
     --restart) restart=1 ;;
     --on-host) remote=1 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) pgs_help ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift

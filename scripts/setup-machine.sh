@@ -6,6 +6,14 @@
 #   scripts/setup-machine.sh --bench   also the peers the benchmarks compare against
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+bench=0
+for a in "$@"; do
+  case $a in
+    --bench) bench=1 ;;
+    -h | --help) pgs_help ;;
+    *) pgs_usage "unknown option '$a'" ;;
+  esac
+done
 
 # Binaries we need, and the Debian package that provides each.
 need=(
@@ -36,7 +44,7 @@ need=(
   # the HTML migration report is rendered and screenshotted by headless Chromium in its test
   "/usr/bin/chromium:chromium"
 )
-if [[ ${1:-} == --bench ]]; then
+if ((bench)); then
   need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
     # bench/migrate.sh's peers: Patroni with etcd, pg_auto_failover
     "patroni:patroni" "etcd:etcd-server" "pg_autoctl:pg-auto-failover-cli"
@@ -73,7 +81,7 @@ id postgres >/dev/null 2>&1 ||
   pgs_die "$EX_SOFTWARE" "the postgres user is missing after installing postgresql-15"
 command -v cargo >/dev/null 2>&1 ||
   pgs_die "$EX_UNAVAILABLE" "cargo not found: install Rust (https://rustup.rs) first"
-if [[ ${1:-} == --bench ]] && ! python3 -c 'import reladiff' 2>/dev/null; then
+if ((bench)) && ! python3 -c 'import reladiff' 2>/dev/null; then
   pgs_log "installing reladiff (pip)"
   python3 -m pip install -q 'reladiff[postgresql]' || pgs_log "reladiff could not be installed; its benchmark column will be skipped"
 fi

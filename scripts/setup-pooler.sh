@@ -59,31 +59,32 @@ if ! declare -F pgs_log >/dev/null; then
 fi
 PGS_NAME=setup-host
 
-usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/setup-pooler.sh for usage)"; }
+usage() { pgs_usage "$1"; }
 
 source_dsn="" backend="" host=local databases="" users="" listen="*" port=6432 conf_dir=/etc/pgbouncer
 admin_user=postgres hba_src="" tls=1 tls_ca="" tls_names=() pool_size=20
 while (($#)); do
   case $1 in
     --role) [[ ${2:-} == pooler ]] || usage "setup-pooler.sh is the pooler role"; shift ;;
-    --source) source_dsn=${2:?}; shift ;;
-    --backend) backend=${2:?}; shift ;;
-    --host) host=${2:?}; shift ;;
-    --databases) databases=${2:?}; shift ;;
-    --users) users=${2:?}; shift ;;
-    --listen) listen=${2:?}; shift ;;
-    --port) port=${2:?}; shift ;;
-    --conf-dir) conf_dir=${2:?}; shift ;;
-    --admin-user) admin_user=${2:?}; shift ;;
+    --source) pgs_val "$@"; source_dsn=$2; shift ;;
+    --backend) pgs_val "$@"; backend=$2; shift ;;
+    --host) pgs_val "$@"; host=$2; shift ;;
+    --databases) pgs_val "$@"; databases=$2; shift ;;
+    --users) pgs_val "$@"; users=$2; shift ;;
+    --listen) pgs_val "$@"; listen=$2; shift ;;
+    --port) pgs_val "$@"; port=$2; shift ;;
+    --conf-dir) pgs_val "$@"; conf_dir=$2; shift ;;
+    --admin-user) pgs_val "$@"; admin_user=$2; shift ;;
     --hba)
-      [[ -r ${2:?} ]] || usage "cannot read the hba file '$2'"
+      pgs_val "$@"
+      [[ -r $2 ]] || usage "cannot read the hba file '$2'"
       hba_src=$2; shift ;;
-    --tls-ca) tls_ca=${2:?}; shift ;;
-    --tls-name) tls_names+=("${2:?}"); shift ;;
+    --tls-ca) pgs_val "$@"; tls_ca=$2; shift ;;
+    --tls-name) pgs_val "$@"; tls_names+=("$2"); shift ;;
     --no-tls | --no-ssl) tls=0 ;;
-    --pool-size) pool_size=${2:?}; shift ;;
+    --pool-size) pgs_val "$@"; pool_size=$2; shift ;;
     --bin) shift ;; # setup-host's; nothing here needs the tools
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) pgs_help ;;
     *) usage "unknown option '$1'" ;;
   esac
   shift

@@ -26,7 +26,8 @@ PGS_NAME=ship-cron
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 tag="# pgshift ship-cron"
 
-usage() { pgs_die "$EX_USAGE" "$1 (see the header of scripts/ship-cron.sh)"; }
+usage() { pgs_usage "$1"; }
+! pgs_wants_help "$@" || pgs_help
 wal_ship() {
   local b=${PGSHIFT_BIN:-$(cd "$(dirname "$self")/.." && pwd)/target/release}
   if [[ -x $b/wal-ship ]]; then "$b/wal-ship" "$@"; else wal-ship "$@"; fi
@@ -39,11 +40,11 @@ case $cmd in
     from="" to="" jobs=2 keep_from="" keep_dsn=""
     while (($#)); do
       case $1 in
-        --from) from=${2:?}; shift ;;
-        --to) to=${2:?}; shift ;;
-        --jobs) jobs=${2:?}; shift ;;
-        --keep-from) keep_from=${2:?}; shift ;;
-        --keep-for-dsn) keep_dsn=${2:?}; shift ;;
+        --from) pgs_val "$@"; from=$2; shift ;;
+        --to) pgs_val "$@"; to=$2; shift ;;
+        --jobs) pgs_val "$@"; jobs=$2; shift ;;
+        --keep-from) pgs_val "$@"; keep_from=$2; shift ;;
+        --keep-for-dsn) pgs_val "$@"; keep_dsn=$2; shift ;;
         *) usage "unknown option '$1'" ;;
       esac
       shift
@@ -72,9 +73,9 @@ case $cmd in
     schedule="" user=postgres file="" run_args=()
     while (($#)); do
       case $1 in
-        --schedule) schedule=${2:?}; shift ;;
-        --user) user=${2:?}; shift ;;
-        --file) file=${2:?}; shift ;;
+        --schedule) pgs_val "$@"; schedule=$2; shift ;;
+        --user) pgs_val "$@"; user=$2; shift ;;
+        --file) pgs_val "$@"; file=$2; shift ;;
         --) shift; run_args=("$@"); break ;;
         *) usage "unknown option '$1'" ;;
       esac

@@ -129,20 +129,35 @@ impl Hosts {
         (code, json_lines(&stdout), stderr)
     }
 
-    /// migrate.sh in its own process group (a hook may signal the whole group: `kill 0`),
-    /// with its journal under this test's directory. Returns the exit code (-1 when a signal
-    /// ended it), stdout and stderr.
+    /// The migrate.sh command line for these hosts (script, --hosts-env, --bin, ARGS), without
+    /// --yes: what a person types at a terminal.
+    pub fn migrate_argv(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            script("migrate.sh").display().to_string(),
+            "--hosts-env".into(),
+            self.env_file().display().to_string(),
+            "--bin".into(),
+            bin_dir().display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv
+    }
+
+    /// The state directory (journal) of this test's migrate.sh runs: PGSHIFT_STATE_DIR.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// migrate.sh --yes (no terminal here to answer its question) in its own process group (a
+    /// hook may signal the whole group: `kill 0`), with its journal under this test's
+    /// directory. Returns the exit code (-1 when a signal ended it), stdout and stderr.
     pub fn migrate_raw(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(script("migrate.sh"));
+        let argv = self.migrate_argv(&[&["--yes"], args].concat());
+        let mut cmd = Command::new(&argv[0]);
         cmd.envs(env.iter().copied())
-            .env("PGSHIFT_STATE_DIR", self.dir.join("state"));
-        cmd.arg("--hosts-env")
-            .arg(self.env_file())
-            .arg("--bin")
-            .arg(bin_dir())
-            .args(args)
-            .process_group(0);
+            .env("PGSHIFT_STATE_DIR", self.state_dir());
+        cmd.args(&argv[1..]).process_group(0);
         testkit::hermetic(&mut cmd);
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, one module per concern.
 
+mod confirm;
 mod fixture;
 mod hosts;
 mod human;
@@ -8,6 +9,7 @@ mod layouts;
 mod migrate;
 mod pooler;
 mod report;
+mod scripts_cli;
 mod scripts_lib;
 mod secrets;
 mod ship_cron;

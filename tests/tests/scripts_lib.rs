@@ -230,7 +230,15 @@ fn ssh_calls_follow_the_tools_policy() {
             "echo ran",
         );
         assert_eq!(o.status.code(), Some(2), "{bad}");
-        assert!(o.stdout.is_empty(), "ssh ran with {bad}");
+        // Nothing on stdout but the refusal's records (pgs_die on a pipe).
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.lines().any(|l| l == "ran"), "ssh ran with {bad}");
+        let last = testkit::json_lines(&out).pop().expect("a summary");
+        assert_eq!(
+            (&last["type"], &last["exit_code"]),
+            (&"summary".into(), &2.into()),
+            "{bad}"
+        );
     }
     let o = run(
         &format!("-o StrictHostKeyChecking=accept-new -F /dev/null -i '{key}' -o '{known}'"),

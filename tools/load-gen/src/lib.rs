@@ -72,6 +72,9 @@ pub enum Command {
     /// Check that every write acknowledged in an ack log exists on the (final) primary, and
     /// report split-brain writes; exit 1 if any acknowledged write is lost.
     Verify(VerifyArgs),
+    /// Drop the tables load-gen makes in the database: the probe table (`load_gen_probe`)
+    /// and, with --pgbench, the pgbench tables of `--init`.
+    Cleanup(CleanupArgs),
 }
 
 /// The workload each client runs.
@@ -179,6 +182,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// At the end of the run (after --verify), drop the probe table if this run created it
+    /// (one that was there before stays: `load-gen cleanup` drops it).
+    #[arg(long)]
+    pub cleanup: bool,
+
     /// At the end of the run, check every acknowledged write on the primary the DSN now
     /// leads to (as `load-gen verify` does); exit 1 if any is lost. Keeps the acknowledgements
     /// in memory (about 40 bytes each).
@@ -239,6 +247,29 @@ pub struct VerifyArgs {
     pub connect_timeout: Duration,
 }
 
+/// Options of `load-gen cleanup`.
+#[derive(Args, Debug, Clone)]
+pub struct CleanupArgs {
+    /// Connection string of the database (its primary).
+    #[arg(
+        long,
+        value_name = "DSN",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub dsn: String,
+
+    /// Also drop the pgbench tables (pgbench_accounts, _branches, _history, _tellers), as
+    /// `--init` made them. Only if they are load-gen's: pgbench -i makes the same tables.
+    #[arg(long)]
+    pub pgbench: bool,
+
+    /// Give up on connecting to one host after this long.
+    #[arg(long, value_name = "DURATION", default_value = "5s",
+          value_parser = shared::cli::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
 /// Run `load-gen` with these arguments (the first is the program name).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
@@ -246,6 +277,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     shared::human::register(text::render, text::closing);
     match cli.command {
         Some(Command::Verify(v)) => verify::run_verify(v),
+        Some(Command::Cleanup(c)) => workload::run_cleanup(&c),
         None if cli.run.init => workload::run_init(&cli.run),
         None => runner::run_load(cli.run),
     }

@@ -30,7 +30,7 @@ use crate::acklog::{AckLog, AckRecord, EndRecord, RunData, RunRecord, UnknownRec
 use crate::conn::{self, Target};
 use crate::stats::{Stats, Totals};
 use crate::verify::{self, Checked};
-use crate::workload::{self, Draw, Failure, Probe, Statements};
+use crate::workload::{self, Draw, Failure, Probe, Statements, PROBE_TABLE};
 use crate::{Protocol, RunArgs, Workload};
 
 /// How long clients may take to finish their transaction in flight after a stop.
@@ -91,6 +91,12 @@ pub fn run_load(args: RunArgs) -> anyhow::Result<Status> {
                 format!("invalid --rate {r}: give a positive number of transactions per second"),
             ));
         }
+    }
+    if args.cleanup && args.log.is_some() && !args.verify {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            "--cleanup drops the probe rows that a later `load-gen verify --log` reads: add --verify (it checks them before the table goes), or drop --cleanup",
+        ));
     }
     if args.tick < Duration::from_millis(10) {
         return Err(shared::err(
@@ -187,6 +193,9 @@ struct Summary<'a> {
     acked: Option<u64>,
     #[serde(flatten)]
     verify: Option<RunVerify>,
+    /// `--cleanup`: the tables it dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_tables: Option<Vec<String>>,
 }
 
 /// `--verify`'s fields in the summary (`split_brain` is the run's own count).
@@ -210,17 +219,27 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         .connect()
         .await
         .context("connecting to the database to start the load")?;
-    let scale = workload::prepare_database(&setup, args.workload)
+    let prepared = workload::prepare_database(&setup, args.workload)
         .await
         .with_context(|| format!("preparing the database on {ep}"))?;
-    drop(setup);
+    let scale = prepared.scale;
+    if prepared.created_probe {
+        workload::announce_created(&mut out, &prepared.database, &[PROBE_TABLE])?;
+    }
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = now_rfc3339();
-    let log = match &args.log {
-        Some(p) => Some(AckLog::create(p)?),
-        None => None,
+    let log = match args.log.as_ref().map(|p| AckLog::create(p)).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            // Refused before any load: the table this run made goes again.
+            if prepared.created_probe {
+                let _ = workload::drop_tables(&setup, &[PROBE_TABLE]).await;
+            }
+            return Err(e);
+        }
     };
+    drop(setup);
     if let Some(l) = &log {
         l.write(&RunRecord {
             run_id: run_id.clone(),
@@ -415,6 +434,36 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
             Err(e) => out.error(&e, json!({"check": "verify"}))?,
         }
     }
+    // --cleanup, after --verify (which reads the probe rows): the table this run made goes;
+    // one that was there before stays (`load-gen cleanup` drops it).
+    let mut dropped_tables = None;
+    if args.cleanup {
+        if prepared.created_probe {
+            let dropped = async {
+                let (client, _) = ctx.target.connect().await?;
+                workload::drop_tables(&client, &[PROBE_TABLE]).await
+            }
+            .await;
+            match dropped {
+                Ok(d) => {
+                    for t in &d {
+                        out.emit_as(
+                            "note",
+                            &json!({"code": "dropped_table", "message": format!("dropped table {t} in database {}", prepared.database), "table": t, "database": prepared.database}),
+                        )?;
+                    }
+                    dropped_tables = Some(d);
+                }
+                Err(e) => out.error(&e, json!({"check": "cleanup"}))?,
+            }
+        } else {
+            shared::note!(
+                "--cleanup: kept table {PROBE_TABLE} in database {}: it was there before this run (`load-gen cleanup` drops it)",
+                prepared.database
+            );
+            dropped_tables = Some(Vec::new());
+        }
+    }
     if totals.split_brain > 0 {
         shared::warn!(
             "split brain: {} writes were acknowledged by a server after a newer primary had acknowledged one (see the split_brain records)",
@@ -448,6 +497,7 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
         totals: &totals,
         acked: args.workload.probes().then_some(totals.committed),
         verify: run_verify,
+        dropped_tables,
     })
 }
 

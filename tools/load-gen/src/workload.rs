@@ -23,7 +23,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::conn::Target;
 use crate::stats::Stats;
-use crate::{Protocol, RunArgs, Workload};
+use crate::{CleanupArgs, Protocol, RunArgs, Workload};
 
 /// The probe table (one per database, shared by runs; `run_id` tells them apart).
 pub const PROBE_TABLE: &str = "load_gen_probe";
@@ -35,6 +35,14 @@ const PROBE_DDL: &str = "CREATE TABLE IF NOT EXISTS load_gen_probe (\
 
 const PROBE_INSERT: &str = "INSERT INTO load_gen_probe (run_id, client_id, seq, ts) \
      VALUES ($1::text::uuid, $2, $3, clock_timestamp())";
+
+/// The pgbench tables (`--init` makes them, `load-gen cleanup --pgbench` drops them).
+pub const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_history",
+    "pgbench_tellers",
+];
 
 /// `pgbench -i -I dtGvp` (drop, tables, server-side generation, vacuum, primary keys).
 fn init_sql(scale: u32) -> Vec<String> {
@@ -63,7 +71,7 @@ pub fn run_init(args: &RunArgs) -> anyhow::Result<Status> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let host = rt.block_on(async {
+    let (host, database, probe_created) = rt.block_on(async {
         let (client, ep) = target.connect().await?;
         for sql in init_sql(args.scale) {
             client
@@ -71,9 +79,14 @@ pub fn run_init(args: &RunArgs) -> anyhow::Result<Status> {
                 .await
                 .with_context(|| format!("initializing the pgbench tables on {ep}"))?;
         }
-        create_probe_table(&client).await?;
-        anyhow::Ok(ep.to_string())
+        let created = create_probe_table(&client).await?;
+        anyhow::Ok((ep.to_string(), current_database(&client).await?, created))
     })?;
+    let mut made: Vec<&str> = PGBENCH_TABLES.to_vec();
+    if probe_created {
+        made.push(PROBE_TABLE);
+    }
+    announce_created(&mut out, &database, &made)?;
     out.emit_as(
         "init",
         &json!({
@@ -86,23 +99,149 @@ pub fn run_init(args: &RunArgs) -> anyhow::Result<Status> {
     out.finish(&json!({"scale": args.scale, "host": host}))
 }
 
-/// Create the probe table if it is missing (two runs may race: that is fine).
-pub async fn create_probe_table(client: &Client) -> anyhow::Result<()> {
+/// Create the probe table if it is missing; true if this call created it (two runs may
+/// race: the one whose CREATE lost says false).
+pub async fn create_probe_table(client: &Client) -> anyhow::Result<bool> {
+    if table_exists(client, PROBE_TABLE).await? {
+        return Ok(false);
+    }
     match client.batch_execute(PROBE_DDL).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // Two concurrent CREATE TABLE IF NOT EXISTS can collide on the catalog.
-        Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => Ok(()),
+        Err(e) if matches!(e.code().map(|c| c.code()), Some("23505" | "42P07")) => Ok(false),
         Err(e) => {
             Err(anyhow::Error::new(e).context(format!("creating the probe table {PROBE_TABLE}")))
         }
     }
 }
 
-/// What a run needs to know about the database before it starts: the TPC-B scale.
-pub async fn prepare_database(client: &Client, workload: Workload) -> anyhow::Result<Option<u32>> {
-    if workload.probes() {
-        create_probe_table(client).await?;
+/// True if TABLE (one of load-gen's own names) resolves on the search path.
+async fn table_exists(client: &Client, table: &str) -> anyhow::Result<bool> {
+    let row = client
+        .query_typed_one(&format!("SELECT to_regclass('{table}') IS NOT NULL"), &[])
+        .await
+        .with_context(|| format!("looking for the table {table}"))?;
+    Ok(row.get(0))
+}
+
+/// The name of the database `client` is connected to.
+pub async fn current_database(client: &Client) -> anyhow::Result<String> {
+    let row = client
+        .query_typed_one("SELECT current_database()::text", &[])
+        .await
+        .context("asking for the current database")?;
+    Ok(row.get(0))
+}
+
+/// Say that load-gen made TABLES in DATABASE: one line on stderr, and a `note` record
+/// (`created_table`, with `table` and `database`) for each.
+pub fn announce_created(out: &mut Output, database: &str, tables: &[&str]) -> anyhow::Result<()> {
+    if tables.is_empty() {
+        return Ok(());
     }
+    let pgbench = tables.iter().any(|t| t.starts_with("pgbench_"));
+    let how = if pgbench {
+        "drop them with `load-gen cleanup --pgbench`"
+    } else {
+        "drop it with --cleanup (at the end of a run) or `load-gen cleanup`"
+    };
+    let (noun, list) = match tables {
+        [one] => ("table", (*one).to_owned()),
+        _ => ("tables", tables.join(", ")),
+    };
+    shared::note!("created {noun} {list} in database {database}; {how}");
+    for t in tables {
+        out.emit_as(
+            "note",
+            &json!({
+                "code": "created_table",
+                "message": format!("created table {t} in database {database}"),
+                "table": t,
+                "database": database,
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+/// Drop TABLES where they exist: the ones dropped, in order.
+pub async fn drop_tables(client: &Client, tables: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut dropped = Vec::new();
+    for t in tables {
+        if table_exists(client, t).await? {
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
+                .await
+                .with_context(|| format!("dropping the table {t}"))?;
+            dropped.push((*t).to_owned());
+        }
+    }
+    Ok(dropped)
+}
+
+/// `load-gen cleanup`: drop the probe table (and with --pgbench the pgbench tables) where
+/// they exist, a `note` (`dropped_table`) for each; the summary lists them (`dropped`).
+pub fn run_cleanup(args: &CleanupArgs) -> anyhow::Result<Status> {
+    let target = Target::parse(&args.dsn, args.connect_timeout)?;
+    let mut out = Output::stdout();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let mut tables = vec![PROBE_TABLE];
+    if args.pgbench {
+        tables.extend(PGBENCH_TABLES);
+    }
+    let (host, database, dropped) = rt.block_on(async {
+        let (client, ep) = target.connect().await?;
+        let database = current_database(&client).await?;
+        let dropped = drop_tables(&client, &tables)
+            .await
+            .with_context(|| format!("cleaning up on {ep}"))?;
+        anyhow::Ok((ep.to_string(), database, dropped))
+    })?;
+    for t in &dropped {
+        out.emit_as(
+            "note",
+            &json!({"code": "dropped_table", "message": format!("dropped table {t} in database {database}"), "table": t, "database": database}),
+        )?;
+    }
+    if dropped.is_empty() {
+        shared::note!(
+            "nothing to drop in database {database}: no {} there",
+            tables.join(", ")
+        );
+    } else {
+        shared::note!("dropped {} in database {database}", dropped.join(", "));
+    }
+    out.finish(&json!({"host": host, "database": database, "dropped": dropped}))
+}
+
+/// What a run knows about the database before it starts.
+pub struct Prepared {
+    /// The TPC-B scale (None for the probe workload).
+    pub scale: Option<u32>,
+    /// The database's name.
+    pub database: String,
+    /// The run made the probe table (it did not exist).
+    pub created_probe: bool,
+}
+
+/// Check the database a run needs and make the probe table if it is missing. The checks come
+/// first, so that a run refused here leaves no table behind.
+pub async fn prepare_database(client: &Client, workload: Workload) -> anyhow::Result<Prepared> {
+    let database = current_database(client).await?;
+    let scale = tpcb_scale(client, workload).await?;
+    let created_probe = workload.probes() && create_probe_table(client).await?;
+    Ok(Prepared {
+        scale,
+        database,
+        created_probe,
+    })
+}
+
+/// The TPC-B scale from pgbench_branches, for a workload that runs TPC-B.
+async fn tpcb_scale(client: &Client, workload: Workload) -> anyhow::Result<Option<u32>> {
     if !workload.tpcb() {
         return Ok(None);
     }

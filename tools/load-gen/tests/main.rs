@@ -1,5 +1,6 @@
 //! `load-gen` as a process: one integration-test binary, one module per concern.
 
+mod cleanup;
 mod cli;
 mod common;
 mod outcomes;

@@ -1,0 +1,278 @@
+//! The scripts behave like commands (issue 16, item 5): `--help` and `-h` print the usage on
+//! stdout and exit 0, for every script a user runs and in every subcommand form; a usage error
+//! is one line on stderr that names the option as the user typed it, with "(try --help)", and
+//! exit 2; and a script that fails still ends stdout (when it is not a terminal) with an
+//! `error` record and one `summary` (shared/PROTOCOL.md, "scripts").
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use pgshift_tests::workspace_root;
+use serde_json::Value;
+
+fn script(name: &str) -> PathBuf {
+    workspace_root().join("scripts").join(name)
+}
+
+/// Run scripts/NAME ARGS with stdin from /dev/null and stdout a pipe (no terminal).
+fn run(name: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script(name))
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    testkit::hermetic(&mut cmd);
+    cmd.output().expect("run script")
+}
+
+/// The scripts a user runs (every scripts/*.sh but the library and the VM's /init), each with
+/// the forms of --help it takes.
+const HELP: &[(&str, &[&[&str]])] = &[
+    (
+        "migrate.sh",
+        &[&["--help"], &["-h"], &["--hosts-env", "x", "--help"]],
+    ),
+    (
+        "hosts-local.sh",
+        &[
+            &["--help"],
+            &["create", "--help"],
+            &["destroy", "-h"],
+            &["create", "/nonexistent/x", "--help"],
+        ],
+    ),
+    ("demo.sh", &[&["--help"], &["-h"]]),
+    (
+        "pooler.sh",
+        &[&["--help"], &["check", "--help"], &["point", "-h"]],
+    ),
+    (
+        "setup-host.sh",
+        &[&["--help"], &["--role", "pooler", "--help"]],
+    ),
+    ("setup-pooler.sh", &[&["--help"]]),
+    (
+        "ship-cron.sh",
+        &[
+            &["--help"],
+            &["run", "--help"],
+            &["install", "-h"],
+            &["uninstall", "--help"],
+        ],
+    ),
+    ("setup-machine.sh", &[&["--help"], &["--bench", "-h"]]),
+    ("grant-test-access.sh", &[&["--help"]]),
+    (
+        "criu-postgres.sh",
+        &[&["--help"], &["start", "--help"], &["migrate", "-h"]],
+    ),
+    ("criu-vm.sh", &[&["--help"]]),
+];
+
+#[test]
+fn every_script_prints_its_usage_for_help() {
+    // A script added to scripts/ must be added here.
+    let mut on_disk: Vec<String> = std::fs::read_dir(workspace_root().join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sh") && n != "lib.sh" && n != "criu-vm-guest.sh")
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = HELP.iter().map(|(n, _)| (*n).to_owned()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "scripts/*.sh and this test's list differ");
+
+    for (name, forms) in HELP {
+        for args in *forms {
+            let out = run(name, args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{name} {args:?}: {stderr}");
+            // The usage: the synopsis, an indented line that starts with the script's name.
+            assert!(
+                stdout.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(&format!("{name} ")) || l.starts_with(&format!("scripts/{name}"))
+                }) && stdout.lines().count() > 2,
+                "{name} {args:?}: no usage on stdout:\n{stdout}"
+            );
+            assert!(!stdout.contains("\"type\""), "{name} {args:?}: {stdout}");
+            assert!(stderr.is_empty(), "{name} {args:?}: stderr: {stderr}");
+        }
+    }
+}
+
+/// The end of a failed script's stdout: an `error` record, then the one `summary`, last.
+fn assert_ends_failed(what: &str, stdout: &str, code: i32) {
+    let recs = testkit::json_lines(stdout);
+    let summaries: Vec<&Value> = recs.iter().filter(|r| r["type"] == "summary").collect();
+    assert_eq!(summaries.len(), 1, "{what}: one summary: {stdout}");
+    let last = recs.last().unwrap();
+    assert_eq!(last["type"], "summary", "{what}: {stdout}");
+    assert_eq!(last["success"], false, "{what}: {stdout}");
+    assert_eq!(last["exit_code"], code, "{what}: {stdout}");
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "error" && r["exit_code"] == code),
+        "{what}: no error record: {stdout}"
+    );
+}
+
+#[test]
+fn usage_errors_name_the_option_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let new_dir = dir.path().join("hosts").display().to_string();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("migrate.sh", &[], "missing --source"),
+        ("migrate.sh", &["--source"], "--source needs a value"),
+        (
+            "migrate.sh",
+            &["--source", "--mode", "stream"],
+            "--source needs a value",
+        ),
+        (
+            "migrate.sh",
+            &[
+                "--source",
+                "host=x",
+                "--source-pgdata",
+                "/x",
+                "--target-pgdata",
+                "/y",
+                "--target-port",
+                "1",
+            ],
+            "missing --target-addr",
+        ),
+        ("migrate.sh", &["--nope"], "unknown option '--nope'"),
+        (
+            "migrate.sh",
+            &["--mode", "fast"],
+            "--mode must be stream or archive",
+        ),
+        ("hosts-local.sh", &[], "create or destroy"),
+        ("hosts-local.sh", &["create"], "create needs DIR"),
+        (
+            "hosts-local.sh",
+            &["create", &new_dir, "--scale"],
+            "--scale needs a value",
+        ),
+        (
+            "hosts-local.sh",
+            &["create", &new_dir, "--layout"],
+            "--layout needs a value",
+        ),
+        ("demo.sh", &["--bogus"], "unknown option '--bogus'"),
+        ("pooler.sh", &["check"], "no --pooler given"),
+        (
+            "pooler.sh",
+            &["check", "--pooler"],
+            "--pooler needs a value",
+        ),
+        ("setup-host.sh", &[], "--role"),
+        (
+            "setup-host.sh",
+            &["--role", "source", "--pgdata"],
+            "--pgdata needs a value",
+        ),
+        ("setup-pooler.sh", &[], "--source"),
+        ("ship-cron.sh", &[], "run, install or uninstall"),
+        ("ship-cron.sh", &["run"], "--from DIR and --to DEST"),
+        (
+            "ship-cron.sh",
+            &["run", "--from", "/tmp", "--to"],
+            "--to needs a value",
+        ),
+        ("setup-machine.sh", &["--nope"], "unknown option '--nope'"),
+        (
+            "grant-test-access.sh",
+            &["--nope"],
+            "unknown option '--nope'",
+        ),
+        ("criu-postgres.sh", &[], "start, pid, stop or migrate"),
+        ("criu-postgres.sh", &["start"], "start needs DATA and PORT"),
+        ("criu-vm.sh", &["--nope"], "'--nope'"),
+    ];
+    for (name, args, want) in cases {
+        let out = run(name, args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("{name} {args:?}");
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(stderr.contains(want), "{what}: wanted {want:?}: {stderr}");
+        assert!(stderr.contains("(try --help)"), "{what}: {stderr}");
+        assert!(
+            !stderr.contains("source_host_addr") && !stderr.contains("parameter null"),
+            "{what}: an internal name: {stderr}"
+        );
+        assert_ends_failed(&what, &stdout, 2);
+    }
+    assert!(
+        !dir.path().join("hosts").exists(),
+        "a refused create made its DIR"
+    );
+}
+
+/// Any fatal path, not only usage: pgs_die ends the stream once (here hosts-local.sh refusing
+/// to destroy a directory it did not make: 65).
+#[test]
+fn a_fatal_error_ends_stdout_with_error_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
+    let out = run(
+        "hosts-local.sh",
+        &["destroy", &dir.path().display().to_string()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stdout}\n{stderr}");
+    assert_ends_failed("hosts-local.sh destroy", &stdout, 65);
+    assert!(dir.path().join("precious.txt").exists());
+}
+
+/// lib.sh's pgs_die writes the records only where they belong: not into a command
+/// substitution (the caller's variable), not on a terminal (a person reads it), and once.
+#[test]
+fn pgs_die_ends_the_stream_only_on_a_pipe_and_once() {
+    let lib = workspace_root().join("scripts/lib.sh");
+    let bash = |snippet: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(". '{}'; {snippet}", lib.display()))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // In a command substitution: only the message (stderr) and the exit code.
+    let (code, stdout) = bash("x=$(pgs_die 69 boom); echo \"rc=$? x=[$x]\"");
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.trim(), "rc=69 x=[]");
+    // A script that ended its own stream (PGS_ENDED) gets nothing more.
+    let (code, stdout) = bash("PGS_ENDED=1; pgs_die 75 later");
+    assert_eq!((code, stdout.as_str()), (Some(75), ""));
+    // A message with quotes and a newline stays valid JSON.
+    let (code, stdout) = bash("pgs_die 65 'bad \"input\"\nhere'");
+    assert_eq!(code, Some(65));
+    assert_ends_failed("quotes", &stdout, 65);
+    assert_eq!(
+        testkit::json_lines(&stdout)[1]["message"],
+        "bad \"input\"\nhere"
+    );
+    // On a terminal (script(1) gives it one): the message, no records.
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "bash -c \". '{}'; pgs_die 69 on-a-tty\"",
+            lib.display()
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("on-a-tty"), "{tty}");
+    assert!(!tty.contains("\"type\""), "records on a terminal: {tty}");
+}
