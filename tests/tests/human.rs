@@ -251,4 +251,25 @@ fn load_gen_and_window_advisor_read_as_text_on_a_terminal() {
     assert!(text.lines().any(|l| l.starts_with("#2  ")), "{text}");
     assert!(text.contains(" MiB/s"), "{text}");
     assert!(!text.contains("bandwidth_bytes_per_s"), "{text}");
+
+    // pg-report: where the page went.
+    let data = pgshift_tests::workspace_root().join("tools/pg-report/tests/data");
+    let page = tempfile::tempdir().unwrap();
+    let out = page.path().join("r.html");
+    let pr = testkit::tool_bin("pg-report");
+    let (code, text) = on_a_terminal(&format!(
+        "{} html --migrate {} --load {} -o {}",
+        q(pr.to_str().unwrap()),
+        q(data.join("migrate.jsonl").to_str().unwrap()),
+        q(data.join("load.jsonl").to_str().unwrap()),
+        q(out.to_str().unwrap())
+    ));
+    assert_eq!(code, 0, "{text}");
+    let first = text.lines().next().unwrap_or("");
+    assert!(first.starts_with(&format!("{} (", out.display())), "{text}");
+    assert!(first.contains(" charts)"), "{text}");
+    assert!(
+        text.contains(&format!("pg-report: wrote {}", out.display())),
+        "{text}"
+    );
 }

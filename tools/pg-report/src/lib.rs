@@ -16,7 +16,6 @@ pub mod html;
 pub mod input;
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -36,6 +35,8 @@ use shared::{err, ErrorKind, Output, Status};
         window-advisor recommend --history h.jsonl --forecast > advice.jsonl && pg-report html --advice advice.jsonl -o week.html"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub out: shared::human::OutputArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -73,6 +74,13 @@ pub struct HtmlArgs {
 /// Parse `args` and run.
 pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
+    cli.out.apply();
+    shared::human::register(text, |s| {
+        Some(format!(
+            "wrote {}",
+            s.get("path").and_then(|p| p.as_str()).unwrap_or("?")
+        ))
+    });
     match cli.command {
         Command::Html(a) => html_cmd(&a),
     }
@@ -124,17 +132,24 @@ fn html_cmd(a: &HtmlArgs) -> anyhow::Result<Status> {
 
     let path = a.output.display().to_string();
     let labels: Vec<&str> = migrations.iter().map(|m| m.label.as_str()).collect();
-    if std::io::stdout().is_terminal() {
-        // For a person: where the page is.
-        println!("{path} ({} bytes, {charts} charts)", text.len());
-        return Ok(Status::Ok);
-    }
     let mut out = Output::stdout();
     out.emit_as(
         "report",
         &json!({"path": path, "bytes": text.len(), "charts": charts, "migrations": labels}),
     )?;
     out.finish(&json!({"path": path, "migrations": labels.len(), "charts": charts, "advice": advice.is_some()}))
+}
+
+/// For a person: where the page is.
+fn text(kind: &str, r: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    (kind == "report").then(|| {
+        format!(
+            "{} ({}, {} charts)",
+            r["path"].as_str().unwrap_or("?"),
+            shared::human::bytes(r["bytes"].as_f64().unwrap_or(0.0)),
+            r["charts"]
+        )
+    })
 }
 
 /// A load run that does not overlap its migration in time was probably paired wrongly.
