@@ -1087,13 +1087,45 @@ sample_compression() {
   pgs_log "base copy: link $(numfmt --to=iec "$link_bps")B/s, data compresses to $r1 (zstd -1), $(numfmt --to=iec "$s1")B/s; chosen: $cmp_method${cmp_level:+:$cmp_level} (predicted ${gain}x)"
 }
 
+# watch_copy: while the base copy runs (in the background), every 5 s a `copy_progress`
+# record from the source's pg_stat_progress_basebackup (bytes sent, the estimated total, the
+# rate since the copy began, the ETA) and, on a terminal, the same as one line on stderr that
+# rewrites itself. It ends with the copy (stop_watch) or with this script.
+watch_copy() {
+  trap - EXIT INT TERM HUP
+  local t0 row sent total rate eta pct
+  t0=$(pgs_now_ms)
+  while sleep 5 && kill -0 "$$" 2>/dev/null; do
+    row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0) FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
+    [[ -n $row ]] || continue
+    read -r sent total <<<"$row"
+    local ms=$(($(pgs_now_ms) - t0))
+    rate=$((sent * 1000 / (ms > 0 ? ms : 1)))
+    eta=null pct=null
+    ((total > 0 && rate > 0 && total >= sent)) && eta=$(((total - sent) / rate))
+    ((total > 0)) && pct=$((sent * 100 / total))
+    emit copy_progress bytes_done:="$sent" bytes_total:="$total" bytes_per_s:="$rate" eta_s:="$eta" \
+      percent:="$pct" elapsed_ms:="$ms" compression="$cmp_method${cmp_level:+:$cmp_level}"
+    if [[ -t 2 ]]; then
+      printf '\r%s: base copy %s of %s (%s%%), %s/s, ETA %s   ' "$PGS_NAME" \
+        "$(numfmt --to=iec-i --suffix=B "$sent")" "$(numfmt --to=iec-i --suffix=B "$total")" "${pct/null/?}" \
+        "$(numfmt --to=iec-i --suffix=B "$rate")" "$( [[ $eta == null ]] && echo "?" || printf '%dm%02ds' $((eta / 60)) $((eta % 60)))" >&2
+    fi
+  done
+}
+stop_watch() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  [[ -t 2 ]] && printf '\n' >&2
+  return 0
+}
+
 base_copy() {
   ((fresh_target)) || return 0
   run_hook before_base_copy
   phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
   state=copying
-  local opts=() conninfo decomp spaces out
-  [[ -t 2 ]] && opts=(-P)
+  local opts=() conninfo decomp spaces out watch_pid
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
   on_tgt chmod 700 "$TARGET_PGDATA"
@@ -1119,10 +1151,13 @@ base_copy() {
     fi
   fi
   copy_start_lsn=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
+  watch_copy &
+  watch_pid=$!
   if [[ $cmp_method == none ]]; then
     in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" -d "$conninfo" \
       -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
+    stop_watch "$watch_pid"
     # The data directory without its WAL (the WAL is counted from the LSNs, as it streams).
     bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)
     wire_bytes=$bytes_copied
@@ -1144,6 +1179,7 @@ base_copy() {
         tee >(wc -c >"$4") | $5 | tar -xf - -C "$7"' pgshift-copy \
       "$PG_BIN/pg_basebackup" "$conninfo" "$cmp_method${cmp_level:+:$cmp_level}" "$tgt_aux/wire.bytes" "$decomp" "$max_rate" "$TARGET_PGDATA" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }"
+    stop_watch "$watch_pid"
     # shellcheck disable=SC2016  # expanded on the target
     on_tgt sh -c 'touch "$1/standby.signal" && printf "%s\n" "$2" "$3" >>"$1/postgresql.auto.conf"' pgshift-conf \
       "$TARGET_PGDATA" "primary_conninfo = $(pgs_conf_quote "$conninfo")" "primary_slot_name = '$slot'" ||
@@ -1552,5 +1588,8 @@ emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:="$downtime_
   verdict="$verdict" new_primary="$TARGET_ADDR:$TARGET_PORT" old_primary="$source_host_addr:$source_port" \
   checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" resumed="${resume:-none}" journal="$journal" \
   elapsed_ms:=$(($(pgs_now_ms) - run_start))
+# The closing line, for a person.
+wire_h=$(jq -r '.wire_total // empty' <<<"$bytes_json")
+pgs_log "migrated $src_id to $tgt_id in $(((($(pgs_now_ms) - run_start) + 500) / 1000)) s, downtime ${downtime_ms:-?} ms, verify: ${verdict:-not run}${wire_h:+, $(numfmt --to=iec-i --suffix=B "$wire_h") on the wire}"
 trap - EXIT
 exit "$code"

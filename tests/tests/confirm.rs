@@ -134,8 +134,45 @@ fn exclusive_dry_run_changes_nothing_then_a_real_run_goes_ahead() {
     assert!(journals(&hosts).is_empty(), "{:?}", journals(&hosts));
 
     // And a real run starts from scratch (nothing to resume) and goes through.
-    let (code, recs, err) = hosts.migrate(&["--databases", "app"]);
+    // Throttled so that the copy lasts a few watches of its progress.
+    let (code, recs, err) = hosts.migrate(&[
+        "--databases",
+        "app",
+        "--max-rate",
+        "8M",
+        "--compress",
+        "none",
+    ]);
     assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    let progress = of_type(&recs, "copy_progress");
+    assert!(
+        !progress.is_empty(),
+        "a copy of 8 s or more reports its progress: {recs:?}"
+    );
+    let total = summary(&recs)["bytes_copied"].as_u64().unwrap();
+    for p in &progress {
+        let (sent, of) = (
+            p["bytes_done"].as_u64().unwrap(),
+            p["bytes_total"].as_u64().unwrap(),
+        );
+        assert!(sent > 0 && sent <= of, "{p}");
+        // The estimate is of the data directory as the copy began (WAL aside), within reason.
+        assert!(
+            of > total / 2 && of < total * 2,
+            "{p} vs bytes_copied {total}"
+        );
+        let rate = p["bytes_per_s"].as_u64().unwrap();
+        assert!(
+            rate > 1_000_000 && rate < 9_000_000,
+            "throttled to 8 MB/s: {p}"
+        );
+        assert!(p["eta_s"].is_u64(), "{p}");
+    }
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("migrate.sh: migrated ") && l.contains(" ms, verify: equal")),
+        "the closing line: {err}"
+    );
     let s = summary(&recs);
     assert_eq!(s["resumed"], "none", "{s}");
     assert_eq!(s["verdict"], "equal", "{s}");
