@@ -1293,6 +1293,9 @@ wait_for_switch() {
         read -r wr rr eta <<<"$rates"
         emit lag lag_bytes:="$lag" wal_bytes_per_s:="$wr" replay_bytes_per_s:="$rr" eta_s:="$eta" \
           waited_ms:=$((now - t0))
+        if [[ -t 2 ]]; then
+          pgs_log "waiting for the target: lag $(numfmt --to=iec-i --suffix=B "$lag"), the source writes $(numfmt --to=iec-i --suffix=B "${wr/null/0}")/s, the target replays $(numfmt --to=iec-i --suffix=B "${rr/null/0}")/s, ETA ${eta/null/?} s"
+        fi
         since_ms=$((now - best_at))
         if ((since_ms >= converge_window * 1000)); then
           fail "$EX_TEMPFAIL" "the target cannot catch up: the source writes $(numfmt --to=iec "${wr/null/0}")B/s of WAL, the target receives and replays $(numfmt --to=iec "${rr/null/0}")B/s, and the lag ($(numfmt --to=iec "$lag")B) has not shrunk for $((since_ms / 1000)) s (--converge-window). Options: a quieter window (--when advised), more bandwidth, or archive mode (--mode archive: wal-ship sends the segments zstd-compressed); the standby and its slot are kept (the slot holds WAL on the source: --cleanup removes both)"

@@ -331,7 +331,10 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
 
     let mut csv = csv_mode.then(|| csv::Writer::from_writer(io::stdout()));
     let (mut n_equal, mut n_different, mut n_missing) = (0u64, 0u64, 0u64);
+    // Tables counted, on stderr when it is a terminal (lines written meanwhile go above it).
+    let bar = shared::progress::bar(all.len() as u64, "tables");
     for ((name, (s, t)), (ps, pt)) in all.iter().zip(pending) {
+        bar.inc(1);
         let rows =
             |info: &Option<&TableInfo>, p: Option<Pending<i64>>| -> anyhow::Result<Option<i64>> {
                 match (info, p) {
@@ -415,6 +418,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
             None => out.emit(&rec)?,
         }
     }
+    bar.finish_and_clear();
     if let Some(mut w) = csv {
         csv_written(w.flush().map_err(Into::into))?;
         io::stdout().flush().ok();

@@ -123,6 +123,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     // Check every object, a batch at a time (one round trip per batch over ssh).
     let mut results: Vec<(WalName, Checked)> = Vec::with_capacity(objects.len());
     let mut start = 0;
+    let bar = shared::progress::bar(objects.len() as u64, "objects");
     while start < objects.len() {
         let mut end = start;
         let mut size = 0;
@@ -136,8 +137,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         sum.stored_bytes += blobs.iter().flatten().map(|b| b.len() as u64).sum::<u64>();
         let checked = check_parallel(batch, blobs, key.as_ref(), usize::from(a.jobs));
         results.extend(batch.iter().map(|e| e.name.clone()).zip(checked));
+        bar.inc((end - start) as u64);
         start = end;
     }
+    bar.finish_and_clear();
 
     let mut seg_sizes: BTreeMap<u32, usize> = BTreeMap::new();
     let mut systems: BTreeMap<String, usize> = BTreeMap::new();
