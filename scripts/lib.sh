@@ -105,7 +105,20 @@ pgs_json() {
       out+=",$(pgs_json_str "$key"):$(pgs_json_str "${kv#*=}")"
     fi
   done
-  printf '%s}\n' "$out"
+  pgs_print_record "$out}"
+}
+
+# pgs_print_record LINE: write one record on stdout: as it is on a pipe (the contract), as a
+# line for a person on a terminal (`type  key value, ...`), unless PGSHIFT_OUTPUT=json.
+pgs_print_record() {
+  if [[ -t 1 && ${PGSHIFT_OUTPUT:-} != json ]]; then
+    jq -r 'def h: if type == "object" or type == "array" then tojson else tostring end;
+      (.type + "          ")[0:10] + " " +
+        ([to_entries[] | select(.key != "type" and .value != null) | "\(.key | gsub("_"; " ")) \(.value | h)"] | join(", "))' \
+      <<<"$1" 2>/dev/null || printf '%s\n' "$1"
+  else
+    printf '%s\n' "$1"
+  fi
 }
 
 # pgs_require_cmd CMD...: fail with EX_UNAVAILABLE naming the first missing command.

@@ -336,7 +336,7 @@ emit() {
   emit_line "$line"
 }
 emit_line() {
-  printf '%s\n' "$1"
+  pgs_print_record "$1"
   if [[ -n $report ]]; then printf '%s\n' "$1" >>"$report"; fi
 }
 run_start=$(pgs_now_ms)

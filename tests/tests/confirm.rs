@@ -188,9 +188,13 @@ fn exclusive_dry_run_changes_nothing_then_a_real_run_goes_ahead() {
 
 /// migrate.sh on a pseudo-terminal (script -qec): the answer is typed when the question
 /// shows. Returns the exit code, everything the terminal showed, and whether B was streaming
-/// from A while the question waited.
-fn migrate_on_a_terminal(hosts: &Hosts, answer: &str) -> (i32, String, bool) {
-    let argv = hosts.migrate_argv(&["--databases", "app"]);
+/// from A while the question waited, and the run's records (from its --report file: on a
+/// terminal stdout shows them as text).
+fn migrate_on_a_terminal(hosts: &Hosts, answer: &str) -> (i32, String, bool, Vec<Value>) {
+    let report = hosts
+        .state_dir()
+        .with_file_name(format!("report-{}.jsonl", nanos()));
+    let argv = hosts.migrate_argv(&["--databases", "app", "--report", report.to_str().unwrap()]);
     let line: Vec<String> = argv.iter().map(|a| shared::host::sh_quote(a)).collect();
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &line.join(" "), "/dev/null"])
@@ -253,7 +257,8 @@ fn migrate_on_a_terminal(hosts: &Hosts, answer: &str) -> (i32, String, bool) {
     drop(stdin);
     reader.join().unwrap();
     let text = shown.lock().unwrap().replace('\r', "");
-    (status.code().unwrap_or(-1), text, streaming)
+    let recs = json_lines(&std::fs::read_to_string(&report).unwrap_or_default());
+    (status.code().unwrap_or(-1), text, streaming, recs)
 }
 
 #[test]
@@ -276,7 +281,7 @@ fn exclusive_switchover_asks_on_a_terminal_and_wants_yes_without_one() {
     assert!(std::fs::read_dir(hosts.pgdata('B')).map_or(true, |mut d| d.next().is_none()));
 
     // "n": the run stops before the switchover; A serves, B stays its standby.
-    let (code, shown, streaming) = migrate_on_a_terminal(&hosts, "n\n");
+    let (code, shown, streaming, end) = migrate_on_a_terminal(&hosts, "n\n");
     assert!(
         streaming,
         "B did not stream from A while the question waited:\n{shown}"
@@ -286,12 +291,13 @@ fn exclusive_switchover_asks_on_a_terminal_and_wants_yes_without_one() {
         shown.contains("not switched: answered no; run again to go on"),
         "{shown}"
     );
-    let end = json_lines(
-        &shown
-            .lines()
-            .filter(|l| l.starts_with("{\"type\":"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+    assert!(
+        !shown.lines().any(|l| l.starts_with("{\"type\":")),
+        "records show as text on a terminal:\n{shown}"
+    );
+    assert!(
+        shown.contains("phase      name preflight, status ok, ms "),
+        "{shown}"
     );
     let s = summary(&end);
     assert_eq!(
@@ -306,12 +312,22 @@ fn exclusive_switchover_asks_on_a_terminal_and_wants_yes_without_one() {
     assert_eq!(hosts.in_recovery('B'), Some(true), "B must be a standby");
 
     // "y": the same command goes on from the standby and switches.
-    let (code, shown, streaming) = migrate_on_a_terminal(&hosts, "y\n");
+    let (code, shown, streaming, recs) = migrate_on_a_terminal(&hosts, "y\n");
     assert!(streaming, "{shown}");
     assert_eq!(code, 0, "{shown}");
     assert!(
-        shown.contains("\"type\":\"phase\",\"name\":\"switchover\""),
+        shown.contains("phase      name switchover, status ok"),
         "{shown}"
+    );
+    assert!(
+        of_type(&recs, "phase")
+            .iter()
+            .any(|p| p["name"] == "switchover"),
+        "{recs:?}"
+    );
+    assert!(
+        shown.contains("migrate.sh: migrated "),
+        "the closing line: {shown}"
     );
     assert_eq!(hosts.in_recovery('B'), Some(false), "B is the primary");
     assert_eq!(hosts.in_recovery('A'), Some(true), "A follows B");

@@ -274,4 +274,46 @@ fn load_gen_and_window_advisor_read_as_text_on_a_terminal() {
         text.contains(&format!("pg-report: wrote {}", out.display())),
         "{text}"
     );
+
+    // wal-ship: a real segment pushed and the archive verified, as text.
+    let seg = cluster.psql(db.name(), "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let seg = seg.trim();
+    let archive = page.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let ws = testkit::tool_bin("wal-ship");
+    let ws = q(ws.to_str().unwrap());
+    let (code, text) = on_a_terminal(&format!(
+        "{ws} push {} --to {} && {ws} verify --archive {}",
+        q(cluster
+            .data_dir()
+            .join("pg_wal")
+            .join(seg)
+            .to_str()
+            .unwrap()),
+        q(archive.to_str().unwrap()),
+        q(archive.to_str().unwrap())
+    ));
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("{\""), "no JSON on a terminal: {text}");
+    assert!(text.contains(seg), "{text}");
+    assert!(text.contains(" MiB"), "sizes in human units: {text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("wal-ship: ok"))
+            .count(),
+        2,
+        "a closing line each: {text}"
+    );
+
+    // pg-scram: the verifier alone, ready to paste.
+    let scram = testkit::tool_bin("pg-scram");
+    let (code, text) = on_a_terminal(&format!("printf secret | {}", q(scram.to_str().unwrap())));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .starts_with("SCRAM-SHA-256$4096:"),
+        "{text}"
+    );
 }
