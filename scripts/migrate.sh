@@ -396,7 +396,7 @@ retry() {
 # slot. standby: nothing (the standby and its slot are progress), unless --cleanup.
 # switching: pg-switch decided (its journal steps). switched: nothing (one primary: the
 # target; the old source is fenced).
-state=preflight stopped_by="" bg_pid="" failing=0
+state=preflight stopped_by="" bg_pid="" watch_pid="" failing=0
 fail() {
   local code=$1
   shift
@@ -405,6 +405,7 @@ fail() {
   # the run goes on ending. This run's records end its stream, not lib.sh's (PGS_ENDED).
   ((!failing)) || return 1
   failing=1 PGS_ENDED=1
+  stop_watch
   emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
   trap - EXIT
   recover
@@ -418,6 +419,7 @@ on_exit() {
   local rc=$?
   ((rc == 0)) && return 0
   trap - EXIT
+  stop_watch
   if [[ -n ${PGS_ENDED:-} ]]; then
     # pgs_die said why and ended the stream.
     failing=1
@@ -1090,12 +1092,14 @@ sample_compression() {
 # watch_copy: while the base copy runs (in the background), every 5 s a `copy_progress`
 # record from the source's pg_stat_progress_basebackup (bytes sent, the estimated total, the
 # rate since the copy began, the ETA) and, on a terminal, the same as one line on stderr that
-# rewrites itself. It ends with the copy (stop_watch) or with this script.
+# rewrites itself. It ends with the copy (stop_watch, also on every failure path: it holds
+# stdout, so a reader waiting for the end of the stream waits for it too) or, at the latest,
+# when this script is gone or a zombie (kill -0 alone succeeds on a zombie).
 watch_copy() {
   trap - EXIT INT TERM HUP
   local t0 row sent total rate eta pct
   t0=$(pgs_now_ms)
-  while sleep 5 && kill -0 "$$" 2>/dev/null; do
+  while sleep 5 && [[ $(cut -d' ' -f3 "/proc/$$/stat" 2>/dev/null) == [RSD] ]]; do
     row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0) FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
     [[ -n $row ]] || continue
     read -r sent total <<<"$row"
@@ -1114,8 +1118,10 @@ watch_copy() {
   done
 }
 stop_watch() {
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
+  [[ -n $watch_pid ]] || return 0
+  kill "$watch_pid" 2>/dev/null || true
+  wait "$watch_pid" 2>/dev/null || true
+  watch_pid=""
   [[ -t 2 ]] && printf '\n' >&2
   return 0
 }
@@ -1125,7 +1131,7 @@ base_copy() {
   run_hook before_base_copy
   phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
   state=copying
-  local opts=() conninfo decomp spaces out watch_pid
+  local opts=() conninfo decomp spaces out
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
   on_tgt mkdir -p "$TARGET_PGDATA"
   on_tgt chmod 700 "$TARGET_PGDATA"
@@ -1157,7 +1163,7 @@ base_copy() {
     in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" -d "$conninfo" \
       -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
-    stop_watch "$watch_pid"
+    stop_watch
     # The data directory without its WAL (the WAL is counted from the LSNs, as it streams).
     bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)
     wire_bytes=$bytes_copied
@@ -1179,7 +1185,7 @@ base_copy() {
         tee >(wc -c >"$4") | $5 | tar -xf - -C "$7"' pgshift-copy \
       "$PG_BIN/pg_basebackup" "$conninfo" "$cmp_method${cmp_level:+:$cmp_level}" "$tgt_aux/wire.bytes" "$decomp" "$max_rate" "$TARGET_PGDATA" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }"
-    stop_watch "$watch_pid"
+    stop_watch
     # shellcheck disable=SC2016  # expanded on the target
     on_tgt sh -c 'touch "$1/standby.signal" && printf "%s\n" "$2" "$3" >>"$1/postgresql.auto.conf"' pgshift-conf \
       "$TARGET_PGDATA" "primary_conninfo = $(pgs_conf_quote "$conninfo")" "primary_slot_name = '$slot'" ||

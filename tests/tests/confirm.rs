@@ -170,7 +170,7 @@ fn exclusive_dry_run_changes_nothing_then_a_real_run_goes_ahead() {
     }
     assert!(
         err.lines()
-            .any(|l| l.starts_with("migrate.sh: migrated ") && l.contains(" ms, verify: equal")),
+            .any(|l| l.starts_with("migrate: migrated ") && l.contains(" ms, verify: equal")),
         "the closing line: {err}"
     );
     let s = summary(&recs);
@@ -326,7 +326,7 @@ fn exclusive_switchover_asks_on_a_terminal_and_wants_yes_without_one() {
         "{recs:?}"
     );
     assert!(
-        shown.contains("migrate.sh: migrated "),
+        shown.contains("migrate: migrated "),
         "the closing line: {shown}"
     );
     assert_eq!(hosts.in_recovery('B'), Some(false), "B is the primary");

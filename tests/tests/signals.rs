@@ -32,8 +32,23 @@ fn stop(child: Child, sig: Signal) -> (i32, Vec<Value>, String) {
     stop_after(child, sig, "")
 }
 
+/// Wait (bounded) until the child catches `sig` (its handler is installed: the signal's bit
+/// in /proc's SigCgt), so that the signal tests the handler and not the start-up race.
+fn wait_handler(child: &Child, sig: Signal) {
+    let path = format!("/proc/{}/status", child.id());
+    wait_for("the tool's signal handler", || {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (sig as i32 - 1)) != 0)
+    });
+}
+
 /// [`stop`], for a child whose stdout was already read up to `read` (prepended).
 fn stop_after(mut child: Child, sig: Signal, read: &str) -> (i32, Vec<Value>, String) {
+    wait_handler(&child, sig);
     kill(Pid::from_raw(child.id() as i32), sig).expect("signal the tool");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -121,35 +136,45 @@ fn sigint_and_sigterm_end_every_tools_stream_with_error_and_summary() {
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let mut watcher = cluster.connect(db.name());
-    // Wait for a session stuck behind the lock; then end the stuck sessions of the last run
-    // (a backend waiting for a lock does not notice its client went away).
-    let mut waiting = |then_clear: bool| {
-        wait_for("a session waiting for the lock", || {
+    // Wait for a session of `app` stuck behind the lock. A backend waiting for a lock does not
+    // notice that its client went away, so after each run its sessions are ended, and gone,
+    // before the next tool starts (pg_terminate_backend only signals).
+    let waiting = |watcher: &mut postgres::Client, app: &str| {
+        wait_for(&format!("a session of {app} waiting for the lock"), || {
             let row = watcher
                 .query_one(
                     "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                     WHERE c.relname = 't' AND NOT l.granted",
-                    &[],
+                     JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE c.relname = 't' AND NOT l.granted AND a.application_name = $1",
+                    &[&app],
                 )
                 .unwrap();
             row.get::<_, i64>(0) >= 1
         });
-        if then_clear {
-            watcher
-                .batch_execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted AND pid IS NOT NULL",
-                )
+    };
+    let clear = |watcher: &mut postgres::Client| {
+        let others = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgshift-%' \
+                      AND pid <> pg_backend_pid()";
+        watcher
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM ({others}) o"
+            ))
+            .unwrap();
+        wait_for("the last run's sessions to end", || {
+            let row = watcher
+                .query_one(&format!("SELECT count(*) FROM ({others}) o"), &[])
                 .unwrap();
-        }
+            row.get::<_, i64>(0) == 0
+        });
     };
 
     let child = spawn("pg-checksum", &["--source", &dsn, "--target", &dsn]);
-    waiting(false);
+    waiting(&mut watcher, "pgshift-pg-checksum");
     assert_interrupted("pg-checksum", stop(child, Signal::SIGINT), "SIGINT");
-    waiting(true);
+    clear(&mut watcher);
 
     let child = spawn("rowcount-diff", &["--source", &dsn, "--target", &dsn]);
-    waiting(false);
+    waiting(&mut watcher, "pgshift-rowcount-diff");
     assert_interrupted("rowcount-diff", stop(child, Signal::SIGTERM), "SIGTERM");
     holder.batch_execute("ROLLBACK").unwrap();
 
@@ -169,7 +194,6 @@ fn sigint_and_sigterm_end_every_tools_stream_with_error_and_summary() {
 
     // An input that never ends (stdin stays open).
     let child = spawn("window-advisor", &["recommend", "--history", "-"]);
-    std::thread::sleep(Duration::from_millis(300));
     assert_interrupted(
         "window-advisor recommend",
         stop(child, Signal::SIGTERM),
