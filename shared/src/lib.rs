@@ -6,6 +6,8 @@
 //! - [`host`]: where a command runs (`local`, `netns://NAME`, `ssh://user@host`), with the one
 //!   ssh policy every tool and script follows.
 //! - [`human`]: text for a person on a terminal (`--text`/`--json`), the closing line.
+//! - [`journal`]: the append-only, fsynced, locked journal of the steps that must survive an
+//!   interruption (pg-switch, pg-logical, migrate.sh).
 //! - [`msg`]: one-line messages on stderr, prefixed with the tool's name.
 //! - [`pg`] (feature `pg`): libpq-compatible connection options (conninfo and URLs, `PG*`
 //!   variables, `~/.pgpass`, multi-host with `target_session_attrs`, `sslmode` up to
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod exit;
 pub mod host;
 pub mod human;
+pub mod journal;
 pub mod jsonl;
 pub mod msg;
 #[cfg(feature = "pg")]

@@ -13,25 +13,16 @@
 //! "step":"stopping",…}`; the steps and their fields are in shared/PROTOCOL.md. A torn last
 //! line (a crash in the middle of a write) is ignored when reading.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::{Map, Value};
-use shared::{ErrorKind, ResultExt};
 
 use crate::plan::Facts;
 
-/// An open, locked journal.
+/// An open, locked journal (the shared one, read the way a switchover needs).
 #[derive(Debug)]
-pub struct Journal {
-    file: File,
-    path: PathBuf,
-    seq: u64,
-    records: Vec<Value>,
-}
+pub struct Journal(shared::journal::Journal);
 
 /// Steps that end a switchover: after one of these, nothing is under way.
 const CLOSING: &[&str] = &["promoted", "rolled_back", "refused", "nothing_to_do"];
@@ -40,123 +31,23 @@ impl Journal {
     /// Open (creating it and its directory if needed) and lock the journal, waiting up to
     /// `wait` for another run to let go of it.
     pub fn open(path: &Path, wait: Duration) -> anyhow::Result<Journal> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the journal's directory {}", dir.display()))?;
-        let created = !path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .with_context(|| format!("opening the journal {}", path.display()))?;
-        if created {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", dir.display()))?;
-        }
-        let deadline = Instant::now() + wait;
-        let mut announced = false;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if Instant::now() >= deadline {
-                        return Err(shared::err(
-                            ErrorKind::Retry,
-                            format!(
-                                "another pg-switch still holds the journal {} after {} s: let \
-                                 it finish, then run again",
-                                path.display(),
-                                wait.as_secs()
-                            ),
-                        ));
-                    }
-                    if !announced {
-                        shared::msg::error_line(&format!(
-                            "waiting for another pg-switch that holds {}",
-                            path.display()
-                        ));
-                        announced = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("locking {}", path.display()))
-                }
-            }
-        }
-        let records = read(path)?;
-        // A crash in the middle of a write leaves a torn last line: end it, so that the next
-        // record starts on a line of its own.
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > 0 {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut last = [0u8];
-            let mut f = &file;
-            if f.seek(SeekFrom::Start(len - 1)).is_ok()
-                && f.read_exact(&mut last).is_ok()
-                && last[0] != b'\n'
-            {
-                f.write_all(b"\n")
-                    .and_then(|()| f.sync_data())
-                    .kind_context(ErrorKind::Io, format!("writing {}", path.display()))?;
-            }
-        }
-        let seq = records
-            .iter()
-            .filter_map(|r| r["seq"].as_u64())
-            .max()
-            .unwrap_or(0);
-        Ok(Journal {
-            file,
-            path: path.to_owned(),
-            seq,
-            records,
-        })
+        shared::journal::Journal::open(path, wait, "pg-switch").map(Journal)
     }
 
     /// The path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// Append one `switch` record (`fields` must be a JSON object) and wait until it is on
     /// stable storage.
     pub fn switch_step(&mut self, step: &str, fields: Value) -> anyhow::Result<()> {
-        self.seq += 1;
         let mut rec = Map::new();
-        rec.insert("type".into(), "journal".into());
-        rec.insert("seq".into(), self.seq.into());
-        rec.insert(
-            "at".into(),
-            jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-                .to_string()
-                .into(),
-        );
-        rec.insert("by".into(), "pg-switch".into());
-        rec.insert("pid".into(), std::process::id().into());
-        rec.insert("event".into(), "switch".into());
         rec.insert("step".into(), step.into());
         if let Value::Object(extra) = fields {
             rec.extend(extra);
         }
-        let rec = Value::Object(rec);
-        let mut line = serde_json::to_string(&rec)?;
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .kind_context(
-                ErrorKind::Io,
-                format!("writing the journal {}", self.path.display()),
-            )?;
-        self.records.push(rec);
-        Ok(())
+        self.0.append("switch", Value::Object(rec))
     }
 
     /// What the switchover under way (since the last one that ended) has done so far.
@@ -181,29 +72,21 @@ impl Journal {
     }
 
     fn switch_records(&self) -> impl Iterator<Item = &Value> {
-        self.records
+        self.0
+            .records()
             .iter()
             .filter(|r| r["event"] == "switch" && r["by"] == "pg-switch")
     }
-}
-
-/// Every record of a journal file; a torn last line is skipped.
-fn read(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&line) {
-            out.push(v);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use shared::journal::read;
+    use shared::ErrorKind;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     #[test]
     fn records_are_numbered_and_facts_reset_when_a_switch_ends() {
