@@ -86,11 +86,25 @@ fn report_clap(tool: &str, e: &clap::Error) -> u8 {
     }
 }
 
-/// Clap's message is several lines (error, tip, usage); keep the first, without `error: `.
+/// Clap's message is several lines (error, tip, usage); keep the first, without `error: `,
+/// and the indented lines that complete it ("the following required arguments were not
+/// provided:" is followed by the arguments, one per line).
 pub fn one_line_clap(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments").trim();
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments").trim();
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if line.ends_with(':') {
+        let rest: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        if !rest.is_empty() {
+            line.push(' ');
+            line.push_str(&rest.join(", "));
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -121,6 +135,22 @@ mod tests {
 
         let err = parse(&["demo", "--jobs", "many"]).unwrap_err();
         assert_eq!(report("demo", &err), 2);
+    }
+
+    #[test]
+    fn a_missing_argument_is_named_on_the_line() {
+        #[derive(Parser, Debug)]
+        #[command(name = "demo")]
+        struct Two {
+            #[arg(long)]
+            source: String,
+            #[arg(long)]
+            target: String,
+        }
+        let err = Two::try_parse_from(["demo", "--source", "x"]).unwrap_err();
+        let line = one_line_clap(&err);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.ends_with("not provided: --target <TARGET>"), "{line}");
     }
 
     #[test]

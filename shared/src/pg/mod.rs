@@ -401,6 +401,13 @@ impl ConnInfo {
             .join(" ")
     }
 
+    /// The password for the first host: explicit, else from the password file (for a
+    /// conninfo that another server uses, such as a subscription's).
+    pub fn password(&self) -> Option<String> {
+        let ep = self.endpoints().ok()?.into_iter().next()?;
+        self.password_for(&ep)
+    }
+
     /// The password for one endpoint: explicit, else from the password file.
     fn password_for(&self, ep: &Endpoint) -> Option<String> {
         if let Some(p) = self.get("password") {

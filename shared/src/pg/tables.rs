@@ -35,13 +35,7 @@ pub struct TableFilter {
 impl TableFilter {
     /// True if the table `schema.name` is selected.
     pub fn matches(&self, schema: &str, name: &str) -> bool {
-        let hit = |pattern: &str| {
-            if pattern.contains('.') {
-                glob_match(pattern, &format!("{schema}.{name}"))
-            } else {
-                glob_match(pattern, name)
-            }
-        };
+        let hit = |pattern: &str| pattern_matches(pattern, schema, name);
         (self.schemas.is_empty() || self.schemas.iter().any(|s| glob_match(s, schema)))
             && (self.tables.is_empty() || self.tables.iter().any(|t| hit(t)))
             && !self.excludes.iter().any(|e| hit(e))
@@ -62,13 +56,7 @@ impl TableFilter {
         if self.is_empty() {
             return Ok(());
         }
-        let hit = |pattern: &str, t: &TableName| {
-            if pattern.contains('.') {
-                glob_match(pattern, &t.to_string())
-            } else {
-                glob_match(pattern, &t.name)
-            }
-        };
+        let hit = |pattern: &str, t: &TableName| pattern_matches(pattern, &t.schema, &t.name);
         let fail = |m: String| Err(crate::err(crate::ErrorKind::DataErr, m));
         for s in &self.schemas {
             if !all.iter().any(|t| glob_match(s, &t.schema)) {
@@ -125,6 +113,16 @@ impl TableFilter {
     }
 }
 
+/// Whether a table pattern matches `schema.name`: with a dot it is a glob over
+/// `schema.name`, without one over the name in any schema (like `pg_dump -t`).
+pub fn pattern_matches(pattern: &str, schema: &str, name: &str) -> bool {
+    if pattern.contains('.') {
+        glob_match(pattern, &format!("{schema}.{name}"))
+    } else {
+        glob_match(pattern, name)
+    }
+}
+
 /// Shell-style glob: `*` matches any run of characters, `?` one character, the rest literally.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -153,6 +151,11 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// Quote an SQL identifier the way `quote_ident` would, always (safe for any name).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An SQL string literal (with `standard_conforming_strings = on`, the default since 9.1).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A schema-qualified table name.

@@ -96,10 +96,7 @@ pub struct Shape {
     pub key: Vec<KeyCol>,
 }
 
-/// A string literal (with `standard_conforming_strings = on`).
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+pub use shared::pg::tables::quote_literal as literal;
 
 fn alias(i: usize) -> String {
     format!("pgshift_k{i}")

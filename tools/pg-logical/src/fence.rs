@@ -1,0 +1,956 @@
+//! The cutover: stop writes on the source and prove the target holds every change (`fence`),
+//! then let the target take writes and keep a way back (`open`), or undo the fence
+//! (`unfence`).
+//!
+//! **The fence** is a role's right to log in: every login role but pgshift's own is made
+//! NOLOGIN in one transaction, which also gives each the setting `pgshift.fenced` (so the
+//! servers themselves record who was fenced), and then every client session in the moved
+//! databases is ended, and waited for, until a scan finds none. No GUC is involved: a
+//! session can override `default_transaction_read_only`, it cannot log in without LOGIN.
+//!
+//! **The proofs**, each a `proof` record and each an assertion (a failed one reopens the
+//! source and the run stops):
+//! 1. `source_fenced`: the roles fenced and the sessions ended;
+//! 2. `fenced_lsn`: `X = pg_current_wal_insert_lsn()` once no client session is left;
+//! 3. `slot_confirmed` (per database): the subscription's slot on the source has
+//!    `confirmed_flush_lsn >= X`: the subscriber has applied and flushed every transaction
+//!    committed before X. Not `sent_lsn` (sent is not applied) and not the subscriber's
+//!    origin position (it moves only on applied commits);
+//! 4. `sentinel` (per database): a row written on the source after X is read on the target:
+//!    the same fact seen through the data, without LSNs;
+//! 5. `no_client_sessions`: still none on the source, and no prepared transaction;
+//! 6. `sequences` (per database): every sequence set on the target to the source's state,
+//!    and read back equal (replication does not carry sequences);
+//! 7. `schema_unchanged` (per database): the source's schema fingerprint is the one setup
+//!    recorded (DDL during the run is not replicated), and both sides have the same tables
+//!    and columns.
+//!
+//! **Open**: the forward subscription is disabled (nothing more is applied), the target gets
+//! a publication and a logical slot for the way back (every change from here on is kept),
+//! then its fenced roles log in again, in one transaction: the moment the target takes
+//! writes. The forward subscription, its slot and publication are removed after that, and
+//! the old source subscribes to the target with `copy_data = false`.
+//!
+//! Never two sides taking writes: `open` refuses unless the source is fenced; `unfence`
+//! refuses once the target was opened (its roles no longer carry the fence).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use postgres::Client;
+use serde_json::{json, Value};
+use shared::pg::tables::{quote_ident, quote_literal};
+use shared::pg::ConnInfo;
+use shared::{ErrorKind, Status};
+
+use crate::catalog;
+use crate::pair::{Pair, PairArgs};
+use crate::Interrupt;
+
+/// Arguments of `fence`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FenceArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Longest wait for each proof (sessions to end, the slot to confirm, the sentinel), and
+    /// for the lag to come under --max-lag before the fence.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = shared::cli::parse_duration)]
+    pub timeout: Duration,
+    /// Fence only once every slot's lag is at most this many bytes (what is left to apply is
+    /// downtime).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_lag: i64,
+}
+
+/// Arguments of `open`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// No way back: no slot and publication on the target, no subscription on the old
+    /// source (`--reverse` then needs a new copy).
+    #[arg(long)]
+    pub no_reverse: bool,
+    /// How the source's server reaches the target for the way back [default: --target with
+    /// each database's name].
+    #[arg(long, value_name = "CONNINFO")]
+    pub target_from_source: Option<String>,
+    /// Longest wait for each step.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = shared::cli::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Arguments of `unfence`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UnfenceArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// NOLOGIN, with the `pgshift.fenced` mark, for every login role of `c`'s server but `spare`,
+/// in one transaction. A role that cannot be altered (a managed service's own) is left and
+/// named in the second list.
+pub fn fence_roles(
+    c: &mut Client,
+    spare: &[String],
+    run: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut tx = c.transaction()?;
+    let roles = catalog::login_roles(&mut tx, spare)?;
+    let (mut fenced, mut left) = (Vec::new(), Vec::new());
+    for r in roles {
+        let mut sp = tx.savepoint("pgshift_fence")?;
+        let sql = format!(
+            "{}; {}",
+            catalog::alter_role(&r, "NOLOGIN"),
+            catalog::alter_role(&r, &format!("SET pgshift.fenced = {}", quote_literal(run)))
+        );
+        match sp.batch_execute(&sql) {
+            Ok(()) => {
+                sp.commit()?;
+                fenced.push(r);
+            }
+            Err(_) => {
+                sp.rollback()?;
+                left.push(r);
+            }
+        }
+    }
+    tx.commit().context("committing the fence")?;
+    Ok((fenced, left))
+}
+
+/// LOGIN again for every role pgshift fenced on `c`'s server (the mark removed), in one
+/// transaction; with `run_prefix`, only those a pair's own steps fenced. Returns them.
+pub fn unfence_roles(c: &mut Client, run_prefix: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let mut tx = c.transaction()?;
+    let roles = catalog::fenced_roles(&mut tx, run_prefix)?;
+    for r in &roles {
+        tx.batch_execute(&format!(
+            "{}; {}",
+            catalog::alter_role(r, "LOGIN"),
+            catalog::alter_role(r, "RESET pgshift.fenced")
+        ))?;
+    }
+    tx.commit().context("committing the unfence")?;
+    Ok(roles)
+}
+
+/// A client session: pid, role, database, application.
+pub type Session = (i32, String, String, String);
+
+/// Client sessions in `dbs` other than `own` pids.
+pub fn client_sessions(
+    c: &mut Client,
+    dbs: &[String],
+    own: &[i32],
+) -> anyhow::Result<Vec<Session>> {
+    Ok(c.query(
+        "SELECT pid, coalesce(usename::text, ''), coalesce(datname::text, ''),
+                    coalesce(application_name, '')
+               FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND datname = ANY($1) AND NOT (pid = ANY($2))",
+        &[&dbs, &own],
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect())
+}
+
+/// End every client session in `dbs` (but `own`), waiting until each is gone, until a scan
+/// finds none; at most until `deadline`. Returns how many were ended, or the sessions still
+/// there.
+fn end_sessions(
+    c: &mut Client,
+    dbs: &[String],
+    own: &[i32],
+    deadline: Instant,
+) -> anyhow::Result<Result<usize, Vec<Session>>> {
+    let mut ended = 0;
+    loop {
+        let sessions = client_sessions(c, dbs, own)?;
+        if sessions.is_empty() {
+            return Ok(Ok(ended));
+        }
+        if Instant::now() > deadline {
+            return Ok(Err(sessions));
+        }
+        let pids: Vec<i32> = sessions.iter().map(|s| s.0).collect();
+        c.execute(
+            "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p",
+            &[&pids],
+        )?;
+        ended += pids.len();
+        // pg_terminate_backend only signals: wait for the backends to be gone (a commit under
+        // way is then either in the WAL or not made).
+        while Instant::now() < deadline {
+            let left: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[&pids],
+                )?
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The role each subscription of this pair logs in to the source as (spared by the fence).
+fn subscription_users(p: &mut Pair) -> anyhow::Result<Vec<String>> {
+    let mut users = vec![p.source.user.clone()];
+    for d in p.dbs.clone() {
+        let Ok(c) = p.target.db(&d.name) else {
+            continue;
+        };
+        for r in c.query(
+            "SELECT subconninfo FROM pg_subscription WHERE subname = $1",
+            &[&d.names.subscription],
+        )? {
+            let conninfo: String = r.get(0);
+            if let Ok(ci) = ConnInfo::parse_with_env(&conninfo, |_| None) {
+                let u = ci.user().to_owned();
+                if !users.contains(&u) {
+                    users.push(u);
+                }
+            }
+        }
+    }
+    Ok(users)
+}
+
+fn proof(p: &mut Pair, name: &str, fields: Value) -> anyhow::Result<()> {
+    let mut rec = serde_json::Map::new();
+    rec.insert("name".into(), name.into());
+    if let Value::Object(m) = fields {
+        rec.extend(m);
+    }
+    rec.entry("ok").or_insert(true.into());
+    p.out.emit_as("proof", &Value::Object(rec))
+}
+
+/// What stopped the cutover before the target was opened.
+struct Stop {
+    kind: ErrorKind,
+    message: String,
+}
+
+fn stop(kind: ErrorKind, message: impl Into<String>) -> Stop {
+    Stop {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Wait until every database's slot confirmed `lsn` (and, with a sentinel, the sentinel row
+/// is on the target). Emits the proofs.
+fn wait_confirmed(
+    p: &mut Pair,
+    lsn: &str,
+    sentinel: Option<i64>,
+    deadline: Instant,
+) -> anyhow::Result<Result<(), Stop>> {
+    let t0 = Instant::now();
+    for d in p.dbs.clone() {
+        let confirmed: Option<String>;
+        loop {
+            let row = p.source.control().query_opt(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn, confirmed_flush_lsn::text, coalesce(wal_status, '')
+                   FROM pg_replication_slots WHERE slot_name = $2",
+                &[&lsn, &d.names.slot],
+            )?;
+            let Some(row) = row else {
+                return Ok(Err(stop(
+                    ErrorKind::DataErr,
+                    format!(
+                        "the slot {} of database {} is gone from the source",
+                        d.names.slot, d.name
+                    ),
+                )));
+            };
+            let wal_status: String = row.get(2);
+            if wal_status == "lost" {
+                return Ok(Err(stop(
+                    ErrorKind::DataErr,
+                    format!("the slot {} was invalidated (max_slot_wal_keep_size): the target cannot catch up; abort and start again", d.names.slot),
+                )));
+            }
+            if row.get::<_, Option<bool>>(0) == Some(true) {
+                confirmed = row.get::<_, Option<String>>(1);
+                break;
+            }
+            if Instant::now() > deadline {
+                return Ok(Err(stop(
+                    ErrorKind::Retry,
+                    format!(
+                        "the target did not confirm {lsn} for database {} in time (its slot is at {}): it is behind or its apply worker fails (see its log)",
+                        d.name,
+                        row.get::<_, Option<String>>(1).unwrap_or_else(|| "nothing".into())
+                    ),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proof(
+            p,
+            "slot_confirmed",
+            json!({"database": d.name, "slot": d.names.slot, "fenced_lsn": lsn,
+                   "confirmed_flush_lsn": confirmed, "ms": t0.elapsed().as_millis() as u64}),
+        )?;
+        if let Some(id) = sentinel {
+            loop {
+                let c = p.target.db(&d.name)?;
+                let seen = c
+                    .query_opt("SELECT 1 FROM pgshift.sentinel WHERE id = $1", &[&id])?
+                    .is_some();
+                if seen {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Ok(Err(stop(
+                        ErrorKind::Retry,
+                        format!("the sentinel row {id} written on the source after the fence did not reach the target's database {} in time", d.name),
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            proof(
+                p,
+                "sentinel",
+                json!({"database": d.name, "id": id, "ms": t0.elapsed().as_millis() as u64}),
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The largest lag of the pair's slots, in bytes (a slot missing counts as unbounded).
+fn max_lag(p: &mut Pair) -> anyhow::Result<i64> {
+    let mut worst = 0;
+    for d in p.dbs.clone() {
+        let lag: Option<i64> = p
+            .source
+            .control()
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&d.names.slot],
+            )?
+            .and_then(|r| r.get(0));
+        worst = worst.max(lag.unwrap_or(i64::MAX));
+    }
+    Ok(worst)
+}
+
+/// The schema fingerprint setup recorded for `db`, from the journal.
+fn recorded_fingerprint(p: &Pair, db: &str) -> Option<String> {
+    p.since_last_end()
+        .iter()
+        .rev()
+        .find(|r| r["step"] == "schema_fingerprint" && r["database"] == json!(db))
+        .and_then(|r| r["fingerprint"].as_str().map(str::to_owned))
+}
+
+/// Proof 7 for every database: the source's schema as setup saw it, and the same tables and
+/// columns on both sides.
+fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
+    for d in p.dbs.clone() {
+        let lines = catalog::schema_lines(p.source.db(&d.name)?, false)?;
+        let now = catalog::fingerprint(&lines);
+        let recorded = recorded_fingerprint(p, &d.name);
+        if let Some(r) = &recorded {
+            if *r != now {
+                return Ok(Err(stop(
+                    ErrorKind::DataErr,
+                    format!(
+                        "the schema of database {} changed on the source during the run (fingerprint {r} at setup, {now} now): DDL is not replicated; apply it on the target too, then run setup again (pg-logical abort, then setup), or move in a quiet window",
+                        d.name
+                    ),
+                )));
+            }
+        }
+        let a = catalog::schema_lines(p.source.db(&d.name)?, true)?;
+        let b = catalog::schema_lines(p.target.db(&d.name)?, true)?;
+        let (only_src, only_tgt) = catalog::schema_diff(&a, &b, 5);
+        if !only_src.is_empty() || !only_tgt.is_empty() {
+            return Ok(Err(stop(
+                ErrorKind::DataErr,
+                format!(
+                    "the tables of database {} differ between the sides (source only: {}; target only: {}): DDL on one side during the run",
+                    d.name,
+                    if only_src.is_empty() { "none".into() } else { only_src.join("; ") },
+                    if only_tgt.is_empty() { "none".into() } else { only_tgt.join("; ") }
+                ),
+            )));
+        }
+        proof(
+            p,
+            "schema_unchanged",
+            json!({"database": d.name, "fingerprint": now, "recorded": recorded}),
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+/// Proof 6: every sequence of every database copied exactly.
+fn copy_sequences(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
+    for d in p.dbs.clone() {
+        let src = catalog::sequences(p.source.db(&d.name)?)?;
+        let tc = p.target.db(&d.name)?;
+        for s in &src {
+            tc.batch_execute(&catalog::setval_sql(s))
+                .with_context(|| format!("setting {} on the target", s.name))?;
+        }
+        let tgt = catalog::sequences(tc)?;
+        let same = |s: &catalog::Sequence| {
+            tgt.iter()
+                .any(|t| t.name == s.name && t.last_value == s.last_value)
+        };
+        let differing: Vec<String> = src
+            .iter()
+            .filter(|s| !same(s))
+            .map(|s| s.name.clone())
+            .collect();
+        if !differing.is_empty() {
+            return Ok(Err(stop(
+                ErrorKind::DataErr,
+                format!(
+                    "sequences of database {} differ after the copy: {}",
+                    d.name,
+                    crate::check::list(&differing)
+                ),
+            )));
+        }
+        proof(
+            p,
+            "sequences",
+            json!({"database": d.name, "sequences": src.len(), "equal": true}),
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+/// Whether pgshift's mark says the fence is on (some role carries it), per side.
+fn marked(c: &mut Client) -> anyhow::Result<bool> {
+    Ok(!catalog::fenced_roles(c, None)?.is_empty())
+}
+
+/// The journal's last cutover step of this direction (fencing, fenced, unfenced, opening,
+/// opened), if any.
+fn last_cutover_step(p: &Pair) -> Option<String> {
+    p.since_last_end()
+        .iter()
+        .rev()
+        .filter_map(|r| r["step"].as_str())
+        .find(|s| {
+            matches!(
+                *s,
+                "fencing" | "fenced" | "unfenced" | "opening" | "opened" | "reverse_subscribed"
+            )
+        })
+        .map(str::to_owned)
+}
+
+/// `fence`.
+pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Result<Status> {
+    let deadline = || Instant::now() + args.timeout;
+    // Only a pair that replicates, fully synced, with a fenced target, can be fenced.
+    for d in p.dbs.clone() {
+        if !crate::check::subscribed(&mut p, &d.name, &d.names.subscription)? {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "the target does not subscribe to database {} of this source: run setup first",
+                    d.name
+                ),
+            ));
+        }
+        let not_ready: i64 = p
+            .target
+            .db(&d.name)?
+            .query_one(
+                "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+                  WHERE s.subname = $1 AND r.srsubstate <> 'r'",
+                &[&d.names.subscription],
+            )?
+            .get(0);
+        if not_ready > 0 {
+            return Err(shared::err(
+                ErrorKind::Retry,
+                format!(
+                    "{not_ready} table(s) of database {} are still being copied: run wait --until caught-up first",
+                    d.name
+                ),
+            ));
+        }
+    }
+    if matches!(
+        last_cutover_step(&p).as_deref(),
+        Some("opening" | "opened" | "reverse_subscribed")
+    ) {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            "the target was opened already (journal): nothing to fence; move back with --reverse",
+        ));
+    }
+    let target_user = p.target.user.clone();
+    let target_logins = catalog::login_roles(p.target.control(), &[target_user])?;
+    if !target_logins.is_empty() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the target lets roles log in ({}): it must not take writes before the cutover; run setup again (it fences the target's roles)",
+                crate::check::list(&target_logins)
+            ),
+        ));
+    }
+    // The schema first: a change refuses before anything is fenced.
+    if let Err(s) = check_schema(&mut p)? {
+        return Err(shared::err(s.kind, s.message));
+    }
+    // What is left to apply when the fence goes up is downtime: wait for a small lag first.
+    let lag_deadline = deadline();
+    loop {
+        let lag = max_lag(&mut p)?;
+        if lag <= args.max_lag {
+            break;
+        }
+        if Instant::now() > lag_deadline || interrupt.name().is_some() {
+            return Err(shared::err(
+                ErrorKind::Retry,
+                format!(
+                    "the target is {} behind (more than --max-lag {}) after {} s: nothing was fenced; run wait, or fence in a quieter moment",
+                    shared::human::bytes(lag as f64),
+                    shared::human::bytes(args.max_lag as f64),
+                    args.timeout.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = format!("{}-{}", p.id, now_ms());
+    let fenced_at = now_ms();
+    let t0 = Instant::now();
+    p.note("fencing", json!({"run": run, "fenced_at_ms": fenced_at}))?;
+    let spare = subscription_users(&mut p)?;
+    let (roles, left) =
+        fence_roles(p.source.control(), &spare, &run).context("fencing the source's roles")?;
+    p.out.emit_as(
+        "fence",
+        &json!({"side": "source", "roles": roles, "not_fenced": left, "spared": spare}),
+    )?;
+    let outcome = (|| -> anyhow::Result<Result<Value, Stop>> {
+        let dbs = p.db_names();
+        let own = p.source.own_pids()?;
+        let ended = match end_sessions(p.source.control(), &dbs, &own, deadline())? {
+            Ok(n) => n,
+            Err(left) => {
+                let who: Vec<String> = left
+                    .iter()
+                    .map(|s| format!("{} in {} ({})", s.1, s.2, s.3))
+                    .collect();
+                return Ok(Err(stop(
+                    ErrorKind::Retry,
+                    format!(
+                        "client sessions keep coming back after the fence: {}; a role pgshift logs in as cannot be fenced: give pgshift a role of its own",
+                        crate::check::list(&who)
+                    ),
+                )));
+            }
+        };
+        proof(
+            &mut p,
+            "source_fenced",
+            json!({"roles": roles.len(), "sessions_ended": ended, "ms": t0.elapsed().as_millis() as u64}),
+        )?;
+        if let Some(sig) = interrupt.name() {
+            return Ok(Err(stop(
+                ErrorKind::Retry,
+                format!("interrupted by {sig} during the fence"),
+            )));
+        }
+        let x: String = p
+            .source
+            .control()
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+            .get(0);
+        proof(&mut p, "fenced_lsn", json!({"lsn": x}))?;
+        // The sentinel: after X, through the data. Its commit also flushes the WAL up to X.
+        let id = (now_ms() as i64) * 1000 + i64::from(std::process::id() % 1000);
+        for d in p.dbs.clone() {
+            p.source.db(&d.name)?.execute(
+                "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, $2)",
+                &[&id, &run],
+            )?;
+        }
+        if let Err(s) = wait_confirmed(&mut p, &x, Some(id), deadline())? {
+            return Ok(Err(s));
+        }
+        let own = p.source.own_pids()?;
+        let sessions = client_sessions(p.source.control(), &dbs, &own)?;
+        let prepared: i64 = p
+            .source
+            .control()
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = ANY($1)",
+                &[&dbs],
+            )?
+            .get(0);
+        if !sessions.is_empty() || prepared > 0 {
+            return Ok(Err(stop(
+                ErrorKind::Retry,
+                format!(
+                    "{} client session(s) and {prepared} prepared transaction(s) on the source after the fence: its writes cannot be proven complete (COMMIT PREPARED or ROLLBACK PREPARED them first)",
+                    sessions.len()
+                ),
+            )));
+        }
+        proof(
+            &mut p,
+            "no_client_sessions",
+            json!({"sessions": 0, "prepared_transactions": 0}),
+        )?;
+        if let Err(s) = copy_sequences(&mut p)? {
+            return Ok(Err(s));
+        }
+        if let Err(s) = check_schema(&mut p)? {
+            return Ok(Err(s));
+        }
+        if let Some(sig) = interrupt.name() {
+            return Ok(Err(stop(
+                ErrorKind::Retry,
+                format!("interrupted by {sig} during the fence"),
+            )));
+        }
+        Ok(Ok(json!({"fenced_lsn": x})))
+    })();
+    match outcome {
+        Ok(Ok(v)) => {
+            let x = v["fenced_lsn"].clone();
+            let fence_ms = t0.elapsed().as_millis() as u64;
+            p.note(
+                "fenced",
+                json!({"run": run, "fenced_lsn": x, "fenced_at_ms": fenced_at, "roles": roles, "fence_ms": fence_ms}),
+            )?;
+            p.out.finish(
+                &json!({"state": "fenced", "fenced_lsn": x, "fenced_at_ms": fenced_at,
+                                 "fence_ms": fence_ms, "roles_fenced": roles.len()}),
+            )
+        }
+        Ok(Err(s)) => reopen_source(p, s.kind, &s.message),
+        Err(e) => reopen_source(p, shared::exit::classify(&e), &format!("{e:#}")),
+    }
+}
+
+/// The fence failed before the target was opened: the source takes writes again. If that
+/// fails too, exit 126 with what to run.
+fn reopen_source(mut p: Pair, kind: ErrorKind, why: &str) -> anyhow::Result<Status> {
+    shared::msg::error_line(&format!("the cutover stops: {why}; reopening the source"));
+    match unfence_roles(p.source.control(), None) {
+        Ok(roles) => {
+            p.note("unfenced", json!({"reason": why, "roles": roles}))?;
+            p.out.emit_as("fence", &json!({"side": "source", "lifted": roles}))?;
+            Err(shared::err(
+                kind,
+                format!("{why}; the source takes writes again (run the same step again to retry)"),
+            ))
+        }
+        Err(e) => Err(shared::err(
+            ErrorKind::Fatal,
+            format!(
+                "{why}; and reopening the source failed: {e:#}. The source is fenced (its roles NOLOGIN, marked pgshift.fenced) and the target is not open: run `pg-logical unfence` with the same --source and --target once the source answers"
+            ),
+        )),
+    }
+}
+
+/// `unfence`: the source takes writes again, unless the target was opened.
+pub fn unfence(mut p: Pair, _args: &UnfenceArgs) -> anyhow::Result<Status> {
+    let step = last_cutover_step(&p);
+    let target_fenced = marked(p.target.control())?;
+    let target_user = p.target.user.clone();
+    let target_logins = catalog::login_roles(p.target.control(), &[target_user])?;
+    let opened = matches!(step.as_deref(), Some("opened" | "reverse_subscribed"))
+        || (!target_fenced && !target_logins.is_empty());
+    if opened {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            "the target was opened (it takes writes): the source stays fenced; to move back, run the move the other way (--reverse)",
+        ));
+    }
+    // An open that was cut short before the target took writes: the forward subscription
+    // applies again, the way back's slot and publication go.
+    if step.as_deref() == Some("opening") {
+        for d in p.dbs.clone() {
+            let rev = p.reverse_names(&d.name)?;
+            let tc = p.target.db(&d.name)?;
+            tc.batch_execute(&format!(
+                "ALTER SUBSCRIPTION {} ENABLE",
+                quote_ident(&d.names.subscription)
+            ))
+            .ok();
+            drop_slot(tc, &rev.slot)?;
+            tc.batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote_ident(&rev.publication)
+            ))?;
+        }
+    }
+    let roles = unfence_roles(p.source.control(), None)?;
+    p.note("unfenced", json!({"reason": "unfence", "roles": roles}))?;
+    p.out
+        .emit_as("fence", &json!({"side": "source", "lifted": roles}))?;
+    p.out
+        .finish(&json!({"state": "replicating", "roles_unfenced": roles.len()}))
+}
+
+/// Drop a logical slot of `c`'s server if it is there (waiting a moment for a walsender
+/// that still holds it to go).
+pub fn drop_slot(c: &mut Client, slot: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        let row = c.query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )?;
+        match row {
+            None => return Ok(()),
+            Some(r) if !r.get::<_, bool>(0) => {
+                c.execute("SELECT pg_drop_replication_slot($1)", &[&slot])?;
+                return Ok(());
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(25)),
+        }
+    }
+    Err(shared::err(
+        ErrorKind::Retry,
+        format!("the replication slot {slot} is still in use after 5 s; drop it later with SELECT pg_drop_replication_slot('{slot}')"),
+    ))
+}
+
+/// The conninfo the source's server uses to reach the target's database `db`.
+fn target_conninfo(p: &Pair, args: &OpenArgs, db: &str) -> anyhow::Result<String> {
+    let base = match &args.target_from_source {
+        Some(s) => ConnInfo::parse(s).context("--target-from-source")?,
+        None => p.target.info.clone(),
+    };
+    Ok(crate::setup::conninfo_for_server(&base, db, &p.reverse_id))
+}
+
+/// `open`.
+pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Result<Status> {
+    let step = last_cutover_step(&p);
+    let source_fenced = marked(p.source.control())?;
+    let already = matches!(step.as_deref(), Some("opened" | "reverse_subscribed"));
+    if !already {
+        if !(source_fenced
+            || step.as_deref() == Some("fenced")
+            || step.as_deref() == Some("opening"))
+        {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                "the source is not fenced: run fence first (open never lets two sides take writes)",
+            ));
+        }
+        if step.as_deref() != Some("fenced") && step.as_deref() != Some("opening") {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                "no fence of this run's is on record in the journal (its proofs are what allows open): run fence again",
+            ));
+        }
+        let fenced_at = p
+            .since_last_end()
+            .iter()
+            .rev()
+            .find(|r| r["step"] == "fenced")
+            .and_then(|r| r["fenced_at_ms"].as_u64());
+        let deadline = Instant::now() + args.timeout;
+        p.note("opening", json!({}))?;
+        // Anything written since the fence (nothing should be) is applied before the target
+        // takes writes.
+        let x2: String = p
+            .source
+            .control()
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+            .get(0);
+        let dbs = p.db_names();
+        let own = p.source.own_pids()?;
+        let sessions = client_sessions(p.source.control(), &dbs, &own)?;
+        if !sessions.is_empty() {
+            return Err(shared::err(
+                ErrorKind::Retry,
+                format!(
+                    "{} client session(s) on the fenced source: run fence again",
+                    sessions.len()
+                ),
+            ));
+        }
+        if let Err(s) = wait_confirmed(&mut p, &x2, None, deadline)? {
+            return Err(shared::err(s.kind, s.message));
+        }
+        for d in p.dbs.clone() {
+            let tc = p.target.db(&d.name)?;
+            tc.batch_execute(&format!(
+                "ALTER SUBSCRIPTION {} DISABLE",
+                quote_ident(&d.names.subscription)
+            ))?;
+            // The apply worker is gone before the way back's slot starts.
+            let stopped = Instant::now();
+            while tc
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL",
+                    &[&d.names.subscription],
+                )?
+                .is_some()
+            {
+                if stopped.elapsed() > args.timeout {
+                    return Err(shared::err(
+                        ErrorKind::Retry,
+                        format!(
+                            "the subscription of database {} did not stop in time",
+                            d.name
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !args.no_reverse {
+                let rev = p.reverse_names(&d.name)?;
+                let tables = published_tables(p.source.db(&d.name)?, &d.names.publication)?;
+                let tc = p.target.db(&d.name)?;
+                if tc
+                    .query_opt(
+                        "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                        &[&rev.publication],
+                    )?
+                    .is_none()
+                {
+                    tc.batch_execute(&format!(
+                        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                        quote_ident(&rev.publication),
+                        tables.join(", ")
+                    ))?;
+                }
+                let lsn: Option<String> = match tc.query_opt(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&rev.slot],
+                )? {
+                    Some(r) => r.get(0),
+                    None => tc
+                        .query_one(
+                            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                            &[&rev.slot],
+                        )?
+                        .get(0),
+                };
+                p.note(
+                    "reverse_slot",
+                    json!({"database": d.name, "slot": rev.slot, "lsn": lsn}),
+                )?;
+            }
+        }
+        // The moment the target takes writes.
+        let roles =
+            unfence_roles(p.target.control(), None).context("letting the target's roles log in")?;
+        let writable_at = now_ms();
+        let downtime = fenced_at.map(|f| writable_at.saturating_sub(f));
+        p.note(
+            "opened",
+            json!({"writable_at_ms": writable_at, "downtime_ms": downtime, "roles": roles}),
+        )?;
+        p.out.emit_as(
+            "open",
+            &json!({"writable_at_ms": writable_at, "fenced_at_ms": fenced_at,
+                    "downtime_ms": downtime, "roles": roles, "reverse": !args.no_reverse}),
+        )?;
+    }
+    if let Some(sig) = interrupt.name() {
+        return Err(shared::err(
+            ErrorKind::Retry,
+            format!(
+                "interrupted by {sig}: the target is open; run open again to finish the way back"
+            ),
+        ));
+    }
+    // Outside the downtime: the forward replication goes, the way back starts.
+    for d in p.dbs.clone() {
+        let tc = p.target.db(&d.name)?;
+        if tc
+            .query_opt(
+                "SELECT 1 FROM pg_subscription WHERE subname = $1",
+                &[&d.names.subscription],
+            )?
+            .is_some()
+        {
+            let sub = quote_ident(&d.names.subscription);
+            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
+            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
+            tc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
+        }
+        drop_slot(p.source.control(), &d.names.slot)?;
+        p.source.db(&d.name)?.batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&d.names.publication)
+        ))?;
+        if !args.no_reverse {
+            let rev = p.reverse_names(&d.name)?;
+            let conninfo = target_conninfo(&p, args, &d.name)?;
+            let sc = p.source.db(&d.name)?;
+            if sc
+                .query_opt(
+                    "SELECT 1 FROM pg_subscription WHERE subname = $1",
+                    &[&rev.subscription],
+                )?
+                .is_none()
+            {
+                crate::setup::quiet_session(sc);
+                sc.batch_execute(&format!(
+                    "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true)",
+                    quote_ident(&rev.subscription),
+                    quote_literal(&conninfo),
+                    quote_ident(&rev.publication),
+                    quote_literal(&rev.slot)
+                ))
+                .with_context(|| format!("subscribing the old source's database {} to the target (the way back)", d.name))?;
+            }
+            p.note(
+                "reverse_subscribed",
+                json!({"database": d.name, "subscription": rev.subscription}),
+            )?;
+        }
+    }
+    let opened = p
+        .since_last_end()
+        .iter()
+        .rev()
+        .find(|r| r["step"] == "opened")
+        .cloned()
+        .unwrap_or(Value::Null);
+    p.out.finish(
+        &json!({"state": "open", "writable_at_ms": opened["writable_at_ms"],
+                         "downtime_ms": opened["downtime_ms"], "reverse": !args.no_reverse}),
+    )
+}
+
+/// The tables of a publication, quoted (`"s"."t"`), for the way back's own.
+fn published_tables(c: &mut Client, publication: &str) -> anyhow::Result<Vec<String>> {
+    // pg_publication_rel lists what was named (roots of partitioned tables, not their leaves).
+    Ok(c.query(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_publication_rel r
+           JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 ORDER BY 1",
+        &[&publication],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}

@@ -1,0 +1,624 @@
+//! Setup: roles, databases and schema on the target, the target fenced, then a publication
+//! per database on the source and a subscription on the target (the initial copy starts);
+//! and the two ways to end a pair: `abort` (before the cutover) and `finish` (after it).
+//!
+//! Each step is journaled before it acts and checks what is already there, so a setup cut
+//! short (kill -9 in the middle of the schema, say) runs again to the same end: the schema is
+//! restored in one transaction, a database this pair created is the pair's to drop.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use postgres::Client;
+use serde_json::json;
+use shared::pg::tables::{quote_ident, quote_literal};
+use shared::pg::ConnInfo;
+use shared::{ErrorKind, Status};
+
+use crate::catalog;
+use crate::check::{self, Fixes};
+use crate::fence;
+use crate::pair::{Pair, PairArgs};
+use crate::side::Side;
+
+/// Arguments of `setup`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    #[command(flatten)]
+    pub fixes: Fixes,
+    /// How the target's server reaches the source [default: --source with each database's
+    /// name, and the password this host would use]. Stored in the subscription (readable by
+    /// superusers only).
+    #[arg(long, value_name = "CONNINFO")]
+    pub source_from_target: Option<String>,
+}
+
+/// Arguments of `abort`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Also drop the target's databases this pair created.
+    #[arg(long)]
+    pub drop_databases: bool,
+}
+
+/// Arguments of `finish`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FinishArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+}
+
+/// Statements of this session are not logged (a subscription's conninfo may hold a
+/// password). Needs a superuser; without one the server's settings stand.
+pub fn quiet_session(c: &mut Client) {
+    for s in [
+        "SET log_statement = 'none'",
+        "SET log_min_duration_statement = -1",
+    ] {
+        let _ = c.batch_execute(s);
+    }
+}
+
+/// The conninfo a server uses to reach `base`'s server, database `db`: the password this host
+/// would use included (the other server has no password file of ours).
+pub fn conninfo_for_server(base: &ConnInfo, db: &str, pair: &str) -> String {
+    let mut c = base.with_dbname(db);
+    if c.get("password").is_none() {
+        if let Some(pw) = base.with_dbname(db).password() {
+            c.set("password", pw);
+        }
+    }
+    c.set("application_name", format!("pgshift_{pair}"));
+    c.to_conninfo()
+}
+
+/// A client program (pg_dump, psql, pg_dumpall) for `side`'s database `db`: the conninfo
+/// without its password in the arguments, the password in the environment.
+fn client(pg_bin: &Path, program: &str, side: &Side, db: &str) -> (Command, String) {
+    let info = side.dsn(db);
+    let mut cmd = Command::new(pg_bin.join(program));
+    for var in shared::pg::env_var_names() {
+        cmd.env_remove(var);
+    }
+    if let Some(pw) = info.password() {
+        cmd.env("PGPASSWORD", pw);
+    }
+    (cmd, info.describe())
+}
+
+/// The first line of a client's stderr that says ERROR (else the last line).
+fn first_error(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find(|l| l.contains("ERROR") || l.contains("FATAL"))
+        .or_else(|| stderr.lines().last())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// The role name in `CREATE ROLE x;` / `ALTER ROLE x ...` (quoted or not).
+fn role_of(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("CREATE ROLE ")
+        .or_else(|| line.strip_prefix("ALTER ROLE "))?;
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    return Some(name);
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        None
+    } else {
+        Some(rest.split([' ', ';']).next()?.to_owned())
+    }
+}
+
+/// Copy the roles the target lacks (`pg_dumpall --roles-only`, with their password verifiers
+/// when the source lets us read them). Roles the target has are left as they are.
+fn copy_roles(p: &mut Pair, fixes: &Fixes) -> anyhow::Result<()> {
+    let existing: Vec<String> = p
+        .target
+        .control()
+        .query("SELECT rolname::text FROM pg_roles", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let passwords = p.source.superuser;
+    let db = p.source.info.dbname().to_owned();
+    let (mut dump, conninfo) = client(&fixes.pg_bin, "pg_dumpall", &p.source, &db);
+    dump.args(["--roles-only", "--dbname", &conninfo]);
+    if !passwords {
+        dump.arg("--no-role-passwords");
+    }
+    let out = dump
+        .stdin(Stdio::null())
+        .output()
+        .context("running pg_dumpall")?;
+    if !out.status.success() {
+        return Err(shared::err(
+            ErrorKind::Unavailable,
+            format!(
+                "pg_dumpall --roles-only on the source failed: {}",
+                first_error(&String::from_utf8_lossy(&out.stderr))
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut created = Vec::new();
+    let mut script = String::new();
+    for line in text.lines() {
+        if line.contains("pgshift.fenced") {
+            continue;
+        }
+        match role_of(line) {
+            Some(r) if existing.contains(&r) => continue,
+            Some(r) if line.starts_with("CREATE ROLE ") => created.push(r),
+            _ => {}
+        }
+        script.push_str(line);
+        script.push('\n');
+    }
+    let (mut psql, conninfo) = client(&fixes.pg_bin, "psql", &p.target, p.target.info.dbname());
+    let mut child = psql
+        .args(["-X", "-q", "-d", &conninfo])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running psql")?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(script.as_bytes())
+            .context("writing to psql")?;
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .ok();
+    child.wait().context("waiting for psql")?;
+    let failed: Vec<String> = err
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    p.out.emit_as(
+        "step",
+        &json!({"name": "roles", "created": created, "passwords": passwords,
+                "kept": existing.len(), "errors": failed}),
+    )?;
+    if !passwords {
+        p.out.note(
+            "roles_without_passwords",
+            "the source's role cannot read password verifiers (not a superuser): roles were created on the target without passwords; set them before the cutover",
+        )?;
+    }
+    for e in failed {
+        shared::warn!("copying roles: {e}");
+    }
+    Ok(())
+}
+
+/// Create database `db` on the target like the source's (encoding, locale, owner).
+fn create_database(p: &mut Pair, db: &str) -> anyhow::Result<()> {
+    let icu = if p.source.major() >= 17 {
+        "CASE WHEN datlocprovider = 'i' THEN datlocale END"
+    } else if p.source.major() >= 15 {
+        "CASE WHEN datlocprovider = 'i' THEN daticulocale END"
+    } else {
+        "NULL::text"
+    };
+    let row = p.source.control().query_one(
+        &format!(
+            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text,
+                    pg_get_userbyid(datdba)::text, {icu}::text
+               FROM pg_database WHERE datname = $1"
+        ),
+        &[&db],
+    )?;
+    let (enc, collate, ctype, owner, icu): (String, String, String, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let mut sql = format!(
+        "CREATE DATABASE {} WITH TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {}",
+        quote_ident(db),
+        quote_literal(&enc),
+        quote_literal(&collate),
+        quote_literal(&ctype),
+        quote_ident(&owner)
+    );
+    if let Some(icu) = icu {
+        sql.push_str(&format!(
+            " LOCALE_PROVIDER icu ICU_LOCALE {}",
+            quote_literal(&icu)
+        ));
+    }
+    p.note("database_created", json!({"database": db}))?;
+    p.target
+        .control()
+        .batch_execute(&sql)
+        .with_context(|| format!("creating database {db} on the target"))?;
+    p.out.emit_as(
+        "step",
+        &json!({"name": "database", "database": db, "created": true}),
+    )?;
+    Ok(())
+}
+
+/// Restore the source's schema of `db` into the target's (one transaction).
+fn restore_schema(p: &mut Pair, fixes: &Fixes, db: &str) -> anyhow::Result<()> {
+    let (mut dump, src) = client(&fixes.pg_bin, "pg_dump", &p.source, db);
+    let (mut psql, tgt) = client(&fixes.pg_bin, "psql", &p.target, db);
+    p.note("schema", json!({"database": db}))?;
+    let mut d = dump
+        .args([
+            "--schema-only",
+            "--no-publications",
+            "--no-subscriptions",
+            "--exclude-schema=pgshift",
+            "--dbname",
+            &src,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running pg_dump")?;
+    let restore = psql
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-d",
+            &tgt,
+        ])
+        .stdin(d.stdout.take().expect("piped"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running psql")?;
+    let mut dump_err = String::new();
+    d.stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut dump_err)
+        .ok();
+    let dumped = d.wait().context("waiting for pg_dump")?;
+    if !dumped.success() {
+        return Err(shared::err(
+            ErrorKind::Unavailable,
+            format!(
+                "pg_dump --schema-only of {db} failed: {}",
+                first_error(&dump_err)
+            ),
+        ));
+    }
+    if !restore.status.success() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "restoring the schema of {db} on the target failed (nothing of it was kept): {}",
+                first_error(&String::from_utf8_lossy(&restore.stderr))
+            ),
+        ));
+    }
+    p.note("schema_restored", json!({"database": db}))?;
+    p.out
+        .emit_as("step", &json!({"name": "schema", "database": db}))?;
+    Ok(())
+}
+
+const SENTINEL_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgshift;
+    CREATE TABLE IF NOT EXISTS pgshift.sentinel (id bigint PRIMARY KEY, run text NOT NULL,
+                                                 at timestamptz NOT NULL DEFAULT now());
+    COMMENT ON SCHEMA pgshift IS 'pgshift''s sentinel for the logical cutover: pg-logical finish drops it'";
+
+/// `setup`.
+pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
+    let (findings, replicating) = check::evaluate(&mut p, &args.fixes)?;
+    check::report(&mut p, &findings)?;
+    check::refusal(&findings)?;
+    p.note("setup", json!({"databases": p.db_names()}))?;
+    let fresh = replicating.iter().any(|r| !r);
+    if fresh {
+        copy_roles(&mut p, &args.fixes)?;
+    }
+    // The target takes no writes until the cutover opens it.
+    let spare = vec![p.target.user.clone()];
+    let (roles, left) = fence::fence_roles(p.target.control(), &spare, &format!("{}-setup", p.id))?;
+    p.out.emit_as(
+        "fence",
+        &json!({"side": "target", "roles": roles, "not_fenced": left, "spared": spare}),
+    )?;
+    if !left.is_empty() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "the target's roles {} cannot be made NOLOGIN by {}: the target could take writes before the cutover; connect as a role that can (a superuser)",
+                check::list(&left),
+                p.target.user
+            ),
+        ));
+    }
+    if p.target.superuser {
+        let jobs = args.fixes.copy_jobs;
+        let c = p.target.control();
+        c.batch_execute(&format!(
+            "ALTER SYSTEM SET max_sync_workers_per_subscription = {jobs}"
+        ))?;
+        c.batch_execute("SELECT pg_reload_conf()")?;
+    }
+    let mut bytes_total = 0i64;
+    let mut tables_total = 0usize;
+    for (i, d) in p.dbs.clone().iter().enumerate() {
+        let db = &d.name;
+        let prior = p.since_last_end();
+        let done = |step: &str| {
+            prior
+                .iter()
+                .any(|r| r["step"] == step && r["database"] == json!(db))
+        };
+        let all = catalog::tables(p.source.db(db)?)?;
+        let published: Vec<catalog::Table> = catalog::published(&all, &p.exclude)
+            .into_iter()
+            .cloned()
+            .collect();
+        tables_total += published.len();
+        bytes_total += published.iter().map(|t| t.bytes).sum::<i64>();
+        if replicating[i] {
+            // Already subscribed (a run under way, or the way back of an earlier move): the
+            // fingerprint is taken once, so that DDL from now on is seen.
+            if !done("schema_fingerprint") {
+                let lines = catalog::schema_lines(p.source.db(db)?, false)?;
+                p.note(
+                    "schema_fingerprint",
+                    json!({"database": db, "fingerprint": catalog::fingerprint(&lines)}),
+                )?;
+            }
+            continue;
+        }
+        let exists = p
+            .target
+            .control()
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
+            .is_some();
+        if !exists {
+            create_database(&mut p, db)?;
+        }
+        if !done("schema_restored") {
+            restore_schema(&mut p, &args.fixes, db)?;
+        }
+        for side in [&mut p.source, &mut p.target] {
+            side.db(db)?.batch_execute(SENTINEL_DDL).with_context(|| {
+                format!("creating pgshift.sentinel in {db} on the {}", side.name())
+            })?;
+        }
+        // On both sides: the way back publishes these tables from the target.
+        for t in all.iter().filter(|t| {
+            !t.identity
+                && t.persistence == "p"
+                && catalog::matches_any(&t.name, &args.fixes.replica_identity_full)
+        }) {
+            for side in [&mut p.source, &mut p.target] {
+                side.db(db)?
+                    .batch_execute(&format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.sql()))?;
+            }
+            p.out.emit_as(
+                "step",
+                &json!({"name": "replica_identity_full", "database": db, "table": t.display()}),
+            )?;
+        }
+        // The schema fingerprint the fence compares with: after setup's own changes, and
+        // kept once the database is subscribed (so DDL from then on is seen).
+        let lines = catalog::schema_lines(p.source.db(db)?, false)?;
+        p.note(
+            "schema_fingerprint",
+            json!({"database": db, "fingerprint": catalog::fingerprint(&lines)}),
+        )?;
+        let mut list: Vec<String> = published.iter().map(|t| t.sql()).collect();
+        list.push("pgshift.sentinel".into());
+        let pubname = quote_ident(&d.names.publication);
+        let sc = p.source.db(db)?;
+        let exists = sc
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&d.names.publication],
+            )?
+            .is_some();
+        sc.batch_execute(&if exists {
+            format!("ALTER PUBLICATION {pubname} SET TABLE {}", list.join(", "))
+        } else {
+            format!(
+                "CREATE PUBLICATION {pubname} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                list.join(", ")
+            )
+        })
+        .with_context(|| format!("creating the publication of {db} on the source"))?;
+        // A slot left by a subscription cut short while it was being made.
+        fence::drop_slot(p.source.control(), &d.names.slot)?;
+        let base = match &args.source_from_target {
+            Some(s) => ConnInfo::parse(s).context("--source-from-target")?,
+            None => p.source.info.clone(),
+        };
+        let conninfo = conninfo_for_server(&base, db, &p.id);
+        p.note("subscribing", json!({"database": db, "slot": d.names.slot}))?;
+        let streaming = if p.target.major() >= 14 {
+            ", streaming = on"
+        } else {
+            ""
+        };
+        let tc = p.target.db(db)?;
+        quiet_session(tc);
+        tc.batch_execute(&format!(
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {pubname} WITH (slot_name = {}, copy_data = true, create_slot = true{streaming})",
+            quote_ident(&d.names.subscription),
+            quote_literal(&conninfo),
+            quote_literal(&d.names.slot)
+        ))
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("subscribing the target's database {db} to the source"))?;
+        p.note("subscribed", json!({"database": db, "slot": d.names.slot}))?;
+        p.out.emit_as(
+            "step",
+            &json!({"name": "subscription", "database": db, "publication": d.names.publication,
+                    "subscription": d.names.subscription, "slot": d.names.slot,
+                    "tables": published.len()}),
+        )?;
+    }
+    p.note("setup_done", json!({}))?;
+    let databases = p.db_names();
+    let state = if fresh { "copying" } else { "replicating" };
+    p.out.finish(&json!({"state": state, "databases": databases,
+                         "tables": tables_total, "bytes_total": bytes_total}))
+}
+
+/// Remove the forward subscription of database `d` (its slot on the source too) and the
+/// source's publication.
+fn drop_forward(p: &mut Pair, d: &crate::pair::Db) -> anyhow::Result<()> {
+    if let Ok(tc) = p.target.db(&d.name) {
+        if tc
+            .query_opt(
+                "SELECT 1 FROM pg_subscription WHERE subname = $1",
+                &[&d.names.subscription],
+            )?
+            .is_some()
+        {
+            let sub = quote_ident(&d.names.subscription);
+            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
+            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
+            tc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
+        }
+    }
+    fence::drop_slot(p.source.control(), &d.names.slot)?;
+    p.source.db(&d.name)?.batch_execute(&format!(
+        "DROP PUBLICATION IF EXISTS {}",
+        quote_ident(&d.names.publication)
+    ))?;
+    Ok(())
+}
+
+/// `abort`: before the cutover, remove what this direction's setup made; the source serves.
+pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
+    let since = p.since_last_end();
+    let opened = since
+        .iter()
+        .any(|r| r["step"] == "opened" || r["step"] == "opening");
+    if opened {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            "the cutover opened the target (journal): nothing to abort; move back with --reverse, or drop the way back with finish",
+        ));
+    }
+    p.note("aborting", json!({}))?;
+    let lifted = fence::unfence_roles(p.source.control(), Some(&p.id))?;
+    for d in p.dbs.clone() {
+        drop_forward(&mut p, &d)?;
+        p.source
+            .db(&d.name)?
+            .batch_execute("DROP SCHEMA IF EXISTS pgshift CASCADE")?;
+    }
+    // The target's roles as they were before setup fenced them (not an earlier direction's).
+    let target_lifted = fence::unfence_roles(p.target.control(), Some(&p.id))?;
+    let mut dropped = Vec::new();
+    if args.drop_databases {
+        for r in &since {
+            if r["step"] == "database_created" {
+                if let Some(db) = r["database"].as_str() {
+                    p.target.forget(db);
+                    p.target.control().batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(db)
+                    ))?;
+                    dropped.push(db.to_owned());
+                }
+            }
+        }
+    }
+    p.note("aborted", json!({"databases_dropped": dropped}))?;
+    p.out.finish(&json!({"state": "aborted", "source_roles_unfenced": lifted.len(),
+                         "target_roles_unfenced": target_lifted.len(), "databases_dropped": dropped}))
+}
+
+/// `finish`: after a move, drop the way back (the old source's subscription, the new
+/// primary's slot and publication) and pgshift's sentinel schema on both sides. The old
+/// source keeps its roles fenced: it is not to take writes again.
+pub fn finish(mut p: Pair, _args: &FinishArgs) -> anyhow::Result<Status> {
+    let since = p.since_last_end();
+    let opened = since.iter().any(|r| r["step"] == "opened");
+    let target_open = catalog::fenced_roles(p.target.control(), None)?.is_empty();
+    if !opened && !target_open {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            "the target was not opened: there is no way back to drop (before the cutover, use abort)",
+        ));
+    }
+    for d in p.dbs.clone() {
+        let rev = p.reverse_names(&d.name)?;
+        let sc = p.source.db(&d.name)?;
+        if sc
+            .query_opt(
+                "SELECT 1 FROM pg_subscription WHERE subname = $1",
+                &[&rev.subscription],
+            )?
+            .is_some()
+        {
+            let sub = quote_ident(&rev.subscription);
+            sc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
+            sc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
+            sc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
+        }
+        let tc = p.target.db(&d.name)?;
+        fence::drop_slot(tc, &rev.slot)?;
+        tc.batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&rev.publication)
+        ))?;
+        for side in [&mut p.source, &mut p.target] {
+            side.db(&d.name)?
+                .batch_execute("DROP SCHEMA IF EXISTS pgshift CASCADE")?;
+        }
+    }
+    p.note("finished", json!({}))?;
+    p.out
+        .finish(&json!({"state": "finished", "old_source_fenced": true}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_read_from_pg_dumpall_lines() {
+        assert_eq!(role_of("CREATE ROLE app;").as_deref(), Some("app"));
+        assert_eq!(
+            role_of("ALTER ROLE app WITH NOSUPERUSER LOGIN;").as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            role_of("CREATE ROLE \"we\"\"ird name\";").as_deref(),
+            Some("we\"ird name")
+        );
+        assert_eq!(role_of("GRANT a TO b;"), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! One side of the move: a server reached through a control DSN, its facts, and pgshift's
+//! own sessions on it (one per database, kept open for the run, so that the fence can tell
+//! them from clients).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use postgres::Client;
+use serde::Serialize;
+use shared::pg::ConnInfo;
+use shared::{ErrorKind, ResultExt};
+
+/// Which side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// Where the data is now.
+    Source,
+    /// Where it goes.
+    Target,
+}
+
+impl Which {
+    /// `source` or `target`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Source => "source",
+            Which::Target => "target",
+        }
+    }
+}
+
+/// A server and pgshift's sessions on it.
+pub struct Side {
+    /// Which side it is.
+    pub which: Which,
+    /// The control DSN, completed (environment, defaults).
+    pub info: ConnInfo,
+    /// `server_version_num`.
+    pub version_num: i32,
+    /// `server_version`.
+    pub version: String,
+    /// The cluster's system identifier (names the replication objects of a pair).
+    pub system_identifier: String,
+    /// The role pgshift logs in as.
+    pub user: String,
+    /// Whether that role is a superuser.
+    pub superuser: bool,
+    sessions: BTreeMap<String, Client>,
+}
+
+impl std::fmt::Debug for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Side({}, {})", self.which.as_str(), self.info.describe())
+    }
+}
+
+/// A control connection gives up after 5 s unless the DSN says otherwise: a dead host must
+/// not hold a cutover for the kernel's TCP timeout.
+fn with_connect_timeout(mut c: ConnInfo) -> ConnInfo {
+    if c.get("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        c.set("connect_timeout", "5");
+    }
+    if c.get("application_name").is_none() {
+        c.set("application_name", "pgshift-logical");
+    }
+    c
+}
+
+impl Side {
+    /// Parse `dsn` (a usage error if it is malformed) without connecting.
+    pub fn parse(which: Which, dsn: &str) -> anyhow::Result<ConnInfo> {
+        ConnInfo::parse(dsn)
+            .map(with_connect_timeout)
+            .with_context(|| format!("--{}", which.as_str()))
+    }
+
+    /// Connect to the control database of `info` and read the server's facts.
+    pub fn open(which: Which, info: ConnInfo) -> anyhow::Result<Side> {
+        let mut c = info.connect().with_context(|| {
+            format!("connecting to the {} ({})", which.as_str(), info.describe())
+        })?;
+        let row = c
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'),
+                        (SELECT system_identifier::text FROM pg_control_system()),
+                        current_user::text, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .with_context(|| format!("reading the {}'s version", which.as_str()))?;
+        let mut sessions = BTreeMap::new();
+        let dbname = info.dbname().to_owned();
+        let side = Side {
+            which,
+            version_num: row.get(0),
+            version: row.get(1),
+            system_identifier: row.get(2),
+            user: row.get(3),
+            superuser: row.get(4),
+            info,
+            sessions: BTreeMap::new(),
+        };
+        sessions.insert(dbname, c);
+        Ok(Side { sessions, ..side })
+    }
+
+    /// The major version (15, 16, ...).
+    pub fn major(&self) -> i32 {
+        self.version_num / 10000
+    }
+
+    /// `source 127.0.0.1:5432` for messages.
+    pub fn name(&self) -> String {
+        let host = self.info.get("host").unwrap_or("?");
+        let port = self.info.get("port").unwrap_or("5432");
+        format!("{} {host}:{port}", self.which.as_str())
+    }
+
+    /// The DSN for database `db`.
+    pub fn dsn(&self, db: &str) -> ConnInfo {
+        self.info.with_dbname(db)
+    }
+
+    /// pgshift's session in database `db` (opened once, then kept).
+    pub fn db(&mut self, db: &str) -> anyhow::Result<&mut Client> {
+        if !self.sessions.contains_key(db) {
+            let c = self
+                .dsn(db)
+                .connect()
+                .with_context(|| format!("connecting to database {db} on the {}", self.name()))?;
+            self.sessions.insert(db.to_owned(), c);
+        }
+        Ok(self.sessions.get_mut(db).expect("just inserted"))
+    }
+
+    /// The control session (the DSN's own database).
+    pub fn control(&mut self) -> &mut Client {
+        let db = self.info.dbname().to_owned();
+        self.sessions.get_mut(&db).expect("opened with the side")
+    }
+
+    /// The backend pids of pgshift's sessions on this server (the fence spares them).
+    pub fn own_pids(&mut self) -> anyhow::Result<Vec<i32>> {
+        let mut pids = Vec::new();
+        for c in self.sessions.values_mut() {
+            pids.push(c.query_one("SELECT pg_backend_pid()", &[])?.get(0));
+        }
+        Ok(pids)
+    }
+
+    /// Drop the session to `db` (before the database is dropped, say).
+    pub fn forget(&mut self, db: &str) {
+        if db != self.info.dbname() {
+            self.sessions.remove(db);
+        }
+    }
+
+    /// A setting's value.
+    pub fn setting(&mut self, name: &str) -> anyhow::Result<Option<String>> {
+        let row = self
+            .control()
+            .query_one("SELECT current_setting($1, true)", &[&name])?;
+        Ok(row.get(0))
+    }
+
+    /// Databases of this server that accept connections (templates aside), by name.
+    pub fn databases(&mut self) -> anyhow::Result<Vec<String>> {
+        let rows = self.control().query(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// An error from a server, as the one line `what: message` with its class (69 unreachable,
+/// 65 refused data, 75 retry, ...).
+pub fn sql_context<T>(
+    r: Result<T, postgres::Error>,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<T> {
+    r.map_err(anyhow::Error::from).with_context(what)
+}
+
+/// `Err(DataErr)` with `message`.
+pub fn refused(message: impl Into<String>) -> anyhow::Error {
+    shared::err(ErrorKind::DataErr, message)
+}
+
+/// Map any error to `kind` with `what` as context (for steps whose failure has one cause).
+pub fn as_kind<T>(r: anyhow::Result<T>, kind: ErrorKind, what: &str) -> anyhow::Result<T> {
+    r.kind_context(kind, what.to_owned())
+}

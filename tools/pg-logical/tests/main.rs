@@ -1,0 +1,3 @@
+//! pg-logical's tests: real clusters (testkit), the tool run as a process.
+
+mod cli;
