@@ -130,6 +130,19 @@ pgs_require_cmd() {
   done
 }
 
+# pgs_pg_dir: where other PostgreSQL majors are kept (scripts/fetch-pg.sh puts them there;
+# the tests and benchmarks look there): $PGSHIFT_PG_DIR, else /usr/local/lib/pgshift/pg for
+# root, ~/.cache/pgshift/pg for others.
+pgs_pg_dir() {
+  if [[ -n ${PGSHIFT_PG_DIR:-} ]]; then
+    printf '%s\n' "$PGSHIFT_PG_DIR"
+  elif [[ $(id -u) == 0 ]]; then
+    printf '%s\n' /usr/local/lib/pgshift/pg
+  else
+    printf '%s\n' "$HOME/.cache/pgshift/pg"
+  fi
+}
+
 # pgs_as_pg CMD...: run CMD here as the postgres user when we are root, else as ourselves.
 pgs_as_pg() { pgs_on_pg local "$@"; }
 

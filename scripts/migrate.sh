@@ -60,7 +60,11 @@
 # Options:
 #   --hosts-env FILE       variables written by hosts-local.sh (SOURCE_*, TARGET_*, REPL_*)
 #   --reverse              swap source and target from --hosts-env (migrate back)
-#   --mode stream|archive  how the target catches up (default stream)
+#   --mode stream|archive|logical
+#                          how the target catches up (default stream); logical: native
+#                          logical replication between any two servers, across major versions
+#                          and to or from managed services (scripts/migrate-logical.sh, its own
+#                          options: migrate.sh --mode logical --help)
 #   --archive DEST         wal-ship archive for --mode archive (default: ARCHIVE from hosts env)
 #   --when now|advised     switch now (default), or in the window window-advisor recommends
 #   --history FILE         metrics history for --when advised
@@ -134,6 +138,13 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=migrate
 here=$(cd "$(dirname "$0")" && pwd)
+# The logical mode has its own runbook (and its own --help).
+for ((i = 1; i <= $#; i++)); do
+  if [[ ${!i} == --mode ]] && ((i < $#)); then
+    j=$((i + 1))
+    [[ ${!j} != logical ]] || exec "$here/migrate-logical.sh" "$@"
+  fi
+done
 
 usage() { pgs_usage "$1"; }
 
@@ -219,7 +230,7 @@ bin=${bin:-$(cd "$here/.." && pwd)/target/release}
 # Absolute: it ends up in restore_command and archive_command, run from the data directory.
 [[ -d $bin ]] && bin=$(cd "$bin" && pwd)
 archive=${archive:-$ARCHIVE}
-[[ $mode == stream || $mode == archive ]] || usage "--mode must be stream or archive"
+[[ $mode == stream || $mode == archive ]] || usage "--mode must be stream, archive or logical"
 [[ $when == now || $when == advised ]] || usage "--when must be now or advised"
 [[ $tls == verify-full || $tls == require || $tls == off ]] || usage "--tls must be verify-full, require or off"
 tls_ca=${tls_ca:-$TLS_CA}

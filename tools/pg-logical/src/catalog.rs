@@ -296,7 +296,7 @@ pub fn alter_role(role: &str, what: &str) -> String {
 pub struct Names {
     /// The publication on the source and the subscription on the target.
     pub publication: String,
-    /// The subscription (same as the publication).
+    /// The subscription on the target (named like the slot).
     pub subscription: String,
     /// The slot on the source (one per database: slot names are per cluster).
     pub slot: String,
@@ -311,13 +311,16 @@ pub fn pair_id(from_sysid: &str, to_sysid: &str) -> String {
     hex::encode(h.finalize())[..10].to_owned()
 }
 
-/// The names for database `db_oid` (its oid on the publishing side) of pair `pair`.
+/// The names for database `db_oid` (its oid on the publishing side) of pair `pair`. The
+/// subscription is named like its slot: subscriptions live in a shared catalog, and the
+/// statistics views list every database's, so one name per database keeps them apart.
 pub fn names(pair: &str, db_oid: u32) -> Names {
     let base = format!("pgshift_{pair}");
+    let per_db = format!("{base}_{db_oid}");
     Names {
-        publication: base.clone(),
-        subscription: base.clone(),
-        slot: format!("{base}_{db_oid}"),
+        publication: base,
+        subscription: per_db.clone(),
+        slot: per_db,
     }
 }
 

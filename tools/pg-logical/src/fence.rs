@@ -806,11 +806,11 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
             // The apply worker is gone before the way back's slot starts.
             let stopped = Instant::now();
             while tc
-                .query_opt(
-                    "SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL",
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL)",
                     &[&d.names.subscription],
                 )?
-                .is_some()
+                .get::<_, bool>(0)
             {
                 if stopped.elapsed() > args.timeout {
                     return Err(shared::err(

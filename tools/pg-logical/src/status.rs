@@ -28,15 +28,18 @@ pub fn run(mut p: Pair, _args: &StatusArgs) -> anyhow::Result<Status> {
     let mut reverse = 0;
     for d in p.dbs.clone() {
         let fwd = crate::check::subscribed(&mut p, &d.name, &d.names.subscription)?;
-        let rev = p.reverse_names(&d.name)?;
-        let back = p
-            .source
-            .db(&d.name)?
-            .query_opt(
-                "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                &[&rev.subscription],
-            )?
-            .is_some();
+        // The way back exists once the target has the database (its oid names the objects).
+        let back = match p.reverse_names(&d.name) {
+            Ok(rev) => p
+                .source
+                .db(&d.name)?
+                .query_opt(
+                    "SELECT 1 FROM pg_subscription WHERE subname = $1",
+                    &[&rev.subscription],
+                )?
+                .is_some(),
+            Err(_) => false,
+        };
         subscribed += usize::from(fwd);
         reverse += usize::from(back);
         p.out.emit_as(
