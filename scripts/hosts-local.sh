@@ -3,6 +3,7 @@
 #
 #   hosts-local.sh create DIR [--netns] [--rate RATE] [--scale N] [--pgbench-scale N]
 #                             [--archive] [--layout A[,B]] [--pooler] [--bin DIR]
+#                             [--logical [--target-version N]]
 #   hosts-local.sh destroy DIR
 #
 # create: host A (the source) is a running PostgreSQL 15 cluster configured by setup-host.sh
@@ -25,6 +26,10 @@
 #   app, server_login_retry 0.1 s, TLS to the servers verified against the CA; clients connect to POOLER_ADDR:POOLER_PORT, migrate.sh switches it
 #   (POOLER_DSN, its admin console, in hosts.env).
 #   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
+#   --logical: for migrate.sh --mode logical. A gets wal_level = logical and an application
+#   role `app` (LOGIN, owner of the database app, rights on its tables: the role clients use,
+#   which the cutover fences); B is a running cluster (plain layout) of PostgreSQL
+#   --target-version N (default 15; other majors from scripts/fetch-pg.sh), empty.
 # Writes DIR/hosts.env (the variables migrate.sh --hosts-env reads) and prints one `host`
 # record per host, then `summary`.
 # destroy: stops both clusters, removes the namespaces and bridge, and DIR, only if DIR is
@@ -44,6 +49,7 @@ dir=${2:-}
 [[ -n $dir ]] || usage "$cmd needs DIR"
 shift 2
 netns=0 rate=1gbit scale=1 pgbench_scale=1 archive=0 pooler=0 bin=$(cd "$here/.." && pwd)/target/release
+logical=0 target_version=15
 layout_a=plain layout_b=plain
 while (($#)); do
   case $1 in
@@ -53,6 +59,8 @@ while (($#)); do
     --pgbench-scale) pgs_val "$@"; pgbench_scale=$2; shift ;;
     --archive) archive=1 ;;
     --pooler) pooler=1 ;;
+    --logical) logical=1 ;;
+    --target-version) pgs_val "$@"; target_version=$2; shift ;;
     --bin) pgs_val "$@"; bin=$2; shift ;;
     --layout)
       pgs_val "$@"
@@ -67,6 +75,13 @@ while (($#)); do
   shift
 done
 [[ $scale =~ ^[0-9]+$ && $pgbench_scale =~ ^[0-9]+$ ]] || usage "--scale and --pgbench-scale take whole numbers"
+[[ $target_version =~ ^1[3-9]$ ]] || usage "--target-version takes a major version (e.g. 17)"
+((logical || target_version == 15)) || usage "--target-version needs --logical (a physical target is a copy of the source)"
+((!logical)) || [[ $layout_a == plain && $layout_b == plain ]] || usage "--logical makes plain clusters (no --layout debian)"
+bin_b=$PG_BIN
+if ((logical)); then
+  bin_b=$(pgs_pg_major_bin "$target_version") || exit "$EX_UNAVAILABLE"
+fi
 # Absolute: it ends up in archive_command, run from the data directory.
 [[ -d $bin ]] && bin=$(cd "$bin" && pwd)
 
@@ -201,6 +216,14 @@ fi
 "$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
 
 dsn_a="host=$host_a port=$port_a user=postgres dbname=postgres"
+# Room for a logical move: one slot and walsender per database, and per table copied at once.
+logical_conf=(wal_level=logical max_replication_slots=20 max_wal_senders=20
+  max_logical_replication_workers=8 max_worker_processes=16)
+if ((logical)); then
+  for kv in "${logical_conf[@]}"; do pgs_psql "$dsn_a" "ALTER SYSTEM SET ${kv%%=*} = '${kv#*=}'" >/dev/null; done
+  pgs_cluster_stop "$dir/a"
+  pgs_cluster_start "$dir/a"
+fi
 pgs_log "loading the Pagila-like dataset (scale $scale) into A"
 pgs_psql "$dsn_a" "CREATE DATABASE app"
 "$PG_BIN/psql" -Xq -v scale="$scale" -d "host=$host_a port=$port_a user=postgres dbname=app" \
@@ -210,9 +233,23 @@ if ((pgbench_scale > 0)); then
   "$PG_BIN/pgbench" -q -i -s "$pgbench_scale" "host=$host_a port=$port_a user=postgres dbname=app" 2>/dev/null
 fi
 
-# Host B: an empty data directory and a port.
+if ((logical)); then
+  # The application's role: it owns the database and may write its tables (not a superuser).
+  pgs_psql "$dsn_a" "CREATE ROLE app LOGIN" >/dev/null
+  pgs_psql "$dsn_a" "ALTER DATABASE app OWNER TO app" >/dev/null
+  pgs_psql "host=$host_a port=$port_a user=postgres dbname=app" \
+    "GRANT ALL ON ALL TABLES IN SCHEMA public TO app; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app" >/dev/null
+fi
+
+# Host B: an empty data directory and a port (or, --logical, a running empty cluster).
 port_b=$(pgs_free_port "$host_b")
-if [[ $layout_b == debian ]]; then
+if ((logical)); then
+  mkdir -p "$dir/b"
+  chmod 755 "$dir/b"
+  PGS_SERVER_BIN=$bin_b PGS_SPEC=$spec_b PGS_TRUST_NET=$trust pgs_cluster_create "$dir/b" "$port_b" "$host_b" "${logical_conf[@]}"
+  pgs_cluster_start "$dir/b"
+  pgdata_b=$dir/b/data cluster_b=""
+elif [[ $layout_b == debian ]]; then
   # setup-host.sh makes the cluster's configuration (pg_createcluster) and empties its data
   # directory; the control machine's superuser login is the administrator's own business.
   name_b=pgs-$id-b
@@ -267,6 +304,9 @@ POOLER_DSN='$pooler_dsn'
 POOLER_SPEC='local'
 POOLER_ADDR='$( ((pooler)) && echo 127.0.0.1)'
 POOLER_PORT='$pooler_port'
+# With --logical: the application's role, and the target's server binaries (its major)
+APP_USER='$( ((logical)) && echo app)'
+TARGET_BIN='$bin_b'
 # With --netns: this machine's end of each host's link (its egress is what the host receives)
 SOURCE_LINK='$( ((netns)) && echo "pgs${id}v1")'
 TARGET_LINK='$( ((netns)) && echo "pgs${id}v2")'
@@ -275,5 +315,6 @@ trap - EXIT
 size=$(pgs_psql "$dsn_a" "SELECT pg_database_size('app')")
 pgs_json host name=A role=source addr="$host_a" port:="$port_a" spec="$spec_a" pgdata="$pgdata_a" layout="$layout_a" app_bytes:="$size"
 ((pooler)) && pgs_json host name=P role=pooler addr=127.0.0.1 port:="$pooler_port" spec=local admin="$pooler_dsn"
-pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$pgdata_b" layout="$layout_b"
+pgs_json host name=B role=target addr="$host_b" port:="$port_b" spec="$spec_b" pgdata="$pgdata_b" layout="$layout_b" \
+  version:="$target_version" running:="$( ((logical)) && echo true || echo false)"
 pgs_json summary success:=true hosts_env="$dir/hosts.env" netns:="$( ((netns)) && echo true || echo false)"

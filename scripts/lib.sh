@@ -143,6 +143,20 @@ pgs_pg_dir() {
   fi
 }
 
+# pgs_pg_major_bin MAJOR: the directory of PostgreSQL MAJOR's server binaries: Debian's
+# package, else what scripts/fetch-pg.sh fetched (pgs_pg_dir); fails naming the fix.
+pgs_pg_major_bin() {
+  local d
+  for d in "/usr/lib/postgresql/$1/bin" "$(pgs_pg_dir)/$1/bin"; do
+    if "$d/postgres" --version 2>/dev/null | grep -q " $1\."; then
+      printf '%s\n' "$d"
+      return 0
+    fi
+  done
+  pgs_log "no PostgreSQL $1 server binaries: run scripts/fetch-pg.sh $1 (make setup does), or apt install postgresql-$1"
+  return "$EX_UNAVAILABLE"
+}
+
 # pgs_as_pg CMD...: run CMD here as the postgres user when we are root, else as ourselves.
 pgs_as_pg() { pgs_on_pg local "$@"; }
 
@@ -173,7 +187,7 @@ pgs_wait_ready() {
 
 # pgs_cluster_env DIR: load HOST, PORT and SPEC (where its commands run) of the cluster in DIR.
 pgs_cluster_env() {
-  SPEC=local
+  SPEC=local BIN=$PG_BIN
   [[ -f $1/cluster.env ]] || pgs_die "$EX_USAGE" "$1 is not a cluster directory (no cluster.env)"
   # shellcheck disable=SC1091
   . "$1/cluster.env"
@@ -199,18 +213,20 @@ pgs_write_conf() {
     printf 'wal_keep_size = 128MB\n'
     for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
   } >>"$dir/data/postgresql.conf"
-  printf 'HOST=%s\nPORT=%s\nSPEC=%s\n' "$host" "$port" "${PGS_SPEC:-local}" >"$dir/cluster.env"
+  printf 'HOST=%s\nPORT=%s\nSPEC=%s\nBIN=%s\n' "$host" "$port" "${PGS_SPEC:-local}" \
+    "${PGS_SERVER_BIN:-$PG_BIN}" >"$dir/cluster.env"
 }
 
 # pgs_cluster_create DIR PORT [HOST] [KEY=VALUE...]: initdb into DIR/data with trust auth for
 # loopback, or for PGS_TRUST_NET (replication included), and the given settings. Does not
-# start it.
+# start it. The server's binaries are PGS_SERVER_BIN's (another major: pgs_pg_major_bin),
+# default PG_BIN; cluster.env remembers them.
 pgs_cluster_create() {
   local dir=$1 port=$2 host=${3:-127.0.0.1}
   shift 2
   (($# > 0)) && shift
   pgs_own_dir "$dir"
-  pgs_on_pg local "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+  pgs_on_pg local "${PGS_SERVER_BIN:-$PG_BIN}/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
     --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||
     pgs_die "$EX_SOFTWARE" "initdb failed in $dir/data: $(tail -n 5 "$dir/initdb.log")"
   local net=${PGS_TRUST_NET:-127.0.0.0/8}
@@ -221,9 +237,9 @@ pgs_cluster_create() {
 
 # pgs_cluster_start DIR: start the cluster in DIR and wait until it accepts connections.
 pgs_cluster_start() {
-  local dir=$1 HOST PORT SPEC
+  local dir=$1 HOST PORT SPEC BIN
   pgs_cluster_env "$dir"
-  pgs_on_pg "$SPEC" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
+  pgs_on_pg "$SPEC" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
     >/dev/null || pgs_die "$EX_SOFTWARE" "pg_ctl start failed for $dir"
   pgs_wait_ready "$HOST" "$PORT" || {
     tail -n 20 "$dir/server.log" >&2
@@ -233,10 +249,10 @@ pgs_cluster_start() {
 
 # pgs_cluster_stop DIR [MODE]: pg_ctl stop -m MODE (default fast); no-op if not running.
 pgs_cluster_stop() {
-  local dir=$1 mode=${2:-fast} HOST PORT SPEC
+  local dir=$1 mode=${2:-fast} HOST PORT SPEC BIN
   [[ -f $dir/data/postmaster.pid ]] || return 0
   pgs_cluster_env "$dir"
-  pgs_on_pg "$SPEC" "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null
+  pgs_on_pg "$SPEC" "$BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null
 }
 
 # pgs_cluster_destroy DIR: stop immediately and remove DIR.
@@ -249,7 +265,7 @@ pgs_cluster_destroy() {
 # pgs_standby_create PRIMARY_DIR DIR PORT [HOST] [KEY=VALUE...]: a streaming standby of the
 # cluster in PRIMARY_DIR (pg_basebackup -R -X stream); does not start it.
 pgs_standby_create() {
-  local pdir=$1 dir=$2 port=$3 host=${4:-127.0.0.1} HOST PORT SPEC
+  local pdir=$1 dir=$2 port=$3 host=${4:-127.0.0.1} HOST PORT SPEC BIN
   shift 3
   (($# > 0)) && shift
   pgs_cluster_env "$pdir"
@@ -262,7 +278,7 @@ pgs_standby_create() {
 
 # pgs_dsn DIR [DBNAME]: a conninfo string for the cluster in DIR.
 pgs_dsn() {
-  local HOST PORT
+  local HOST PORT SPEC BIN
   pgs_cluster_env "$1"
   printf 'host=%s port=%s user=postgres dbname=%s sslmode=disable\n' "$HOST" "$PORT" "${2:-postgres}"
 }

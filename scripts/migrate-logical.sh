@@ -321,7 +321,10 @@ pooler_resume() {
 
 # --- Where the pair stands ---------------------------------------------------------------------
 mkdir -p "$(dirname "$journal")" || pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
-tool status >/dev/null 2>&1 || true
+rc=0
+tool status >/dev/null || rc=$?
+# 1: the servers answer, and are in no state a move of this pair leaves (below).
+((rc <= 1)) || fail "$rc" "$(tool_message)"
 stand=$(jq -r '.state // "unknown"' <<<"$ts")
 emit resume journal="$journal" from="$stand"
 
@@ -463,14 +466,22 @@ verify_at_fence() {
   else
     mapfile -t list < <("$PG_BIN/psql" -XAtq -d "$SOURCE_DSN" -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
   fi
-  local ex=(--exclude 'pgshift.*')
+  local ex=(--exclude 'pgshift.*') pids=()
   for e in "${excludes[@]}"; do ex+=(--exclude "$e"); done
+  # Every database at once: this is downtime.
   for db in "${list[@]}"; do
     q=$(pgs_conninfo_quote "$db")
     out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-fence.jsonl
-    rc=0
     "$bin/pg-checksum" --json --source "$SOURCE_DSN dbname=$q" --target "$TARGET_DSN dbname=$q" "${ex[@]}" \
-      --jobs 4 >"$out" 2>/dev/null || rc=$?
+      --jobs 4 >"$out" 2>/dev/null &
+    pids+=($!)
+  done
+  local i
+  for i in "${!list[@]}"; do
+    db=${list[i]}
+    out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-fence.jsonl
+    rc=0
+    wait "${pids[i]}" || rc=$?
     local v=equal
     # A database with no table of its own (only pgshift's) has nothing to compare.
     if ((rc == 65)) && grep -q 'leaves no table' "$out"; then rc=0; fi

@@ -57,6 +57,32 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// Where the server binaries of PostgreSQL `major` are: Debian's package
+/// (`/usr/lib/postgresql/MAJOR/bin`), else what `scripts/fetch-pg.sh` put under
+/// `$PGSHIFT_PG_DIR` (default `/usr/local/lib/pgshift/pg` for root, `~/.cache/pgshift/pg`
+/// otherwise). `None` if neither has a `postgres` that runs.
+pub fn pg_major_bin(major: u32) -> Option<PathBuf> {
+    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    let fetched = std::env::var_os("PGSHIFT_PG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            if nix::unistd::geteuid().is_root() {
+                PathBuf::from("/usr/local/lib/pgshift/pg")
+            } else {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/pgshift/pg")
+            }
+        })
+        .join(major.to_string())
+        .join("bin");
+    [debian, fetched].into_iter().find(|b| {
+        Command::new(b.join("postgres"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {major}.")))
+    })
+}
+
 /// The uid/gid to run the server as: `postgres` when we are root, else ourselves (`None`).
 pub fn run_as() -> Option<(u32, u32)> {
     static RUN_AS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
@@ -215,8 +241,8 @@ pub fn free_port(host: &str) -> u16 {
 
 /// The cached `initdb` output for these arguments, made once per machine (under a file lock,
 /// so parallel test processes wait for one `initdb` instead of running ten).
-fn template(initdb_args: &[String]) -> PathBuf {
-    let mut key = format!("{}|{:?}|{:?}", pg_bin().display(), initdb_args, run_as());
+fn template(bin: &Path, initdb_args: &[String]) -> PathBuf {
+    let mut key = format!("{}|{:?}|{:?}", bin.display(), initdb_args, run_as());
     key = format!("{:016x}", fnv1a(key.as_bytes()));
     let base = base_dir();
     let dir = base.join(format!("template-{key}"));
@@ -238,7 +264,7 @@ fn template(initdb_args: &[String]) -> PathBuf {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
         chown_to_server_user(&tmp);
-        let mut cmd = pg_command("initdb", &base);
+        let mut cmd = pg_command(bin.join("initdb"), &base);
         cmd.arg("-D").arg(&tmp).args(initdb_args);
         run_ok(&mut cmd);
         fs::rename(&tmp, &dir).unwrap_or_else(|e| panic!("rename template: {e}"));
@@ -268,6 +294,7 @@ pub const DEFAULT_INITDB_ARGS: &[&str] = &[
 pub struct ClusterBuilder {
     name: String,
     host: String,
+    bin: PathBuf,
     settings: Vec<(String, String)>,
     hba: Vec<String>,
     initdb_args: Vec<String>,
@@ -278,6 +305,7 @@ impl Default for ClusterBuilder {
         ClusterBuilder {
             name: "pg".into(),
             host: "127.0.0.1".into(),
+            bin: pg_bin(),
             settings: Vec::new(),
             hba: Vec::new(),
             initdb_args: DEFAULT_INITDB_ARGS.iter().map(|s| s.to_string()).collect(),
@@ -305,6 +333,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// The server's binaries (initdb, pg_ctl, postgres) from `dir` instead of `PG_BIN`: another
+    /// major version (see [`pg_major_bin`]). Client tools (psql, pg_isready) stay `PG_BIN`'s.
+    pub fn bin(mut self, dir: &Path) -> Self {
+        self.bin = dir.to_owned();
+        self
+    }
+
     /// A `pg_hba.conf` line placed before the fixture's trust lines (first match wins).
     pub fn hba(mut self, line: &str) -> Self {
         self.hba.push(line.to_owned());
@@ -319,7 +354,7 @@ impl ClusterBuilder {
 
     /// Create the cluster from the template and start it.
     pub fn start(self) -> Cluster {
-        let template = template(&self.initdb_args);
+        let template = template(&self.bin, &self.initdb_args);
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", self.name))
             .tempdir_in(base_dir())
@@ -364,6 +399,7 @@ impl StopMode {
 pub struct Cluster {
     name: String,
     host: String,
+    bin: PathBuf,
     port: u16,
     dir: PathBuf,
     data: PathBuf,
@@ -408,6 +444,7 @@ impl Cluster {
         let mut cluster = Cluster {
             name: b.name,
             host: b.host,
+            bin: b.bin,
             port: 0,
             log: dir.join("server.log"),
             dir,
@@ -475,7 +512,7 @@ impl Cluster {
     }
 
     fn pg_ctl(&self) -> Command {
-        let mut cmd = pg_command("pg_ctl", &self.dir);
+        let mut cmd = pg_command(self.bin.join("pg_ctl"), &self.dir);
         cmd.arg("-D").arg(&self.data);
         cmd
     }

@@ -338,22 +338,46 @@ pub fn evaluate(p: &mut Pair, fixes: &Fixes) -> anyhow::Result<(Vec<Finding>, Ve
             .fix("give pgshift a role of its own (a superuser, or one with REPLICATION that owns the tables), so that the fence can stop every client's"),
         );
     }
+    let mut names = Vec::new();
     for (i, d) in p.dbs.clone().iter().enumerate() {
-        per_database(p, &d.name, fixes, replicating[i], &mut f)?;
+        names.extend(per_database(p, &d.name, fixes, replicating[i], &mut f)?);
+    }
+    // A pattern that matches nothing is a typo, never "nothing to leave out".
+    let patterns = p.exclude.iter().map(|x| ("--exclude-table", x)).chain(
+        fixes
+            .replica_identity_full
+            .iter()
+            .map(|x| ("--replica-identity-full", x)),
+    );
+    for (option, pattern) in patterns {
+        if !names
+            .iter()
+            .any(|n| catalog::matches_any(n, std::slice::from_ref(pattern)))
+        {
+            f.push(
+                Finding::refuse(
+                    "pattern",
+                    format!("{option} '{pattern}' matches no table in the databases moved"),
+                )
+                .fix("check the spelling: NAME or SCHEMA.NAME, globs * and ? allowed"),
+            );
+        }
     }
     Ok((f, replicating))
 }
 
+/// The findings of database `db`; returns its tables' names.
 fn per_database(
     p: &mut Pair,
     db: &str,
     fixes: &Fixes,
     replicating: bool,
     f: &mut Vec<Finding>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<shared::pg::tables::TableName>> {
     let exclude = p.exclude.clone();
     let c = p.source.db(db)?;
     let all = catalog::tables(c)?;
+    let names = all.iter().map(|t| t.name.clone()).collect();
     let moved: Vec<&catalog::Table> = all
         .iter()
         .filter(|t| !t.extension && !catalog::excluded(t, &exclude))
@@ -545,7 +569,7 @@ fn per_database(
             )
             .db(db),
         );
-        return Ok(());
+        return Ok(names);
     }
     // Extensions the target must have.
     let exts: Vec<String> = c
@@ -610,13 +634,13 @@ fn per_database(
             );
         }
     }
-    Ok(())
+    Ok(names)
 }
 
 /// `check`: the findings, then the summary; exit 65 when something is refused.
 pub fn run(mut p: Pair, args: &CheckArgs) -> anyhow::Result<Status> {
     let (findings, _) = evaluate(&mut p, &args.fixes)?;
-    report(&mut p, &findings)?;
+    report(&mut p, &findings, true)?;
     refusal(&findings)?;
     let summary = json!({
         "databases": p.db_names(),
@@ -648,11 +672,12 @@ pub fn refusal(findings: &[Finding]) -> anyhow::Result<()> {
     ))
 }
 
-/// Emit the findings, and each refusal and warning as a line on stderr.
-pub fn report(p: &mut Pair, findings: &[Finding]) -> anyhow::Result<()> {
+/// Emit the findings, and each refusal (and with `warnings`, each warning) as a line on
+/// stderr.
+pub fn report(p: &mut Pair, findings: &[Finding], warnings: bool) -> anyhow::Result<()> {
     for f in findings {
         p.out.emit(f)?;
-        if f.severity != Severity::Info {
+        if f.severity == Severity::Refuse || (warnings && f.severity == Severity::Warn) {
             shared::msg::error_line(&format!(
                 "{}{}: {}{}",
                 if f.ok { "warning: " } else { "refused: " },

@@ -775,13 +775,21 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
             .and_then(|r| r["fenced_at_ms"].as_u64());
         let deadline = Instant::now() + args.timeout;
         p.note("opening", json!({}))?;
-        // Anything written since the fence (nothing should be) is applied before the target
-        // takes writes.
+        // Anything committed since the fence (nothing should be) is applied before the target
+        // takes writes: a second sentinel, after X2, must arrive (reading the tables since
+        // wrote WAL of hint bits, which no subscriber confirms until it has a commit to apply).
         let x2: String = p
             .source
             .control()
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
             .get(0);
+        let id = (now_ms() as i64) * 1000 + 500 + i64::from(std::process::id() % 500);
+        for d in p.dbs.clone() {
+            p.source.db(&d.name)?.execute(
+                "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, 'open')",
+                &[&id],
+            )?;
+        }
         let dbs = p.db_names();
         let own = p.source.own_pids()?;
         let sessions = client_sessions(p.source.control(), &dbs, &own)?;
@@ -794,7 +802,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
                 ),
             ));
         }
-        if let Err(s) = wait_confirmed(&mut p, &x2, None, deadline)? {
+        if let Err(s) = wait_confirmed(&mut p, &x2, Some(id), deadline)? {
             return Err(shared::err(s.kind, s.message));
         }
         for d in p.dbs.clone() {

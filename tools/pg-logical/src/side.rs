@@ -77,9 +77,26 @@ impl Side {
 
     /// Connect to the control database of `info` and read the server's facts.
     pub fn open(which: Which, info: ConnInfo) -> anyhow::Result<Side> {
-        let mut c = info.connect().with_context(|| {
-            format!("connecting to the {} ({})", which.as_str(), info.describe())
-        })?;
+        let connect = |info: &ConnInfo| {
+            info.connect().with_context(|| {
+                format!("connecting to the {} ({})", which.as_str(), info.describe())
+            })
+        };
+        // The target's database may not exist yet (setup creates it): its control session is
+        // then in the maintenance database.
+        let (info, mut c) = match connect(&info) {
+            Ok(c) => (info, c),
+            Err(e)
+                if which == Which::Target
+                    && info.dbname() != "postgres"
+                    && format!("{e:#}").contains("does not exist") =>
+            {
+                let info = info.with_dbname("postgres");
+                let c = connect(&info)?;
+                (info, c)
+            }
+            Err(e) => return Err(e),
+        };
         let row = c
             .query_one(
                 "SELECT current_setting('server_version_num')::int, current_setting('server_version'),
