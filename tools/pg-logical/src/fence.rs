@@ -549,6 +549,7 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         "fence",
         &json!({"side": "source", "roles": roles, "not_fenced": left, "spared": spare}),
     )?;
+    crate::test_pause("fence:roles");
     let outcome = (|| -> anyhow::Result<Result<Value, Stop>> {
         let dbs = p.db_names();
         let own = p.source.own_pids()?;
@@ -749,32 +750,72 @@ fn target_conninfo(p: &Pair, args: &OpenArgs, db: &str) -> anyhow::Result<String
 /// `open`.
 pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Result<Status> {
     let step = last_cutover_step(&p);
-    let source_fenced = marked(p.source.control())?;
-    let already = matches!(step.as_deref(), Some("opened" | "reverse_subscribed"));
-    if !already {
-        if !(source_fenced
-            || step.as_deref() == Some("fenced")
-            || step.as_deref() == Some("opening"))
-        {
-            return Err(shared::err(
-                ErrorKind::DataErr,
-                "the source is not fenced: run fence first (open never lets two sides take writes)",
-            ));
-        }
-        if step.as_deref() != Some("fenced") && step.as_deref() != Some("opening") {
-            return Err(shared::err(
-                ErrorKind::DataErr,
-                "no fence of this run's is on record in the journal (its proofs are what allows open): run fence again",
-            ));
-        }
-        let fenced_at = p
-            .since_last_end()
-            .iter()
+    let last = |p: &Pair, name: &str| {
+        p.since_last_end()
+            .into_iter()
             .rev()
-            .find(|r| r["step"] == "fenced")
-            .and_then(|r| r["fenced_at_ms"].as_u64());
+            .find(|r| r["step"] == name)
+            .unwrap_or(Value::Null)
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut already = matches!(step.as_deref(), Some("opened" | "reverse_subscribed"));
+    if step.as_deref() == Some("opening") {
+        // An open cut short: did the target's roles log in again before it ended? (One
+        // transaction: all of them or none.)
+        let roles = names(&last(&p, "opening")["target_roles"]);
+        let still = catalog::fenced_roles(p.target.control(), None)?;
+        if roles.is_empty() || !roles.iter().any(|r| still.contains(r)) {
+            p.note(
+                "opened",
+                json!({"writable_at_ms": null, "downtime_ms": null, "roles": roles, "found": true}),
+            )?;
+            already = true;
+        } else {
+            // Not yet: back to the fenced state. The way back's slot goes (it must start after
+            // the forward subscription's last change) and the subscription applies again.
+            for d in p.dbs.clone() {
+                let rev = p.reverse_names(&d.name)?;
+                let tc = p.target.db(&d.name)?;
+                drop_slot(tc, &rev.slot)?;
+                tc.batch_execute(&format!(
+                    "ALTER SUBSCRIPTION {} ENABLE",
+                    quote_ident(&d.names.subscription)
+                ))?;
+            }
+        }
+    }
+    if !already {
+        if !matches!(step.as_deref(), Some("fenced" | "opening")) {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                "no fence is on record in the journal (its proofs are what allows open): run fence first; open never lets two sides take writes",
+            ));
+        }
+        // The fence still holds: every role it fenced is still marked.
+        let fenced = names(&last(&p, "fenced")["roles"]);
+        let marks = catalog::fenced_roles(p.source.control(), None)?;
+        let loose: Vec<String> = fenced.into_iter().filter(|r| !marks.contains(r)).collect();
+        if !loose.is_empty() {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "the source's roles {} log in again since the fence: run fence again (open never lets two sides take writes)",
+                    crate::check::list(&loose)
+                ),
+            ));
+        }
+        let fenced_at = last(&p, "fenced")["fenced_at_ms"].as_u64();
         let deadline = Instant::now() + args.timeout;
-        p.note("opening", json!({}))?;
+        let target_roles = catalog::fenced_roles(p.target.control(), None)?;
+        p.note("opening", json!({"target_roles": target_roles}))?;
         // Anything committed since the fence (nothing should be) is applied before the target
         // takes writes: a second sentinel, after X2, must arrive (reading the tables since
         // wrote WAL of hint bits, which no subscriber confirms until it has a commit to apply).
@@ -866,6 +907,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
                 )?;
             }
         }
+        crate::test_pause("open:disabled");
         // The moment the target takes writes.
         let roles =
             unfence_roles(p.target.control(), None).context("letting the target's roles log in")?;
@@ -881,6 +923,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
                     "downtime_ms": downtime, "roles": roles, "reverse": !args.no_reverse}),
         )?;
     }
+    crate::test_pause("open:unfenced");
     if let Some(sig) = interrupt.name() {
         return Err(shared::err(
             ErrorKind::Retry,

@@ -148,6 +148,24 @@ impl Interrupt {
     }
 }
 
+/// For the tests that interrupt a step in its middle: `PGSHIFT_TEST_PAUSE=POINT=MS` sleeps MS
+/// milliseconds at POINT (`fence:roles`, after the source's roles are fenced; `open:disabled`,
+/// after the forward subscription stopped; `open:unfenced`, after the target's roles log in
+/// again). Nothing happens without the variable.
+pub fn test_pause(point: &str) {
+    let Ok(v) = std::env::var("PGSHIFT_TEST_PAUSE") else {
+        return;
+    };
+    if let Some(ms) = v
+        .split_once('=')
+        .filter(|(p, _)| *p == point)
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
+        shared::msg::error_line(&format!("test pause at {point}: {ms} ms"));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Where journals live by default: `$PGSHIFT_STATE_DIR`, else `~/.local/state/pgshift`.
 pub fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PGSHIFT_STATE_DIR") {

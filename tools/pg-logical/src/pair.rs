@@ -81,6 +81,8 @@ pub struct Pair {
     pub out: Output,
     /// The journal (for steps that change something).
     pub journal: Option<Journal>,
+    /// The journal's records, for steps that only look (they take no lock).
+    read_only: Vec<Value>,
 }
 
 impl Pair {
@@ -98,7 +100,7 @@ impl Pair {
                 b.join().expect("connecting thread"),
             )
         });
-        let (mut source, target) = (source?, target?);
+        let (mut source, mut target) = (source?, target?);
         for side in [&source, &target] {
             out.emit(&ServerRecord {
                 side: side.which,
@@ -115,6 +117,15 @@ impl Pair {
         } else {
             args.databases.clone()
         };
+        // Two clusters copied from one (a restored backup, a test's template) share their
+        // system identifier: then the addresses tell them apart.
+        if source.system_identifier == target.system_identifier {
+            for side in [&mut source, &mut target] {
+                let host = side.info.get("host").unwrap_or("").to_owned();
+                let port = side.info.get("port").unwrap_or("5432").to_owned();
+                side.system_identifier = format!("{}@{host}:{port}", side.system_identifier);
+            }
+        }
         let id = catalog::pair_id(&source.system_identifier, &target.system_identifier);
         let reverse_id = catalog::pair_id(&target.system_identifier, &source.system_identifier);
         let mut dbs = Vec::new();
@@ -137,15 +148,21 @@ impl Pair {
                 source_oid: oid,
             });
         }
-        let journal = if with_journal {
-            let path = args.journal.clone().unwrap_or_else(|| {
-                let (a, b) = (&source.system_identifier, &target.system_identifier);
-                let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                crate::state_dir().join(format!("logical-{lo}-{hi}.jsonl"))
-            });
-            Some(Journal::open(&path, crate::LOCK_WAIT, "pg-logical")?)
+        let path = args.journal.clone().unwrap_or_else(|| {
+            let (a, b) = (&source.system_identifier, &target.system_identifier);
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            crate::state_dir().join(format!("logical-{lo}-{hi}.jsonl"))
+        });
+        // A step that only looks reads the journal without taking its lock.
+        let (journal, read_only) = if with_journal {
+            (
+                Some(Journal::open(&path, crate::LOCK_WAIT, "pg-logical")?),
+                Vec::new(),
+            )
+        } else if path.exists() {
+            (None, shared::journal::read(&path)?)
         } else {
-            None
+            (None, Vec::new())
         };
         Ok(Pair {
             source,
@@ -156,6 +173,7 @@ impl Pair {
             reverse_id,
             out,
             journal,
+            read_only,
         })
     }
 
@@ -185,11 +203,11 @@ impl Pair {
     /// The journal's `logical` records of this direction since the last run that ended
     /// (`finished` or `aborted`), oldest first.
     pub fn since_last_end(&self) -> Vec<Value> {
-        let Some(j) = &self.journal else {
-            return Vec::new();
+        let records = match &self.journal {
+            Some(j) => j.records(),
+            None => &self.read_only[..],
         };
-        let mine: Vec<&Value> = j
-            .records()
+        let mine: Vec<&Value> = records
             .iter()
             .filter(|r| r["by"] == "pg-logical" && r["event"] == "logical")
             .collect();

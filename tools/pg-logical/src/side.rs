@@ -40,7 +40,8 @@ pub struct Side {
     pub version_num: i32,
     /// `server_version`.
     pub version: String,
-    /// The cluster's system identifier (names the replication objects of a pair).
+    /// The cluster's system identifier (names the replication objects of a pair); with the
+    /// address added when both sides share one (see `Pair::open`).
     pub system_identifier: String,
     /// The role pgshift logs in as.
     pub user: String,
@@ -163,6 +164,18 @@ impl Side {
             pids.push(c.query_one("SELECT pg_backend_pid()", &[])?.get(0));
         }
         Ok(pids)
+    }
+
+    /// Open every session again (after the server restarted, say): the control session now,
+    /// the others when next used.
+    pub fn reconnect(&mut self) -> anyhow::Result<()> {
+        let c = self
+            .info
+            .connect()
+            .with_context(|| format!("connecting to the {} again", self.name()))?;
+        self.sessions.clear();
+        self.sessions.insert(self.info.dbname().to_owned(), c);
+        Ok(())
     }
 
     /// Drop the session to `db` (before the database is dropped, say).

@@ -46,6 +46,9 @@ pub struct WaitArgs {
     /// Give up (exit 75) when the lag has not shrunk for this long.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = shared::cli::parse_duration)]
     pub converge_window: Duration,
+    /// How long a server may stay unreachable (restarting) before the wait gives up.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = shared::cli::parse_duration)]
+    pub reconnect_for: Duration,
     /// How often to write a progress record.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = shared::cli::parse_duration)]
     pub interval: Duration,
@@ -194,8 +197,53 @@ pub fn run(mut p: Pair, args: &WaitArgs) -> anyhow::Result<Status> {
     let mut window: Vec<(Instant, i64, u64)> = Vec::new(); // (when, lag, source lsn bytes)
     let mut errors_seen = 0;
     let mut copy_t0: Option<(Instant, i64)> = None;
+    // DDL on the source is not replicated: say so now, not at the fence (and not only after
+    // the first ten seconds).
+    let ddl = |p: &mut Pair| -> anyhow::Result<()> {
+        for (db, recorded) in &fingerprints {
+            let Some(recorded) = recorded else { continue };
+            let lines = catalog::schema_lines(p.source.db(db)?, false)?;
+            let fp = catalog::fingerprint(&lines);
+            if &fp != recorded {
+                return Err(shared::err(
+                    ErrorKind::DataErr,
+                    format!("the schema of database {db} changed on the source during the run (fingerprint {recorded} at setup, {fp} now): DDL is not replicated; apply it on the target too and run setup again (abort, then setup), or move in a quiet window"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    ddl(&mut p)?;
+    let mut down_since: Option<Instant> = None;
     loop {
-        let l = look(&mut p, &sizes)?;
+        // A server that restarts (a crash, a failover of a managed service) is waited for:
+        // the subscription resumes by itself from its slot, and so does this wait.
+        let l = match look(&mut p, &sizes) {
+            Ok(l) => {
+                down_since = None;
+                l
+            }
+            Err(e)
+                if matches!(
+                    shared::exit::classify(&e),
+                    ErrorKind::Unavailable | ErrorKind::Retry
+                ) =>
+            {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > args.reconnect_for {
+                    return Err(e.context(format!(
+                        "a server did not answer again within {} s",
+                        args.reconnect_for.as_secs()
+                    )));
+                }
+                shared::warn!("{e:#}; trying again");
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = p.source.reconnect();
+                let _ = p.target.reconnect();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(slot) = &l.lost_slot {
             bar.finish_and_clear();
             return Err(shared::err(
@@ -274,26 +322,18 @@ pub fn run(mut p: Pair, args: &WaitArgs) -> anyhow::Result<Status> {
         }
         if done {
             bar.finish_and_clear();
+            ddl(&mut p)?;
             return p.out.finish(
                 &json!({"state": if args.until == Until::Synced { "synced" } else { "caught_up" },
                                         "lag_bytes": l.lag, "tables": l.tables,
                                         "bytes_total": l.bytes_total}),
             );
         }
-        // DDL on the source is not replicated: say so now, not at the fence.
         if now.duration_since(last_ddl_check) >= Duration::from_secs(10) {
             last_ddl_check = now;
-            for (db, recorded) in &fingerprints {
-                let Some(recorded) = recorded else { continue };
-                let lines = catalog::schema_lines(p.source.db(db)?, false)?;
-                let fp = catalog::fingerprint(&lines);
-                if &fp != recorded {
-                    bar.finish_and_clear();
-                    return Err(shared::err(
-                        ErrorKind::DataErr,
-                        format!("the schema of database {db} changed on the source during the run (fingerprint {recorded} at setup, {fp} now): DDL is not replicated; apply it on the target too and run setup again (abort, then setup), or move in a quiet window"),
-                    ));
-                }
+            if let Err(e) = ddl(&mut p) {
+                bar.finish_and_clear();
+                return Err(e);
             }
         }
         if synced {
