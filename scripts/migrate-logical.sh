@@ -34,8 +34,9 @@
 # (kill -9 included) and it goes on from where the servers stand (pg-logical status): a copy
 # goes on, a fence is proven again (the source stays fenced meanwhile, never two sides
 # taking writes), an open is finished. --abort before the cutover removes what setup made
-# (subscription, publication, slot) and reopens what was fenced; a failure before the cutover
-# does the same (a slot left behind would keep WAL on the source).
+# (subscription, publication, slot, the databases it created on the target) and reopens what
+# was fenced; a failure before the cutover does the same (a slot left behind would keep WAL
+# on the source).
 #
 # Options:
 #   --source DSN / --target DSN   the servers (or SOURCE_DSN and TARGET_ADDR/TARGET_PORT
@@ -254,8 +255,9 @@ tool() {
 tool_message() { jq -r '.message // "see the error records"' <<<"$terr" 2>/dev/null || echo "see the error records"; }
 
 # --- Failures and signals --------------------------------------------------------------------
-# state: what a failure must undo. preflight: nothing. replicating: the subscription, its slot
-# and the publication go (a slot left behind keeps WAL on the source), the source serves.
+# state: what a failure must undo. preflight: nothing. replicating: the subscription, its slot,
+# the publication and the target's copy go (a slot left behind keeps WAL on the source), the
+# source serves.
 # fenced: the source is reopened (pg-logical unfence). open: nothing (the target serves; run
 # again to finish the way back).
 fail() {
@@ -279,8 +281,8 @@ recover() {
       tool unfence || pgs_log "the source could not be reopened: run pg-logical unfence --source ... --target ... (or this command with --abort)"
       pooler_resume ;;
     replicating)
-      pgs_log "removing the subscription, its slot and the publication (a slot left behind keeps WAL on the source); the target's copy stays"
-      tool abort >/dev/null || pgs_log "could not remove them: run this command with --abort" ;;
+      pgs_log "removing the subscription, its slot, the publication and the target's copy (a slot left behind keeps WAL on the source)"
+      tool abort --drop-databases >/dev/null || pgs_log "could not remove them: run this command with --abort" ;;
   esac
 }
 on_exit() {
@@ -334,7 +336,7 @@ if ((abort || finish)); then
   if ((abort)); then
     [[ $stand != open ]] || fail "$EX_DATAERR" "the target was opened: nothing to abort; move back with --reverse, or drop the way back with --finish"
     [[ $stand != fenced ]] || { tool unfence || fail $? "$(tool_message)"; }
-    tool abort || fail $? "$(tool_message)"
+    tool abort --drop-databases || fail $? "$(tool_message)"
   else
     tool finish || fail $? "$(tool_message)"
   fi

@@ -99,6 +99,12 @@ impl Hosts {
         )
     }
 
+    /// Both hosts as the application's role of `hosts-local.sh --logical` (a fence stops its
+    /// logins on one side, so it writes wherever the move lets it).
+    pub fn both_as_app(&self) -> String {
+        self.both().replace("user=postgres", "user=app")
+    }
+
     /// The application's one address: the PgBouncer of `hosts-local.sh --pooler`.
     pub fn pooler_dsn(&self) -> String {
         format!(
@@ -230,6 +236,12 @@ impl Load {
 
     /// load-gen against `dsn` (e.g. a pooler's), with extra arguments.
     pub fn start_with(hosts: &Hosts, dsn: &str, extra: &[&str]) -> Load {
+        Load::start_verifying(hosts, dsn, &hosts.both(), extra)
+    }
+
+    /// [`Load::start_with`], verified at the end against `verify_dsn` (the final primary,
+    /// where "the read-write host" does not name it: both sides of a logical move are).
+    pub fn start_verifying(hosts: &Hosts, dsn: &str, verify_dsn: &str, extra: &[&str]) -> Load {
         let log = hosts.dir.join(format!("acked-{}.jsonl", nanos()));
         let mut cmd = Command::new(testkit::tool_bin("load-gen"));
         cmd.args([
@@ -277,7 +289,7 @@ impl Load {
         Load {
             child,
             log,
-            dsn: hosts.both(),
+            dsn: verify_dsn.to_owned(),
             drain: Some(drain),
         }
     }

@@ -6,6 +6,7 @@ mod hosts;
 mod human;
 mod interrupt;
 mod layouts;
+mod logical;
 mod migrate;
 mod pooler;
 mod report;

@@ -539,7 +539,21 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         std::thread::sleep(Duration::from_millis(20));
     }
     let run = format!("{}-{}", p.id, now_ms());
-    let fenced_at = now_ms();
+    // A fence already up (a run cut short, then this one): the downtime began with it.
+    let fenced_at = if matches!(last_cutover_step(&p).as_deref(), Some("fencing" | "fenced")) {
+        let recs = p.since_last_end();
+        let from = recs
+            .iter()
+            .rposition(|r| r["step"] == "unfenced")
+            .map_or(0, |i| i + 1);
+        recs[from..]
+            .iter()
+            .find(|r| r["step"] == "fencing")
+            .and_then(|r| r["fenced_at_ms"].as_u64())
+    } else {
+        None
+    }
+    .unwrap_or_else(now_ms);
     let t0 = Instant::now();
     p.note("fencing", json!({"run": run, "fenced_at_ms": fenced_at}))?;
     let spare = subscription_users(&mut p)?;
@@ -639,6 +653,8 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         Ok(Ok(v)) => {
             let x = v["fenced_lsn"].clone();
             let fence_ms = t0.elapsed().as_millis() as u64;
+            // Every role under the fence (an earlier, cut-short run's too): open checks them.
+            let roles = catalog::fenced_roles(p.source.control(), None)?;
             p.note(
                 "fenced",
                 json!({"run": run, "fenced_lsn": x, "fenced_at_ms": fenced_at, "roles": roles, "fence_ms": fence_ms}),

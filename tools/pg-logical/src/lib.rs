@@ -196,7 +196,21 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         }
         Command::Wait(a) => {
             shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
-            let p = Pair::open(&a.pair, false)?;
+            // A server restarting when the wait begins is waited for, as during it.
+            let started = std::time::Instant::now();
+            let p = loop {
+                match Pair::open(&a.pair, false) {
+                    Ok(p) => break p,
+                    Err(e)
+                        if started.elapsed() < a.reconnect_for
+                            && shared::exit::classify(&e) == shared::ErrorKind::Unavailable =>
+                    {
+                        shared::warn!("{e:#}; trying again");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             watch::run(p, &a)
         }
         Command::Fence(a) => {

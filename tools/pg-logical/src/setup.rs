@@ -42,7 +42,8 @@ pub struct SetupArgs {
 pub struct AbortArgs {
     #[command(flatten)]
     pub pair: PairArgs,
-    /// Also drop the target's databases this pair created.
+    /// Also drop the target's databases this pair created (and let the target's roles log in
+    /// again; with the copy kept they stay NOLOGIN: a stale copy must not take writes).
     #[arg(long)]
     pub drop_databases: bool,
 }
@@ -539,8 +540,6 @@ pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
             .db(&d.name)?
             .batch_execute("DROP SCHEMA IF EXISTS pgshift CASCADE")?;
     }
-    // The target's roles as they were before setup fenced them (not an earlier direction's).
-    let target_lifted = fence::unfence_roles(p.target.control(), Some(&p.id))?;
     let mut dropped = Vec::new();
     if args.drop_databases {
         for r in &since {
@@ -556,6 +555,23 @@ pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
             }
         }
     }
+    // The target's roles as they were before setup fenced them (not an earlier direction's),
+    // once the copy is gone; a copy that stays is stale and must not take writes.
+    let target_lifted = if args.drop_databases {
+        fence::unfence_roles(p.target.control(), Some(&p.id))?
+    } else {
+        let kept = catalog::fenced_roles(p.target.control(), Some(&p.id))?;
+        if !kept.is_empty() {
+            p.out.note(
+                "target_stays_fenced",
+                &format!(
+                    "the target keeps the copy, so its roles stay NOLOGIN ({}): abort --drop-databases removes the copy and lets them log in",
+                    check::list(&kept)
+                ),
+            )?;
+        }
+        Vec::new()
+    };
     p.note("aborted", json!({"databases_dropped": dropped}))?;
     p.out.finish(&json!({"state": "aborted", "source_roles_unfenced": lifted.len(),
                          "target_roles_unfenced": target_lifted.len(), "databases_dropped": dropped}))
