@@ -200,8 +200,8 @@ impl Pair {
             .context("writing the journal")
     }
 
-    /// The journal's `logical` records of this direction since the last run that ended
-    /// (`finished` or `aborted`), oldest first.
+    /// The journal's `logical` records of this direction's run under way, oldest first: since
+    /// the last run that ended (`finished`, `aborted`, or a move the other way that opened).
     pub fn since_last_end(&self) -> Vec<Value> {
         let records = match &self.journal {
             Some(j) => j.records(),
@@ -211,16 +211,25 @@ impl Pair {
             .iter()
             .filter(|r| r["by"] == "pg-logical" && r["event"] == "logical")
             .collect();
+        let (src, tgt) = (
+            json!(self.source.system_identifier),
+            json!(self.target.system_identifier),
+        );
+        // A run ends with finish (the pair's end), its own abort, or a move the other way
+        // that opened (there and back, then there again: a new run).
         let start = mine
             .iter()
-            .rposition(|r| r["step"] == "aborted" || r["step"] == "finished")
+            .rposition(|r| {
+                let mine = r["source"] == src && r["target"] == tgt;
+                let other = r["source"] == tgt && r["target"] == src;
+                r["step"] == "finished"
+                    || (r["step"] == "aborted" && mine)
+                    || (r["step"] == "opened" && other)
+            })
             .map_or(0, |i| i + 1);
         mine[start..]
             .iter()
-            .filter(|r| {
-                r["source"] == json!(self.source.system_identifier)
-                    && r["target"] == json!(self.target.system_identifier)
-            })
+            .filter(|r| r["source"] == src && r["target"] == tgt)
             .map(|r| (*r).clone())
             .collect()
     }

@@ -534,11 +534,31 @@ pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
     }
     p.note("aborting", json!({}))?;
     let lifted = fence::unfence_roles(p.source.control(), Some(&p.id))?;
+    // Only what this run's setup made goes: a subscription that was there before it is the
+    // way back of the move the other way (the old source following the new primary), and
+    // stays.
+    let mut kept = Vec::new();
     for d in p.dbs.clone() {
+        let made = since
+            .iter()
+            .any(|r| r["step"] == "subscribing" && r["database"] == json!(d.name));
+        if !made && check::subscribed(&mut p, &d.name, &d.names.subscription)? {
+            kept.push(d.name.clone());
+            continue;
+        }
         drop_forward(&mut p, &d)?;
         p.source
             .db(&d.name)?
             .batch_execute("DROP SCHEMA IF EXISTS pgshift CASCADE")?;
+    }
+    if !kept.is_empty() {
+        p.out.note(
+            "way_back_kept",
+            &format!(
+                "the subscription of {} was not made by this run (it is the way back of the move the other way): kept; finish drops it",
+                check::list(&kept)
+            ),
+        )?;
     }
     let mut dropped = Vec::new();
     if args.drop_databases {
