@@ -4,5 +4,6 @@ mod bad_input;
 mod cli;
 mod collect;
 mod evaluate;
+mod real;
 mod recommend;
 mod util;
