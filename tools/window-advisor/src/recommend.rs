@@ -196,6 +196,87 @@ pub struct Window {
     /// Recommended `wal-ship --jobs` to keep up with the window's WAL (90th percentile) twice
     /// over.
     pub wal_ship_jobs: Option<u32>,
+    /// Local start of the busiest hour of the horizon by the same forecast.
+    pub busiest_hour_start: Option<String>,
+    /// Its predicted mean load.
+    pub busiest_hour_load: Option<f64>,
+    /// `predicted_load / busiest_hour_load`: how quiet the window is (0.1 = a tenth of the
+    /// busiest hour).
+    pub load_vs_busiest: Option<f64>,
+    /// Whether the target looks big enough (`resources`: CPUs and memory), null when unknown.
+    pub target_ok: Option<bool>,
+    /// Which model chose the window and why (the `choice` record's `why` for auto).
+    pub model_reason: String,
+    /// The window in a sentence for a person: when, how quiet and how sure, what it means
+    /// for the migration.
+    pub advice: String,
+}
+
+/// What [`advice`] says.
+struct Advice<'a> {
+    metric: &'a str,
+    load: f64,
+    low: f64,
+    high: f64,
+    busiest: Option<(String, f64)>,
+    wal_bytes: Option<f64>,
+    bandwidth: Option<f64>,
+    db_size: Option<u64>,
+    target_ok: Option<bool>,
+}
+
+fn num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The window's advice sentence (without the time, which the record and the text line
+/// carry).
+fn advice(a: &Advice) -> String {
+    let mut parts = vec![format!(
+        "expect {} {} (80% between {} and {})",
+        num(a.load),
+        a.metric,
+        num(a.low),
+        num(a.high)
+    )];
+    if let Some((when, busy)) = &a.busiest {
+        if *busy > 0.0 {
+            parts.push(format!(
+                "{:.0}% of the busiest hour ({}, {} {})",
+                100.0 * a.load.max(0.0) / busy,
+                when.get(..16).unwrap_or(when).replace('T', " "),
+                num(*busy),
+                a.metric
+            ));
+        }
+    }
+    match a.wal_bytes {
+        Some(b) => parts.push(format!("{} of WAL to ship during it", human_bytes(b))),
+        None => parts.push("WAL unknown (no wal_bytes_per_s in the history)".into()),
+    }
+    match (a.bandwidth, a.db_size) {
+        (Some(bw), Some(db)) => parts.push(format!(
+            "copying {} and that WAL within it needs {}/s",
+            human_bytes(db as f64),
+            human_bytes(bw)
+        )),
+        _ => parts.push("bandwidth unknown (no db_size_bytes; pass --db-size)".into()),
+    }
+    parts.push(
+        match a.target_ok {
+            Some(true) => "the target looks big enough",
+            Some(false) => "the target looks too small (see resources)",
+            None => "target size not judged (pass --target-cpus and --target-mem)",
+        }
+        .into(),
+    );
+    parts.join("; ")
 }
 
 impl shared::Record for Window {
@@ -373,6 +454,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     let fit = data.profile(origin);
     let mut backtested = 0usize;
     let mut chosen_plan = None;
+    let mut model_reason = String::new();
     let model = if !fit.weekly && a.model != ModelName::Profile {
         if a.model != ModelName::Auto {
             shared::warn!(
@@ -406,6 +488,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             }
             let (choice, model, plan) = choose_auto(&data, &tracks, &cands, origin, h, w, a);
             out.emit(&choice)?;
+            model_reason = format!("--model auto: {}", choice.why);
             chosen_plan = Some(plan);
             model
         }
@@ -427,6 +510,37 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     // WAL: its own profile on the same grid.
     let wal = wal_profile(&l, &values, &cal, origin);
     let res = resources(&l, a);
+    if model_reason.is_empty() {
+        model_reason = if a.model == model {
+            format!("--model {}", model.as_str())
+        } else {
+            format!(
+                "less than a week of history: the {} (the only model that needs no weekly \
+                 pattern)",
+                model.as_str()
+            )
+        };
+    }
+    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
+    let filled: Vec<f64> = (0..h)
+        .map(|j| {
+            if pred[j].is_finite() {
+                pred[j]
+            } else {
+                profile_pred[j]
+            }
+        })
+        .collect();
+    let hour = ((3600 / s.step).max(1) as usize).min(h);
+    let busiest = (0..=h - hour)
+        .map(|j| (j, filled[j..j + hour].iter().sum::<f64>() / hour as f64))
+        .filter(|(_, m)| m.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let target_ok = match (res.target_cpus_ok, res.target_mem_ok) {
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (None, None) => None,
+        _ => Some(true),
+    };
     let window_s = w as f64 * s.step as f64;
     let nonneg = hist.iter().all(|v| !v.is_finite() || *v >= 0.0);
     let mut windows = 0;
@@ -474,6 +588,28 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             },
             wal_ship_jobs: wal_high
                 .map(|r| ((2.0 * r / a.job_rate.max(1) as f64).ceil() as u32).clamp(1, 16)),
+            busiest_hour_start: busiest.map(|(j, _)| l.zone.local_string(cal.time(origin + j))),
+            busiest_hour_load: busiest.map(|(_, m)| round3(m)),
+            load_vs_busiest: busiest
+                .filter(|(_, m)| *m > 0.0)
+                .map(|(_, m)| round3(p.max(0.0) / m)),
+            target_ok,
+            model_reason: model_reason.clone(),
+            advice: advice(&Advice {
+                metric: &l.info.metric,
+                load: p,
+                low: if nonneg { lo.max(0.0) } else { lo }.min(p),
+                high: hi.max(p),
+                busiest: busiest.map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m)),
+                wal_bytes,
+                bandwidth: match (res.db_size_bytes, wal_bytes) {
+                    (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
+                    (Some(db), None) => Some(db as f64 / window_s),
+                    _ => None,
+                },
+                db_size: res.db_size_bytes,
+                target_ok,
+            }),
         })?;
         windows += 1;
     }

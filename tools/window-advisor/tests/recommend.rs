@@ -440,3 +440,68 @@ fn forecast_covers_the_horizon_and_the_windows_are_its_quietest() {
         "{mean} vs {best}"
     );
 }
+
+#[test]
+fn the_window_says_how_quiet_how_sure_and_what_it_means_for_the_migration() {
+    let dir = scratch();
+    let t = trace(TraceKind::Seasonal, 3, 3, "UTC", MONDAY);
+    let h = write_history(dir.path(), "h.jsonl", &t, 3 * WEEK);
+    let h = h.to_str().unwrap();
+    let r = run(&[
+        "recommend",
+        "--history",
+        h,
+        "--top",
+        "1",
+        "--target-cpus",
+        "16",
+        "--target-mem",
+        "64GiB",
+    ]);
+    r.expect(0);
+    let w = r.one("window");
+    let (load, busy) = (f(&w["predicted_load"]), f(&w["busiest_hour_load"]));
+    assert!(busy > 5.0 * load, "{}", r.dump());
+    assert!((f(&w["load_vs_busiest"]) - load / busy).abs() < 1e-3);
+    assert!(w["busiest_hour_start"].as_str().unwrap().len() >= 16);
+    assert_eq!(w["target_ok"], true, "{}", r.dump());
+    let advice = w["advice"].as_str().unwrap();
+    for want in [
+        "80% between",
+        "% of the busiest hour",
+        "of WAL to ship",
+        "needs",
+        "big enough",
+    ] {
+        assert!(advice.contains(want), "{want}: {advice}");
+    }
+    assert!(
+        w["model_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("--model auto: "),
+        "{}",
+        r.dump()
+    );
+    // A target with one CPU is too small, and the advice says so.
+    let r = run(&[
+        "recommend",
+        "--history",
+        h,
+        "--top",
+        "1",
+        "--target-cpus",
+        "1",
+        "--model",
+        "profile",
+    ]);
+    r.expect(0);
+    let w = r.one("window");
+    assert_eq!(w["target_ok"], false);
+    assert!(
+        w["advice"].as_str().unwrap().contains("too small"),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(w["model_reason"], "--model profile");
+}
