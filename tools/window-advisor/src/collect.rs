@@ -514,3 +514,136 @@ mod tests {
         assert_eq!(m["net_tx_bytes_per_s"], json!(10.0));
     }
 }
+
+/// `collect --prometheus` options.
+pub struct FromPrometheus<'a> {
+    /// The server (`--prometheus`).
+    pub url: &'a str,
+    /// `--since`: a duration back from the end, or a time.
+    pub since: &'a str,
+    /// `--until` (default: now).
+    pub until: Option<&'a str>,
+    /// `--step`.
+    pub step: Duration,
+    /// `--query NAME=PROMQL`.
+    pub queries: &'a [(String, String)],
+    /// `--only-queries`.
+    pub only_queries: bool,
+    /// `--node-match`.
+    pub node_match: &'a str,
+    /// `--pg-match`.
+    pub pg_match: &'a str,
+    /// `--timeout` per request.
+    pub timeout: Duration,
+    /// Zone for local times in `--since`/`--until`.
+    pub zone: &'a crate::time::Zone,
+}
+
+/// The `query` record: one query of the set and what it gave.
+#[derive(Debug, serde::Serialize)]
+pub struct QueryRecord {
+    /// The metric name in the samples.
+    pub name: String,
+    /// The PromQL as sent (`$rate` replaced).
+    pub promql: String,
+    /// From `--query` (else the default set).
+    pub user: bool,
+    /// Points it returned over the range.
+    pub points: usize,
+}
+
+impl shared::Record for QueryRecord {
+    const TYPE: &'static str = "query";
+}
+
+/// Read a range of history from Prometheus into `sample` records.
+pub fn from_prometheus(p: &FromPrometheus) -> anyhow::Result<Status> {
+    use crate::prometheus::{self, Range, Server};
+    let step = p.step.as_secs() as i64;
+    if step < 1 || p.step.subsec_nanos() != 0 {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            "--step must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let base = prometheus::base_url(p.url)?;
+    let until = match p.until {
+        Some(u) => crate::time::parse_instant_arg(u, p.zone)?.div_euclid(1000),
+        None => jiff::Timestamp::now().as_second(),
+    };
+    let since = prometheus::parse_since(p.since, until, p.zone)?;
+    let range = Range::new(since, until, step);
+    if range.points() < 2 {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            format!(
+                "--since {} to --until {} holds fewer than two {}s steps",
+                p.since,
+                crate::time::utc_string(until),
+                step
+            ),
+        ));
+    }
+    let queries = prometheus::query_set(p.node_match, p.pg_match, p.queries, p.only_queries);
+    if queries.is_empty() {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            "--only-queries without any --query NAME=PROMQL",
+        ));
+    }
+    let server = Server::new(base, p.timeout);
+    let fetched = server.fetch(&queries, &range)?;
+    for w in &fetched.warnings {
+        shared::warn!("Prometheus: {w}");
+    }
+    let mut out = Output::stdout();
+    let rate = format!("{}s", step.max(300));
+    for (q, (_, n)) in queries.iter().zip(&fetched.points) {
+        if *n == 0 {
+            shared::warn!(
+                "{}: no data for {} over the range ({}); left out",
+                server.url(),
+                q.name,
+                q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate)
+            );
+        }
+        out.emit(&QueryRecord {
+            name: q.name.clone(),
+            promql: q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate),
+            user: q.user,
+            points: *n,
+        })?;
+    }
+    if fetched.rows.is_empty() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "{}: none of the {} queries has data between {} and {} (are node_exporter and \
+                 postgres_exporter scraped? see --query)",
+                server.url(),
+                queries.len(),
+                crate::time::utc_string(range.start),
+                crate::time::utc_string(range.end)
+            ),
+        ));
+    }
+    let mut samples = 0u64;
+    for (t, values) in &fetched.rows {
+        let cells: Vec<(String, Cell)> = values
+            .iter()
+            .map(|(k, v)| (k.clone(), Cell::Num(*v)))
+            .collect();
+        emit_row(&mut out, t * 1000, 0, &cells)?;
+        samples += 1;
+    }
+    out.finish(&json!({
+        "samples": samples,
+        "source": server.url(),
+        "first": crate::time::utc_string(range.start),
+        "last": crate::time::utc_string(range.end),
+        "step_s": step,
+        "queries": queries.len(),
+        "queries_with_data": fetched.points.iter().filter(|(_, n)| *n > 0).count(),
+        "requests": fetched.requests,
+    }))
+}

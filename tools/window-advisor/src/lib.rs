@@ -1,7 +1,8 @@
 //! `window-advisor`: learn a database's load pattern and recommend the best migration window.
 //!
 //! - `collect` samples the host (`/proc`) and the server (`pg_stat_database`, WAL position,
-//!   size) into `sample` records, or converts load-gen `tick` records and CSV exports.
+//!   size) into `sample` records, converts load-gen `tick` records and CSV exports, or reads
+//!   the history a Prometheus server already holds ([`prometheus`]).
 //! - `recommend` fits a model on the history and ranks the quietest windows of the horizon,
 //!   with the resources the migration needs in each.
 //! - `evaluate` backtests every model against the baselines, walk-forward.
@@ -16,6 +17,7 @@ pub mod backtest;
 pub mod collect;
 pub mod input;
 pub mod models;
+pub mod prometheus;
 pub mod recommend;
 pub mod series;
 pub mod synth;
@@ -79,8 +81,55 @@ pub enum Command {
 )]
 pub struct CollectArgs {
     /// The server to sample (conninfo or URL; PG* variables and ~/.pgpass apply).
-    #[arg(long, value_name = "DSN", conflicts_with = "input")]
+    #[arg(long, value_name = "DSN", conflicts_with_all = ["input", "prometheus"])]
     pub dsn: Option<String>,
+    /// Read the history from this Prometheus server instead (http://host:9090): node_exporter
+    /// and postgres_exporter series through the range API (see --query).
+    #[arg(long, value_name = "URL", conflicts_with = "input")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: how far back (a duration such as 8w or 90d, or a time).
+    #[arg(
+        long,
+        value_name = "DURATION|TIME",
+        default_value = "8w",
+        requires = "prometheus"
+    )]
+    pub since: String,
+    /// With --prometheus: the end of the range (default: now).
+    #[arg(long, value_name = "TIME", requires = "prometheus")]
+    pub until: Option<String>,
+    /// With --prometheus: seconds between points (the history's sampling interval).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", requires = "prometheus")]
+    pub step: Duration,
+    /// With --prometheus: a metric and its PromQL, replacing the default of that name or
+    /// adding one (repeatable; `$rate` stands for the rate range, the step but at least 5m).
+    #[arg(long = "query", value_name = "NAME=PROMQL", value_parser = prometheus::parse_query,
+          requires = "prometheus")]
+    pub queries: Vec<(String, String)>,
+    /// With --prometheus: only the --query ones, no default query set.
+    #[arg(long, requires = "prometheus")]
+    pub only_queries: bool,
+    /// With --prometheus: label matchers added to every node_exporter series of the default
+    /// queries (e.g. 'instance="db1:9100"').
+    #[arg(
+        long,
+        value_name = "MATCHERS",
+        default_value = "",
+        requires = "prometheus"
+    )]
+    pub node_match: String,
+    /// With --prometheus: label matchers added to every postgres_exporter series (e.g.
+    /// 'instance="db1:9187"').
+    #[arg(
+        long,
+        value_name = "MATCHERS",
+        default_value = "",
+        requires = "prometheus"
+    )]
+    pub pg_match: String,
+    /// With --prometheus: time-out of each request.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", requires = "prometheus")]
+    pub timeout: Duration,
     /// Time between samples.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub interval: Duration,
@@ -233,6 +282,20 @@ fn collect(a: CollectArgs) -> anyhow::Result<Status> {
         .as_deref()
         .map(|s| time::parse_instant_arg(s, &zone))
         .transpose()?;
+    if let Some(url) = &a.prometheus {
+        return collect::from_prometheus(&collect::FromPrometheus {
+            url,
+            since: &a.since,
+            until: a.until.as_deref(),
+            step: a.step,
+            queries: &a.queries,
+            only_queries: a.only_queries,
+            node_match: &a.node_match,
+            pg_match: &a.pg_match,
+            timeout: a.timeout,
+            zone: &zone,
+        });
+    }
     match (&a.dsn, &a.input) {
         (Some(dsn), None) => collect::live(&collect::Live {
             dsn,
@@ -249,7 +312,8 @@ fn collect(a: CollectArgs) -> anyhow::Result<Status> {
         ),
         _ => Err(shared::err(
             ErrorKind::Usage,
-            "give --dsn DSN to sample a server, or --input FILE to convert load-gen ticks or CSV",
+            "give --dsn DSN to sample a server, --prometheus URL to read its history from \
+             Prometheus, or --input FILE to convert load-gen ticks or CSV",
         )),
     }
 }

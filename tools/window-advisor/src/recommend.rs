@@ -15,8 +15,8 @@ use shared::{ErrorKind, Output, Status};
 use crate::backtest::{self, Config, Evaluation, Reason, Score};
 use crate::input::{self, ReadOptions, Table};
 use crate::models::{
-    self, candidate_models, non_overlapping, ranked_starts, Data, Guard, ModelName, Plan,
-    ProfileFit, ProfileParams,
+    self, candidate_models, non_overlapping, ranked_starts, Data, ModelName, Plan, ProfileFit,
+    ProfileParams,
 };
 use crate::series::{self, quantile, round3, HistoryInfo, Series};
 use crate::time::{self, utc_string, Calendar, Zone, DAY, WEEK};
@@ -196,6 +196,87 @@ pub struct Window {
     /// Recommended `wal-ship --jobs` to keep up with the window's WAL (90th percentile) twice
     /// over.
     pub wal_ship_jobs: Option<u32>,
+    /// Local start of the busiest hour of the horizon by the same forecast.
+    pub busiest_hour_start: Option<String>,
+    /// Its predicted mean load.
+    pub busiest_hour_load: Option<f64>,
+    /// `predicted_load / busiest_hour_load`: how quiet the window is (0.1 = a tenth of the
+    /// busiest hour).
+    pub load_vs_busiest: Option<f64>,
+    /// Whether the target looks big enough (`resources`: CPUs and memory), null when unknown.
+    pub target_ok: Option<bool>,
+    /// Which model chose the window and why (the `choice` record's `why` for auto).
+    pub model_reason: String,
+    /// The window in a sentence for a person: when, how quiet and how sure, what it means
+    /// for the migration.
+    pub advice: String,
+}
+
+/// What [`advice`] says.
+struct Advice<'a> {
+    metric: &'a str,
+    load: f64,
+    low: f64,
+    high: f64,
+    busiest: Option<(String, f64)>,
+    wal_bytes: Option<f64>,
+    bandwidth: Option<f64>,
+    db_size: Option<u64>,
+    target_ok: Option<bool>,
+}
+
+fn num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The window's advice sentence (without the time, which the record and the text line
+/// carry).
+fn advice(a: &Advice) -> String {
+    let mut parts = vec![format!(
+        "expect {} {} (80% between {} and {})",
+        num(a.load),
+        a.metric,
+        num(a.low),
+        num(a.high)
+    )];
+    if let Some((when, busy)) = &a.busiest {
+        if *busy > 0.0 {
+            parts.push(format!(
+                "{:.0}% of the busiest hour ({}, {} {})",
+                100.0 * a.load.max(0.0) / busy,
+                when.get(..16).unwrap_or(when).replace('T', " "),
+                num(*busy),
+                a.metric
+            ));
+        }
+    }
+    match a.wal_bytes {
+        Some(b) => parts.push(format!("{} of WAL to ship during it", human_bytes(b))),
+        None => parts.push("WAL unknown (no wal_bytes_per_s in the history)".into()),
+    }
+    match (a.bandwidth, a.db_size) {
+        (Some(bw), Some(db)) => parts.push(format!(
+            "copying {} and that WAL within it needs {}/s",
+            human_bytes(db as f64),
+            human_bytes(bw)
+        )),
+        _ => parts.push("bandwidth unknown (no db_size_bytes; pass --db-size)".into()),
+    }
+    parts.push(
+        match a.target_ok {
+            Some(true) => "the target looks big enough",
+            Some(false) => "the target looks too small (see resources)",
+            None => "target size not judged (pass --target-cpus and --target-mem)",
+        }
+        .into(),
+    );
+    parts.join("; ")
 }
 
 impl shared::Record for Window {
@@ -310,13 +391,14 @@ fn resources(l: &Loaded, a: &RecommendArgs) -> Resources {
     }
 }
 
-fn backtest_config(l: &Loaded, seed: u64) -> Config {
+fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>) -> Config {
     Config {
         window: l.steps.window,
         horizon: l.steps.horizon,
         every: l.steps.every,
         min_train: l.steps.min_train,
         seed,
+        last,
     }
 }
 
@@ -372,6 +454,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     let fit = data.profile(origin);
     let mut backtested = 0usize;
     let mut chosen_plan = None;
+    let mut model_reason = String::new();
     let model = if !fit.weekly && a.model != ModelName::Profile {
         if a.model != ModelName::Auto {
             shared::warn!(
@@ -383,7 +466,9 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
         }
         ModelName::Profile
     } else if a.model == ModelName::Auto {
-        let cfg = backtest_config(&l, a.h.seed);
+        // Every backtest origin's horizon ends before the history does: the last
+        // AUTO_ORIGINS of them are what the rule compares.
+        let cfg = backtest_config(&l, a.h.seed, Some(backtest::AUTO_ORIGINS));
         let n_origins = backtest::origins(origin, &cfg).len();
         if n_origins < 3 {
             shared::note!(
@@ -403,6 +488,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             }
             let (choice, model, plan) = choose_auto(&data, &tracks, &cands, origin, h, w, a);
             out.emit(&choice)?;
+            model_reason = format!("--model auto: {}", choice.why);
             chosen_plan = Some(plan);
             model
         }
@@ -424,6 +510,37 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     // WAL: its own profile on the same grid.
     let wal = wal_profile(&l, &values, &cal, origin);
     let res = resources(&l, a);
+    if model_reason.is_empty() {
+        model_reason = if a.model == model {
+            format!("--model {}", model.as_str())
+        } else {
+            format!(
+                "less than a week of history: the {} (the only model that needs no weekly \
+                 pattern)",
+                model.as_str()
+            )
+        };
+    }
+    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
+    let filled: Vec<f64> = (0..h)
+        .map(|j| {
+            if pred[j].is_finite() {
+                pred[j]
+            } else {
+                profile_pred[j]
+            }
+        })
+        .collect();
+    let hour = ((3600 / s.step).max(1) as usize).min(h);
+    let busiest = (0..=h - hour)
+        .map(|j| (j, filled[j..j + hour].iter().sum::<f64>() / hour as f64))
+        .filter(|(_, m)| m.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let target_ok = match (res.target_cpus_ok, res.target_mem_ok) {
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (None, None) => None,
+        _ => Some(true),
+    };
     let window_s = w as f64 * s.step as f64;
     let nonneg = hist.iter().all(|v| !v.is_finite() || *v >= 0.0);
     let mut windows = 0;
@@ -471,6 +588,28 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             },
             wal_ship_jobs: wal_high
                 .map(|r| ((2.0 * r / a.job_rate.max(1) as f64).ceil() as u32).clamp(1, 16)),
+            busiest_hour_start: busiest.map(|(j, _)| l.zone.local_string(cal.time(origin + j))),
+            busiest_hour_load: busiest.map(|(_, m)| round3(m)),
+            load_vs_busiest: busiest
+                .filter(|(_, m)| *m > 0.0)
+                .map(|(_, m)| round3(p.max(0.0) / m)),
+            target_ok,
+            model_reason: model_reason.clone(),
+            advice: advice(&Advice {
+                metric: &l.info.metric,
+                load: p,
+                low: if nonneg { lo.max(0.0) } else { lo }.min(p),
+                high: hi.max(p),
+                busiest: busiest.map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m)),
+                wal_bytes,
+                bandwidth: match (res.db_size_bytes, wal_bytes) {
+                    (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
+                    (Some(db), None) => Some(db as f64 / window_s),
+                    _ => None,
+                },
+                db_size: res.db_size_bytes,
+                target_ok,
+            }),
         })?;
         windows += 1;
     }
@@ -518,37 +657,31 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
 pub struct Choice {
     /// The chosen model.
     pub model: String,
-    /// Why: `lowest`, `simpler` (within the margin of the lowest), `warm_up` (too few
-    /// origins to compare), `short_history` (too little history to backtest: the profile).
+    /// Why: `default` (no candidate chose significantly quieter windows than the default),
+    /// `better` (one did), `warm_up` (too few origins to compare: the default),
+    /// `short_history` (too little history to backtest: the profile).
     pub reason: Reason,
+    /// The same in a sentence, for a person.
+    pub why: String,
     /// Backtest origins the chosen model was scored on.
     pub origins: usize,
     /// Its backtested p90 regret.
     pub p90_regret: Option<f64>,
     /// Its backtested mean regret.
     pub mean_regret: Option<f64>,
-    /// The admitted candidate with the lowest p90 regret.
+    /// The default candidate (the hour-of-week mean).
+    pub default: String,
+    /// The default's backtested mean regret.
+    pub default_mean_regret: Option<f64>,
+    /// The paired t statistic of the chosen model's regret against the default's (null for
+    /// the default).
+    pub t: Option<f64>,
+    /// The bar: a candidate is followed when its t is below minus this.
+    pub z: f64,
+    /// The candidate with the lowest mean regret (not necessarily significantly lower).
     pub lowest: Option<String>,
-    /// Its p90 regret.
-    pub lowest_p90_regret: Option<f64>,
-    /// The margin by which a candidate must beat a simpler one.
-    pub margin: f64,
-    /// Candidates whose window the profile's forecast refused.
-    pub refused: Vec<Refusal>,
-}
-
-/// A candidate the guard refused.
-#[derive(Debug, Serialize)]
-pub struct Refusal {
-    /// The candidate.
-    pub model: String,
-    /// Its backtested p90 regret.
-    pub p90_regret: Option<f64>,
-    /// The profile's forecast of the candidate's best window.
-    pub forecast: f64,
-    /// The most a window may be forecast to pass: the high end of the 80% range of the
-    /// profile's best window.
-    pub limit: f64,
+    /// Its mean regret.
+    pub lowest_mean_regret: Option<f64>,
 }
 
 impl shared::Record for Choice {
@@ -560,13 +693,18 @@ impl Choice {
         Choice {
             model: ModelName::Profile.as_str().to_owned(),
             reason: Reason::ShortHistory,
+            why: "too little history to compare the models (a backtest needs --min-train + \
+                  --horizon + 2 days): the profile, which needs the least"
+                .to_owned(),
             origins: 0,
             p90_regret: None,
             mean_regret: None,
+            default: candidate_models()[0].as_str().to_owned(),
+            default_mean_regret: None,
+            t: None,
+            z: backtest::Z,
             lowest: None,
-            lowest_p90_regret: None,
-            margin: backtest::MARGIN,
-            refused: Vec::new(),
+            lowest_mean_regret: None,
         }
     }
 }
@@ -575,8 +713,7 @@ fn finite3(x: f64) -> Option<f64> {
     x.is_finite().then(|| round3(x))
 }
 
-/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]), and
-/// the guard checks each candidate's window at `origin` before it is followed.
+/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]).
 fn choose_auto(
     data: &Data,
     tracks: &[backtest::Track],
@@ -586,68 +723,71 @@ fn choose_auto(
     w: usize,
     a: &RecommendArgs,
 ) -> (Choice, ModelName, Plan) {
-    let scores: Vec<Score> = cands
+    let ctracks: Vec<&backtest::Track> = cands
         .iter()
-        .map(|c| {
-            tracks
-                .iter()
-                .find(|t| t.name == c.as_str())
-                .map_or_else(|| Score::of(&[]), |t| t.score())
-        })
+        .filter_map(|c| tracks.iter().find(|t| t.name == c.as_str()))
         .collect();
-    let guard = Guard::new(data, origin, h, w);
-    let mut admitted = vec![true; cands.len()];
-    let mut plans: Vec<Option<Plan>> = cands.iter().map(|_| None).collect();
-    let mut refused = Vec::new();
-    let pick = loop {
-        let Some(pick) = backtest::choose(&scores, &admitted) else {
-            // No candidates at all (cannot happen with candidate_models()).
-            let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
-            return (Choice::fallback(), ModelName::Profile, plan);
-        };
-        let i = pick.index;
-        let plan =
-            plans[i].get_or_insert_with(|| cands[i].build(a.h.seed).plan(data, origin, h, w));
-        let first = ranked_starts(plan, w).first().copied();
-        match first {
-            Some(s) if admitted[i] && !guard.admits(s, w) => {
-                admitted[i] = false;
-                refused.push(Refusal {
-                    model: cands[i].as_str().to_owned(),
-                    p90_regret: finite3(scores[i].p90),
-                    forecast: round3(guard.forecast(s, w)),
-                    limit: round3(guard.limit),
-                });
-            }
-            _ => break pick,
-        }
+    if ctracks.len() != cands.len() {
+        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
+        return (Choice::fallback(), ModelName::Profile, plan);
+    }
+    let n = ctracks[0].outcomes.len();
+    let regrets = backtest::finished_regrets(&ctracks, n, origin, h);
+    let scores: Vec<Score> = ctracks.iter().map(|t| t.score()).collect();
+    let Some(pick) = backtest::choose(&regrets, &vec![true; cands.len()]) else {
+        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
+        return (Choice::fallback(), ModelName::Profile, plan);
     };
     let i = pick.index;
     let model = cands[i];
-    if !refused.is_empty() {
-        let names: Vec<&str> = refused.iter().map(|r| r.model.as_str()).collect();
-        shared::note!(
-            "--model auto: the latest data contradict the backtest of {}: the profile, which \
-             follows a change within about two days, forecasts the window chosen clearly busier \
-             than its own best (see the choice record); using {}",
-            names.join(", "),
-            model.as_str()
-        );
-    }
+    let lowest = (0..cands.len())
+        .filter(|&j| scores[j].mean.is_finite())
+        .min_by(|&x, &y| scores[x].mean.total_cmp(&scores[y].mean));
+    let def = cands[0].as_str();
+    let why = match pick.reason {
+        backtest::Reason::Better => format!(
+            "over {} past origins {} chose quieter windows than the {def} default, \
+             significantly (paired t {:.1}, bar -{})",
+            pick.origins,
+            model.as_str(),
+            pick.t.unwrap_or(f64::NAN),
+            backtest::Z
+        ),
+        backtest::Reason::WarmUp => format!(
+            "only {} past origins to compare (need {}): the {def} default",
+            pick.origins,
+            backtest::WARM_UP
+        ),
+        _ => format!(
+            "no candidate chose significantly quieter windows than the {def} default over {} \
+             past origins{}",
+            pick.origins,
+            lowest
+                .filter(|&l| l != 0)
+                .map(|l| format!(
+                    " ({} was lower on average, {} vs {}, but not by 3 standard errors)",
+                    cands[l].as_str(),
+                    round3(scores[l].mean),
+                    round3(scores[0].mean)
+                ))
+                .unwrap_or_default()
+        ),
+    };
     let choice = Choice {
         model: model.as_str().to_owned(),
         reason: pick.reason,
+        why,
         origins: scores[i].n,
         p90_regret: finite3(scores[i].p90),
         mean_regret: finite3(scores[i].mean),
-        lowest: pick.lowest.map(|l| cands[l].as_str().to_owned()),
-        lowest_p90_regret: pick.lowest.and_then(|l| finite3(scores[l].p90)),
-        margin: backtest::MARGIN,
-        refused,
+        default: def.to_owned(),
+        default_mean_regret: finite3(scores[0].mean),
+        t: pick.t.and_then(finite3),
+        z: backtest::Z,
+        lowest: lowest.map(|l| cands[l].as_str().to_owned()),
+        lowest_mean_regret: lowest.and_then(|l| finite3(scores[l].mean)),
     };
-    let plan = plans[i]
-        .take()
-        .unwrap_or_else(|| model.build(a.h.seed).plan(data, origin, h, w));
+    let plan = model.build(a.h.seed).plan(data, origin, h, w);
     (choice, model, plan)
 }
 
@@ -686,7 +826,7 @@ struct BacktestRecord<'a> {
 pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     let l = load(&a.h)?;
     let s = &l.series;
-    let cfg = backtest_config(&l, a.h.seed);
+    let cfg = backtest_config(&l, a.h.seed, None);
     let origins = backtest::origins(s.len(), &cfg);
     if origins.is_empty() {
         return Err(shared::err(
@@ -704,11 +844,14 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     out.emit_as("history", &l.info)?;
     let cal = Calendar::new(&l.zone, s.t0, s.step, s.len());
     let data = Data::new(&s.values, &cal, ProfileParams::default());
+    // Every model and baseline is scored, the candidates of auto among them (the forest is
+    // scored but no longer a candidate).
     let cands = candidate_models();
     let mut names = cands.clone();
     names.extend(
-        models::baselines()
+        [ModelName::Forest]
             .into_iter()
+            .chain(models::baselines())
             .filter(|b| !cands.contains(b)),
     );
     let mut tracks = backtest::run(&s.values, &data, &names, &cfg);

@@ -13,7 +13,7 @@ pub fn render(kind: &str, r: &Map<String, Value>) -> Option<String> {
             // `2026-01-25T03:10:00+00:00` → `2026-01-25 03:10`.
             let local = |k: &str| s(k).get(..16).unwrap_or("-").replace('T', " ");
             let end = local("end_local");
-            Some(format!(
+            let mut text = format!(
                 "#{:<2} {} {}–{} {} ({} min)  predicted {} {} ({}–{})  WAL {}  link needed {}",
                 v("rank"),
                 s("weekday"),
@@ -27,7 +27,17 @@ pub fn render(kind: &str, r: &Map<String, Value>) -> Option<String> {
                 v("predicted_high"),
                 v("wal_bytes_per_s"),
                 v("bandwidth_bytes_per_s")
-            ))
+            );
+            // The advice in words, and (for the best window) why this model.
+            if let Some(a) = r.get("advice").and_then(Value::as_str) {
+                text.push_str(&format!("\n    {a}"));
+            }
+            if r.get("rank").and_then(Value::as_u64) == Some(1) {
+                if let Some(m) = r.get("model_reason").and_then(Value::as_str) {
+                    text.push_str(&format!("\n    chosen by {}: {m}", s("model")));
+                }
+            }
+            Some(text)
         }
         "history" => Some(format!(
             "history: {} days of {} ({} samples, every {} s), {} gaps, {}% missing",
@@ -48,7 +58,8 @@ pub fn render(kind: &str, r: &Map<String, Value>) -> Option<String> {
         "choice" => Some(format!(
             "model: {}{}",
             s("model"),
-            r.get("reason")
+            r.get("why")
+                .or_else(|| r.get("reason"))
                 .and_then(Value::as_str)
                 .map_or(String::new(), |why| format!(" ({why})"))
         )),
@@ -74,6 +85,24 @@ mod tests {
         assert_eq!(
             render("window", r.as_object().unwrap()).unwrap(),
             "#1  Sun 2026-01-25 03:10–03:40 Etc/UTC (30 min)  predicted tps 11.9 (10.4–13.9)  WAL 69.8 KiB/s  link needed 32.0 MiB/s"
+        );
+        let mut with = r.as_object().unwrap().clone();
+        with.insert(
+            "advice".into(),
+            "expect 11.9 tps; 4% of the busiest hour".into(),
+        );
+        with.insert("model_reason".into(), "--model profile".into());
+        with.insert("model".into(), "profile".into());
+        assert_eq!(
+            render("window", &with)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
+            [
+                "    expect 11.9 tps; 4% of the busiest hour",
+                "    chosen by profile: --model profile"
+            ]
         );
     }
 }

@@ -108,65 +108,53 @@ fn num(v: &Value) -> f64 {
 }
 
 #[test]
-fn auto_matches_the_best_baseline_when_stable_and_beats_it_after_a_regime_shift() {
+fn auto_follows_the_hour_of_week_mean_unless_another_is_significantly_better() {
     let dir = scratch();
-    // A stable weekly pattern on which the plain hour-of-week mean does better than the
-    // learned models: auto follows the baseline, and is no worse than the best one.
+    // A stable weekly pattern: nothing beats the plain hour-of-week mean by three standard
+    // errors, auto follows it and is no worse than the best baseline.
     let t = trace(TraceKind::Seasonal, 6, 5, "UTC", MONDAY);
     let h = write_history(dir.path(), "seasonal.jsonl", &t, 5 * 2016);
     let r = run(&["evaluate", "--history", h.to_str().unwrap()]);
     r.expect(0);
     let s = r.one("summary");
-    let (auto, best) = (
-        num(&s["auto_p90_regret"]),
-        num(&s["best_baseline_p90_regret"]),
-    );
-    assert!(
-        auto <= best,
-        "auto {auto} > best baseline {best}\n{}",
+    let evals = r.of("evaluation");
+    let mean = |m: &str| num(&eval_of(&evals, m)["mean_regret"]);
+    let best_baseline = ["last-week", "hour-of-week", "at-0300", "random"]
+        .iter()
+        .map(|m| mean(m))
+        .fold(f64::INFINITY, f64::min);
+    assert!(mean("auto") <= best_baseline, "{}", r.dump());
+    let followed = s["auto_followed"].as_object().unwrap();
+    assert_eq!(
+        followed.keys().collect::<Vec<_>>(),
+        ["hour-of-week"],
+        "{}",
         r.dump()
     );
-    let followed = s["auto_followed"].as_object().unwrap();
-    assert!(followed.contains_key("hour-of-week"), "{}", r.dump());
 
-    // A nightly batch job appears three weeks before the end: the baselines keep choosing
-    // the nights it fills until their backtest catches up; auto does not follow them there.
+    // A nightly batch job appears three weeks before the end. The models see it (the profile
+    // follows the new level within days) but over two weeks of finished origins their
+    // advantage is not yet three standard errors: auto still follows the hour-of-week mean
+    // and ties it. This is the price of the high bar, which on the real traces of
+    // bench/data saves more than it costs (issue 17).
     let t = trace(TraceKind::RegimeShift, 1, 6, "UTC", MONDAY);
     let h = write_history(dir.path(), "shift.jsonl", &t, 6 * 2016);
     let r = run(&["evaluate", "--history", h.to_str().unwrap(), "--detail"]);
     r.expect(0);
-    let s = r.one("summary");
-    let (auto, best) = (
-        num(&s["auto_p90_regret"]),
-        num(&s["best_baseline_p90_regret"]),
-    );
-    assert!(
-        auto * 10.0 < best,
-        "auto {auto} vs best baseline {best}\n{}",
-        r.dump()
-    );
-    // The guard refused the hour-of-week mean's windows after the shift, and auto never
-    // followed a refused candidate.
+    let evals = r.of("evaluation");
+    let mean = |m: &str| num(&eval_of(&evals, m)["mean_regret"]);
+    assert!(mean("profile") * 2.0 < mean("hour-of-week"), "{}", r.dump());
+    assert!(mean("auto") <= mean("hour-of-week"), "{}", r.dump());
+    // Every auto backtest record names the candidate it followed, and has its regret.
     let bt = r.of("backtest");
-    let refused: Vec<(&str, &str)> = bt
-        .iter()
-        .filter(|b| b["admitted"] == false)
-        .map(|b| (b["model"].as_str().unwrap(), b["origin"].as_str().unwrap()))
-        .collect();
-    assert!(
-        refused.iter().any(|(m, _)| *m == "hour-of-week"),
-        "{}",
-        r.dump()
-    );
     let autos: Vec<&&Value> = bt.iter().filter(|b| b["model"] == "auto").collect();
     assert!(!autos.is_empty());
     for a in autos {
         let followed = a["followed"].as_str().unwrap();
-        let origin = a["origin"].as_str().unwrap();
-        assert!(
-            !refused.contains(&(followed, origin)),
-            "auto followed the refused {followed} at {origin}\n{}",
-            r.dump()
-        );
+        let same = bt
+            .iter()
+            .find(|b| b["model"] == followed && b["origin"] == a["origin"])
+            .unwrap();
+        assert_eq!(same["regret"], a["regret"], "{}", r.dump());
     }
 }

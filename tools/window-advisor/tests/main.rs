@@ -4,5 +4,7 @@ mod bad_input;
 mod cli;
 mod collect;
 mod evaluate;
+mod prometheus;
+mod real;
 mod recommend;
 mod util;

@@ -141,9 +141,20 @@ fn every_kind_of_trace_gets_a_truly_quiet_window() {
         let mut sorted = week.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
+        // Among the quietest 5% of the week's windows (a backtest's `hit`); where nothing
+        // changed, close to the very best. After a regime shift auto follows the hour-of-week
+        // mean until another candidate is significantly better (issue 17), so there the bar
+        // is the hit.
+        let q05 = sorted[sorted.len() / 20];
+        let shifted = matches!(kind, TraceKind::RegimeShift | TraceKind::Mixed);
+        let bar = if shifted {
+            q05
+        } else {
+            best + 0.05 * (median - best)
+        };
         assert!(
-            got <= best + 0.05 * (median - best),
-            "{kind:?}: chose a window of true load {got:.1}; best {best:.1}, median {median:.1}\n{}",
+            got <= bar,
+            "{kind:?}: chose a window of true load {got:.1}; best {best:.1}, 5% {q05:.1}, median {median:.1}\n{}",
             r.dump()
         );
         if kind == TraceKind::RegimeShift {
@@ -310,47 +321,71 @@ fn runs_are_deterministic_for_a_seed() {
 }
 
 #[test]
-fn auto_does_not_follow_a_baseline_the_latest_days_contradict() {
-    let dir = scratch();
-    // Three weeks of a steady pattern, then two days of a new nightly batch job
-    // (00:30-05:30): the backtest cannot know yet that the hour-of-week mean now chooses the
-    // job's nights, but the profile has seen the two busy nights.
-    let t = trace(TraceKind::RegimeShift, 1, 6, "UTC", MONDAY);
-    let h = write_history(dir.path(), "h.jsonl", &t, 23 * 288);
-    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+fn auto_follows_another_candidate_only_when_it_is_significantly_better() {
+    // Flights leaving New York per hour (bench/data): at 03:00 there is almost never one,
+    // while the hour-of-week mean sometimes picks an hour with a rare late departure. Over
+    // the last 56 origins always-03:00 chose quieter 1-hour windows by more than three
+    // standard errors: auto follows it, and says so.
+    let trace = crate::real::trace_path("nyc-departures-2013").unwrap();
+    let args = |w: &'static str| {
+        vec![
+            "recommend".to_owned(),
+            "--history".into(),
+            trace.to_str().unwrap().into(),
+            "--metric".into(),
+            "departures".into(),
+            "--tz".into(),
+            "America/New_York".into(),
+            "--window".into(),
+            w.into(),
+            "--top".into(),
+            "1".into(),
+        ]
+    };
+    let a1 = args("1h");
+    let r = run(&a1.iter().map(String::as_str).collect::<Vec<_>>());
     r.expect(0);
     let c = r.one("choice");
-    let refused: Vec<&str> = c["refused"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["model"].as_str().unwrap())
-        .collect();
-    assert!(refused.contains(&"hour-of-week"), "{}", r.dump());
-    for x in c["refused"].as_array().unwrap() {
-        assert!(f(&x["forecast"]) > f(&x["limit"]), "{}", r.dump());
-    }
-    assert!(!refused.contains(&c["model"].as_str().unwrap()));
-    assert!(c["p90_regret"].is_number(), "{}", r.dump());
-    assert_eq!(r.one("summary")["model"], c["model"]);
-    assert!(r.stderr.contains("contradict"), "{}", r.dump());
-    // The window avoids the job.
-    let w = r.one("window");
-    let start = epoch(w["start"].as_str().unwrap());
-    let got = expected_window(&t, start, 6);
+    assert_eq!(c["model"], "at-0300", "{}", r.dump());
+    assert_eq!(c["reason"], "better", "{}", r.dump());
+    assert!(f(&c["t"]) < -f(&c["z"]), "{}", r.dump());
     assert!(
-        got < 40.0,
-        "chose a window of true load {got:.1}: {}",
+        f(&c["mean_regret"]) < f(&c["default_mean_regret"]),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        c["why"].as_str().unwrap().contains("significantly"),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(r.one("summary")["model"], "at-0300");
+    let w = r.one("window");
+    assert_eq!(w["model"], "at-0300");
+    assert_eq!(
+        &w["start_local"].as_str().unwrap()[11..16],
+        "03:00",
+        "{}",
         r.dump()
     );
 
-    // Three weeks of the steady pattern only: the hour-of-week mean is followed.
-    let h = write_history(dir.path(), "steady.jsonl", &t, 21 * 288);
-    let r = run(&["recommend", "--history", h.to_str().unwrap(), "--top", "1"]);
+    // 2-hour windows: no candidate is significantly better, the default is kept.
+    let a2 = args("2h");
+    let r = run(&a2.iter().map(String::as_str).collect::<Vec<_>>());
     r.expect(0);
     let c = r.one("choice");
-    assert_eq!(c["model"], "hour-of-week", "{}", r.dump());
-    assert_eq!(c["refused"].as_array().unwrap().len(), 0, "{}", r.dump());
+    assert_eq!(
+        (c["model"].as_str(), c["reason"].as_str()),
+        (Some("hour-of-week"), Some("default")),
+        "{}",
+        r.dump()
+    );
+    assert!(c["t"].is_null());
+    assert!(
+        c["why"].as_str().unwrap().starts_with("no candidate"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -404,4 +439,69 @@ fn forecast_covers_the_horizon_and_the_windows_are_its_quietest() {
         (mean - f(&best["predicted_load"])).abs() < 0.01,
         "{mean} vs {best}"
     );
+}
+
+#[test]
+fn the_window_says_how_quiet_how_sure_and_what_it_means_for_the_migration() {
+    let dir = scratch();
+    let t = trace(TraceKind::Seasonal, 3, 3, "UTC", MONDAY);
+    let h = write_history(dir.path(), "h.jsonl", &t, 3 * WEEK);
+    let h = h.to_str().unwrap();
+    let r = run(&[
+        "recommend",
+        "--history",
+        h,
+        "--top",
+        "1",
+        "--target-cpus",
+        "16",
+        "--target-mem",
+        "64GiB",
+    ]);
+    r.expect(0);
+    let w = r.one("window");
+    let (load, busy) = (f(&w["predicted_load"]), f(&w["busiest_hour_load"]));
+    assert!(busy > 5.0 * load, "{}", r.dump());
+    assert!((f(&w["load_vs_busiest"]) - load / busy).abs() < 1e-3);
+    assert!(w["busiest_hour_start"].as_str().unwrap().len() >= 16);
+    assert_eq!(w["target_ok"], true, "{}", r.dump());
+    let advice = w["advice"].as_str().unwrap();
+    for want in [
+        "80% between",
+        "% of the busiest hour",
+        "of WAL to ship",
+        "needs",
+        "big enough",
+    ] {
+        assert!(advice.contains(want), "{want}: {advice}");
+    }
+    assert!(
+        w["model_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("--model auto: "),
+        "{}",
+        r.dump()
+    );
+    // A target with one CPU is too small, and the advice says so.
+    let r = run(&[
+        "recommend",
+        "--history",
+        h,
+        "--top",
+        "1",
+        "--target-cpus",
+        "1",
+        "--model",
+        "profile",
+    ]);
+    r.expect(0);
+    let w = r.one("window");
+    assert_eq!(w["target_ok"], false);
+    assert!(
+        w["advice"].as_str().unwrap().contains("too small"),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(w["model_reason"], "--model profile");
 }

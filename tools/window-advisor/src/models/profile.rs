@@ -27,6 +27,9 @@
 use super::{Data, Plan, Strategy};
 use crate::time::{Calendar, DAY, WEEK};
 
+/// Weeks of history a fit looks at (the latest).
+pub const MEMORY_WEEKS: usize = 12;
+
 /// Profile settings.
 #[derive(Clone, Copy, Debug)]
 pub struct ProfileParams {
@@ -133,7 +136,16 @@ impl ProfileFit {
         let band = (450 / step) as isize;
         let per_day = (DAY / step).max(1) as usize;
         let per_week = 7 * per_day;
-        let first = hist.iter().position(|v| v.is_finite());
+        // Only the last MEMORY_WEEKS count: older points weigh under 2% (two-week half-lives),
+        // and leaving them out keeps a fit on a year of 5-minute data to a few milliseconds,
+        // which a backtest at hundreds of origins needs.
+        let per_step_weeks = (WEEK / step).max(1) as usize;
+        let from = n.saturating_sub(MEMORY_WEEKS * per_step_weeks);
+        let first = hist
+            .iter()
+            .skip(from)
+            .position(|v| v.is_finite())
+            .map(|p| p + from);
         let last = hist.iter().rposition(|v| v.is_finite());
         let weekly = match (first, last) {
             (Some(a), Some(b)) => (b - a) as i64 * step >= WEEK - step,
@@ -236,7 +248,7 @@ impl ProfileFit {
         let mut long_bins: Vec<Bin> = vec![Vec::new(); ds];
         let mut short_bins: Vec<Bin> = vec![Vec::new(); ds];
         let mut all: Vec<f64> = Vec::with_capacity(n);
-        for (i, &v) in hist.iter().enumerate() {
+        for (i, &v) in hist.iter().enumerate().skip(from) {
             if v.is_finite() {
                 let r = v - effect[cal.week_slot(i)];
                 let d = cal.day_slot(i);
@@ -262,7 +274,7 @@ impl ProfileFit {
         // the long level without a week of history).
         let mut bins: Vec<Bin> = vec![Vec::new(); ds];
         if blocks.is_empty() {
-            for (i, &v) in hist.iter().enumerate() {
+            for (i, &v) in hist.iter().enumerate().skip(from) {
                 if v.is_finite() {
                     let w = w_effect[i];
                     let d = cal.day_slot(i);
