@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, WeakProgressBar};
+pub use indicatif::ProgressBar;
+use indicatif::{ProgressDrawTarget, ProgressStyle, WeakProgressBar};
 
 /// The bar on screen, if any: lines written to the terminal while it is drawn go through
 /// [`suspend`], so that they end up above it instead of inside it.
@@ -39,6 +40,22 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_message(what.to_owned());
+    activate(&pb);
+    pb
+}
+
+/// A bar over `total` bytes labelled `what` (sizes and rate in binary units, the message after
+/// it: e.g. the rows done); hidden unless stderr is a terminal.
+pub fn bytes_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), draw_target());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_owned());
     activate(&pb);
     pb
 }

@@ -133,19 +133,25 @@ fn comparisons_read_as_text_on_a_terminal_and_as_json_on_a_pipe() {
     );
 
     // pg-checksum: each differing row with its values side by side, cut at --show-values.
-    let (code, text) = on_a_terminal(&format!(
+    let (code, raw) = on_a_terminal_raw(&format!(
         "{} --source {} --target {} --show-values 12",
         q(checksum.to_str().unwrap()),
         q(&src),
         q(&tgt)
     ));
+    // Its progress is the table data hashed (bytes, with the rows), not a count of tables.
+    assert!(
+        raw.contains("hashing [") && raw.contains(" rows"),
+        "a bytes-and-rows bar while it hashes: {raw}"
+    );
+    let text = screen(&raw);
     assert_eq!(code, 1, "{text}");
     assert!(!text.contains("{\""), "no JSON on a terminal: {text}");
     let starts = |p: &str| text.lines().any(|l| l.starts_with(p));
     assert!(starts("DIFFERS  public.accounts"), "{text}");
     assert!(starts("equal    public.same"), "{text}");
     assert!(
-        !starts("      tables ["),
+        !starts("     hashing ["),
         "the bar is cleared at the end: {text}"
     );
     assert!(text.contains("balance  source 10  |  target 999"), "{text}");
@@ -304,6 +310,23 @@ fn load_gen_and_window_advisor_read_as_text_on_a_terminal() {
         2,
         "a closing line each: {text}"
     );
+
+    // wal-ship sweep: the backlog's bytes as it ships them (a bar only while it runs).
+    let spool = page.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::copy(cluster.data_dir().join("pg_wal").join(seg), spool.join(seg)).unwrap();
+    let archive2 = page.path().join("archive2");
+    std::fs::create_dir(&archive2).unwrap();
+    let (code, raw) = on_a_terminal_raw(&format!(
+        "{ws} sweep --from {} --to {}",
+        q(spool.to_str().unwrap()),
+        q(archive2.to_str().unwrap())
+    ));
+    assert_eq!(code, 0, "{raw}");
+    assert!(raw.contains("shipping ["), "a bar while it ships: {raw:?}");
+    let text = screen(&raw);
+    assert!(!text.contains("shipping ["), "cleared at the end: {text}");
+    assert!(text.contains(seg), "{text}");
 
     // pg-scram: the verifier alone, ready to paste.
     let scram = testkit::tool_bin("pg-scram");

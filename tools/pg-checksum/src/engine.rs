@@ -131,9 +131,58 @@ pub fn hash_table(
             let lo = (i > 0).then(|| blocks * i / n);
             let hi = (i < n - 1).then(|| blocks * (i + 1) / n);
             let sql = shape.hash_query(bounds, &ctid_pred(lo, hi));
-            pool.submit(move |c| hash_rows(c, &sql))
+            let size = (hi.unwrap_or(blocks) - lo.unwrap_or(0)).max(0) as u64 * BLOCK;
+            pool.submit(move |c| {
+                let sums = hash_rows(c, &sql)?;
+                meter::hashed(size, sums.iter().map(|(_, s)| s.rows.max(0) as u64).sum());
+                Ok(sums)
+            })
         })
         .collect()
+}
+
+/// PostgreSQL's block size, for the bytes a slice of blocks covers.
+pub const BLOCK: u64 = 8192;
+
+/// Progress on a terminal while tables are hashed: the bytes of table data read so far (both
+/// hosts, as each slice of blocks is done) with the rows, rate and ETA; not the number of
+/// tables (one big table would sit at 0 of 1 for its whole run). Hidden on a pipe.
+pub mod meter {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use shared::progress::ProgressBar;
+
+    static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    static ROWS: AtomicU64 = AtomicU64::new(0);
+
+    /// Start showing progress over `total` bytes (a run's tables on every host it reads).
+    pub fn start(total: u64) {
+        ROWS.store(0, Ordering::SeqCst);
+        if let Ok(mut b) = BAR.lock() {
+            *b = Some(shared::progress::bytes_bar(total.max(1), "hashing"));
+        }
+    }
+
+    /// `bytes` of table data and `rows` more were hashed.
+    pub fn hashed(bytes: u64, rows: u64) {
+        let total = ROWS.fetch_add(rows, Ordering::SeqCst) + rows;
+        if let Ok(b) = BAR.lock() {
+            if let Some(b) = b.as_ref() {
+                b.inc(bytes);
+                b.set_message(format!("{total} rows"));
+            }
+        }
+    }
+
+    /// Clear the bar.
+    pub fn finish() {
+        if let Ok(mut b) = BAR.lock() {
+            if let Some(b) = b.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
 }
 
 /// Run a hash query: `(chunk, sum)` per chunk that has rows.

@@ -125,6 +125,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut totals = Totals::default();
     let mut pending: Vec<&Candidate> = Vec::new();
     let next = AtomicUsize::new(0);
+    // On a terminal: the bytes shipped of the backlog (a long catch-up after an outage).
+    let bar = shared::progress::bytes_bar(candidates.iter().map(|c| c.size).sum(), "shipping");
     let jobs = usize::from(a.jobs).min(candidates.len().max(1));
     std::thread::scope(|s| -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel();
@@ -150,6 +152,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
             while let Some(Some(r)) = results.get_mut(emitted).map(Option::take) {
                 let c = &candidates[emitted];
                 emitted += 1;
+                bar.inc(c.size);
+                bar.set_message(format!("{emitted}/{} files", candidates.len()));
                 match r {
                     Ok(rec) => {
                         totals.add(&rec);
@@ -176,6 +180,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         }
         Ok(())
     })?;
+    bar.finish_and_clear();
     if !pg_wal {
         write_state(&a.from, &mut state, &archive);
     }

@@ -160,7 +160,12 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     };
     let lsn = host.lsn();
     let opts = args.opts;
-    let bar = shared::progress::bar(plans.len() as u64, "tables");
+    crate::engine::meter::start(
+        plans
+            .iter()
+            .map(|p| p.blocks[0].max(0) as u64 * crate::engine::BLOCK)
+            .sum(),
+    );
     let work = |i: usize| -> anyhow::Result<(Vec<KeyVal>, Vec<Sum>)> {
         let p = &plans[i];
         let names = p.key_names();
@@ -185,7 +190,6 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         Ok((bounds, sums))
     };
     let result = parallel(plans.len(), opts.jobs, work, |i, r| {
-        bar.inc(1);
         let p = &plans[i];
         let about = json!({"schema": p.name.schema, "name": p.name.name});
         let (bounds, sums) = match r {
@@ -231,7 +235,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
             lsn: lsn.clone(),
         })
     });
-    bar.finish_and_clear();
+    crate::engine::meter::finish();
     result?;
     Ok(counts)
 }

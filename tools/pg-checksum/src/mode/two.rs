@@ -303,7 +303,12 @@ fn run_checks(
     out: &mut Output,
     counts: &mut Counts,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let bar = shared::progress::bar(plans.len() as u64, "tables");
+    crate::engine::meter::start(
+        plans
+            .iter()
+            .map(|p| (p.blocks[0].max(0) + p.blocks[1].max(0)) as u64 * crate::engine::BLOCK)
+            .sum(),
+    );
     let mut buffered = Vec::new();
     let opts = args.opts;
     let result = parallel(
@@ -319,7 +324,6 @@ fn run_checks(
             Ok(o)
         },
         |i, r| {
-            bar.inc(1);
             let name = &plans[i].name;
             let r = r.and_then(|mut o| {
                 if let Some(e) = o.proof_error.take() {
@@ -352,7 +356,7 @@ fn run_checks(
             }
         },
     );
-    bar.finish_and_clear();
+    crate::engine::meter::finish();
     result?;
     Ok(buffered)
 }
