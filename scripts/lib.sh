@@ -109,7 +109,9 @@ pgs_json() {
 }
 
 # pgs_print_record LINE: write one record on stdout: as it is on a pipe (the contract), as a
-# line for a person on a terminal (`type  key value, ...`), unless PGSHIFT_OUTPUT=json.
+# line for a person on a terminal (`type  key value, ...`), unless PGSHIFT_OUTPUT=json. A
+# `summary` also gives the closing line on stderr when a person reads it there (stderr a
+# terminal), unless the script says its own (PGS_OWN_CLOSING=1, migrate.sh).
 pgs_print_record() {
   if [[ -t 1 && ${PGSHIFT_OUTPUT:-} != json ]]; then
     jq -r 'def h: if type == "object" or type == "array" then tojson else tostring end;
@@ -119,6 +121,24 @@ pgs_print_record() {
   else
     printf '%s\n' "$1"
   fi
+  if [[ $1 == '{"type":"summary"'* && -t 2 && -z ${PGS_OWN_CLOSING:-} ]]; then
+    pgs_closing_line "$1"
+  fi
+}
+
+# pgs_closing_line SUMMARY: one line on stderr for a person: `NAME: ok, key value, ...` (the
+# summary's short fields) or `NAME: failed (exit N): message`.
+pgs_closing_line() {
+  local line
+  line=$(jq -r 'def h: tostring;
+    if .success == false then "failed (exit \(.exit_code // "?"))" + (if .message then ": \(.message)" else "" end)
+    else "ok" + ([to_entries[]
+        | select(.key as $k | ["type", "success", "exit_code", "elapsed_ms", "format_version", "tool"] | index($k) | not)
+        | select(.value != null and (.value | type) != "object" and (.value | type) != "array")
+        | "\(.key | gsub("_"; " ")) \(.value | h)"][0:5] | map(", " + .) | join(""))
+      + (if .elapsed_ms then ", in \(.elapsed_ms) ms" else "" end)
+    end' <<<"$1" 2>/dev/null) || return 0
+  printf '%s: %s\n' "$PGS_NAME" "$line" >&2
 }
 
 # pgs_require_cmd CMD...: fail with EX_UNAVAILABLE naming the first missing command.

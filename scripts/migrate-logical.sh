@@ -5,6 +5,7 @@
 #
 #   migrate.sh --mode logical --source DSN --target DSN [options]
 #   migrate.sh --mode logical --hosts-env FILE [--reverse] [options]
+#   scripts/migrate-logical.sh ...    (the same: migrate.sh --mode logical runs it)
 #
 # Both DSNs are control connections (a superuser, or on a managed service its admin role with
 # REPLICATION); no password in them (a passfile, ~/.pgpass or PGPASSWORD). Steps are the
@@ -78,6 +79,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=migrate
+# The closing line is this script's own (the downtime, the verdict).
+PGS_OWN_CLOSING=1
 here=$(cd "$(dirname "$0")" && pwd)
 usage() { pgs_usage "$1"; }
 ! pgs_wants_help "$@" || pgs_help
@@ -143,7 +146,6 @@ while (($#)); do
   shift
 done
 bin=${bin:-$(cd "$here/.." && pwd)/target/release}
-[[ -x $bin/pg-logical ]] || pgs_die "$EX_UNAVAILABLE" "$bin/pg-logical is missing (make release, or --bin DIR)"
 for v in max_lag catchup_timeout converge_window fence_timeout copy_jobs; do
   [[ ${!v} =~ ^[0-9]+$ ]] || usage "--${v//_/-} takes a whole number"
 done
@@ -167,6 +169,7 @@ if ((${#poolers[@]} == 0 && !no_pooler)) && [[ -n $POOLER_DSN ]]; then poolers=(
 if ((!yes && !dry_run && !abort && !finish)) && [[ ! -t 0 ]]; then
   usage "not a terminal: pass --yes to cut over without asking"
 fi
+[[ -x $bin/pg-logical ]] || pgs_die "$EX_UNAVAILABLE" "$bin/pg-logical is missing (make release, or --bin DIR)"
 # host:port of each side, for names and the poolers' entries.
 addr_of() { # addr_of CONNINFO -> host:port
   local h p

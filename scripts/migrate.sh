@@ -137,6 +137,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 PGS_NAME=migrate
+# The closing line is this script's own (the downtime, the verdict).
+PGS_OWN_CLOSING=1
 here=$(cd "$(dirname "$0")" && pwd)
 # The logical mode has its own runbook (and its own --help).
 for ((i = 1; i <= $#; i++)); do

@@ -29,8 +29,18 @@ fn run(name: &str, args: &[&str]) -> Output {
 const HELP: &[(&str, &[&[&str]])] = &[
     (
         "migrate.sh",
-        &[&["--help"], &["-h"], &["--hosts-env", "x", "--help"]],
+        &[
+            &["--help"],
+            &["-h"],
+            &["--hosts-env", "x", "--help"],
+            &["--mode", "logical", "--help"],
+        ],
     ),
+    (
+        "migrate-logical.sh",
+        &[&["--help"], &["--source", "x", "-h"]],
+    ),
+    ("fetch-pg.sh", &[&["--help"], &["17", "-h"]]),
     (
         "hosts-local.sh",
         &[
@@ -147,7 +157,43 @@ fn usage_errors_name_the_option_typed() {
         (
             "migrate.sh",
             &["--mode", "fast"],
-            "--mode must be stream or archive",
+            "--mode must be stream, archive or logical",
+        ),
+        (
+            "migrate.sh",
+            &["--mode", "logical", "--yes"],
+            "missing --source DSN",
+        ),
+        (
+            "migrate.sh",
+            &[
+                "--mode", "logical", "--source", "host=a", "--target", "host=b", "--abort",
+                "--finish",
+            ],
+            "give one of --abort, --finish and --dry-run",
+        ),
+        (
+            "migrate.sh",
+            &[
+                "--mode",
+                "logical",
+                "--source",
+                "host=a password=x",
+                "--target",
+                "host=b",
+            ],
+            "holds a password",
+        ),
+        (
+            "migrate.sh",
+            &["--mode", "logical", "--hook", "before_promote=true"],
+            "unknown hook 'before_promote'",
+        ),
+        ("fetch-pg.sh", &["twelve"], "unknown argument 'twelve'"),
+        (
+            "hosts-local.sh",
+            &["create", &new_dir, "--target-version", "17"],
+            "--target-version needs --logical",
         ),
         ("hosts-local.sh", &[], "create or destroy"),
         ("hosts-local.sh", &["create"], "create needs DIR"),
@@ -215,6 +261,41 @@ fn usage_errors_name_the_option_typed() {
 
 /// Any fatal path, not only usage: pgs_die ends the stream once (here hosts-local.sh refusing
 /// to destroy a directory it did not make: 65).
+/// Run scripts/NAME ARGS with stdout and stderr on a pseudo-terminal (util-linux `script`):
+/// what a person sees.
+fn on_a_terminal(name: &str, args: &[&str]) -> (i32, String) {
+    let cmd = std::iter::once(script(name).display().to_string())
+        .chain(args.iter().map(|a| (*a).to_owned()))
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut c = Command::new("script");
+    c.args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    testkit::hermetic(&mut c);
+    let out = c.output().expect("run script (util-linux)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn a_script_says_how_it_ended_in_one_closing_line() {
+    let gone = testkit::base_dir().join(format!("not-there-{}", std::process::id()));
+    let (code, text) = on_a_terminal("hosts-local.sh", &["destroy", gone.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let closing: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hosts-local: ok"))
+        .collect();
+    assert_eq!(closing.len(), 1, "one closing line: {text}");
+    assert!(closing[0].contains("nothing to remove"), "{text}");
+    // On a pipe with stderr a file, the stream is the record's alone.
+    let out = run("hosts-local.sh", &["destroy", gone.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
+}
+
 #[test]
 fn a_fatal_error_ends_stdout_with_error_and_summary() {
     let dir = tempfile::tempdir().unwrap();
