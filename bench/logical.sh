@@ -135,12 +135,26 @@ if [[ ,$peers, == *,pgcopydb,* ]]; then
   t0=$(pgs_now_ms)
   pgs_psql "$a_admin" "ALTER ROLE app NOLOGIN" >/dev/null
   pgs_psql "$a_admin" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'" >/dev/null
-  pgcopydb stream sentinel set endpos --current --source "$A_DSN" --dir "$work/pgc" >/dev/null 2>&1
-  wait "$pgc_pid" || pgs_log "pgcopydb clone --follow exited $? (see its log)"
+  pgcopydb stream sentinel set endpos --current --source "$A_DSN" >>"$work/pgcopydb.log" 2>&1 ||
+    pgs_die "$EX_SOFTWARE" "pgcopydb stream sentinel set endpos failed: $(tail -n 3 "$work/pgcopydb.log")"
+  # It exits once it applied up to endpos; give it two minutes.
+  outcome=unverified
+  for ((s = 0; s < 1200; s++)); do
+    kill -0 "$pgc_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pgc_pid" 2>/dev/null; then
+    outcome="failed: did not reach endpos in 120 s ($(grep -a -m 1 'ERROR' "$work/pgcopydb.log" | cut -c1-160))"
+    pgs_log "pgcopydb: $outcome"
+    pkill -f "pgcopydb clone --follow.*$work" || true
+  else
+    wait "$pgc_pid" || outcome="failed: exit $?"
+  fi
   pgs_psql "$b_admin" "ALTER ROLE app LOGIN" >/dev/null
   down=$(($(pgs_now_ms) - t0))
+  [[ $outcome == unverified ]] || down=null
   verified "$B_DSN"
-  record pgcopydb A-B "$copy" "$down" unverified
+  record pgcopydb A-B "$copy" "$down" "$outcome"
   pgcopydb stream cleanup --source "$A_DSN" --target "$B_DSN" --dir "$work/pgc" >/dev/null 2>&1 || true
   "$here/scripts/hosts-local.sh" destroy "$work/p" >/dev/null
 fi

@@ -252,16 +252,42 @@ fn stop(kind: ErrorKind, message: impl Into<String>) -> Stop {
     }
 }
 
-/// Wait until every database's slot confirmed `lsn` (and, with a sentinel, the sentinel row
-/// is on the target). Emits the proofs.
+/// Microseconds since the epoch: ids for pgshift's own rows.
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Make what the subscriber of database `db` applied durable (one synchronous commit on the
+/// target flushes its WAL, asynchronous commits of the apply worker included) and have it say
+/// so: a row on the source wakes the apply worker, which then reports its flush position (it
+/// reports one only when something changes, or at its next one-second nap).
+fn nudge(p: &mut Pair, db: &str) -> anyhow::Result<()> {
+    let mut t = p.target.db(db)?.transaction()?;
+    t.batch_execute("SET LOCAL synchronous_commit = on")?;
+    t.query_one("SELECT pg_current_xact_id()", &[])?;
+    t.commit()?;
+    p.source.db(db)?.execute(
+        "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, 'nudge')",
+        &[&now_us()],
+    )?;
+    Ok(())
+}
+
+/// Wait until every database's slot confirmed `lsn` and sentinel `id` (written on the
+/// source after `lsn`) is on the target. Emits the proofs.
 fn wait_confirmed(
     p: &mut Pair,
     lsn: &str,
-    sentinel: Option<i64>,
+    id: i64,
     deadline: Instant,
 ) -> anyhow::Result<Result<(), Stop>> {
     let t0 = Instant::now();
     for d in p.dbs.clone() {
+        let mut seen_ms: Option<u64> = None;
+        let mut nudged: Option<Instant> = None;
         let confirmed: Option<String>;
         loop {
             let row = p.source.control().query_opt(
@@ -289,6 +315,16 @@ fn wait_confirmed(
                 confirmed = row.get::<_, Option<String>>(1);
                 break;
             }
+            // Once the sentinel is applied, everything before it is: only the report of its
+            // flush is missing.
+            if seen_ms.is_none() && sentinel_seen(p, &d.name, id)? {
+                seen_ms = Some(t0.elapsed().as_millis() as u64);
+            }
+            if seen_ms.is_some() && nudged.is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
+            {
+                nudge(p, &d.name)?;
+                nudged = Some(Instant::now());
+            }
             if Instant::now() > deadline {
                 return Ok(Err(stop(
                     ErrorKind::Retry,
@@ -299,7 +335,7 @@ fn wait_confirmed(
                     ),
                 )));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         proof(
             p,
@@ -307,29 +343,24 @@ fn wait_confirmed(
             json!({"database": d.name, "slot": d.names.slot, "fenced_lsn": lsn,
                    "confirmed_flush_lsn": confirmed, "ms": t0.elapsed().as_millis() as u64}),
         )?;
-        if let Some(id) = sentinel {
-            loop {
-                let c = p.target.db(&d.name)?;
-                let seen = c
-                    .query_opt("SELECT 1 FROM pgshift.sentinel WHERE id = $1", &[&id])?
-                    .is_some();
-                if seen {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Ok(Err(stop(
-                        ErrorKind::Retry,
-                        format!("the sentinel row {id} written on the source after the fence did not reach the target's database {} in time", d.name),
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        while seen_ms.is_none() {
+            if sentinel_seen(p, &d.name, id)? {
+                seen_ms = Some(t0.elapsed().as_millis() as u64);
+                break;
             }
-            proof(
-                p,
-                "sentinel",
-                json!({"database": d.name, "id": id, "ms": t0.elapsed().as_millis() as u64}),
-            )?;
+            if Instant::now() > deadline {
+                return Ok(Err(stop(
+                    ErrorKind::Retry,
+                    format!("the sentinel row {id} written on the source after the fence did not reach the target's database {} in time", d.name),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
+        proof(
+            p,
+            "sentinel",
+            json!({"database": d.name, "id": id, "ms": seen_ms}),
+        )?;
     }
     Ok(Ok(()))
 }
@@ -350,6 +381,44 @@ fn max_lag(p: &mut Pair) -> anyhow::Result<i64> {
         worst = worst.max(lag.unwrap_or(i64::MAX));
     }
     Ok(worst)
+}
+
+/// Whether sentinel `id` is on the target in database `db`.
+fn sentinel_seen(p: &mut Pair, db: &str, id: i64) -> anyhow::Result<bool> {
+    Ok(p.target
+        .db(db)?
+        .query_opt("SELECT 1 FROM pgshift.sentinel WHERE id = $1", &[&id])?
+        .is_some())
+}
+
+/// Wait until sentinel `id` is on the target in every database. Emits a `sentinel` proof each.
+fn wait_sentinels(p: &mut Pair, id: i64, deadline: Instant) -> anyhow::Result<Result<(), Stop>> {
+    let t0 = Instant::now();
+    for d in p.dbs.clone() {
+        loop {
+            let seen = p
+                .target
+                .db(&d.name)?
+                .query_opt("SELECT 1 FROM pgshift.sentinel WHERE id = $1", &[&id])?
+                .is_some();
+            if seen {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Ok(Err(stop(
+                    ErrorKind::Retry,
+                    format!("the sentinel row {id} written on the source did not reach the target's database {} in time", d.name),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        proof(
+            p,
+            "sentinel",
+            json!({"database": d.name, "id": id, "ms": t0.elapsed().as_millis() as u64}),
+        )?;
+    }
+    Ok(Ok(()))
 }
 
 /// The schema fingerprint setup recorded for `db`, from the journal.
@@ -386,7 +455,7 @@ fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
             return Ok(Err(stop(
                 ErrorKind::DataErr,
                 format!(
-                    "the tables of database {} differ between the sides (source only: {}; target only: {}): DDL on one side during the run",
+                    "the tables of database {} differ between the sides (source only: {}; target only: {}): DDL ran on one side since the schema was copied, and DDL is not replicated; run the same DDL on the other side (a new table also needs ALTER PUBLICATION ... ADD TABLE on the source and ALTER SUBSCRIPTION ... REFRESH PUBLICATION on the target), or abort and move again",
                     d.name,
                     if only_src.is_empty() { "none".into() } else { only_src.join("; ") },
                     if only_tgt.is_empty() { "none".into() } else { only_tgt.join("; ") }
@@ -601,14 +670,14 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
             .get(0);
         proof(&mut p, "fenced_lsn", json!({"lsn": x}))?;
         // The sentinel: after X, through the data. Its commit also flushes the WAL up to X.
-        let id = (now_ms() as i64) * 1000 + i64::from(std::process::id() % 1000);
+        let id = now_us();
         for d in p.dbs.clone() {
             p.source.db(&d.name)?.execute(
                 "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, $2)",
                 &[&id, &run],
             )?;
         }
-        if let Err(s) = wait_confirmed(&mut p, &x, Some(id), deadline())? {
+        if let Err(s) = wait_confirmed(&mut p, &x, id, deadline())? {
             return Ok(Err(s));
         }
         let own = p.source.own_pids()?;
@@ -833,14 +902,10 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
         let target_roles = catalog::fenced_roles(p.target.control(), None)?;
         p.note("opening", json!({"target_roles": target_roles}))?;
         // Anything committed since the fence (nothing should be) is applied before the target
-        // takes writes: a second sentinel, after X2, must arrive (reading the tables since
-        // wrote WAL of hint bits, which no subscriber confirms until it has a commit to apply).
-        let x2: String = p
-            .source
-            .control()
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
-            .get(0);
-        let id = (now_ms() as i64) * 1000 + 500 + i64::from(std::process::id() % 500);
+        // takes writes: a second sentinel must arrive. (Not a second X confirmed by the slot:
+        // reading the tables since wrote WAL of hint bits, which a subscriber confirms only at
+        // its next feedback.)
+        let id = now_us();
         for d in p.dbs.clone() {
             p.source.db(&d.name)?.execute(
                 "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, 'open')",
@@ -859,8 +924,35 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
                 ),
             ));
         }
-        if let Err(s) = wait_confirmed(&mut p, &x2, Some(id), deadline)? {
+        // The second sentinel on the target: every commit before it was applied (in commit
+        // order). Then one synchronous commit there flushes its WAL: what the subscription
+        // applied (asynchronously committed) is durable before the target takes writes and
+        // the forward subscription goes, without waiting for the subscriber's next feedback.
+        if let Err(s) = wait_sentinels(&mut p, id, deadline)? {
             return Err(shared::err(s.kind, s.message));
+        }
+        for d in p.dbs.clone() {
+            let flushed: String = p
+                .target
+                .db(&d.name)?
+                .transaction()
+                .and_then(|mut t| {
+                    t.batch_execute("SET LOCAL synchronous_commit = on")?;
+                    let lsn: String = t
+                        .query_one(
+                            "SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text",
+                            &[],
+                        )?
+                        .get(1);
+                    t.commit()?;
+                    Ok(lsn)
+                })
+                .with_context(|| format!("flushing the target's WAL of database {}", d.name))?;
+            proof(
+                &mut p,
+                "target_flushed",
+                json!({"database": d.name, "sentinel": id, "flushed_lsn": flushed}),
+            )?;
         }
         for d in p.dbs.clone() {
             let tc = p.target.db(&d.name)?;
@@ -868,26 +960,10 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
                 "ALTER SUBSCRIPTION {} DISABLE",
                 quote_ident(&d.names.subscription)
             ))?;
-            // The apply worker is gone before the way back's slot starts.
-            let stopped = Instant::now();
-            while tc
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL)",
-                    &[&d.names.subscription],
-                )?
-                .get::<_, bool>(0)
-            {
-                if stopped.elapsed() > args.timeout {
-                    return Err(shared::err(
-                        ErrorKind::Retry,
-                        format!(
-                            "the subscription of database {} did not stop in time",
-                            d.name
-                        ),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Not waited for: every change of the fenced source was applied (the second
+            // sentinel is on the target), so the worker has nothing left to apply that the
+            // way back's slot could pick up; an idle worker notices the change only at its next
+            // one-second nap.
             if !args.no_reverse {
                 let rev = p.reverse_names(&d.name)?;
                 let tables = published_tables(p.source.db(&d.name)?, &d.names.publication)?;
