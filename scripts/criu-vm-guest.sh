@@ -7,8 +7,9 @@
 #   CW JSON <step> <record>       every JSON line criu-wrap wrote, tagged with the step
 #   CW RESULT <name> ok|fail <why>  one verdict per check
 #   CW DONE                       the end (missing: the guest crashed or hung)
-# Mode (kernel command line cw.mode=): test (tools/criu-wrap/tests/vm.rs), bench
-# (bench/criu-wrap.sh; CW_MIB=256 and CW_RATE=1 on the command line set its process).
+# Mode (kernel command line cw.mode=): test and pg (each a part of tools/criu-wrap/tests/vm.rs,
+# which boots once in mode all for both), bench (bench/criu-wrap.sh; CW_MIB=256 and CW_RATE=1
+# on the command line set its process).
 
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -431,6 +432,8 @@ pg_mode() {
 case ${MODE:-test} in
   bench) bench_mode ;;
   pg) pg_mode ;;
+  # One boot for both (the tests: booting under software emulation is the slow part).
+  all) test_mode; pg_mode ;;
   *) test_mode ;;
 esac
 echo "CW DONE"

@@ -7,7 +7,7 @@
 # with software emulation (no KVM needed), runs that CRIU, so the real checkpoint/restore
 # tests and the benchmark run there:
 #
-#   scripts/criu-vm.sh [--mode test|bench|pg|explore] [--mem MIB] [--timeout SECS] [--guest FILE]
+#   scripts/criu-vm.sh [--mode test|bench|pg|all|explore] [--mem MIB] [--timeout SECS] [--guest FILE]
 #                      [--cmdline 'KEY=VALUE ...']   (extra kernel parameters: init's environment)
 #
 # Mode pg also puts PostgreSQL ($PG_BIN/postgres and psql with their libraries, the share
@@ -134,7 +134,7 @@ fi
 # PostgreSQL, for mode pg: binaries, libraries, share files and a fresh cluster, owned by the
 # host's postgres uid (cpio keeps owners), in an archive cached per PostgreSQL version.
 PGARC=""
-if [[ $MODE == pg ]]; then
+if [[ $MODE == pg || $MODE == all ]]; then
   if ! id postgres >/dev/null 2>&1 || [[ ! -x $PG_BIN/postgres ]]; then
     pgs_die "$EX_UNAVAILABLE" "mode pg needs PostgreSQL ($PG_BIN/postgres) and a postgres user (make setup)"
   fi

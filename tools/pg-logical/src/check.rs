@@ -27,7 +27,7 @@ pub struct Fixes {
         default_value = "/usr/lib/postgresql/15/bin"
     )]
     pub pg_bin: PathBuf,
-    /// Tables copied at once per database (the target's max_sync_workers_per_subscription)
+    /// Tables copied at once (sessions on each side, all in the slot's snapshot)
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub copy_jobs: u32,
 }

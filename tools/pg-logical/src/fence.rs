@@ -365,10 +365,22 @@ fn wait_confirmed(
     Ok(Ok(()))
 }
 
-/// The largest lag of the pair's slots, in bytes (a slot missing counts as unbounded).
+/// The largest lag of the pair's slots, in bytes (a slot missing, or a subscription whose
+/// apply worker is not running, counts as unbounded).
 fn max_lag(p: &mut Pair) -> anyhow::Result<i64> {
     let mut worst = 0;
     for d in p.dbs.clone() {
+        let running: bool = p
+            .target
+            .db(&d.name)?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL AND pid IS NOT NULL)",
+                &[&d.names.subscription],
+            )?
+            .get(0);
+        if !running {
+            return Ok(i64::MAX);
+        }
         let lag: Option<i64> = p
             .source
             .control()
@@ -599,7 +611,11 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
                 ErrorKind::Retry,
                 format!(
                     "the target is {} behind (more than --max-lag {}) after {} s: nothing was fenced; run wait, or fence in a quieter moment",
-                    shared::human::bytes(lag as f64),
+                    if lag == i64::MAX {
+                        "an unknown amount (a subscription's apply worker is not running)".to_owned()
+                    } else {
+                        shared::human::bytes(lag as f64)
+                    },
                     shared::human::bytes(args.max_lag as f64),
                     args.timeout.as_secs()
                 ),

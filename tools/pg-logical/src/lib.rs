@@ -39,6 +39,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod copy;
 pub mod fence;
 pub mod pair;
 pub mod setup;

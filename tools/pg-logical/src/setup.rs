@@ -265,69 +265,70 @@ fn create_database(p: &mut Pair, db: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restore the source's schema of `db` into the target's (one transaction).
-fn restore_schema(p: &mut Pair, fixes: &Fixes, db: &str) -> anyhow::Result<()> {
-    let (mut dump, src) = client(&fixes.pg_bin, "pg_dump", &p.source, db);
-    let (mut psql, tgt) = client(&fixes.pg_bin, "psql", &p.target, db);
-    p.note("schema", json!({"database": db}))?;
-    let mut d = dump
-        .args([
-            "--schema-only",
-            "--no-publications",
-            "--no-subscriptions",
-            "--exclude-schema=pgshift",
-            "--dbname",
-            &src,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running pg_dump")?;
-    let restore = psql
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-d",
-            &tgt,
-        ])
-        .stdin(d.stdout.take().expect("piped"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("running psql")?;
-    let mut dump_err = String::new();
-    d.stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut dump_err)
-        .ok();
-    let dumped = d.wait().context("waiting for pg_dump")?;
-    if !dumped.success() {
-        return Err(shared::err(
-            ErrorKind::Unavailable,
-            format!(
-                "pg_dump --schema-only of {db} failed: {}",
-                first_error(&dump_err)
-            ),
-        ));
+/// The schema of `db` dumped once per setup (`pg_dump -Fc --schema-only`), restored in two
+/// sections: pre-data before the copy (tables, types, sequences, functions), post-data after
+/// it (indexes, constraints, triggers: built once over the copied rows, and no foreign key
+/// checked row by row while tables fill in any order).
+struct SchemaDump {
+    file: tempfile::NamedTempFile,
+}
+
+impl SchemaDump {
+    fn take(p: &Pair, fixes: &Fixes, db: &str) -> anyhow::Result<SchemaDump> {
+        let file = tempfile::NamedTempFile::new().context("a file for the schema dump")?;
+        let (mut dump, src) = client(&fixes.pg_bin, "pg_dump", &p.source, db);
+        let out = dump
+            .args([
+                "--schema-only",
+                "--format=custom",
+                "--no-publications",
+                "--no-subscriptions",
+                "--exclude-schema=pgshift",
+                "--file",
+            ])
+            .arg(file.path())
+            .args(["--dbname", &src])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_dump")?;
+        if !out.status.success() {
+            return Err(shared::err(
+                ErrorKind::Unavailable,
+                format!(
+                    "pg_dump --schema-only of {db} failed: {}",
+                    first_error(&String::from_utf8_lossy(&out.stderr))
+                ),
+            ));
+        }
+        Ok(SchemaDump { file })
     }
-    if !restore.status.success() {
-        return Err(shared::err(
-            ErrorKind::DataErr,
-            format!(
-                "restoring the schema of {db} on the target failed (nothing of it was kept): {}",
-                first_error(&String::from_utf8_lossy(&restore.stderr))
-            ),
-        ));
+
+    /// Restore one section into the target's `db`, in one transaction (all of it or none).
+    fn restore(&self, p: &Pair, fixes: &Fixes, db: &str, section: &str) -> anyhow::Result<()> {
+        let (mut restore, tgt) = client(&fixes.pg_bin, "pg_restore", &p.target, db);
+        let out = restore
+            .args([
+                "--section",
+                section,
+                "--single-transaction",
+                "--exit-on-error",
+            ])
+            .args(["--dbname", &tgt])
+            .arg(self.file.path())
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_restore")?;
+        if !out.status.success() {
+            return Err(shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "restoring the schema ({section}) of {db} on the target failed (nothing of it was kept): {}",
+                    first_error(&String::from_utf8_lossy(&out.stderr))
+                ),
+            ));
+        }
+        Ok(())
     }
-    p.note("schema_restored", json!({"database": db}))?;
-    p.out
-        .emit_as("step", &json!({"name": "schema", "database": db}))?;
-    Ok(())
 }
 
 const SENTINEL_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgshift;
@@ -362,14 +363,6 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
                 p.target.user
             ),
         ));
-    }
-    if p.target.superuser {
-        let jobs = args.fixes.copy_jobs;
-        let c = p.target.control();
-        c.batch_execute(&format!(
-            "ALTER SYSTEM SET max_sync_workers_per_subscription = {jobs}"
-        ))?;
-        c.batch_execute("SELECT pg_reload_conf()")?;
     }
     let mut bytes_total = 0i64;
     let mut tables_total = 0usize;
@@ -408,8 +401,15 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
         if !exists {
             create_database(&mut p, db)?;
         }
+        let dump = SchemaDump::take(&p, &args.fixes, db)?;
         if !done("schema_restored") {
-            restore_schema(&mut p, &args.fixes, db)?;
+            p.note("schema", json!({"database": db}))?;
+            dump.restore(&p, &args.fixes, db, "pre-data")?;
+            p.note("schema_restored", json!({"database": db}))?;
+            p.out.emit_as(
+                "step",
+                &json!({"name": "schema", "database": db, "section": "pre-data"}),
+            )?;
         }
         for side in [&mut p.source, &mut p.target] {
             side.db(db)?.batch_execute(SENTINEL_DDL).with_context(|| {
@@ -438,6 +438,7 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
             "schema_fingerprint",
             json!({"database": db, "fingerprint": catalog::fingerprint(&lines)}),
         )?;
+        // The publication first: the slot decodes with the catalog as of each change.
         let mut list: Vec<String> = published.iter().map(|t| t.sql()).collect();
         list.push("pgshift.sentinel".into());
         let pubname = quote_ident(&d.names.publication);
@@ -457,8 +458,65 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
             )
         })
         .with_context(|| format!("creating the publication of {db} on the source"))?;
-        // A slot left by a subscription cut short while it was being made.
-        fence::drop_slot(p.source.control(), &d.names.slot)?;
+        // The copy, from the slot's own snapshot. A copy cut short is started again: its rows
+        // go (TRUNCATE on the target, still without a constraint) and so does its slot.
+        let slot_there = p
+            .source
+            .control()
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&d.names.slot],
+            )?
+            .is_some();
+        if !(done("copied") && slot_there) {
+            fence::drop_slot(p.source.control(), &d.names.slot)?;
+            if !published.is_empty() {
+                let names: Vec<String> = published.iter().map(|t| t.sql()).collect();
+                p.target
+                    .db(db)?
+                    .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+                    .with_context(|| format!("emptying the target's tables of {db}"))?;
+            }
+            p.note("copying", json!({"database": db, "slot": d.names.slot}))?;
+            let slot = crate::copy::SlotSnapshot::create(
+                &args.fixes.pg_bin,
+                &p.source.dsn(db),
+                &d.names.slot,
+            )?;
+            let t0 = std::time::Instant::now();
+            let copied = crate::copy::tables(
+                &p.source.dsn(db),
+                &p.target.dsn(db),
+                &slot.snapshot,
+                &published,
+                args.fixes.copy_jobs as usize,
+                db,
+                &mut p.out,
+                std::time::Duration::from_secs(5),
+            )?;
+            let consistent_point = slot.consistent_point.clone();
+            drop(slot);
+            p.note(
+                "copied",
+                json!({"database": db, "bytes": copied, "consistent_point": consistent_point}),
+            )?;
+            p.out.emit_as(
+                "step",
+                &json!({"name": "copy", "database": db, "tables": published.len(),
+                        "bytes": copied, "ms": t0.elapsed().as_millis() as u64,
+                        "consistent_point": consistent_point, "jobs": args.fixes.copy_jobs}),
+            )?;
+        }
+        if !done("post_data_restored") {
+            let t0 = std::time::Instant::now();
+            dump.restore(&p, &args.fixes, db, "post-data")?;
+            p.note("post_data_restored", json!({"database": db}))?;
+            p.out.emit_as(
+                "step",
+                &json!({"name": "schema", "database": db, "section": "post-data",
+                        "ms": t0.elapsed().as_millis() as u64}),
+            )?;
+        }
         let base = match &args.source_from_target {
             Some(s) => ConnInfo::parse(s).context("--source-from-target")?,
             None => p.source.info.clone(),
@@ -472,8 +530,9 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
         };
         let tc = p.target.db(db)?;
         quiet_session(tc);
+        // On the slot the copy came from: every change after its snapshot, nothing copied again.
         tc.batch_execute(&format!(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {pubname} WITH (slot_name = {}, copy_data = true, create_slot = true{streaming})",
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {pubname} WITH (slot_name = {}, copy_data = false, create_slot = false{streaming})",
             quote_ident(&d.names.subscription),
             quote_literal(&conninfo),
             quote_literal(&d.names.slot)

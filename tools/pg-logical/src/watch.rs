@@ -73,6 +73,9 @@ pub struct Look {
     pub errors: i64,
     /// A slot the source invalidated.
     pub lost_slot: Option<String>,
+    /// Subscriptions whose apply worker is not running yet (the launcher starts one per
+    /// `wal_retrieve_retry_interval`): not caught up, whatever the lag says.
+    pub workers_missing: i64,
 }
 
 impl Look {
@@ -116,6 +119,13 @@ pub fn look(p: &mut Pair, sizes: &BTreeMap<(String, TableName), i64>) -> anyhow:
             *l.states.entry(state).or_default() += 1;
             l.tables += 1;
         }
+        let running: bool = tc
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND relid IS NULL AND pid IS NOT NULL)",
+                &[&d.names.subscription],
+            )?
+            .get(0);
+        l.workers_missing += i64::from(!running);
         if stats {
             if let Some(r) = tc.query_opt(
                 "SELECT (apply_error_count + sync_error_count)::bigint FROM pg_stat_subscription_stats WHERE subname = $1",
@@ -276,8 +286,9 @@ pub fn run(mut p: Pair, args: &WaitArgs) -> anyhow::Result<Status> {
             });
         }
         let due = last_record.is_none_or(|t| now.duration_since(t) >= args.interval);
-        let done =
-            synced && (args.until == Until::Synced || l.lag.is_some_and(|lag| lag <= args.max_lag));
+        let done = synced
+            && (args.until == Until::Synced
+                || (l.workers_missing == 0 && l.lag.is_some_and(|lag| lag <= args.max_lag)));
         if due || done {
             last_record = Some(now);
             if !synced || copy_t0.is_some() {
