@@ -7,6 +7,8 @@
 #   bench/logical.sh [--rounds N] [--clients N] [--scale N] [--pgbench-scale N]
 #                    [--target-version N] [--peers LIST] [--bin DIR]
 #
+# --peers: which of logical, pgcopydb, physical to run (default all three).
+#
 # logical: hosts-local --logical; a first move A->B (copy: setup + copy phases; downtime: the
 #   fence to the target taking writes; verified by pg-checksum at the fence), then --rounds
 #   moves each way over the way back (no copy). load-gen writes as the application's role
@@ -26,7 +28,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
 PGS_NAME=bench-logical
 
-rounds=5 clients=4 scale=1 pgbench_scale=1 target_version=15 peers=pgcopydb,physical bin=$here/target/release
+rounds=5 clients=4 scale=1 pgbench_scale=1 target_version=15 peers=logical,pgcopydb,physical bin=$here/target/release
 while (($#)); do
   case $1 in
     --rounds) pgs_val "$@"; rounds=$2; shift ;;
@@ -90,6 +92,7 @@ record() {
 }
 
 # --- logical ---------------------------------------------------------------------------------
+if [[ ,$peers, == *,logical,* ]]; then
 pgs_log "logical: two hosts (target PostgreSQL $target_version)"
 "$here/scripts/hosts-local.sh" create "$work/l" --logical --target-version "$target_version" "${hosts[@]}" >/dev/null
 env_of "$work/l"
@@ -106,6 +109,7 @@ for ((i = 0; i <= 2 * rounds; i++)); do
   record logical "$dir" "$copy" "$(jq .downtime_ms <<<"$out")" "$(jq -r .verdict <<<"$out")"
 done
 "$here/scripts/hosts-local.sh" destroy "$work/l" >/dev/null
+fi
 
 # --- pgcopydb clone --follow ----------------------------------------------------------------
 if [[ ,$peers, == *,pgcopydb,* ]]; then
@@ -192,6 +196,6 @@ jq -s -c '
      pgcopydb_lost: ($c | map(.lost) | add),
      physical_copy_ms: ($p | med(.copy_ms)), physical_downtime_ms: ($p | med(.downtime_ms)),
      physical_lost: ($p | map(.lost // 0) | add),
-     copy_ratio_logical_vs_pgcopydb: (if ($c | length) > 0 then (($l | med(.copy_ms)) / ($c | med(.copy_ms)) * 100 | round / 100) else null end),
-     downtime_ratio_logical_vs_physical: (if ($p | length) > 0 then (($l | med(.downtime_ms)) / ($p | med(.downtime_ms)) * 100 | round / 100) else null end)}' \
+     copy_ratio_logical_vs_pgcopydb: (if ($l | med(.copy_ms)) != null and ($c | med(.copy_ms)) != null then (($l | med(.copy_ms)) / ($c | med(.copy_ms)) * 100 | round / 100) else null end),
+     downtime_ratio_logical_vs_physical: (if ($l | med(.downtime_ms)) != null and ($p | med(.downtime_ms)) != null then (($l | med(.downtime_ms)) / ($p | med(.downtime_ms)) * 100 | round / 100) else null end)}' \
   "$PGS_RESULTS" | tee -a "$PGS_RESULTS"

@@ -182,9 +182,14 @@ pgs_as_pg() { pgs_on_pg local "$@"; }
 
 # pgs_free_port [HOST]: print a TCP port on HOST (default 127.0.0.1) that nothing listens on.
 pgs_free_port() {
-  local host=${1:-127.0.0.1} port i
+  local host=${1:-127.0.0.1} port i low=32768
+  # Below the kernel's ephemeral range: a port that no client connection can be holding (a
+  # port in that range may be the local end of any outgoing connection, and the server's
+  # bind then fails although nothing listens there).
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  ((low > 12000)) || low=32768
   for i in $(seq 1 200); do
-    port=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
+    port=$((10000 + (RANDOM * 32768 + RANDOM + i) % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
       printf '%s\n' "$port"
       return 0
@@ -193,12 +198,19 @@ pgs_free_port() {
   pgs_die "$EX_TEMPFAIL" "no free port found on $host"
 }
 
-# pgs_wait_ready HOST PORT [TIMEOUT_S]: poll pg_isready until the server accepts connections.
+# pgs_wait_ready HOST PORT [TIMEOUT_S [LOG [FROM]]]: poll pg_isready until the server accepts
+# connections; with its LOG (its lines after line FROM: this start's), give up at once when
+# the server says it has shut down (a port taken, a bad setting) instead of waiting out the
+# time.
 pgs_wait_ready() {
-  local host=$1 port=$2 timeout=${3:-60} start=$SECONDS
+  local host=$1 port=$2 timeout=${3:-60} log=${4:-} from=${5:-0} start=$SECONDS
   until "$PG_BIN/pg_isready" -q -t 1 -h "$host" -p "$port" -U postgres; do
     if ((SECONDS - start >= timeout)); then
       pgs_log "server on $host:$port not ready after ${timeout}s"
+      return "$EX_UNAVAILABLE"
+    fi
+    if [[ -n $log ]] && tail -n +"$((from + 1))" "$log" 2>/dev/null | grep -q 'database system is shut down'; then
+      pgs_log "server on $host:$port stopped while starting"
       return "$EX_UNAVAILABLE"
     fi
     sleep 0.05
@@ -259,9 +271,11 @@ pgs_cluster_create() {
 pgs_cluster_start() {
   local dir=$1 HOST PORT SPEC BIN
   pgs_cluster_env "$dir"
+  local from=0
+  [[ ! -f $dir/server.log ]] || from=$(wc -l <"$dir/server.log")
   pgs_on_pg "$SPEC" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -W start \
     >/dev/null || pgs_die "$EX_SOFTWARE" "pg_ctl start failed for $dir"
-  pgs_wait_ready "$HOST" "$PORT" || {
+  pgs_wait_ready "$HOST" "$PORT" 60 "$dir/server.log" "$from" || {
     tail -n 20 "$dir/server.log" >&2
     return "$EX_UNAVAILABLE"
   }

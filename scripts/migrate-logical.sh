@@ -281,12 +281,16 @@ recover() {
   case $state in
     fenced)
       pgs_log "reopening the source"
-      tool unfence || pgs_log "the source could not be reopened: run pg-logical unfence --source ... --target ... (or this command with --abort)"
-      pooler_resume ;;
+      if tool unfence; then state=replicating; else
+        pgs_log "the source could not be reopened: run pg-logical unfence --source ... --target ... (or this command with --abort)"
+      fi ;;
     replicating)
       pgs_log "removing the subscription, its slot, the publication and the target's copy (a slot left behind keeps WAL on the source)"
       tool abort --drop-databases >/dev/null || pgs_log "could not remove them: run this command with --abort" ;;
   esac
+  # Not while the source is fenced and could not be reopened: paused, clients wait instead
+  # of failing on it.
+  [[ $state == fenced ]] || pooler_settle
 }
 on_exit() {
   local rc=$?
@@ -316,12 +320,30 @@ stop_if_signalled() {
 
 # --- Poolers -----------------------------------------------------------------------------------
 pooled() { ((${#poolers[@]})); }
-pooler() { "$here/pooler.sh" "$@" "${poolers[@]}"; }
-pooler_paused=0
-pooler_resume() {
-  pooled && ((pooler_paused)) || return 0
-  pooler resume >/dev/null 2>&1 || pgs_log "a pooler could not be resumed: scripts/pooler.sh resume ${poolers[*]}"
-  pooler_paused=0
+# pooler CMD ARGS...: pooler.sh CMD on every pooler; its records (pooler, pooler_step) passed
+# on, its last stderr line kept in pooler_err; returns its status.
+pooler() {
+  local f rc=0 line
+  f=$(mktemp /tmp/pgshift-pooler.XXXXXX)
+  "$here/pooler.sh" "$@" "${poolers[@]}" 2>"$f.err" >"$f" || rc=$?
+  while IFS= read -r line; do
+    case $line in '{"type":"summary"'* | '{"type":"error"'*) ;; *) emit_line "$line" ;; esac
+  done <"$f"
+  pooler_err=$(tail -n 1 "$f.err")
+  rm -f "$f" "$f.err"
+  return "$rc"
+}
+# pooler_settle: every way out leaves the poolers resumed, pointing at whichever side takes
+# writes (a pending PAUSE outlives this script: its clients would be cut off after
+# query_wait_timeout). Always safe: a pooler not paused counts as resumed.
+pooler_settle() {
+  pooled || return 0
+  if [[ $state == open ]]; then
+    pooler point --resume --from "$src_id" --to "$tgt_id" ||
+      pgs_log "a pooler could not be pointed at the target: $pooler_err (scripts/pooler.sh point --resume --from $src_id --to $tgt_id ...)"
+  else
+    pooler resume || pgs_log "a pooler could not be resumed: $pooler_err (scripts/pooler.sh resume ...)"
+  fi
 }
 
 # --- Where the pair stands ---------------------------------------------------------------------
@@ -357,8 +379,8 @@ if [[ $stand != open ]]; then
   phase_begin preflight
   tool check "${fixes[@]}" || fail $? "$(tool_message)"
   if pooled; then
-    out=$(pooler check --source "$src_id" --target "$tgt_id" --pause-limit "$pause_limit" --switch-limit "$((fence_timeout + 30))" 2>&1) ||
-      fail $? "pooler check: ${out//$'\n'/ }"
+    pooler check --source "$src_id" --target "$tgt_id" --pause-limit "$pause_limit" --switch-limit "$((fence_timeout + 30))" ||
+      fail $? "pooler check: $pooler_err"
   fi
   phase_end refused:=0 warnings:="$(jq -r '.warnings // 0' <<<"$ts")"
 fi
@@ -420,8 +442,7 @@ cutover() {
   if [[ $stand != open ]]; then
     run_hook before_fence
     if pooled; then
-      out=$(pooler pause --deadline "$pause_limit" 2>&1) || fail $? "the poolers did not pause: ${out//$'\n'/ }"
-      pooler_paused=1
+      pooler pause --deadline "$pause_limit" || fail $? "the poolers did not pause: $pooler_err"
     fi
     state=fenced
     # What is left to apply when the fence goes up is downtime: it waits for a small lag.
@@ -429,7 +450,6 @@ cutover() {
       local rc=$?
       # pg-logical reopened the source itself (or said it could not: 126).
       ((rc == 126)) || state=replicating
-      pooler_resume
       fail "$rc" "$(tool_message)"
     }
     run_hook after_fence
@@ -456,9 +476,8 @@ cutover() {
   state=open
   downtime_ms=$(jq -r '.downtime_ms // empty' <<<"$ts")
   if pooled; then
-    out=$(pooler point --resume --from "$src_id" --to "$tgt_id" 2>&1) ||
-      fail $? "the target takes writes, but a pooler could not be pointed at it: ${out//$'\n'/ } (run scripts/pooler.sh point --resume --from $src_id --to $tgt_id ...)"
-    pooler_paused=0
+    pooler point --resume --from "$src_id" --to "$tgt_id" ||
+      fail $? "the target takes writes, but a pooler could not be pointed at it: $pooler_err (run scripts/pooler.sh point --resume --from $src_id --to $tgt_id ...)"
   fi
   run_hook after_open
   phase_end downtime_ms:="${downtime_ms:-null}" verdict="$verdict" databases:="$per_db"

@@ -145,6 +145,44 @@ fn logical_15_to_17_and_back_under_load() {
     assert!(s["committed"].as_u64().unwrap() > 0, "{s}");
 }
 
+#[test]
+fn logical_behind_a_pooler_clients_see_no_error() {
+    if testkit::pg_major_bin(15).is_none() {
+        testkit::skip!("PostgreSQL 15 is missing");
+    }
+    let hosts = Hosts::create(&["--logical", "--pooler"]);
+    let load = Load::start_verifying(
+        &hosts,
+        &hosts.pooler_dsn(),
+        &side(&hosts, 'B'),
+        &["--protocol", "extended"],
+    );
+    let (code, recs, err) = hosts.migrate(FIXES);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    moved(&recs, &err);
+    // The PAUSE before the fence, the entries pointed at the target and resumed after open.
+    let steps: Vec<&str> = of_type(&recs, "pooler_step")
+        .iter()
+        .filter(|s| s["ok"] == true)
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"pause") && steps.contains(&"point"),
+        "{steps:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let recs = load.stop_and_verify();
+    let s = summary(&recs);
+    assert_eq!(s["errors_total"], 0, "clients saw errors: {s}");
+    assert!(s["committed"].as_u64().unwrap() > 0, "{s}");
+    // And the clients' writes after the move went to the target, through the same address.
+    let via = psql(&hosts.pooler_dsn(), "SELECT current_setting('port')").unwrap();
+    assert_eq!(
+        via, hosts.env["TARGET_PORT"],
+        "the pooler serves from the target"
+    );
+}
+
 /// Nothing of the move left: no slot or publication on A, no database app on B, A open.
 fn nothing_left(hosts: &Hosts) {
     assert_eq!(
