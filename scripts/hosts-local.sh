@@ -206,6 +206,7 @@ fi
 (umask 077 && printf "it's a \\ pass:%s" "$(head -c 12 /dev/urandom | base64 | tr -d '/+=')" >"$dir/repl.pw")
 setup_args=(--role source --pgdata "$pgdata_a" --host "$spec_a" --listen "$host_a"
   --allow "$allow" --repl-password-file "$dir/repl.pw" --restart --tls-ca "$dir/ca" --bin "$bin")
+((logical)) && setup_args+=(--logical)
 if ((archive)); then
   [[ -x $bin/wal-ship ]] || pgs_die "$EX_UNAVAILABLE" "--archive needs $bin/wal-ship (build it: make release)"
   mkdir -p "$dir/archive"
@@ -216,14 +217,9 @@ fi
 "$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
 
 dsn_a="host=$host_a port=$port_a user=postgres dbname=postgres"
-# Room for a logical move: one slot and walsender per database, and per table copied at once.
+# What setup-host.sh --logical sets on A, for B (of another major: set before its first start).
 logical_conf=(wal_level=logical max_replication_slots=20 max_wal_senders=20
   max_logical_replication_workers=8 max_worker_processes=16)
-if ((logical)); then
-  for kv in "${logical_conf[@]}"; do pgs_psql "$dsn_a" "ALTER SYSTEM SET ${kv%%=*} = '${kv#*=}'" >/dev/null; done
-  pgs_cluster_stop "$dir/a"
-  pgs_cluster_start "$dir/a"
-fi
 pgs_log "loading the Pagila-like dataset (scale $scale) into A"
 pgs_psql "$dsn_a" "CREATE DATABASE app"
 "$PG_BIN/psql" -Xq -v scale="$scale" -d "host=$host_a port=$port_a user=postgres dbname=app" \
@@ -246,7 +242,14 @@ port_b=$(pgs_free_port "$host_b")
 if ((logical)); then
   mkdir -p "$dir/b"
   chmod 755 "$dir/b"
-  PGS_SERVER_BIN=$bin_b PGS_SPEC=$spec_b PGS_TRUST_NET=$trust pgs_cluster_create "$dir/b" "$port_b" "$host_b" "${logical_conf[@]}"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
+  # Its certificate signed by the hosts' CA, as setup-host.sh makes them (the pooler and the
+  # way back verify it).
+  tls_res=$(pgs_tls_issue "$dir/ca" "$spec_b" "$dir/b/tls" "$host_b")
+  pgs_log "B's certificate: $tls_res"
+  PGS_SERVER_BIN=$bin_b PGS_SPEC=$spec_b PGS_TRUST_NET=$trust pgs_cluster_create "$dir/b" "$port_b" "$host_b" \
+    "${logical_conf[@]}" ssl=on "ssl_cert_file='$dir/b/tls/server.crt'" "ssl_key_file='$dir/b/tls/server.key'" \
+    "ssl_ca_file='$dir/b/tls/ca.crt'"
   pgs_cluster_start "$dir/b"
   pgdata_b=$dir/b/data cluster_b=""
 elif [[ $layout_b == debian ]]; then

@@ -45,6 +45,9 @@
 #                               repeatable; default: the --listen address, else the host name
 #   --no-tls                    leave TLS alone; pg_hba entries are `host`, not `hostssl`
 #   --port PORT                 the port of a cluster --cluster creates (target role)
+#   --logical                   ready for migrate.sh --mode logical, on either side: wal_level=logical,
+#                               max_replication_slots and max_wal_senders 20, max_logical_replication_workers 8,
+#                               max_worker_processes 16 (a restart)
 #   --archive DEST              archive_mode=on, archive_command='WAL_SHIP push --quiet %p --to DEST'
 #   --wal-ship PATH             wal-ship binary on that host (default: wal-ship on PATH)
 #   --wal-keep-size SIZE        default 1GB
@@ -66,7 +69,7 @@ done
 usage() { pgs_usage "$1"; }
 
 role="" pgdata="" cluster="" host=local listen="*" allow=0.0.0.0/0 repl_user=pgshift_repl
-pwfile="" archive="" wal_ship=wal-ship wal_keep=1GB tls=1 tls_ca="" tls_names=() port=""
+pwfile="" archive="" wal_ship=wal-ship wal_keep=1GB tls=1 tls_ca="" tls_names=() port="" logical=0
 restart=0 remote=0 bin=""
 while (($#)); do
   case $1 in
@@ -86,6 +89,7 @@ while (($#)); do
     --no-tls | --no-ssl) tls=0 ;;
     --port) pgs_val "$@"; port=$2; shift ;;
     --archive) pgs_val "$@"; archive=$2; shift ;;
+    --logical) logical=1 ;;
     --wal-ship) pgs_val "$@"; wal_ship=$2; shift ;;
     --wal-keep-size) pgs_val "$@"; wal_keep=$2; shift ;;
     --bin) pgs_val "$@"; bin=$2; shift ;;
@@ -260,14 +264,18 @@ psql_local() { pgs_as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -
 # pg_settings for pending edits) with the wanted one; change through ALTER SYSTEM only if
 # different.
 want=(
-  "wal_level=replica"
-  "max_wal_senders=10"
-  "max_replication_slots=10"
+  "wal_level=$( ((logical)) && echo logical || echo replica)"
+  "max_wal_senders=$( ((logical)) && echo 20 || echo 10)"
+  "max_replication_slots=$( ((logical)) && echo 20 || echo 10)"
   "wal_keep_size=$wal_keep"
   "wal_log_hints=on"
   "hot_standby=on"
   "listen_addresses=$listen"
 )
+if ((logical)); then
+  # One slot, walsender and apply worker per database moved, and one per table copied at once.
+  want+=("max_logical_replication_workers=8" "max_worker_processes=16")
+fi
 if [[ -n $archive ]]; then
   want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
 fi
