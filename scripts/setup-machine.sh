@@ -58,8 +58,8 @@ if ((bench)); then
     "/usr/lib/postgresql/15/lib/pgautofailover.so:postgresql-15-auto-failover"
     # fetch-traces.py --all makes a venv for pandas
     "/usr/share/doc/python3-venv:python3-venv"
-    # bench/logical.sh's peer: pgcopydb clone --follow
-    "pgcopydb:pgcopydb")
+    # bench/logical.sh's peer: pgcopydb clone --follow (its change data capture uses wal2json)
+    "pgcopydb:pgcopydb" "/usr/lib/postgresql/15/lib/wal2json.so:postgresql-15-wal2json")
 fi
 
 missing=()

@@ -25,9 +25,7 @@ const FIXES: &[&str] = &[
 /// Hosts for a logical move to PostgreSQL `major`; `None` (test skipped, or failed under CI)
 /// when its binaries are not on this machine.
 fn logical_hosts(major: u32) -> Option<Hosts> {
-    if testkit::pg_major_bin(major).is_none() {
-        return None;
-    }
+    testkit::pg_major_bin(major)?;
     Some(Hosts::create(&[
         "--logical",
         "--target-version",
