@@ -21,6 +21,9 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # The checkout this file belongs to (absolute, so it survives a cd).
 PGS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGS_NAME=${PGS_NAME:-$(basename "${0:-pgshift}" .sh)}
+# A script says how it ended in its own closing line (pgs_print_record): the tools it runs
+# keep theirs to themselves, so a person at a terminal reads one line, not one per step.
+export PGSHIFT_CLOSING_LINE=0
 
 # pgs_log MESSAGE...: one line on stderr, prefixed with the script's name.
 pgs_log() { printf '%s: %s\n' "$PGS_NAME" "$*" >&2; }

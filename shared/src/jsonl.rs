@@ -294,8 +294,12 @@ impl Output {
             STDOUT_ENDED.store(true, Ordering::SeqCst);
         }
         self.emit_as("summary", &body)?;
-        // The closing line, for a person: in text mode, or when stderr is a terminal.
-        if self.on_stdout && (self.text || io::stderr().is_terminal()) {
+        // The closing line, for a person: in text mode, or when stderr is a terminal, unless
+        // the caller says its own (PGSHIFT_CLOSING_LINE=0: the scripts, for the tools they run).
+        if self.on_stdout
+            && (self.text || io::stderr().is_terminal())
+            && std::env::var_os("PGSHIFT_CLOSING_LINE").is_none_or(|v| v != "0")
+        {
             crate::msg::error_line(&crate::human::closing_line(&body));
         }
         Ok(status)

@@ -329,6 +329,29 @@ fn exclusive_switchover_asks_on_a_terminal_and_wants_yes_without_one() {
         shown.contains("migrate: migrated "),
         "the closing line: {shown}"
     );
+    // One closing line: the tools migrate.sh ran (pg-switch, rowcount-diff, pg-checksum) keep
+    // theirs (`NAME: ok, in 12 ms`, shared::human::closing_line) to themselves.
+    let tools_closing: Vec<&str> = shown
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| {
+            [
+                "pg-switch:",
+                "rowcount-diff:",
+                "pg-checksum:",
+                "wal-ship:",
+                "load-gen:",
+            ]
+            .iter()
+            .any(|t| l.starts_with(t))
+                && !l.contains("warning:")
+                && l.contains(", in ")
+        })
+        .collect();
+    assert!(
+        tools_closing.is_empty(),
+        "a tool's closing line under migrate.sh: {tools_closing:?}\n{shown}"
+    );
     assert_eq!(hosts.in_recovery('B'), Some(false), "B is the primary");
     assert_eq!(hosts.in_recovery('A'), Some(true), "A follows B");
 }
