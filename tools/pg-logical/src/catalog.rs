@@ -225,6 +225,37 @@ pub fn schema_lines(c: &mut Client, shape_only: bool) -> anyhow::Result<Vec<Stri
     Ok(c.query(&sql, &[])?.iter().map(|r| r.get(0)).collect())
 }
 
+/// Whether the subscription `name` exists (pg_subscription is shared by the databases; the
+/// names pgshift gives carry the database's oid).
+pub fn subscription_exists(c: &mut Client, name: &str) -> anyhow::Result<bool> {
+    Ok(
+        c.query_opt("SELECT 1 FROM pg_subscription WHERE subname = $1", &[&name])?
+            .is_some(),
+    )
+}
+
+/// Drop the subscription `name`, when there, from a session in its database, leaving its slot
+/// on the publisher (dropped on its own side: the publisher may be the one being left).
+pub fn drop_subscription(c: &mut Client, name: &str) -> anyhow::Result<()> {
+    if subscription_exists(c, name)? {
+        let sub = quote_ident(name);
+        c.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
+        c.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
+        c.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
+    }
+    Ok(())
+}
+
+/// The `shape_only` lines of a whole [`schema_lines`] list (its relations and columns, in the
+/// same order), without asking the server again.
+pub fn shape_of(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("rel ") || l.starts_with("col "))
+        .cloned()
+        .collect()
+}
+
 /// A short hash of [`schema_lines`].
 pub fn fingerprint(lines: &[String]) -> String {
     let mut h = Sha256::new();

@@ -460,7 +460,7 @@ fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
                 )));
             }
         }
-        let a = catalog::schema_lines(p.source.db(&d.name)?, true)?;
+        let a = catalog::shape_of(&lines);
         let b = catalog::schema_lines(p.target.db(&d.name)?, true)?;
         let (only_src, only_tgt) = catalog::schema_diff(&a, &b, 5);
         if !only_src.is_empty() || !only_tgt.is_empty() {
@@ -1043,18 +1043,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
     // Outside the downtime: the forward replication goes, the way back starts.
     for d in p.dbs.clone() {
         let tc = p.target.db(&d.name)?;
-        if tc
-            .query_opt(
-                "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                &[&d.names.subscription],
-            )?
-            .is_some()
-        {
-            let sub = quote_ident(&d.names.subscription);
-            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
-            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
-            tc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
-        }
+        catalog::drop_subscription(tc, &d.names.subscription)?;
         drop_slot(p.source.control(), &d.names.slot)?;
         p.source.db(&d.name)?.batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
@@ -1064,13 +1053,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
             let rev = p.reverse_names(&d.name)?;
             let conninfo = target_conninfo(&p, args, &d.name)?;
             let sc = p.source.db(&d.name)?;
-            if sc
-                .query_opt(
-                    "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                    &[&rev.subscription],
-                )?
-                .is_none()
-            {
+            if !catalog::subscription_exists(sc, &rev.subscription)? {
                 crate::setup::quiet_session(sc);
                 sc.batch_execute(&format!(
                     "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = false, create_slot = false, slot_name = {}, enabled = true)",

@@ -558,18 +558,7 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
 /// source's publication.
 fn drop_forward(p: &mut Pair, d: &crate::pair::Db) -> anyhow::Result<()> {
     if let Ok(tc) = p.target.db(&d.name) {
-        if tc
-            .query_opt(
-                "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                &[&d.names.subscription],
-            )?
-            .is_some()
-        {
-            let sub = quote_ident(&d.names.subscription);
-            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
-            tc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
-            tc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
-        }
+        catalog::drop_subscription(tc, &d.names.subscription)?;
     }
     fence::drop_slot(p.source.control(), &d.names.slot)?;
     p.source.db(&d.name)?.batch_execute(&format!(
@@ -672,18 +661,7 @@ pub fn finish(mut p: Pair, _args: &FinishArgs) -> anyhow::Result<Status> {
     for d in p.dbs.clone() {
         let rev = p.reverse_names(&d.name)?;
         let sc = p.source.db(&d.name)?;
-        if sc
-            .query_opt(
-                "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                &[&rev.subscription],
-            )?
-            .is_some()
-        {
-            let sub = quote_ident(&rev.subscription);
-            sc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
-            sc.batch_execute(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
-            sc.batch_execute(&format!("DROP SUBSCRIPTION {sub}"))?;
-        }
+        catalog::drop_subscription(sc, &rev.subscription)?;
         let tc = p.target.db(&d.name)?;
         fence::drop_slot(tc, &rev.slot)?;
         tc.batch_execute(&format!(

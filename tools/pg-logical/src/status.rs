@@ -30,14 +30,7 @@ pub fn run(mut p: Pair, _args: &StatusArgs) -> anyhow::Result<Status> {
         let fwd = crate::check::subscribed(&mut p, &d.name, &d.names.subscription)?;
         // The way back exists once the target has the database (its oid names the objects).
         let back = match p.reverse_names(&d.name) {
-            Ok(rev) => p
-                .source
-                .db(&d.name)?
-                .query_opt(
-                    "SELECT 1 FROM pg_subscription WHERE subname = $1",
-                    &[&rev.subscription],
-                )?
-                .is_some(),
+            Ok(rev) => catalog::subscription_exists(p.source.db(&d.name)?, &rev.subscription)?,
             Err(_) => false,
         };
         subscribed += usize::from(fwd);

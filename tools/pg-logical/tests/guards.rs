@@ -114,6 +114,23 @@ fn ddl_during_the_run_stops_it_before_anything_is_fenced() {
     let fix = ["--replica-identity-full", "audit"];
     assert_eq!(p.step("setup", &fix).code, 0);
     assert_eq!(p.step("wait", &["--until", "synced"]).code, 0);
+    // DDL on the target only: the source's fingerprint holds, the two sides' tables differ.
+    p.target
+        .psql("app", "ALTER TABLE items ADD COLUMN extra int");
+    let r = p.step("fence", &[]);
+    assert_eq!(r.code, 65, "{}", r.dump());
+    assert!(
+        r.stderr.contains("differ between the sides")
+            && r.stderr
+                .contains("target only: col public.items.extra integer"),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        Pair::app_logs_in(&p.source),
+        "the source takes writes again"
+    );
+    p.target.psql("app", "ALTER TABLE items DROP COLUMN extra");
     p.source
         .psql("app", "ALTER TABLE items ADD COLUMN note text");
     let r = p.step("fence", &[]);
