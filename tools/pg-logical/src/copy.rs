@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -45,16 +45,10 @@ impl SlotSnapshot {
     /// Create logical slot `slot` (pgoutput) on `info`'s server and database, exporting its
     /// snapshot.
     pub fn create(pg_bin: &Path, info: &ConnInfo, slot: &str) -> anyhow::Result<SlotSnapshot> {
-        let mut cmd = Command::new(pg_bin.join("psql"));
-        for var in shared::pg::env_var_names() {
-            cmd.env_remove(var);
-        }
-        if let Some(pw) = info.password() {
-            cmd.env("PGPASSWORD", pw);
-        }
+        let (mut cmd, conninfo) = crate::setup::program(pg_bin, "psql", info);
         let mut child = cmd
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(format!("{} replication=database", info.describe()))
+            .arg(format!("{conninfo} replication=database"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -160,53 +154,57 @@ pub fn tables(
     let bar = shared::progress::bytes_bar(total.max(1), "copying");
     let started = Instant::now();
     let jobs = jobs.clamp(1, order.len().max(1));
+    // One worker: tables from `next` until none is left or a worker has failed (its error in
+    // `failure`, so that the others stop after their current table).
+    let work = || -> anyhow::Result<()> {
+        let mut src = source
+            .connect()
+            .context("connecting a copy session to the source")?;
+        shared::pg::snapshot::join(&mut src, snapshot).context("joining the slot's snapshot")?;
+        let mut tgt = target
+            .connect()
+            .context("connecting a copy session to the target")?;
+        loop {
+            if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                return Ok(());
+            }
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(t) = order.get(i) else { return Ok(()) };
+            let cols = columns(&mut src, t)?;
+            // A partitioned table is read with its partitions and written through its
+            // root (rows routed); a plain one without tables inheriting from it.
+            let from = if t.kind == "p" {
+                t.sql()
+            } else {
+                format!("ONLY {}", t.sql())
+            };
+            let reader = src
+                .copy_out(&format!("COPY (SELECT {cols} FROM {from}) TO STDOUT"))
+                .with_context(|| format!("reading {} from the source", t.display()))?;
+            let mut writer = tgt
+                .copy_in(&format!("COPY {} ({cols}) FROM STDIN", t.sql()))
+                .with_context(|| format!("writing {} to the target", t.display()))?;
+            let mut counting = Counting {
+                inner: reader,
+                bytes: &bytes,
+            };
+            std::io::copy(&mut counting, &mut writer)
+                .with_context(|| format!("copying {}", t.display()))?;
+            drop(counting);
+            writer
+                .finish()
+                .with_context(|| format!("writing {} to the target", t.display()))?;
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    };
     std::thread::scope(|s| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..jobs {
-            handles.push(s.spawn(|| -> anyhow::Result<()> {
-                let mut src = source
-                    .connect()
-                    .context("connecting a copy session to the source")?;
-                src.batch_execute(&format!(
-                    "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY;
-                     SET TRANSACTION SNAPSHOT '{}'",
-                    snapshot.replace('\'', "")
-                ))
-                .context("joining the slot's snapshot")?;
-                let mut tgt = target
-                    .connect()
-                    .context("connecting a copy session to the target")?;
-                loop {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return Ok(());
+            handles.push(s.spawn(|| {
+                if let Err(e) = work() {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e);
                     }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(t) = order.get(i) else { return Ok(()) };
-                    let cols = columns(&mut src, t)?;
-                    // A partitioned table is read with its partitions and written through its
-                    // root (rows routed); a plain one without tables inheriting from it.
-                    let from = if t.kind == "p" {
-                        t.sql()
-                    } else {
-                        format!("ONLY {}", t.sql())
-                    };
-                    let reader = src
-                        .copy_out(&format!("COPY (SELECT {cols} FROM {from}) TO STDOUT"))
-                        .with_context(|| format!("reading {} from the source", t.display()))?;
-                    let mut writer = tgt
-                        .copy_in(&format!("COPY {} ({cols}) FROM STDIN", t.sql()))
-                        .with_context(|| format!("writing {} to the target", t.display()))?;
-                    let mut counting = Counting {
-                        inner: reader,
-                        bytes: &bytes,
-                    };
-                    std::io::copy(&mut counting, &mut writer)
-                        .with_context(|| format!("copying {}", t.display()))?;
-                    drop(counting);
-                    writer
-                        .finish()
-                        .with_context(|| format!("writing {} to the target", t.display()))?;
-                    done.fetch_add(1, Ordering::SeqCst);
                 }
             }));
         }
@@ -227,11 +225,7 @@ pub fn tables(
             }
         }
         for h in handles {
-            if let Err(e) = h.join().expect("copy worker") {
-                if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert(e);
-                }
-            }
+            h.join().expect("copy worker");
         }
         Ok(())
     })?;

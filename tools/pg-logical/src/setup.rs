@@ -79,11 +79,16 @@ pub fn conninfo_for_server(base: &ConnInfo, db: &str, pair: &str) -> String {
     c.to_conninfo()
 }
 
-/// A client program (pg_dump, psql, pg_dumpall) for `side`'s database `db`: the conninfo
-/// without its password in the arguments, the password in the environment.
+/// A client program (pg_dump, psql, pg_dumpall) for `side`'s database `db`: see [`program`].
 fn client(pg_bin: &Path, program: &str, side: &Side, db: &str) -> (Command, String) {
-    let info = side.dsn(db);
-    let mut cmd = Command::new(pg_bin.join(program));
+    self::program(pg_bin, program, &side.dsn(db))
+}
+
+/// The client program `name` of `pg_bin` for `info`, and the conninfo to give it: without the
+/// password (that goes in the environment, never in the arguments) and untouched by the
+/// caller's PG* variables.
+pub(crate) fn program(pg_bin: &Path, name: &str, info: &ConnInfo) -> (Command, String) {
+    let mut cmd = Command::new(pg_bin.join(name));
     for var in shared::pg::env_var_names() {
         cmd.env_remove(var);
     }
