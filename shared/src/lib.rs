@@ -36,3 +36,24 @@ pub mod signals;
 pub use exit::{err, Error, ErrorKind, ResultExt, Status};
 pub use jsonl::{Output, Record};
 pub use run::{one_line_clap, report, run_main};
+
+/// Which of the two servers a record or message is about: `source` (where the data is now)
+/// or `target` (where it goes), the words of every tool's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// `--source`: where the data is now (the primary a switchover leaves).
+    Source,
+    /// `--target`: where it goes (the standby a switchover promotes).
+    Target,
+}
+
+impl Which {
+    /// `source` or `target`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Source => "source",
+            Which::Target => "target",
+        }
+    }
+}

@@ -262,6 +262,17 @@ impl ConnInfo {
         self
     }
 
+    /// A copy whose `connect_timeout` is `secs` unless the DSN or `PGCONNECT_TIMEOUT` says
+    /// otherwise: a control connection to a dead host must give up long before the kernel's
+    /// TCP timeout holds a switchover or a cutover.
+    pub fn with_control_timeout(&self, secs: u32) -> ConnInfo {
+        let mut c = self.clone();
+        if c.get("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            c.set("connect_timeout", secs.to_string());
+        }
+        c
+    }
+
     /// A copy with another database name.
     pub fn with_dbname(&self, dbname: &str) -> ConnInfo {
         let mut c = self.clone();

@@ -10,7 +10,7 @@ use shared::journal::Journal;
 use shared::Output;
 
 use crate::catalog::{self, Names};
-use crate::side::{refused, Side, Which};
+use crate::side::{Side, Which};
 
 /// Options every step takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -138,7 +138,7 @@ impl Pair {
                 )?
                 .map(|r| r.get(0));
             let Some(oid) = oid else {
-                return Err(refused(format!(
+                return Err(shared::err(shared::ErrorKind::DataErr, format!(
                     "--databases: {name} is not a database of the source that accepts connections; check the name (psql -l)"
                 )));
             };
@@ -198,6 +198,16 @@ impl Pair {
         }
         j.append("logical", Value::Object(rec))
             .context("writing the journal")
+    }
+
+    /// The schema fingerprint setup recorded for database `db` in this run (see
+    /// [`crate::catalog::schema_lines`]).
+    pub fn recorded_fingerprint(&self, db: &str) -> Option<String> {
+        self.since_last_end()
+            .iter()
+            .rev()
+            .find(|r| r["step"] == "schema_fingerprint" && r["database"] == serde_json::json!(db))
+            .and_then(|r| r["fingerprint"].as_str().map(str::to_owned))
     }
 
     /// The journal's `logical` records of this direction's run under way, oldest first: since

@@ -6,29 +6,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use postgres::Client;
-use serde::Serialize;
 use shared::pg::ConnInfo;
-use shared::{ErrorKind, ResultExt};
 
-/// Which side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Which {
-    /// Where the data is now.
-    Source,
-    /// Where it goes.
-    Target,
-}
-
-impl Which {
-    /// `source` or `target`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Which::Source => "source",
-            Which::Target => "target",
-        }
-    }
-}
+pub use shared::Which;
 
 /// A server and pgshift's sessions on it.
 pub struct Side {
@@ -56,12 +36,10 @@ impl std::fmt::Debug for Side {
     }
 }
 
-/// A control connection gives up after 5 s unless the DSN says otherwise: a dead host must
-/// not hold a cutover for the kernel's TCP timeout.
-fn with_connect_timeout(mut c: ConnInfo) -> ConnInfo {
-    if c.get("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        c.set("connect_timeout", "5");
-    }
+/// A control connection gives up after 5 s unless the DSN says otherwise
+/// ([`ConnInfo::with_control_timeout`]), and says it is pgshift's logical mode.
+fn control_conninfo(c: ConnInfo) -> ConnInfo {
+    let mut c = c.with_control_timeout(5);
     if c.get("application_name").is_none() {
         c.set("application_name", "pgshift-logical");
     }
@@ -72,7 +50,7 @@ impl Side {
     /// Parse `dsn` (a usage error if it is malformed) without connecting.
     pub fn parse(which: Which, dsn: &str) -> anyhow::Result<ConnInfo> {
         ConnInfo::parse(dsn)
-            .map(with_connect_timeout)
+            .map(control_conninfo)
             .with_context(|| format!("--{}", which.as_str()))
     }
 
@@ -201,23 +179,4 @@ impl Side {
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
-}
-
-/// An error from a server, as the one line `what: message` with its class (69 unreachable,
-/// 65 refused data, 75 retry, ...).
-pub fn sql_context<T>(
-    r: Result<T, postgres::Error>,
-    what: impl FnOnce() -> String,
-) -> anyhow::Result<T> {
-    r.map_err(anyhow::Error::from).with_context(what)
-}
-
-/// `Err(DataErr)` with `message`.
-pub fn refused(message: impl Into<String>) -> anyhow::Error {
-    shared::err(ErrorKind::DataErr, message)
-}
-
-/// Map any error to `kind` with `what` as context (for steps whose failure has one cause).
-pub fn as_kind<T>(r: anyhow::Result<T>, kind: ErrorKind, what: &str) -> anyhow::Result<T> {
-    r.kind_context(kind, what.to_owned())
 }

@@ -184,11 +184,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
             cli.fence_conninfo_file.display()
         )));
     }
-    let side = |which, dsn: &str, spec: &str, pgdata: &str, log: &Option<String>| {
-        let conninfo = ConnInfo::parse(dsn).with_context(|| format!("--{}", which_name(which)))?;
+    let side = |which: Which, dsn: &str, spec: &str, pgdata: &str, log: &Option<String>| {
+        let conninfo = ConnInfo::parse(dsn).with_context(|| format!("--{}", which.as_str()))?;
         anyhow::Ok(Side {
             which,
-            conninfo: with_connect_timeout(conninfo),
+            conninfo: conninfo.with_control_timeout(5),
             host: Host::parse(spec)?,
             pgdata: pgdata.trim_end_matches('/').to_owned(),
             log: log.clone().unwrap_or_else(|| log_beside(pgdata)),
@@ -230,19 +230,6 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
             .run(mode)
             .await
     })
-}
-
-fn which_name(w: Which) -> &'static str {
-    w.as_str()
-}
-
-/// A control connection gives up after 5 s unless the DSN says otherwise: a dead host must
-/// not hold a switchover for the kernel's TCP timeout.
-fn with_connect_timeout(mut c: ConnInfo) -> ConnInfo {
-    if c.get("connect_timeout").is_none() && std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        c.set("connect_timeout", "5");
-    }
-    c
 }
 
 /// SIGTERM, SIGINT and SIGHUP do not kill pg-switch: they are noted, and the run stops at

@@ -28,24 +28,7 @@ pub mod script {
     pub const STOP_STANDBY: &str = include_str!("remote/stop-standby.sh");
 }
 
-/// `source` or `target`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    /// The primary we switch away from.
-    Source,
-    /// The standby we promote.
-    Target,
-}
-
-impl Which {
-    /// The word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Which::Source => "source",
-            Which::Target => "target",
-        }
-    }
-}
+pub use shared::Which;
 
 /// One cluster.
 #[derive(Debug, Clone)]

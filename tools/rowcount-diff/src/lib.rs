@@ -74,23 +74,7 @@ pub enum Format {
 }
 
 /// Which host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// `--source`.
-    Source,
-    /// `--target`.
-    Target,
-}
-
-impl Side {
-    fn as_str(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
-        }
-    }
-}
+pub use shared::Which as Side;
 
 /// The `host` record: where and at which point a host was read.
 #[derive(Debug, Serialize)]
