@@ -256,6 +256,16 @@ pub fn shape_of(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The refusal when the source's schema fingerprint is no longer the one setup recorded.
+pub fn schema_changed(db: &str, recorded: &str, now: &str) -> anyhow::Error {
+    shared::err(
+        shared::ErrorKind::DataErr,
+        format!(
+            "the schema of database {db} changed on the source during the run (fingerprint {recorded} at setup, {now} now): DDL is not replicated; apply it on the target too, then run setup again (pg-logical abort, then setup), or move in a quiet window"
+        ),
+    )
+}
+
 /// A short hash of [`schema_lines`].
 pub fn fingerprint(lines: &[String]) -> String {
     let mut h = Sha256::new();
@@ -291,6 +301,11 @@ pub fn login_roles(c: &mut impl GenericClient, spare: &[String]) -> anyhow::Resu
         &[&spare],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether pgshift's mark says the fence is on (some role carries it) on `c`'s server.
+pub fn fence_marked(c: &mut Client) -> anyhow::Result<bool> {
+    Ok(!fenced_roles(c, None)?.is_empty())
 }
 
 /// Roles pgshift fenced on this server (they carry the `pgshift.fenced` setting), by name;

@@ -135,6 +135,21 @@ pub fn subscribed(p: &mut Pair, db: &str, subscription: &str) -> anyhow::Result<
     Ok(matches!(exists, Some(Ok(Some(_)))))
 }
 
+/// Refuse a database the target does not subscribe to (`wait` and `fence` need a run that
+/// setup started).
+pub fn require_subscribed(p: &mut Pair, d: &crate::pair::Db) -> anyhow::Result<()> {
+    if subscribed(p, &d.name, &d.names.subscription)? {
+        return Ok(());
+    }
+    Err(shared::err(
+        ErrorKind::DataErr,
+        format!(
+            "the target does not subscribe to database {} of this source: run setup first",
+            d.name
+        ),
+    ))
+}
+
 /// The major version of `pg_dump` in `dir`.
 pub fn pg_dump_major(dir: &std::path::Path) -> Option<i32> {
     let out = std::process::Command::new(dir.join("pg_dump"))

@@ -239,19 +239,6 @@ fn proof(p: &mut Pair, name: &str, fields: Value) -> anyhow::Result<()> {
     p.out.emit_as("proof", &Value::Object(rec))
 }
 
-/// What stopped the cutover before the target was opened.
-struct Stop {
-    kind: ErrorKind,
-    message: String,
-}
-
-fn stop(kind: ErrorKind, message: impl Into<String>) -> Stop {
-    Stop {
-        kind,
-        message: message.into(),
-    }
-}
-
 /// Microseconds since the epoch: ids for pgshift's own rows.
 fn now_us() -> i64 {
     SystemTime::now()
@@ -265,25 +252,38 @@ fn now_us() -> i64 {
 /// so: a row on the source wakes the apply worker, which then reports its flush position (it
 /// reports one only when something changes, or at its next one-second nap).
 fn nudge(p: &mut Pair, db: &str) -> anyhow::Result<()> {
+    flush_target(p, db)?;
+    write_sentinel(p, db, now_us(), "nudge")
+}
+
+/// One synchronous commit on the target's database `db` (an xid taken, so that it writes a
+/// commit record): its WAL is flushed up to there, the apply worker's asynchronous commits
+/// included. Returns the WAL position it flushed.
+fn flush_target(p: &mut Pair, db: &str) -> anyhow::Result<String> {
     let mut t = p.target.db(db)?.transaction()?;
     t.batch_execute("SET LOCAL synchronous_commit = on")?;
-    t.query_one("SELECT pg_current_xact_id()", &[])?;
+    let lsn: String = t
+        .query_one(
+            "SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text",
+            &[],
+        )?
+        .get(1);
     t.commit()?;
+    Ok(lsn)
+}
+
+/// Write sentinel row `id` (of `run`) in the source's database `db`: replicated like any row.
+fn write_sentinel(p: &mut Pair, db: &str, id: i64, run: &str) -> anyhow::Result<()> {
     p.source.db(db)?.execute(
-        "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, 'nudge')",
-        &[&now_us()],
+        "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, $2)",
+        &[&id, &run],
     )?;
     Ok(())
 }
 
 /// Wait until every database's slot confirmed `lsn` and sentinel `id` (written on the
 /// source after `lsn`) is on the target. Emits the proofs.
-fn wait_confirmed(
-    p: &mut Pair,
-    lsn: &str,
-    id: i64,
-    deadline: Instant,
-) -> anyhow::Result<Result<(), Stop>> {
+fn wait_confirmed(p: &mut Pair, lsn: &str, id: i64, deadline: Instant) -> anyhow::Result<()> {
     let t0 = Instant::now();
     for d in p.dbs.clone() {
         let mut seen_ms: Option<u64> = None;
@@ -296,20 +296,20 @@ fn wait_confirmed(
                 &[&lsn, &d.names.slot],
             )?;
             let Some(row) = row else {
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::DataErr,
                     format!(
                         "the slot {} of database {} is gone from the source",
                         d.names.slot, d.name
                     ),
-                )));
+                ));
             };
             let wal_status: String = row.get(2);
             if wal_status == "lost" {
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::DataErr,
                     format!("the slot {} was invalidated (max_slot_wal_keep_size): the target cannot catch up; abort and start again", d.names.slot),
-                )));
+                ));
             }
             if row.get::<_, Option<bool>>(0) == Some(true) {
                 confirmed = row.get::<_, Option<String>>(1);
@@ -326,14 +326,14 @@ fn wait_confirmed(
                 nudged = Some(Instant::now());
             }
             if Instant::now() > deadline {
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::Retry,
                     format!(
                         "the target did not confirm {lsn} for database {} in time (its slot is at {}): it is behind or its apply worker fails (see its log)",
                         d.name,
                         row.get::<_, Option<String>>(1).unwrap_or_else(|| "nothing".into())
                     ),
-                )));
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -349,10 +349,10 @@ fn wait_confirmed(
                 break;
             }
             if Instant::now() > deadline {
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::Retry,
                     format!("the sentinel row {id} written on the source after the fence did not reach the target's database {} in time", d.name),
-                )));
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -362,7 +362,7 @@ fn wait_confirmed(
             json!({"database": d.name, "id": id, "ms": seen_ms}),
         )?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The largest lag of the pair's slots, in bytes (a slot missing, or a subscription whose
@@ -404,23 +404,18 @@ fn sentinel_seen(p: &mut Pair, db: &str, id: i64) -> anyhow::Result<bool> {
 }
 
 /// Wait until sentinel `id` is on the target in every database. Emits a `sentinel` proof each.
-fn wait_sentinels(p: &mut Pair, id: i64, deadline: Instant) -> anyhow::Result<Result<(), Stop>> {
+fn wait_sentinels(p: &mut Pair, id: i64, deadline: Instant) -> anyhow::Result<()> {
     let t0 = Instant::now();
     for d in p.dbs.clone() {
         loop {
-            let seen = p
-                .target
-                .db(&d.name)?
-                .query_opt("SELECT 1 FROM pgshift.sentinel WHERE id = $1", &[&id])?
-                .is_some();
-            if seen {
+            if sentinel_seen(p, &d.name, id)? {
                 break;
             }
             if Instant::now() > deadline {
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::Retry,
                     format!("the sentinel row {id} written on the source did not reach the target's database {} in time", d.name),
-                )));
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -430,41 +425,26 @@ fn wait_sentinels(p: &mut Pair, id: i64, deadline: Instant) -> anyhow::Result<Re
             json!({"database": d.name, "id": id, "ms": t0.elapsed().as_millis() as u64}),
         )?;
     }
-    Ok(Ok(()))
-}
-
-/// The schema fingerprint setup recorded for `db`, from the journal.
-fn recorded_fingerprint(p: &Pair, db: &str) -> Option<String> {
-    p.since_last_end()
-        .iter()
-        .rev()
-        .find(|r| r["step"] == "schema_fingerprint" && r["database"] == json!(db))
-        .and_then(|r| r["fingerprint"].as_str().map(str::to_owned))
+    Ok(())
 }
 
 /// Proof 7 for every database: the source's schema as setup saw it, and the same tables and
 /// columns on both sides.
-fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
+fn check_schema(p: &mut Pair) -> anyhow::Result<()> {
     for d in p.dbs.clone() {
         let lines = catalog::schema_lines(p.source.db(&d.name)?, false)?;
         let now = catalog::fingerprint(&lines);
-        let recorded = recorded_fingerprint(p, &d.name);
+        let recorded = p.recorded_fingerprint(&d.name);
         if let Some(r) = &recorded {
             if *r != now {
-                return Ok(Err(stop(
-                    ErrorKind::DataErr,
-                    format!(
-                        "the schema of database {} changed on the source during the run (fingerprint {r} at setup, {now} now): DDL is not replicated; apply it on the target too, then run setup again (pg-logical abort, then setup), or move in a quiet window",
-                        d.name
-                    ),
-                )));
+                return Err(catalog::schema_changed(&d.name, r, &now));
             }
         }
         let a = catalog::shape_of(&lines);
         let b = catalog::schema_lines(p.target.db(&d.name)?, true)?;
         let (only_src, only_tgt) = catalog::schema_diff(&a, &b, 5);
         if !only_src.is_empty() || !only_tgt.is_empty() {
-            return Ok(Err(stop(
+            return Err(shared::err(
                 ErrorKind::DataErr,
                 format!(
                     "the tables of database {} differ between the sides (source only: {}; target only: {}): DDL ran on one side since the schema was copied, and DDL is not replicated; run the same DDL on the other side (a new table also needs ALTER PUBLICATION ... ADD TABLE on the source and ALTER SUBSCRIPTION ... REFRESH PUBLICATION on the target), or abort and move again",
@@ -472,7 +452,7 @@ fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
                     if only_src.is_empty() { "none".into() } else { only_src.join("; ") },
                     if only_tgt.is_empty() { "none".into() } else { only_tgt.join("; ") }
                 ),
-            )));
+            ));
         }
         proof(
             p,
@@ -480,11 +460,11 @@ fn check_schema(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
             json!({"database": d.name, "fingerprint": now, "recorded": recorded}),
         )?;
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Proof 6: every sequence of every database copied exactly.
-fn copy_sequences(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
+fn copy_sequences(p: &mut Pair) -> anyhow::Result<()> {
     for d in p.dbs.clone() {
         let src = catalog::sequences(p.source.db(&d.name)?)?;
         let tc = p.target.db(&d.name)?;
@@ -503,14 +483,14 @@ fn copy_sequences(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
             .map(|s| s.name.clone())
             .collect();
         if !differing.is_empty() {
-            return Ok(Err(stop(
+            return Err(shared::err(
                 ErrorKind::DataErr,
                 format!(
                     "sequences of database {} differ after the copy: {}",
                     d.name,
                     crate::check::list(&differing)
                 ),
-            )));
+            ));
         }
         proof(
             p,
@@ -518,12 +498,7 @@ fn copy_sequences(p: &mut Pair) -> anyhow::Result<Result<(), Stop>> {
             json!({"database": d.name, "sequences": src.len(), "equal": true}),
         )?;
     }
-    Ok(Ok(()))
-}
-
-/// Whether pgshift's mark says the fence is on (some role carries it), per side.
-fn marked(c: &mut Client) -> anyhow::Result<bool> {
-    Ok(!catalog::fenced_roles(c, None)?.is_empty())
+    Ok(())
 }
 
 /// The journal's last cutover step of this direction (fencing, fenced, unfenced, opening,
@@ -547,15 +522,7 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
     let deadline = || Instant::now() + args.timeout;
     // Only a pair that replicates, fully synced, with a fenced target, can be fenced.
     for d in p.dbs.clone() {
-        if !crate::check::subscribed(&mut p, &d.name, &d.names.subscription)? {
-            return Err(shared::err(
-                ErrorKind::DataErr,
-                format!(
-                    "the target does not subscribe to database {} of this source: run setup first",
-                    d.name
-                ),
-            ));
-        }
+        crate::check::require_subscribed(&mut p, &d)?;
         let not_ready: i64 = p
             .target
             .db(&d.name)?
@@ -596,9 +563,7 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         ));
     }
     // The schema first: a change refuses before anything is fenced.
-    if let Err(s) = check_schema(&mut p)? {
-        return Err(shared::err(s.kind, s.message));
-    }
+    check_schema(&mut p)?;
     // What is left to apply when the fence goes up is downtime: wait for a small lag first.
     let lag_deadline = deadline();
     loop {
@@ -649,7 +614,7 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         &json!({"side": "source", "roles": roles, "not_fenced": left, "spared": spare}),
     )?;
     crate::test_pause("fence:roles");
-    let outcome = (|| -> anyhow::Result<Result<Value, Stop>> {
+    let outcome = (|| -> anyhow::Result<Value> {
         let dbs = p.db_names();
         let own = p.source.own_pids()?;
         let ended = match end_sessions(p.source.control(), &dbs, &own, deadline())? {
@@ -659,13 +624,13 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
                     .iter()
                     .map(|s| format!("{} in {} ({})", s.1, s.2, s.3))
                     .collect();
-                return Ok(Err(stop(
+                return Err(shared::err(
                     ErrorKind::Retry,
                     format!(
                         "client sessions keep coming back after the fence: {}; a role pgshift logs in as cannot be fenced: give pgshift a role of its own",
                         crate::check::list(&who)
                     ),
-                )));
+                ));
             }
         };
         proof(
@@ -674,10 +639,10 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
             json!({"roles": roles.len(), "sessions_ended": ended, "ms": t0.elapsed().as_millis() as u64}),
         )?;
         if let Some(sig) = interrupt.name() {
-            return Ok(Err(stop(
+            return Err(shared::err(
                 ErrorKind::Retry,
                 format!("interrupted by {sig} during the fence"),
-            )));
+            ));
         }
         let x: String = p
             .source
@@ -688,14 +653,9 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
         // The sentinel: after X, through the data. Its commit also flushes the WAL up to X.
         let id = now_us();
         for d in p.dbs.clone() {
-            p.source.db(&d.name)?.execute(
-                "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, $2)",
-                &[&id, &run],
-            )?;
+            write_sentinel(&mut p, &d.name, id, &run)?;
         }
-        if let Err(s) = wait_confirmed(&mut p, &x, id, deadline())? {
-            return Ok(Err(s));
-        }
+        wait_confirmed(&mut p, &x, id, deadline())?;
         let own = p.source.own_pids()?;
         let sessions = client_sessions(p.source.control(), &dbs, &own)?;
         let prepared: i64 = p
@@ -707,35 +667,31 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
             )?
             .get(0);
         if !sessions.is_empty() || prepared > 0 {
-            return Ok(Err(stop(
+            return Err(shared::err(
                 ErrorKind::Retry,
                 format!(
                     "{} client session(s) and {prepared} prepared transaction(s) on the source after the fence: its writes cannot be proven complete (COMMIT PREPARED or ROLLBACK PREPARED them first)",
                     sessions.len()
                 ),
-            )));
+            ));
         }
         proof(
             &mut p,
             "no_client_sessions",
             json!({"sessions": 0, "prepared_transactions": 0}),
         )?;
-        if let Err(s) = copy_sequences(&mut p)? {
-            return Ok(Err(s));
-        }
-        if let Err(s) = check_schema(&mut p)? {
-            return Ok(Err(s));
-        }
+        copy_sequences(&mut p)?;
+        check_schema(&mut p)?;
         if let Some(sig) = interrupt.name() {
-            return Ok(Err(stop(
+            return Err(shared::err(
                 ErrorKind::Retry,
                 format!("interrupted by {sig} during the fence"),
-            )));
+            ));
         }
-        Ok(Ok(json!({"fenced_lsn": x})))
+        Ok(json!({"fenced_lsn": x}))
     })();
     match outcome {
-        Ok(Ok(v)) => {
+        Ok(v) => {
             let x = v["fenced_lsn"].clone();
             let fence_ms = t0.elapsed().as_millis() as u64;
             // Every role under the fence (an earlier, cut-short run's too): open checks them.
@@ -749,7 +705,6 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
                                  "fence_ms": fence_ms, "roles_fenced": roles.len()}),
             )
         }
-        Ok(Err(s)) => reopen_source(p, s.kind, &s.message),
         Err(e) => reopen_source(p, shared::exit::classify(&e), &format!("{e:#}")),
     }
 }
@@ -779,7 +734,7 @@ fn reopen_source(mut p: Pair, kind: ErrorKind, why: &str) -> anyhow::Result<Stat
 /// `unfence`: the source takes writes again, unless the target was opened.
 pub fn unfence(mut p: Pair, _args: &UnfenceArgs) -> anyhow::Result<Status> {
     let step = last_cutover_step(&p);
-    let target_fenced = marked(p.target.control())?;
+    let target_fenced = catalog::fence_marked(p.target.control())?;
     let target_user = p.target.user.clone();
     let target_logins = catalog::login_roles(p.target.control(), &[target_user])?;
     let opened = matches!(step.as_deref(), Some("opened" | "reverse_subscribed"))
@@ -923,10 +878,7 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
         // its next feedback.)
         let id = now_us();
         for d in p.dbs.clone() {
-            p.source.db(&d.name)?.execute(
-                "INSERT INTO pgshift.sentinel (id, run) VALUES ($1, 'open')",
-                &[&id],
-            )?;
+            write_sentinel(&mut p, &d.name, id, "open")?;
         }
         let dbs = p.db_names();
         let own = p.source.own_pids()?;
@@ -944,25 +896,9 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
         // order). Then one synchronous commit there flushes its WAL: what the subscription
         // applied (asynchronously committed) is durable before the target takes writes and
         // the forward subscription goes, without waiting for the subscriber's next feedback.
-        if let Err(s) = wait_sentinels(&mut p, id, deadline)? {
-            return Err(shared::err(s.kind, s.message));
-        }
+        wait_sentinels(&mut p, id, deadline)?;
         for d in p.dbs.clone() {
-            let flushed: String = p
-                .target
-                .db(&d.name)?
-                .transaction()
-                .and_then(|mut t| {
-                    t.batch_execute("SET LOCAL synchronous_commit = on")?;
-                    let lsn: String = t
-                        .query_one(
-                            "SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text",
-                            &[],
-                        )?
-                        .get(1);
-                    t.commit()?;
-                    Ok(lsn)
-                })
+            let flushed = flush_target(&mut p, &d.name)
                 .with_context(|| format!("flushing the target's WAL of database {}", d.name))?;
             proof(
                 &mut p,

@@ -656,7 +656,7 @@ pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
 pub fn finish(mut p: Pair, _args: &FinishArgs) -> anyhow::Result<Status> {
     let since = p.since_last_end();
     let opened = since.iter().any(|r| r["step"] == "opened");
-    let target_open = catalog::fenced_roles(p.target.control(), None)?.is_empty();
+    let target_open = !catalog::fence_marked(p.target.control())?;
     if !opened && !target_open {
         return Err(shared::err(
             ErrorKind::DataErr,

@@ -23,7 +23,6 @@ pub struct StatusArgs {
 
 /// `status`.
 pub fn run(mut p: Pair, _args: &StatusArgs) -> anyhow::Result<Status> {
-    let sizes = crate::watch::sizes(&mut p)?;
     let mut subscribed = 0;
     let mut reverse = 0;
     for d in p.dbs.clone() {
@@ -42,12 +41,13 @@ pub fn run(mut p: Pair, _args: &StatusArgs) -> anyhow::Result<Status> {
         )?;
     }
     let look = if subscribed > 0 {
-        Some(crate::watch::look(&mut p, &sizes)?)
+        // No sizes: status reports tables and lag, not the bytes copied.
+        Some(crate::watch::look(&mut p, &Default::default())?)
     } else {
         None
     };
-    let source_fenced = !catalog::fenced_roles(p.source.control(), None)?.is_empty();
-    let target_fenced = !catalog::fenced_roles(p.target.control(), None)?.is_empty();
+    let source_fenced = catalog::fence_marked(p.source.control())?;
+    let target_fenced = catalog::fence_marked(p.target.control())?;
     let n = p.dbs.len();
     let state = match (subscribed, source_fenced, target_fenced) {
         (0, false, _) if reverse == 0 => "none",

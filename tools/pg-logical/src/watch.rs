@@ -99,10 +99,15 @@ pub fn look(p: &mut Pair, sizes: &BTreeMap<(String, TableName), i64>) -> anyhow:
     let stats = p.target.major() >= 15;
     for d in p.dbs.clone() {
         let tc = p.target.db(&d.name)?;
+        // COPY's progress only for a table the subscription is still synchronising (with
+        // pgshift's own copy, copy_data = false, every table is ready from the start): this
+        // runs at every poll of wait.
         for r in tc.query(
             "SELECT r.srsubstate::text, n.nspname::text, c.relname::text,
-                    coalesce((SELECT sum(bytes_processed) FROM pg_stat_progress_copy pc
-                               WHERE pc.relid = r.srrelid AND pc.command = 'COPY FROM'), 0)::bigint
+                    CASE WHEN r.srsubstate IN ('r', 's', 'f') THEN 0
+                         ELSE coalesce((SELECT sum(bytes_processed) FROM pg_stat_progress_copy pc
+                                         WHERE pc.relid = r.srrelid AND pc.command = 'COPY FROM'), 0)
+                    END::bigint
                FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
                JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE s.subname = $1",
@@ -174,30 +179,14 @@ pub fn sizes(p: &mut Pair) -> anyhow::Result<BTreeMap<(String, TableName), i64>>
 /// `wait`.
 pub fn run(mut p: Pair, args: &WaitArgs) -> anyhow::Result<Status> {
     for d in p.dbs.clone() {
-        if !crate::check::subscribed(&mut p, &d.name, &d.names.subscription)? {
-            return Err(shared::err(
-                ErrorKind::DataErr,
-                format!(
-                    "the target does not subscribe to database {} of this source: run setup first",
-                    d.name
-                ),
-            ));
-        }
+        crate::check::require_subscribed(&mut p, &d)?;
     }
     let sizes = sizes(&mut p)?;
     let fingerprints: Vec<(String, Option<String>)> = p
         .dbs
         .clone()
         .iter()
-        .map(|d| {
-            let f = p
-                .since_last_end()
-                .iter()
-                .rev()
-                .find(|r| r["step"] == "schema_fingerprint" && r["database"] == json!(d.name))
-                .and_then(|r| r["fingerprint"].as_str().map(str::to_owned));
-            (d.name.clone(), f)
-        })
+        .map(|d| (d.name.clone(), p.recorded_fingerprint(&d.name)))
         .collect();
     let started = Instant::now();
     let bar = shared::progress::bar(1, "copy");
@@ -215,10 +204,7 @@ pub fn run(mut p: Pair, args: &WaitArgs) -> anyhow::Result<Status> {
             let lines = catalog::schema_lines(p.source.db(db)?, false)?;
             let fp = catalog::fingerprint(&lines);
             if &fp != recorded {
-                return Err(shared::err(
-                    ErrorKind::DataErr,
-                    format!("the schema of database {db} changed on the source during the run (fingerprint {recorded} at setup, {fp} now): DDL is not replicated; apply it on the target too and run setup again (abort, then setup), or move in a quiet window"),
-                ));
+                return Err(catalog::schema_changed(db, recorded, &fp));
             }
         }
         Ok(())
