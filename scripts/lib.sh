@@ -112,11 +112,14 @@ pgs_json() {
 }
 
 # pgs_print_record LINE: write one record on stdout: as it is on a pipe (the contract), as a
-# line for a person on a terminal (`type  key value, ...`), unless PGSHIFT_OUTPUT=json. A
+# line for a person on a terminal (`type  key value, ...`; not an `error`, whose message is on
+# stderr), unless PGSHIFT_OUTPUT=json. A
 # `summary` also gives the closing line on stderr when a person reads it there (stderr a
 # terminal), unless the script says its own (PGS_OWN_CLOSING=1, migrate.sh).
 pgs_print_record() {
   if [[ -t 1 && ${PGSHIFT_OUTPUT:-} != json ]]; then
+    # An error is on stderr already, as its message (the tools' text does the same).
+    [[ $1 != '{"type":"error"'* ]] || return 0
     jq -r 'def h: if type == "object" or type == "array" then tojson else tostring end;
       (.type + "          ")[0:10] + " " +
         ([to_entries[] | select(.key != "type" and .value != null) | "\(.key | gsub("_"; " ")) \(.value | h)"] | join(", "))' \

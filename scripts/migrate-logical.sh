@@ -269,7 +269,7 @@ fail() {
   pgs_log "$*"
   ((!failing)) || return 1
   failing=1 PGS_ENDED=1
-  emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null 2>&1 || true
+  emit error phase="$phase" exit_code:="$code" message="$*" || true
   trap - EXIT
   recover
   note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
@@ -297,6 +297,13 @@ on_exit() {
   ((rc == 0)) && return 0
   trap - EXIT
   ((failing)) && exit "$rc"
+  if [[ -n ${PGS_ENDED:-} ]]; then
+    # pgs_die said why and ended the stream: undo what the state needs, with its exit code.
+    failing=1
+    recover
+    note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
+    exit "$rc"
+  fi
   fail "$EX_SOFTWARE" "unexpected failure (exit $rc) in phase $phase"
 }
 on_signal() {
@@ -347,7 +354,7 @@ pooler_settle() {
 }
 
 # --- Where the pair stands ---------------------------------------------------------------------
-mkdir -p "$(dirname "$journal")" || pgs_die "$EX_IOERR" "cannot create the journal's directory for $journal"
+mkdir -p "$(dirname "$journal")" || fail "$EX_IOERR" "cannot create the journal's directory for $journal"
 rc=0
 tool status >/dev/null || rc=$?
 # 1: the servers answer, and are in no state a move of this pair leaves (below).

@@ -419,7 +419,7 @@ fail() {
   ((!failing)) || return 1
   failing=1 PGS_ENDED=1
   stop_watch
-  emit error phase="$phase" exit_code:="$code" message="$*" >/dev/null || true
+  emit error phase="$phase" exit_code:="$code" message="$*" || true
   trap - EXIT
   recover
   note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true

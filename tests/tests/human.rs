@@ -14,7 +14,7 @@ fn on_a_terminal(cmd: &str) -> (i32, String) {
 }
 
 /// [`on_a_terminal`], with the bytes as written (escapes and carriage returns kept).
-fn on_a_terminal_raw(cmd: &str) -> (i32, String) {
+pub(crate) fn on_a_terminal_raw(cmd: &str) -> (i32, String) {
     let mut c = Command::new("script");
     c.args(["-qefc", cmd, "/dev/null"])
         .stdin(std::process::Stdio::null());

@@ -259,25 +259,16 @@ fn usage_errors_name_the_option_typed() {
     );
 }
 
-/// Any fatal path, not only usage: pgs_die ends the stream once (here hosts-local.sh refusing
-/// to destroy a directory it did not make: 65).
 /// Run scripts/NAME ARGS with stdout and stderr on a pseudo-terminal (util-linux `script`):
-/// what a person sees.
+/// what a person sees, carriage returns dropped.
 fn on_a_terminal(name: &str, args: &[&str]) -> (i32, String) {
     let cmd = std::iter::once(script(name).display().to_string())
         .chain(args.iter().map(|a| (*a).to_owned()))
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .map(|a| shared::host::sh_quote(&a))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut c = Command::new("script");
-    c.args(["-qefc", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::null());
-    testkit::hermetic(&mut c);
-    let out = c.output().expect("run script (util-linux)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
-    )
+    let (code, raw) = crate::human::on_a_terminal_raw(&cmd);
+    (code, raw.replace('\r', ""))
 }
 
 #[test]
@@ -296,6 +287,9 @@ fn a_script_says_how_it_ended_in_one_closing_line() {
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
 }
 
+/// Any fatal path, not only usage: pgs_die ends the stream once (here hosts-local.sh refusing
+/// to destroy a directory it did not make: 65, and migrate --mode logical with a journal it
+/// cannot make, after its traps are set: 74).
 #[test]
 fn a_fatal_error_ends_stdout_with_error_and_summary() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,6 +303,59 @@ fn a_fatal_error_ends_stdout_with_error_and_summary() {
     assert_eq!(out.status.code(), Some(65), "{stdout}\n{stderr}");
     assert_ends_failed("hosts-local.sh destroy", &stdout, 65);
     assert!(dir.path().join("precious.txt").exists());
+
+    let journal = dir.path().join("precious.txt/j.jsonl");
+    let out = run(
+        "migrate.sh",
+        &[
+            "--mode",
+            "logical",
+            "--source",
+            "host=127.0.0.1 port=1 dbname=x",
+            "--target",
+            "host=127.0.0.1 port=2 dbname=x",
+            "--journal",
+            journal.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stdout}\n{stderr}");
+    assert_ends_failed("migrate.sh --mode logical --journal", &stdout, 74);
+
+    // migrate.sh's own failure (fail, after its preflight began): a source that does not answer.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    let pgdata = dir.path().join("nope").display().to_string();
+    let out = run(
+        "migrate.sh",
+        &[
+            "--source",
+            "host=127.0.0.1 port=1 dbname=x",
+            "--source-pgdata",
+            &pgdata,
+            "--target-addr",
+            "127.0.0.2",
+            "--target-port",
+            "2",
+            "--target-pgdata",
+            &pgdata,
+            "--repl-user",
+            "r",
+            "--repl-password-file",
+            pw.to_str().unwrap(),
+            "--tls",
+            "off",
+            "--journal",
+            dir.path().join("j.jsonl").to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stdout}\n{stderr}");
+    assert_ends_failed("migrate.sh, a source that does not answer", &stdout, 69);
 }
 
 /// lib.sh's pgs_die writes the records only where they belong: not into a command
