@@ -224,17 +224,19 @@ for e in "${excludes[@]}"; do pair+=(--exclude-table "$e"); done
 # is passed on: the tool stops at its next safe point), its records passed on as they come,
 # its summary kept in `ts` (JSON); returns its exit status.
 tool() {
-  local f n=0 total rc=0 line
+  local f fd rc=0 line part=""
   f=$(mktemp /tmp/pgshift-logical.XXXXXX)
   ts='{}' terr='{}'
   set -m
   "$bin/pg-logical" "$1" --json "${pair[@]}" "${@:2}" >"$f" &
   bg_pid=$!
   set +m
+  # The records as the tool writes them: read on from where the last look stopped (a line
+  # not yet whole is kept for the next look).
+  exec {fd}<"$f"
   pass_on() {
-    total=$(wc -l <"$f")
-    ((total > n)) || return 0
-    while IFS= read -r line; do
+    while IFS= read -r line <&"$fd" || { part+=$line && false; }; do
+      line=$part$line part=""
       case $line in
         '{"type":"summary"'*) ts=$line ;;
         # The fatal error is this run's to say (fail), with the tool's message.
@@ -242,8 +244,7 @@ tool() {
         '{"type":"server"'*) [[ -z $report ]] || printf '%s\n' "$line" >>"$report" ;;
         *) emit_line "$line" ;;
       esac
-    done < <(sed -n "$((n + 1)),${total}p" "$f")
-    n=$total
+    done
   }
   while kill -0 "$bg_pid" 2>/dev/null; do
     pass_on
@@ -252,6 +253,7 @@ tool() {
   wait "$bg_pid" || rc=$?
   bg_pid=""
   pass_on
+  exec {fd}<&-
   rm -f "$f"
   return "$rc"
 }
@@ -447,6 +449,7 @@ verdict=skipped downtime_ms="" per_db='[]'
 cutover() {
   phase_begin cutover
   if [[ $stand != open ]]; then
+    ((!verify)) || verify_plan
     run_hook before_fence
     if pooled; then
       pooler pause --deadline "$pause_limit" || fail $? "the poolers did not pause: $pooler_err"
@@ -489,46 +492,51 @@ cutover() {
   run_hook after_open
   phase_end downtime_ms:="${downtime_ms:-null}" verdict="$verdict" databases:="$per_db"
 }
-# verify_at_fence: pg-checksum of every database while both sides are frozen.
-verify_at_fence() {
-  local db q out rc out_dir n_diff=0 n_err=0 list=()
-  if [[ -n $report ]]; then out_dir=$(dirname "$report"); else out_dir=$(mktemp -d /tmp/pgshift-verify.XXXXXX); fi
+# verify_plan: which databases verify_at_fence compares (verify_dbs) and which have no table
+# of their own, only pgshift's (verify_empty: nothing to compare). Asked before the fence, not
+# in the downtime: the fence proves the schema is still the one setup saw.
+verify_dbs=() verify_empty=()
+verify_plan() {
+  local db list=()
   if [[ -n $databases ]]; then
     IFS=, read -ra list <<<"$databases"
   else
     mapfile -t list < <("$PG_BIN/psql" -XAtq -d "$SOURCE_DSN" -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
   fi
-  local ex=(--exclude 'pgshift.*') pids=() with_tables=()
-  for e in "${excludes[@]}"; do ex+=(--exclude "$e"); done
-  # A database with no table of its own (only pgshift's) has nothing to compare.
   for db in "${list[@]}"; do
-    q=$(pgs_conninfo_quote "$db")
-    if [[ $("$PG_BIN/psql" -XAtq -d "$SOURCE_DSN dbname=$q" -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\_%'" 2>/dev/null) == 0 ]]; then
-      emit verify database="$db" verdict=equal at=fence tables:=0
-      per_db=$(jq -c --arg db "$db" '. + [{database: $db, verdict: "equal"}]' <<<"$per_db")
+    if [[ $("$PG_BIN/psql" -XAtq -d "$SOURCE_DSN dbname=$(pgs_conninfo_quote "$db")" -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift') AND n.nspname NOT LIKE 'pg\_%'" 2>/dev/null) == 0 ]]; then
+      verify_empty+=("$db")
     else
-      with_tables+=("$db")
+      verify_dbs+=("$db")
     fi
   done
-  list=("${with_tables[@]}")
+}
+# verify_at_fence: pg-checksum of every database of verify_plan while both sides are frozen.
+verify_at_fence() {
+  local db q rc out_dir n_diff=0 n_err=0 i
+  if [[ -n $report ]]; then out_dir=$(dirname "$report"); else out_dir=$(mktemp -d /tmp/pgshift-verify.XXXXXX); fi
+  local ex=(--exclude 'pgshift.*') pids=() outs=()
+  for e in "${excludes[@]}"; do ex+=(--exclude "$e"); done
+  for db in "${verify_empty[@]}"; do
+    emit verify database="$db" verdict=equal at=fence tables:=0
+    per_db=$(jq -c --arg db "$db" '. + [{database: $db, verdict: "equal"}]' <<<"$per_db")
+  done
   # Every database at once: this is downtime.
-  for db in "${list[@]}"; do
+  for db in "${verify_dbs[@]}"; do
     q=$(pgs_conninfo_quote "$db")
-    out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-fence.jsonl
+    outs+=("$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-fence.jsonl")
     "$bin/pg-checksum" --json --source "$SOURCE_DSN dbname=$q" --target "$TARGET_DSN dbname=$q" "${ex[@]}" \
-      --jobs 2 >"$out" 2>/dev/null &
+      --jobs 2 >"${outs[-1]}" 2>/dev/null &
     pids+=($!)
   done
-  local i
-  for i in "${!list[@]}"; do
-    db=${list[i]}
-    out=$out_dir/verify-${db//[^A-Za-z0-9_.-]/_}-fence.jsonl
+  for i in "${!verify_dbs[@]}"; do
+    db=${verify_dbs[i]}
     rc=0
     wait "${pids[i]}" || rc=$?
     local v=equal
     case $rc in 0) ;; 1) v=different n_diff=$((n_diff + 1)) ;; *) v=error n_err=$((n_err + 1)) ;; esac
     emit verify database="$db" verdict="$v" at=fence checksum_exit:=$rc \
-      checksum_summary:="$(tail -n 1 "$out" | jq -c . 2>/dev/null || echo null)"
+      checksum_summary:="$(tail -n 1 "${outs[i]}" | jq -c . 2>/dev/null || echo null)"
     per_db=$(jq -c --arg db "$db" --arg v "$v" '. + [{database: $db, verdict: $v}]' <<<"$per_db")
   done
   if ((n_err)); then verdict=error; elif ((n_diff)); then verdict=different; else verdict=equal; fi
