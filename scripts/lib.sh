@@ -571,6 +571,71 @@ pgs_journal() {
   printf '%s\n' "$line" >>"$file" && sync "$file" || return 74
 }
 
+# --- A migration's run: what migrate.sh and migrate-logical.sh share --------------------------
+# Their records go to stdout and to the --report file (`report`); each phase is journalled
+# (`journal`, `src_id`, `tgt_id`, and PGS_NOTE_EXTRA's fields on every record; nothing in a dry
+# run, `dry_run`) and ends with a `phase` record (`phase`, `phase_t0`, `phase_ms`,
+# `phase_order`); hooks are `hooks[NAME]`. The script defines `fail CODE MESSAGE`.
+PGS_NOTE_EXTRA=()
+
+# pgs_preload_hosts_env ARGS...: source the file of --hosts-env in ARGS (sets hosts_env), before
+# the options are read, so that the options given override it.
+pgs_preload_hosts_env() {
+  local i args=("$@")
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    if [[ ${args[i]} == --hosts-env ]]; then
+      hosts_env=${args[i + 1]:-}
+      [[ -r $hosts_env ]] || pgs_usage "cannot read --hosts-env '$hosts_env'"
+      # shellcheck disable=SC1090  # plain assignments: they stay global
+      . "$hosts_env"
+    fi
+  done
+}
+
+# pgs_emit TYPE [key=string | key:=json]...: one record, on stdout and in the report.
+pgs_emit() { pgs_emit_line "$(pgs_json "$@")"; }
+# pgs_emit_line LINE: a record made elsewhere (a tool's), the same way.
+pgs_emit_line() {
+  pgs_print_record "$1"
+  if [[ -n $report ]]; then printf '%s\n' "$1" >>"$report"; fi
+}
+
+# pgs_phase_begin NAME [key=value]...: a phase starts (said on stderr, journalled).
+pgs_phase_begin() {
+  phase=$1 phase_t0=$(pgs_now_ms)
+  shift
+  pgs_log "phase $phase"
+  pgs_note phase phase="$phase" state=begin "$@"
+}
+# pgs_phase_end [key=value]...: the phase ends: journalled, and its `phase` record with these
+# fields.
+# shellcheck disable=SC2004  # phase_ms is the script's associative array (keyed by name)
+pgs_phase_end() {
+  local now ms
+  now=$(pgs_now_ms) ms=$((now - phase_t0))
+  phase_ms[$phase]=$ms
+  phase_order+=("$phase")
+  pgs_note phase phase="$phase" state=end
+  pgs_emit phase name="$phase" status=ok ms:=$ms started_at_ms:="$phase_t0" ended_at_ms:="$now" "$@"
+}
+
+# pgs_note EVENT k=v...: one journal record (on disk before this returns). None in a dry run: a
+# later run must not find one to resume.
+# shellcheck disable=SC2154  # the script's dry_run, journal, src_id and tgt_id
+pgs_note() {
+  ((!dry_run)) || return 0
+  pgs_journal "$journal" "$@" "${PGS_NOTE_EXTRA[@]}" source="$src_id" target="$tgt_id" ||
+    fail "$EX_IOERR" "cannot write the journal $journal"
+}
+
+# pgs_run_hook NAME: the user's command for hook NAME, if any (its output on stderr); its
+# failure fails the run.
+pgs_run_hook() {
+  [[ -n ${hooks[$1]:-} ]] || return 0
+  pgs_log "hook $1: ${hooks[$1]}"
+  bash -c "${hooks[$1]}" >&2 || fail "$EX_SOFTWARE" "hook $1 failed: ${hooks[$1]}"
+}
+
 # pgs_conninfo_quote VALUE: VALUE as a libpq conninfo value ('...' with \' and \\).
 pgs_conninfo_quote() {
   local v=${1//\\/\\\\}

@@ -93,15 +93,7 @@ SOURCE_DSN="" TARGET_DSN="" TARGET_ADDR="" TARGET_PORT="" POOLER_DSN="" POOLER_S
 excludes=() ri_full=() poolers=()
 declare -A hooks=()
 hook_names=(before_setup before_copy before_catch_up before_fence after_fence before_open after_open)
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  if [[ ${args[i]} == --hosts-env ]]; then
-    hosts_env=${args[i + 1]:-}
-    [[ -r $hosts_env ]] || usage "cannot read --hosts-env '$hosts_env'"
-    # shellcheck disable=SC1090
-    . "$hosts_env"
-  fi
-done
+pgs_preload_hosts_env "$@"
 while (($#)); do
   case $1 in
     --mode) pgs_val "$@"; [[ $2 == logical ]] || usage "--mode $2 is not handled here"; shift ;;
@@ -185,36 +177,11 @@ export PGSHIFT_MIGRATE_PID=$$
 if [[ -n $report ]]; then
   : 2>/dev/null >"$report" || usage "cannot write --report '$report'"
 fi
-emit() { emit_line "$(pgs_json "$@")"; }
 bool() { if (($1)); then echo true; else echo false; fi; }
-emit_line() {
-  pgs_print_record "$1"
-  if [[ -n $report ]]; then printf '%s\n' "$1" >>"$report"; fi
-}
 run_start=$(pgs_now_ms) phase=start phase_t0=$run_start state=preflight failing=0 stopped_by="" bg_pid=""
 declare -A phase_ms=()
-phase_begin() {
-  phase=$1 phase_t0=$(pgs_now_ms)
-  pgs_log "phase $phase"
-  note phase phase="$phase" state=begin
-}
-phase_end() {
-  local now ms
-  now=$(pgs_now_ms) ms=$((now - phase_t0))
-  phase_ms[$phase]=$ms
-  note phase phase="$phase" state=end
-  emit phase name="$phase" status=ok ms:=$ms started_at_ms:="$phase_t0" ended_at_ms:="$now" "$@"
-}
-note() {
-  ((!dry_run)) || return 0
-  pgs_journal "$journal" "$@" mode=logical source="$src_id" target="$tgt_id" ||
-    fail "$EX_IOERR" "cannot write the journal $journal"
-}
-run_hook() {
-  [[ -n ${hooks[$1]:-} ]] || return 0
-  pgs_log "hook $1: ${hooks[$1]}"
-  bash -c "${hooks[$1]}" >&2 || fail "$EX_SOFTWARE" "hook $1 failed: ${hooks[$1]}"
-}
+phase_order=()
+PGS_NOTE_EXTRA=(mode=logical)
 
 # --- The tools -----------------------------------------------------------------------------
 pair=(--source "$SOURCE_DSN" --target "$TARGET_DSN" --journal "$journal")
@@ -242,7 +209,7 @@ tool() {
         # The fatal error is this run's to say (fail), with the tool's message.
         '{"type":"error"'*'"fatal":true'*) terr=$line ;;
         '{"type":"server"'*) [[ -z $report ]] || printf '%s\n' "$line" >>"$report" ;;
-        *) emit_line "$line" ;;
+        *) pgs_emit_line "$line" ;;
       esac
     done
   }
@@ -271,11 +238,11 @@ fail() {
   pgs_log "$*"
   ((!failing)) || return 1
   failing=1 PGS_ENDED=1
-  emit error phase="$phase" exit_code:="$code" message="$*" || true
+  pgs_emit error phase="$phase" exit_code:="$code" message="$*" || true
   trap - EXIT
   recover
-  note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
-  emit summary success:=false exit_code:="$code" mode=logical failed_phase="$phase" state="$state" \
+  pgs_note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
+  pgs_emit summary success:=false exit_code:="$code" mode=logical failed_phase="$phase" state="$state" \
     message="$*" journal="$journal" ${stopped_by:+stopped_by="$stopped_by"} elapsed_ms:=$(($(pgs_now_ms) - run_start))
   exit "$code"
 }
@@ -303,7 +270,7 @@ on_exit() {
     # pgs_die said why and ended the stream: undo what the state needs, with its exit code.
     failing=1
     recover
-    note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
+    pgs_note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
     exit "$rc"
   fi
   fail "$EX_SOFTWARE" "unexpected failure (exit $rc) in phase $phase"
@@ -336,7 +303,7 @@ pooler() {
   f=$(mktemp /tmp/pgshift-pooler.XXXXXX)
   "$here/pooler.sh" "$@" "${poolers[@]}" 2>"$f.err" >"$f" || rc=$?
   while IFS= read -r line; do
-    case $line in '{"type":"summary"'* | '{"type":"error"'*) ;; *) emit_line "$line" ;; esac
+    case $line in '{"type":"summary"'* | '{"type":"error"'*) ;; *) pgs_emit_line "$line" ;; esac
   done <"$f"
   pooler_err=$(tail -n 1 "$f.err")
   rm -f "$f" "$f.err"
@@ -362,7 +329,7 @@ tool status >/dev/null || rc=$?
 # 1: the servers answer, and are in no state a move of this pair leaves (below).
 ((rc <= 1)) || fail "$rc" "$(tool_message)"
 stand=$(jq -r '.state // "unknown"' <<<"$ts")
-emit resume journal="$journal" from="$stand"
+pgs_emit resume journal="$journal" from="$stand"
 
 # --abort and --finish: one step each.
 if ((abort || finish)); then
@@ -374,8 +341,8 @@ if ((abort || finish)); then
   else
     tool finish || fail $? "$(tool_message)"
   fi
-  note "done" what="$phase"
-  emit summary success:=true exit_code:=0 mode=logical "$phase":=true journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  pgs_note "done" what="$phase"
+  pgs_emit summary success:=true exit_code:=0 mode=logical "$phase":=true journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
   trap - EXIT
   exit 0
 fi
@@ -385,51 +352,51 @@ fi
 fixes=(--pg-bin "$pg_bin" --copy-jobs "$copy_jobs")
 for r in "${ri_full[@]}"; do fixes+=(--replica-identity-full "$r"); done
 if [[ $stand != open ]]; then
-  phase_begin preflight
+  pgs_phase_begin preflight
   tool check "${fixes[@]}" || fail $? "$(tool_message)"
   if pooled; then
     pooler check --source "$src_id" --target "$tgt_id" --pause-limit "$pause_limit" --switch-limit "$((fence_timeout + 30))" ||
       fail $? "pooler check: $pooler_err"
   fi
-  phase_end refused:=0 warnings:="$(jq -r '.warnings // 0' <<<"$ts")"
+  pgs_phase_end refused:=0 warnings:="$(jq -r '.warnings // 0' <<<"$ts")"
 fi
 if ((dry_run)); then
   todo='["preflight","setup","copy","catch_up","confirm","cutover","report"]'
   [[ $stand == open ]] && todo='["cutover"]'
   [[ $stand == fenced ]] && todo='["cutover","report"]'
-  emit plan plan=migrate mode=logical from="$stand" phases:="$todo" verify:="$(bool "$verify")" \
+  pgs_emit plan plan=migrate mode=logical from="$stand" phases:="$todo" verify:="$(bool "$verify")" \
     way_back:="$(bool "$way_back")" confirm="$( ((yes)) && echo yes || echo ask)"
   pgs_log "plan (dry run: nothing was changed): $(jq -r 'join(" -> ")' <<<"$todo")"
-  emit summary success:=true exit_code:=0 mode=logical dry_run:=true elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  pgs_emit summary success:=true exit_code:=0 mode=logical dry_run:=true elapsed_ms:=$(($(pgs_now_ms) - run_start))
   trap - EXIT
   exit 0
 fi
-note run mode=logical from="$stand"
+pgs_note run mode=logical from="$stand"
 
 # --- 2 setup, 3 copy, 4 catch up -------------------------------------------------------------
 if [[ $stand == none || $stand == copying || $stand == replicating ]]; then
-  run_hook before_setup
-  phase_begin setup
+  pgs_run_hook before_setup
+  pgs_phase_begin setup
   state=replicating
   args=("${fixes[@]}")
   [[ -z $src_from_tgt ]] || args+=(--source-from-target "$src_from_tgt")
   tool setup "${args[@]}" || fail $? "$(tool_message)"
-  phase_end tables:="$(jq '.tables // 0' <<<"$ts")" bytes_total:="$(jq '.bytes_total // 0' <<<"$ts")"
+  pgs_phase_end tables:="$(jq '.tables // 0' <<<"$ts")" bytes_total:="$(jq '.bytes_total // 0' <<<"$ts")"
   stop_if_signalled
-  run_hook before_copy
-  phase_begin copy
+  pgs_run_hook before_copy
+  pgs_phase_begin copy
   tool wait --until synced --timeout "${catchup_timeout}s" --interval 5s || fail $? "$(tool_message)"
-  phase_end tables:="$(jq '.tables // 0' <<<"$ts")"
+  pgs_phase_end tables:="$(jq '.tables // 0' <<<"$ts")"
   stop_if_signalled
 fi
 state=replicating
 [[ $stand == fenced ]] && state=fenced
 if [[ $stand != open ]]; then
-  run_hook before_catch_up
-  phase_begin catch_up
+  pgs_run_hook before_catch_up
+  pgs_phase_begin catch_up
   tool wait --until caught-up --max-lag "$max_lag" --timeout "${catchup_timeout}s" \
     --converge-window "${converge_window}s" --interval 5s || fail $? "$(tool_message)"
-  phase_end lag_bytes:="$(jq '.lag_bytes // null' <<<"$ts")"
+  pgs_phase_end lag_bytes:="$(jq '.lag_bytes // null' <<<"$ts")"
   stop_if_signalled
   # The question, before writes stop (not again when a fenced run is resumed).
   if ((!yes)) && [[ $stand != fenced ]]; then
@@ -447,10 +414,10 @@ fi
 # --- 5 cutover --------------------------------------------------------------------------------
 verdict=skipped downtime_ms="" per_db='[]'
 cutover() {
-  phase_begin cutover
+  pgs_phase_begin cutover
   if [[ $stand != open ]]; then
     ((!verify)) || verify_plan
-    run_hook before_fence
+    pgs_run_hook before_fence
     if pooled; then
       pooler pause --deadline "$pause_limit" || fail $? "the poolers did not pause: $pooler_err"
     fi
@@ -462,7 +429,7 @@ cutover() {
       ((rc == 126)) || state=replicating
       fail "$rc" "$(tool_message)"
     }
-    run_hook after_fence
+    pgs_run_hook after_fence
     if ((verify)); then
       verify_at_fence
       if [[ $verdict != equal ]]; then
@@ -471,7 +438,7 @@ cutover() {
       fi
     fi
     stop_if_signalled
-    run_hook before_open
+    pgs_run_hook before_open
   fi
   local oargs=(--timeout "${fence_timeout}s")
   ((way_back)) || oargs+=(--no-reverse)
@@ -489,8 +456,8 @@ cutover() {
     pooler point --resume --from "$src_id" --to "$tgt_id" ||
       fail $? "the target takes writes, but a pooler could not be pointed at it: $pooler_err (run scripts/pooler.sh point --resume --from $src_id --to $tgt_id ...)"
   fi
-  run_hook after_open
-  phase_end downtime_ms:="${downtime_ms:-null}" verdict="$verdict" databases:="$per_db"
+  pgs_run_hook after_open
+  pgs_phase_end downtime_ms:="${downtime_ms:-null}" verdict="$verdict" databases:="$per_db"
 }
 # verify_plan: which databases verify_at_fence compares (verify_dbs) and which have no table
 # of their own, only pgshift's (verify_empty: nothing to compare). Asked before the fence, not
@@ -518,7 +485,7 @@ verify_at_fence() {
   local ex=(--exclude 'pgshift.*') pids=() outs=()
   for e in "${excludes[@]}"; do ex+=(--exclude "$e"); done
   for db in "${verify_empty[@]}"; do
-    emit verify database="$db" verdict=equal at=fence tables:=0
+    pgs_emit verify database="$db" verdict=equal at=fence tables:=0
     per_db=$(jq -c --arg db "$db" '. + [{database: $db, verdict: "equal"}]' <<<"$per_db")
   done
   # Every database at once: this is downtime.
@@ -535,7 +502,7 @@ verify_at_fence() {
     wait "${pids[i]}" || rc=$?
     local v=equal
     case $rc in 0) ;; 1) v=different n_diff=$((n_diff + 1)) ;; *) v=error n_err=$((n_err + 1)) ;; esac
-    emit verify database="$db" verdict="$v" at=fence checksum_exit:=$rc \
+    pgs_emit verify database="$db" verdict="$v" at=fence checksum_exit:=$rc \
       checksum_summary:="$(tail -n 1 "${outs[i]}" | jq -c . 2>/dev/null || echo null)"
     per_db=$(jq -c --arg db "$db" --arg v "$v" '. + [{database: $db, verdict: $v}]' <<<"$per_db")
   done
@@ -544,9 +511,9 @@ verify_at_fence() {
 cutover
 
 # --- 6 report -----------------------------------------------------------------------------------
-note "done" what=migrate
+pgs_note "done" what=migrate
 phases=$(for p in "${!phase_ms[@]}"; do printf '%s\t%s\n' "$p" "${phase_ms[$p]}"; done | jq -R -s -c 'split("\n") | map(select(length > 0) | split("\t") | {(.[0]): (.[1] | tonumber)}) | add // {}')
-emit summary success:=true exit_code:=0 mode=logical source="$src_id" target="$tgt_id" downtime_ms:="${downtime_ms:-null}" \
+pgs_emit summary success:=true exit_code:=0 mode=logical source="$src_id" target="$tgt_id" downtime_ms:="${downtime_ms:-null}" \
   verdict="$verdict" databases:="$per_db" phase_ms:="$phases" way_back:="$(bool "$way_back")" \
   journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
 trap - EXIT

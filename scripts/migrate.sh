@@ -162,16 +162,7 @@ declare -A hooks=()
 poolers=() pause_limit=5 no_pooler=0
 switch_hooks=(before_stop during_stop after_stop before_promote during_promote after_promote)
 ! pgs_wants_help "$@" || pgs_help
-args=("$@")
-# --hosts-env first, so that explicit options override it.
-for ((i = 0; i < ${#args[@]}; i++)); do
-  if [[ ${args[i]} == --hosts-env ]]; then
-    hosts_env=${args[i + 1]:-}
-    [[ -r $hosts_env ]] || usage "cannot read --hosts-env '$hosts_env'"
-    # shellcheck disable=SC1090
-    . "$hosts_env"
-  fi
-done
+pgs_preload_hosts_env "$@"
 while (($#)); do
   case $1 in
     --hosts-env) shift ;;
@@ -343,51 +334,15 @@ export PGSHIFT_MIGRATE_PID=$$
 if [[ -n $report ]]; then
   : 2>/dev/null >"$report" || usage "cannot write --report '$report'"
 fi
-emit() {
-  local line
-  line=$(pgs_json "$@")
-  emit_line "$line"
-}
-emit_line() {
-  pgs_print_record "$1"
-  if [[ -n $report ]]; then printf '%s\n' "$1" >>"$report"; fi
-}
 run_start=$(pgs_now_ms)
 declare -A phase_ms=()
 phase_order=()
 phase=start
-phase_begin() {
-  phase=$1 phase_t0=$(pgs_now_ms)
-  shift
-  pgs_log "phase $phase"
-  note phase phase="$phase" state=begin "$@"
-}
-phase_end() {
-  local now; now=$(pgs_now_ms)
-  local ms=$((now - phase_t0))
-  phase_ms[$phase]=$ms
-  phase_order+=("$phase")
-  note phase phase="$phase" state=end
-  emit phase name="$phase" status=ok ms:=$ms started_at_ms:="$phase_t0" ended_at_ms:="$now" "$@"
-}
-# note EVENT k=v...: one journal record (on disk before this returns). None in a dry run: a
-# later run must not find one to resume.
-note() {
-  ((!dry_run)) || return 0
-  pgs_journal "$journal" "$@" source="$src_id" target="$tgt_id" ||
-    fail "$EX_IOERR" "cannot write the journal $journal"
-}
 
 src_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$src_dsn" "$@"; }
 tgt_psql() { "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -d "$tgt_dsn" "$@"; }
 on_src() { pgs_on_pg "$SOURCE_SPEC" "$@"; }
 on_tgt() { pgs_on_pg "$TARGET_SPEC" "$@"; }
-run_hook() {
-  local name=$1
-  [[ -n ${hooks[$name]:-} ]] || return 0
-  pgs_log "hook $name: ${hooks[$name]}"
-  bash -c "${hooks[$name]}" >&2 || fail "$EX_SOFTWARE" "hook $name failed: ${hooks[$name]}"
-}
 # retry N CMD...: run CMD up to N times, 0.5 s apart (a polling loop rides out a transient
 # error: a restarting pooler, a dropped connection); its last output and status stand.
 retry() {
@@ -419,11 +374,11 @@ fail() {
   ((!failing)) || return 1
   failing=1 PGS_ENDED=1
   stop_watch
-  emit error phase="$phase" exit_code:="$code" message="$*" || true
+  pgs_emit error phase="$phase" exit_code:="$code" message="$*" || true
   trap - EXIT
   recover
-  note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
-  emit summary success:=false exit_code:="$code" failed_phase="$phase" state="$state" message="$*" \
+  pgs_note failed phase="$phase" exit_code:="$code" state="$state" message="$*" || true
+  pgs_emit summary success:=false exit_code:="$code" failed_phase="$phase" state="$state" message="$*" \
     journal="$journal" ${stopped_by:+stopped_by="$stopped_by"} elapsed_ms:=$(($(pgs_now_ms) - run_start))
   exit "$code"
 }
@@ -437,13 +392,13 @@ on_exit() {
     # pgs_die said why and ended the stream.
     failing=1
     recover
-    note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
+    pgs_note failed phase="$phase" exit_code:="$rc" state="$state" message="exit $rc" || true
     exit "$rc"
   fi
   pgs_log "unexpected failure (exit $rc) in phase $phase"
   recover
-  note failed phase="$phase" exit_code:="$EX_SOFTWARE" state="$state" message="unexpected failure (exit $rc)" || true
-  emit summary success:=false exit_code:="$EX_SOFTWARE" failed_phase="$phase" state="$state" \
+  pgs_note failed phase="$phase" exit_code:="$EX_SOFTWARE" state="$state" message="unexpected failure (exit $rc)" || true
+  pgs_emit summary success:=false exit_code:="$EX_SOFTWARE" failed_phase="$phase" state="$state" \
     message="unexpected failure (exit $rc)" journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
   exit "$EX_SOFTWARE"
 }
@@ -630,7 +585,7 @@ switch() {
   while IFS= read -r line; do
     case $line in
       '{"type":"summary"'*) sw=$line ;;
-      *) emit_line "$line" ;;
+      *) pgs_emit_line "$line" ;;
     esac
   done <"$sw_out"
   rm -f "$sw_out"
@@ -722,16 +677,16 @@ if [[ -s $journal ]]; then
     pgs_log "resuming an interrupted run (journal $journal): $resume"
   fi
 fi
-note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo true || echo false)"
-emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
+pgs_note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo true || echo false)"
+pgs_emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
 
 # --abort: undo what is under way, if that is still safe, and stop.
 if ((abort)); then
   phase=abort
   case $resume in
     "")
-      note aborted what=nothing
-      emit summary success:=true exit_code:=0 aborted=nothing journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      pgs_note aborted what=nothing
+      pgs_emit summary success:=true exit_code:=0 aborted=nothing journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
       trap - EXIT
       exit 0 ;;
     switch | after_switch)
@@ -739,8 +694,8 @@ if ((abort)); then
       switch --abort || rc=$?
       outcome=$(jq -r '.outcome // "unknown"' <<<"$sw")
       if ((rc == 0)); then
-        note aborted what=switchover outcome="$outcome"
-        emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
+        pgs_note aborted what=switchover outcome="$outcome"
+        pgs_emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
           elapsed_ms:=$(($(pgs_now_ms) - run_start))
         trap - EXIT
         exit 0
@@ -753,8 +708,8 @@ if ((abort)); then
       # Before the switchover the source serves: remove the copy this run made, and its slot.
       fresh_target=1
       if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
-      note aborted what=copy
-      emit summary success:=true exit_code:=0 aborted=copy journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      pgs_note aborted what=copy
+      pgs_emit summary success:=true exit_code:=0 aborted=copy journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
       trap - EXIT
       exit 0 ;;
   esac
@@ -772,7 +727,7 @@ fi
 
 # --- 1 preflight -------------------------------------------------------------------------
 preflight() {
-  phase_begin preflight
+  pgs_phase_begin preflight
   for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
     pgs_host_reachable "$spec" || fail "$EX_UNAVAILABLE" "cannot run commands on host $spec (check ssh: BatchMode, keys, known_hosts)"
   done
@@ -857,7 +812,7 @@ preflight() {
   fi
   local fresh_json=false
   ((fresh_target)) && fresh_json=true
-  phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes" \
+  pgs_phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes" \
     source_layout="${src_info[layout]}" target_layout="${tgt_info[layout]}" tls="$tls"
 }
 
@@ -876,7 +831,7 @@ pooler() {
 pooler_emit() {
   local line
   while IFS= read -r line; do
-    case $line in '{"type":"summary"'* | "") ;; *) emit_line "$line" ;; esac
+    case $line in '{"type":"summary"'* | "") ;; *) pgs_emit_line "$line" ;; esac
   done <<<"$1"
 }
 # The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
@@ -998,12 +953,12 @@ source_conf_files() {
     [[ $f == pg_hba.conf ]] && from=${src_info[hba_file]}
     on_src cat "$from" | on_tgt sh -c 'umask 077 && cat >"$1.pgshift" && mv -f "$1.pgshift" "$1"' pgshift-conf "$TARGET_PGDATA/$f" ||
       fail "$EX_IOERR" "cannot copy the source's $from to the target's $TARGET_PGDATA/$f"
-    emit file path="$TARGET_PGDATA/$f" from="$from" host=target action=copied
+    pgs_emit file path="$TARGET_PGDATA/$f" from="$from" host=target action=copied
   done
   on_tgt sh -c 'printf "%s\n" "$2" >"$1/postgresql.conf"' pgshift-conf "$TARGET_PGDATA" \
     "# made by pgshift migrate.sh: the source ($source_host_addr:$source_port, ${SOURCE_CLUSTER:-a postgresql-common cluster}) keeps its configuration in ${src_info[conf_dir]}; the settings that matter are in postgresql.auto.conf" ||
     fail "$EX_IOERR" "cannot write the target's $TARGET_PGDATA/postgresql.conf"
-  emit file path="$TARGET_PGDATA/postgresql.conf" host=target action=created
+  pgs_emit file path="$TARGET_PGDATA/postgresql.conf" host=target action=created
 }
 
 target_own_settings() {
@@ -1034,7 +989,7 @@ target_own_settings() {
     [[ -n $name ]] || continue
     block+="$name = $(pgs_conf_quote "$value")"$'\n'
     carried+=("$name")
-    emit setting name="$name" value="$value" from=source host=target
+    pgs_emit setting name="$name" value="$value" from=source host=target
   done <<<"$rows"
   block+="wal_retrieve_retry_interval = '100ms'"$'\n'
   on_tgt sh -c 'f=$1/postgresql.auto.conf
@@ -1075,7 +1030,7 @@ sample_compression() {
   fi
   if [[ -n $why ]]; then
     cmp_method=none
-    emit compression method=none chosen_by=auto reason="$why"
+    pgs_emit compression method=none chosen_by=auto reason="$why"
     pgs_log "base copy uncompressed: $why"
     return 0
   fi
@@ -1096,7 +1051,7 @@ sample_compression() {
   local r1 r3 s1 s3 gain
   read -r cmp_method cmp_level link_bps r1 r3 s1 s3 gain <<<"$pick"
   [[ $cmp_level == - ]] && cmp_level=""
-  emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=auto link_bytes_per_s:="$link_bps" \
+  pgs_emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=auto link_bytes_per_s:="$link_bps" \
     sample_bytes:="$raw" ratio_zstd1:="$r1" ratio_zstd3:="$r3" zstd1_bytes_per_s:="$s1" zstd3_bytes_per_s:="$s3" \
     predicted_speedup:="$gain"
   pgs_log "base copy: link $(numfmt --to=iec "$link_bps")B/s, data compresses to $r1 (zstd -1), $(numfmt --to=iec "$s1")B/s; chosen: $cmp_method${cmp_level:+:$cmp_level} (predicted ${gain}x)"
@@ -1121,7 +1076,7 @@ watch_copy() {
     eta=null pct=null
     ((total > 0 && rate > 0 && total >= sent)) && eta=$(((total - sent) / rate))
     ((total > 0)) && pct=$((sent * 100 / total))
-    emit copy_progress bytes_done:="$sent" bytes_total:="$total" bytes_per_s:="$rate" eta_s:="$eta" \
+    pgs_emit copy_progress bytes_done:="$sent" bytes_total:="$total" bytes_per_s:="$rate" eta_s:="$eta" \
       percent:="$pct" elapsed_ms:="$ms" compression="$cmp_method${cmp_level:+:$cmp_level}"
     if [[ -t 2 ]]; then
       printf '\r%s: base copy %s of %s (%s%%), %s/s, ETA %s   ' "$PGS_NAME" \
@@ -1141,8 +1096,8 @@ stop_watch() {
 
 base_copy() {
   ((fresh_target)) || return 0
-  run_hook before_base_copy
-  phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
+  pgs_run_hook before_base_copy
+  pgs_phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
   state=copying
   local opts=() conninfo decomp spaces out
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
@@ -1160,13 +1115,13 @@ base_copy() {
     if ((spaces > 0)) || (($(src_psql -c "SHOW server_version_num") < 150000)); then
       [[ $cmp_method == auto ]] || fail "$EX_DATAERR" "--compress $compress needs PostgreSQL 15 or later and no tablespaces on the source (it has $spaces): use --compress none"
       cmp_method=none
-      emit compression method=none chosen_by=auto reason="tablespaces or a server older than 15"
+      pgs_emit compression method=none chosen_by=auto reason="tablespaces or a server older than 15"
     elif [[ $cmp_method == auto ]]; then
       sample_compression "$conninfo"
     else
       on_tgt sh -c 'command -v "$1" >/dev/null' x "$cmp_method" ||
         fail "$EX_UNAVAILABLE" "--compress $compress: $cmp_method is not installed on the target host $TARGET_SPEC, which decompresses the copy (apt install $cmp_method)"
-      emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=option
+      pgs_emit compression method="$cmp_method" level:="${cmp_level:-null}" chosen_by=option
     fi
   fi
   copy_start_lsn=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
@@ -1208,13 +1163,13 @@ base_copy() {
     wire_bytes=$(on_tgt sh -c 'i=0; until [ -s "$1" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done; cat "$1"; rm -f "$1"' x "$tgt_aux/wire.bytes") || wire_bytes=0
   fi
   target_own_settings
-  phase_end bytes:="$bytes_copied" wire_bytes:="${wire_bytes:-0}" compression="$cmp_method${cmp_level:+:$cmp_level}" \
+  pgs_phase_end bytes:="$bytes_copied" wire_bytes:="${wire_bytes:-0}" compression="$cmp_method${cmp_level:+:$cmp_level}" \
     slot="$slot" settings_carried:=${#carried[@]}
 }
 
 # --- 3 catch up --------------------------------------------------------------------------
 catch_up() {
-  phase_begin catch_up
+  pgs_phase_begin catch_up
   state=standby
   local target_running=0 deadline
   put_passfiles
@@ -1250,13 +1205,13 @@ EOF
   fi
   # The old source must be able to follow the target after the switch.
   probe_reverse
-  phase_end mode="$mode" rewound:=$rewound
+  pgs_phase_end mode="$mode" rewound:=$rewound
 }
 
 # --- 4 wait ------------------------------------------------------------------------------
 wait_for_switch() {
-  run_hook before_wait
-  phase_begin wait
+  pgs_run_hook before_wait
+  pgs_phase_begin wait
   local rec start_s deadline lag switched
   if [[ $when == advised ]]; then
     [[ -n $history && -r $history ]] || fail "$EX_USAGE" "--when advised needs a readable --history FILE"
@@ -1266,7 +1221,7 @@ wait_for_switch() {
       jq -c 'select(.type == "window")' | head -n 1)
     [[ -n $rec ]] || fail "$EX_DATAERR" "window-advisor recommended no window for $history"
     start_s=$(jq -r '.start' <<<"$rec" | xargs -I{} date -d {} +%s)
-    emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))
+    pgs_emit window start="$(jq -r .start <<<"$rec")" end="$(jq -r .end <<<"$rec")" wait_s:=$((start_s > $(date +%s) ? start_s - $(date +%s) : 0))
     if ((start_s > $(date +%s))); then
       ((start_s - $(date +%s) <= max_wait)) || fail "$EX_TEMPFAIL" "the advised window starts in $((start_s - $(date +%s))) s, after --max-wait $max_wait s"
       pgs_log "waiting $((start_s - $(date +%s))) s for the advised window"
@@ -1310,7 +1265,7 @@ wait_for_switch() {
           printf "%.0f %.0f %s\n", w, r, (r > w ? sprintf("%.0f", lag / (r - w)) : "null") }')
         local wr rr eta
         read -r wr rr eta <<<"$rates"
-        emit lag lag_bytes:="$lag" wal_bytes_per_s:="$wr" replay_bytes_per_s:="$rr" eta_s:="$eta" \
+        pgs_emit lag lag_bytes:="$lag" wal_bytes_per_s:="$wr" replay_bytes_per_s:="$rr" eta_s:="$eta" \
           waited_ms:=$((now - t0))
         if [[ -t 2 ]]; then
           pgs_log "waiting for the target: lag $(numfmt --to=iec-i --suffix=B "$lag"), the source writes $(numfmt --to=iec-i --suffix=B "${wr/null/0}")/s, the target replays $(numfmt --to=iec-i --suffix=B "${rr/null/0}")/s, ETA ${eta/null/?} s"
@@ -1337,14 +1292,14 @@ wait_for_switch() {
       ((lag <= max_lag)) && break
     done
   fi
-  phase_end lag_bytes:="$lag" lag_limit_bytes:="${limit:-$max_lag}"
+  pgs_phase_end lag_bytes:="$lag" lag_limit_bytes:="${limit:-$max_lag}"
 }
 
 # --- 5 switchover ------------------------------------------------------------------------
 downtime_ms=null ckpt_lsn="" new_tli=null wal_before_switch=""
 switchover() {
-  run_hook before_switchover
-  phase_begin switchover
+  pgs_run_hook before_switchover
+  pgs_phase_begin switchover
   if ((${#poolers[@]})); then
     # Now that the target runs: each pooler's host must reach it.
     pooler check --source "$source_host_addr:$source_port" --target "$TARGET_ADDR:$TARGET_PORT" \
@@ -1355,7 +1310,7 @@ switchover() {
   switch || rc=$?
   after_switch "$rc"
   read_switch_facts
-  phase_end downtime_ms:="$downtime_ms" stop_ms:="$(jq '.stop_ms // null' <<<"$sw")" \
+  pgs_phase_end downtime_ms:="$downtime_ms" stop_ms:="$(jq '.stop_ms // null' <<<"$sw")" \
     promote_ms:="$(jq '.promote_ms // null' <<<"$sw")" stop_at_ms:="$(jq '.stop_at_ms // null' <<<"$sw")" \
     stopped_at_ms:="$(jq '.stopped_at_ms // null' <<<"$sw")" writable_at_ms:="$(jq '.writable_at_ms // null' <<<"$sw")" \
     checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" outcome="$(jq -r '.outcome // empty' <<<"$sw")" \
@@ -1380,8 +1335,8 @@ rejoin_old_source() {
       fail "$EX_UNAVAILABLE" "the target is the primary, but a pooler does not reach it: $pooler_msg"
   fi
   ((rejoin)) || return 0
-  run_hook before_rejoin
-  phase_begin rejoin
+  pgs_run_hook before_rejoin
+  pgs_phase_begin rejoin
   # The slot the target used on the source: a standby keeps its own slots, and this one
   # would hold WAL forever. The old source is stopped (fenced) or already following.
   if ! on_src test -f "$SOURCE_PGDATA/postmaster.pid"; then
@@ -1391,15 +1346,15 @@ rejoin_old_source() {
     "$TARGET_ADDR" "$TARGET_PORT" ||
     fail "$EX_UNAVAILABLE" "the old source does not stream from the new primary; see $source_log (the new primary serves; run the same command again to retry the rejoin)"
   [[ $(retry 5 src_psql -c "SELECT pg_is_in_recovery()") == t ]] || fail "$EX_SOFTWARE" "the old source is not in recovery after fencing"
-  phase_end rewound:=$rewound
+  pgs_phase_end rewound:=$rewound
 }
 
 # --- 7 verify ----------------------------------------------------------------------------
 verdict=skipped
 verify_pair() {
   ((verify && rejoin)) || return 0
-  run_hook before_verify
-  phase_begin verify
+  pgs_run_hook before_verify
+  pgs_phase_begin verify
   local out_dir dbs db q rows_out sums_out rc_rows rc_sums db_verdict per_db=() n_equal=0 n_diff=0 n_err=0
   # The tools' own JSON lines go next to the report (or to a scratch directory).
   if [[ -n $report ]]; then
@@ -1447,7 +1402,7 @@ verify_pair() {
   else
     verdict=equal
   fi
-  phase_end verdict="$verdict" databases:="$(printf '%s\n' "${per_db[@]}" | jq -c -s .)" \
+  pgs_phase_end verdict="$verdict" databases:="$(printf '%s\n' "${per_db[@]}" | jq -c -s .)" \
     equal_databases:=$n_equal different_databases:=$n_diff error_databases:=$n_err
 }
 
@@ -1490,7 +1445,7 @@ print_plan() {
   fi
   ((fresh_target)) && cmp=$(pgs_json_str "$compress")
   for p in "${todo[@]}"; do steps+="${steps:+,}$(pgs_json_str "$p")"; done
-  emit plan plan=migrate dry_run:=true source="$src_id" target="$tgt_id" mode="$mode" when="$when" \
+  pgs_emit plan plan=migrate dry_run:=true source="$src_id" target="$tgt_id" mode="$mode" when="$when" \
     phases:="[$steps]" base_copy:=$base compression:="$cmp" switchover=pg-switch \
     poolers:=$((${#poolers[@]} / 4)) confirm="$( ((yes)) && echo yes || echo ask)" \
     resume="${resume:-none}" remove_partial_copy:="$( ((copy_cut)) && echo true || echo false)" \
@@ -1521,7 +1476,7 @@ print_plan() {
       esac
     done
   } >&2
-  emit summary success:=true exit_code:=0 dry_run:=true journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+  pgs_emit summary success:=true exit_code:=0 dry_run:=true journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
   trap - EXIT
   exit 0
 }
@@ -1538,13 +1493,13 @@ case $resume in
   switch)
     # Interrupted inside the switchover: pg-switch looks at both hosts and finishes it (with
     # its proofs) or rolls back; then this run goes on from there.
-    phase_begin switchover resumed:=true
+    pgs_phase_begin switchover resumed:=true
     rc=0
     switch || rc=$?
     if ((rc == 1)); then
       pgs_log "the interrupted switchover was rolled back; switching again"
       state=standby
-      phase_end outcome=rolled_back
+      pgs_phase_end outcome=rolled_back
       preflight
       catch_up
       confirm_switch
@@ -1553,7 +1508,7 @@ case $resume in
     else
       after_switch "$rc"
       read_switch_facts
-      phase_end downtime_ms:="$downtime_ms" checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" \
+      pgs_phase_end downtime_ms:="$downtime_ms" checkpoint_lsn="$ckpt_lsn" new_timeline:="$new_tli" \
         outcome="$(jq -r '.outcome // empty' <<<"$sw")" resumed:=true
     fi
     ;;
@@ -1561,8 +1516,8 @@ case $resume in
   *)
     preflight
     if ((done_already)); then
-      note "done" verdict=already_done
-      emit summary success:=true exit_code:=0 already_done:=true new_primary="$TARGET_ADDR:$TARGET_PORT" \
+      pgs_note "done" verdict=already_done
+      pgs_emit summary success:=true exit_code:=0 already_done:=true new_primary="$TARGET_ADDR:$TARGET_PORT" \
         journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
       pgs_log "nothing to do: $TARGET_ADDR:$TARGET_PORT is the primary and $src_id follows it (to move back: --reverse)"
       trap - EXIT
@@ -1602,8 +1557,8 @@ case $verdict in different) code=$EX_DIFF ;; error) code=$EX_SOFTWARE ;; esac
 ok=true
 ((code == 0)) || ok=false
 phases=$(for p in "${phase_order[@]}"; do printf '"%s":%s\n' "$p" "${phase_ms[$p]}"; done | paste -sd, -)
-note "done" verdict="$verdict" exit_code:=$code
-emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:="$downtime_ms" \
+pgs_note "done" verdict="$verdict" exit_code:=$code
+pgs_emit summary success:=$ok exit_code:=$code mode="$mode" downtime_ms:="$downtime_ms" \
   phases_ms:="{$phases}" bytes_copied:="$bytes_copied" wal_bytes_during_switch:="${wal_moved:-0}" \
   bytes:="$bytes_json" compression="$cmp_method${cmp_level:+:$cmp_level}" egress_price_per_gb:="${egress_price:-null}" \
   egress_estimate:="$egress_json" \
