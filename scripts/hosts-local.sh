@@ -217,9 +217,6 @@ fi
 "$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
 
 dsn_a="host=$host_a port=$port_a user=postgres dbname=postgres"
-# What setup-host.sh --logical sets on A, for B (of another major: set before its first start).
-logical_conf=(wal_level=logical max_replication_slots=20 max_wal_senders=20
-  max_logical_replication_workers=8 max_worker_processes=16)
 pgs_log "loading the Pagila-like dataset (scale $scale) into A"
 pgs_psql "$dsn_a" "CREATE DATABASE app"
 "$PG_BIN/psql" -Xq -v scale="$scale" -d "host=$host_a port=$port_a user=postgres dbname=app" \
@@ -247,8 +244,10 @@ if ((logical)); then
   # way back verify it).
   tls_res=$(pgs_tls_issue "$dir/ca" "$spec_b" "$dir/b/tls" "$host_b")
   pgs_log "B's certificate: $tls_res"
+  # The logical mode's settings, the ones setup-host.sh --logical gives A (B may be of another
+  # major: set before its first start).
   PGS_SERVER_BIN=$bin_b PGS_SPEC=$spec_b PGS_TRUST_NET=$trust pgs_cluster_create "$dir/b" "$port_b" "$host_b" \
-    "${logical_conf[@]}" ssl=on "ssl_cert_file='$dir/b/tls/server.crt'" "ssl_key_file='$dir/b/tls/server.key'" \
+    "${PGS_LOGICAL_SETTINGS[@]}" ssl=on "ssl_cert_file='$dir/b/tls/server.crt'" "ssl_key_file='$dir/b/tls/server.key'" \
     "ssl_ca_file='$dir/b/tls/ca.crt'"
   pgs_cluster_start "$dir/b"
   pgdata_b=$dir/b/data cluster_b=""

@@ -180,6 +180,14 @@ pgs_pg_major_bin() {
   return "$EX_UNAVAILABLE"
 }
 
+# The server settings of the logical mode, on either side of a move (setup-host.sh --logical
+# sets them on a running server, hosts-local.sh --logical writes them into its target's
+# configuration): one slot, walsender and apply worker per database moved, and one per table
+# copied at once.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+PGS_LOGICAL_SETTINGS=(wal_level=logical max_wal_senders=20 max_replication_slots=20
+  max_logical_replication_workers=8 max_worker_processes=16)
+
 # pgs_as_pg CMD...: run CMD here as the postgres user when we are root, else as ourselves.
 pgs_as_pg() { pgs_on_pg local "$@"; }
 

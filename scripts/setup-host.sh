@@ -276,17 +276,22 @@ psql_local() { pgs_as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -
 # pg_settings for pending edits) with the wanted one; change through ALTER SYSTEM only if
 # different.
 want=(
-  "wal_level=$( ((logical)) && echo logical || echo replica)"
-  "max_wal_senders=$( ((logical)) && echo 20 || echo 10)"
-  "max_replication_slots=$( ((logical)) && echo 20 || echo 10)"
+  "wal_level=replica"
+  "max_wal_senders=10"
+  "max_replication_slots=10"
   "wal_keep_size=$wal_keep"
   "wal_log_hints=on"
   "hot_standby=on"
   "listen_addresses=$listen"
 )
 if ((logical)); then
-  # One slot, walsender and apply worker per database moved, and one per table copied at once.
-  want+=("max_logical_replication_workers=8" "max_worker_processes=16")
+  # The logical mode's (lib.sh): a setting above takes its value there, the others follow.
+  for kv in "${PGS_LOGICAL_SETTINGS[@]}"; do
+    for i in "${!want[@]}"; do
+      if [[ ${want[i]%%=*} == "${kv%%=*}" ]]; then want[i]=$kv; continue 2; fi
+    done
+    want+=("$kv")
+  done
 fi
 if [[ -n $archive ]]; then
   want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
