@@ -45,9 +45,8 @@ while (($#)); do
 done
 pgs_bench_begin logical "$bin" load-gen pg-logical pg-checksum pg-switch rowcount-diff
 pgs_require_cmd jq
-work=$(mktemp -d /tmp/pgshift-bench-logical.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir logical
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   pkill -f "pgcopydb clone --follow.*$work" 2>/dev/null || true

@@ -39,9 +39,8 @@ done
 peer_rounds=${peer_rounds:-$rounds}
 pgs_bench_begin migrate "$bin" load-gen wal-ship rowcount-diff pg-checksum pg-switch
 pgs_require_cmd jq
-work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir migrate
+work=$PGS_WORK
 # The run's own status survives the clean-up (a peer already stopped is not a failure).
 cleanup() {
   local rc=$?

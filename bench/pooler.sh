@@ -33,9 +33,8 @@ while (($#)); do
 done
 pgs_bench_begin pooler "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 pgs_require_cmd jq pgbouncer
-work=$(mktemp -d /tmp/pgshift-bench-pooler.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir pooler
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   "$here/scripts/hosts-local.sh" destroy "$work/h" >/dev/null 2>&1 || true

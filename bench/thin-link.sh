@@ -38,9 +38,8 @@ done
 pgs_bench_begin thin-link "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 [[ $(id -u) == 0 ]] || pgs_die "$EX_USAGE" "network namespaces need root"
 pgs_require_cmd jq rsync zstd ip tc
-work=$(mktemp -d /tmp/pgshift-bench-thin.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir thin
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   [[ -n ${rsync_pid:-} ]] && kill "$rsync_pid" 2>/dev/null

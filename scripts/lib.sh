@@ -713,6 +713,16 @@ pgs_bench_begin() {
   : >"$PGS_RESULTS"
 }
 
+# pgs_bench_workdir NAME: a benchmark's scratch directory, /tmp/pgshift-bench-NAME.XXXXXX, made
+# and named in PGS_WORK: mode 755 (the hosts made under it run as postgres), and the journals
+# of the migrate.sh runs in it (PGSHIFT_STATE_DIR=PGS_WORK/state, exported). The benchmark
+# removes it in its own clean-up.
+pgs_bench_workdir() {
+  PGS_WORK=$(mktemp -d "/tmp/pgshift-bench-$1.XXXXXX")
+  chmod 755 "$PGS_WORK"
+  export PGSHIFT_STATE_DIR=$PGS_WORK/state
+}
+
 # pgs_record LINE: a benchmark's record, on stdout and in PGS_RESULTS.
 pgs_record() {
   printf '%s\n' "$1"
