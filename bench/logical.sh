@@ -65,11 +65,9 @@ hosts=(--scale "$scale" --pgbench-scale "$pgbench_scale" --bin "$bin")
 env_of() {
   # shellcheck disable=SC1091
   . "$1/hosts.env"
-  local port_a
-  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-  A_DSN="host=127.0.0.1 port=$port_a user=postgres dbname=app sslmode=disable"
+  A_DSN="host=127.0.0.1 port=$(pgs_conninfo_value "$SOURCE_DSN" port) user=postgres dbname=app sslmode=disable"
   B_DSN="host=$TARGET_ADDR port=$TARGET_PORT user=postgres dbname=app sslmode=disable"
-  BOTH="host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT dbname=app sslmode=disable target_session_attrs=read-write"
+  BOTH=$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT")
 }
 
 # load USER: load-gen through both hosts as USER.

@@ -48,9 +48,7 @@ pgs_log "creating two hosts and a PgBouncer in front of them"
 env=$work/h/hosts.env
 # shellcheck disable=SC1090
 . "$env"
-port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-addr_a=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
-both="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+both=$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT" user=postgres)
 through="host=$POOLER_ADDR port=$POOLER_PORT user=postgres dbname=app sslmode=disable"
 
 pgs_log "initial migration A->B (base copy)"

@@ -631,6 +631,12 @@ pgs_url_conninfo() {
   printf '%s' "$out"
 }
 
+# pgs_conninfo_value DSN KEY: the value of keyword KEY in conninfo DSN, a plain (unquoted)
+# one as hosts.env's SOURCE_DSN has them (host, port); empty when DSN has no KEY.
+pgs_conninfo_value() {
+  sed -n "s/\(^\|.* \)$2=\([^ ]*\).*/\2/p" <<<"$1"
+}
+
 # pgs_conf_quote VALUE: VALUE as a postgresql.conf string ('...' with '' and \\), the same
 # as shared::host::conf_quote.
 pgs_conf_quote() {
@@ -721,6 +727,18 @@ pgs_bench_workdir() {
   PGS_WORK=$(mktemp -d "/tmp/pgshift-bench-$1.XXXXXX")
   chmod 755 "$PGS_WORK"
   export PGSHIFT_STATE_DIR=$PGS_WORK/state
+}
+
+# pgs_bench_both_dsn SOURCE_DSN ADDR PORT [KEYWORD=VALUE...]: the conninfo through both hosts
+# of a pair, the source (host and port of SOURCE_DSN) and ADDR:PORT, to whichever takes writes
+# (target_session_attrs=read-write), as the application reaches them in a benchmark: database
+# app, no TLS, the KEYWORDs (user=...) after the ports.
+pgs_bench_both_dsn() {
+  local a=$1 addr=$2 port=$3 kw kws=""
+  shift 3
+  for kw in "$@"; do kws+=" $kw"; done
+  printf 'host=%s,%s port=%s,%s%s dbname=app sslmode=disable target_session_attrs=read-write\n' \
+    "$(pgs_conninfo_value "$a" host)" "$addr" "$(pgs_conninfo_value "$a" port)" "$port" "$kws"
 }
 
 # pgs_record LINE: a benchmark's record, on stdout and in PGS_RESULTS.
