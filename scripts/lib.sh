@@ -166,12 +166,18 @@ pgs_pg_dir() {
   fi
 }
 
+# pgs_pg_is_major DIR MAJOR: true when DIR/postgres runs and is PostgreSQL MAJOR (its
+# `--version`); what it says on stderr stays there.
+pgs_pg_is_major() {
+  "$1/postgres" --version | grep -q " $2\."
+}
+
 # pgs_pg_major_bin MAJOR: the directory of PostgreSQL MAJOR's server binaries: Debian's
 # package, else what scripts/fetch-pg.sh fetched (pgs_pg_dir); fails naming the fix.
 pgs_pg_major_bin() {
   local d
   for d in "/usr/lib/postgresql/$1/bin" "$(pgs_pg_dir)/$1/bin"; do
-    if "$d/postgres" --version 2>/dev/null | grep -q " $1\."; then
+    if pgs_pg_is_major "$d" "$1" 2>/dev/null; then
       printf '%s\n' "$d"
       return 0
     fi
