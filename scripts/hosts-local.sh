@@ -236,10 +236,14 @@ fi
 
 # Host B: an empty data directory and a port (or, --logical, a running empty cluster).
 port_b=$(pgs_free_port "$host_b")
-if ((logical)); then
+if [[ $layout_b == plain ]]; then # (--logical's B is plain)
+  # Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
+  # directory (the log and the socket go there).
   mkdir -p "$dir/b"
   chmod 755 "$dir/b"
-  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
+  if [[ $(id -u) == 0 ]]; then chown postgres:postgres "$dir/b"; fi
+fi
+if ((logical)); then
   # Its certificate signed by the hosts' CA, as setup-host.sh makes them (the pooler and the
   # way back verify it).
   tls_res=$(pgs_tls_issue "$dir/ca" "$spec_b" "$dir/b/tls" "$host_b")
@@ -260,11 +264,6 @@ elif [[ $layout_b == debian ]]; then
     --listen "$host_b" --allow "$allow" --tls-ca "$dir/ca" --tls-name "$host_b" >"$dir/setup-b.jsonl"
   sed -i "1i host all postgres $trust trust" "/etc/postgresql/15/$name_b/pg_hba.conf"
 else
-  mkdir -p "$dir/b"
-  chmod 755 "$dir/b"
-  # Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
-  # directory (the log and the socket go there).
-  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
   pgdata_b=$dir/b/data cluster_b=""
   "$here/setup-host.sh" --role target --pgdata "$pgdata_b" --host "$spec_b" --tls-ca "$dir/ca" \
     --tls-name "$host_b" >"$dir/setup-b.jsonl"
