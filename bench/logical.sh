@@ -27,6 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
 PGS_NAME=bench-logical
+! pgs_wants_help "$@" || pgs_help
 
 rounds=5 clients=4 scale=1 pgbench_scale=1 target_version=15 peers=logical,pgcopydb,physical bin=$here/target/release
 while (($#)); do
