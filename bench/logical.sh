@@ -27,6 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
 PGS_NAME=bench-logical
+! pgs_wants_help "$@" || pgs_help
 
 rounds=5 clients=4 scale=1 pgbench_scale=1 target_version=15 peers=logical,pgcopydb,physical bin=$here/target/release
 while (($#)); do
@@ -45,9 +46,8 @@ while (($#)); do
 done
 pgs_bench_begin logical "$bin" load-gen pg-logical pg-checksum pg-switch rowcount-diff
 pgs_require_cmd jq
-work=$(mktemp -d /tmp/pgshift-bench-logical.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir logical
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   pkill -f "pgcopydb clone --follow.*$work" 2>/dev/null || true
@@ -56,18 +56,19 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-fixes=(--replica-identity-full film_poster --replica-identity-full pgbench_history)
+# The dataset's tables without a primary key: logical replication needs them REPLICA IDENTITY FULL.
+identity_full=(film_poster pgbench_history)
+fixes=()
+for t in "${identity_full[@]}"; do fixes+=(--replica-identity-full "$t"); done
 hosts=(--scale "$scale" --pgbench-scale "$pgbench_scale" --bin "$bin")
 
 # env_of DIR: load hosts.env; sets A_DSN, B_DSN (superuser) and BOTH (the application).
 env_of() {
   # shellcheck disable=SC1091
   . "$1/hosts.env"
-  local port_a
-  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-  A_DSN="host=127.0.0.1 port=$port_a user=postgres dbname=app sslmode=disable"
+  A_DSN="host=127.0.0.1 port=$(pgs_conninfo_value "$SOURCE_DSN" port) user=postgres dbname=app sslmode=disable"
   B_DSN="host=$TARGET_ADDR port=$TARGET_PORT user=postgres dbname=app sslmode=disable"
-  BOTH="host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT dbname=app sslmode=disable target_session_attrs=read-write"
+  BOTH=$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT")
 }
 
 # load USER: load-gen through both hosts as USER.
@@ -91,24 +92,35 @@ record() {
       lost: $ver.lost, split_brain: $ver.split_brain}')"
 }
 
+# moves KIND USER COPY VERDICT MIGRATE_ARG...: a first move A->B, then --rounds moves each way
+# (--reverse every other one), each with migrate.sh MIGRATE_ARGs under load-gen as USER and
+# verified on its destination; a `move` record each, its copy_ms (first move only) and verdict
+# the jq expressions COPY and VERDICT on migrate.sh's summary.
+moves() {
+  local kind=$1 user=$2 copy_jq=$3 verdict_jq=$4 i args dir to out copy
+  shift 4
+  for ((i = 0; i <= 2 * rounds; i++)); do
+    args=("$@")
+    dir=A-B to=$B_DSN
+    if ((i % 2 == 1)); then args+=(--reverse) dir=B-A to=$A_DSN; fi
+    load "$user"
+    out=$("$here/scripts/migrate.sh" "${args[@]}" 2>"$work/err" | tail -n 1) ||
+      pgs_die "$EX_SOFTWARE" "$kind move $dir failed: $out $(tail -n 3 "$work/err")"
+    verified "$to"
+    copy=null
+    ((i == 0)) && copy=$(jq "$copy_jq" <<<"$out")
+    record "$kind" "$dir" "$copy" "$(jq .downtime_ms <<<"$out")" "$(jq -r "$verdict_jq" <<<"$out")"
+  done
+}
+
 # --- logical ---------------------------------------------------------------------------------
 if [[ ,$peers, == *,logical,* ]]; then
-pgs_log "logical: two hosts (target PostgreSQL $target_version)"
-"$here/scripts/hosts-local.sh" create "$work/l" --logical --target-version "$target_version" "${hosts[@]}" >/dev/null
-env_of "$work/l"
-for ((i = 0; i <= 2 * rounds; i++)); do
-  args=(--mode logical --hosts-env "$work/l/hosts.env" --bin "$bin" --yes "${fixes[@]}")
-  dir=A-B to=$B_DSN
-  if ((i % 2 == 1)); then args+=(--reverse) dir=B-A to=$A_DSN; fi
-  load app
-  out=$("$here/scripts/migrate.sh" "${args[@]}" 2>"$work/err" | tail -n 1) ||
-    pgs_die "$EX_SOFTWARE" "logical move $dir failed: $out $(tail -n 3 "$work/err")"
-  verified "$to"
-  copy=null
-  ((i == 0)) && copy=$(jq '.phase_ms.setup + .phase_ms.copy' <<<"$out")
-  record logical "$dir" "$copy" "$(jq .downtime_ms <<<"$out")" "$(jq -r .verdict <<<"$out")"
-done
-"$here/scripts/hosts-local.sh" destroy "$work/l" >/dev/null
+  pgs_log "logical: two hosts (target PostgreSQL $target_version)"
+  "$here/scripts/hosts-local.sh" create "$work/l" --logical --target-version "$target_version" "${hosts[@]}" >/dev/null
+  env_of "$work/l"
+  moves logical app '.phase_ms.setup + .phase_ms.copy' .verdict \
+    --mode logical --hosts-env "$work/l/hosts.env" --bin "$bin" --yes "${fixes[@]}"
+  "$here/scripts/hosts-local.sh" destroy "$work/l" >/dev/null
 fi
 
 # --- pgcopydb clone --follow ----------------------------------------------------------------
@@ -119,11 +131,10 @@ if [[ ,$peers, == *,pgcopydb,* ]]; then
   "$here/scripts/hosts-local.sh" create "$work/p" --logical --target-version "$target_version" "${hosts[@]}" >/dev/null
   env_of "$work/p"
   b_admin=${B_DSN/dbname=app/dbname=postgres}
-  pgs_psql "$b_admin" "CREATE ROLE app LOGIN" >/dev/null
-  pgs_psql "$b_admin" "CREATE DATABASE app OWNER app" >/dev/null
-  pgs_psql "$A_DSN" "ALTER TABLE film_poster REPLICA IDENTITY FULL; ALTER TABLE pgbench_history REPLICA IDENTITY FULL" >/dev/null
   # Until the cutover the application writes to A only (as pgshift's fence of the target does).
-  pgs_psql "$b_admin" "ALTER ROLE app NOLOGIN" >/dev/null
+  pgs_psql "$b_admin" "CREATE ROLE app NOLOGIN" >/dev/null
+  pgs_psql "$b_admin" "CREATE DATABASE app OWNER app" >/dev/null
+  pgs_psql "$A_DSN" "$(printf 'ALTER TABLE %s REPLICA IDENTITY FULL; ' "${identity_full[@]}")" >/dev/null
   load app
   t0=$(pgs_now_ms)
   pgcopydb clone --follow --source "$A_DSN" --target "$B_DSN" --dir "$work/pgc" --table-jobs 4 --index-jobs 4 \
@@ -168,18 +179,8 @@ if [[ ,$peers, == *,physical,* ]]; then
   pgs_log "physical: two hosts"
   "$here/scripts/hosts-local.sh" create "$work/s" "${hosts[@]}" >/dev/null
   env_of "$work/s"
-  for ((i = 0; i <= 2 * rounds; i++)); do
-    args=(--hosts-env "$work/s/hosts.env" --bin "$bin" --yes --no-verify)
-    dir=A-B to=$B_DSN
-    if ((i % 2 == 1)); then args+=(--reverse) dir=B-A to=$A_DSN; fi
-    load postgres
-    out=$("$here/scripts/migrate.sh" "${args[@]}" 2>"$work/err" | tail -n 1) ||
-      pgs_die "$EX_SOFTWARE" "physical move $dir failed: $out $(tail -n 3 "$work/err")"
-    verified "$to"
-    copy=null
-    ((i == 0)) && copy=$(jq '.phases_ms.base_copy' <<<"$out")
-    record physical "$dir" "$copy" "$(jq .downtime_ms <<<"$out")" unverified
-  done
+  moves physical postgres .phases_ms.base_copy '"unverified"' \
+    --hosts-env "$work/s/hosts.env" --bin "$bin" --yes --no-verify
 fi
 
 jq -s -c '

@@ -39,9 +39,8 @@ done
 peer_rounds=${peer_rounds:-$rounds}
 pgs_bench_begin migrate "$bin" load-gen wal-ship rowcount-diff pg-checksum pg-switch
 pgs_require_cmd jq
-work=$(mktemp -d /tmp/pgshift-bench-migrate.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir migrate
+work=$PGS_WORK
 # The run's own status survives the clean-up (a peer already stopped is not a failure).
 cleanup() {
   local rc=$?
@@ -57,11 +56,10 @@ trap cleanup EXIT
 
 # load_start HOSTS_ENV: load-gen against both hosts, following the primary.
 load_start() {
-  local env=$1 SOURCE_DSN TARGET_ADDR TARGET_PORT port_a
+  local env=$1 SOURCE_DSN TARGET_ADDR TARGET_PORT
   # shellcheck disable=SC1090
   . "$env"
-  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-  load_start_dsn "host=127.0.0.1,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+  load_start_dsn "$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT" user=postgres)"
 }
 
 # load_start_dsn DSN: the probe every switchover in this benchmark is measured with.
@@ -95,7 +93,7 @@ hand_switch() {
   # shellcheck disable=SC1090
   . "$env"
   local port_a src_pgdata dst_addr dst_port dst_dsn t0 t1
-  port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+  port_a=$(pgs_conninfo_value "$SOURCE_DSN" port)
   if ((reverse)); then
     src_pgdata=$TARGET_PGDATA dst_addr=127.0.0.1 dst_port=$port_a
   else

@@ -33,9 +33,8 @@ while (($#)); do
 done
 pgs_bench_begin pooler "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 pgs_require_cmd jq pgbouncer
-work=$(mktemp -d /tmp/pgshift-bench-pooler.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir pooler
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   "$here/scripts/hosts-local.sh" destroy "$work/h" >/dev/null 2>&1 || true
@@ -49,9 +48,7 @@ pgs_log "creating two hosts and a PgBouncer in front of them"
 env=$work/h/hosts.env
 # shellcheck disable=SC1090
 . "$env"
-port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-addr_a=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
-both="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+both=$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT" user=postgres)
 through="host=$POOLER_ADDR port=$POOLER_PORT user=postgres dbname=app sslmode=disable"
 
 pgs_log "initial migration A->B (base copy)"

@@ -38,9 +38,8 @@ done
 pgs_bench_begin thin-link "$bin" load-gen rowcount-diff pg-checksum pg-switch pg-scram
 [[ $(id -u) == 0 ]] || pgs_die "$EX_USAGE" "network namespaces need root"
 pgs_require_cmd jq rsync zstd ip tc
-work=$(mktemp -d /tmp/pgshift-bench-thin.XXXXXX)
-chmod 755 "$work"
-export PGSHIFT_STATE_DIR=$work/state
+pgs_bench_workdir thin
+work=$PGS_WORK
 cleanup() {
   local rc=$?
   [[ -n ${rsync_pid:-} ]] && kill "$rsync_pid" 2>/dev/null
@@ -65,7 +64,7 @@ scratch=$(dirname "$TARGET_PGDATA")/scratch
 # replication role with its passfile and TLS.
 aux=$(dirname "$TARGET_PGDATA")/pgshift-$(basename "$TARGET_PGDATA")
 pgs_put_passfile "$TARGET_SPEC" "$aux" "$REPL_USER" "$REPL_PASSWORD_FILE"
-host_a=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN") port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
+host_a=$(pgs_conninfo_value "$SOURCE_DSN" host) port_a=$(pgs_conninfo_value "$SOURCE_DSN" port)
 pgs_on_pg "$TARGET_SPEC" mkdir -p "$scratch"
 b0=$(rx) t0=$(pgs_now_ms)
 pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$scratch/plain" -X stream -c fast --no-sync \
@@ -101,7 +100,7 @@ pgs_pg_start "$SOURCE_SPEC" "$SOURCE_PGDATA" "$(dirname "$SOURCE_PGDATA")/server
 pgs_wait_ready "$host_a" "$port_a" 60 || pgs_die "$EX_SOFTWARE" "the source does not answer after the restart"
 
 # pgshift, under load.
-load_dsn="host=$host_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app sslmode=disable target_session_attrs=read-write"
+load_dsn=$(pgs_bench_both_dsn "$SOURCE_DSN" "$TARGET_ADDR" "$TARGET_PORT" user=postgres)
 pgs_load_start "$bin/load-gen" "$load_dsn" "$work/load.jsonl" -c "$clients" -w mixed --log "$work/load.acks"
 b0=$(rx) t0=$(pgs_now_ms)
 rc=0

@@ -49,8 +49,8 @@ pgs_log "creating two local hosts${pooler:+ and a PgBouncer} and loading the sam
 "$here/hosts-local.sh" create "$hosts" --pgbench-scale 5 --bin "$bin" "${netns[@]}" "${archive[@]}" "${pooler[@]}" >>"$report"
 # shellcheck disable=SC1091
 . "$hosts/hosts.env"
-port_a=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$SOURCE_DSN")
-addr_a=$(sed -n 's/.*host=\([^ ]*\).*/\1/p' <<<"$SOURCE_DSN")
+port_a=$(pgs_conninfo_value "$SOURCE_DSN" port)
+addr_a=$(pgs_conninfo_value "$SOURCE_DSN" host)
 app_dsn="host=$addr_a,$TARGET_ADDR port=$port_a,$TARGET_PORT user=postgres dbname=app target_session_attrs=read-write"
 # What the clients use: the pooler's one address (unnamed statements: PgBouncer 1.18 in
 # transaction pooling cannot keep prepared ones), or both hosts.

