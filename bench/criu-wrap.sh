@@ -22,6 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 
 MIB=${MIB:-256} RATE=${RATE:-1} RUNS=${RUNS:-2}
 pgs_require_cmd jq qemu-system-x86_64

@@ -21,6 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-4}

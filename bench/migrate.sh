@@ -20,6 +20,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 . "$here/bench/lib/peers.sh"
 PGS_NAME=bench-migrate
 

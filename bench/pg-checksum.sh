@@ -18,6 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 
 SCALE=${PGSHIFT_BENCH_SCALE:-50}
 JOBS=${PGSHIFT_BENCH_JOBS:-2}

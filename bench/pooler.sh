@@ -19,6 +19,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 PGS_NAME=bench-pooler
 
 rounds=10 clients=4 bin=$here/target/release

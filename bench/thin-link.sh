@@ -22,6 +22,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 PGS_NAME=bench-thin-link
 
 scale=250 rate=100mbit clients=2 bin=$here/target/release

@@ -19,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 
 SEGMENTS=${SEGMENTS:-200}
 LEVEL=${LEVEL:-3}

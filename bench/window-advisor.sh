@@ -27,6 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
+! pgs_wants_help "$@" || pgs_help
 
 PARTS=${PARTS:-real synth speed}
 WINDOWS=${WINDOWS:-1h 2h 4h}

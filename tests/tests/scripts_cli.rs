@@ -111,6 +111,35 @@ fn every_script_prints_its_usage_for_help() {
     }
 }
 
+/// The benchmarks too: --help prints what one measures and how to run it, and runs nothing
+/// (several used to start their benchmark, minutes long, or refuse the option).
+#[test]
+fn every_benchmark_prints_its_usage_for_help() {
+    let dir = workspace_root().join("bench");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sh"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let mut cmd = Command::new("bash");
+        cmd.arg(dir.join(&name))
+            .arg("--help")
+            .stdin(std::process::Stdio::null());
+        testkit::hermetic(&mut cmd);
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert!(
+            stdout.lines().count() > 5 && stderr.is_empty(),
+            "{name}: no usage on stdout:\n{stdout}\nstderr: {stderr}"
+        );
+    }
+}
+
 /// The end of a failed script's stdout: an `error` record, then the one `summary`, last.
 fn assert_ends_failed(what: &str, stdout: &str, code: i32) {
     let recs = testkit::json_lines(stdout);
