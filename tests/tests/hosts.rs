@@ -201,6 +201,12 @@ impl Drop for Hosts {
     }
 }
 
+/// A shell command line that runs `cmd` as the postgres user when this is root (pg_ctl
+/// refuses to run as root), as it is otherwise: for hooks that stop or start a server.
+pub fn as_postgres(cmd: &str) -> String {
+    format!("if [ \"$(id -u)\" = 0 ]; then runuser -u postgres -- {cmd}; else {cmd}; fi")
+}
+
 pub fn psql(dsn: &str, sql: &str) -> Option<String> {
     let out = Command::new(testkit::pg_bin().join("psql"))
         .args(["-XAtq", "-d", dsn, "-c", sql])

@@ -45,11 +45,6 @@ macro_rules! hosts_or_skip {
     };
 }
 
-/// The DSN of one side as the superuser (for verification and checks).
-fn side(hosts: &Hosts, which: char) -> String {
-    hosts.dsn(which)
-}
-
 /// Whether the application's role may log in to a side.
 fn app_logs_in(hosts: &Hosts, which: char) -> bool {
     psql(
@@ -85,11 +80,11 @@ fn moved(recs: &[Value], err: &str) -> u64 {
 
 fn cross_major(major: u32) {
     let hosts = hosts_or_skip!(major);
-    let load = Load::start_verifying(&hosts, &hosts.both_as_app(), &side(&hosts, 'B'), &[]);
+    let load = load_for_move(&hosts, 'B');
     let (code, recs, err) = hosts.migrate(FIXES);
     assert_eq!(code, 0, "{}\n{err}", summary(&recs));
     moved(&recs, &err);
-    let version = psql(&side(&hosts, 'B'), "SHOW server_version_num").unwrap();
+    let version = psql(&hosts.dsn('B'), "SHOW server_version_num").unwrap();
     assert!(version.starts_with(&major.to_string()), "{version}");
     // The target takes the application's writes, the source no longer.
     assert!(app_logs_in(&hosts, 'B') && !app_logs_in(&hosts, 'A'));
@@ -112,7 +107,7 @@ fn logical_15_to_18_under_load() {
 /// unrelated clusters, load-gen tells the newer primary by its first acknowledgement, so a run
 /// that goes there and back would count the way back's writes as split brain.)
 fn load_for_move(hosts: &Hosts, to: char) -> Load {
-    Load::start_verifying(hosts, &hosts.both_as_app(), &side(hosts, to), &[])
+    Load::start_verifying(hosts, &hosts.both_as_app(), &hosts.dsn(to), &[])
 }
 
 #[test]
@@ -152,7 +147,7 @@ fn logical_behind_a_pooler_clients_see_no_error() {
     let load = Load::start_verifying(
         &hosts,
         &hosts.pooler_dsn(),
-        &side(&hosts, 'B'),
+        &hosts.dsn('B'),
         &["--protocol", "extended"],
     );
     let (code, recs, err) = hosts.migrate(FIXES);
@@ -204,7 +199,7 @@ fn exclusive_netns_logical_hosts_have_wal_level_logical() {
     );
     for which in ['A', 'B'] {
         // B is empty until a move: no database app there yet.
-        let dsn = side(&hosts, which).replace("dbname=app", "dbname=postgres");
+        let dsn = hosts.dsn(which).replace("dbname=app", "dbname=postgres");
         assert_eq!(
             psql(&dsn, "SHOW wal_level").as_deref(),
             Some("logical"),
@@ -222,7 +217,7 @@ fn exclusive_netns_logical_hosts_have_wal_level_logical() {
 fn nothing_left(hosts: &Hosts) {
     assert_eq!(
         psql(
-            &side(hosts, 'A'),
+            &hosts.dsn('A'),
             "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgshift%')
                   + (SELECT count(*) FROM pg_publication)"
         )
@@ -247,7 +242,7 @@ fn logical_refusals_stop_before_the_cutover_with_nothing_left() {
     );
     assert_eq!(
         psql(
-            &side(&hosts, 'B').replace("dbname=app", "dbname=postgres"),
+            &hosts.dsn('B').replace("dbname=app", "dbname=postgres"),
             "SELECT count(*) FROM pg_database WHERE datname = 'app'"
         )
         .as_deref(),
@@ -255,18 +250,18 @@ fn logical_refusals_stop_before_the_cutover_with_nothing_left() {
     );
     nothing_left(&hosts);
     // A large object: refused the same way.
-    psql(&side(&hosts, 'A'), "SELECT lo_from_bytea(0, 'x')").unwrap();
+    psql(&hosts.dsn('A'), "SELECT lo_from_bytea(0, 'x')").unwrap();
     let (code, _, err) = hosts.migrate(FIXES);
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("large_objects"), "{err}");
     psql(
-        &side(&hosts, 'A'),
+        &hosts.dsn('A'),
         "SELECT lo_unlink(oid) FROM pg_largeobject_metadata",
     )
     .unwrap();
     // DDL during the run: stopped in catch-up, the slot and publication removed, the source
     // never fenced.
-    let dsn_a = side(&hosts, 'A');
+    let dsn_a = hosts.dsn('A');
     let hook = format!(
         "before_catch_up={} -XAtq -d '{dsn_a}' -c 'ALTER TABLE film ADD COLUMN remark text'",
         testkit::pg_bin().join("psql").display()
@@ -289,25 +284,22 @@ fn target_server(hosts: &Hosts) -> (PathBuf, PathBuf) {
 #[test]
 fn logical_subscriber_killed_and_publisher_restarted_under_load() {
     let hosts = hosts_or_skip!(15);
-    let load = Load::start_verifying(&hosts, &hosts.both_as_app(), &side(&hosts, 'B'), &[]);
+    let load = load_for_move(&hosts, 'B');
     let (b_data, b_bin) = target_server(&hosts);
     let a_data = hosts.pgdata('A');
     let pg = testkit::pg_bin();
     // In catch-up, under load: the subscriber crashes (SIGKILL of its postmaster) and comes
     // back; then the publisher restarts (fast). The move rides both out.
-    let as_pg = |cmd: String| {
-        format!("if [ \"$(id -u)\" = 0 ]; then runuser -u postgres -- {cmd}; else {cmd}; fi")
-    };
     let hook = format!(
         "before_catch_up=kill -KILL $(head -n 1 {b}/postmaster.pid); for i in $(seq 30); do sleep 1; {start} && break; done; sleep 2; {restart}",
         b = b_data.display(),
-        start = as_pg(format!(
+        start = as_postgres(&format!(
             "{}/pg_ctl -D {} -l {}/server.log -w start",
             b_bin.display(),
             b_data.display(),
             b_data.parent().unwrap().display()
         )),
-        restart = as_pg(format!(
+        restart = as_postgres(&format!(
             "{}/pg_ctl -D {} -m fast -w restart -l {}/server.log",
             pg.display(),
             a_data.display(),

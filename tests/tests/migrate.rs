@@ -215,9 +215,7 @@ fn exclusive_target_stopped_before_promote_restarts_the_source() {
         testkit::pg_bin().join("pg_ctl").display(),
         hosts.pgdata('B').display()
     );
-    let hook = format!(
-        "before_promote=if [ \"$(id -u)\" = 0 ]; then runuser -u postgres -- {stop_b}; else {stop_b}; fi"
-    );
+    let hook = format!("before_promote={}", as_postgres(&stop_b));
     let (code, recs, err) = hosts.migrate(&["--hook", &hook]);
     assert_ne!(code, 0, "migration must fail when the target dies: {err}");
     let s = summary(&recs);
