@@ -218,7 +218,7 @@ struct Advice<'a> {
     load: f64,
     low: f64,
     high: f64,
-    busiest: Option<(String, f64)>,
+    busiest: Option<(&'a str, f64)>,
     wal_bytes: Option<f64>,
     bandwidth: Option<f64>,
     db_size: Option<u64>,
@@ -245,13 +245,13 @@ fn advice(a: &Advice) -> String {
         num(a.low),
         num(a.high)
     )];
-    if let Some((when, busy)) = &a.busiest {
-        if *busy > 0.0 {
+    if let Some((when, busy)) = a.busiest {
+        if busy > 0.0 {
             parts.push(format!(
                 "{:.0}% of the busiest hour ({}, {} {})",
                 100.0 * a.load.max(0.0) / busy,
                 when.get(..16).unwrap_or(when).replace('T', " "),
-                num(*busy),
+                num(busy),
                 a.metric
             ));
         }
@@ -521,7 +521,8 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             )
         };
     }
-    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
+    // The chosen model's forecast where it has one, else the profile's: what the windows'
+    // loads, the busiest hour and `--forecast` all read.
     let filled: Vec<f64> = (0..h)
         .map(|j| {
             if pred[j].is_finite() {
@@ -531,11 +532,13 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             }
         })
         .collect();
+    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
     let hour = ((3600 / s.step).max(1) as usize).min(h);
     let busiest = (0..=h - hour)
         .map(|j| (j, filled[j..j + hour].iter().sum::<f64>() / hour as f64))
         .filter(|(_, m)| m.is_finite())
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m));
     let target_ok = match (res.target_cpus_ok, res.target_mem_ok) {
         (Some(false), _) | (_, Some(false)) => Some(false),
         (None, None) => None,
@@ -547,22 +550,21 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     for (rank, off) in starts.iter().enumerate() {
         let i = origin + off;
         let mean = |f: &dyn Fn(usize) -> f64| (i..i + w).map(f).sum::<f64>() / w as f64;
-        let p = mean(&|j| {
-            let v = pred[j - origin];
-            if v.is_finite() {
-                v
-            } else {
-                profile_pred[j - origin]
-            }
-        });
+        let p = mean(&|j| filled[j - origin]);
         let lo = p + mean(&|j| fit.spread(&cal, j).0);
         let hi = p + mean(&|j| fit.spread(&cal, j).1);
-        let lo = if nonneg { lo.max(0.0) } else { lo };
+        let low = if nonneg { lo.max(0.0) } else { lo }.min(p);
+        let high = hi.max(p);
         let wal_rate = wal.as_ref().map(|f| mean(&|j| f.predict(&cal, j)).max(0.0));
         let wal_high = wal
             .as_ref()
             .map(|f| mean(&|j| f.predict(&cal, j) + f.spread(&cal, j).1).max(0.0));
         let wal_bytes = wal_rate.map(|r| r * window_s);
+        let bandwidth = match (res.db_size_bytes, wal_bytes) {
+            (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
+            (Some(db), None) => Some(db as f64 / window_s),
+            _ => None,
+        };
         let (t0, t1) = (cal.time(i), cal.time(i) + w as i64 * s.step);
         out.emit(&Window {
             rank: rank + 1,
@@ -576,21 +578,18 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             metric: l.info.metric.clone(),
             model: model.as_str().to_owned(),
             predicted_load: round3(p),
-            predicted_low: round3(lo.min(p)),
-            predicted_high: round3(hi.max(p)),
+            predicted_low: round3(low),
+            predicted_high: round3(high),
             wal_bytes_per_s: wal_rate.map(round3),
             wal_bytes: wal_bytes.map(|b| b.round() as u64),
             wal_segments: wal_bytes.map(|b| (b / SEGMENT).ceil() as u64),
-            bandwidth_bytes_per_s: match (res.db_size_bytes, wal_bytes) {
-                (Some(db), Some(wb)) => Some(round3((db as f64 + wb) / window_s)),
-                (Some(db), None) => Some(round3(db as f64 / window_s)),
-                _ => None,
-            },
+            bandwidth_bytes_per_s: bandwidth.map(round3),
             wal_ship_jobs: wal_high
                 .map(|r| ((2.0 * r / a.job_rate.max(1) as f64).ceil() as u32).clamp(1, 16)),
-            busiest_hour_start: busiest.map(|(j, _)| l.zone.local_string(cal.time(origin + j))),
-            busiest_hour_load: busiest.map(|(_, m)| round3(m)),
+            busiest_hour_start: busiest.as_ref().map(|(when, _)| when.clone()),
+            busiest_hour_load: busiest.as_ref().map(|(_, m)| round3(*m)),
             load_vs_busiest: busiest
+                .as_ref()
                 .filter(|(_, m)| *m > 0.0)
                 .map(|(_, m)| round3(p.max(0.0) / m)),
             target_ok,
@@ -598,15 +597,11 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             advice: advice(&Advice {
                 metric: &l.info.metric,
                 load: p,
-                low: if nonneg { lo.max(0.0) } else { lo }.min(p),
-                high: hi.max(p),
-                busiest: busiest.map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m)),
+                low,
+                high,
+                busiest: busiest.as_ref().map(|(when, m)| (when.as_str(), *m)),
                 wal_bytes,
-                bandwidth: match (res.db_size_bytes, wal_bytes) {
-                    (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
-                    (Some(db), None) => Some(db as f64 / window_s),
-                    _ => None,
-                },
+                bandwidth,
                 db_size: res.db_size_bytes,
                 target_ok,
             }),
@@ -623,12 +618,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
         // The same numbers the windows were ranked by: the chosen model's forecast where it
         // has one, else the profile's, with the profile's 80% range.
         for j in origin..origin + h {
-            let v = pred[j - origin];
-            let p = if v.is_finite() {
-                v
-            } else {
-                profile_pred[j - origin]
-            };
+            let p = filled[j - origin];
             let (lo, hi) = fit.spread(&cal, j);
             let t = cal.time(j);
             out.emit_as(
