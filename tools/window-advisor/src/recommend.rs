@@ -3,10 +3,10 @@
 //! Both load the history the same way ([`load`]): read, pick the metric, clean and resample
 //! (warnings for what was repaired), and build the local calendar. `recommend` then resolves
 //! `--model auto` with a walk-forward backtest of the candidates (the learned models and the
-//! hour-of-week and last-week baselines) on this very history and the profile's check of
-//! the winner's window ([`Guard`]), plans the horizon with it, and adds the resource advice a migration needs in each
-//! window: WAL to ship, bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the
-//! target's CPUs and memory look sufficient for the load it will take over.
+//! hour-of-week and last-week baselines) on this very history, plans the horizon with the
+//! winner, and adds the resource advice a migration needs in each window: WAL to ship,
+//! bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the target's CPUs and
+//! memory look sufficient for the load it will take over.
 
 use serde::Serialize;
 use serde_json::json;
@@ -391,7 +391,7 @@ fn resources(l: &Loaded, a: &RecommendArgs) -> Resources {
     }
 }
 
-fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>) -> Config {
+fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>, guard: bool) -> Config {
     Config {
         window: l.steps.window,
         horizon: l.steps.horizon,
@@ -399,6 +399,7 @@ fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>) -> Config {
         min_train: l.steps.min_train,
         seed,
         last,
+        guard,
     }
 }
 
@@ -453,7 +454,6 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     // Which model.
     let fit = data.profile(origin);
     let mut backtested = 0usize;
-    let mut chosen_plan = None;
     let mut model_reason = String::new();
     let model = if !fit.weekly && a.model != ModelName::Profile {
         if a.model != ModelName::Auto {
@@ -468,7 +468,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     } else if a.model == ModelName::Auto {
         // Every backtest origin's horizon ends before the history does: the last
         // AUTO_ORIGINS of them are what the rule compares.
-        let cfg = backtest_config(&l, a.h.seed, Some(backtest::AUTO_ORIGINS));
+        let cfg = backtest_config(&l, a.h.seed, Some(backtest::AUTO_ORIGINS), false);
         let n_origins = backtest::origins(origin, &cfg).len();
         if n_origins < 3 {
             shared::note!(
@@ -486,20 +486,16 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             for e in backtest::evaluations(&tracks) {
                 out.emit(&e)?;
             }
-            let (choice, model, plan) = choose_auto(&data, &tracks, &cands, origin, h, w, a);
+            let (choice, model) = choose_auto(&tracks, &cands, origin, h);
             out.emit(&choice)?;
             model_reason = format!("--model auto: {}", choice.why);
-            chosen_plan = Some(plan);
             model
         }
     } else {
         a.model
     };
 
-    let plan = match chosen_plan {
-        Some(p) => p,
-        None => model.build(a.h.seed).plan(&data, origin, h, w),
-    };
+    let plan = model.build(a.h.seed).plan(&data, origin, h, w);
     let profile_pred: Vec<f64> = (origin..origin + h).map(|i| fit.predict(&cal, i)).collect();
     let pred: &[f64] = match &plan {
         Plan::Forecast(p) => p,
@@ -703,31 +699,28 @@ fn finite3(x: f64) -> Option<f64> {
     x.is_finite().then(|| round3(x))
 }
 
-/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]).
+/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]); the
+/// profile when a candidate was not backtested or there is nothing to choose from.
 fn choose_auto(
-    data: &Data,
     tracks: &[backtest::Track],
     cands: &[ModelName],
     origin: usize,
     h: usize,
-    w: usize,
-    a: &RecommendArgs,
-) -> (Choice, ModelName, Plan) {
+) -> (Choice, ModelName) {
     let ctracks: Vec<&backtest::Track> = cands
         .iter()
         .filter_map(|c| tracks.iter().find(|t| t.name == c.as_str()))
         .collect();
-    if ctracks.len() != cands.len() {
-        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
-        return (Choice::fallback(), ModelName::Profile, plan);
-    }
-    let n = ctracks[0].outcomes.len();
-    let regrets = backtest::finished_regrets(&ctracks, n, origin, h);
-    let scores: Vec<Score> = ctracks.iter().map(|t| t.score()).collect();
-    let Some(pick) = backtest::choose(&regrets, &vec![true; cands.len()]) else {
-        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
-        return (Choice::fallback(), ModelName::Profile, plan);
+    let pick = if ctracks.len() == cands.len() {
+        let n = ctracks[0].outcomes.len();
+        backtest::choose(&backtest::finished_regrets(&ctracks, n, origin, h))
+    } else {
+        None
     };
+    let Some(pick) = pick else {
+        return (Choice::fallback(), ModelName::Profile);
+    };
+    let scores: Vec<Score> = ctracks.iter().map(|t| t.score()).collect();
     let i = pick.index;
     let model = cands[i];
     let lowest = (0..cands.len())
@@ -777,8 +770,7 @@ fn choose_auto(
         lowest: lowest.map(|l| cands[l].as_str().to_owned()),
         lowest_mean_regret: lowest.and_then(|l| finite3(scores[l].mean)),
     };
-    let plan = model.build(a.h.seed).plan(data, origin, h, w);
-    (choice, model, plan)
+    (choice, model)
 }
 
 /// The WAL rate's profile on the grid of the load metric, if the history has WAL.
@@ -816,7 +808,8 @@ struct BacktestRecord<'a> {
 pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     let l = load(&a.h)?;
     let s = &l.series;
-    let cfg = backtest_config(&l, a.h.seed, None);
+    // The guard's verdicts are only printed by --detail.
+    let cfg = backtest_config(&l, a.h.seed, None, a.detail);
     let origins = backtest::origins(s.len(), &cfg);
     if origins.is_empty() {
         return Err(shared::err(
