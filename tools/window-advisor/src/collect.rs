@@ -572,19 +572,18 @@ pub fn from_prometheus(
         shared::warn!("Prometheus: {w}");
     }
     let mut out = Output::stdout();
-    let rate = format!("{}s", step.max(300));
-    for (q, (_, n)) in queries.iter().zip(&fetched.points) {
+    for (q, (promql, n)) in queries.iter().zip(&fetched.sent) {
         if *n == 0 {
             shared::warn!(
                 "{}: no data for {} over the range ({}); left out",
                 server.url(),
                 q.name,
-                q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate)
+                promql
             );
         }
         out.emit(&QueryRecord {
             name: q.name.clone(),
-            promql: q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate),
+            promql: promql.clone(),
             user: q.user,
             points: *n,
         })?;
@@ -618,7 +617,7 @@ pub fn from_prometheus(
         "last": crate::time::utc_string(range.end),
         "step_s": step,
         "queries": queries.len(),
-        "queries_with_data": fetched.points.iter().filter(|(_, n)| *n > 0).count(),
+        "queries_with_data": fetched.sent.iter().filter(|(_, n)| *n > 0).count(),
         "requests": fetched.requests,
     }))
 }
