@@ -214,8 +214,11 @@ mod tests {
     fn a_second_writer_waits_and_then_gives_up_with_retry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
-        let _held = Journal::open(&path, Duration::from_secs(1), "t").unwrap();
+        let held = Journal::open(&path, Duration::from_secs(1), "t").unwrap();
         let e = Journal::open(&path, Duration::from_millis(100), "t").unwrap_err();
         assert_eq!(crate::exit::classify(&e), ErrorKind::Retry, "{e:#}");
+        // Once the first lets go, the next one gets it at once.
+        drop(held);
+        Journal::open(&path, Duration::ZERO, "t").unwrap();
     }
 }

@@ -31,14 +31,19 @@ fn activate(pb: &ProgressBar) {
     }
 }
 
-/// A bar of `len` steps labelled `what`; hidden unless stderr is a terminal.
-pub fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len), draw_target());
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+/// A bar of `len` drawn with `template` (`=> ` for the bar); hidden unless stderr is a
+/// terminal. The callers label it: `bar` in its message, `bytes_bar` in its prefix.
+fn styled(len: u64, template: &str) -> ProgressBar {
+    ProgressBar::with_draw_target(Some(len), draw_target()).with_style(
+        ProgressStyle::with_template(template)
             .expect("static template")
             .progress_chars("=> "),
-    );
+    )
+}
+
+/// A bar of `len` steps labelled `what`; hidden unless stderr is a terminal.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = styled(len, "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}");
     pb.set_message(what.to_owned());
     activate(&pb);
     pb
@@ -47,13 +52,9 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 /// A bar over `total` bytes labelled `what` (sizes and rate in binary units, the message after
 /// it: e.g. the rows done); hidden unless stderr is a terminal.
 pub fn bytes_bar(total: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(total), draw_target());
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
+    let pb = styled(
+        total,
+        "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
     );
     pb.set_prefix(what.to_owned());
     activate(&pb);

@@ -12,10 +12,12 @@
 //! both hosts send `(key, row hash)` for that range and the rows are compared by key.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::pg::snapshot::{Pending, ReadPool};
+use shared::progress::ProgressBar;
 
 use crate::model::{Kind, Outcome, RowDiff, Unresolved};
 use crate::par::parallel;
@@ -124,6 +126,7 @@ pub fn hash_table(
     bounds: &[KeyVal],
     blocks: i64,
     jobs: usize,
+    meter: &Meter,
 ) -> Vec<Pending<Vec<(usize, Sum)>>> {
     let n = slices(blocks, jobs);
     (0..n)
@@ -131,57 +134,52 @@ pub fn hash_table(
             let lo = (i > 0).then(|| blocks * i / n);
             let hi = (i < n - 1).then(|| blocks * (i + 1) / n);
             let sql = shape.hash_query(bounds, &ctid_pred(lo, hi));
-            let size = (hi.unwrap_or(blocks) - lo.unwrap_or(0)).max(0) as u64 * BLOCK;
+            let size = block_bytes(hi.unwrap_or(blocks) - lo.unwrap_or(0));
+            let meter = meter.clone();
             pool.submit(move |c| {
                 let sums = hash_rows(c, &sql)?;
-                meter::hashed(size, sums.iter().map(|(_, s)| s.rows.max(0) as u64).sum());
+                meter.hashed(size, sums.iter().map(|(_, s)| s.rows.max(0) as u64).sum());
                 Ok(sums)
             })
         })
         .collect()
 }
 
-/// PostgreSQL's block size, for the bytes a slice of blocks covers.
-pub const BLOCK: u64 = 8192;
+/// The bytes of table data `blocks` of PostgreSQL's 8 kB blocks hold (none for a negative
+/// count).
+pub fn block_bytes(blocks: i64) -> u64 {
+    blocks.max(0) as u64 * 8192
+}
 
 /// Progress on a terminal while tables are hashed: the bytes of table data read so far (both
 /// hosts, as each slice of blocks is done) with the rows, rate and ETA; not the number of
-/// tables (one big table would sit at 0 of 1 for its whole run). Hidden on a pipe.
-pub mod meter {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Mutex;
+/// tables (one big table would sit at 0 of 1 for its whole run). Hidden on a pipe. Clones
+/// share the bar and the row count: one goes with each slice's job.
+#[derive(Clone)]
+pub struct Meter {
+    bar: ProgressBar,
+    rows: Arc<AtomicU64>,
+}
 
-    use shared::progress::ProgressBar;
-
-    static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    static ROWS: AtomicU64 = AtomicU64::new(0);
-
+impl Meter {
     /// Start showing progress over `total` bytes (a run's tables on every host it reads).
-    pub fn start(total: u64) {
-        ROWS.store(0, Ordering::SeqCst);
-        if let Ok(mut b) = BAR.lock() {
-            *b = Some(shared::progress::bytes_bar(total.max(1), "hashing"));
+    pub fn start(total: u64) -> Meter {
+        Meter {
+            bar: shared::progress::bytes_bar(total.max(1), "hashing"),
+            rows: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// `bytes` of table data and `rows` more were hashed.
-    pub fn hashed(bytes: u64, rows: u64) {
-        let total = ROWS.fetch_add(rows, Ordering::SeqCst) + rows;
-        if let Ok(b) = BAR.lock() {
-            if let Some(b) = b.as_ref() {
-                b.inc(bytes);
-                b.set_message(format!("{total} rows"));
-            }
-        }
+    fn hashed(&self, bytes: u64, rows: u64) {
+        let total = self.rows.fetch_add(rows, Ordering::SeqCst) + rows;
+        self.bar.inc(bytes);
+        self.bar.set_message(format!("{total} rows"));
     }
 
-    /// Clear the bar.
-    pub fn finish() {
-        if let Ok(mut b) = BAR.lock() {
-            if let Some(b) = b.take() {
-                b.finish_and_clear();
-            }
-        }
+    /// Clear the bar (a slice that ends later, of a table that failed, draws nothing on it).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
@@ -215,7 +213,12 @@ fn wait_all<T>(p: Vec<Pending<T>>) -> anyhow::Result<Vec<T>> {
 }
 
 /// Check one table present on both hosts.
-pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Result<Outcome> {
+pub fn check_table(
+    pools: [&ReadPool; 2],
+    plan: Plan,
+    opts: &Opts,
+    meter: &Meter,
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let shape = &plan.shape;
     let bounds = if shape.key.is_empty() {
@@ -229,7 +232,8 @@ pub fn check_table(pools: [&ReadPool; 2], plan: Plan, opts: &Opts) -> anyhow::Re
     pools[side]
         .submit(move |c| round_trip(c, &check, &b))
         .wait()?;
-    let pending = [0, 1].map(|s| hash_table(pools[s], shape, &bounds, plan.blocks[s], opts.jobs));
+    let pending =
+        [0, 1].map(|s| hash_table(pools[s], shape, &bounds, plan.blocks[s], opts.jobs, meter));
     let [ps, pt] = pending;
     let (rs, rt) = (wait_all(ps), wait_all(pt));
     let n = bounds.len() + 1;

@@ -1,17 +1,13 @@
-//! The journal: an append-only JSON-lines file, each record on stable storage before the
-//! action it announces.
+//! The journal as pg-switch writes and reads it: a thin wrapper of [`shared::journal`], which
+//! does the work (each record appended and `fsync`ed before the action it announces, the lock
+//! a second run waits on, reading past a torn last line).
 //!
 //! `migrate.sh` and pg-switch write to the same file (one per pair of hosts), so that after any
 //! interruption the next run knows what was under way: which host was primary, whether the
 //! fence was written, the checkpoint the target had to replay, whether a promotion was asked
-//! for. A record is written with one `write(2)` on an `O_APPEND` descriptor and then
-//! `fsync`ed; the directory is fsynced when the file is created. While pg-switch runs it holds
-//! an exclusive lock on the file (`flock`), so two runs never act at once: a second run
-//! (someone re-running the command while an orphaned first run still finishes) waits for it.
-//!
-//! Records are `{"type":"journal","seq":N,"at":"…","by":"pg-switch","event":"switch",
-//! "step":"stopping",…}`; the steps and their fields are in shared/PROTOCOL.md. A torn last
-//! line (a crash in the middle of a write) is ignored when reading.
+//! for. pg-switch's records are `{"type":"journal","seq":N,"at":"…","by":"pg-switch",
+//! "pid":P,"event":"switch","step":"stopping",…}`; the steps and their fields are in
+//! shared/PROTOCOL.md, and [`Journal::facts`] reads back what the switchover under way did.
 
 use std::path::Path;
 use std::time::Duration;
@@ -84,7 +80,6 @@ mod tests {
     use super::*;
     use serde_json::json;
     use shared::journal::read;
-    use shared::ErrorKind;
     use std::fs::OpenOptions;
     use std::io::Write;
 
@@ -131,16 +126,5 @@ mod tests {
             text.lines().last().unwrap().contains("\"promoted\""),
             "{text}"
         );
-    }
-
-    #[test]
-    fn a_second_run_waits_for_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.jsonl");
-        let held = Journal::open(&path, Duration::ZERO).unwrap();
-        let e = Journal::open(&path, Duration::from_millis(50)).unwrap_err();
-        assert_eq!(shared::exit::classify(&e), ErrorKind::Retry);
-        drop(held);
-        Journal::open(&path, Duration::ZERO).unwrap();
     }
 }

@@ -14,7 +14,8 @@
 //!
 //! `auto` is evaluated honestly, nested: at each origin it applies its rule ([`choose`]) to
 //! the candidates' regrets at the origins whose horizon had already ended. The [`Guard`]'s
-//! verdict on each strategy's window is recorded (`admitted`) but no longer used by `auto`.
+//! verdict on each strategy's window is recorded (`admitted`, when [`Config::guard`] asks for
+//! it: `evaluate --detail` prints it) but no longer used by `auto`.
 
 use serde::Serialize;
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub seed: u64,
     /// Only the last this many origins (`recommend --model auto`; `None`: all).
     pub last: Option<usize>,
+    /// Record the [`Guard`]'s verdict on each choice ([`Track::admitted`]; only
+    /// `evaluate --detail` prints it).
+    pub guard: bool,
 }
 
 /// One strategy at one origin.
@@ -66,7 +70,8 @@ pub struct Track {
     pub kind: Kind,
     /// Per origin (`None` where the chosen window was not observed).
     pub outcomes: Vec<Option<Outcome>>,
-    /// Per origin: whether the [`Guard`] admitted the chosen window (true without a choice).
+    /// Per origin: whether the [`Guard`] admitted the chosen window (true without a choice);
+    /// empty unless [`Config::guard`].
     pub admitted: Vec<bool>,
     /// Per origin, for `auto`: the candidate it followed (empty for the others).
     pub followed: Vec<Option<&'static str>>,
@@ -150,7 +155,7 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
             name: s.name(),
             kind: *k,
             outcomes: Vec::with_capacity(origins.len()),
-            admitted: Vec::with_capacity(origins.len()),
+            admitted: Vec::with_capacity(if cfg.guard { origins.len() } else { 0 }),
             followed: Vec::new(),
         })
         .collect();
@@ -162,20 +167,26 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
         let Some(&(best, best_load)) = candidates.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             for t in &mut tracks {
                 t.outcomes.push(None);
-                t.admitted.push(true);
+                if cfg.guard {
+                    t.admitted.push(true);
+                }
             }
             continue;
         };
-        let guard = Guard::new(data, o, cfg.horizon, cfg.window);
+        let guard = cfg
+            .guard
+            .then(|| Guard::new(data, o, cfg.horizon, cfg.window));
         let mut sorted: Vec<f64> = candidates.iter().map(|c| c.1).collect();
         sorted.sort_by(f64::total_cmp);
         let hit_limit = quantile_sorted(&sorted, 0.05);
         for ((_, s), track) in strategies.iter_mut().zip(&mut tracks) {
             let plan = s.plan(data, o, cfg.horizon, cfg.window);
             let first = ranked_starts(&plan, cfg.window).first().copied();
-            track
-                .admitted
-                .push(first.is_none_or(|off| guard.admits(off, cfg.window)));
+            if let Some(guard) = &guard {
+                track
+                    .admitted
+                    .push(first.is_none_or(|off| guard.admits(off, cfg.window)));
+            }
             let outcome = first.map(|off| o + off).and_then(|chosen| {
                 actual.mean(chosen, cfg.window).map(|load| Outcome {
                     origin: o,
@@ -233,8 +244,6 @@ pub struct Pick {
     pub t: Option<f64>,
     /// Finished origins compared.
     pub origins: usize,
-    /// Candidates the guard refused.
-    pub refused: Vec<usize>,
 }
 
 /// The paired t statistic of `a − b` over the origins where both have a regret, and the
@@ -263,8 +272,7 @@ pub fn paired_t(a: &[Option<f64>], b: &[Option<f64>]) -> (f64, usize) {
 }
 
 /// `auto`'s rule. `regrets[c][k]` is candidate `c`'s regret at finished origin `k` (`None`
-/// where it chose an unobserved window), candidate 0 being the default; `admitted` whether
-/// the [`Guard`] admits each one's window now.
+/// where it chose an unobserved window), candidate 0 being the default.
 ///
 /// The default (the hour-of-week mean, which no simple rule beat on the real traces) is
 /// followed unless another candidate's regret was lower at the same origins by more than
@@ -272,13 +280,9 @@ pub fn paired_t(a: &[Option<f64>], b: &[Option<f64>]) -> (f64, usize) {
 /// takes out what the origins share (an odd week is odd for every strategy), so a real
 /// difference shows long before two separate means would; the high bar keeps `auto` from
 /// chasing a candidate that was merely lucky, which on real load costs more than it gains
-/// (bench/window-advisor.sh). Among those that pass, the lowest mean regret; a refused one is
-/// skipped, and when the default is refused too the first admitted candidate by mean
-/// regret is taken.
-pub fn choose(regrets: &[Vec<Option<f64>>], admitted: &[bool]) -> Option<Pick> {
+/// (bench/window-advisor.sh). Among those that pass, the lowest mean regret.
+pub fn choose(regrets: &[Vec<Option<f64>>]) -> Option<Pick> {
     let def = regrets.first()?;
-    let adm = |i: usize| admitted.get(i).copied().unwrap_or(true);
-    let refused: Vec<usize> = (0..regrets.len()).filter(|&i| !adm(i)).collect();
     let origins = def.iter().flatten().count();
     let mean = |r: &Vec<Option<f64>>| {
         let v: Vec<f64> = r.iter().flatten().copied().collect();
@@ -301,41 +305,23 @@ pub fn choose(regrets: &[Vec<Option<f64>>], admitted: &[bool]) -> Option<Pick> {
         }
     }
     better.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if let Some(&(_, t, index)) = better.iter().find(|(_, _, i)| adm(*i)) {
+    if let Some(&(_, t, index)) = better.first() {
         return Some(Pick {
             index,
             reason: Reason::Better,
             t: Some(t),
             origins,
-            refused,
         });
     }
-    let reason = if warm && better.is_empty() {
-        Reason::WarmUp
-    } else {
-        Reason::Default
-    };
-    if adm(0) {
-        return Some(Pick {
-            index: 0,
-            reason,
-            t: None,
-            origins,
-            refused,
-        });
-    }
-    // The default is refused: the admitted candidate with the lowest mean regret.
-    let index = (1..regrets.len())
-        .filter(|&i| adm(i))
-        .min_by(|&a, &b| mean(&regrets[a]).total_cmp(&mean(&regrets[b])))
-        .unwrap_or(0);
-    let (t, _) = paired_t(&regrets[index], def);
     Some(Pick {
-        index,
-        reason,
-        t: (index != 0).then_some(t),
+        index: 0,
+        reason: if warm {
+            Reason::WarmUp
+        } else {
+            Reason::Default
+        },
+        t: None,
         origins,
-        refused,
     })
 }
 
@@ -377,19 +363,18 @@ pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track 
     let n = cands.first().map_or(0, |t| t.outcomes.len());
     let mut outcomes = Vec::with_capacity(n);
     let mut followed = Vec::with_capacity(n);
-    let mut admitted = Vec::with_capacity(n);
+    let mut admitted = Vec::with_capacity(if cfg.guard { n } else { 0 });
     for k in 0..n {
         let origin_k = cands
             .iter()
             .find_map(|t| t.outcomes[k].as_ref().map(|o| o.origin));
-        let pick = origin_k.and_then(|ok| {
-            let regrets = finished_regrets(&cands, k, ok, cfg.horizon);
-            choose(&regrets, &vec![true; cands.len()])
-        });
+        let pick = origin_k.and_then(|ok| choose(&finished_regrets(&cands, k, ok, cfg.horizon)));
         let t = pick.map_or(cands.first().copied(), |p| cands.get(p.index).copied());
         outcomes.push(t.and_then(|t| t.outcomes[k].clone()));
         followed.push(t.map(|t| t.name));
-        admitted.push(t.is_none_or(|t| t.admitted[k]));
+        if cfg.guard {
+            admitted.push(t.is_none_or(|t| t.admitted[k]));
+        }
     }
     Track {
         name: "auto",
@@ -527,6 +512,7 @@ mod tests {
             min_train: 24 * 7,
             seed: 1,
             last: None,
+            guard: true,
         };
         let tracks = run(
             &values,
@@ -553,7 +539,6 @@ mod tests {
 
     #[test]
     fn choose_follows_the_default_unless_another_is_clearly_better() {
-        let both = [true, true];
         // Candidate 1 is lower by 1 at every origin, give or take 0.1: significant.
         let def: Vec<Option<f64>> = (0..20).map(|i| Some(5.0 + (i % 3) as f64)).collect();
         let better: Vec<Option<f64>> = def
@@ -561,11 +546,11 @@ mod tests {
             .enumerate()
             .map(|(i, r)| r.map(|r| r - 1.0 + if i % 2 == 0 { 0.1 } else { -0.1 }))
             .collect();
-        let p = choose(&[def.clone(), better.clone()], &both).unwrap();
+        let p = choose(&[def.clone(), better.clone()]).unwrap();
         assert_eq!((p.index, p.reason), (1, Reason::Better));
         assert!(p.t.unwrap() < -Z);
         // Too few origins: the default, while warming up.
-        let p = choose(&[def[..10].to_vec(), better[..10].to_vec()], &both).unwrap();
+        let p = choose(&[def[..10].to_vec(), better[..10].to_vec()]).unwrap();
         assert_eq!((p.index, p.reason), (0, Reason::WarmUp));
         // Lower on average but noisy (lucky twice): not significant, the default.
         let noisy: Vec<Option<f64>> = def
@@ -576,17 +561,12 @@ mod tests {
         let (t, n) = paired_t(&noisy, &def);
         assert_eq!(n, 20);
         assert!(t < 0.0 && t > -Z, "{t}");
-        let p = choose(&[def.clone(), noisy], &both).unwrap();
+        let p = choose(&[def.clone(), noisy]).unwrap();
         assert_eq!((p.index, p.reason, p.t), (0, Reason::Default, None));
-        // A refused candidate is skipped, however good; a refused default gives way.
-        let p = choose(&[def.clone(), better.clone()], &[true, false]).unwrap();
-        assert_eq!((p.index, p.refused.clone()), (0, vec![1]));
-        let p = choose(&[def.clone(), better.clone()], &[false, true]).unwrap();
-        assert_eq!(p.index, 1);
         // Origins where a candidate has no regret are left out of the pairs.
         let mut gappy = better.clone();
         gappy[3] = None;
         assert_eq!(paired_t(&gappy, &def).1, 19);
-        assert!(choose(&[], &[]).is_none());
+        assert!(choose(&[]).is_none());
     }
 }

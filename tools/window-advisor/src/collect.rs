@@ -515,30 +515,6 @@ mod tests {
     }
 }
 
-/// `collect --prometheus` options.
-pub struct FromPrometheus<'a> {
-    /// The server (`--prometheus`).
-    pub url: &'a str,
-    /// `--since`: a duration back from the end, or a time.
-    pub since: &'a str,
-    /// `--until` (default: now).
-    pub until: Option<&'a str>,
-    /// `--step`.
-    pub step: Duration,
-    /// `--query NAME=PROMQL`.
-    pub queries: &'a [(String, String)],
-    /// `--only-queries`.
-    pub only_queries: bool,
-    /// `--node-match`.
-    pub node_match: &'a str,
-    /// `--pg-match`.
-    pub pg_match: &'a str,
-    /// `--timeout` per request.
-    pub timeout: Duration,
-    /// Zone for local times in `--since`/`--until`.
-    pub zone: &'a crate::time::Zone,
-}
-
 /// The `query` record: one query of the set and what it gave.
 #[derive(Debug, serde::Serialize)]
 pub struct QueryRecord {
@@ -556,22 +532,21 @@ impl shared::Record for QueryRecord {
     const TYPE: &'static str = "query";
 }
 
-/// Read a range of history from Prometheus into `sample` records.
-pub fn from_prometheus(p: &FromPrometheus) -> anyhow::Result<Status> {
+/// Read a range of history from the Prometheus server at `url` into `sample` records (`zone`
+/// for local times in `--since`/`--until`).
+pub fn from_prometheus(
+    url: &str,
+    p: &crate::PrometheusArgs,
+    zone: &crate::time::Zone,
+) -> anyhow::Result<Status> {
     use crate::prometheus::{self, Range, Server};
-    let step = p.step.as_secs() as i64;
-    if step < 1 || p.step.subsec_nanos() != 0 {
-        return Err(shared::err(
-            ErrorKind::Usage,
-            "--step must be a whole number of seconds, at least 1s",
-        ));
-    }
-    let base = prometheus::base_url(p.url)?;
-    let until = match p.until {
-        Some(u) => crate::time::parse_instant_arg(u, p.zone)?.div_euclid(1000),
+    let step = crate::whole_seconds(p.step)?;
+    let base = prometheus::base_url(url)?;
+    let until = match &p.until {
+        Some(u) => crate::time::parse_instant_arg(u, zone)?.div_euclid(1000),
         None => jiff::Timestamp::now().as_second(),
     };
-    let since = prometheus::parse_since(p.since, until, p.zone)?;
+    let since = prometheus::parse_since(&p.since, until, zone)?;
     let range = Range::new(since, until, step);
     if range.points() < 2 {
         return Err(shared::err(
@@ -584,7 +559,7 @@ pub fn from_prometheus(p: &FromPrometheus) -> anyhow::Result<Status> {
             ),
         ));
     }
-    let queries = prometheus::query_set(p.node_match, p.pg_match, p.queries, p.only_queries);
+    let queries = prometheus::query_set(&p.node_match, &p.pg_match, &p.queries, p.only_queries);
     if queries.is_empty() {
         return Err(shared::err(
             ErrorKind::Usage,
@@ -597,19 +572,18 @@ pub fn from_prometheus(p: &FromPrometheus) -> anyhow::Result<Status> {
         shared::warn!("Prometheus: {w}");
     }
     let mut out = Output::stdout();
-    let rate = format!("{}s", step.max(300));
-    for (q, (_, n)) in queries.iter().zip(&fetched.points) {
+    for (q, (promql, n)) in queries.iter().zip(&fetched.sent) {
         if *n == 0 {
             shared::warn!(
                 "{}: no data for {} over the range ({}); left out",
                 server.url(),
                 q.name,
-                q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate)
+                promql
             );
         }
         out.emit(&QueryRecord {
             name: q.name.clone(),
-            promql: q.promql.replace(prometheus::RATE_PLACEHOLDER, &rate),
+            promql: promql.clone(),
             user: q.user,
             points: *n,
         })?;
@@ -643,7 +617,7 @@ pub fn from_prometheus(p: &FromPrometheus) -> anyhow::Result<Status> {
         "last": crate::time::utc_string(range.end),
         "step_s": step,
         "queries": queries.len(),
-        "queries_with_data": fetched.points.iter().filter(|(_, n)| *n > 0).count(),
+        "queries_with_data": fetched.sent.iter().filter(|(_, n)| *n > 0).count(),
         "requests": fetched.requests,
     }))
 }

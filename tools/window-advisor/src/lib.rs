@@ -87,6 +87,33 @@ pub struct CollectArgs {
     /// and postgres_exporter series through the range API (see --query).
     #[arg(long, value_name = "URL", conflicts_with = "input")]
     pub prometheus: Option<String>,
+    /// What to read from Prometheus.
+    #[command(flatten)]
+    pub p: PrometheusArgs,
+    /// Time between samples.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub interval: Duration,
+    /// Stop after N samples (default: until interrupted).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Convert this file instead of sampling (`-`: standard input, e.g. piped from load-gen).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Format of --input.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: Format,
+    /// Time zone for local date-times in the input (default: the system's).
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// When load-gen started, for ticks that carry only elapsed seconds (default for a pipe:
+    /// when the first tick arrives).
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<String>,
+}
+
+/// `collect`'s options for `--prometheus` (each requires it).
+#[derive(Args, Debug)]
+pub struct PrometheusArgs {
     /// With --prometheus: how far back (a duration such as 8w or 90d, or a time).
     #[arg(
         long,
@@ -130,25 +157,6 @@ pub struct CollectArgs {
     /// With --prometheus: time-out of each request.
     #[arg(long, value_parser = parse_duration, default_value = "60s", requires = "prometheus")]
     pub timeout: Duration,
-    /// Time between samples.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub interval: Duration,
-    /// Stop after N samples (default: until interrupted).
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Convert this file instead of sampling (`-`: standard input, e.g. piped from load-gen).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    /// Format of --input.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub format: Format,
-    /// Time zone for local date-times in the input (default: the system's).
-    #[arg(long, value_name = "ZONE")]
-    pub tz: Option<String>,
-    /// When load-gen started, for ticks that carry only elapsed seconds (default for a pipe:
-    /// when the first tick arrives).
-    #[arg(long, value_name = "TIME")]
-    pub start: Option<String>,
 }
 
 /// Options shared by `recommend` and `evaluate`.
@@ -283,18 +291,7 @@ fn collect(a: CollectArgs) -> anyhow::Result<Status> {
         .map(|s| time::parse_instant_arg(s, &zone))
         .transpose()?;
     if let Some(url) = &a.prometheus {
-        return collect::from_prometheus(&collect::FromPrometheus {
-            url,
-            since: &a.since,
-            until: a.until.as_deref(),
-            step: a.step,
-            queries: &a.queries,
-            only_queries: a.only_queries,
-            node_match: &a.node_match,
-            pg_match: &a.pg_match,
-            timeout: a.timeout,
-            zone: &zone,
-        });
+        return collect::from_prometheus(url, &a.p, &zone);
     }
     match (&a.dsn, &a.input) {
         (Some(dsn), None) => collect::live(&collect::Live {
@@ -318,15 +315,21 @@ fn collect(a: CollectArgs) -> anyhow::Result<Status> {
     }
 }
 
-fn synth_cmd(a: &SynthArgs) -> anyhow::Result<Status> {
-    let zone = Zone::resolve(Some(&a.tz))?;
-    let step = a.step.as_secs() as i64;
-    if step < 1 || a.step.subsec_nanos() != 0 {
+/// `--step` of `synth` and `collect --prometheus` in seconds: whole, at least one.
+pub(crate) fn whole_seconds(step: Duration) -> anyhow::Result<i64> {
+    let s = step.as_secs() as i64;
+    if s < 1 || step.subsec_nanos() != 0 {
         return Err(shared::err(
             ErrorKind::Usage,
             "--step must be a whole number of seconds, at least 1s",
         ));
     }
+    Ok(s)
+}
+
+fn synth_cmd(a: &SynthArgs) -> anyhow::Result<Status> {
+    let zone = Zone::resolve(Some(&a.tz))?;
+    let step = whole_seconds(a.step)?;
     if a.weeks == 0 || a.weeks > 520 {
         return Err(shared::err(
             ErrorKind::Usage,

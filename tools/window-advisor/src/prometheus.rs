@@ -36,6 +36,18 @@ pub struct Query {
     pub user: bool,
 }
 
+impl Query {
+    /// The class of an error in this query: usage when the user wrote it (`--query`), else
+    /// data (a server that does not serve what the default set expects).
+    fn fault(&self) -> ErrorKind {
+        if self.user {
+            ErrorKind::Usage
+        } else {
+            ErrorKind::DataErr
+        }
+    }
+}
+
 /// `metric{fixed..., extra}`: a selector with the user's extra matchers (`--node-match`,
 /// `--pg-match`) appended.
 fn sel(metric: &str, fixed: &[&str], extra: &str) -> String {
@@ -265,8 +277,9 @@ pub struct Server {
 pub struct Fetched {
     /// Values by time (epoch seconds) and metric name.
     pub rows: BTreeMap<i64, BTreeMap<String, f64>>,
-    /// Points per query, in query order.
-    pub points: Vec<(String, usize)>,
+    /// Per query, in query order: its PromQL as sent (`$rate` replaced) and the points it
+    /// returned.
+    pub sent: Vec<(String, usize)>,
     /// Requests made.
     pub requests: usize,
     /// Warnings Prometheus attached to its answers (deduplicated).
@@ -295,15 +308,15 @@ impl Server {
         &self.base
     }
 
-    /// One `query_range` request: the matrix's series as `(labels, [(t, value)])`.
-    fn query_range(&self, q: &Query, r: &Range, rate: &str) -> anyhow::Result<(Value, Value)> {
+    /// One `query_range` request of `q` as `promql` (`$rate` replaced): the answer's data and
+    /// warnings.
+    fn query_range(&self, q: &Query, promql: &str, r: &Range) -> anyhow::Result<(Value, Value)> {
         let url = format!("{}/api/v1/query_range", self.base);
-        let promql = q.promql.replace(RATE_PLACEHOLDER, rate);
         let resp = self
             .agent
             .get(&url)
             .query_pairs([
-                ("query", promql.as_str()),
+                ("query", promql),
                 ("start", &r.start.to_string()),
                 ("end", &r.end.to_string()),
                 ("step", &r.step.to_string()),
@@ -335,20 +348,13 @@ impl Server {
                 let warnings = j.get("warnings").cloned().unwrap_or(Value::Null);
                 Ok((j["data"].clone(), warnings))
             }
-            (400 | 422, _, Some(e)) => {
-                let kind = if q.user {
-                    ErrorKind::Usage
-                } else {
-                    ErrorKind::DataErr
-                };
-                Err(shared::err(
-                    kind,
-                    format!(
-                        "{}: Prometheus refused the query {} = {promql}: {e}",
-                        self.base, q.name
-                    ),
-                ))
-            }
+            (400 | 422, _, Some(e)) => Err(shared::err(
+                q.fault(),
+                format!(
+                    "{}: Prometheus refused the query {} = {promql}: {e}",
+                    self.base, q.name
+                ),
+            )),
             (429 | 502..=504, _, e) => Err(shared::err(
                 ErrorKind::Retry,
                 format!(
@@ -387,9 +393,10 @@ impl Server {
         let rate = format!("{}s", range.step.max(300));
         let mut f = Fetched::default();
         for q in queries {
+            let promql = q.promql.replace(RATE_PLACEHOLDER, &rate);
             let mut n = 0usize;
             for page in range.pages() {
-                let (data, warnings) = self.query_range(q, &page, &rate)?;
+                let (data, warnings) = self.query_range(q, &promql, &page)?;
                 f.requests += 1;
                 if let Some(ws) = warnings.as_array() {
                     for w in ws.iter().filter_map(Value::as_str) {
@@ -411,13 +418,8 @@ impl Server {
                     }
                 };
                 if result.len() > 1 {
-                    let kind = if q.user {
-                        ErrorKind::Usage
-                    } else {
-                        ErrorKind::DataErr
-                    };
                     return Err(shared::err(
-                        kind,
+                        q.fault(),
                         format!(
                             "query {} returns {} series (e.g. {}); it must return one: \
                              aggregate it (sum(...)) or narrow it with labels",
@@ -443,7 +445,7 @@ impl Server {
                     }
                 }
             }
-            f.points.push((q.name.clone(), n));
+            f.sent.push((promql, n));
         }
         Ok(f)
     }

@@ -3,10 +3,10 @@
 //! Both load the history the same way ([`load`]): read, pick the metric, clean and resample
 //! (warnings for what was repaired), and build the local calendar. `recommend` then resolves
 //! `--model auto` with a walk-forward backtest of the candidates (the learned models and the
-//! hour-of-week and last-week baselines) on this very history and the profile's check of
-//! the winner's window ([`Guard`]), plans the horizon with it, and adds the resource advice a migration needs in each
-//! window: WAL to ship, bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the
-//! target's CPUs and memory look sufficient for the load it will take over.
+//! hour-of-week and last-week baselines) on this very history, plans the horizon with the
+//! winner, and adds the resource advice a migration needs in each window: WAL to ship,
+//! bandwidth for base copy plus WAL, wal-ship `--jobs`, and whether the target's CPUs and
+//! memory look sufficient for the load it will take over.
 
 use serde::Serialize;
 use serde_json::json;
@@ -218,7 +218,7 @@ struct Advice<'a> {
     load: f64,
     low: f64,
     high: f64,
-    busiest: Option<(String, f64)>,
+    busiest: Option<(&'a str, f64)>,
     wal_bytes: Option<f64>,
     bandwidth: Option<f64>,
     db_size: Option<u64>,
@@ -245,13 +245,13 @@ fn advice(a: &Advice) -> String {
         num(a.low),
         num(a.high)
     )];
-    if let Some((when, busy)) = &a.busiest {
-        if *busy > 0.0 {
+    if let Some((when, busy)) = a.busiest {
+        if busy > 0.0 {
             parts.push(format!(
                 "{:.0}% of the busiest hour ({}, {} {})",
                 100.0 * a.load.max(0.0) / busy,
                 when.get(..16).unwrap_or(when).replace('T', " "),
-                num(*busy),
+                num(busy),
                 a.metric
             ));
         }
@@ -391,7 +391,7 @@ fn resources(l: &Loaded, a: &RecommendArgs) -> Resources {
     }
 }
 
-fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>) -> Config {
+fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>, guard: bool) -> Config {
     Config {
         window: l.steps.window,
         horizon: l.steps.horizon,
@@ -399,6 +399,7 @@ fn backtest_config(l: &Loaded, seed: u64, last: Option<usize>) -> Config {
         min_train: l.steps.min_train,
         seed,
         last,
+        guard,
     }
 }
 
@@ -453,7 +454,6 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     // Which model.
     let fit = data.profile(origin);
     let mut backtested = 0usize;
-    let mut chosen_plan = None;
     let mut model_reason = String::new();
     let model = if !fit.weekly && a.model != ModelName::Profile {
         if a.model != ModelName::Auto {
@@ -468,7 +468,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     } else if a.model == ModelName::Auto {
         // Every backtest origin's horizon ends before the history does: the last
         // AUTO_ORIGINS of them are what the rule compares.
-        let cfg = backtest_config(&l, a.h.seed, Some(backtest::AUTO_ORIGINS));
+        let cfg = backtest_config(&l, a.h.seed, Some(backtest::AUTO_ORIGINS), false);
         let n_origins = backtest::origins(origin, &cfg).len();
         if n_origins < 3 {
             shared::note!(
@@ -486,20 +486,16 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             for e in backtest::evaluations(&tracks) {
                 out.emit(&e)?;
             }
-            let (choice, model, plan) = choose_auto(&data, &tracks, &cands, origin, h, w, a);
+            let (choice, model) = choose_auto(&tracks, &cands, origin, h);
             out.emit(&choice)?;
             model_reason = format!("--model auto: {}", choice.why);
-            chosen_plan = Some(plan);
             model
         }
     } else {
         a.model
     };
 
-    let plan = match chosen_plan {
-        Some(p) => p,
-        None => model.build(a.h.seed).plan(&data, origin, h, w),
-    };
+    let plan = model.build(a.h.seed).plan(&data, origin, h, w);
     let profile_pred: Vec<f64> = (origin..origin + h).map(|i| fit.predict(&cal, i)).collect();
     let pred: &[f64] = match &plan {
         Plan::Forecast(p) => p,
@@ -521,7 +517,8 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             )
         };
     }
-    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
+    // The chosen model's forecast where it has one, else the profile's: what the windows'
+    // loads, the busiest hour and `--forecast` all read.
     let filled: Vec<f64> = (0..h)
         .map(|j| {
             if pred[j].is_finite() {
@@ -531,11 +528,13 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             }
         })
         .collect();
+    // The busiest hour of the horizon by the same forecast, to say how quiet a window is.
     let hour = ((3600 / s.step).max(1) as usize).min(h);
     let busiest = (0..=h - hour)
         .map(|j| (j, filled[j..j + hour].iter().sum::<f64>() / hour as f64))
         .filter(|(_, m)| m.is_finite())
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m));
     let target_ok = match (res.target_cpus_ok, res.target_mem_ok) {
         (Some(false), _) | (_, Some(false)) => Some(false),
         (None, None) => None,
@@ -547,22 +546,21 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
     for (rank, off) in starts.iter().enumerate() {
         let i = origin + off;
         let mean = |f: &dyn Fn(usize) -> f64| (i..i + w).map(f).sum::<f64>() / w as f64;
-        let p = mean(&|j| {
-            let v = pred[j - origin];
-            if v.is_finite() {
-                v
-            } else {
-                profile_pred[j - origin]
-            }
-        });
+        let p = mean(&|j| filled[j - origin]);
         let lo = p + mean(&|j| fit.spread(&cal, j).0);
         let hi = p + mean(&|j| fit.spread(&cal, j).1);
-        let lo = if nonneg { lo.max(0.0) } else { lo };
+        let low = if nonneg { lo.max(0.0) } else { lo }.min(p);
+        let high = hi.max(p);
         let wal_rate = wal.as_ref().map(|f| mean(&|j| f.predict(&cal, j)).max(0.0));
         let wal_high = wal
             .as_ref()
             .map(|f| mean(&|j| f.predict(&cal, j) + f.spread(&cal, j).1).max(0.0));
         let wal_bytes = wal_rate.map(|r| r * window_s);
+        let bandwidth = match (res.db_size_bytes, wal_bytes) {
+            (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
+            (Some(db), None) => Some(db as f64 / window_s),
+            _ => None,
+        };
         let (t0, t1) = (cal.time(i), cal.time(i) + w as i64 * s.step);
         out.emit(&Window {
             rank: rank + 1,
@@ -576,21 +574,18 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             metric: l.info.metric.clone(),
             model: model.as_str().to_owned(),
             predicted_load: round3(p),
-            predicted_low: round3(lo.min(p)),
-            predicted_high: round3(hi.max(p)),
+            predicted_low: round3(low),
+            predicted_high: round3(high),
             wal_bytes_per_s: wal_rate.map(round3),
             wal_bytes: wal_bytes.map(|b| b.round() as u64),
             wal_segments: wal_bytes.map(|b| (b / SEGMENT).ceil() as u64),
-            bandwidth_bytes_per_s: match (res.db_size_bytes, wal_bytes) {
-                (Some(db), Some(wb)) => Some(round3((db as f64 + wb) / window_s)),
-                (Some(db), None) => Some(round3(db as f64 / window_s)),
-                _ => None,
-            },
+            bandwidth_bytes_per_s: bandwidth.map(round3),
             wal_ship_jobs: wal_high
                 .map(|r| ((2.0 * r / a.job_rate.max(1) as f64).ceil() as u32).clamp(1, 16)),
-            busiest_hour_start: busiest.map(|(j, _)| l.zone.local_string(cal.time(origin + j))),
-            busiest_hour_load: busiest.map(|(_, m)| round3(m)),
+            busiest_hour_start: busiest.as_ref().map(|(when, _)| when.clone()),
+            busiest_hour_load: busiest.as_ref().map(|(_, m)| round3(*m)),
             load_vs_busiest: busiest
+                .as_ref()
                 .filter(|(_, m)| *m > 0.0)
                 .map(|(_, m)| round3(p.max(0.0) / m)),
             target_ok,
@@ -598,15 +593,11 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             advice: advice(&Advice {
                 metric: &l.info.metric,
                 load: p,
-                low: if nonneg { lo.max(0.0) } else { lo }.min(p),
-                high: hi.max(p),
-                busiest: busiest.map(|(j, m)| (l.zone.local_string(cal.time(origin + j)), m)),
+                low,
+                high,
+                busiest: busiest.as_ref().map(|(when, m)| (when.as_str(), *m)),
                 wal_bytes,
-                bandwidth: match (res.db_size_bytes, wal_bytes) {
-                    (Some(db), Some(wb)) => Some((db as f64 + wb) / window_s),
-                    (Some(db), None) => Some(db as f64 / window_s),
-                    _ => None,
-                },
+                bandwidth,
                 db_size: res.db_size_bytes,
                 target_ok,
             }),
@@ -623,12 +614,7 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
         // The same numbers the windows were ranked by: the chosen model's forecast where it
         // has one, else the profile's, with the profile's 80% range.
         for j in origin..origin + h {
-            let v = pred[j - origin];
-            let p = if v.is_finite() {
-                v
-            } else {
-                profile_pred[j - origin]
-            };
+            let p = filled[j - origin];
             let (lo, hi) = fit.spread(&cal, j);
             let t = cal.time(j);
             out.emit_as(
@@ -713,31 +699,28 @@ fn finite3(x: f64) -> Option<f64> {
     x.is_finite().then(|| round3(x))
 }
 
-/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]).
+/// `--model auto`: the backtest over the whole history decides ([`backtest::choose`]); the
+/// profile when a candidate was not backtested or there is nothing to choose from.
 fn choose_auto(
-    data: &Data,
     tracks: &[backtest::Track],
     cands: &[ModelName],
     origin: usize,
     h: usize,
-    w: usize,
-    a: &RecommendArgs,
-) -> (Choice, ModelName, Plan) {
+) -> (Choice, ModelName) {
     let ctracks: Vec<&backtest::Track> = cands
         .iter()
         .filter_map(|c| tracks.iter().find(|t| t.name == c.as_str()))
         .collect();
-    if ctracks.len() != cands.len() {
-        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
-        return (Choice::fallback(), ModelName::Profile, plan);
-    }
-    let n = ctracks[0].outcomes.len();
-    let regrets = backtest::finished_regrets(&ctracks, n, origin, h);
-    let scores: Vec<Score> = ctracks.iter().map(|t| t.score()).collect();
-    let Some(pick) = backtest::choose(&regrets, &vec![true; cands.len()]) else {
-        let plan = ModelName::Profile.build(a.h.seed).plan(data, origin, h, w);
-        return (Choice::fallback(), ModelName::Profile, plan);
+    let pick = if ctracks.len() == cands.len() {
+        let n = ctracks[0].outcomes.len();
+        backtest::choose(&backtest::finished_regrets(&ctracks, n, origin, h))
+    } else {
+        None
     };
+    let Some(pick) = pick else {
+        return (Choice::fallback(), ModelName::Profile);
+    };
+    let scores: Vec<Score> = ctracks.iter().map(|t| t.score()).collect();
     let i = pick.index;
     let model = cands[i];
     let lowest = (0..cands.len())
@@ -787,8 +770,7 @@ fn choose_auto(
         lowest: lowest.map(|l| cands[l].as_str().to_owned()),
         lowest_mean_regret: lowest.and_then(|l| finite3(scores[l].mean)),
     };
-    let plan = model.build(a.h.seed).plan(data, origin, h, w);
-    (choice, model, plan)
+    (choice, model)
 }
 
 /// The WAL rate's profile on the grid of the load metric, if the history has WAL.
@@ -826,7 +808,8 @@ struct BacktestRecord<'a> {
 pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     let l = load(&a.h)?;
     let s = &l.series;
-    let cfg = backtest_config(&l, a.h.seed, None);
+    // The guard's verdicts are only printed by --detail.
+    let cfg = backtest_config(&l, a.h.seed, None, a.detail);
     let origins = backtest::origins(s.len(), &cfg);
     if origins.is_empty() {
         return Err(shared::err(

@@ -38,14 +38,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET `path` on loopback `port`: the status code, if the server answered.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -77,7 +69,7 @@ fn launch(prometheus: &Path, promtool: &Path, dir: &Path, openmetrics: &str) -> 
     );
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let port = free_port();
+    let port = testkit::free_port("127.0.0.1");
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new(prometheus)
         .arg(format!("--config.file={}", cfg.display()))
@@ -185,19 +177,22 @@ fn prometheus_history_round_trip_pages_and_errors() {
     let since = window_advisor::time::utc_string(start + 600);
     let until = window_advisor::time::utc_string(end);
     let url = server.url.clone();
+    // `collect --prometheus URL --since S --until U`, then `more`.
+    let collect = |url: &str, more: &[&str]| {
+        let base = [
+            "collect",
+            "--prometheus",
+            url,
+            "--since",
+            &since,
+            "--until",
+            &until,
+        ];
+        run(&[&base[..], more].concat())
+    };
 
     // 1. Five-minute steps: the default query set; data for what was backfilled.
-    let args = [
-        "collect",
-        "--prometheus",
-        &url,
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--json",
-    ];
-    let r = run(&args);
+    let r = collect(&url, &["--json"]);
     r.expect(0);
     let queries = r.of("query");
     let points =
@@ -254,17 +249,17 @@ fn prometheus_history_round_trip_pages_and_errors() {
     assert!(exact > expected / 2);
 
     // 2. One-minute steps: 30,000 points per series, over Prometheus's 11,000: read in pages.
-    let r1 = run(&[
-        &args[..],
+    let r1 = collect(
+        &url,
         &[
+            "--json",
             "--step",
             "1m",
             "--only-queries",
             "--query",
             "tps=sum(rate(pg_stat_database_xact_commit[$rate]))",
         ],
-    ]
-    .concat());
+    );
     r1.expect(0);
     let n = r1.of("sample").len();
     assert_eq!(n, ((end - start - 600) / 60 + 1) as usize);
@@ -315,42 +310,16 @@ fn prometheus_history_round_trip_pages_and_errors() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.dump());
         assert!(r.stderr.contains(has), "{has}: {}", r.dump());
     };
-    let bad = run(&[
-        "collect",
-        "--prometheus",
-        &url,
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--query",
-        "tps=sum(rate(x[5m]",
-    ]);
+    let bad = collect(&url, &["--query", "tps=sum(rate(x[5m]"]);
     one_line(&bad, 2, "refused the query tps");
-    let many = run(&[
-        "collect",
-        "--prometheus",
+    let many = collect(
         &url,
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--only-queries",
-        "--query",
-        "cpu=node_cpu_seconds_total",
-    ]);
+        &["--only-queries", "--query", "cpu=node_cpu_seconds_total"],
+    );
     one_line(&many, 2, "returns 4 series");
-    let nf = run(&[
-        "collect",
-        "--prometheus",
-        &format!("{url}/no/such/prefix"),
-        "--since",
-        &since,
-        "--until",
-        &until,
-    ]);
+    let nf = collect(&format!("{url}/no/such/prefix"), &[]);
     one_line(&nf, 69, "not found (HTTP 404)");
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", testkit::free_port("127.0.0.1"));
     let refused = run(&["collect", "--prometheus", &closed, "--since", "1d"]);
     one_line(&refused, 69, &closed);
     // A server that accepts and never answers: a time-out, worth retrying.

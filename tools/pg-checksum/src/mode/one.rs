@@ -17,7 +17,7 @@ use serde_json::json;
 use shared::pg::tables::{TableFilter, TableName};
 use shared::{ErrorKind, Output, ResultExt};
 
-use crate::engine::{hash_table, merge, sample_bounds, Opts};
+use crate::engine::{block_bytes, hash_table, merge, sample_bounds, Meter, Opts};
 use crate::host::{open_pool, Host};
 use crate::par::parallel;
 use crate::plan::plan_one;
@@ -160,12 +160,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     };
     let lsn = host.lsn();
     let opts = args.opts;
-    crate::engine::meter::start(
-        plans
-            .iter()
-            .map(|p| p.blocks[0].max(0) as u64 * crate::engine::BLOCK)
-            .sum(),
-    );
+    let meter = Meter::start(plans.iter().map(|p| block_bytes(p.blocks[0])).sum());
     let work = |i: usize| -> anyhow::Result<(Vec<KeyVal>, Vec<Sum>)> {
         let p = &plans[i];
         let names = p.key_names();
@@ -182,7 +177,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
                 sample_bounds(&pool, &p.shape, p.blocks[0], opts.chunk_rows).wait()?
             }
         };
-        let parts = hash_table(&pool, &p.shape, &bounds, p.blocks[0], opts.jobs)
+        let parts = hash_table(&pool, &p.shape, &bounds, p.blocks[0], opts.jobs, &meter)
             .into_iter()
             .map(|x| x.wait())
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -235,7 +230,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
             lsn: lsn.clone(),
         })
     });
-    crate::engine::meter::finish();
+    meter.finish();
     result?;
     Ok(counts)
 }

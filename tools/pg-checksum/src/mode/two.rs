@@ -24,7 +24,9 @@ use shared::pg::snapshot::{in_savepoint, ReadPool};
 use shared::pg::tables::{TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
-use crate::engine::{check_table, diff_rows, hash_rows, merge, read_rows, Opts};
+use crate::engine::{
+    block_bytes, check_table, diff_rows, hash_rows, merge, read_rows, Meter, Opts,
+};
 use crate::host::{lsn_value, open_pool, Host, ReplayPoint};
 use crate::model::{Counts, Outcome, RowDiff};
 use crate::par::parallel;
@@ -303,10 +305,10 @@ fn run_checks(
     out: &mut Output,
     counts: &mut Counts,
 ) -> anyhow::Result<Vec<Outcome>> {
-    crate::engine::meter::start(
+    let meter = Meter::start(
         plans
             .iter()
-            .map(|p| (p.blocks[0].max(0) + p.blocks[1].max(0)) as u64 * crate::engine::BLOCK)
+            .map(|p| block_bytes(p.blocks[0]) + block_bytes(p.blocks[1]))
             .sum(),
     );
     let mut buffered = Vec::new();
@@ -315,7 +317,7 @@ fn run_checks(
         plans.len(),
         opts.jobs,
         |i| {
-            let mut o = check_table(pools, plans[i].clone(), &opts)?;
+            let mut o = check_table(pools, plans[i].clone(), &opts, &meter)?;
             if let Some(p) = prover {
                 if !o.diffs.is_empty() {
                     o.proof_error = explain(p, &o.plan.shape, &mut o.diffs).err();
@@ -356,7 +358,7 @@ fn run_checks(
             }
         },
     );
-    crate::engine::meter::finish();
+    meter.finish();
     result?;
     Ok(buffered)
 }
