@@ -334,6 +334,8 @@ fn a_fatal_error_ends_stdout_with_error_and_summary() {
     assert!(dir.path().join("precious.txt").exists());
 
     let journal = dir.path().join("precious.txt/j.jsonl");
+    // The debug builds: a release build need not exist when the suite runs.
+    let bins = crate::hosts::bin_dir();
     let out = run(
         "migrate.sh",
         &[
@@ -345,6 +347,8 @@ fn a_fatal_error_ends_stdout_with_error_and_summary() {
             "host=127.0.0.1 port=2 dbname=x",
             "--journal",
             journal.to_str().unwrap(),
+            "--bin",
+            bins.to_str().unwrap(),
             "--yes",
         ],
     );
@@ -378,12 +382,15 @@ fn a_fatal_error_ends_stdout_with_error_and_summary() {
             "off",
             "--journal",
             dir.path().join("j.jsonl").to_str().unwrap(),
+            "--bin",
+            bins.to_str().unwrap(),
             "--yes",
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("is missing"), "{stderr}");
     assert_ends_failed("migrate.sh, a source that does not answer", &stdout, 69);
 }
 
