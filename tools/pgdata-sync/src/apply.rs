@@ -12,7 +12,7 @@ use serde::Serialize;
 use shared::{ErrorKind, ResultExt, Status};
 
 use crate::send::Counts;
-use crate::tree::{CONTROL_FILE, EMPTIED_DIRS};
+use crate::tree::{CONTROL_FILE, CONTROL_PENDING, EMPTIED_DIRS};
 use crate::wire::{self, Frame};
 
 #[derive(clap::Args, Debug)]
@@ -82,11 +82,29 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         n: wire_bytes.clone(),
     };
     let mut r = BufReader::with_capacity(1 << 20, decoded(counted)?);
-    wire::read_magic(&mut r)?;
-    // The control file is what makes a directory look like a cluster: until the stream's end
-    // has come it has none (a stale one goes now; the new one waits under another name).
+    let token = wire::read_header(&mut r)?;
+    // Every write happens under the directory's lock while this stream's sums still own the
+    // copy (see TOKEN_FILE).
+    let turn = || -> anyhow::Result<std::fs::File> {
+        let held = crate::lock(&root)?;
+        if crate::token_of(&root)? != token {
+            return Err(shared::err(
+                ErrorKind::Retry,
+                format!(
+                    "a newer pgdata-sync run owns {} (it summed the copy after this stream's \
+                     sums): this run stops, writing nothing more",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(held)
+    };
+    let held = turn()?;
+    // The control file is what makes a directory look like a cluster: until `seal` has written
+    // the backup_label it has none (a stale one goes now; the new one waits under another
+    // name).
     let control = root.join(CONTROL_FILE);
-    let control_new = root.join(format!("{CONTROL_FILE}.pgdata-sync"));
+    let control_new = root.join(CONTROL_PENDING);
     for p in [&control, &control_new] {
         match fs::remove_file(p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -95,9 +113,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             _ => {}
         }
     }
+    drop(held);
     let mut current: Option<(File, PathBuf, u32)> = None;
     let counts: Counts = loop {
-        match wire::read(&mut r)? {
+        let frame = wire::read(&mut r)?;
+        let _held = turn()?;
+        match frame {
             Frame::Dir { path, mode } => {
                 let p = inside(&root, &path)?;
                 if p.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
@@ -169,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             }
         }
     };
+    let _held = turn()?;
     if current.is_some() {
         return Err(shared::err(
             ErrorKind::DataErr,
@@ -176,10 +198,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         ));
     }
     empty_dirs(&root)?;
-    if control_new.exists() {
-        fs::rename(&control_new, &control)
-            .with_kind_context(ErrorKind::Io, io_err("rename into place", &control))?;
-    }
+    let token_path = root.join(crate::TOKEN_FILE);
+    fs::remove_file(&token_path).with_kind_context(ErrorKind::Io, io_err("remove", &token_path))?;
     sync_dirs(&root)?;
     out.emit(&Synced {
         dir: root.display().to_string(),

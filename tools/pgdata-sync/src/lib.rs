@@ -9,6 +9,7 @@
 //! pgdata-sync sums DIR      (on the target: a hash of every 128 KiB block, JSON lines)
 //!   | pgdata-sync send DIR  (on the source: the blocks whose hash differs, removals, zstd)
 //!   | pgdata-sync apply DIR (on the target: written, fsynced; a `synced` record)
+//! pgdata-sync seal DIR < label   (after pg_backup_stop(): backup_label, then pg_control)
 //! ```
 //!
 //! The rules of what a copy holds are a base backup's ([`tree`]); the control file goes last.
@@ -21,6 +22,7 @@ use clap::Parser;
 use shared::Status;
 
 mod apply;
+mod seal;
 mod send;
 mod sums;
 pub mod tree;
@@ -33,9 +35,9 @@ pub mod wire;
     version,
     about = "Bring a partial copy of a PostgreSQL data directory up to date from the source, \
              sending only the blocks that differ: pgdata-sync sums DIR | pgdata-sync send DIR | \
-             pgdata-sync apply DIR.",
-    after_help = "Run it between pg_backup_start() and pg_backup_stop() on the source; write \
-                  the backup_label pg_backup_stop() returns into the copy afterwards.\n\
+             pgdata-sync apply DIR; then pgdata-sync seal DIR < backup_label.",
+    after_help = "Run sums | send | apply between pg_backup_start() and pg_backup_stop() on \
+                  the source; then give seal the labelfile pg_backup_stop() returned.\n\
                   Exit codes: 0 ok; 2 usage; 65 bad input (a garbled or cut stream, a \
                   tablespace, a running server in the directory); 74 I/O error.\n\
                   sums and apply write JSON lines; send writes the binary stream \
@@ -57,6 +59,9 @@ pub enum Command {
     Send(send::Args),
     /// On the target: read send's stream on stdin and bring the copy up to date.
     Apply(apply::Args),
+    /// On the target: write the backup label (stdin, from pg_backup_stop()) and put the
+    /// control file in place.
+    Seal(seal::Args),
 }
 
 /// Run `pgdata-sync` with these arguments (the first is the program name).
@@ -68,6 +73,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         Command::Sums(a) => sums::run(a),
         Command::Send(a) => send::run(a),
         Command::Apply(a) => apply::run(a),
+        Command::Seal(a) => seal::run(a),
     }
 }
 
@@ -93,6 +99,37 @@ pub fn read_block(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
         }
     }
     Ok(n)
+}
+
+/// The file that says which run owns the copy: `sums` writes a new token into it, `send`
+/// passes it on in the stream, and `apply` writes only while it still holds its token. A run
+/// left behind (its control host died, the pipeline ran on) stops at its next write once a
+/// newer run has summed the copy: it never writes over what the newer run compared.
+pub const TOKEN_FILE: &str = "pgdata-sync.token";
+
+/// The directory's lock (flock on the directory itself): `sums` holds it while it reads the
+/// copy, `apply` for each write.
+pub fn lock(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use shared::ResultExt;
+    let f = std::fs::File::open(dir).with_kind_context(shared::ErrorKind::Io, || {
+        format!("cannot open {}", dir.display())
+    })?;
+    f.lock().with_kind_context(shared::ErrorKind::Io, || {
+        format!("cannot lock {}", dir.display())
+    })?;
+    Ok(f)
+}
+
+/// The token of the run that owns `dir` ("" when none).
+pub fn token_of(dir: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(dir.join(TOKEN_FILE)) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(anyhow::Error::new(e).context(shared::exit::Error::new(
+            shared::ErrorKind::Io,
+            format!("cannot read {}", dir.join(TOKEN_FILE).display()),
+        ))),
+    }
 }
 
 /// Refuse a data directory a server may be running in.

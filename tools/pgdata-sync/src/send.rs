@@ -104,10 +104,10 @@ impl<R: io::Read> io::Read for Counted<R> {
 type Target = HashMap<String, Option<(u64, Vec<[u8; 16]>)>>;
 
 /// Read the target's sums; its stream must end with a successful summary.
-fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64)> {
+fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String)> {
     let mut counted = Counted { inner: input, n: 0 };
     let mut target = Target::new();
-    let mut ended = false;
+    let mut ended = None;
     for rec in shared::jsonl::records(BufReader::new(&mut counted)) {
         let rec = rec?;
         match rec.kind.as_str() {
@@ -151,26 +151,31 @@ fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64)> {
                         format!("the target's pgdata-sync sums failed: {why}"),
                     ));
                 }
-                ended = true;
+                let token = rec
+                    .value
+                    .get("token")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("");
+                ended = Some(token.to_owned());
             }
             _ => {}
         }
     }
-    if !ended {
+    let Some(token) = ended else {
         return Err(shared::err(
             ErrorKind::DataErr,
             "the target's sums stopped before their summary (pgdata-sync sums failed or was \
              cut off: see its message)",
         ));
-    }
-    Ok((target, counted.n))
+    };
+    Ok((target, counted.n, token))
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     // stdout carries the binary stream: no records there, not even after an error.
     shared::Output::discard();
     let source = tree::walk(&args.dir)?;
-    let (target, sums_bytes) = read_target(io::stdin().lock())?;
+    let (target, sums_bytes, token) = read_target(io::stdin().lock())?;
     let mut counts = Counts {
         sums_bytes,
         ..Counts::default()
@@ -192,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             "cannot write the stream (did apply stop? see its message)",
         ))
     };
-    w.write_all(wire::MAGIC).map_err(write_err)?;
+    wire::write_header(&mut w, &token).map_err(write_err)?;
 
     // What the source does not have goes first (a file where a directory must come, too);
     // the deepest first.

@@ -42,6 +42,15 @@ impl shared::Record for DirEntry {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let mut out = shared::Output::stdout();
     crate::not_running(&args.dir, "a copy into it")?;
+    // This run owns the copy from now on; an older run's apply stops at its next write.
+    let _lock = crate::lock(&args.dir)?;
+    let token = format!("{:032x}", rand::random::<u128>());
+    let token_path = args.dir.join(crate::TOKEN_FILE);
+    std::fs::write(&token_path, format!("{token}\n"))
+        .and_then(|()| std::fs::File::open(&token_path)?.sync_all())
+        .with_kind_context(ErrorKind::Io, || {
+            format!("cannot write {}", token_path.display())
+        })?;
     let mut buf = vec![0u8; BLOCK];
     let (mut files, mut bytes) = (0u64, 0u64);
     for e in tree::walk(&args.dir)? {
@@ -81,5 +90,5 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             sums,
         })?;
     }
-    out.finish(&serde_json::json!({"files": files, "bytes": bytes}))
+    out.finish(&serde_json::json!({"files": files, "bytes": bytes, "token": token}))
 }

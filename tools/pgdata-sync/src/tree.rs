@@ -37,10 +37,14 @@ const SKIPPED_FILES: &[&str] = &[
     "backup_manifest",
     "postmaster.pid",
     "postmaster.opts",
+    crate::TOKEN_FILE,
 ];
 
 /// The control file: sent last, once everything else is in place (as pg_basebackup does).
 pub const CONTROL_FILE: &str = "global/pg_control";
+
+/// Where `apply` leaves the control file until `seal` puts it in place.
+pub const CONTROL_PENDING: &str = "global/pg_control.pgdata-sync";
 
 /// One directory or regular file, its path relative to the data directory with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]

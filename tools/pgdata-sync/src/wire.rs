@@ -101,14 +101,20 @@ fn get_str(r: &mut impl Read) -> anyhow::Result<String> {
     String::from_utf8(get_bytes(r)?).map_err(|_| garbled("a name that is not UTF-8"))
 }
 
-/// Read the magic bytes at the start of a stream.
-pub fn read_magic(r: &mut impl Read) -> anyhow::Result<()> {
+/// Write the start of a stream: the magic bytes and the token of the sums it answers.
+pub fn write_header(w: &mut impl Write, token: &str) -> io::Result<()> {
+    w.write_all(MAGIC)?;
+    put_str(w, token.as_bytes())
+}
+
+/// Read the start of a stream; returns the token of the sums it answers.
+pub fn read_header(r: &mut impl Read) -> anyhow::Result<String> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b).map_err(|_| cut_short())?;
     if &b != MAGIC {
         return Err(garbled("no PGDSYNC1 header"));
     }
-    Ok(())
+    get_str(r).map_err(|_| cut_short())
 }
 
 /// The error for a stream that stops before its end.

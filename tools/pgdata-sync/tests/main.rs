@@ -52,7 +52,25 @@ fn sync(source: &Path, target: &Path, send_args: &[&str]) -> Output {
         "{}",
         String::from_utf8_lossy(&stream.stderr)
     );
-    run(&["apply", path(target)], &stream.stdout)
+    let applied = run(&["apply", path(target)], &stream.stdout);
+    if applied.status.success() {
+        seal(target);
+    }
+    applied
+}
+
+const LABEL: &[u8] =
+    b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n";
+
+/// The last step: the label, then the control file in place.
+fn seal(target: &Path) {
+    assert!(
+        !target.join("global/pg_control").exists(),
+        "a control file before the label"
+    );
+    let out = run(&["seal", path(target)], LABEL);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(fs::read(target.join("backup_label")).unwrap(), LABEL);
 }
 
 fn synced(out: &Output) -> Value {
@@ -205,7 +223,7 @@ fn the_control_file_comes_last_and_an_uncompressed_stream_applies_too() {
     let stream = run(&["send", path(&src), "--level", "0"], &sums.stdout);
     assert_eq!(stream.status.code(), Some(0), "{stream:?}");
     let mut r = &stream.stdout[..];
-    wire::read_magic(&mut r).unwrap();
+    wire::read_header(&mut r).unwrap();
     let mut files = Vec::new();
     loop {
         match wire::read(&mut r).unwrap() {
@@ -220,6 +238,13 @@ fn the_control_file_comes_last_and_an_uncompressed_stream_applies_too() {
         "{files:?}"
     );
     synced(&run(&["apply", path(&tgt)], &stream.stdout));
+    // Not a cluster until sealed; and not sealed with anything but a backup label.
+    assert!(!tgt.join("global/pg_control").exists());
+    let out = run(&["seal", path(&tgt)], b"hello");
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a backup label"));
+    assert!(!tgt.join("global/pg_control").exists() && !tgt.join("backup_label").exists());
+    seal(&tgt);
     assert_eq!(tree(&src), tree(&tgt));
 }
 
@@ -303,7 +328,15 @@ fn what_it_must_not_touch_it_refuses_with_the_fix() {
     // Garbage, and a stream that names a path outside the directory: nothing written outside.
     let out = run(&["apply", path(&tgt)], b"not a stream at all");
     assert_eq!(out.status.code(), Some(65), "{out:?}");
-    let mut evil = wire::MAGIC.to_vec();
+    let sums = run(&["sums", path(&tgt)], b"");
+    let token = testkit::json_lines(&String::from_utf8_lossy(&sums.stdout))
+        .last()
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut evil = Vec::new();
+    wire::write_header(&mut evil, &token).unwrap();
     wire::write(
         &mut evil,
         &Frame::File {
@@ -326,4 +359,29 @@ fn what_it_must_not_touch_it_refuses_with_the_fix() {
     );
     let out = run(&["apply", path(&dir.path().join("nope"))], &stream);
     assert_eq!(out.status.code(), Some(65), "{out:?}");
+}
+
+/// A run left behind (its control host died and its pipeline ran on) never writes once a
+/// newer run has summed the copy: the newer run's comparison stands.
+#[test]
+fn a_run_left_behind_stops_before_writing_over_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, tgt) = (dir.path().join("src"), dir.path().join("tgt"));
+    source(&src);
+    fs::create_dir_all(&tgt).unwrap();
+    let old_sums = run(&["sums", path(&tgt)], b"");
+    let old_stream = run(&["send", path(&src)], &old_sums.stdout).stdout;
+    let new_sums = run(&["sums", path(&tgt)], b"");
+    let new_stream = run(&["send", path(&src)], &new_sums.stdout).stdout;
+    let out = run(&["apply", path(&tgt)], &old_stream);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a newer pgdata-sync run owns"));
+    assert!(!tgt.join("PG_VERSION").exists(), "the old stream wrote");
+    synced(&run(&["apply", path(&tgt)], &new_stream));
+    seal(&tgt);
+    assert_eq!(tree(&src), tree(&tgt));
+    assert!(!tgt.join(pgdata_sync::TOKEN_FILE).exists());
+    // Once done, the old stream finds no owner it knows: still nothing written.
+    let out = run(&["apply", path(&tgt)], &old_stream);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
 }
