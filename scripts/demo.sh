@@ -32,7 +32,7 @@ while (($#)); do
   esac
   shift
 done
-for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch pg-scram pg-report; do
+for t in load-gen wal-ship rowcount-diff pg-checksum pg-switch pg-scram pg-report pgdata-sync; do
   [[ -x $bin/$t ]] || pgs_die "$EX_UNAVAILABLE" "$bin/$t is missing (run 'make release', or 'make demo')"
 done
 pgs_require_cmd jq

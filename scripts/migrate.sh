@@ -29,7 +29,8 @@
 #                 the replication login from the target's host to the source (and from the
 #                 source's host to the target when it runs); nothing is changed
 #   2 base_copy   pg_basebackup -X stream -R with a replication slot, run on the target host
-#                 (skipped when the target already is a standby of the source)
+#                 (skipped when the target already is a standby of the source); a copy cut
+#                 short is resumed by the next run with pgdata-sync (see --fresh-copy)
 #   3 catch_up    the target runs as a standby: streaming (--mode stream) or restoring from
 #                 the wal-ship archive only (--mode archive)
 #   4 wait        until the replay lag is under --max-lag (and, with --when advised, until
@@ -83,6 +84,13 @@
 #                          the source (a sample of its largest files), and compress when that
 #                          is predicted at least 10 % faster; a `compression` record says what
 #                          was measured and chosen. The catch-up WAL streams uncompressed.
+#   --fresh-copy           a base copy cut short (a failure, a signal, this host dying) is
+#                          removed and made again from nothing. Default: the next run resumes
+#                          it: pgdata-sync (on both hosts, in --bin) sends only the 128 KiB
+#                          blocks that differ from the partial copy, between pg_backup_start()
+#                          and pg_backup_stop() on the source (zstd unless --compress none;
+#                          --max-rate holds); a `copy_resumed` record says what was reused and
+#                          sent (not with tablespaces: then it starts again)
 #   --converge-window S    give up waiting (exit 75) when the replay lag has not shrunk for S
 #                          seconds: the source writes WAL faster than the target receives and
 #                          replays it (default 120); `lag` records report the rates and an ETA
@@ -153,7 +161,7 @@ usage() { pgs_usage "$1"; }
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
 max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
-compress=auto converge_window=120 egress_price="" yes=0 dry_run=0
+compress=auto converge_window=120 egress_price="" yes=0 dry_run=0 fresh_copy=0
 rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
 TARGET_PGDATA="" TARGET_CLUSTER="" TARGET_SPEC=local REPL_USER="" REPL_PASSWORD_FILE="" ARCHIVE=""
@@ -206,6 +214,7 @@ while (($#)); do
     --dry-run) dry_run=1 ;;
     --yes) yes=1 ;;
     --cleanup) cleanup=1 ;;
+    --fresh-copy) fresh_copy=1 ;;
     --hook)
       [[ ${2:-} == *=* ]] || usage "--hook takes NAME=COMMAND"
       hooks[${2%%=*}]=${2#*=}; shift ;;
@@ -465,8 +474,14 @@ recover() {
   fi
   case $state in
     copying)
-      # A partial base copy cannot be resumed by pg_basebackup: it goes, with its slot.
-      ((fresh_target)) && remove_target
+      # A partial base copy stays for the next run to resume (pgdata-sync), without its slot
+      # (which would hold the source's WAL meanwhile); with --fresh-copy or --cleanup it goes.
+      if ((fresh_target && (fresh_copy || cleanup))) || ! on_tgt test -e "$TARGET_PGDATA/PG_VERSION"; then
+        ((fresh_target)) && remove_target
+      elif ((fresh_target)); then
+        drop_slot
+        pgs_log "the partial base copy in $TARGET_PGDATA stays: run the same command again to resume it (--fresh-copy: start it again; --abort: remove it)"
+      fi
       ;;
     standby)
       if ((cleanup && fresh_target)); then
@@ -715,13 +730,18 @@ if ((abort)); then
   esac
 fi
 
-copy_cut=0
+copy_cut=0 resume_copy=0
 if [[ $resume == base_copy ]]; then
-  # Killed during the base copy: the copy is partial. It goes, with its slot, and the copy
-  # starts again (a dry run only says so).
+  # Cut during the base copy: the copy is partial. The base copy resumes it (pgdata-sync),
+  # or with --fresh-copy it goes, with its slot, and the copy starts again (a dry run only
+  # says so).
   if on_tgt test -e "$TARGET_PGDATA/PG_VERSION" && ! on_tgt test -f "$TARGET_PGDATA/standby.signal"; then
     fresh_target=1 copy_cut=1
-    ((dry_run)) || remove_target
+    if ((!fresh_copy)); then
+      resume_copy=1
+    elif ((!dry_run)); then
+      remove_target
+    fi
   fi
 fi
 
@@ -759,8 +779,8 @@ preflight() {
   # A target that already is a standby of this source skips the base copy (this is how
   # --reverse works after a migration, and how a run goes on after a failure).
   fresh_target=1
-  if ((copy_cut && dry_run)); then
-    : # the partial copy a real run removes first (the plan says so)
+  if ((resume_copy || (copy_cut && dry_run))); then
+    : # the partial copy: resumed by the base copy, or removed first by a real run
   elif on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then
     tgt_sysid=$(on_tgt "$PG_BIN/pg_controldata" "$TARGET_PGDATA" | sed -n 's/^Database system identifier: *//p')
     [[ $tgt_sysid == "$src_sysid" ]] ||
@@ -773,6 +793,8 @@ preflight() {
   fi
   if ((fresh_target)); then
     avail=$(on_tgt df -B1 --output=avail "$(dirname "$TARGET_PGDATA")" | tail -n 1 | tr -d ' ')
+    # A partial copy's bytes are part of what it needs.
+    ((resume_copy)) && avail=$((avail + $(on_tgt du -sb "$TARGET_PGDATA" | cut -f1)))
     need=$((src_bytes + src_bytes / 5 + 1073741824))
     ((avail >= need)) || fail "$EX_IOERR" "not enough disk on the target: $avail bytes free, need about $need (the databases plus 20 % and 1 GiB of WAL)"
   fi
@@ -1094,10 +1116,117 @@ stop_watch() {
   return 0
 }
 
+# ensure_slot: the physical slot, made now if it is not there (it keeps the WAL from before the
+# copy's start; the standby streams it from there).
+ensure_slot() {
+  local out
+  out=$(src_psql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") || out=0
+  if ((out == 0)); then
+    out=$(src_psql -c "SELECT pg_create_physical_replication_slot('$slot', true)" 2>&1) ||
+      fail "$EX_UNAVAILABLE" "cannot create the replication slot $slot on the source: ${out//$'\n'/ }"
+  fi
+}
+
+# standby_settings CONNINFO: what pg_basebackup -R writes, for a copy it did not make.
+standby_settings() {
+  # shellcheck disable=SC2016  # expanded on the target
+  on_tgt sh -c 'touch "$1/standby.signal" && printf "%s\n" "$2" "$3" >>"$1/postgresql.auto.conf"' pgshift-conf \
+    "$TARGET_PGDATA" "primary_conninfo = $(pgs_conf_quote "$1")" "primary_slot_name = '$slot'" ||
+    fail "$EX_IOERR" "cannot write the target's standby settings"
+}
+
+# sync_pipeline OUT: the partial copy brought to the source's bytes (pgdata-sync on both hosts;
+# the stream through this host). apply's records go to OUT; each step's status is checked.
+# shellcheck disable=SC2317  # called by in_background
+sync_pipeline() {
+  local st level=3
+  # --compress: none sends it plain; zstd:N at that level; otherwise zstd's default.
+  case $compress in none) level=0 ;; zstd:*) level=${compress#zstd:} ;; esac
+  on_tgt "$bin/pgdata-sync" sums "$TARGET_PGDATA" |
+    on_src "$bin/pgdata-sync" send "$SOURCE_PGDATA" --level "$level" ${max_rate:+--max-rate "$max_rate"} |
+    on_tgt "$bin/pgdata-sync" apply "$TARGET_PGDATA" >"$1"
+  st=("${PIPESTATUS[@]}")
+  [[ ${st[*]} == "0 0 0" ]] || { echo "pgdata-sync sums, send, apply exited ${st[*]}" >&2; return 1; }
+}
+
+# resume_base_copy CONNINFO: resume a base copy cut short. Inside pg_backup_start() and
+# pg_backup_stop() on the source (one session, held open by a psql that reads a pipe),
+# pgdata-sync sends the blocks that differ; the backup_label pg_backup_stop() returns goes
+# into the copy, and the standby settings. Returns 1 (nothing changed yet) when the copy
+# cannot be resumed and starts again instead (tablespaces, pgdata-sync missing on a host).
+# Sets bytes_copied and wire_bytes.
+resume_base_copy() {
+  local conninfo=$1 spaces fifo said out label rec rc=0 i
+  spaces=$(src_psql -c "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')") || spaces=0
+  if ((spaces > 0)) || ! on_src test -x "$bin/pgdata-sync" || ! on_tgt test -x "$bin/pgdata-sync"; then
+    pgs_log "the partial copy cannot be resumed ($( ((spaces > 0)) && echo "the source has tablespaces" || echo "no $bin/pgdata-sync on both hosts")): it is removed and the copy starts again"
+    pgs_emit note code=copy_not_resumed message="the partial base copy was removed and made again"
+    remove_target
+    on_tgt mkdir -p "$TARGET_PGDATA"
+    on_tgt chmod 700 "$TARGET_PGDATA"
+    return 1
+  fi
+  # A copy cut by this host's death may have left its pg_basebackup running on the target:
+  # its connections go first (it stops; --no-clean keeps what it wrote).
+  src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" >/dev/null 2>&1 || true
+  for ((i = 0; i < 100; i++)); do
+    out=$(src_psql -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" 2>/dev/null) || out=0
+    # shellcheck disable=SC2016  # expanded on the target
+    ((out == 0)) && ! on_tgt sh -c 'pgrep -f "pg_basebackup -D $1|-C $1\$" >/dev/null 2>&1' x "$TARGET_PGDATA" && break
+    sleep 0.1
+  done
+  ((i < 100)) || fail "$EX_TEMPFAIL" "an earlier base copy into $TARGET_PGDATA still runs on the target (pg_basebackup): stop it, then run again"
+  ensure_slot
+  fifo=$(mktemp -u /tmp/pgshift-backup.XXXXXX) said=$(mktemp /tmp/pgshift-backup.XXXXXX)
+  mkfifo -m 600 "$fifo"
+  src_psql -F '|' <"$fifo" >"$said" 2>&1 &
+  local psql_pid=$!
+  exec {backup_fd}>"$fifo"
+  rm -f "$fifo"
+  copy_start_lsn=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
+  printf '%s\n' "SELECT 'started', pg_backup_start('pgshift resume $slot', true);" >&"$backup_fd"
+  for ((i = 0; i < 6000; i++)); do
+    grep -q '^started|' "$said" && break
+    kill -0 "$psql_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '^started|' "$said"; then
+    exec {backup_fd}>&-
+    fail "$EX_UNAVAILABLE" "pg_backup_start() on the source failed: $(tr '\n' ' ' <"$said")"
+  fi
+  rec=$(mktemp /tmp/pgshift-synced.XXXXXX)
+  in_background sync_pipeline "$rec" || rc=$?
+  if ((rc != 0)); then
+    exec {backup_fd}>&- # the session ends: the source ends the backup
+    wait "$psql_pid" 2>/dev/null || true
+    rm -f "$said" "$rec"
+    fail "$EX_UNAVAILABLE" "the resumed base copy failed: ${bg_out//$'\n'/ }"
+  fi
+  # One line: the label's newlines as \n (E'\n' in a replace) so that it survives -A -t.
+  printf '%s\n' "SELECT 'label', replace(labelfile, E'\\n', '\\n') FROM pg_backup_stop(false);" >&"$backup_fd"
+  exec {backup_fd}>&-
+  wait "$psql_pid" || true
+  label=$(sed -n 's/^label|//p' "$said")
+  [[ -n $label ]] || fail "$EX_UNAVAILABLE" "pg_backup_stop() on the source failed: $(tr '\n' ' ' <"$said")"
+  # The label first, then the control file: never a cluster without its label.
+  out=$(printf '%b' "$label" | on_tgt "$bin/pgdata-sync" seal "$TARGET_PGDATA" 2>&1) ||
+    fail "$EX_IOERR" "cannot seal the resumed copy in $TARGET_PGDATA: ${out//$'\n'/ }"
+  standby_settings "$conninfo"
+  out=$(jq -c 'select(.type == "synced")' "$rec")
+  rm -f "$said" "$rec"
+  [[ -n $out ]] || fail "$EX_SOFTWARE" "pgdata-sync apply wrote no synced record"
+  bytes_copied=$(jq -r .bytes_total <<<"$out")
+  wire_bytes=$(jq -r '.wire_bytes + .sums_bytes' <<<"$out")
+  pgs_emit copy_resumed files:="$(jq .files <<<"$out")" bytes_total:="$bytes_copied" \
+    bytes_sent:="$(jq .bytes_sent <<<"$out")" bytes_reused:="$(jq .bytes_reused <<<"$out")" \
+    removed:="$(jq .removed <<<"$out")" wire_bytes:="$wire_bytes"
+  return 0
+}
+
 base_copy() {
   ((fresh_target)) || return 0
   pgs_run_hook before_base_copy
-  pgs_phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA"
+  pgs_phase_begin base_copy slot="$slot" target_pgdata="$TARGET_PGDATA" resumed:="$( ((resume_copy)) && echo true || echo false)"
   state=copying
   local opts=() conninfo decomp spaces out
   [[ -n $max_rate ]] && opts+=(--max-rate="$max_rate")
@@ -1107,6 +1236,13 @@ base_copy() {
   # No password in the command line or the conninfo: libpq reads the passfile; -R writes
   # the same keywords (passfile, TLS) into primary_conninfo.
   conninfo="host=$source_host_addr port=$source_port user=$REPL_USER passfile=$(pgs_conninfo_quote "$tgt_aux/pgpass") $tgt_tls application_name=pgshift_target"
+  if ((resume_copy)) && resume_base_copy "$conninfo"; then
+    target_own_settings
+    pgs_phase_end bytes:="$bytes_copied" wire_bytes:="${wire_bytes:-0}" \
+      compression="$( [[ $compress == none ]] && echo none || echo zstd)" \
+      slot="$slot" settings_carried:=${#carried[@]} resumed:=true
+    return 0
+  fi
   cmp_method=${compress%%:*} cmp_level=""
   [[ $compress == *:* ]] && cmp_level=${compress#*:}
   if [[ $cmp_method != none ]]; then
@@ -1129,7 +1265,7 @@ base_copy() {
   watch_pid=$!
   if [[ $cmp_method == none ]]; then
     in_background pgs_on_pg "$TARGET_SPEC" "$PG_BIN/pg_basebackup" -D "$TARGET_PGDATA" -d "$conninfo" \
-      -X stream -R -c fast -C -S "$slot" "${opts[@]}" </dev/null ||
+      -X stream -R -c fast -C -S "$slot" --no-clean "${opts[@]}" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup failed: ${bg_out//$'\n'/ }"
     stop_watch
     # The data directory without its WAL (the WAL is counted from the LSNs, as it streams).
@@ -1140,11 +1276,7 @@ base_copy() {
     # the wire), decompressed and unpacked into the data directory. The slot is made first
     # (it keeps the WAL from before the copy's start; the standby streams it from there), and
     # what -R would write is written after.
-    out=$(src_psql -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") || out=0
-    if ((out == 0)); then
-      out=$(src_psql -c "SELECT pg_create_physical_replication_slot('$slot', true)" 2>&1) ||
-        fail "$EX_UNAVAILABLE" "cannot create the replication slot $slot on the source: ${out//$'\n'/ }"
-    fi
+    ensure_slot
     decomp="$cmp_method -dc"
     # shellcheck disable=SC2016  # expanded on the target
     in_background pgs_on_pg "$TARGET_SPEC" bash -c 'set -o pipefail; umask 077
@@ -1154,10 +1286,7 @@ base_copy() {
       "$PG_BIN/pg_basebackup" "$conninfo" "$cmp_method${cmp_level:+:$cmp_level}" "$tgt_aux/wire.bytes" "$decomp" "$max_rate" "$TARGET_PGDATA" </dev/null ||
       fail "$EX_UNAVAILABLE" "pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }"
     stop_watch
-    # shellcheck disable=SC2016  # expanded on the target
-    on_tgt sh -c 'touch "$1/standby.signal" && printf "%s\n" "$2" "$3" >>"$1/postgresql.auto.conf"' pgshift-conf \
-      "$TARGET_PGDATA" "primary_conninfo = $(pgs_conf_quote "$conninfo")" "primary_slot_name = '$slot'" ||
-      fail "$EX_IOERR" "cannot write the target's standby settings"
+    standby_settings "$conninfo"
     bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)
     # shellcheck disable=SC2016  # expanded on the target
     wire_bytes=$(on_tgt sh -c 'i=0; until [ -s "$1" ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done; cat "$1"; rm -f "$1"' x "$tgt_aux/wire.bytes") || wire_bytes=0
@@ -1448,7 +1577,8 @@ print_plan() {
   pgs_emit plan plan=migrate dry_run:=true source="$src_id" target="$tgt_id" mode="$mode" when="$when" \
     phases:="[$steps]" base_copy:=$base compression:="$cmp" switchover=pg-switch \
     poolers:=$((${#poolers[@]} / 4)) confirm="$( ((yes)) && echo yes || echo ask)" \
-    resume="${resume:-none}" remove_partial_copy:="$( ((copy_cut)) && echo true || echo false)" \
+    resume="${resume:-none}" remove_partial_copy:="$( ((copy_cut && !resume_copy)) && echo true || echo false)" \
+    resume_partial_copy:="$( ((resume_copy)) && echo true || echo false)" \
     already_done:="$( ((done_already)) && echo true || echo false)" slot="$slot" \
     target_pgdata="$TARGET_PGDATA" journal="$journal"
   {
@@ -1459,7 +1589,8 @@ print_plan() {
       printf '  nothing to do: %s is the primary and %s follows it (to move back: --reverse)\n' "$tgt_id" "$src_id"
     fi
     [[ -z $resume ]] || printf '  resumes an interrupted run (%s; journal %s)\n' "$resume" "$journal"
-    ((copy_cut)) && printf '  removes the partial base copy in %s and its slot first\n' "$TARGET_PGDATA"
+    ((copy_cut && !resume_copy)) && printf '  removes the partial base copy in %s and its slot first\n' "$TARGET_PGDATA"
+    ((resume_copy)) && printf '  resumes the partial base copy in %s (pgdata-sync: only the blocks that differ)\n' "$TARGET_PGDATA"
     for p in "${todo[@]}"; do
       case $p in
         preflight) printf '  preflight: passed\n' ;;

@@ -206,3 +206,64 @@ fn exclusive_target_unreachable_during_the_promotion_never_two_primaries() {
     assert_eq!(hosts.in_recovery('A'), Some(true));
     load.stop_and_verify();
 }
+
+/// The control host dies (SIGKILL of migrate.sh's whole process group) in the middle of the
+/// base copy, and again in the middle of its resumption: what it started runs on (the
+/// pg_basebackup, then the pgdata-sync pipeline, each in a process group of its own). The
+/// next run stops the first (its connections to the source end) and outruns the second (its
+/// sums take the copy over: the old apply stops before its next write); then the copy
+/// resumes, the switch happens and the data is verified equal, with no acknowledged write
+/// lost under load.
+#[test]
+fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
+    let hosts = Hosts::create(&[]);
+    let load = Load::start(&hosts);
+    let b = hosts.pgdata('B');
+    let kill_when_6mb = format!(
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -KILL 0) >/dev/null 2>&1 &",
+        b.display()
+    );
+    let (code, out, err) = hosts.migrate_raw(
+        &[
+            "--max-rate",
+            "8M",
+            "--compress",
+            "none",
+            "--hook",
+            &kill_when_6mb,
+        ],
+        &[],
+    );
+    assert_eq!(code, -1, "killed\n{out}\n{err}");
+    assert!(b.join("PG_VERSION").exists(), "{err}");
+    assert_eq!(hosts.primaries(), 1);
+
+    // The resumption is killed as soon as its pipeline runs.
+    let kill_in_pipeline = "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; kill -KILL 0) >/dev/null 2>&1 &";
+    let (code, out, err) =
+        hosts.migrate_raw(&["--max-rate", "8M", "--hook", kill_in_pipeline], &[]);
+    assert_eq!(code, -1, "killed\n{out}\n{err}");
+    // Killed inside the resumption (its pipeline may have run on to its end): the copy is
+    // never a cluster without its backup label.
+    assert!(err.contains("phase base_copy"), "{err}");
+    assert!(
+        !b.join("global/pg_control").exists() || b.join("backup_label").exists(),
+        "a control file without the backup label"
+    );
+    assert_eq!(hosts.primaries(), 1);
+    assert_eq!(hosts.in_recovery('B'), None, "B must not be running");
+
+    let (code, recs, err) = hosts.migrate(&[]);
+    let s = summary(&recs);
+    assert_eq!(code, 0, "the third run: {s}\n{err}");
+    assert_eq!(s["verdict"], "equal", "{s}");
+    assert!(
+        recs.iter().any(|r| r["type"] == "copy_resumed"),
+        "the third run resumed the copy: {err}"
+    );
+    assert_eq!(hosts.in_recovery('B'), Some(false));
+    assert_eq!(hosts.in_recovery('A'), Some(true));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let recs = load.stop_and_verify();
+    assert_eq!(summary(&recs)["split_brain"], 0);
+}

@@ -162,23 +162,39 @@ fn exclusive_archive_mode_both_directions_under_load() {
     load.stop_and_verify();
 }
 
+/// The source crashes in the middle of the base copy: the run fails, the partial copy stays
+/// (never mistaken for a cluster: no control file, no standby.signal), the DBA restarts the
+/// source, and the same command again resumes the copy with pgdata-sync — reusing what
+/// arrived, under load — switches over and verifies equal, with no acknowledged write lost.
 #[test]
-fn exclusive_source_killed_during_base_copy() {
+fn exclusive_source_killed_during_base_copy_then_the_copy_resumes() {
     let hosts = Hosts::create(&[]);
     let load = Load::start(&hosts);
     let pid_file = hosts.pgdata('A').join("postmaster.pid");
-    // The copy is throttled so the kill lands in the middle of it.
+    // The copy is throttled so the kill lands in the middle of it: once 6 MB have arrived.
     let hook = format!(
-        "before_base_copy=(sleep 1; kill -9 $(head -n 1 {})) >/dev/null 2>&1 &",
-        pid_file.display()
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {b} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -9 $(head -n 1 {pid})) >/dev/null 2>&1 &",
+        b = hosts.pgdata('B').display(),
+        pid = pid_file.display()
     );
-    let (code, recs, err) = hosts.migrate(&["--max-rate", "8M", "--hook", &hook]);
+    let (code, recs, err) =
+        hosts.migrate(&["--max-rate", "8M", "--compress", "none", "--hook", &hook]);
     assert_ne!(code, 0, "migration must fail when the source dies: {err}");
     let s = summary(&recs);
     assert_eq!(s["failed_phase"], "base_copy", "{s}");
+    let b = hosts.pgdata('B');
     assert!(
-        !hosts.pgdata('B').join("PG_VERSION").exists(),
-        "the partial target must be removed"
+        b.join("PG_VERSION").exists(),
+        "the partial copy stays: {err}"
+    );
+    assert!(
+        !b.join("global/pg_control").exists(),
+        "a partial copy with a control file"
+    );
+    assert!(!b.join("standby.signal").exists());
+    assert!(
+        err.contains("run the same command again to resume it"),
+        "{err}"
     );
     // The DBA restarts the crashed source: it is the only primary, with every acked write.
     // (Its orphaned backends hold the shared memory until they notice the postmaster died.)
@@ -201,6 +217,31 @@ fn exclusive_source_killed_during_base_copy() {
     }
     assert_eq!(hosts.in_recovery('A'), Some(false));
     assert_eq!(hosts.in_recovery('B'), None, "B must not be running");
+
+    // A dry run says what the real one does.
+    let (code, recs, err) = hosts.migrate(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let plan = recs.iter().find(|r| r["type"] == "plan").expect("a plan");
+    assert_eq!(plan["resume_partial_copy"], true, "{plan}");
+    assert_eq!(plan["remove_partial_copy"], false, "{plan}");
+
+    let (code, recs, err) = hosts.migrate(&[]);
+    let s = summary(&recs);
+    assert_eq!(code, 0, "the resumed run: {s}\n{err}");
+    assert_eq!(s["verdict"], "equal", "{s}");
+    let r = recs
+        .iter()
+        .find(|r| r["type"] == "copy_resumed")
+        .unwrap_or_else(|| panic!("no copy_resumed record: {err}"));
+    eprintln!("{r}");
+    let reused = r["bytes_reused"].as_u64().unwrap();
+    let total = r["bytes_total"].as_u64().unwrap();
+    assert!(reused > 0, "nothing of the partial copy was reused: {r}");
+    assert!(reused < total, "{r}");
+    assert_eq!(r["bytes_sent"].as_u64().unwrap() + reused, total, "{r}");
+    assert!(r["wire_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(hosts.in_recovery('B'), Some(false), "B is the primary");
+    assert_eq!(hosts.in_recovery('A'), Some(true), "A follows it");
     std::thread::sleep(Duration::from_millis(500));
     load.stop_and_verify();
 }
