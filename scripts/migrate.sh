@@ -1079,9 +1079,10 @@ sample_compression() {
   pgs_log "base copy: link $(numfmt --to=iec "$link_bps")B/s, data compresses to $r1 (zstd -1), $(numfmt --to=iec "$s1")B/s; chosen: $cmp_method${cmp_level:+:$cmp_level} (predicted ${gain}x)"
 }
 
-# watch_copy: while the base copy runs (in the background), every 5 s a `copy_progress`
-# record from the source's pg_stat_progress_basebackup (bytes sent, the estimated total, the
-# rate since the copy began, the ETA) and, on a terminal, the same as one line on stderr that
+# watch_copy [FILE]: while the base copy runs (in the background), every 5 s a `copy_progress`
+# record (bytes sent, the estimated total, the rate since the copy began, the ETA) from the
+# source's pg_stat_progress_basebackup, or with FILE from the sync_progress records pgdata-sync
+# apply writes there while a copy resumes, and, on a terminal, the same as one line on stderr that
 # rewrites itself. It ends with the copy (stop_watch, also on every failure path: it holds
 # stdout, so a reader waiting for the end of the stream waits for it too) or, at the latest,
 # when this script is gone or a zombie (kill -0 alone succeeds on a zombie).
@@ -1090,7 +1091,12 @@ watch_copy() {
   local t0 row sent total rate eta pct
   t0=$(pgs_now_ms)
   while sleep 5 && [[ $(cut -d' ' -f3 "/proc/$$/stat" 2>/dev/null) == [RSD] ]]; do
-    row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0) FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
+    if [[ -n ${1:-} ]]; then
+      # A resumed copy: the last sync_progress of pgdata-sync apply (reused blocks count as done).
+      row=$(jq -r 'select(.type == "sync_progress") | "\(.bytes_done) \(.bytes_total)"' "$1" 2>/dev/null | tail -n 1)
+    else
+      row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0) FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
+    fi
     [[ -n $row ]] || continue
     read -r sent total <<<"$row"
     local ms=$(($(pgs_now_ms) - t0))
@@ -1195,7 +1201,11 @@ resume_base_copy() {
     fail "$EX_UNAVAILABLE" "pg_backup_start() on the source failed: $(tr '\n' ' ' <"$said")"
   fi
   rec=$(mktemp /tmp/pgshift-synced.XXXXXX)
+  cmp_method=$( [[ $compress == none ]] && echo none || echo zstd) cmp_level=""
+  watch_copy "$rec" &
+  watch_pid=$!
   in_background sync_pipeline "$rec" || rc=$?
+  stop_watch
   if ((rc != 0)); then
     exec {backup_fd}>&- # the session ends: the source ends the backup
     wait "$psql_pid" 2>/dev/null || true

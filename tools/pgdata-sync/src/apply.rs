@@ -180,6 +180,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 };
                 gone.with_kind_context(ErrorKind::Io, io_err("remove", &p))?;
             }
+            Frame::Progress { stats } => {
+                let v: serde_json::Value = serde_json::from_str(&stats).map_err(|_| {
+                    shared::err(
+                        ErrorKind::DataErr,
+                        "the stream is garbled (a progress frame that is not JSON)",
+                    )
+                })?;
+                out.emit_as("sync_progress", &v)?;
+            }
             Frame::End { stats } => {
                 break serde_json::from_str(&stats).map_err(|_| {
                     shared::err(

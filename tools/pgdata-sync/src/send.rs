@@ -49,8 +49,12 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(rate)
 }
 
+/// How often the stream says how far it is (between files).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
 /// What was sent and what the target already had (the `End` frame, then `apply`'s record).
 #[derive(Debug, Default, Serialize, serde::Deserialize, Clone, PartialEq)]
+#[serde(default)]
 pub struct Counts {
     pub files: u64,
     pub files_unchanged: u64,
@@ -213,6 +217,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let mut buf = vec![0u8; BLOCK];
     let mut control = None;
+    let total: u64 = source.iter().map(|e| e.size).sum();
+    let mut said = Instant::now();
     for e in &source {
         if e.dir {
             wire::write(
@@ -234,6 +240,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 &mut buf,
                 &mut counts,
             )?;
+            if said.elapsed() >= PROGRESS_EVERY {
+                said = Instant::now();
+                let stats = serde_json::json!({
+                    "bytes_done": counts.bytes_sent + counts.bytes_reused,
+                    "bytes_total": total,
+                    "bytes_sent": counts.bytes_sent,
+                    "bytes_reused": counts.bytes_reused,
+                });
+                let frame = Frame::Progress {
+                    stats: stats.to_string(),
+                };
+                wire::write(&mut w, &frame).map_err(write_err)?;
+            }
         }
     }
     // The control file last, whole (8 kB), whatever the target has.

@@ -26,6 +26,8 @@ pub enum Frame {
     FileEnd { size: u64 },
     /// Remove this file or directory (it is not on the source).
     Remove { path: String },
+    /// How far the sender is (JSON: bytes_done, bytes_total, ...), now and then.
+    Progress { stats: String },
     /// The end: the sender's counts, as a JSON object.
     End { stats: String },
 }
@@ -60,6 +62,10 @@ pub fn write(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
         Frame::Remove { path } => {
             w.write_all(b"R")?;
             put_str(w, path.as_bytes())
+        }
+        Frame::Progress { stats } => {
+            w.write_all(b"P")?;
+            put_str(w, stats.as_bytes())
         }
         Frame::End { stats } => {
             w.write_all(b"E")?;
@@ -146,6 +152,7 @@ pub fn read(r: &mut impl Read) -> anyhow::Result<Frame> {
             },
             b'Z' => Frame::FileEnd { size: get_u64(r)? },
             b'R' => Frame::Remove { path: get_str(r)? },
+            b'P' => Frame::Progress { stats: get_str(r)? },
             b'E' => Frame::End { stats: get_str(r)? },
             other => return Err(garbled(&format!("an unknown frame {other:#04x}"))),
         })
@@ -181,6 +188,9 @@ mod tests {
             Frame::FileEnd { size: 131172 },
             Frame::Remove {
                 path: "base/5/2".into(),
+            },
+            Frame::Progress {
+                stats: r#"{"bytes_done":1}"#.into(),
             },
             Frame::End { stats: "{}".into() },
         ];

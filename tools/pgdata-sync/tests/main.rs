@@ -385,3 +385,34 @@ fn a_run_left_behind_stops_before_writing_over_a_newer_one() {
     let out = run(&["apply", path(&tgt)], &old_stream);
     assert_eq!(out.status.code(), Some(75), "{out:?}");
 }
+
+/// The sender's progress frames come out of apply as `sync_progress` records, before `synced`.
+#[test]
+fn progress_frames_become_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let tgt = dir.path().join("tgt");
+    fs::create_dir_all(&tgt).unwrap();
+    let sums = run(&["sums", path(&tgt)], b"");
+    let token = testkit::json_lines(&String::from_utf8_lossy(&sums.stdout))
+        .last()
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = Vec::new();
+    wire::write_header(&mut stream, &token).unwrap();
+    let stats = r#"{"bytes_done":5,"bytes_total":10,"bytes_sent":1,"bytes_reused":4}"#;
+    wire::write(
+        &mut stream,
+        &Frame::Progress {
+            stats: stats.into(),
+        },
+    )
+    .unwrap();
+    wire::write(&mut stream, &Frame::End { stats: "{}".into() }).unwrap();
+    let out = run(&["apply", path(&tgt)], &stream);
+    let recs = testkit::json_lines(&String::from_utf8_lossy(&out.stdout));
+    let kinds: Vec<&str> = recs.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["sync_progress", "synced", "summary"], "{out:?}");
+    assert_eq!(recs[0]["bytes_total"], 10);
+}
