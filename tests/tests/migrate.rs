@@ -224,6 +224,15 @@ fn exclusive_source_killed_during_base_copy_then_the_copy_resumes() {
     let plan = recs.iter().find(|r| r["type"] == "plan").expect("a plan");
     assert_eq!(plan["resume_partial_copy"], true, "{plan}");
     assert_eq!(plan["remove_partial_copy"], false, "{plan}");
+    let (code, recs, err) = hosts.migrate(&["--dry-run", "--fresh-copy"]);
+    assert_eq!(code, 0, "{err}");
+    let plan = recs.iter().find(|r| r["type"] == "plan").expect("a plan");
+    assert_eq!(plan["resume_partial_copy"], false, "{plan}");
+    assert_eq!(plan["remove_partial_copy"], true, "{plan}");
+    assert!(
+        b.join("PG_VERSION").exists(),
+        "a dry run removes nothing: {err}"
+    );
 
     let (code, recs, err) = hosts.migrate(&[]);
     let s = summary(&recs);
