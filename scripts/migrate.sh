@@ -84,9 +84,9 @@
 #                          the source (a sample of its largest files), and compress when that
 #                          is predicted at least 10 % faster; a `compression` record says what
 #                          was measured and chosen. The catch-up WAL streams uncompressed.
-#   --fresh-copy           a base copy cut short (a failure, a signal, this host dying) is
-#                          removed and made again from nothing. Default: the next run resumes
-#                          it: pgdata-sync (on both hosts, in --bin) sends only the 128 KiB
+#   --fresh-copy           a base copy an earlier run left cut short (a failure, a signal, this
+#                          host dying) is removed and made again from nothing. Default: this
+#                          run resumes it: pgdata-sync (on both hosts, in --bin) sends only the 128 KiB
 #                          blocks that differ from the partial copy, between pg_backup_start()
 #                          and pg_backup_stop() on the source (zstd unless --compress none;
 #                          --max-rate holds); a `copy_resumed` record says what was reused and
@@ -419,12 +419,13 @@ on_signal() {
   stopped_by=$1
   pgs_log "got $1: stopping at the next safe point"
   if [[ $state == switching ]]; then
-    [[ -n $bg_pid ]] && kill -s "${1#SIG}" "$bg_pid" 2>/dev/null
+    [[ -z $bg_pid ]] || kill -s "${1#SIG}" "$bg_pid" 2>/dev/null || true
     return 0
   fi
   if [[ -n $bg_pid ]]; then
-    kill -TERM -- "-$bg_pid" 2>/dev/null
-    wait "$bg_pid" 2>/dev/null
+    # (Both fail once the job has ended: not an error here, under set -e.)
+    kill -TERM -- "-$bg_pid" 2>/dev/null || true
+    wait "$bg_pid" 2>/dev/null || true
   fi
   fail "$EX_TEMPFAIL" "interrupted by $1 in phase $phase; run the same command again to go on"
 }
@@ -467,6 +468,22 @@ remove_target() {
   drop_slot
 }
 
+# stop_left_copy: a copy cut by this host's death may have left its pg_basebackup running on
+# the target (its own process group outlived this script's): its connections to the source go
+# (it stops; --no-clean keeps what it wrote), and it is waited for, before the partial copy is
+# resumed or removed.
+stop_left_copy() {
+  local i out
+  src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" >/dev/null 2>&1 || true
+  for ((i = 0; i < 100; i++)); do
+    out=$(src_psql -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" 2>/dev/null) || out=0
+    # shellcheck disable=SC2016  # expanded on the target
+    ((out == 0)) && ! on_tgt sh -c 'pgrep -f "pg_basebackup -D $1|-C $1\$" >/dev/null 2>&1' x "$TARGET_PGDATA" && return 0
+    sleep 0.1
+  done
+  fail "$EX_TEMPFAIL" "an earlier base copy into $TARGET_PGDATA still runs on the target (pg_basebackup): stop it, then run again"
+}
+
 # shellcheck disable=SC2317  # called by fail and on_exit
 recover() {
   if [[ $pooler_state == armed ]]; then
@@ -475,8 +492,8 @@ recover() {
   case $state in
     copying)
       # A partial base copy stays for the next run to resume (pgdata-sync), without its slot
-      # (which would hold the source's WAL meanwhile); with --fresh-copy or --cleanup it goes.
-      if ((fresh_target && (fresh_copy || cleanup))) || ! on_tgt test -e "$TARGET_PGDATA/PG_VERSION"; then
+      # (which would hold the source's WAL meanwhile); with --cleanup it goes.
+      if ((fresh_target && cleanup)) || ! on_tgt test -e "$TARGET_PGDATA/PG_VERSION"; then
         ((fresh_target)) && remove_target
       elif ((fresh_target)); then
         drop_slot
@@ -740,6 +757,7 @@ if [[ $resume == base_copy ]]; then
     if ((!fresh_copy)); then
       resume_copy=1
     elif ((!dry_run)); then
+      stop_left_copy
       remove_target
     fi
   fi
@@ -1172,16 +1190,7 @@ resume_base_copy() {
     on_tgt chmod 700 "$TARGET_PGDATA"
     return 1
   fi
-  # A copy cut by this host's death may have left its pg_basebackup running on the target:
-  # its connections go first (it stops; --no-clean keeps what it wrote).
-  src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" >/dev/null 2>&1 || true
-  for ((i = 0; i < 100; i++)); do
-    out=$(src_psql -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" 2>/dev/null) || out=0
-    # shellcheck disable=SC2016  # expanded on the target
-    ((out == 0)) && ! on_tgt sh -c 'pgrep -f "pg_basebackup -D $1|-C $1\$" >/dev/null 2>&1' x "$TARGET_PGDATA" && break
-    sleep 0.1
-  done
-  ((i < 100)) || fail "$EX_TEMPFAIL" "an earlier base copy into $TARGET_PGDATA still runs on the target (pg_basebackup): stop it, then run again"
+  stop_left_copy
   ensure_slot
   fifo=$(mktemp -u /tmp/pgshift-backup.XXXXXX) said=$(mktemp /tmp/pgshift-backup.XXXXXX)
   mkfifo -m 600 "$fifo"

@@ -208,7 +208,8 @@ fn exclusive_target_unreachable_during_the_promotion_never_two_primaries() {
 }
 
 /// The control host dies (SIGKILL of migrate.sh's whole process group) in the middle of the
-/// base copy, and again in the middle of its resumption: what it started runs on (the
+/// base copy; a run with --fresh-copy is stopped by SIGTERM in the middle of its new copy; the
+/// control host dies again in the middle of the resumption, and a SIGTERM stops the next: what it started runs on (the
 /// pg_basebackup, then the pgdata-sync pipeline, each in a process group of its own). The
 /// next run stops the first (its connections to the source end) and outruns the second (its
 /// sums take the copy over: the old apply stops before its next write); then the copy
@@ -238,10 +239,47 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
     assert!(b.join("PG_VERSION").exists(), "{err}");
     assert_eq!(hosts.primaries(), 1);
 
+    // --fresh-copy while that copy's pg_basebackup still runs: it is stopped, the partial copy
+    // removed, a new one begun; SIGTERM inside it stops the run (exit 75, the stream ended)
+    // and keeps what it copied.
+    let term_when_6mb = format!(
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
+        b.display()
+    );
+    let fresh = [
+        "--fresh-copy",
+        "--max-rate",
+        "8M",
+        "--compress",
+        "none",
+        "--hook",
+        &term_when_6mb,
+    ];
+    let (code, out, err) = hosts.migrate_raw(&fresh, &[]);
+    assert_eq!(code, 75, "stopped by SIGTERM\n{out}\n{err}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.contains(r#""stopped_by":"SIGTERM""#), "{last}");
+    assert!(last.contains(r#""failed_phase":"base_copy""#), "{last}");
+    assert!(
+        err.contains("removing the target's data directory"),
+        "{err}"
+    );
+    assert!(b.join("PG_VERSION").exists(), "{err}");
+    assert_eq!(hosts.primaries(), 1);
+
     // The resumption is killed as soon as its pipeline runs.
     let kill_in_pipeline = "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; kill -KILL 0) >/dev/null 2>&1 &";
-    let (code, out, err) =
-        hosts.migrate_raw(&["--max-rate", "8M", "--hook", kill_in_pipeline], &[]);
+    let (code, out, err) = hosts.migrate_raw(
+        &[
+            "--max-rate",
+            "8M",
+            "--compress",
+            "none",
+            "--hook",
+            kill_in_pipeline,
+        ],
+        &[],
+    );
     assert_eq!(code, -1, "killed\n{out}\n{err}");
     // Killed inside the resumption (its pipeline may have run on to its end): the copy is
     // never a cluster without its backup label.
@@ -252,6 +290,31 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
     );
     assert_eq!(hosts.primaries(), 1);
     assert_eq!(hosts.in_recovery('B'), None, "B must not be running");
+
+    // SIGTERM inside the resumption: it stops at once (exit 75, the stream ended), the copy
+    // stays partial and unsealed.
+    let term_in_pipeline = "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &";
+    let (code, out, err) = hosts.migrate_raw(
+        &[
+            "--max-rate",
+            "8M",
+            "--compress",
+            "none",
+            "--hook",
+            term_in_pipeline,
+        ],
+        &[],
+    );
+    assert_eq!(code, 75, "stopped by SIGTERM\n{out}\n{err}");
+    let last = out.lines().last().unwrap_or("");
+    assert!(last.contains(r#""stopped_by":"SIGTERM""#), "{last}");
+    assert!(last.contains(r#""failed_phase":"base_copy""#), "{last}");
+    assert!(b.join("PG_VERSION").exists(), "{err}");
+    assert!(
+        !b.join("global/pg_control").exists() || b.join("backup_label").exists(),
+        "a control file without the backup label"
+    );
+    assert_eq!(hosts.primaries(), 1);
 
     let (code, recs, err) = hosts.migrate(&[]);
     let s = summary(&recs);
