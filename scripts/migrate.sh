@@ -86,9 +86,10 @@
 #                          was measured and chosen. The catch-up WAL streams uncompressed.
 #   --fresh-copy           a base copy an earlier run left cut short (a failure, a signal, this
 #                          host dying) is removed and made again from nothing. Default: this
-#                          run resumes it: pgdata-sync (on both hosts, in --bin) sends only the 128 KiB
-#                          blocks that differ from the partial copy, between pg_backup_start()
-#                          and pg_backup_stop() on the source (zstd unless --compress none;
+#                          run resumes it: pgdata-sync (on both hosts, in --bin) sends only the
+#                          8 KiB pages that differ from the partial copy, between
+#                          pg_backup_start() and pg_backup_stop() on the source (zstd unless
+#                          --compress none;
 #                          --max-rate holds); a `copy_resumed` record says what was reused and
 #                          sent (not with tablespaces: then it starts again)
 #   --converge-window S    give up waiting (exit 75) when the replay lag has not shrunk for S
@@ -468,10 +469,11 @@ remove_target() {
   drop_slot
 }
 
-# stop_left_copy: a copy cut by this host's death may have left its pg_basebackup running on
-# the target (its own process group outlived this script's): its connections to the source go
-# (it stops; --no-clean keeps what it wrote), and it is waited for, before the partial copy is
-# resumed or removed.
+# stop_left_copy: a copy cut short may have left its pg_basebackup running on the target (its
+# own process group outlived this script's, or ssh did not pass the signal on): its
+# connections to the source go (it stops; --no-clean keeps what it wrote), and it is waited
+# for (10 s at most: then 1), before the partial copy is resumed or removed, and when a run
+# ends during its copy.
 stop_left_copy() {
   local i out
   src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'pgshift_target'" >/dev/null 2>&1 || true
@@ -481,6 +483,9 @@ stop_left_copy() {
     ((out == 0)) && ! on_tgt sh -c 'pgrep -f "pg_basebackup -D $1|-C $1\$" >/dev/null 2>&1' x "$TARGET_PGDATA" && return 0
     sleep 0.1
   done
+  return 1
+}
+left_copy_running() {
   fail "$EX_TEMPFAIL" "an earlier base copy into $TARGET_PGDATA still runs on the target (pg_basebackup): stop it, then run again"
 }
 
@@ -493,6 +498,7 @@ recover() {
     copying)
       # A partial base copy stays for the next run to resume (pgdata-sync), without its slot
       # (which would hold the source's WAL meanwhile); with --cleanup it goes.
+      stop_left_copy || pgs_log "the base copy may still run on the target: the next run stops it"
       if ((fresh_target && cleanup)) || ! on_tgt test -e "$TARGET_PGDATA/PG_VERSION"; then
         ((fresh_target)) && remove_target
       elif ((fresh_target)); then
@@ -757,7 +763,7 @@ if [[ $resume == base_copy ]]; then
     if ((!fresh_copy)); then
       resume_copy=1
     elif ((!dry_run)); then
-      stop_left_copy
+      stop_left_copy || left_copy_running
       remove_target
     fi
   fi
@@ -1190,7 +1196,7 @@ resume_base_copy() {
     on_tgt chmod 700 "$TARGET_PGDATA"
     return 1
   fi
-  stop_left_copy
+  stop_left_copy || left_copy_running
   ensure_slot
   fifo=$(mktemp -u /tmp/pgshift-backup.XXXXXX) said=$(mktemp /tmp/pgshift-backup.XXXXXX)
   mkfifo -m 600 "$fifo"

@@ -6,7 +6,7 @@
 //! `pg_backup_stop()` on the source (the caller's job, as with rsync):
 //!
 //! ```text
-//! pgdata-sync sums DIR      (on the target: a hash of every 128 KiB block, JSON lines)
+//! pgdata-sync sums DIR      (on the target: a hash of every 8 KiB page, JSON lines)
 //!   | pgdata-sync send DIR  (on the source: the blocks whose hash differs, removals, zstd)
 //!   | pgdata-sync apply DIR (on the target: written, fsynced; a `synced` record)
 //! pgdata-sync seal DIR < label   (after pg_backup_stop(): backup_label, then pg_control)

@@ -108,23 +108,29 @@ impl<R: io::Read> io::Read for Counted<R> {
 type Target = HashMap<String, Option<(u64, Vec<[u8; 16]>)>>;
 
 /// Read the target's sums; its stream must end with a successful summary.
-fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String)> {
+fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String, usize)> {
     let mut counted = Counted { inner: input, n: 0 };
     let mut target = Target::new();
     let mut ended = None;
+    let mut block: Option<u32> = None;
     for rec in shared::jsonl::records(BufReader::new(&mut counted)) {
         let rec = rec?;
         match rec.kind.as_str() {
             "file_sums" => {
                 let f: FileSums = rec.parse()?;
-                if f.block_size as usize != BLOCK {
+                if f.block_size < 8192
+                    || !f.block_size.is_multiple_of(8192)
+                    || f.block_size > 1 << 20
+                {
                     return Err(shared::err(
                         ErrorKind::DataErr,
-                        format!(
-                            "the target's sums use {}-byte blocks, this sender {BLOCK}: use the \
-                             same pgdata-sync on both hosts",
-                            f.block_size
-                        ),
+                        format!("line {}: a block size of {} bytes", rec.line, f.block_size),
+                    ));
+                }
+                if *block.get_or_insert(f.block_size) != f.block_size {
+                    return Err(shared::err(
+                        ErrorKind::DataErr,
+                        format!("line {}: the sums mix block sizes", rec.line),
                     ));
                 }
                 let raw = hex::decode(&f.sums).map_err(|_| {
@@ -172,14 +178,19 @@ fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String)> {
              cut off: see its message)",
         ));
     };
-    Ok((target, counted.n, token))
+    Ok((
+        target,
+        counted.n,
+        token,
+        block.map_or(BLOCK, |b| b as usize),
+    ))
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     // stdout carries the binary stream: no records there, not even after an error.
     shared::Output::discard();
     let source = tree::walk(&args.dir)?;
-    let (target, sums_bytes, token) = read_target(io::stdin().lock())?;
+    let (target, sums_bytes, token, block) = read_target(io::stdin().lock())?;
     let mut counts = Counts {
         sums_bytes,
         ..Counts::default()
@@ -215,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         wire::write(&mut w, &Frame::Remove { path: path.clone() }).map_err(write_err)?;
         counts.removed += 1;
     }
-    let mut buf = vec![0u8; BLOCK];
+    let mut buf = vec![0u8; block];
     let mut control = None;
     let total: u64 = source.iter().map(|e| e.size).sum();
     let mut said = Instant::now();
@@ -316,7 +327,7 @@ fn send_file(
             break;
         }
         let block = &buf[..n];
-        let index = (offset / BLOCK as u64) as usize;
+        let index = (offset / buf.len() as u64) as usize;
         let same = have
             .and_then(|(_, sums)| sums.get(index))
             .is_some_and(|h| *h == crate::block_hash(block));
@@ -335,7 +346,7 @@ fn send_file(
             sent_here += n as u64;
         }
         offset += n as u64;
-        if n < BLOCK {
+        if n < buf.len() {
             break;
         }
     }

@@ -13,8 +13,8 @@ use std::path::Path;
 use anyhow::Context;
 use shared::{ErrorKind, ResultExt};
 
-/// The unit of comparison: a block that differs is sent whole.
-pub const BLOCK: usize = 128 * 1024;
+/// The unit of comparison by default (a PostgreSQL page): a block that differs is sent whole.
+pub const BLOCK: usize = 8 * 1024;
 
 /// Directories kept, their contents not (basebackup.c's excludeDirContents, and pg_wal).
 pub const EMPTIED_DIRS: &[&str] = &[

@@ -416,3 +416,30 @@ fn progress_frames_become_records() {
     assert_eq!(kinds, ["sync_progress", "synced", "summary"], "{out:?}");
     assert_eq!(recs[0]["bytes_total"], 10);
 }
+
+/// With 32k blocks, one changed byte costs 32k (8k by default: a page); the sender takes the
+/// block size from the sums. A size that is not a multiple of a page is a usage error.
+#[test]
+fn the_block_size_is_the_sums_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, tgt) = (dir.path().join("src"), dir.path().join("tgt"));
+    source(&src);
+    fs::create_dir_all(&tgt).unwrap();
+    synced(&sync(&src, &tgt, &[]));
+    let mut big = fs::read(tgt.join("base/5/16384")).unwrap();
+    big[BLOCK + 10] ^= 0xff;
+    fs::write(tgt.join("base/5/16384"), &big).unwrap();
+    let sums = run(&["sums", path(&tgt), "--block-size", "32k"], b"");
+    assert_eq!(sums.status.code(), Some(0), "{sums:?}");
+    let stream = run(&["send", path(&src)], &sums.stdout);
+    let rec = synced(&run(&["apply", path(&tgt)], &stream.stdout));
+    seal(&tgt);
+    // The changed 32k block (all of this 3-page file) and the control file; with the default
+    // 8k blocks it would have been one page.
+    assert_eq!(rec["bytes_sent"], (3 * BLOCK + 7 + 8192) as u64, "{rec}");
+    assert_eq!(tree(&src), tree(&tgt));
+    for bad in ["4k", "100000", "2M", "x"] {
+        let out = run(&["sums", path(&tgt), "--block-size", bad], b"");
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
+}
