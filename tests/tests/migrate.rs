@@ -364,7 +364,8 @@ fn exclusive_reverse_rewinds_an_old_source_that_forked() {
 #[test]
 fn exclusive_migrate_over_ssh_both_directions() {
     // Every command on either host goes through ssh as the postgres user, as with two real
-    // hosts; only the sshd and the clusters happen to share this machine.
+    // hosts; only the sshd and the clusters happen to share this machine. The first copy is
+    // cut by SIGTERM and resumed over ssh.
     let sshd = match testkit::Sshd::start(&["postgres"]) {
         Ok(s) => s,
         Err(why) => testkit::skip!("cannot start an sshd for the test: {why}"),
@@ -380,6 +381,36 @@ fn exclusive_migrate_over_ssh_both_directions() {
         spec.as_str(),
     ];
 
+    // A run stopped by SIGTERM in the middle of its copy: ssh does not pass the signal on, so
+    // the run itself ends the pg_basebackup it started on the target before it exits.
+    let b = hosts.pgdata('B');
+    let term_when_6mb = format!(
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
+        b.display()
+    );
+    let mut cut = over_ssh.to_vec();
+    cut.extend([
+        "--max-rate",
+        "8M",
+        "--compress",
+        "none",
+        "--hook",
+        &term_when_6mb,
+    ]);
+    let (code, recs, err) = hosts.migrate_env(&cut, &env);
+    assert_eq!(code, 75, "{}\n{err}", summary(&recs));
+    let copying = std::process::Command::new("pgrep")
+        .args(["-f", &format!("pg_basebackup -D {}", b.display())])
+        .output()
+        .unwrap();
+    assert!(
+        !copying.status.success(),
+        "the copy still runs on the target after the run ended: {}",
+        String::from_utf8_lossy(&copying.stdout)
+    );
+    assert!(b.join("PG_VERSION").exists(), "{err}");
+
+    // The same command then resumes that copy over ssh.
     let (code, fwd, err) = hosts.migrate_env(&over_ssh, &env);
     assert_eq!(
         code,
@@ -389,6 +420,11 @@ fn exclusive_migrate_over_ssh_both_directions() {
         sshd.log()
     );
     assert_eq!(summary(&fwd)["verdict"], "equal");
+    let resumed = fwd
+        .iter()
+        .find(|r| r["type"] == "copy_resumed")
+        .unwrap_or_else(|| panic!("the copy was not resumed: {err}"));
+    assert!(resumed["bytes_reused"].as_u64().unwrap() > 0, "{resumed}");
     switchover(&fwd);
     assert_eq!(hosts.in_recovery('B'), Some(false));
     assert_eq!(hosts.in_recovery('A'), Some(true));
