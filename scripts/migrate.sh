@@ -1187,6 +1187,7 @@ sync_pipeline() {
 # Sets bytes_copied and wire_bytes.
 resume_base_copy() {
   local conninfo=$1 spaces fifo said out label rec rc=0 i
+  stop_left_copy || left_copy_running
   spaces=$(src_psql -c "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')") || spaces=0
   if ((spaces > 0)) || ! on_src test -x "$bin/pgdata-sync" || ! on_tgt test -x "$bin/pgdata-sync"; then
     pgs_log "the partial copy cannot be resumed ($( ((spaces > 0)) && echo "the source has tablespaces" || echo "no $bin/pgdata-sync on both hosts")): it is removed and the copy starts again"
@@ -1196,7 +1197,6 @@ resume_base_copy() {
     on_tgt chmod 700 "$TARGET_PGDATA"
     return 1
   fi
-  stop_left_copy || left_copy_running
   ensure_slot
   fifo=$(mktemp -u /tmp/pgshift-backup.XXXXXX) said=$(mktemp /tmp/pgshift-backup.XXXXXX)
   mkfifo -m 600 "$fifo"
@@ -1213,7 +1213,9 @@ resume_base_copy() {
   done
   if ! grep -q '^started|' "$said"; then
     exec {backup_fd}>&-
-    fail "$EX_UNAVAILABLE" "pg_backup_start() on the source failed: $(tr '\n' ' ' <"$said")"
+    out=$(tr '\n' ' ' <"$said")
+    rm -f "$said"
+    fail "$EX_UNAVAILABLE" "pg_backup_start() on the source failed: $out"
   fi
   rec=$(mktemp /tmp/pgshift-synced.XXXXXX)
   cmp_method=$( [[ $compress == none ]] && echo none || echo zstd) cmp_level=""
@@ -1232,13 +1234,15 @@ resume_base_copy() {
   exec {backup_fd}>&-
   wait "$psql_pid" || true
   label=$(sed -n 's/^label|//p' "$said")
-  [[ -n $label ]] || fail "$EX_UNAVAILABLE" "pg_backup_stop() on the source failed: $(tr '\n' ' ' <"$said")"
+  out=$(tr '\n' ' ' <"$said")
+  rm -f "$said"
+  [[ -n $label ]] || { rm -f "$rec"; fail "$EX_UNAVAILABLE" "pg_backup_stop() on the source failed: $out"; }
   # The label first, then the control file: never a cluster without its label.
   out=$(printf '%b' "$label" | on_tgt "$bin/pgdata-sync" seal "$TARGET_PGDATA" 2>&1) ||
     fail "$EX_IOERR" "cannot seal the resumed copy in $TARGET_PGDATA: ${out//$'\n'/ }"
   standby_settings "$conninfo"
   out=$(jq -c 'select(.type == "synced")' "$rec")
-  rm -f "$said" "$rec"
+  rm -f "$rec"
   [[ -n $out ]] || fail "$EX_SOFTWARE" "pgdata-sync apply wrote no synced record"
   bytes_copied=$(jq -r .bytes_total <<<"$out")
   wire_bytes=$(jq -r '.wire_bytes + .sums_bytes' <<<"$out")

@@ -255,6 +255,60 @@ fn exclusive_source_killed_during_base_copy_then_the_copy_resumes() {
     load.stop_and_verify();
 }
 
+/// A partial copy that cannot be resumed (here: no pgdata-sync where --bin points) is removed
+/// and made again, with a `note` saying so; the run still ends equal.
+#[test]
+fn exclusive_a_copy_that_cannot_be_resumed_starts_again() {
+    let hosts = Hosts::create(&[]);
+    let b = hosts.pgdata('B');
+    let term_when_6mb = format!(
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
+        b.display()
+    );
+    let (code, recs, err) = hosts.migrate(&[
+        "--max-rate",
+        "8M",
+        "--compress",
+        "none",
+        "--hook",
+        &term_when_6mb,
+    ]);
+    assert_eq!(code, 75, "{}\n{err}", summary(&recs));
+    assert!(b.join("PG_VERSION").exists(), "{err}");
+    // Every tool but pgdata-sync.
+    let bins = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(bin_dir()).unwrap().flatten() {
+        let name = e.file_name();
+        let path = e.path();
+        let tool = path.is_file()
+            && name != "pgdata-sync"
+            && path.extension().is_none()
+            && std::fs::metadata(&path).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o111 != 0
+            });
+        if tool {
+            std::os::unix::fs::symlink(&path, bins.path().join(&name)).unwrap();
+        }
+    }
+    std::fs::set_permissions(
+        bins.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, recs, err) = hosts.migrate(&["--bin", bins.path().to_str().unwrap()]);
+    let s = summary(&recs);
+    assert_eq!(code, 0, "{s}\n{err}");
+    assert_eq!(s["verdict"], "equal", "{s}");
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "note" && r["code"] == "copy_not_resumed"),
+        "no copy_not_resumed note: {err}"
+    );
+    assert!(!recs.iter().any(|r| r["type"] == "copy_resumed"));
+    assert!(err.contains("cannot be resumed"), "{err}");
+}
+
 #[test]
 fn exclusive_target_stopped_before_promote_restarts_the_source() {
     let hosts = Hosts::create(&[]);
