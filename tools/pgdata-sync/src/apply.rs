@@ -35,20 +35,6 @@ impl shared::Record for Synced {
     const TYPE: &'static str = "synced";
 }
 
-/// A reader that counts the bytes it passes on (the stream as it came over the wire).
-struct Counted<R> {
-    inner: R,
-    n: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n.set(self.n.get() + k as u64);
-        Ok(k)
-    }
-}
-
 /// `path` below `root`, if it is a plain relative path (no `..`, not absolute).
 fn inside(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
     let rel = Path::new(path);
@@ -76,11 +62,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         ));
     }
     crate::not_running(&root, "a copy into it")?;
-    let wire_bytes = std::rc::Rc::new(std::cell::Cell::new(0));
-    let counted = Counted {
-        inner: io::stdin().lock(),
-        n: wire_bytes.clone(),
-    };
+    // The stream as it came over the wire.
+    let (counted, wire_bytes) = crate::Counted::new(io::stdin().lock());
     let mut r = BufReader::with_capacity(1 << 20, decoded(counted)?);
     let token = wire::read_header(&mut r)?;
     // Every write happens under the directory's lock while this stream's sums still own the

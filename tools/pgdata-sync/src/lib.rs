@@ -87,6 +87,35 @@ pub fn block_hash(data: &[u8]) -> [u8; 16] {
     out
 }
 
+/// A reader that counts the bytes it passes on, in a counter its owner keeps (the reader may
+/// be buried in a decoder).
+pub struct Counted<R> {
+    inner: R,
+    n: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R> Counted<R> {
+    /// `inner`, counted; the counter to read the total from.
+    pub fn new(inner: R) -> (Self, std::rc::Rc<std::cell::Cell<u64>>) {
+        let n = std::rc::Rc::new(std::cell::Cell::new(0));
+        (
+            Counted {
+                inner,
+                n: n.clone(),
+            },
+            n,
+        )
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.set(self.n.get() + k as u64);
+        Ok(k)
+    }
+}
+
 /// Read up to `buf.len()` bytes: fewer only at the end of the file.
 pub fn read_block(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;

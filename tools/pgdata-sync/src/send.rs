@@ -31,18 +31,15 @@ pub struct Args {
 
 /// pg_basebackup's --max-rate: a number of kB/s, or with `k` or `M`; 32 kB/s to 1024 MB/s.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let (num, unit) = match s.strip_suffix(['k', 'K']) {
-        Some(n) => (n, 1024u64),
-        None => match s.strip_suffix('M') {
-            Some(n) => (n, 1024 * 1024),
-            None => (s, 1024),
-        },
+    let s = s.trim();
+    let rate = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s:?} is out of range: 32k to 1024M"))?
+            .saturating_mul(1024)
+    } else {
+        shared::cli::parse_size(s)
+            .map_err(|_| format!("{s:?} is not a rate (e.g. 500k, 50M; a bare number is kB/s)"))?
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate (e.g. 500k, 50M; a bare number is kB/s)"))?;
-    let rate = n * unit;
     if !(32 * 1024..=1024 * 1024 * 1024).contains(&rate) {
         return Err(format!("{s:?} is out of range: 32k to 1024M"));
     }
@@ -90,18 +87,12 @@ impl<W: Write> Write for Paced<W> {
     }
 }
 
-/// A reader that counts the bytes it passes on.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: io::Read> io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
+/// A failed write of the stream: apply stopped, most likely.
+fn write_err(e: io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context(shared::exit::Error::new(
+        ErrorKind::Io,
+        "cannot write the stream (did apply stop? see its message)",
+    ))
 }
 
 /// The target's files (size and block hashes) and directories (`None`), by path.
@@ -109,11 +100,11 @@ type Target = HashMap<String, Option<(u64, Vec<[u8; 16]>)>>;
 
 /// Read the target's sums; its stream must end with a successful summary.
 fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String, usize)> {
-    let mut counted = Counted { inner: input, n: 0 };
+    let (counted, sums_bytes) = crate::Counted::new(input);
     let mut target = Target::new();
     let mut ended = None;
     let mut block: Option<u32> = None;
-    for rec in shared::jsonl::records(BufReader::new(&mut counted)) {
+    for rec in shared::jsonl::records(BufReader::new(counted)) {
         let rec = rec?;
         match rec.kind.as_str() {
             "file_sums" => {
@@ -180,7 +171,7 @@ fn read_target(input: impl io::Read) -> anyhow::Result<(Target, u64, String, usi
     };
     Ok((
         target,
-        counted.n,
+        sums_bytes.get(),
         token,
         block.map_or(BLOCK, |b| b as usize),
     ))
@@ -205,12 +196,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Box::new(paced)
     } else {
         Box::new(zstd::Encoder::new(paced, args.level)?.auto_finish())
-    };
-    let write_err = |e: io::Error| {
-        anyhow::Error::new(e).context(shared::exit::Error::new(
-            ErrorKind::Io,
-            "cannot write the stream (did apply stop? see its message)",
-        ))
     };
     wire::write_header(&mut w, &token).map_err(write_err)?;
 
@@ -288,12 +273,6 @@ fn send_file(
     counts: &mut Counts,
 ) -> anyhow::Result<()> {
     let p = root.join(&e.path);
-    let write_err = |e: io::Error| {
-        anyhow::Error::new(e).context(shared::exit::Error::new(
-            ErrorKind::Io,
-            "cannot write the stream (did apply stop? see its message)",
-        ))
-    };
     let mut f = match File::open(&p) {
         Ok(f) => f,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {

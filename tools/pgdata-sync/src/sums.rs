@@ -21,23 +21,13 @@ pub struct Args {
     block_size: usize,
 }
 
-/// A block size: bytes, or with `k`/`M`; a multiple of 8192 from 8k to 1M.
+/// A block size ([`shared::cli::parse_size`]): a multiple of 8192 from 8k to 1M.
 fn parse_block_size(s: &str) -> Result<usize, String> {
-    let (num, unit) = match s.strip_suffix(['k', 'K']) {
-        Some(n) => (n, 1024),
-        None => match s.strip_suffix('M') {
-            Some(n) => (n, 1024 * 1024),
-            None => (s, 1),
-        },
-    };
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8k, 128k)"))?;
-    let size = n * unit;
+    let size = shared::cli::parse_size(s)?;
     if !size.is_multiple_of(8192) || !(8192..=1024 * 1024).contains(&size) {
         return Err(format!("{s:?}: a multiple of 8k from 8k to 1M"));
     }
-    Ok(size)
+    Ok(size as usize)
 }
 
 /// A file of the copy: its size and the hash of each block, hex, one after the other.
