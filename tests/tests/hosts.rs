@@ -347,6 +347,23 @@ impl Drop for Load {
     }
 }
 
+/// A `before_base_copy` hook that runs `action` (a shell command; `$PGSHIFT_MIGRATE_PID` is
+/// the run's) once `dir` holds 6 MB: the copy is then well under way (30 s at most).
+pub fn once_copied_6mb(dir: &std::path::Path, action: &str) -> String {
+    format!(
+        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; {action}) >/dev/null 2>&1 &",
+        dir.display()
+    )
+}
+
+/// A `before_base_copy` hook that runs `action` once a resumed copy's pipeline runs
+/// (`pgdata-sync apply`; 30 s at most).
+pub fn once_resuming(action: &str) -> String {
+    format!(
+        "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; {action}) >/dev/null 2>&1 &"
+    )
+}
+
 pub fn summary(recs: &[Value]) -> &Value {
     let s = recs.last().expect("records");
     assert_eq!(

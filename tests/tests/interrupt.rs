@@ -220,10 +220,7 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
     let hosts = Hosts::create(&[]);
     let load = Load::start(&hosts);
     let b = hosts.pgdata('B');
-    let kill_when_6mb = format!(
-        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -KILL 0) >/dev/null 2>&1 &",
-        b.display()
-    );
+    let kill_when_6mb = once_copied_6mb(&b, "kill -KILL 0");
     let (code, out, err) = hosts.migrate_raw(
         &[
             "--max-rate",
@@ -242,10 +239,7 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
     // --fresh-copy while that copy's pg_basebackup still runs: it is stopped, the partial copy
     // removed, a new one begun; SIGTERM inside it stops the run (exit 75, the stream ended)
     // and keeps what it copied.
-    let term_when_6mb = format!(
-        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
-        b.display()
-    );
+    let term_when_6mb = once_copied_6mb(&b, "kill -TERM $PGSHIFT_MIGRATE_PID");
     let fresh = [
         "--fresh-copy",
         "--max-rate",
@@ -268,7 +262,7 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
     assert_eq!(hosts.primaries(), 1);
 
     // The resumption is killed as soon as its pipeline runs.
-    let kill_in_pipeline = "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; kill -KILL 0) >/dev/null 2>&1 &";
+    let kill_in_pipeline = &once_resuming("kill -KILL 0");
     let (code, out, err) = hosts.migrate_raw(
         &[
             "--max-rate",
@@ -293,7 +287,7 @@ fn exclusive_control_host_dies_during_the_copy_and_during_its_resumption() {
 
     // SIGTERM inside the resumption: it stops at once (exit 75, the stream ended), the copy
     // stays partial and unsealed.
-    let term_in_pipeline = "before_base_copy=(for i in $(seq 600); do pgrep -f 'pgdata-sync apply' >/dev/null && break; sleep 0.05; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &";
+    let term_in_pipeline = &once_resuming("kill -TERM $PGSHIFT_MIGRATE_PID");
     let (code, out, err) = hosts.migrate_raw(
         &[
             "--max-rate",

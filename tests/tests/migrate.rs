@@ -172,10 +172,9 @@ fn exclusive_source_killed_during_base_copy_then_the_copy_resumes() {
     let load = Load::start(&hosts);
     let pid_file = hosts.pgdata('A').join("postmaster.pid");
     // The copy is throttled so the kill lands in the middle of it: once 6 MB have arrived.
-    let hook = format!(
-        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {b} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -9 $(head -n 1 {pid})) >/dev/null 2>&1 &",
-        b = hosts.pgdata('B').display(),
-        pid = pid_file.display()
+    let hook = once_copied_6mb(
+        &hosts.pgdata('B'),
+        &format!("kill -9 $(head -n 1 {})", pid_file.display()),
     );
     let (code, recs, err) =
         hosts.migrate(&["--max-rate", "8M", "--compress", "none", "--hook", &hook]);
@@ -261,10 +260,7 @@ fn exclusive_source_killed_during_base_copy_then_the_copy_resumes() {
 fn exclusive_a_copy_that_cannot_be_resumed_starts_again() {
     let hosts = Hosts::create(&[]);
     let b = hosts.pgdata('B');
-    let term_when_6mb = format!(
-        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
-        b.display()
-    );
+    let term_when_6mb = once_copied_6mb(&b, "kill -TERM $PGSHIFT_MIGRATE_PID");
     let (code, recs, err) = hosts.migrate(&[
         "--max-rate",
         "8M",
@@ -438,10 +434,7 @@ fn exclusive_migrate_over_ssh_both_directions() {
     // A run stopped by SIGTERM in the middle of its copy: ssh does not pass the signal on, so
     // the run itself ends the pg_basebackup it started on the target before it exits.
     let b = hosts.pgdata('B');
-    let term_when_6mb = format!(
-        "before_base_copy=(for i in $(seq 300); do [ \"$(du -sm {} 2>/dev/null | cut -f1)\" -ge 6 ] 2>/dev/null && break; sleep 0.1; done; kill -TERM $PGSHIFT_MIGRATE_PID) >/dev/null 2>&1 &",
-        b.display()
-    );
+    let term_when_6mb = once_copied_6mb(&b, "kill -TERM $PGSHIFT_MIGRATE_PID");
     let mut cut = over_ssh.to_vec();
     cut.extend([
         "--max-rate",

@@ -73,6 +73,15 @@ fn seal(target: &Path) {
     assert_eq!(fs::read(target.join("backup_label")).unwrap(), LABEL);
 }
 
+/// The start of a hand-made stream that answers these sums (their token).
+fn stream_for(sums: &Output) -> Vec<u8> {
+    let recs = testkit::json_lines(&String::from_utf8_lossy(&sums.stdout));
+    let token = recs.last().unwrap()["token"].as_str().unwrap().to_owned();
+    let mut stream = Vec::new();
+    wire::write_header(&mut stream, &token).unwrap();
+    stream
+}
+
 fn synced(out: &Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let recs = testkit::json_lines(&String::from_utf8_lossy(&out.stdout));
@@ -329,14 +338,7 @@ fn what_it_must_not_touch_it_refuses_with_the_fix() {
     let out = run(&["apply", path(&tgt)], b"not a stream at all");
     assert_eq!(out.status.code(), Some(65), "{out:?}");
     let sums = run(&["sums", path(&tgt)], b"");
-    let token = testkit::json_lines(&String::from_utf8_lossy(&sums.stdout))
-        .last()
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut evil = Vec::new();
-    wire::write_header(&mut evil, &token).unwrap();
+    let mut evil = stream_for(&sums);
     wire::write(
         &mut evil,
         &Frame::File {
@@ -393,14 +395,7 @@ fn progress_frames_become_records() {
     let tgt = dir.path().join("tgt");
     fs::create_dir_all(&tgt).unwrap();
     let sums = run(&["sums", path(&tgt)], b"");
-    let token = testkit::json_lines(&String::from_utf8_lossy(&sums.stdout))
-        .last()
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut stream = Vec::new();
-    wire::write_header(&mut stream, &token).unwrap();
+    let mut stream = stream_for(&sums);
     let stats = r#"{"bytes_done":5,"bytes_total":10,"bytes_sent":1,"bytes_reused":4}"#;
     wire::write(
         &mut stream,
