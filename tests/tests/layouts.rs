@@ -161,16 +161,44 @@ fn migrate_over_ssh(hosts: &Hosts, ssh: &Ssh, extra: &[&str]) -> (i32, Vec<Value
     hosts.migrate_env(&args, &[("PGS_SSH_OPTS", ssh.opts.as_str())])
 }
 
+/// The last lines of each server log a failed run names ("see /var/log/postgresql/….log"):
+/// the test's clean-up removes them, so a failure must carry them.
+fn logs_named_in(err: &str) -> String {
+    let mut out = String::new();
+    for word in err.split_whitespace() {
+        let path = word.trim_end_matches([';', ',', ')', '.']);
+        if path.starts_with('/') && path.ends_with(".log") {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            out.push_str(&format!("\n--- {path} (last 30 lines) ---\n{tail}"));
+        }
+    }
+    out
+}
+
 /// Forward and back under load; returns stdout and stderr of both runs for the secret check.
 fn both_ways(hosts: &Hosts, ssh: &Ssh) -> String {
     let load = Load::start(hosts);
     let (code, fwd, err_fwd) = migrate_over_ssh(hosts, ssh, &[]);
-    assert_eq!(code, 0, "forward: {}\n{err_fwd}", summary(&fwd));
+    assert_eq!(
+        code,
+        0,
+        "forward: {}\n{err_fwd}{}",
+        summary(&fwd),
+        logs_named_in(&err_fwd)
+    );
     assert_eq!(summary(&fwd)["verdict"], "equal", "{}", summary(&fwd));
     assert_eq!(hosts.in_recovery('B'), Some(false), "B is the primary");
     assert_eq!(hosts.in_recovery('A'), Some(true), "A follows B");
     let (code, back, err_back) = migrate_over_ssh(hosts, ssh, &["--reverse", "--databases", "app"]);
-    assert_eq!(code, 0, "reverse: {}\n{err_back}", summary(&back));
+    assert_eq!(
+        code,
+        0,
+        "reverse: {}\n{err_back}{}",
+        summary(&back),
+        logs_named_in(&err_back)
+    );
     assert_eq!(summary(&back)["verdict"], "equal", "{}", summary(&back));
     assert_eq!(summary(&back)["bytes_copied"], 0, "reverse copies nothing");
     assert_eq!(
