@@ -13,7 +13,7 @@
 //! and an origin whose chosen window was not observed is skipped for that strategy.
 //!
 //! `auto` is evaluated honestly, nested: at each origin it applies its rule ([`choose`]) to
-//! the candidates' regrets at the origins whose horizon had already ended. The [`Guard`]'s
+//! the candidates' regrets at the origins whose horizon had already ended ([`finished`]). The [`Guard`]'s
 //! verdict on each strategy's window is recorded (`admitted`, when [`Config::guard`] asks for
 //! it: `evaluate --detail` prints it) but no longer used by `auto`.
 
@@ -33,6 +33,8 @@ pub struct Config {
     pub every: usize,
     /// History required before the first origin.
     pub min_train: usize,
+    /// Grid points in a week (how `auto` groups origins).
+    pub week: usize,
     /// Seed for the random baseline and the forest.
     pub seed: u64,
     /// Only the last this many origins (`recommend --model auto`; `None`: all).
@@ -143,8 +145,56 @@ impl Actual {
 
 /// Run the backtest of `names` over the whole series in `data` (`values` are the actuals).
 pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Vec<Track> {
+    run_at(values, data, names, cfg, &origins(values.len(), cfg))
+}
+
+/// [`run`] split over the machine's CPUs (up to 4), a contiguous share of the origins each,
+/// with the same result. Only for strategies whose plan at an origin does not depend on the
+/// origins planned before it (not the forest, which reuses its fit).
+pub fn run_parallel(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Vec<Track> {
+    let all = origins(values.len(), cfg);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    if threads == 1 || all.len() < 2 * threads {
+        return run_at(values, data, names, cfg, &all);
+    }
+    let (series, cal, params) = (data.values(), data.cal, data.params);
+    let parts: Vec<Vec<Track>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = all
+            .chunks(all.len().div_ceil(threads))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let data = Data::new(series, cal, params);
+                    run_at(values, &data, names, cfg, chunk)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a backtest thread panicked"))
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut tracks = parts.next().unwrap_or_default();
+    for part in parts {
+        for (t, p) in tracks.iter_mut().zip(part) {
+            t.outcomes.extend(p.outcomes);
+            t.admitted.extend(p.admitted);
+        }
+    }
+    tracks
+}
+
+/// [`run`] at the given origins only.
+fn run_at(
+    values: &[f64],
+    data: &Data,
+    names: &[ModelName],
+    cfg: &Config,
+    origins: &[usize],
+) -> Vec<Track> {
     let actual = Actual::new(values);
-    let origins = origins(values.len(), cfg);
     let mut strategies: Vec<_> = names
         .iter()
         .map(|n| (n.kind(), n.build(cfg.seed)))
@@ -159,7 +209,7 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
             followed: Vec::new(),
         })
         .collect();
-    for &o in &origins {
+    for &o in origins {
         // The truth for this horizon.
         let candidates: Vec<(usize, f64)> = (o..=o + cfg.horizon - cfg.window)
             .filter_map(|s| actual.mean(s, cfg.window).map(|m| (s, m)))
@@ -204,14 +254,29 @@ pub fn run(values: &[f64], data: &Data, names: &[ModelName], cfg: &Config) -> Ve
     tracks
 }
 
-/// Finished origins a candidate needs before `auto` compares it with the default; until then
-/// it follows the default.
-pub const WARM_UP: usize = 14;
+/// Finished origins a candidate needs before `auto` compares it with the default origin by
+/// origin.
+pub const WARM_UP_ORIGINS: usize = 14;
 
-/// The latest finished origins `auto` compares the candidates on: eight weeks of daily
-/// origins. Old enough history says little about which rule suits the load now, and it
-/// keeps `recommend --model auto` on a year of 5-minute data under two seconds.
-pub const AUTO_ORIGINS: usize = 56;
+/// Finished weeks of origins a candidate needs before `auto` compares it with the default
+/// week by week.
+pub const WARM_UP_WEEKS: usize = 3;
+
+/// The latest finished weeks of origins `auto` compares week by week: what suits the load
+/// now.
+pub const AUTO_WEEKS: usize = 8;
+
+/// The latest finished weeks of origins `auto` compares origin by origin: the long run, but
+/// not older than half a year, which also keeps `recommend --model auto` on a year of
+/// 5-minute data under two seconds. (On the real traces of bench/data 24 weeks or more gave
+/// the same verdicts as the whole year; 20 lost two trace-windows more.)
+pub const LONG_WEEKS: usize = 26;
+
+/// The origins `recommend --model auto` backtests (the last this many): enough for
+/// [`LONG_WEEKS`] whole weeks.
+pub fn auto_origins(cfg: &Config) -> usize {
+    ((LONG_WEEKS + 1) * cfg.week).div_ceil(cfg.every.max(1))
+}
 
 /// How many standard errors lower a candidate's paired regret must be than the default's
 /// before `auto` follows it: a paired t statistic below −`Z`.
@@ -221,15 +286,25 @@ pub const Z: f64 = 3.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// Fewer than [`WARM_UP`] finished origins to compare: the default (the hour-of-week
-    /// mean).
+    /// Too few finished origins to compare ([`WARM_UP_ORIGINS`], [`WARM_UP_WEEKS`]): the
+    /// default (`week-slot`).
     WarmUp,
     /// No candidate's regret was significantly lower than the default's: the default.
     Default,
-    /// Significantly lower regret than the default's, paired origin by origin (t < −[`Z`]).
+    /// Significantly lower regret than the default's, paired (t < −[`Z`]).
     Better,
     /// Too little history to backtest (`recommend`): the profile.
     ShortHistory,
+}
+
+/// Over what a paired comparison ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The finished origins of the last [`LONG_WEEKS`] weeks, one regret each.
+    Origins,
+    /// The last [`AUTO_WEEKS`] finished weeks, one mean regret each.
+    Weeks,
 }
 
 /// What [`choose`] decided.
@@ -240,14 +315,16 @@ pub struct Pick {
     /// Why.
     pub reason: Reason,
     /// The paired t statistic of the chosen candidate's regret against the default's
-    /// (`None` for the default itself).
-    pub t: Option<f64>,
+    /// (`None` for the default itself), and what it was computed over.
+    pub t: Option<(f64, Basis)>,
     /// Finished origins compared.
     pub origins: usize,
+    /// Finished weeks compared.
+    pub weeks: usize,
 }
 
-/// The paired t statistic of `a − b` over the origins where both have a regret, and the
-/// number of such origins. A constant difference has t = ±∞ (or 0 when it is 0).
+/// The paired t statistic of `a − b` over the entries where both have a value, and the
+/// number of such entries. A constant difference has t = ±∞ (or 0 when it is 0).
 pub fn paired_t(a: &[Option<f64>], b: &[Option<f64>]) -> (f64, usize) {
     let d: Vec<f64> = a
         .iter()
@@ -271,19 +348,40 @@ pub fn paired_t(a: &[Option<f64>], b: &[Option<f64>]) -> (f64, usize) {
     (t, n)
 }
 
-/// `auto`'s rule. `regrets[c][k]` is candidate `c`'s regret at finished origin `k` (`None`
-/// where it chose an unobserved window), candidate 0 being the default.
+/// The regrets `auto` compares, candidate 0 being the default (`None` where a candidate
+/// chose no observed window).
+#[derive(Clone, Debug, Default)]
+pub struct Finished {
+    /// `origins[c][k]`: candidate `c`'s regret at finished origin `k`, those of the last
+    /// [`LONG_WEEKS`] weeks.
+    pub origins: Vec<Vec<Option<f64>>>,
+    /// `weeks[c][k]`: its mean regret over the finished origins of week `k`, the last
+    /// [`AUTO_WEEKS`] weeks.
+    pub weeks: Vec<Vec<Option<f64>>>,
+}
+
+/// `auto`'s rule. The default (`week-slot`) is followed unless another candidate's regret
+/// was lower at the same origins by more than [`Z`] standard errors of the paired
+/// difference, by either of two counts:
 ///
-/// The default (the hour-of-week mean, which no simple rule beat on the real traces) is
-/// followed unless another candidate's regret was lower at the same origins by more than
-/// [`Z`] standard errors of the paired difference, over at least [`WARM_UP`] of them. Pairing
-/// takes out what the origins share (an odd week is odd for every strategy), so a real
-/// difference shows long before two separate means would; the high bar keeps `auto` from
-/// chasing a candidate that was merely lucky, which on real load costs more than it gains
-/// (bench/window-advisor.sh). Among those that pass, the lowest mean regret.
-pub fn choose(regrets: &[Vec<Option<f64>>]) -> Option<Pick> {
-    let def = regrets.first()?;
+/// - **origin by origin over the last [`LONG_WEEKS`] weeks** (at least
+///   [`WARM_UP_ORIGINS`]): the long run. The origins of one week plan mostly the same days and often choose the very same
+///   window, so they are not independent and the t statistic overstates; over a long
+///   history a candidate that is merely lucky rarely passes, and early on, when a change of
+///   load shows in every origin, this is the count that moves first.
+/// - **week by week over the last [`AUTO_WEEKS`] weeks** (at least [`WARM_UP_WEEKS`]): one
+///   mean regret per week, independent enough for the t statistic to mean what it says, and
+///   recent: what suits the load now.
+///
+/// Pairing takes out what the origins share (an odd week is odd for every strategy). Among
+/// the candidates that pass, the lowest mean regret. On the real traces of bench/data
+/// either count alone lost to a baseline on 2 of 15 trace-windows more than both together;
+/// on the synthetic suite the weekly count alone lost 1 of 5 kinds (bench/window-advisor.sh).
+pub fn choose(f: &Finished) -> Option<Pick> {
+    let def = f.origins.first()?;
+    let def_weeks = f.weeks.first()?;
     let origins = def.iter().flatten().count();
+    let weeks = def_weeks.iter().flatten().count();
     let mean = |r: &Vec<Option<f64>>| {
         let v: Vec<f64> = r.iter().flatten().copied().collect();
         if v.is_empty() {
@@ -292,15 +390,20 @@ pub fn choose(regrets: &[Vec<Option<f64>>]) -> Option<Pick> {
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let mut better: Vec<(f64, f64, usize)> = Vec::new();
+    let mut better: Vec<(f64, (f64, Basis), usize)> = Vec::new();
     let mut warm = false;
-    for (i, r) in regrets.iter().enumerate().skip(1) {
-        let (t, n) = paired_t(r, def);
-        if n < WARM_UP {
-            warm = true;
-            continue;
-        }
-        if t < -Z {
+    for (i, (r, w)) in f.origins.iter().zip(&f.weeks).enumerate().skip(1) {
+        let (to, no) = paired_t(r, def);
+        let (tw, nw) = paired_t(w, def_weeks);
+        warm |= no < WARM_UP_ORIGINS && nw < WARM_UP_WEEKS;
+        let passed = if nw >= WARM_UP_WEEKS && tw < -Z {
+            Some((tw, Basis::Weeks))
+        } else if no >= WARM_UP_ORIGINS && to < -Z {
+            Some((to, Basis::Origins))
+        } else {
+            None
+        };
+        if let Some(t) = passed {
             better.push((mean(r), t, i));
         }
     }
@@ -311,6 +414,7 @@ pub fn choose(regrets: &[Vec<Option<f64>>]) -> Option<Pick> {
             reason: Reason::Better,
             t: Some(t),
             origins,
+            weeks,
         });
     }
     Some(Pick {
@@ -322,54 +426,87 @@ pub fn choose(regrets: &[Vec<Option<f64>>]) -> Option<Pick> {
         },
         t: None,
         origins,
+        weeks,
     })
 }
 
-/// The regrets of `tracks` at the last [`AUTO_ORIGINS`] of the origins `0..k` whose horizon
-/// ended by `until` (a grid index), aligned by origin.
-pub fn finished_regrets(
+/// The regrets `auto` compares ([`Finished`]): of `tracks`' origins `0..k`, those whose
+/// horizon ended by `until` (a grid index); weeks are origin / `week`.
+pub fn finished(
     tracks: &[&Track],
     k: usize,
     until: usize,
     horizon: usize,
-) -> Vec<Vec<Option<f64>>> {
+    week: usize,
+) -> Finished {
     // The origin of slot j is the same for every track; find it in any.
-    let done: Vec<usize> = (0..k)
-        .filter(|&j| {
-            tracks
+    let done: Vec<(usize, usize)> = (0..k)
+        .filter_map(|j| {
+            let o = tracks
                 .iter()
-                .find_map(|t| t.outcomes[j].as_ref().map(|o| o.origin))
-                .is_some_and(|o| o + horizon <= until)
+                .find_map(|t| t.outcomes[j].as_ref().map(|o| o.origin))?;
+            (o + horizon <= until).then_some((j, o / week.max(1)))
         })
         .collect();
-    let done = &done[done.len().saturating_sub(AUTO_ORIGINS)..];
-    tracks
-        .iter()
-        .map(|t| {
-            done.iter()
-                .map(|&j| t.outcomes[j].as_ref().map(|o| o.regret))
-                .collect()
-        })
-        .collect()
+    let mut ids: Vec<usize> = done.iter().map(|d| d.1).collect();
+    ids.dedup();
+    let keep = &ids[ids.len().saturating_sub(AUTO_WEEKS)..];
+    let long = ids[ids.len().saturating_sub(LONG_WEEKS)..].first().copied();
+    let regret = |t: &Track, j: usize| t.outcomes[j].as_ref().map(|o| o.regret);
+    Finished {
+        origins: tracks
+            .iter()
+            .map(|t| {
+                done.iter()
+                    .filter(|d| long.is_some_and(|l| d.1 >= l))
+                    .map(|d| regret(t, d.0))
+                    .collect()
+            })
+            .collect(),
+        weeks: tracks
+            .iter()
+            .map(|t| {
+                keep.iter()
+                    .map(|&w| {
+                        let r: Vec<f64> = done
+                            .iter()
+                            .filter(|d| d.1 == w)
+                            .filter_map(|d| regret(t, d.0))
+                            .collect();
+                        (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64)
+                    })
+                    .collect()
+            })
+            .collect(),
+    }
 }
 
-/// The nested `auto` track: at each origin, [`choose`] with the candidates' regrets at the
-/// origins whose horizon ended before it.
-pub fn auto_track(tracks: &[Track], candidates: &[&str], cfg: &Config) -> Track {
-    let cands: Vec<&Track> = candidates
-        .iter()
-        .filter_map(|c| tracks.iter().find(|t| t.name == *c))
-        .collect();
-    let n = cands.first().map_or(0, |t| t.outcomes.len());
-    let mut outcomes = Vec::with_capacity(n);
-    let mut followed = Vec::with_capacity(n);
-    let mut admitted = Vec::with_capacity(if cfg.guard { n } else { 0 });
-    for k in 0..n {
-        let origin_k = cands
+/// The nested `auto` track over `tracks` (the strategies at the `origins` of `cfg`): at each
+/// origin, [`choose`] with the candidates' regrets in `learn` (the same candidates
+/// backtested at origins of their own, at most a day apart, as `recommend` would) whose
+/// horizon ended before it. `learn` may be `tracks` itself.
+pub fn auto_track(
+    tracks: &[Track],
+    learn: &[Track],
+    origins: &[usize],
+    candidates: &[&str],
+    cfg: &Config,
+) -> Track {
+    let find = |ts: &'_ [Track]| -> Vec<usize> {
+        candidates
             .iter()
-            .find_map(|t| t.outcomes[k].as_ref().map(|o| o.origin));
-        let pick = origin_k.and_then(|ok| choose(&finished_regrets(&cands, k, ok, cfg.horizon)));
-        let t = pick.map_or(cands.first().copied(), |p| cands.get(p.index).copied());
+            .filter_map(|c| ts.iter().position(|t| t.name == *c))
+            .collect()
+    };
+    let (cands, known) = (find(tracks), find(learn));
+    let known: Vec<&Track> = known.iter().map(|&i| &learn[i]).collect();
+    let seen = known.first().map_or(0, |t| t.outcomes.len());
+    let mut outcomes = Vec::with_capacity(origins.len());
+    let mut followed = Vec::with_capacity(origins.len());
+    let mut admitted = Vec::with_capacity(if cfg.guard { origins.len() } else { 0 });
+    for (k, &o) in origins.iter().enumerate() {
+        let pick = choose(&finished(&known, seen, o, cfg.horizon, cfg.week));
+        let t = cands.get(pick.map_or(0, |p| p.index)).map(|&i| &tracks[i]);
         outcomes.push(t.and_then(|t| t.outcomes[k].clone()));
         followed.push(t.map(|t| t.name));
         if cfg.guard {
@@ -510,6 +647,7 @@ mod tests {
             horizon: 48,
             every: 24,
             min_train: 24 * 7,
+            week: 24 * 7,
             seed: 1,
             last: None,
             guard: true,
@@ -528,7 +666,13 @@ mod tests {
         let random = ev.iter().find(|e| e.model == "random").unwrap();
         assert!(random.mean_regret > 1.0);
         assert!(profile.rank < random.rank);
-        let auto = auto_track(&tracks, &["profile", "last-week"], &cfg);
+        let auto = auto_track(
+            &tracks,
+            &tracks,
+            &origins(n, &cfg),
+            &["profile", "last-week"],
+            &cfg,
+        );
         assert_eq!(auto.score().p90, 0.0);
         assert_eq!(auto.followed.len(), auto.outcomes.len());
         assert!(tracks.iter().all(|t| t.admitted.len() == t.outcomes.len()));
@@ -538,19 +682,82 @@ mod tests {
     }
 
     #[test]
+    fn a_parallel_backtest_gives_the_same_tracks() {
+        let z = Zone::utc();
+        let n = 24 * 42;
+        let cal = Calendar::new(&z, 1_767_571_200, 3600, n);
+        let values: Vec<f64> = (0..n)
+            .map(|i| 10.0 + ((i * 7919) % 13) as f64 + (i % 24) as f64)
+            .collect();
+        let data = Data::new(&values, &cal, ProfileParams::default());
+        let cfg = Config {
+            window: 2,
+            horizon: 48,
+            every: 12,
+            min_train: 24 * 7,
+            week: 24 * 7,
+            seed: 1,
+            last: None,
+            guard: false,
+        };
+        let names = crate::models::candidate_models();
+        let key = |ts: &[Track]| {
+            ts.iter()
+                .map(|t| {
+                    let o = t
+                        .outcomes
+                        .iter()
+                        .map(|o| o.as_ref().map(|o| (o.origin, o.chosen)));
+                    format!("{} {:?}", t.name, o.collect::<Vec<_>>())
+                })
+                .collect::<Vec<_>>()
+        };
+        let serial = run(&values, &data, &names, &cfg);
+        let parallel = run_parallel(&values, &data, &names, &cfg);
+        assert_eq!(serial[0].outcomes.len(), origins(n, &cfg).len());
+        assert_eq!(key(&serial), key(&parallel));
+    }
+
+    #[test]
     fn choose_follows_the_default_unless_another_is_clearly_better() {
-        // Candidate 1 is lower by 1 at every origin, give or take 0.1: significant.
+        let both = |origins: Vec<Vec<Option<f64>>>, weeks: Vec<Vec<Option<f64>>>| Finished {
+            origins,
+            weeks,
+        };
+        // Candidate 1 is lower by 1 at every origin, give or take 0.1: significant over
+        // the origins, with no weeks to speak of.
         let def: Vec<Option<f64>> = (0..20).map(|i| Some(5.0 + (i % 3) as f64)).collect();
         let better: Vec<Option<f64>> = def
             .iter()
             .enumerate()
             .map(|(i, r)| r.map(|r| r - 1.0 + if i % 2 == 0 { 0.1 } else { -0.1 }))
             .collect();
-        let p = choose(&[def.clone(), better.clone()]).unwrap();
+        let none = vec![Vec::new(), Vec::new()];
+        let p = choose(&both(vec![def.clone(), better.clone()], none.clone())).unwrap();
         assert_eq!((p.index, p.reason), (1, Reason::Better));
-        assert!(p.t.unwrap() < -Z);
-        // Too few origins: the default, while warming up.
-        let p = choose(&[def[..10].to_vec(), better[..10].to_vec()]).unwrap();
+        let (t, basis) = p.t.unwrap();
+        assert!(t < -Z && basis == Basis::Origins);
+        // The same over weeks alone (three of them are enough).
+        let w = WARM_UP_WEEKS;
+        let p = choose(&both(
+            vec![def[..2].to_vec(), better[..2].to_vec()],
+            vec![def[..w].to_vec(), better[..w].to_vec()],
+        ))
+        .unwrap();
+        assert_eq!(
+            (p.index, p.reason, p.t.unwrap().1),
+            (1, Reason::Better, Basis::Weeks)
+        );
+        assert_eq!((p.origins, p.weeks), (2, w));
+        // Too few of either: the default, while warming up.
+        let p = choose(&both(
+            vec![
+                def[..WARM_UP_ORIGINS - 1].to_vec(),
+                better[..WARM_UP_ORIGINS - 1].to_vec(),
+            ],
+            vec![def[..w - 1].to_vec(), better[..w - 1].to_vec()],
+        ))
+        .unwrap();
         assert_eq!((p.index, p.reason), (0, Reason::WarmUp));
         // Lower on average but noisy (lucky twice): not significant, the default.
         let noisy: Vec<Option<f64>> = def
@@ -561,12 +768,57 @@ mod tests {
         let (t, n) = paired_t(&noisy, &def);
         assert_eq!(n, 20);
         assert!(t < 0.0 && t > -Z, "{t}");
-        let p = choose(&[def.clone(), noisy]).unwrap();
+        let p = choose(&both(
+            vec![def.clone(), noisy.clone()],
+            vec![def.clone(), noisy],
+        ))
+        .unwrap();
         assert_eq!((p.index, p.reason, p.t), (0, Reason::Default, None));
         // Origins where a candidate has no regret are left out of the pairs.
         let mut gappy = better.clone();
         gappy[3] = None;
         assert_eq!(paired_t(&gappy, &def).1, 19);
-        assert!(choose(&[]).is_none());
+        assert!(choose(&Finished::default()).is_none());
+    }
+
+    #[test]
+    fn finished_origins_are_grouped_into_weeks_and_only_ended_horizons_count() {
+        // Origins every day from day 7 of an hourly grid, horizon 7 days; regret = the
+        // origin's day number for one track, 0 for the other.
+        let day = 24;
+        let mk = |f: fn(usize) -> f64, name: &'static str| Track {
+            name,
+            kind: Kind::Model,
+            outcomes: (7..90)
+                .map(|d| {
+                    Some(Outcome {
+                        origin: d * day,
+                        chosen: d * day,
+                        best: d * day,
+                        chosen_load: 0.0,
+                        best_load: 0.0,
+                        regret: f(d),
+                        hit: true,
+                    })
+                })
+                .collect(),
+            admitted: Vec::new(),
+            followed: Vec::new(),
+        };
+        let a = mk(|d| d as f64, "a");
+        let b = mk(|_| 0.0, "b");
+        // At day 80, origins up to day 73 have ended: days 7..=73, 67 of them, in weeks 1
+        // (days 7-13) to 10 (days 70-73 so far).
+        let f = finished(&[&a, &b], a.outcomes.len(), 80 * day, 7 * day, 7 * day);
+        assert_eq!(f.origins[0].len(), 67);
+        assert_eq!(f.origins[0].last(), Some(&Some(73.0)));
+        // The last 8 weeks: 3 (days 21-27) to 10.
+        assert_eq!(f.weeks[0].len(), AUTO_WEEKS);
+        assert_eq!(f.weeks[0][0], Some(24.0));
+        assert_eq!(f.weeks[0].last(), Some(&Some(71.5)));
+        assert_eq!(f.weeks[1], vec![Some(0.0); AUTO_WEEKS]);
+        // The origin-by-origin count keeps the last LONG_WEEKS weeks only.
+        let long = finished(&[&a, &b], a.outcomes.len(), 96 * day, 7 * day, day);
+        assert_eq!(long.origins[0].len(), LONG_WEEKS);
     }
 }

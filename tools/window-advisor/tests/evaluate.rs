@@ -32,6 +32,7 @@ fn a_real_model_ranks_above_random_and_the_baselines_are_all_there() {
         "profile",
         "forest",
         "auto",
+        "week-slot",
         "last-week",
         "hour-of-week",
         "at-0300",
@@ -108,10 +109,10 @@ fn num(v: &Value) -> f64 {
 }
 
 #[test]
-fn auto_follows_the_hour_of_week_mean_unless_another_is_significantly_better() {
+fn auto_follows_week_slot_unless_another_is_significantly_better() {
     let dir = scratch();
-    // A stable weekly pattern: nothing beats the plain hour-of-week mean by three standard
-    // errors, auto follows it and is no worse than the best baseline.
+    // A stable weekly pattern: nothing beats week-slot (the slot-of-week mean) by three
+    // standard errors, auto follows it and is no worse than the best baseline.
     let t = trace(TraceKind::Seasonal, 6, 5, "UTC", MONDAY);
     let h = write_history(dir.path(), "seasonal.jsonl", &t, 5 * 2016);
     let r = run(&["evaluate", "--history", h.to_str().unwrap()]);
@@ -127,7 +128,7 @@ fn auto_follows_the_hour_of_week_mean_unless_another_is_significantly_better() {
     let followed = s["auto_followed"].as_object().unwrap();
     assert_eq!(
         followed.keys().collect::<Vec<_>>(),
-        ["hour-of-week"],
+        ["week-slot"],
         "{}",
         r.dump()
     );

@@ -1,15 +1,14 @@
-//! Real load (issue 17): walk-forward on the traces of bench/data, `auto` against the best
-//! simple baseline by mean regret.
+//! Real load (issue 17): walk-forward on the traces of bench/data, `auto` against every
+//! simple baseline by mean regret, on the origins both were scored on.
 //!
-//! Bounded for CI: origins every 3 days on the year-long traces (a third of
-//! bench/window-advisor.sh's), every day on the 12-week one. The committed traces are always
+//! Bounded for CI: scored origins every 3 days on the year-long traces (a third of
+//! bench/window-advisor.sh's; auto still learns from daily ones, as `recommend` does), every
+//! day on the 12-week one. The committed traces are always
 //! there; taylor-2000 is converted by `make setup` (bench/data/fetch-traces.py), so a test
 //! that lacks it skips, and fails under `CI=true`. Where auto loses, the loss is listed
 //! here with the bench's explanation, and asserted: a change in either direction shows.
 
 use std::path::PathBuf;
-
-use serde_json::Value;
 
 use crate::util::run;
 
@@ -21,8 +20,16 @@ pub fn trace_path(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// (auto's mean regret, the best baseline's name and mean regret) of one walk-forward.
-fn walk(name: &str, metric: &str, tz: &str, window: &str, every: &str) -> (f64, String, f64) {
+/// One walk-forward: for each baseline, (name, origins both were scored on, auto's mean
+/// regret, the baseline's mean regret, auto not worse), from the summary's
+/// `auto_vs_baselines`.
+fn walk(
+    name: &str,
+    metric: &str,
+    tz: &str,
+    window: &str,
+    every: &str,
+) -> Vec<(String, u64, f64, f64, bool)> {
     let Some(path) = trace_path(name) else {
         panic!("{name} is not in bench/data/traces");
     };
@@ -42,69 +49,93 @@ fn walk(name: &str, metric: &str, tz: &str, window: &str, every: &str) -> (f64, 
         every,
     ]);
     r.expect(0);
-    let evals = r.of("evaluation");
-    let mean = |e: &Value| e["mean_regret"].as_f64().unwrap_or(f64::INFINITY);
-    let auto = evals.iter().find(|e| e["model"] == "auto").map(|e| mean(e));
-    let best = evals
-        .iter()
-        .filter(|e| e["kind"] == "baseline" && e["origins"].as_u64() > Some(0))
-        .min_by(|a, b| mean(a).total_cmp(&mean(b)))
-        .map(|e| (e["model"].as_str().unwrap().to_owned(), mean(e)));
-    let (Some(auto), Some((bname, bmean))) = (auto, best) else {
-        panic!("no auto or baseline: {}", r.dump());
-    };
     assert!(
-        evals
+        r.of("evaluation")
             .iter()
             .all(|e| e["origins"].as_u64() > Some(10) || e["model"] == "at-0300"),
         "too few origins: {}",
         r.dump()
     );
-    (auto, bname, bmean)
+    let s = r.one("summary");
+    let vs: Vec<(String, u64, f64, f64, bool)> = s["auto_vs_baselines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no auto_vs_baselines: {}", r.dump()))
+        .iter()
+        .map(|v| {
+            (
+                v["baseline"].as_str().unwrap().to_owned(),
+                v["origins"].as_u64().unwrap(),
+                v["auto_mean_regret"].as_f64().unwrap(),
+                v["baseline_mean_regret"].as_f64().unwrap(),
+                v["auto_not_worse"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    // The four baselines of the issue, each compared on at least ten origins (at-0300 has
+    // none on a trace without nights).
+    for b in ["last-week", "hour-of-week", "random"] {
+        assert!(
+            vs.iter().any(|v| v.0 == b && v.1 > 10),
+            "{b} not compared: {}",
+            r.dump()
+        );
+    }
+    assert_eq!(
+        s["auto_le_baselines"].as_bool(),
+        Some(vs.iter().all(|v| v.4)),
+        "{}",
+        r.dump()
+    );
+    vs
 }
 
-/// Every window of a trace: auto ≤ the best baseline, except the `losses` listed.
+/// Every window of a trace: auto ≤ every baseline on the origins both were scored on,
+/// except the `losses` listed.
 fn check(name: &str, metric: &str, tz: &str, every: &str, losses: &[&str]) {
     let mut lost = Vec::new();
     for w in ["1h", "2h", "4h"] {
-        let (auto, bname, bmean) = walk(name, metric, tz, w, every);
-        eprintln!("{name} {w}: auto {auto:.3}, best baseline {bname} {bmean:.3}");
-        if auto > bmean + 1e-9 {
-            lost.push(w);
+        let vs = walk(name, metric, tz, w, every);
+        for (b, n, auto, base, ok) in &vs {
+            eprintln!("{name} {w}: auto {auto:.3}, {b} {base:.3} ({n} origins)");
+            if !ok {
+                lost.push(format!("{w} {b}"));
+            }
         }
     }
     assert_eq!(
         lost, losses,
-        "{name}: windows where auto lost to the best baseline"
+        "{name}: windows where auto lost to a baseline"
     );
 }
 
 #[test]
-fn real_bikeshare_auto_never_loses_to_the_best_baseline() {
+fn real_bikeshare_auto_never_loses_to_a_baseline() {
     check("bikeshare-dc-2011", "bikers", "America/New_York", "3d", &[]);
 }
 
 #[test]
 fn real_nyc_departures_auto_loses_only_the_1h_window_to_always_0300() {
-    // 1 h: at 03:00 there is almost never a departure; the hour-of-week mean's choice
-    // sometimes catches a late one. auto switches to always-03:00 once that is significant,
-    // but not over the first weeks: 0.110 against 0.034 departures per hour at these origins.
+    // 1 h: at 03:00 there is almost never a departure. week-slot's choice is mostly 03:00
+    // too, on one weekday, so that a single late departure there costs the seven origins
+    // that chose the same night; always-03:00 takes the next night each time. Some ten
+    // such departures in a year, too few to tell the two apart week by week: auto keeps
+    // week-slot, 0.05 against 0.03 departures per hour (bench/window-advisor.sh).
     check(
         "nyc-departures-2013",
         "departures",
         "America/New_York",
         "3d",
-        &["1h"],
+        &["1h at-0300"],
     );
 }
 
 #[test]
-fn real_taylor_auto_loses_the_4h_window_while_it_warms_up() {
+fn real_taylor_auto_never_loses_to_a_baseline() {
     let Some(_) = trace_path("taylor-2000") else {
         testkit::skip!("bench/data/traces/taylor-2000.csv is missing (make setup converts it)");
     };
-    // Twelve weeks whose level moves with the summer: the hour-of-week mean over all of it
-    // chooses windows last week's load already shows busier. auto needs 14 finished origins
-    // (three weeks) to see it, half of this short trace.
-    check("taylor-2000", "demand_mw", "Europe/London", "1d", &["4h"]);
+    // Twelve weeks of half-hourly demand whose level moves with the summer: week-slot sees
+    // the half-hour the quiet stretch starts (the hour-of-week mean is an hour off at 4 h),
+    // and at 2 h auto follows the profile once it is better three weeks running.
+    check("taylor-2000", "demand_mw", "Europe/London", "1d", &[]);
 }

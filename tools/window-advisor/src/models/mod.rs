@@ -13,6 +13,7 @@ pub mod forest;
 #[cfg(feature = "mstl")]
 pub mod mstl;
 pub mod profile;
+pub mod week_slot;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -36,9 +37,14 @@ pub enum Kind {
 /// The names accepted by `--model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModelName {
-    /// The hour-of-week mean, unless the backtest on this history shows another candidate
-    /// (03:00, last week, the profile) choosing significantly quieter windows.
+    /// The slot-of-week mean (`week-slot`), unless the backtest on this history shows
+    /// another candidate (03:00, last week, the profile) choosing significantly quieter
+    /// windows, week after week.
     Auto,
+    /// The mean of each slot of the week: the grid step from 30 minutes up, the hour on finer
+    /// grids (the hour-of-week mean on an hourly grid); ties go to the time of day quiet on
+    /// every day.
+    WeekSlot,
     /// Robust hour-of-week profile (recency-weighted medians, local time): a weekday effect
     /// plus a fast time-of-day level.
     Profile,
@@ -59,16 +65,24 @@ pub enum ModelName {
 }
 
 /// The candidates of `--model auto`, the default first: every deterministic strategy that
-/// earned its place on the real traces of bench/data (bench/window-advisor.sh). The
-/// hour-of-week mean is the default: no simpler rule and no model beat it on most of them.
-/// Always-03:00 is a candidate because on some real loads (flights) it is the best rule of
-/// all. The forest is not: on none of the real traces was it better than the best simple
-/// rule (its regret was higher than the hour-of-week mean's on every trace but one, where
-/// the profile was better still), so it can only cost `auto` when its backtest is lucky;
-/// `--model forest` still runs it. Not `random`, a seeded coin.
+/// earned its place on the real traces of bench/data (bench/window-advisor.sh).
+///
+/// - `week-slot`, the default: the hour-of-week mean, at half-hour resolution on
+///   half-hourly data. On hourly data it is that mean, which no simpler rule and no model
+///   beat on most real traces; on half-hourly data it is better (taylor-2000, vic-elec-2014).
+/// - `at-0300`: on some real loads (flights) the best rule of all.
+/// - `last-week`: on a short history whose level moves (taylor-2000) the best baseline.
+/// - `profile`: on electricity demand (taylor-2000 at 2 h, vic-elec-2014 at 2 h and 4 h)
+///   better than every baseline.
+///
+/// Not the forest: on none of the real traces was it better than the best simple rule, so it
+/// could only cost `auto` when its backtest was lucky (`--model forest` still runs it). Not
+/// the hour-of-week mean: `week-slot` is the same on hourly and finer grids and better on
+/// half-hourly ones.
+/// Not `random`, a seeded coin.
 pub fn candidate_models() -> Vec<ModelName> {
     vec![
-        ModelName::HourOfWeek,
+        ModelName::WeekSlot,
         ModelName::At0300,
         ModelName::LastWeek,
         ModelName::Profile,
@@ -92,6 +106,7 @@ impl ModelName {
     pub fn as_str(self) -> &'static str {
         match self {
             ModelName::Auto => "auto",
+            ModelName::WeekSlot => "week-slot",
             ModelName::Profile => "profile",
             ModelName::Forest => "forest",
             #[cfg(feature = "mstl")]
@@ -117,6 +132,7 @@ impl ModelName {
     pub fn build(self, seed: u64) -> Box<dyn Strategy> {
         match self {
             ModelName::Auto | ModelName::Profile => Box::new(profile::Profile),
+            ModelName::WeekSlot => Box::new(week_slot::WeekSlot),
             ModelName::Forest => Box::new(forest::Forest::new(seed)),
             #[cfg(feature = "mstl")]
             ModelName::Mstl => Box::new(mstl::Mstl),
@@ -152,6 +168,11 @@ impl<'a> Data<'a> {
             params,
             cache: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// All the values (for another [`Data`] on the same series).
+    pub fn values(&self) -> &'a [f64] {
+        self.values
     }
 
     /// The values before `origin`: all a strategy may look at.
