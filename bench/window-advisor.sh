@@ -13,8 +13,11 @@
 #    say), and regret = the chosen window's real mean load − the best window's. One `real`
 #    line per trace and window: the mean and p90 regret of each strategy, the best simple
 #    baseline (same time last week, hour-of-week mean, always 03:00, random) by mean regret,
-#    auto's, and whether auto ≤ that baseline. Regret is in the trace's own unit (rentals,
-#    departures, MW, GW, calls), so it is compared within a trace only.
+#    auto's, and whether auto ≤ that baseline on the origins where both were scored
+#    (paired_*: a strategy whose window had no data is not scored at that origin, so the
+#    plain means can be over different origins) and ≤ every baseline so. Regret is in the
+#    trace's own unit (rentals, departures, MW, GW, calls), so it is compared within a trace
+#    only.
 # 2. Synthetic (issue 7): `window-advisor synth --kind K` traces (seasonal, holiday,
 #    regime-shift, bursts, mixed), 30-minute windows, p90 regret as before.
 # 3. Speed: fit + recommend (`--model auto`, which includes its own backtest, and each model
@@ -72,11 +75,15 @@ if part real; then
         | ($e | map(select(.kind == "baseline" and .origins > 0)) | min_by(.mean_regret)) as $bb
         | (map(select(.type == "summary")) | .[0]) as $s
         | (map(select(.type == "history")) | .[0]) as $h
+        | ($s.auto_vs_baselines | map(select(.baseline == $bb.model)) | .[0]) as $vs
         | {type: "real", trace: $trace, window: $window, origins: $s.origins, days: $h.days,
            missing_pct: $h.missing_pct, mean_regret: $mean, p90_regret: $p90,
            best_baseline: $bb.model, best_baseline_mean: $bb.mean_regret,
            auto_mean: $mean.auto, auto_p90: $p90.auto, auto_followed: $s.auto_followed,
-           auto_le_best_baseline: ($mean.auto <= $bb.mean_regret)}' "$work/eval.jsonl")
+           paired_origins: $vs.origins, paired_auto_mean: $vs.auto_mean_regret,
+           paired_baseline_mean: $vs.baseline_mean_regret,
+           auto_le_best_baseline: $vs.auto_not_worse,
+           auto_le_every_baseline: $s.auto_le_baselines}' "$work/eval.jsonl")
       emit "$line"
     done
   done
@@ -124,6 +131,7 @@ if part speed; then
     -n auto "$wa recommend --history $trace --model auto --json" \
     -n profile "$wa recommend --history $trace --model profile --json" \
     -n hour-of-week "$wa recommend --history $trace --model hour-of-week --json" \
+    -n week-slot "$wa recommend --history $trace --model week-slot --json" \
     -n forest "$wa recommend --history $trace --model forest --json" >&2
   timings=$(jq -c --argjson rows "$rows" '{type: "timing", samples: $rows,
     mean_s: (.results | map({key: .command, value: (.mean * 1000 | round / 1000)}) | from_entries),
@@ -140,6 +148,7 @@ summary=$(jq -sc '
      real_runs: ($r | length),
      real_auto_le_best_baseline: ($r | map(select(.auto_le_best_baseline)) | length),
      real_losses: ($r | map(select(.auto_le_best_baseline | not) | "\(.trace) \(.window)")),
+     real_auto_le_every_baseline: ($r | map(select(.auto_le_every_baseline)) | length),
      kinds: ($k | length),
      kinds_auto_le_best_baseline: ($k | map(select(.auto_le_best_baseline)) | length),
      recommend_auto_s: $time.mean_s.auto,
