@@ -374,9 +374,9 @@ pub struct Finished {
 ///   recent: what suits the load now.
 ///
 /// Pairing takes out what the origins share (an odd week is odd for every strategy). Among
-/// the candidates that pass, the lowest mean regret. On the real traces of bench/data
-/// either count alone lost to a baseline on 2 of 15 trace-windows more than both together;
-/// on the synthetic suite the weekly count alone lost 1 of 5 kinds (bench/window-advisor.sh).
+/// the candidates that pass, the lowest mean regret. With the weekly count alone, auto lost
+/// to the best baseline on one more synthetic kind (bursts); with the count over origins
+/// alone, on one more real trace-window (bench/window-advisor.sh).
 pub fn choose(f: &Finished) -> Option<Pick> {
     let def = f.origins.first()?;
     let def_weeks = f.weeks.first()?;
