@@ -135,7 +135,8 @@
 #                          error: preflight checks it (scripts/pooler.sh check), the switch
 #                          PAUSEs every pooler before the source stops, points their entries at
 #                          the target once it is promoted, RELOADs and RESUMEs; every exit
-#                          path resumes them (pointing at whichever host is the primary)
+#                          path resumes them (pointing at whichever host is the primary),
+#                          and a run after one that died with them paused resumes them first
 #   --pooler-host SPEC     where the last --pooler's configuration file is (default local)
 #   --pause-limit S        longest wait for every pooler's PAUSE (default 5)
 #   --no-pooler            ignore POOLER_DSN from --hosts-env (clients do not go through it)
@@ -1659,6 +1660,9 @@ case $resume in
     if ((rc == 1)); then
       pgs_log "the interrupted switchover was rolled back; switching again"
       state=standby
+      # The source serves again: its clients wait in a pooler paused by the run that died,
+      # not for this run's preflight and catch-up (the switchover pauses it again).
+      pooler_settle source || pgs_log "a pooler could not be settled: $pooler_msg"
       pgs_phase_end outcome=rolled_back
       preflight
       catch_up
@@ -1674,6 +1678,11 @@ case $resume in
     ;;
   after_switch) state=switched ;;
   *)
+    # An interrupted run may have died with the poolers paused (before the switchover's
+    # journal shows it): the source still serves, so they resume on it first.
+    if [[ -n $resume ]]; then
+      pooler_settle || pgs_log "a pooler could not be settled: $pooler_msg"
+    fi
     preflight
     if ((done_already)); then
       pgs_note "done" verdict=already_done
