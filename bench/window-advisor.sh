@@ -15,7 +15,9 @@
 #    baseline (same time last week, hour-of-week mean, always 03:00, random) by mean regret,
 #    auto's, and whether auto ≤ that baseline on the origins where both were scored
 #    (paired_*: a strategy whose window had no data is not scored at that origin, so the
-#    plain means can be over different origins) and ≤ every baseline so. Regret is in the
+#    plain means can be over different origins) and ≤ every baseline so; paired_t_weeks, the
+#    paired t of auto − that baseline over weekly means, and auto_worse_beyond_luck, the
+#    baselines it is worse than by more than 2 of those standard errors. Regret is in the
 #    trace's own unit (rentals, departures, MW, GW, calls), so it is compared within a trace
 #    only.
 # 2. Synthetic (issue 7): `window-advisor synth --kind K` traces (seasonal, holiday,
@@ -82,7 +84,9 @@ if part real; then
            auto_mean: $mean.auto, auto_p90: $p90.auto, auto_followed: $s.auto_followed,
            paired_origins: $vs.origins, paired_auto_mean: $vs.auto_mean_regret,
            paired_baseline_mean: $vs.baseline_mean_regret,
+           paired_t_weeks: $vs.t_weeks,
            auto_le_best_baseline: $vs.auto_not_worse,
+           auto_worse_beyond_luck: ($s.auto_vs_baselines | map(select((.t_weeks // 0) > 2) | .baseline)),
            auto_le_every_baseline: $s.auto_le_baselines}' "$work/eval.jsonl")
       emit "$line"
     done
@@ -149,6 +153,7 @@ summary=$(jq -sc '
      real_auto_le_best_baseline: ($r | map(select(.auto_le_best_baseline)) | length),
      real_losses: ($r | map(select(.auto_le_best_baseline | not) | "\(.trace) \(.window)")),
      real_auto_le_every_baseline: ($r | map(select(.auto_le_every_baseline)) | length),
+     real_worse_beyond_luck: ($r | map(select(.auto_worse_beyond_luck | length > 0) | "\(.trace) \(.window)")),
      kinds: ($k | length),
      kinds_auto_le_best_baseline: ($k | map(select(.auto_le_best_baseline)) | length),
      recommend_auto_s: $time.mean_s.auto,

@@ -917,7 +917,7 @@ pub fn evaluate(a: &EvaluateArgs) -> anyhow::Result<Status> {
     let auto = tracks.last().map(|t| t.score());
     let vs = tracks
         .last()
-        .map(|a| paired_with(a, &tracks))
+        .map(|a| paired_with(a, &tracks, cfg.week))
         .unwrap_or_default();
     let mut followed = serde_json::Map::new();
     for name in tracks
@@ -953,29 +953,52 @@ struct Paired {
     baseline_mean_regret: f64,
     /// auto's mean regret ≤ the baseline's (unrounded).
     auto_not_worse: bool,
+    /// The paired t statistic of auto's regret minus the baseline's over weekly means (the
+    /// origins of one week often choose the same window, so they are not counted as
+    /// independent): above 2, auto is worse beyond what luck explains; None with fewer than
+    /// 3 weeks.
+    t_weeks: Option<f64>,
+    /// The weeks in that count.
+    weeks: usize,
 }
 
-/// [`Paired`] for each baseline with an origin in common with `auto`.
-fn paired_with(auto: &backtest::Track, tracks: &[backtest::Track]) -> Vec<Paired> {
+/// [`Paired`] for each baseline with an origin in common with `auto`; weeks are origin /
+/// `week` (grid steps).
+fn paired_with(auto: &backtest::Track, tracks: &[backtest::Track], week: usize) -> Vec<Paired> {
     tracks
         .iter()
         .filter(|t| t.kind == models::Kind::Baseline)
         .filter_map(|b| {
-            let both: Vec<(f64, f64)> = auto
+            let both: Vec<(usize, f64, f64)> = auto
                 .outcomes
                 .iter()
                 .zip(&b.outcomes)
-                .filter_map(|(a, b)| Some((a.as_ref()?.regret, b.as_ref()?.regret)))
+                .filter_map(|(a, b)| {
+                    let (a, b) = (a.as_ref()?, b.as_ref()?);
+                    Some((a.origin / week.max(1), a.regret, b.regret))
+                })
                 .collect();
             let n = both.len();
-            let mean = |f: fn(&(f64, f64)) -> f64| both.iter().map(f).sum::<f64>() / n as f64;
-            let (a, b_mean) = (mean(|p| p.0), mean(|p| p.1));
+            let a = both.iter().map(|p| p.1).sum::<f64>() / n as f64;
+            let b_mean = both.iter().map(|p| p.2).sum::<f64>() / n as f64;
+            let mut weekly: Vec<(Option<f64>, Option<f64>)> = Vec::new();
+            for chunk in both.chunk_by(|x, y| x.0 == y.0) {
+                let k = chunk.len() as f64;
+                weekly.push((
+                    Some(chunk.iter().map(|p| p.1).sum::<f64>() / k),
+                    Some(chunk.iter().map(|p| p.2).sum::<f64>() / k),
+                ));
+            }
+            let (wa, wb): (Vec<_>, Vec<_>) = weekly.into_iter().unzip();
+            let (t, weeks) = backtest::paired_t(&wa, &wb);
             (n > 0).then(|| Paired {
                 baseline: b.name,
                 origins: n,
                 auto_mean_regret: round3(a),
                 baseline_mean_regret: round3(b_mean),
                 auto_not_worse: a <= b_mean + 1e-9,
+                t_weeks: (weeks >= 3).then(|| (t.clamp(-1e6, 1e6) * 100.0).round() / 100.0),
+                weeks,
             })
         })
         .collect()

@@ -21,15 +21,15 @@ pub fn trace_path(name: &str) -> Option<PathBuf> {
 }
 
 /// One walk-forward: for each baseline, (name, origins both were scored on, auto's mean
-/// regret, the baseline's mean regret, auto not worse), from the summary's
-/// `auto_vs_baselines`.
+/// regret, the baseline's mean regret, auto not worse, the weekly paired t), from the
+/// summary's `auto_vs_baselines`.
 fn walk(
     name: &str,
     metric: &str,
     tz: &str,
     window: &str,
     every: &str,
-) -> Vec<(String, u64, f64, f64, bool)> {
+) -> Vec<(String, u64, f64, f64, bool, f64)> {
     let Some(path) = trace_path(name) else {
         panic!("{name} is not in bench/data/traces");
     };
@@ -57,7 +57,7 @@ fn walk(
         r.dump()
     );
     let s = r.one("summary");
-    let vs: Vec<(String, u64, f64, f64, bool)> = s["auto_vs_baselines"]
+    let vs: Vec<(String, u64, f64, f64, bool, f64)> = s["auto_vs_baselines"]
         .as_array()
         .unwrap_or_else(|| panic!("no auto_vs_baselines: {}", r.dump()))
         .iter()
@@ -68,6 +68,9 @@ fn walk(
                 v["auto_mean_regret"].as_f64().unwrap(),
                 v["baseline_mean_regret"].as_f64().unwrap(),
                 v["auto_not_worse"].as_bool().unwrap(),
+                v["t_weeks"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("no t_weeks: {v}")),
             )
         })
         .collect();
@@ -90,16 +93,19 @@ fn walk(
 }
 
 /// Every window of a trace: auto ≤ every baseline on the origins both were scored on,
-/// except the `losses` listed.
+/// except the `losses` listed, and never worse beyond luck (weekly paired t ≤ 2).
 fn check(name: &str, metric: &str, tz: &str, every: &str, losses: &[&str]) {
     let mut lost = Vec::new();
     for w in ["1h", "2h", "4h"] {
         let vs = walk(name, metric, tz, w, every);
-        for (b, n, auto, base, ok) in &vs {
-            eprintln!("{name} {w}: auto {auto:.3}, {b} {base:.3} ({n} origins)");
+        for (b, n, auto, base, ok, t) in &vs {
+            eprintln!("{name} {w}: auto {auto:.3}, {b} {base:.3} ({n} origins, t {t})");
             if !ok {
                 lost.push(format!("{w} {b}"));
             }
+            // Where auto is above a baseline, never by more than luck explains: two
+            // standard errors of the weekly paired difference.
+            assert!(*t <= 2.0, "{name} {w}: auto worse than {b} beyond luck (t = {t})");
         }
     }
     assert_eq!(
