@@ -7,6 +7,7 @@
 //! there; taylor-2000 is converted by `make setup` (bench/data/fetch-traces.py), so a test
 //! that lacks it skips, and fails under `CI=true`. Where auto loses, the loss is listed
 //! here with the bench's explanation, and asserted: a change in either direction shows.
+//! No loss may be beyond luck: auto's weekly paired t against every baseline is ≤ 2.
 
 use std::path::PathBuf;
 
@@ -105,7 +106,10 @@ fn check(name: &str, metric: &str, tz: &str, every: &str, losses: &[&str]) {
             }
             // Where auto is above a baseline, never by more than luck explains: two
             // standard errors of the weekly paired difference.
-            assert!(*t <= 2.0, "{name} {w}: auto worse than {b} beyond luck (t = {t})");
+            assert!(
+                *t <= 2.0,
+                "{name} {w}: auto worse than {b} beyond luck (t = {t})"
+            );
         }
     }
     assert_eq!(
@@ -115,18 +119,29 @@ fn check(name: &str, metric: &str, tz: &str, every: &str, losses: &[&str]) {
 }
 
 #[test]
-fn real_bikeshare_auto_never_loses_to_a_baseline() {
-    check("bikeshare-dc-2011", "bikers", "America/New_York", "3d", &[]);
+fn real_bikeshare_auto_loses_only_the_4h_window_to_the_hour_of_week_mean_within_luck() {
+    // 4 h: week-slot pulls each weekday's night toward the seven nights' mean as far as
+    // their differences are noise; here a little of a real difference goes with it. Over
+    // these origins 4.06 against 4.03 rentals (weekly paired t +0.6); over the daily ones of
+    // bench/window-advisor.sh 3.392 against 3.377, while at 1 h and 2 h the same pull takes
+    // auto 7 % and 9 % below the mean.
+    check(
+        "bikeshare-dc-2011",
+        "bikers",
+        "America/New_York",
+        "3d",
+        &["4h hour-of-week"],
+    );
 }
 
 #[test]
-fn real_nyc_departures_auto_loses_only_the_1h_window_to_always_0300() {
-    // 1 h: at 03:00 there is almost never a departure. week-slot's choice is mostly 03:00
-    // too, on one weekday, so that a single late departure there costs the seven origins
-    // that chose the same night; always-03:00 takes the next night each time. Until
-    // December the two are even; then two such nights cost 14 origins. No count can see
-    // that coming: auto keeps week-slot, 0.05 against 0.03 departures per hour over the
-    // year (bench/window-advisor.sh).
+fn real_nyc_departures_auto_loses_only_the_1h_window_to_always_0300_within_luck() {
+    // 1 h: at 03:00 there is almost never a departure. The plain slot-of-week mean chose
+    // 03:00 on one weekday, so that a single late departure there cost the seven origins
+    // that chose the same night (0.054 against always-03:00's 0.031 over the daily origins
+    // of bench/window-advisor.sh). week-slot now sees that the weekdays' 03:00 differ by
+    // noise only and takes the next night: over the daily origins it ties (0.031); over
+    // these, a third of them, 0.042 against 0.034 (weekly paired t +0.4).
     check(
         "nyc-departures-2013",
         "departures",
