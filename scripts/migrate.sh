@@ -1660,8 +1660,8 @@ case $resume in
     if ((rc == 1)); then
       pgs_log "the interrupted switchover was rolled back; switching again"
       state=standby
-      # The source serves again: its clients wait in a pooler paused by the run that died,
-      # not for this run's preflight and catch-up (the switchover pauses it again).
+      # The source serves again. Its clients wait in a pooler the dead run paused: resume
+      # it now, not after this run's preflight and catch-up (its switchover pauses it again).
       pooler_settle source || pgs_log "a pooler could not be settled: $pooler_msg"
       pgs_phase_end outcome=rolled_back
       preflight
