@@ -223,6 +223,43 @@ def mpls_stops(cache):
     return write("mpls-stops-2017", "stops", out)
 
 
+def hourly_counts(name, metric, times, tz, year):
+    """Count `times` (aware datetimes) per local hour of `year` in `tz`; an hour without one
+    is 0. Written as the other traces are."""
+    counts = Counter(t.astimezone(tz).replace(minute=0, second=0, microsecond=0) for t in times)
+    t = dt.datetime(year, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
+    last = dt.datetime(year + 1, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
+    out = []
+    while t < last:
+        local = t.astimezone(tz)
+        out.append((local, counts[local]))
+        t += dt.timedelta(hours=1)
+    return write(name, metric, out)
+
+
+def mpls_force(cache):
+    """Incidents per hour in which Minneapolis police used force, 2017: openintro's
+    `mn_police_use_of_force` (the city's open data). The response times are local. Added
+    after week-slot's pull was chosen, as a trace it was not tuned on."""
+    cols, rows = rdataset(cache, "openintro", "mn_police_use_of_force")
+    ti = cols.index("response_datetime")
+    tz = ZoneInfo("America/Chicago")
+    times = [dt.datetime.strptime(r[ti], "%Y/%m/%d %H:%M:%S").replace(tzinfo=tz) for r in rows]
+    return hourly_counts("mpls-force-2017", "incidents", times, tz, 2017)
+
+
+def tweets(cache):
+    """Tweets per hour of one public Twitter account (@realDonaldTrump) in 2015: dslabs'
+    `trump_tweets` (only the times are used). The times are UTC; the hours are local
+    (America/New_York). Added after week-slot's pull was chosen, as a trace it was not tuned
+    on."""
+    cols, rows = rdataset(cache, "dslabs", "trump_tweets")
+    ti = cols.index("created_at")
+    tz = ZoneInfo("America/New_York")
+    times = [dt.datetime.fromisoformat(r[ti].replace("Z", "+00:00")) for r in rows]
+    return hourly_counts("tweets-2015", "tweets", times, tz, 2015)
+
+
 CONVERTERS = {
     "bikeshare-dc-2011": bikeshare,
     "nyc-departures-2013": nyc_departures,
@@ -230,6 +267,8 @@ CONVERTERS = {
     "vic-elec-2014": vic_elec,
     "bank-calls-2003": bank_calls,
     "mpls-stops-2017": mpls_stops,
+    "mpls-force-2017": mpls_force,
+    "tweets-2015": tweets,
 }
 
 
