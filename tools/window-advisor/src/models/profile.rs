@@ -72,7 +72,7 @@ fn weighted_quantiles<const N: usize>(bin: &mut Bin, qs: [f64; N]) -> [f64; N] {
     if bin.is_empty() {
         return out;
     }
-    bin.sort_by(|a, b| a.0.total_cmp(&b.0));
+    bin.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     let total: f64 = bin.iter().map(|b| b.1).sum();
     for (k, q) in qs.iter().enumerate() {
         let target = q * total;
