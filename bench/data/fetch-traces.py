@@ -201,6 +201,21 @@ def bank_calls(cache):
     return write("bank-calls-2003", "calls", out)
 
 
+def hourly_counts(name, metric, times, tz, year):
+    """Count `times` (aware datetimes) per hour of `year` in `tz`; an hour without one is 0.
+    The hours are counted in UTC, so that the hour a clock set back repeats is two hours, not
+    one counted twice (`tz`'s offsets are whole hours)."""
+    counts = Counter(t.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+                     for t in times)
+    t = dt.datetime(year, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
+    last = dt.datetime(year + 1, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
+    out = []
+    while t < last:
+        out.append((t.astimezone(tz), counts[t]))
+        t += dt.timedelta(hours=1)
+    return write(name, metric, out)
+
+
 def mpls_stops(cache):
     """Police stops per hour in Minneapolis in 2017: carData's `MplsStops` (the Minneapolis
     Police Department's open data), counted by the hour of the stop. The times are UTC; the
@@ -208,33 +223,8 @@ def mpls_stops(cache):
     rule was chosen, as a trace it was not tuned on."""
     cols, rows = rdataset(cache, "carData", "MplsStops")
     di = cols.index("date")
-    tz = ZoneInfo("America/Chicago")
-    counts = Counter()
-    for r in rows:
-        t = dt.datetime.fromisoformat(r[di].replace("Z", "+00:00"))
-        counts[t.replace(minute=0, second=0, microsecond=0)] += 1
-    first = dt.datetime(2017, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
-    last = dt.datetime(2018, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
-    out = []
-    t = first
-    while t < last:
-        out.append((t.astimezone(tz), counts[t]))
-        t += dt.timedelta(hours=1)
-    return write("mpls-stops-2017", "stops", out)
-
-
-def hourly_counts(name, metric, times, tz, year):
-    """Count `times` (aware datetimes) per local hour of `year` in `tz`; an hour without one
-    is 0. Written as the other traces are."""
-    counts = Counter(t.astimezone(tz).replace(minute=0, second=0, microsecond=0) for t in times)
-    t = dt.datetime(year, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
-    last = dt.datetime(year + 1, 1, 1, tzinfo=tz).astimezone(dt.timezone.utc)
-    out = []
-    while t < last:
-        local = t.astimezone(tz)
-        out.append((local, counts[local]))
-        t += dt.timedelta(hours=1)
-    return write(name, metric, out)
+    times = [dt.datetime.fromisoformat(r[di].replace("Z", "+00:00")) for r in rows]
+    return hourly_counts("mpls-stops-2017", "stops", times, ZoneInfo("America/Chicago"), 2017)
 
 
 def mpls_force(cache):
