@@ -111,17 +111,10 @@ fn pull_weekdays(hist: &[f64], cal: &Calendar, width: u32, means: &mut [Option<f
     }
     let per_day = (1440 / width) as usize;
     let slot = |i: usize| (cal.cal[i].minute_of_week() / width) as usize;
-    // The local week of each sample (a week starts on Monday 00:00).
-    let mut week_of = Vec::with_capacity(hist.len());
-    let mut week = 0usize;
-    for i in 0..hist.len() {
-        if i > 0 && cal.cal[i].minute_of_week() < cal.cal[i - 1].minute_of_week() {
-            week += 1;
-        }
-        week_of.push(week);
-    }
+    let week_of = local_weeks(cal, hist.len());
+    let weeks = week_of.last().map_or(0, |w| w + 1);
     // Per week and time of day: the sum, the count and the weekdays seen.
-    let mut at = vec![(0.0f64, 0u32, 0u8); (week + 1) * per_day];
+    let mut at = vec![(0.0f64, 0u32, 0u8); weeks * per_day];
     let key = |i: usize| week_of[i] * per_day + slot(i) % per_day;
     for (i, v) in hist.iter().enumerate().filter(|(_, v)| v.is_finite()) {
         let e = &mut at[key(i)];
@@ -171,6 +164,21 @@ fn pull_weekdays(hist: &[f64], cal: &Calendar, width: u32, means: &mut [Option<f
             means[j] = Some(grand + keep * (of_days[k] - grand));
         }
     }
+}
+
+/// The local week (0, 1, …) of each of the first `len` grid points: a new one when the
+/// weekday goes back to Monday, not when the minute of the week goes back (a clock set back
+/// does that on a Sunday).
+fn local_weeks(cal: &Calendar, len: usize) -> Vec<usize> {
+    let mut week = 0;
+    (0..len)
+        .map(|i| {
+            if i > 0 && cal.cal[i].dow < cal.cal[i - 1].dow {
+                week += 1;
+            }
+            week
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -276,5 +284,18 @@ mod tests {
                 f[d * 24 + 12]
             );
         }
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_start_a_week() {
+        // Two weeks of half hours in New York from Monday 19 October 2026; the clocks go
+        // back on Sunday 1 November at 02:00 (01:30 is followed by 01:00 again), so the
+        // second week has 338 half hours.
+        let zone = crate::time::Zone::resolve(Some("America/New_York")).unwrap();
+        let n = 2 * 336 + 2;
+        let cal = Calendar::new(&zone, 1_792_382_400, 1800, n);
+        let weeks = local_weeks(&cal, n);
+        assert_eq!(weeks[..336], [0; 336]);
+        assert_eq!(weeks[336..], [1; 338]);
     }
 }
