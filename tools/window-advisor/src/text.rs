@@ -67,15 +67,73 @@ pub fn render(kind: &str, r: &Map<String, Value>) -> Option<String> {
     }
 }
 
-/// The generic closing line.
-pub fn closing(_: &Map<String, Value>) -> Option<String> {
-    None
+/// The closing line: for `evaluate`, auto against each baseline on the origins both were
+/// scored on (mean regret, and the weekly paired t where there are 3 weeks); otherwise the
+/// generic one.
+pub fn closing(summary: &Map<String, Value>) -> Option<String> {
+    if summary.get("exit_code").and_then(Value::as_u64) != Some(0) {
+        return None;
+    }
+    let vs = summary.get("auto_vs_baselines")?.as_array()?;
+    if vs.is_empty() {
+        return None;
+    }
+    let v = |r: &Value, k: &str| r.get(k).map_or("-".into(), |x| human::value(k, x));
+    let each: Vec<String> = vs
+        .iter()
+        .map(|r| {
+            let t = r
+                .get("t_weeks")
+                .and_then(Value::as_f64)
+                .map_or(String::new(), |t| format!(", weekly t {t:+.2}"));
+            format!(
+                "{} {} vs {} ({} origins{t})",
+                v(r, "baseline"),
+                v(r, "auto_mean_regret"),
+                v(r, "baseline_mean_regret"),
+                v(r, "origins")
+            )
+        })
+        .collect();
+    let worse: Vec<String> = vs
+        .iter()
+        .filter(|r| r.get("auto_not_worse") == Some(&Value::Bool(false)))
+        .map(|r| v(r, "baseline"))
+        .collect();
+    let verdict = if worse.is_empty() {
+        "auto is not worse than any baseline".to_owned()
+    } else {
+        format!("auto is above {}", worse.join(", "))
+    };
+    Some(format!(
+        "{verdict}; mean regret, auto vs each baseline on the origins both were scored on: {}{}",
+        each.join("; "),
+        human::elapsed(summary)
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn evaluate_closes_with_auto_against_each_baseline() {
+        let s = json!({"exit_code":0,"elapsed_ms":262,"auto_vs_baselines":[
+            {"baseline":"last-week","origins":24,"auto_mean_regret":27.75,"baseline_mean_regret":40.1,"auto_not_worse":true,"t_weeks":-1.94,"weeks":11},
+            {"baseline":"at-0300","origins":24,"auto_mean_regret":27.75,"baseline_mean_regret":20.5,"auto_not_worse":false,"t_weeks":0.4,"weeks":11},
+            {"baseline":"random","origins":2,"auto_mean_regret":27.75,"baseline_mean_regret":900,"auto_not_worse":true,"t_weeks":null,"weeks":1}]});
+        assert_eq!(
+            closing(s.as_object().unwrap()).unwrap(),
+            "auto is above at-0300; mean regret, auto vs each baseline on the origins both \
+             were scored on: last-week 27.8 vs 40.1 (24 origins, weekly t -1.94); at-0300 27.8 \
+             vs 20.5 (24 origins, weekly t +0.40); random 27.8 vs 900 (2 origins), in 262 ms"
+        );
+        // recommend's summary, and a failure: the generic line.
+        assert_eq!(closing(json!({"exit_code":0}).as_object().unwrap()), None);
+        let failed = json!({"exit_code":65,"auto_vs_baselines":[]});
+        assert_eq!(closing(failed.as_object().unwrap()), None);
+    }
 
     #[test]
     fn a_window_reads_as_a_time_and_rates() {
