@@ -575,6 +575,103 @@ follow() {
   return 1
 }
 
+# --- Poolers ------------------------------------------------------------------------------
+# pooler COMMAND ARGS...: scripts/pooler.sh COMMAND for every --pooler; its records go to our
+# output. On failure sets pooler_rc and pooler_msg (its summary's message) and returns 1.
+pooler_rc=0 pooler_msg="" pooler_state=idle
+pooler() {
+  local out line rc=0
+  out=$("$here/pooler.sh" "$@" "${poolers[@]}") || rc=$?
+  pooler_out=$out
+  pooler_emit "$out"
+  pooler_rc=$rc pooler_msg=$(jq -r 'select(.type == "summary") | .message // empty' <<<"$out" 2>/dev/null | tail -n 1)
+  ((rc == 0))
+}
+pooler_emit() {
+  local line
+  while IFS= read -r line; do
+    case $line in '{"type":"summary"'* | "") ;; *) pgs_emit_line "$line" ;; esac
+  done <<<"$1"
+}
+# The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
+# is promoted, point the entries at it and RESUME. (Their records: in pooler_hook_out.)
+pooler_hook_out=""
+# The new entries are staged before the switch (pooler.sh stage). Inside it, once the source
+# is stopped and the target about to be promoted (before_promote), they are swapped in and
+# the poolers RELOADed in the background (pooler.sh swap --no-resume: nothing flows while they
+# are paused, so pointing them early is harmless), beside the promotion; once the target is
+# writable (after_promote) the hook waits for that swap and sends RESUME to every console.
+# pooler_settle afterwards checks and probes. Without staging: the full point --resume in
+# after_promote.
+pooler_hook_out="" pooler_swap_flag="" swap_hook=""
+pooler_hooks() {
+  local q from to staged conf=() i=0 w flag dsn resume=""
+  q=$(pgs_quote "$here/pooler.sh")
+  from=$(pgs_quote "$source_host_addr:$source_port") to=$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")
+  pooler_hook_out=$(mktemp /tmp/pgshift-pooler.XXXXXX)
+  printf -v pause_hook '%s pause --deadline %s %s >>%s' "$q" "$pause_limit" "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  swap_hook="" pooler_swap_flag=""
+  if pooler stage --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT"; then
+    staged=$(jq -r 'select(.type == "pooler_step" and .step == "stage") | .conffile' <<<"$pooler_out")
+    # Each pooler's --conffile after its --pooler DSN [--host SPEC].
+    for w in "${poolers[@]}"; do
+      if [[ $w == --pooler ]]; then
+        ((i > 0)) && conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
+        i=$((i + 1))
+      fi
+      conf+=("$w")
+    done
+    conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
+    pooler_swap_flag=$(mktemp -u /tmp/pgshift-swap.XXXXXX)
+    flag=$(pgs_quote "$pooler_swap_flag")
+    # In braces: the background job is the swap alone, not a user's hook joined with &&.
+    printf -v swap_hook '{ : >%s.started && (%s swap --no-resume --from %s --to %s %s >>%s 2>&1; : >%s) </dev/null >/dev/null 2>&1 & }' \
+      "$flag" "$q" "$from" "$to" "$(pgs_quote "${conf[@]}")" "$(pgs_quote "$pooler_hook_out")" "$flag"
+    for ((i = 0; i < ${#poolers[@]}; i++)); do
+      [[ ${poolers[i]} == --pooler ]] || continue
+      dsn=$(pgs_quote "${poolers[i + 1]}")
+      resume+="PGCONNECT_TIMEOUT=5 $(pgs_quote "$PG_BIN/psql") -XAq -d $dsn -c RESUME >/dev/null 2>&1 & "
+    done
+    printf -v promote_hook 'i=0; while [ ! -e %s ] && [ $i -lt 2000 ]; do sleep 0.005; i=$((i + 1)); done; %swait; true' \
+      "$flag" "$resume"
+  else
+    printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" "$from" "$to" \
+      "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
+  fi
+}
+# pooler_swap_wait: a swap the switch started in the background has ended (at most 15 s).
+pooler_swap_wait() {
+  [[ -n $pooler_swap_flag && -e $pooler_swap_flag.started ]] || return 0
+  local i
+  for ((i = 0; i < 1500; i++)); do [[ -e $pooler_swap_flag ]] && break; sleep 0.01; done
+  rm -f "$pooler_swap_flag" "$pooler_swap_flag.started"
+}
+# pooler_settle [target|source|none]: every pooler RESUMEd, its entries at the primary
+# (decided from the hosts when not given); idempotent, run on every way out of a switchover.
+# Returns 1 (pooler_msg says why) if a pooler could not be settled.
+pooler_settle() {
+  ((${#poolers[@]})) && [[ $pooler_state != settled ]] || return 0
+  pooler_swap_wait
+  local to=${1:-}
+  if [[ -z $to ]]; then
+    if [[ $(target_in_recovery) == f ]]; then to=target
+    elif [[ $(src_psql -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; then to=source
+    else to=none; fi
+  fi
+  local ok=0
+  case $to in
+    target) pooler point --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT" && ok=1 ;;
+    source) pooler point --from "$TARGET_ADDR:$TARGET_PORT" --to "$source_host_addr:$source_port" && ok=1 ;;
+    none) ok=1 ;;
+  esac
+  pooler resume || ok=0
+  if ((ok)) && [[ $to == target ]]; then
+    pooler probe --expect "$TARGET_ADDR:$TARGET_PORT" || ok=0
+  fi
+  ((ok)) || return 1
+  pooler_state=settled
+}
+
 # switch [--abort]: pg-switch between the source and the target, in the background (so a
 # signal reaches it and the trap at once); its records go to our output, its summary to
 # `sw` (JSON). Returns its exit status: 0 the target is the primary, 1 not promoted (the
@@ -861,103 +958,6 @@ preflight() {
   ((fresh_target)) && fresh_json=true
   pgs_phase_end version="$src_version" system_identifier="$src_sysid" fresh_target:=$fresh_json source_bytes:="$src_bytes" \
     source_layout="${src_info[layout]}" target_layout="${tgt_info[layout]}" tls="$tls"
-}
-
-# --- Poolers ------------------------------------------------------------------------------
-# pooler COMMAND ARGS...: scripts/pooler.sh COMMAND for every --pooler; its records go to our
-# output. On failure sets pooler_rc and pooler_msg (its summary's message) and returns 1.
-pooler_rc=0 pooler_msg="" pooler_state=idle
-pooler() {
-  local out line rc=0
-  out=$("$here/pooler.sh" "$@" "${poolers[@]}") || rc=$?
-  pooler_out=$out
-  pooler_emit "$out"
-  pooler_rc=$rc pooler_msg=$(jq -r 'select(.type == "summary") | .message // empty' <<<"$out" 2>/dev/null | tail -n 1)
-  ((rc == 0))
-}
-pooler_emit() {
-  local line
-  while IFS= read -r line; do
-    case $line in '{"type":"summary"'* | "") ;; *) pgs_emit_line "$line" ;; esac
-  done <<<"$1"
-}
-# The hooks pg-switch runs: PAUSE every pooler right before the source stops; once the target
-# is promoted, point the entries at it and RESUME. (Their records: in pooler_hook_out.)
-pooler_hook_out=""
-# The new entries are staged before the switch (pooler.sh stage). Inside it, once the source
-# is stopped and the target about to be promoted (before_promote), they are swapped in and
-# the poolers RELOADed in the background (pooler.sh swap --no-resume: nothing flows while they
-# are paused, so pointing them early is harmless), beside the promotion; once the target is
-# writable (after_promote) the hook waits for that swap and sends RESUME to every console.
-# pooler_settle afterwards checks and probes. Without staging: the full point --resume in
-# after_promote.
-pooler_hook_out="" pooler_swap_flag="" swap_hook=""
-pooler_hooks() {
-  local q from to staged conf=() i=0 w flag dsn resume=""
-  q=$(pgs_quote "$here/pooler.sh")
-  from=$(pgs_quote "$source_host_addr:$source_port") to=$(pgs_quote "$TARGET_ADDR:$TARGET_PORT")
-  pooler_hook_out=$(mktemp /tmp/pgshift-pooler.XXXXXX)
-  printf -v pause_hook '%s pause --deadline %s %s >>%s' "$q" "$pause_limit" "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
-  swap_hook="" pooler_swap_flag=""
-  if pooler stage --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT"; then
-    staged=$(jq -r 'select(.type == "pooler_step" and .step == "stage") | .conffile' <<<"$pooler_out")
-    # Each pooler's --conffile after its --pooler DSN [--host SPEC].
-    for w in "${poolers[@]}"; do
-      if [[ $w == --pooler ]]; then
-        ((i > 0)) && conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
-        i=$((i + 1))
-      fi
-      conf+=("$w")
-    done
-    conf+=(--conffile "$(sed -n "${i}p" <<<"$staged")")
-    pooler_swap_flag=$(mktemp -u /tmp/pgshift-swap.XXXXXX)
-    flag=$(pgs_quote "$pooler_swap_flag")
-    # In braces: the background job is the swap alone, not a user's hook joined with &&.
-    printf -v swap_hook '{ : >%s.started && (%s swap --no-resume --from %s --to %s %s >>%s 2>&1; : >%s) </dev/null >/dev/null 2>&1 & }' \
-      "$flag" "$q" "$from" "$to" "$(pgs_quote "${conf[@]}")" "$(pgs_quote "$pooler_hook_out")" "$flag"
-    for ((i = 0; i < ${#poolers[@]}; i++)); do
-      [[ ${poolers[i]} == --pooler ]] || continue
-      dsn=$(pgs_quote "${poolers[i + 1]}")
-      resume+="PGCONNECT_TIMEOUT=5 $(pgs_quote "$PG_BIN/psql") -XAq -d $dsn -c RESUME >/dev/null 2>&1 & "
-    done
-    printf -v promote_hook 'i=0; while [ ! -e %s ] && [ $i -lt 2000 ]; do sleep 0.005; i=$((i + 1)); done; %swait; true' \
-      "$flag" "$resume"
-  else
-    printf -v promote_hook '%s point --resume --from %s --to %s %s >>%s' "$q" "$from" "$to" \
-      "$(pgs_quote "${poolers[@]}")" "$(pgs_quote "$pooler_hook_out")"
-  fi
-}
-# pooler_swap_wait: a swap the switch started in the background has ended (at most 15 s).
-pooler_swap_wait() {
-  [[ -n $pooler_swap_flag && -e $pooler_swap_flag.started ]] || return 0
-  local i
-  for ((i = 0; i < 1500; i++)); do [[ -e $pooler_swap_flag ]] && break; sleep 0.01; done
-  rm -f "$pooler_swap_flag" "$pooler_swap_flag.started"
-}
-# pooler_settle [target|source|none]: every pooler RESUMEd, its entries at the primary
-# (decided from the hosts when not given); idempotent, run on every way out of a switchover.
-# Returns 1 (pooler_msg says why) if a pooler could not be settled.
-pooler_settle() {
-  ((${#poolers[@]})) && [[ $pooler_state != settled ]] || return 0
-  pooler_swap_wait
-  local to=${1:-}
-  if [[ -z $to ]]; then
-    if [[ $(target_in_recovery) == f ]]; then to=target
-    elif [[ $(src_psql -c "SELECT pg_is_in_recovery()" 2>/dev/null) == f ]]; then to=source
-    else to=none; fi
-  fi
-  local ok=0
-  case $to in
-    target) pooler point --from "$source_host_addr:$source_port" --to "$TARGET_ADDR:$TARGET_PORT" && ok=1 ;;
-    source) pooler point --from "$TARGET_ADDR:$TARGET_PORT" --to "$source_host_addr:$source_port" && ok=1 ;;
-    none) ok=1 ;;
-  esac
-  pooler resume || ok=0
-  if ((ok)) && [[ $to == target ]]; then
-    pooler probe --expect "$TARGET_ADDR:$TARGET_PORT" || ok=0
-  fi
-  ((ok)) || return 1
-  pooler_state=settled
 }
 
 # probe_reverse: the source's host reaches the (running) target as the replication role.
