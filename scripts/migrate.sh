@@ -101,7 +101,10 @@
 #   --target-socket-dir D  unix_socket_directories on the target (default: next to its pgdata)
 #   --journal FILE         the journal (default: one file per pair of hosts under
 #                          $PGSHIFT_STATE_DIR, default ~/.local/state/pgshift)
-#   --abort                roll back what an interrupted run left under way, and stop
+#   --abort                roll back what an interrupted run left under way, and stop:
+#                          before the switchover, the copy it made is removed (a target that
+#                          was a standby before it, as on --reverse, is kept); poolers it
+#                          left paused resume at the primary
 #   --dry-run              run the preflight checks and print the plan (a `plan` record, and
 #                          in words on stderr); change nothing: no journal record, no slot,
 #                          no file on either host. Exit 0 when the migration could go ahead,
@@ -798,7 +801,7 @@ if [[ -s $journal ]]; then
        switch: (if $step == null then "none" elif $step == "promoted" then "done"
                 elif ($step == "rolled_back" or $step == "refused" or $step == "nothing_to_do") then "none"
                 else "open" end),
-       copy_cut: ($copy == "begin")}' "$journal" 2>/dev/null || echo '{"ended":true}')
+       copy_cut: ($copy == "begin"), copied: ($copy != null)}' "$journal" 2>/dev/null || echo '{"ended":true}')
   if [[ $(jq -r '.ended' <<<"$last_run") == false ]]; then
     run_src=$(jq -r .source <<<"$last_run") run_tgt=$(jq -r .target <<<"$last_run")
     if [[ $run_src != "$src_id" ]]; then
@@ -829,6 +832,9 @@ if ((abort)); then
       rc=0
       switch --abort || rc=$?
       outcome=$(jq -r '.outcome // "unknown"' <<<"$sw")
+      # The dead run may have left the poolers paused: they resume at whichever host is
+      # the primary now (the source, rolled back; the target, if it could not be).
+      pooler_settle || pgs_log "a pooler could not be settled: $pooler_msg"
       if ((rc == 0)); then
         pgs_note aborted what=switchover outcome="$outcome"
         pgs_emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
@@ -841,11 +847,20 @@ if ((abort)); then
       ((rc == 126)) && jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
       fail "$rc" "--abort could not confirm the target is not promoted; nothing more was touched" ;;
     *)
-      # Before the switchover the source serves: remove the copy this run made, and its slot.
-      fresh_target=1
-      if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
-      pgs_note aborted what=copy
-      pgs_emit summary success:=true exit_code:=0 aborted=copy journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      # Before the switchover the source serves (its clients first: a dead run may have
+      # left the poolers paused): remove the copy the interrupted run made, and its slot.
+      pooler_settle source || pgs_log "a pooler could not be settled: $pooler_msg"
+      what=run
+      if [[ $(jq -r '.copied' <<<"$last_run") == true ]]; then
+        fresh_target=1 what=copy
+        if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
+      else
+        # No run since the last that ended made a copy: the target was a standby before (the
+        # old source, rejoined by the migration before): it stays, and so does its slot.
+        pgs_log "the target $tgt_id was a standby before this migration: it is kept"
+      fi
+      pgs_note aborted what="$what"
+      pgs_emit summary success:=true exit_code:=0 aborted="$what" journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
       trap - EXIT
       exit 0 ;;
   esac

@@ -3,8 +3,8 @@
 //! source stops, points its entry at the target once promoted, RELOADs and RESUMEs: load-gen's
 //! clients, all through the pooler, see no error in either direction and lose nothing. A
 //! failure after the PAUSE (before the promotion) leaves the pooler resumed on the source; a
-//! run killed while the pooler is paused leaves it paused, and the same command again resumes
-//! it on the primary. Preflight refuses what cannot be switched without errors, naming the
+//! run killed while the pooler is paused leaves it paused, and the same command again, or
+//! `--abort`, resumes it on the primary, also when the next run rolls the switchover back. Preflight refuses what cannot be switched without errors, naming the
 //! setting: session pooling, a long server_login_retry.
 
 use std::path::PathBuf;
@@ -181,6 +181,58 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     let recs = load.stop_and_verify();
     assert_no_client_error(&recs);
 
+    // Back from B to A, killed while the pooler is paused, then --abort: the clients are
+    // served by the source (B) again. Killed before B stops: A, a standby since the rejoin
+    // and not a copy this run made, stays. Killed after: pg-switch starts B again.
+    for (point, under_way) in [("before_stop", "before_switch"), ("after_stop", "switch")] {
+        let hook = format!("{point}=kill -KILL 0");
+        let (code, _, err) = hosts.migrate_raw(&["--reverse", "--hook", &hook], &[]);
+        assert_eq!(code, -1, "killed at {point}\n{err}");
+        assert_eq!(through_pooler(&hosts, 1), None, "paused at {point}");
+        let (code, recs, err) = hosts.migrate(&["--reverse", "--abort"]);
+        assert_eq!(code, 0, "abort after {point}: {}\n{err}", summary(&recs));
+        assert_eq!(of_type(&recs, "resume")[0]["from"], under_way, "{recs:?}");
+        assert_eq!(
+            through_pooler(&hosts, 5),
+            Some(format!("f|{port_b}")),
+            "abort after a kill at {point}: {recs:?}"
+        );
+        assert_eq!(hosts.in_recovery('A'), Some(true), "A is kept as a standby");
+    }
+
+    // Killed after B stopped, and B started again by its service manager while no run was
+    // there: fenced, it comes up as a standby. The next run rolls the switchover back (B
+    // the primary again), resumes the pooler on B at once, and switches to A.
+    let (code, _, err) =
+        hosts.migrate_raw(&["--reverse", "--hook", "after_stop=kill -KILL 0"], &[]);
+    assert_eq!(code, -1, "killed\n{err}");
+    let mut start_b = testkit::pg_command("pg_ctl", &hosts.dir);
+    start_b
+        .arg("-D")
+        .arg(hosts.pgdata('B'))
+        .arg("-l")
+        .arg(hosts.pgdata('B').with_file_name("restarted.log"))
+        .args(["-w", "start"]);
+    testkit::run_ok(&mut start_b);
+    assert_eq!(hosts.in_recovery('B'), Some(true), "fenced: B is a standby");
+    let (code, recs, err) = hosts.migrate(&["--reverse"]);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    assert!(
+        of_type(&recs, "phase")
+            .iter()
+            .any(|p| p["name"] == "switchover" && p["outcome"] == "rolled_back"),
+        "the interrupted switchover was rolled back: {recs:?}"
+    );
+    let at = |step: &str| {
+        recs.iter()
+            .position(|r| r["type"] == "pooler_step" && r["step"] == step)
+    };
+    assert!(
+        at("resume").is_some() && at("resume") < at("pause"),
+        "resumed on B before this run's own pause: {recs:?}"
+    );
+    assert_eq!(through_pooler(&hosts, 5), Some(format!("f|{port_a}")));
+
     // Staged, then the file edited by a person before the swap: the swap sees it changed and
     // rewrites the file as it is now (the edit kept), nothing stale left behind.
     let b = format!("{}:{port_b}", hosts.env["TARGET_ADDR"]);
@@ -190,9 +242,9 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
         c.args([
             cmd,
             "--from",
-            &b,
-            "--to",
             &a,
+            "--to",
+            &b,
             "--pooler",
             &hosts.env["POOLER_DSN"],
         ])
@@ -218,7 +270,7 @@ fn exclusive_pooler_resumed_after_a_failure_and_after_a_kill_while_paused() {
     );
     let ini = std::fs::read_to_string(pooler_ini(&hosts)).unwrap();
     assert!(
-        ini.contains("max_client_conn = 999") && ini.contains(&format!("port={port_a}")),
+        ini.contains("max_client_conn = 999") && ini.contains(&format!("port={port_b}")),
         "{ini}"
     );
     let left: Vec<_> = std::fs::read_dir(hosts.dir.join("pooler"))
