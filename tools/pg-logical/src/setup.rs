@@ -618,7 +618,7 @@ pub fn abort(mut p: Pair, args: &AbortArgs) -> anyhow::Result<Status> {
         for r in &since {
             if r["step"] == "database_created" {
                 if let Some(db) = r["database"].as_str() {
-                    p.target.forget(db);
+                    p.target.forget(db)?;
                     p.target.control().batch_execute(&format!(
                         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                         quote_ident(db)

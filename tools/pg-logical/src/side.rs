@@ -156,11 +156,23 @@ impl Side {
         Ok(())
     }
 
-    /// Drop the session to `db` (before the database is dropped, say).
-    pub fn forget(&mut self, db: &str) {
+    /// Close pgshift's session in `db`, before the database is dropped. When it is the
+    /// control session (the DSN names `db`, as an application's DSN does), the control moves
+    /// to the maintenance database `postgres` first: PostgreSQL refuses to drop the database
+    /// a session is in, and `WITH (FORCE)` would end the control session with it.
+    pub fn forget(&mut self, db: &str) -> anyhow::Result<()> {
+        if db == self.info.dbname() && db != "postgres" {
+            let info = self.info.with_dbname("postgres");
+            let c = info.connect().with_context(|| {
+                format!("connecting to the {}'s database postgres", self.which.as_str())
+            })?;
+            self.info = info;
+            self.sessions.insert("postgres".to_owned(), c);
+        }
         if db != self.info.dbname() {
             self.sessions.remove(db);
         }
+        Ok(())
     }
 
     /// A setting's value.

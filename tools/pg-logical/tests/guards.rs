@@ -151,6 +151,18 @@ fn ddl_during_the_run_stops_it_before_anything_is_fenced() {
 }
 
 #[test]
+fn abort_drops_the_copy_of_the_database_its_dsn_names() {
+    // An application's DSN names its database: on the target, pgshift's control session is
+    // in the copy it is to drop (PostgreSQL refuses to drop the database a session is in).
+    let p = Pair::new(None);
+    let fix = ["--replica-identity-full", "audit"];
+    assert_eq!(p.step_in("app", "setup", &fix).code, 0);
+    let r = p.step_in("app", "abort", &["--drop-databases"]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    untouched(&p);
+}
+
+#[test]
 fn a_fence_that_cannot_be_proven_reopens_the_source_and_open_never_goes_without_one() {
     let p = Pair::new(None);
     let fix = ["--replica-identity-full", "audit"];

@@ -96,10 +96,21 @@ impl Pair {
     }
 
     pub fn command(&self, step: &str, args: &[&str]) -> std::process::Command {
+        self.command_in("postgres", step, args)
+    }
+
+    /// [`Pair::step`] with DSNs that name database `db` (as an application's DSN does).
+    pub fn step_in(&self, db: &str, step: &str, args: &[&str]) -> Run {
+        let out = self.command_in(db, step, args).output().expect("run pg-logical");
+        Run::new(format!("pg-logical {step} {args:?} (DSNs in {db})"), out)
+    }
+
+    /// [`Pair::command`] with DSNs that name database `db`.
+    pub fn command_in(&self, db: &str, step: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = tool(testkit::tool_bin("pg-logical"));
         cmd.arg(step)
-            .args(["--source", &self.source.dsn("postgres")])
-            .args(["--target", &self.target.dsn("postgres")])
+            .args(["--source", &self.source.dsn(db)])
+            .args(["--target", &self.target.dsn(db)])
             .args(["--databases", "app", "--journal"])
             .arg(self.journal())
             .args(args);
