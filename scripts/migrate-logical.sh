@@ -68,7 +68,8 @@
 #   --hook NAME=CMD        run CMD (bash -c) at a step: before_setup, before_copy,
 #                          before_catch_up, before_fence, after_fence, before_open, after_open
 #   --journal FILE         the journal (default: one per pair under $PGSHIFT_STATE_DIR)
-#   --abort                before the cutover: remove what setup made, reopen the source
+#   --abort                before the cutover: remove what setup made, reopen the source,
+#                          resume the poolers a killed run left paused
 #   --finish               after a move: drop the way back and pgshift's sentinel schema
 #   --dry-run              preflight and the plan; nothing is changed
 #   --yes                  cut over without asking (required without a terminal)
@@ -337,6 +338,9 @@ if ((abort || finish)); then
   if ((abort)); then
     [[ $stand != open ]] || fail "$EX_DATAERR" "the target was opened: nothing to abort; move back with --reverse, or drop the way back with --finish"
     [[ $stand != fenced ]] || { tool unfence || fail $? "$(tool_message)"; }
+    # A run killed in its cutover left the poolers paused: the source serves again, so its
+    # clients go on now, before the cleanup.
+    pooler_settle
     tool abort --drop-databases || fail $? "$(tool_message)"
   else
     tool finish || fail $? "$(tool_message)"

@@ -441,3 +441,18 @@ pub fn chrono_ms(ts: &str) -> i64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// What answers through the pooler within `secs`: `Some("f|PORT")` (writable, its port), or
+/// None when nothing answers in time (the pooler is paused, or down).
+pub fn through_pooler(hosts: &Hosts, secs: u32) -> Option<String> {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(testkit::pg_bin().join("psql"))
+        .args(["-XAtq", "-d", &hosts.pooler_dsn(), "-c"])
+        .arg("SELECT pg_is_in_recovery(), current_setting('port')")
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

@@ -144,6 +144,21 @@ fn logical_behind_a_pooler_clients_see_no_error() {
         testkit::skip!("PostgreSQL 15 is missing");
     }
     let hosts = Hosts::create(&["--logical", "--pooler"]);
+    // Killed with the source fenced and the pooler paused, then --abort: the source is
+    // reopened and its clients go on through the pooler (it stayed paused).
+    let mut killed = FIXES.to_vec();
+    killed.extend(["--hook", "after_fence=kill -KILL 0"]);
+    let (code, _, err) = hosts.migrate_raw(&killed, &[]);
+    assert_eq!(code, -1, "killed\n{err}");
+    let mut abort = FIXES.to_vec();
+    abort.push("--abort");
+    let (code, recs, err) = hosts.migrate(&abort);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    assert_eq!(
+        through_pooler(&hosts, 5),
+        Some(format!("f|{}", hosts.source("port"))),
+        "{recs:?}"
+    );
     let load = Load::start_verifying(
         &hosts,
         &hosts.pooler_dsn(),

@@ -30,21 +30,6 @@ fn edit_ini(hosts: &Hosts, from: &str, to: &str) {
     admin(hosts, "RELOAD");
 }
 
-/// What answers through the pooler within `secs`: `Some("f|PORT")` (writable, its port), or
-/// None when nothing answers in time (the pooler is paused, or down).
-fn through_pooler(hosts: &Hosts, secs: u32) -> Option<String> {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(testkit::pg_bin().join("psql"))
-        .args(["-XAtq", "-d", &hosts.pooler_dsn(), "-c"])
-        .arg("SELECT pg_is_in_recovery(), current_setting('port')")
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 fn steps<'a>(recs: &'a [Value], step: &str) -> Vec<&'a Value> {
     of_type(recs, "pooler_step")
         .into_iter()
