@@ -731,11 +731,15 @@ switch() {
   return "$rc"
 }
 
-# after_switch RC: what pg-switch's outcome means for this run.
+# after_switch RC: what pg-switch's outcome means for this run. Where the primary is, its
+# summary says (`primary`), not the exit status: a target promoted but not proven writable
+# (`promoted_unverified`) exits 65 or 69 like a refusal; a pg-switch killed by a signal says
+# nothing.
 after_switch() {
-  local rc=$1 why to=none
+  local rc=$1 why to=none primary
   why=$(jq -r '.message // empty' <<<"$sw")
-  case $rc in 0) to=target ;; 1 | 2 | 65 | 69 | 70 | 74 | 75) to=source ;; esac
+  primary=$(jq -r '.primary // "unknown"' <<<"$sw")
+  case $primary in target | source) to=$primary ;; esac
   if [[ $pooler_state == armed ]] && ! pooler_settle "$to"; then
     ((rc == 0)) && fail "$EX_UNAVAILABLE" "the target is the primary, but a pooler does not reach it: $pooler_msg (run the same command again, or fix the pooler by hand: scripts/pooler.sh point --from $source_host_addr:$source_port --to $TARGET_ADDR:$TARGET_PORT ...)"
     pgs_log "a pooler could not be settled: $pooler_msg"
@@ -751,8 +755,19 @@ after_switch() {
       jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
       fail "$EX_FATAL" "the switchover's state cannot be told: nothing more was touched; see the commands above and the journal $journal" ;;
     *)
-      state=source_serving
-      fail "$rc" "the switchover was refused before anything changed (exit $rc); see the error records" ;;
+      case $primary in
+        target)
+          state=switched
+          fail "$rc" "the target was promoted but not proven writable (${why:-see the error records}); the old source stays stopped and fenced: fix the target, then run the same command again to rejoin and verify" ;;
+        source | unknown)
+          # (Without a summary only a usage error, which is refused before anything: exit 2.)
+          [[ $primary == source || $rc == 2 ]] || {
+            state=unknown
+            fail "$EX_FATAL" "pg-switch ended without saying where the primary is (exit $rc): run the same command again, it looks at both hosts and finishes or rolls back the switchover; journal $journal"
+          }
+          state=source_serving
+          fail "$rc" "the switchover was refused before anything changed (exit $rc); see the error records" ;;
+      esac ;;
   esac
   [[ -z $stopped_by ]] || fail "$EX_TEMPFAIL" "interrupted by $stopped_by after the switchover: run the same command again to rejoin and verify"
 }

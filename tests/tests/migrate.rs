@@ -306,7 +306,7 @@ fn exclusive_a_copy_that_cannot_be_resumed_starts_again() {
 }
 
 #[test]
-fn exclusive_target_stopped_before_promote_restarts_the_source() {
+fn exclusive_target_stopped_before_promote_restarts_the_source_a_read_only_one_stays_primary() {
     let hosts = Hosts::create(&[]);
     let load = Load::start(&hosts);
     // pg_ctl refuses to run as root: the hook runs it as postgres where needed.
@@ -334,6 +334,46 @@ fn exclusive_target_stopped_before_promote_restarts_the_source() {
     );
     std::thread::sleep(Duration::from_millis(500));
     load.stop_and_verify();
+
+    // The target promoted but read-only: pg-switch cannot prove it writable and exits 65,
+    // as a refusal does. The run must not say nothing changed: B is the primary, A stays
+    // stopped and fenced; once B is fixed, the same command rejoins and verifies.
+    let read_only = |on: bool| {
+        let dsn = format!(
+            "{} options='-cdefault_transaction_read_only=off'",
+            hosts.dsn('B')
+        );
+        let set = if on {
+            "SET default_transaction_read_only = on"
+        } else {
+            "RESET default_transaction_read_only"
+        };
+        psql(&dsn, &format!("ALTER SYSTEM {set}")).expect("ALTER SYSTEM on B");
+        psql(&dsn, "SELECT pg_reload_conf()").expect("reload B");
+    };
+    read_only(true);
+    let (code, recs, err) = hosts.migrate(&[]);
+    let s = summary(&recs);
+    assert_eq!(code, 65, "{s}\n{err}");
+    assert_eq!(s["state"], "switched", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("promoted but not proven writable"),
+        "{s}"
+    );
+    assert_eq!(hosts.in_recovery('B'), Some(false), "B was promoted");
+    assert!(!hosts.running('A'), "A stays stopped");
+    assert!(
+        hosts.pgdata('A').join("standby.signal").exists(),
+        "and fenced"
+    );
+    read_only(false);
+    let (code, recs, err) = hosts.migrate(&[]);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    assert_eq!(summary(&recs)["verdict"], "equal");
+    assert_eq!(hosts.in_recovery('A'), Some(true), "A follows B");
 }
 
 #[test]

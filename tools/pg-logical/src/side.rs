@@ -164,7 +164,10 @@ impl Side {
         if db == self.info.dbname() && db != "postgres" {
             let info = self.info.with_dbname("postgres");
             let c = info.connect().with_context(|| {
-                format!("connecting to the {}'s database postgres", self.which.as_str())
+                format!(
+                    "connecting to the {}'s database postgres",
+                    self.which.as_str()
+                )
             })?;
             self.info = info;
             self.sessions.insert("postgres".to_owned(), c);

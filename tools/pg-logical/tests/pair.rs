@@ -101,7 +101,10 @@ impl Pair {
 
     /// [`Pair::step`] with DSNs that name database `db` (as an application's DSN does).
     pub fn step_in(&self, db: &str, step: &str, args: &[&str]) -> Run {
-        let out = self.command_in(db, step, args).output().expect("run pg-logical");
+        let out = self
+            .command_in(db, step, args)
+            .output()
+            .expect("run pg-logical");
         Run::new(format!("pg-logical {step} {args:?} (DSNs in {db})"), out)
     }
 
