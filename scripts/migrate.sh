@@ -868,6 +868,8 @@ if ((abort)); then
       what=run
       if [[ $(jq -r '.copied' <<<"$last_run") == true ]]; then
         fresh_target=1 what=copy
+        # Its pg_basebackup may outlive the dead run and hold the slot (then not dropped).
+        stop_left_copy || left_copy_running
         if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
       else
         # No run since the last that ended made a copy: the target was a standby before (the

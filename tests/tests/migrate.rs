@@ -744,6 +744,36 @@ fn exclusive_advised_window_too_far_away_leaves_the_source_alone() {
 }
 
 #[test]
+fn exclusive_abort_after_the_control_host_died_in_the_copy_stops_the_copy_and_drops_its_slot() {
+    // The control host dies during the base copy; its pg_basebackup runs on (a process group
+    // of its own), holding the slot. --abort must stop it before removing the copy: a slot
+    // still in use is not dropped, and would keep WAL on the source for ever.
+    let hosts = Hosts::create(&[]);
+    let b = hosts.pgdata('B');
+    let kill = once_copied_6mb(&b, "kill -KILL 0");
+    let (code, out, err) = hosts.migrate_raw(
+        &["--max-rate", "8M", "--compress", "none", "--hook", &kill],
+        &[],
+    );
+    assert_eq!(code, -1, "killed\n{out}\n{err}");
+    let (code, recs, err) = hosts.migrate(&["--abort"]);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    assert_eq!(summary(&recs)["aborted"], "copy", "{recs:?}");
+    assert_eq!(
+        psql(&hosts.dsn('A'), "SELECT count(*) FROM pg_replication_slots").as_deref(),
+        Some("0"),
+        "the copy's slot is dropped: {err}"
+    );
+    let running = Command::new("pgrep")
+        .args(["-f", &format!("pg_basebackup -D {}", b.display())])
+        .status()
+        .unwrap();
+    assert!(!running.success(), "the copy still runs");
+    assert!(!b.join("PG_VERSION").exists(), "the copy is removed");
+    assert_eq!(hosts.in_recovery('A'), Some(false));
+}
+
+#[test]
 fn exclusive_wrong_replication_password_on_reverse_is_refused_in_preflight() {
     let hosts = Hosts::create(&[]);
     let (code, _, err) = hosts.migrate(&["--no-verify"]);
