@@ -215,7 +215,9 @@ echo "cannot link $tmp to $dir/$obj" >&2; exit 4
 "#;
 
 /// Read objects: `$1` archive dir; stdin: relative paths, one a line. For each, in order:
-/// `+ SIZE\n` and the bytes, or `-\n` when it does not exist.
+/// `+ SIZE\n` and the bytes, or `-\n` when it does not exist. A directory this user may
+/// not enter (another user's, made with umask 027) is an error (exit 4), not "does not
+/// exist": PostgreSQL ends recovery at the first file that is not in the archive.
 pub const GET_MANY: &str = r#"cd "$1" 2>/dev/null && [ -e wal-ship.json ] || { echo "no wal-ship archive at $1 on $(hostname) (wal-ship.json missing: not mounted, wrong path, or nothing pushed yet)" >&2; exit 3; }
 while IFS= read -r f; do
   if [ -f "$f" ]; then
@@ -223,6 +225,11 @@ while IFS= read -r f; do
     printf '+ %s\n' "$s"
     head -c "$s" -- "$f" || exit 4
   else
+    d=${f%/*}
+    if [ "$d" != "$f" ] && [ -d "$d" ] && { [ ! -x "$d" ] || [ ! -r "$d" ]; }; then
+      echo "cannot read $1/$d on $(hostname) as $(id -un): permission denied (the archive's directories must be readable by every user that restores from it)" >&2
+      exit 4
+    fi
     printf -- '-\n'
   fi
 done

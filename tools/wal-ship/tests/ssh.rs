@@ -175,6 +175,36 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         &work,
         &["fetch", "00000002.history", "h", "--from", u],
     );
+    // A directory of the archive this user may not enter (another user's, umask 027): an
+    // error, never "not in the archive", where PostgreSQL would end recovery.
+    let sub = object_path(&arch, &seg_name(1, 1))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let chown = |owner: &str| {
+        let ok = std::process::Command::new("chown")
+            .args([owner, sub.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    chown("root:root");
+    let out = expect_pg(
+        74,
+        &sshd,
+        &work,
+        &[
+            "fetch",
+            &seg_name(1, 1),
+            "p",
+            "--from",
+            u,
+            "--on-error",
+            "retry",
+        ],
+    );
+    assert!(out.stderr.contains("permission"), "{}", out.stderr);
+    chown_postgres(&sub);
 
     // verify over ssh finds a flipped bit; clean over ssh removes.
     expect_pg(0, &sshd, &work, &["verify", "--archive", u]);
