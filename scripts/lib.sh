@@ -21,6 +21,14 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # The checkout this file belongs to (absolute, so it survives a cd).
 PGS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGS_NAME=${PGS_NAME:-$(basename "${0:-pgshift}" .sh)}
+# Numbers as the scripts and the tools read and write them (bash's EPOCHREALTIME, awk's
+# printf, psql's output): with a decimal point, whatever the user's locale says (de_DE writes
+# 1,5). LC_ALL would override LC_NUMERIC: its value goes to the other categories instead.
+if [[ -n ${LC_ALL:-} ]]; then
+  for pgs_c in LC_CTYPE LC_COLLATE LC_MESSAGES LC_MONETARY LC_TIME; do export "$pgs_c=$LC_ALL"; done
+  unset LC_ALL pgs_c
+fi
+export LC_NUMERIC=C
 # A script says how it ended in its own closing line (pgs_print_record): the tools it runs
 # keep theirs to themselves, so a person at a terminal reads one line, not one per step.
 export PGSHIFT_CLOSING_LINE=0
@@ -733,7 +741,7 @@ pgs_repl_probe() {
 
 # pgs_now_ms: wall clock in milliseconds.
 pgs_now_ms() {
-  local s=${EPOCHREALTIME/./}
+  local s=${EPOCHREALTIME//[!0-9]/}
   printf '%s\n' "${s:0:-3}"
 }
 

@@ -37,6 +37,8 @@ need=(
   # the secrets test traces every exec of a setup for the password
   "strace:strace"
   "runuser:util-linux"
+  # the scripts under a locale that writes 1,5 (scripts_lib test: localedef de_DE)
+  "/usr/share/i18n/locales/de_DE:locales"
   "pkg-config:pkg-config"
   "/usr/include/openssl/ssl.h:libssl-dev"
   # criu-wrap's real-CRIU test boots Debian's kernel under qemu (scripts/criu-vm.sh)

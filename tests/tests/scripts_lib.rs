@@ -164,6 +164,50 @@ fn json_lines_from_bash_are_valid_and_typed() {
     assert_eq!(v["ok"], true);
 }
 
+/// Under a locale that writes 1,5 (de_DE), lib.sh's clock and the numbers the scripts pass
+/// to awk and printf keep a decimal point; the user's language stays for the rest. (bash's
+/// EPOCHREALTIME follows LC_NUMERIC: pgs_now_ms returned "1796651600,626", and the first
+/// arithmetic on it ended the run.)
+#[test]
+fn numbers_keep_a_decimal_point_under_a_german_locale() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("localedef")
+        .args(["-i", "de_DE", "-f", "UTF-8"])
+        .arg(dir.path().join("de_DE.UTF-8"))
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        testkit::skip!(
+            "cannot make the de_DE locale (localedef, Debian's locales package): {made:?}"
+        );
+    }
+    let root = workspace_root();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail; printf '%s ' \"$EPOCHREALTIME\"; . '{}/scripts/lib.sh'; \
+             printf '%s %s %s' \"$(pgs_now_ms)\" \"$(awk 'BEGIN {{ printf \"%.2f\", 3 / 2 }}')\" \"$LC_MESSAGES\"",
+            root.display()
+        ))
+        .env("LOCPATH", dir.path())
+        .env("LC_ALL", "de_DE.UTF-8")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: Vec<&str> = text.split(' ').collect();
+    assert!(f[0].contains(','), "the locale is in effect: {text}");
+    assert!(
+        f[1].chars().all(|c| c.is_ascii_digit()) && f[1].len() == 13,
+        "{text}"
+    );
+    assert_eq!(f[2], "1.50", "{text}");
+    assert_eq!(f[3], "de_DE.UTF-8", "the user's language stays: {text}");
+}
+
 #[test]
 fn exit_codes_match_the_shared_table() {
     let out = bash(
