@@ -11,6 +11,8 @@
 //! thread of its own, while the tool's work may be blocked in a query.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -66,4 +68,35 @@ fn end(signal: &str, on_stop: OnStop) -> u8 {
     };
     let _ = std::io::stdout().flush();
     code
+}
+
+/// A signal seen by a tool that must finish a step first (pg-logical's fence and open,
+/// criu-wrap's migrate once the process is frozen): noted, never fatal (0: none).
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicUsize>);
+
+impl Interrupt {
+    /// The signal's name, if one came: `SIGTERM`, `SIGINT`, `SIGHUP`.
+    pub fn name(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            2 => Some("SIGINT"),
+            1 => Some("SIGHUP"),
+            _ => Some("SIGTERM"),
+        }
+    }
+
+    /// Watch SIGTERM, SIGINT and SIGHUP: noted, never fatal.
+    pub fn watch() -> anyhow::Result<Interrupt> {
+        let i = Interrupt::default();
+        for sig in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register_usize(sig, i.0.clone(), sig as usize)
+                .map_err(|e| anyhow::anyhow!("installing a signal handler: {e}"))?;
+        }
+        Ok(i)
+    }
 }

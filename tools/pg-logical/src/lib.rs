@@ -50,8 +50,6 @@ pub mod watch;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -119,35 +117,7 @@ pub enum Command {
     Status(status::StatusArgs),
 }
 
-/// A signal seen by a step that must finish what it does first (0: none).
-#[derive(Debug, Clone, Default)]
-pub struct Interrupt(Arc<AtomicUsize>);
-
-impl Interrupt {
-    /// The signal's name, if one came: `SIGTERM`, `SIGINT`, `SIGHUP`.
-    pub fn name(&self) -> Option<&'static str> {
-        match self.0.load(Ordering::SeqCst) {
-            0 => None,
-            2 => Some("SIGINT"),
-            1 => Some("SIGHUP"),
-            _ => Some("SIGTERM"),
-        }
-    }
-
-    /// Watch SIGTERM, SIGINT and SIGHUP: noted, never fatal.
-    pub fn watch() -> anyhow::Result<Interrupt> {
-        let i = Interrupt::default();
-        for sig in [
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ] {
-            signal_hook::flag::register_usize(sig, i.0.clone(), sig as usize)
-                .map_err(|e| anyhow::anyhow!("installing a signal handler: {e}"))?;
-        }
-        Ok(i)
-    }
-}
+pub use shared::signals::Interrupt;
 
 /// For the tests that interrupt a step in its middle: `PGSHIFT_TEST_PAUSE=POINT=MS` sleeps MS
 /// milliseconds at POINT (`fence:roles`, after the source's roles are fenced; `open:disabled`,
