@@ -251,6 +251,17 @@ fn probe(t: &Transport, dir: &str) -> Probe {
 /// `criu-wrap migrate`.
 pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Status> {
     let started = Instant::now();
+    // SIGTERM, SIGINT, SIGHUP: before the final dump the run stops at its next step, the
+    // process running where it was; after it the move is finished first (the restore, on
+    // the target or here), since until then the process runs nowhere.
+    let interrupt = shared::signals::Interrupt::watch()?;
+    let stopped = |stage: &str| match interrupt.name() {
+        Some(by) => Err(shared::err(
+            ErrorKind::Retry,
+            format!("interrupted by {by} {stage}: the process runs where it was; run it again"),
+        )),
+        None => Ok(()),
+    };
     let ssh = SshOptions::from_options("--ssh-option", &a.ssh_options)
         .and_then(|flags| Ok(flags.then(SshOptions::from_env()?)));
     let local = matches!(a.to, Dest::Local(_));
@@ -302,8 +313,10 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
         plan = Some(p.clone());
         transport.preflight(&remote_wrap)?;
         images::prepare_empty_dir(&staging)?;
+        stopped("before anything was frozen")?;
         phase = Phase::Dumping;
         let t = dump::take(criu, &p, &mut out, &mut |out, _round, part| {
+            stopped("during the pre-copy")?;
             let t0 = Instant::now();
             let (files, b) = transport.copy_verified(&p.dir, part)?;
             bytes += b;
@@ -412,9 +425,12 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             if defaulted {
                 let _ = std::fs::remove_dir_all(&staging);
             }
-            out.finish(&serde_json::json!({
-                "pid": pid, "outcome": "migrated", "downtime_ms": downtime_ms, "bytes_transferred": bytes,
-            }))
+            out.finish(&with_stop(
+                serde_json::json!({
+                    "pid": pid, "outcome": "migrated", "downtime_ms": downtime_ms, "bytes_transferred": bytes,
+                }),
+                &interrupt,
+            ))
         }
         Err(e) if phase != Phase::Dumped || shared::exit::classify(&e) == ErrorKind::Fatal => {
             // Never frozen for good (or we must not touch it): make sure it runs where it is.
@@ -434,7 +450,10 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             if defaulted && outcome == "not_migrated" {
                 let _ = std::fs::remove_dir_all(&staging);
             }
-            out.finish(&serde_json::json!({ "pid": a.pid, "outcome": outcome }))
+            out.finish(&with_stop(
+                serde_json::json!({ "pid": a.pid, "outcome": outcome }),
+                &interrupt,
+            ))
         }
         Err(e) => {
             // The dump killed the process: bring it back here from the same images.
@@ -465,7 +484,10 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     if defaulted {
                         let _ = std::fs::remove_dir_all(&staging);
                     }
-                    out.finish(&serde_json::json!({ "pid": pid, "outcome": "resumed_on_source" }))
+                    out.finish(&with_stop(
+                        serde_json::json!({ "pid": pid, "outcome": "resumed_on_source" }),
+                        &interrupt,
+                    ))
                 }
                 Err(back_err) => {
                     crate::report(&mut out, &e)?;
@@ -484,11 +506,31 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     })?;
                     crate::report(&mut out, &fatal)?;
                     out.emit(&record("not_running", 0, &taken))?;
-                    out.finish(&serde_json::json!({ "pid": a.pid, "outcome": "not_running" }))
+                    out.finish(&with_stop(
+                        serde_json::json!({ "pid": a.pid, "outcome": "not_running" }),
+                        &interrupt,
+                    ))
                 }
             }
         }
     }
+}
+
+/// The summary's fields, with `stopped_by` when a signal came (after the final dump it was
+/// noted, and the move finished first: said on stderr too).
+fn with_stop(
+    mut v: serde_json::Value,
+    interrupt: &shared::signals::Interrupt,
+) -> serde_json::Value {
+    if let (Some(by), serde_json::Value::Object(m)) = (interrupt.name(), &mut v) {
+        if m.get("outcome").and_then(|o| o.as_str()) != Some("not_migrated") {
+            shared::msg::error_line(&format!(
+                "got {by} while the process was frozen: the move was finished first"
+            ));
+        }
+        m.insert("stopped_by".into(), by.into());
+    }
+    v
 }
 
 /// Run the `--after-dump` command; a non-zero exit is an error (the caller resumes).

@@ -121,6 +121,51 @@ fn after_dump_runs_while_frozen_and_its_failure_resumes() {
 }
 
 #[test]
+fn a_signal_while_frozen_finishes_the_move_and_one_before_leaves_it_running() {
+    // SIGTERM after the final dump (sent by the --after-dump command, criu-wrap's child): the
+    // process runs nowhere until a restore, so the move is finished first.
+    let fake = Fake::new(&[("PAGES", "30")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap())
+            .args(["--after-dump", "kill -TERM $PPID; sleep 0.2"]),
+        0,
+    );
+    assert_eq!(out.one("migrate")["outcome"], "migrated", "{}", out.dump());
+    assert_eq!(out.summary()["stopped_by"], "SIGTERM", "{}", out.dump());
+    assert!(out.stderr.contains("finished first"), "{}", out.stderr);
+    let restored = fake.restored();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(restored[0].0, target.display().to_string());
+    assert!(alive(restored[0].1));
+
+    // SIGTERM during the pre-copy (sent by rsync's wrapper as the first round is copied):
+    // stopped before the final dump, the process running where it was.
+    let fake = Fake::new(&[("PAGES", "400 90 70 40")]);
+    let victim = Victim::start();
+    let target = fake.dir.path().join("target");
+    let rsync = script(
+        fake.dir.path(),
+        "rsync",
+        "kill -TERM $PPID; exec rsync \"$@\"",
+    );
+    let out = run(
+        migrate_cmd(&fake, &victim, target.to_str().unwrap()).env("CRIU_WRAP_RSYNC", &rsync),
+        75,
+    );
+    assert_eq!(
+        out.one("migrate")["outcome"],
+        "not_migrated",
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.summary()["stopped_by"], "SIGTERM", "{}", out.dump());
+    assert!(fake.restored().is_empty(), "nothing restored anywhere");
+    assert!(victim.running(), "the process runs where it was");
+}
+
+#[test]
 fn target_restore_failure_resumes_on_the_source() {
     let fake = Fake::new(&[
         ("FAIL", "restore:target"),
