@@ -666,7 +666,8 @@ pgs_conninfo_quote() {
 
 # pgs_no_password DSN: true unless DSN (a conninfo or a URL) holds a password, which would be
 # in process arguments: the scripts refuse it and ask for a passfile.
-pgs_no_password() { [[ $1 != *password=* && $1 != *://*:*@* ]]; }
+# (Spaces around the = are conninfo too: password = x.)
+pgs_no_password() { [[ ! $1 =~ password[[:space:]]*= && $1 != *://*:*@* ]]; }
 PGS_PASSWORD_HINT="put it in a passfile (passfile=FILE, or ~/.pgpass) so it is in no process's arguments"
 
 # pgs_url_conninfo DSN: DSN in keyword=value form. A postgresql:// or postgres:// URL

@@ -215,6 +215,23 @@ fn usage_errors_name_the_option_typed() {
         ),
         (
             "migrate.sh",
+            &[
+                "--mode",
+                "logical",
+                "--source",
+                "host=a",
+                "--target",
+                "host=b password = x",
+            ],
+            "holds a password",
+        ),
+        (
+            "migrate.sh",
+            &["--source", "host=a password =x dbname=app"],
+            "holds a password",
+        ),
+        (
+            "migrate.sh",
             &["--mode", "logical", "--hook", "before_promote=true"],
             "unknown hook 'before_promote'",
         ),
