@@ -834,71 +834,6 @@ fi
 pgs_note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo true || echo false)"
 pgs_emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
 
-# --abort: undo what is under way, if that is still safe, and stop.
-if ((abort)); then
-  phase=abort
-  case $resume in
-    "")
-      pgs_note aborted what=nothing
-      pgs_emit summary success:=true exit_code:=0 aborted=nothing journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
-      trap - EXIT
-      exit 0 ;;
-    switch | after_switch)
-      rc=0
-      switch --abort || rc=$?
-      outcome=$(jq -r '.outcome // "unknown"' <<<"$sw")
-      # The dead run may have left the poolers paused: they resume at whichever host is
-      # the primary now (the source, rolled back; the target, if it could not be).
-      pooler_settle || pgs_log "a pooler could not be settled: $pooler_msg"
-      if ((rc == 0)); then
-        pgs_note aborted what=switchover outcome="$outcome"
-        pgs_emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
-          elapsed_ms:=$(($(pgs_now_ms) - run_start))
-        trap - EXIT
-        exit 0
-      fi
-      state=none
-      ((rc == 1)) && fail "$EX_DIFF" "cannot abort: the target was promoted and may have taken writes; to move back, run with --reverse (the journal stays open: a run of this command goes on)"
-      ((rc == 126)) && jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
-      fail "$rc" "--abort could not confirm the target is not promoted; nothing more was touched" ;;
-    *)
-      # Before the switchover the source serves (its clients first: a dead run may have
-      # left the poolers paused): remove the copy the interrupted run made, and its slot.
-      pooler_settle source || pgs_log "a pooler could not be settled: $pooler_msg"
-      what=run
-      if [[ $(jq -r '.copied' <<<"$last_run") == true ]]; then
-        fresh_target=1 what=copy
-        # Its pg_basebackup may outlive the dead run and hold the slot (then not dropped).
-        stop_left_copy || left_copy_running
-        if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
-      else
-        # No run since the last that ended made a copy: the target was a standby before (the
-        # old source, rejoined by the migration before): it stays, and so does its slot.
-        pgs_log "the target $tgt_id was a standby before this migration: it is kept"
-      fi
-      pgs_note aborted what="$what"
-      pgs_emit summary success:=true exit_code:=0 aborted="$what" journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
-      trap - EXIT
-      exit 0 ;;
-  esac
-fi
-
-copy_cut=0 resume_copy=0
-if [[ $resume == base_copy ]]; then
-  # Cut during the base copy: the copy is partial. The base copy resumes it (pgdata-sync),
-  # or with --fresh-copy it goes, with its slot, and the copy starts again (a dry run only
-  # says so).
-  if on_tgt test -e "$TARGET_PGDATA/PG_VERSION" && ! on_tgt test -f "$TARGET_PGDATA/standby.signal"; then
-    fresh_target=1 copy_cut=1
-    if ((!fresh_copy)); then
-      resume_copy=1
-    elif ((!dry_run)); then
-      stop_left_copy || left_copy_running
-      remove_target
-    fi
-  fi
-fi
-
 # --- 1 preflight -------------------------------------------------------------------------
 preflight() {
   pgs_phase_begin preflight
@@ -1673,6 +1608,74 @@ print_plan() {
   trap - EXIT
   exit 0
 }
+
+# --- Under way: --abort, and a copy cut short -------------------------------------------
+# (Here, after every function: a failure calls recover, stop_watch and the rest.)
+# --abort: undo what is under way, if that is still safe, and stop.
+if ((abort)); then
+  phase=abort
+  case $resume in
+    "")
+      pgs_note aborted what=nothing
+      pgs_emit summary success:=true exit_code:=0 aborted=nothing journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      trap - EXIT
+      exit 0 ;;
+    switch | after_switch)
+      rc=0
+      switch --abort || rc=$?
+      outcome=$(jq -r '.outcome // "unknown"' <<<"$sw")
+      # The dead run may have left the poolers paused: they resume at whichever host is
+      # the primary now (the source, rolled back; the target, if it could not be).
+      pooler_settle || pgs_log "a pooler could not be settled: $pooler_msg"
+      if ((rc == 0)); then
+        pgs_note aborted what=switchover outcome="$outcome"
+        pgs_emit summary success:=true exit_code:=0 aborted=switchover outcome="$outcome" journal="$journal" \
+          elapsed_ms:=$(($(pgs_now_ms) - run_start))
+        trap - EXIT
+        exit 0
+      fi
+      state=none
+      ((rc == 1)) && fail "$EX_DIFF" "cannot abort: the target was promoted and may have taken writes; to move back, run with --reverse (the journal stays open: a run of this command goes on)"
+      ((rc == 126)) && jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
+      fail "$rc" "--abort could not confirm the target is not promoted; nothing more was touched" ;;
+    *)
+      # Before the switchover the source serves (its clients first: a dead run may have
+      # left the poolers paused): remove the copy the interrupted run made, and its slot.
+      pooler_settle source || pgs_log "a pooler could not be settled: $pooler_msg"
+      what=run
+      if [[ $(jq -r '.copied' <<<"$last_run") == true ]]; then
+        fresh_target=1 what=copy
+        # Cut in the copy: its pg_basebackup may outlive the dead run and hold the slot
+        # (then not dropped). (A finished copy is a standby streaming under the same name.)
+        if [[ $resume == base_copy ]]; then stop_left_copy || left_copy_running; fi
+        if on_tgt test -f "$TARGET_PGDATA/PG_VERSION"; then remove_target; else drop_slot; fi
+      else
+        # No run since the last that ended made a copy: the target was a standby before (the
+        # old source, rejoined by the migration before): it stays, and so does its slot.
+        pgs_log "the target $tgt_id was a standby before this migration: it is kept"
+      fi
+      pgs_note aborted what="$what"
+      pgs_emit summary success:=true exit_code:=0 aborted="$what" journal="$journal" elapsed_ms:=$(($(pgs_now_ms) - run_start))
+      trap - EXIT
+      exit 0 ;;
+  esac
+fi
+
+copy_cut=0 resume_copy=0
+if [[ $resume == base_copy ]]; then
+  # Cut during the base copy: the copy is partial. The base copy resumes it (pgdata-sync),
+  # or with --fresh-copy it goes, with its slot, and the copy starts again (a dry run only
+  # says so).
+  if on_tgt test -e "$TARGET_PGDATA/PG_VERSION" && ! on_tgt test -f "$TARGET_PGDATA/standby.signal"; then
+    fresh_target=1 copy_cut=1
+    if ((!fresh_copy)); then
+      resume_copy=1
+    elif ((!dry_run)); then
+      stop_left_copy || left_copy_running
+      remove_target
+    fi
+  fi
+fi
 
 # --- The runbook -------------------------------------------------------------------------
 done_already=0 fresh_target=0 rewound=false

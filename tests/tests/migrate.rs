@@ -369,6 +369,12 @@ fn exclusive_target_stopped_before_promote_restarts_the_source_a_read_only_one_s
         hosts.pgdata('A').join("standby.signal").exists(),
         "and fenced"
     );
+    // Too late for --abort: it says so (exit 1, its summary), and changes nothing.
+    let (code, recs, err) = hosts.migrate(&["--abort"]);
+    assert_eq!(code, 1, "{}\n{err}", summary(&recs));
+    assert!(summary_message(&recs).contains("cannot abort"), "{err}");
+    assert_eq!(hosts.in_recovery('B'), Some(false));
+    assert!(!hosts.running('A'));
     read_only(false);
     let (code, recs, err) = hosts.migrate(&[]);
     assert_eq!(code, 0, "{}\n{err}", summary(&recs));
