@@ -67,6 +67,8 @@ pgs_log "$SEGMENTS segments, $((bytes >> 20)) MiB of WAL"
 
 # --- the peers' setup -------------------------------------------------------------------------
 for d in ws-archive pgbr-repo pgbr-lock pgbr-spool cp-archive; do pgs_own_dir "$work/$d"; done
+pgs_as_pg "$WAL_SHIP_BIN" init --quiet --archive "$work/ws-archive" ||
+  pgs_die "$EX_SOFTWARE" "wal-ship init failed"
 conf=$work/pgbackrest.conf
 cat >"$conf" <<EOF
 [global]

@@ -49,6 +49,7 @@
 #                               max_replication_slots and max_wal_senders 20, max_logical_replication_workers 8,
 #                               max_worker_processes 16 (a restart)
 #   --archive DEST              archive_mode=on, archive_command='WAL_SHIP push --quiet %p --to DEST'
+#                               (the archive made one first: wal-ship init)
 #   --wal-ship PATH             wal-ship binary on that host (default: wal-ship on PATH)
 #   --wal-keep-size SIZE        default 1GB
 #   --bin DIR                   where pg-scram is (default: target/release of this checkout,
@@ -294,6 +295,14 @@ if ((logical)); then
   done
 fi
 if [[ -n $archive ]]; then
+  # The archive made one (as the server's user, who pushes into it): wal-ship push refuses a
+  # directory without its marker, which is what a share that is not mounted looks like.
+  init_out=$(pgs_as_pg "$wal_ship" init --archive "$archive") ||
+    pgs_die "$EX_UNAVAILABLE" "wal-ship init --archive $archive failed (its message is above): the archive must be reachable and writable by the server's user"
+  [[ $(jq -r 'select(.type == "archive") | .created' <<<"$init_out" 2>/dev/null) != true ]] || {
+    pgs_json file path="$archive" action=created what="wal-ship archive (wal-ship init)"
+    note_change
+  }
   want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
 fi
 if ((signed)); then

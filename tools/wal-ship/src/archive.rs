@@ -161,8 +161,7 @@ impl Archive {
             Location::Ssh(d) => {
                 let size = parts.iter().map(|p| p.len()).sum::<usize>().to_string();
                 let obj = format!("{name}{SUFFIX}");
-                let marker = marker_contents();
-                let args = [d.path.as_str(), name.dir(), &obj, &size, &marker];
+                let args = [d.path.as_str(), name.dir(), &obj, &size];
                 let r = ssh::run(d, &self.ssh, ssh::PUT, &args, parts)?;
                 self.check_remote(&r, "storing", name.as_str())?;
                 if let Some(rest) = r.stdout.strip_prefix(b"exists ") {
@@ -184,6 +183,29 @@ impl Archive {
                         String::from_utf8_lossy(&r.stdout[..r.stdout.len().min(80)])
                     )))
                 }
+            }
+        }
+    }
+
+    /// Make the location an archive (`wal-ship init`): the directory if missing, the marker
+    /// if missing. True when the marker was created.
+    pub fn init(&self) -> anyhow::Result<bool> {
+        match &self.loc {
+            Location::Local(root) => {
+                fs::create_dir_all(root).with_context(|| {
+                    format!("creating the archive directory {}", root.display())
+                })?;
+                if root.join(MARKER).exists() {
+                    return Ok(false);
+                }
+                ensure_marker(root)?;
+                Ok(true)
+            }
+            Location::Ssh(d) => {
+                let marker = marker_contents();
+                let r = ssh::run(d, &self.ssh, ssh::INIT, &[d.path.as_str(), &marker], &[])?;
+                self.check_remote(&r, "creating", "the archive")?;
+                Ok(r.stdout.starts_with(b"created"))
             }
         }
     }
@@ -516,6 +538,27 @@ fn read_prefix(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
+/// A push stores only into an archive (`wal-ship init` made it): a share that is not
+/// mounted leaves an empty directory, where segments would be acknowledged and then hidden.
+fn require_marker(root: &Path) -> anyhow::Result<()> {
+    match fs::metadata(root.join(MARKER)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == IoKind::NotFound => {
+            Err(unavailable(not_an_archive(&root.display().to_string())))
+        }
+        Err(e) => Err(e).with_context(|| format!("checking {}", root.join(MARKER).display())),
+    }
+}
+
+/// Why a push into `place` (no marker) is refused, and the fix.
+pub fn not_an_archive(place: &str) -> String {
+    format!(
+        "{place} is not a wal-ship archive ({MARKER} is missing): a share that is not mounted, a \
+         wrong path, or a new archive; for a new one run 'wal-ship init --archive {place}' once \
+         (PostgreSQL keeps the WAL and retries meanwhile)"
+    )
+}
+
 fn ensure_marker(root: &Path) -> anyhow::Result<()> {
     if root.join(MARKER).exists() {
         return Ok(());
@@ -541,7 +584,7 @@ fn local_put(root: &Path, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put
             )))
         }
     }
-    ensure_marker(root)?;
+    require_marker(root)?;
     let dir = root.join(name.dir());
     match fs::create_dir(&dir) {
         Ok(()) => fsync_dir(root)?,

@@ -30,6 +30,7 @@ use shared::Status;
 pub mod archive;
 mod clean;
 mod fetch;
+mod init;
 pub mod name;
 pub mod object;
 mod push;
@@ -124,6 +125,9 @@ pub enum Command {
     /// Remove WAL files older than a segment (archive_cleanup_command = 'wal-ship clean
     /// --archive DEST --keep-from %r').
     Clean(clean::Args),
+    /// Make a directory a wal-ship archive, once, before the first push (push refuses a
+    /// directory without the marker: a share that is not mounted looks like an empty one).
+    Init(init::Args),
 }
 
 /// Run `wal-ship` with these arguments (the first is the program name).
@@ -158,6 +162,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
         Command::Status(a) => status::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Init(a) => init::run(a),
     }
 }
 

@@ -190,17 +190,13 @@ pub fn run(
     Ok(remote)
 }
 
-/// Upload an object: `$1` archive dir, `$2` subdir, `$3` object file name, `$4` size,
-/// `$5` marker contents. Prints `stored`, or `exists SIZE` and the existing object's first
-/// 4 KiB.
+/// Upload an object: `$1` archive dir, `$2` subdir, `$3` object file name, `$4` size.
+/// Prints `stored`, or `exists SIZE` and the existing object's first 4 KiB. Only into an
+/// archive (`wal-ship init` made its marker): see [`crate::archive::not_an_archive`].
 pub const PUT: &str = r#"umask 027
 root=$1 dir=$2 obj=$3 size=$4
 cd "$root" 2>/dev/null || { echo "archive directory $root does not exist on $(hostname)" >&2; exit 3; }
-if [ ! -e wal-ship.json ]; then
-  m=".wal-ship.json.$$.tmp"
-  { printf '%s\n' "$5" > "$m" && sync "$m"; } || { rm -f "$m"; exit 4; }
-  ln "$m" wal-ship.json 2>/dev/null; rm -f "$m"; sync . || exit 4
-fi
+[ -e wal-ship.json ] || { echo "$root on $(hostname) is not a wal-ship archive (wal-ship.json is missing): a share that is not mounted, a wrong path, or a new archive; for a new one run 'wal-ship init --archive DEST' once" >&2; exit 3; }
 if [ ! -d "$dir" ]; then mkdir -p "$dir" && sync . || exit 4; fi
 if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo "exists $(wc -c < "$dir/$obj")"; exec head -c 4096 "$dir/$obj"; fi
 tmp="$dir/.$obj.$$.tmp"
@@ -212,6 +208,17 @@ if ln "$tmp" "$dir/$obj" 2>/dev/null; then rm -f "$tmp"; sync "$dir" || exit 4; 
 rm -f "$tmp"
 if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo "exists $(wc -c < "$dir/$obj")"; exec head -c 4096 "$dir/$obj"; fi
 echo "cannot link $tmp to $dir/$obj" >&2; exit 4
+"#;
+
+/// Make an archive (`wal-ship init`): `$1` archive dir, `$2` marker contents. Prints
+/// `created`, or `exists` when the marker was there.
+pub const INIT: &str = r#"umask 027
+mkdir -p "$1" 2>/dev/null && cd "$1" || { echo "cannot create the archive directory $1 on $(hostname)" >&2; exit 4; }
+[ ! -e wal-ship.json ] || { echo exists; exit 0; }
+m=".wal-ship.json.$$.tmp"
+{ printf '%s\n' "$2" > "$m" && sync "$m"; } || { rm -f "$m"; exit 4; }
+ln "$m" wal-ship.json 2>/dev/null; rm -f "$m"; sync . || exit 4
+echo created
 "#;
 
 /// Read objects: `$1` archive dir; stdin: relative paths, one a line. For each, in order:

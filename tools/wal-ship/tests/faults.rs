@@ -13,7 +13,7 @@ use crate::util::*;
 fn permission_denied_is_an_io_error_that_a_retry_can_fix() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let name = seg_name(1, 2);
     let src = segment(d.path(), &name, 2);
     // Root ignores permissions: run as the server's user, as archive_command does.
@@ -33,7 +33,7 @@ fn permission_denied_is_an_io_error_that_a_retry_can_fix() {
     ]);
     check(74, &out, &"read-only archive");
     assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
-    assert!(tree(&arch).is_empty(), "{:?}", tree(&arch));
+    assert_eq!(tree(&arch), ["wal-ship.json"], "nothing but the marker");
 
     // Fixed: the retry stores it.
     fs::set_permissions(&arch, fs::Permissions::from_mode(0o777)).unwrap();
@@ -79,13 +79,14 @@ fn permission_denied_is_an_io_error_that_a_retry_can_fix() {
 fn a_full_disk_fails_with_74_and_leaves_no_temp_file() {
     let d = scratch();
     let arch = d.path().join("small");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let name = seg_name(1, 3);
     let src = segment(d.path(), &name, 3);
     // A 512 KiB tmpfs in a private mount namespace: gone when the shell exits, so the check
     // of what is left happens inside it.
     let script = r#"
         mount -t tmpfs -o size=512k tmpfs "$1" 2>/dev/null || { echo "MOUNT FAILED" >&2; exit 99; }
+        "$2" init --quiet --archive "$1" || exit 98
         "$2" push "$3" --to "$1" --compress none
         rc=$?
         echo "LEFT:"; find "$1" -type f | sort
@@ -126,7 +127,7 @@ fn a_full_disk_fails_with_74_and_leaves_no_temp_file() {
 fn a_push_killed_while_writing_leaves_nothing_visible_and_the_rerun_succeeds() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     // Big and uncompressed, so the write takes long enough to catch it in the act.
     let mut caught = None;

@@ -10,7 +10,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
     let d = scratch();
     let (wal, arch) = (d.path().join("wal"), d.path().join("archive"));
     fs::create_dir_all(&wal).unwrap();
-    fs::create_dir_all(&arch).unwrap();
+    new_archive(&arch);
     let name = seg_name(1, 3);
     let src = segment(&wal, &name, 1);
     let out = expect(
@@ -80,7 +80,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
 fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
     let d = scratch();
     let arch = d.path().join("a");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     for (i, c) in ["none", "lz4", "zstd:1", "zstd:19"].iter().enumerate() {
         let name = seg_name(1, 10 + i as u64);
         let src = segment(d.path(), &name, i as u8);
@@ -136,9 +136,10 @@ fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
         d.path().join("b"),
         d.path().join("archive"),
     );
-    for p in [&a, &b, &arch] {
+    for p in [&a, &b] {
         fs::create_dir(p).unwrap();
     }
+    new_archive(&arch);
     let name = seg_name(1, 5);
     let first = segment(&a, &name, 1);
     let second = segment(&b, &name, 2);
@@ -200,7 +201,7 @@ fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
 fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     let push = |path: &std::path::Path| run(&["push", path.to_str().unwrap(), "--to", a]);
 
@@ -274,7 +275,7 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
 fn history_backup_and_partial_files_round_trip() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let hist = d.path().join("00000002.history");
     fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
     let backup = d.path().join(format!("{}.00000028.backup", seg_name(1, 2)));
@@ -342,7 +343,7 @@ fn history_backup_and_partial_files_round_trip() {
 fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     let name = seg_name(1, 4);
     let src = segment(d.path(), &name, 4);
@@ -464,7 +465,7 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
 fn encryption_at_rest_round_trips_and_needs_the_key() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     let key = d.path().join("key");
     fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
@@ -612,7 +613,7 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
 fn prefetch_spools_the_next_segments_and_serves_them_locally() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     let names: Vec<String> = (1..=6).map(|i| seg_name(1, 0xFE + i)).collect();
     let files: Vec<String> = names
@@ -732,7 +733,7 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
 fn concurrent_pushes_of_one_name_store_exactly_one_file() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     // Six different files under one name, pushed at once (two clusters sharing an archive).
     let name = seg_name(1, 0x20);
@@ -806,7 +807,7 @@ fn concurrent_pushes_of_one_name_store_exactly_one_file() {
 fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
     let d = scratch();
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     let a = arch.to_str().unwrap();
     let name = seg_name(1, 0x30);
     let src = segment(d.path(), &name, 3);
@@ -841,4 +842,33 @@ fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
     );
     let out = expect(1, &["verify", "--archive", a]);
     assert_eq!(out.of("problem")[0]["problem"], "corrupt");
+}
+
+#[test]
+fn push_refuses_a_directory_that_init_did_not_make_an_archive() {
+    // An empty directory is what a share that is not mounted leaves: segments pushed there
+    // would be acknowledged, then hidden once it is mounted. Refused (69: PostgreSQL keeps
+    // the WAL and retries), naming the fix; nothing is written.
+    let d = scratch();
+    let arch = d.path().join("mnt");
+    fs::create_dir(&arch).unwrap();
+    let a = arch.to_str().unwrap();
+    let src = segment(d.path(), &seg_name(1, 1), 1);
+    let out = expect(69, &["push", src.to_str().unwrap(), "--to", a]);
+    assert!(
+        out.stderr.contains("not a wal-ship archive")
+            && out.stderr.contains(&format!("wal-ship init --archive {a}")),
+        "{}",
+        out.stderr
+    );
+    assert!(tree(&arch).is_empty(), "{:?}", tree(&arch));
+    // init makes it one (and the directory, if missing); again, it changes nothing.
+    let out = expect(0, &["init", "--archive", a]);
+    assert_eq!(out.one("archive")["created"], true);
+    let out = expect(0, &["init", "--archive", a]);
+    assert_eq!(out.one("archive")["created"], false);
+    expect(0, &["push", src.to_str().unwrap(), "--to", a]);
+    let fresh = d.path().join("new/archive");
+    expect(0, &["init", "--archive", fresh.to_str().unwrap()]);
+    assert_eq!(tree(&fresh), ["wal-ship.json"]);
 }

@@ -71,7 +71,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         Err(why) => testkit::skip!("{why}"),
     };
     let arch = d.path().join("archive");
-    fs::create_dir(&arch).unwrap();
+    new_archive(&arch);
     chown_postgres(&arch);
     let url = archive_url(&sshd, &arch);
     let u = url.as_str();
@@ -226,6 +226,19 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
     );
     assert_eq!(out.summary()["removed"], 1);
     assert!(!object_path(&arch, &seg_name(1, 1)).exists());
+
+    // A remote directory that is no archive yet: refused until init (over ssh) makes it one.
+    let bare = d.path().join("bare");
+    fs::create_dir(&bare).unwrap();
+    chown_postgres(&bare);
+    let bare_url = archive_url(&sshd, &bare);
+    let out = expect_pg(69, &sshd, &work, &["push", &files[0], "--to", &bare_url]);
+    assert!(out.stderr.contains("wal-ship init"), "{}", out.stderr);
+    let out = expect_pg(0, &sshd, &work, &["init", "--archive", &bare_url]);
+    assert_eq!(out.one("archive")["created"], true);
+    let out = expect_pg(0, &sshd, &work, &["init", "--archive", &bare_url]);
+    assert_eq!(out.one("archive")["created"], false);
+    expect_pg(0, &sshd, &work, &["push", &files[0], "--to", &bare_url]);
 
     // A missing remote directory, a closed port, an unknown host key.
     let nowhere = archive_url(&sshd, &d.path().join("nowhere"));
