@@ -1305,7 +1305,7 @@ catch_up() {
     # three settings take effect on a reload in PostgreSQL 13 and later.)
     on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
     on_tgt sh -c 'cat >> "$1/postgresql.auto.conf"' append "$TARGET_PGDATA" <<EOF
-restore_command = '$bin/wal-ship fetch --quiet --prefetch 4 %f %p --from $archive'
+restore_command = '$bin/wal-ship fetch --quiet --prefetch 4 --or-partial %f %p --from $archive'
 EOF
     ((target_running)) && tgt_psql -c "SELECT pg_reload_conf()" >/dev/null
     ((fresh_target)) && drop_slot

@@ -123,6 +123,34 @@ fn exclusive_stream_mode_both_directions_under_load() {
 fn exclusive_archive_mode_both_directions_under_load() {
     let hosts = Hosts::create(&["--archive"]);
     let load = Load::start(&hosts);
+    // Rolled back after the last segment was shipped: the source goes on writing that
+    // segment and must still be able to archive it whole (an archive never overwrites: a
+    // copy of the partial one under its name would stop its archiving for good).
+    let (code, recs, err) =
+        hosts.migrate(&["--mode", "archive", "--hook", "before_promote=exit 1"]);
+    assert_eq!(code, 75, "rolled back: {}\n{err}", summary(&recs));
+    let shipped = of_type(&recs, "proof")
+        .into_iter()
+        .find(|p| p["name"] == "last_segment_shipped" && p["ok"] == true)
+        .unwrap_or_else(|| panic!("the last segment was shipped: {recs:?}"))
+        .clone();
+    let seg = shipped["segment"].as_str().unwrap().to_owned();
+    psql(&hosts.dsn('A'), "SELECT pg_switch_wal()").unwrap();
+    let archived = format!(
+        "SELECT last_archived_wal >= '{seg}' AND last_archived_wal IS NOT NULL FROM pg_stat_archiver"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while psql(&hosts.dsn('A'), &archived).as_deref() != Some("t") {
+        assert!(
+            Instant::now() < deadline,
+            "the source could not archive {seg} after the rollback: {:?}",
+            psql(
+                &hosts.dsn('A'),
+                "SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, fwd, err) = hosts.migrate(&["--mode", "archive"]);
     assert_eq!(
         code,

@@ -388,21 +388,37 @@ impl Run {
         let Some((wal_ship, archive)) = self.opts.archive.clone() else {
             return Ok(());
         };
+        // Under NAME.partial, as PostgreSQL names the last segment of a timeline: if the
+        // switch is rolled back, the source goes on writing that segment and archives it
+        // whole under NAME later, which a copy of this one under NAME would refuse for ever
+        // (an archive never overwrites). The target's restore_command takes the partial one
+        // (wal-ship fetch --or-partial) while NAME is not there.
         let seg = control.checkpoint_segment();
         let path = format!("{}/pg_wal/{seg}", self.source.pgdata);
         let out = self
             .source
             .run(
-                r#"exec "$@""#,
+                r#"seg=$1 ws=$2 to=$3
+d=$(mktemp -d) || exit 74
+p="$d/${seg##*/}.partial"
+cp "$seg" "$p" || { rm -rf "$d"; exit 74; }
+"$ws" push "$p" --to "$to" --quiet
+rc=$?
+rm -rf "$d"
+exit $rc"#,
                 "pgshift-ship",
-                &[&wal_ship, "push", &path, "--to", &archive, "--quiet"],
+                &[&path, &wal_ship, &archive],
                 None,
                 self.opts.timeout,
             )
             .await
             .map_err(|e| stop(ErrorKind::Io, format!("{e:#}")))?;
         let ok = out.ok();
-        self.proof("last_segment_shipped", ok, json!({"segment": seg}));
+        self.proof(
+            "last_segment_shipped",
+            ok,
+            json!({"segment": seg, "stored_as": format!("{seg}.partial")}),
+        );
         if ok {
             Ok(())
         } else {

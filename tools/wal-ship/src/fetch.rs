@@ -76,6 +76,13 @@ pub struct Args {
     key: KeyArgs,
     #[command(flatten)]
     ssh: SshArgs,
+    /// When the segment NAME is not in the archive, restore NAME.partial if it is: the last
+    /// segment of a primary stopped for a switchover, which pg-switch ships under that name
+    /// (the full segment comes under NAME if the primary serves on instead, and is then
+    /// preferred). For a standby fed by the archive through a switchover, not for
+    /// point-in-time recovery.
+    #[arg(long)]
+    or_partial: bool,
     /// No record on stdout (for restore_command: stdout goes to the server log).
     #[arg(short, long)]
     quiet: bool,
@@ -173,10 +180,18 @@ fn fetch(a: &Args) -> anyhow::Result<Status> {
     let (stored_bytes, (header, data)) = match found {
         Some(f) => f,
         None => {
-            let bytes = archive.get(&name)?.ok_or_else(|| {
-                shared::err(ErrorKind::NotFound, format!("{name} is not in {place}"))
-            })?;
-            let d = decode(&name, &bytes, key.as_ref()).map_err(|e| corrupt(&name, &place, e))?;
+            let missing = || shared::err(ErrorKind::NotFound, format!("{name} is not in {place}"));
+            let (got, bytes) = match archive.get(&name)? {
+                Some(b) => (name.clone(), b),
+                None if a.or_partial && name.kind == Kind::Segment => {
+                    let partial = WalName::parse(&format!("{name}.partial"))?;
+                    let b = archive.get(&partial)?.ok_or_else(missing)?;
+                    source = "partial";
+                    (partial, b)
+                }
+                None => return Err(missing()),
+            };
+            let d = decode(&got, &bytes, key.as_ref()).map_err(|e| corrupt(&got, &place, e))?;
             (bytes.len(), d)
         }
     };

@@ -321,6 +321,27 @@ fn history_backup_and_partial_files_round_trip() {
         );
         assert_eq!(fs::read(&dest).unwrap(), fs::read(p).unwrap(), "{n}");
     }
+    // The segment itself, asked for by name: not in the archive (only its .partial is),
+    // unless --or-partial; once the whole segment is archived, that one is taken.
+    let a = arch.to_str().unwrap();
+    let dest = d.path().join("restored");
+    let dest = dest.to_str().unwrap();
+    expect(1, &["fetch", &seg_name(1, 3), dest, "--from", a]);
+    let out = expect(
+        0,
+        &["fetch", &seg_name(1, 3), dest, "--from", a, "--or-partial"],
+    );
+    assert_eq!(out.one("segment")["source"], "partial");
+    assert_eq!(fs::read(dest).unwrap(), fs::read(&partial).unwrap());
+    fs::create_dir(d.path().join("w")).unwrap();
+    let whole = segment(&d.path().join("w"), &seg_name(1, 3), 10);
+    expect(0, &["push", whole.to_str().unwrap(), "--to", a]);
+    let out = expect(
+        0,
+        &["fetch", &seg_name(1, 3), dest, "--from", a, "--or-partial"],
+    );
+    assert_eq!(out.one("segment")["source"], "archive");
+    assert_eq!(fs::read(dest).unwrap(), fs::read(&whole).unwrap());
     // A history file for a timeline that does not exist yet: the quiet "not found".
     let out = expect(
         1,
