@@ -398,16 +398,17 @@ impl Run {
         let out = self
             .source
             .run(
-                r#"seg=$1 ws=$2 to=$3
-d=$(mktemp -d) || exit 74
-p="$d/${seg##*/}.partial"
-cp "$seg" "$p" || { rm -rf "$d"; exit 74; }
-"$ws" push "$p" --to "$to" --quiet
-rc=$?
-rm -rf "$d"
-exit $rc"#,
+                r#"exec "$@""#,
                 "pgshift-ship",
-                &[&path, &wal_ship, &archive],
+                &[
+                    &wal_ship,
+                    "push",
+                    &path,
+                    "--as-partial",
+                    "--to",
+                    &archive,
+                    "--quiet",
+                ],
                 None,
                 self.opts.timeout,
             )

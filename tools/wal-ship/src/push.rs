@@ -36,6 +36,11 @@ pub struct Args {
     key: KeyArgs,
     #[command(flatten)]
     ssh: SshArgs,
+    /// Store each segment FILE as FILE.partial, as PostgreSQL names the last segment of a
+    /// timeline (pg-switch ships a stopped primary's last segment so: if the primary serves
+    /// on, it archives the whole segment under its own name later).
+    #[arg(long)]
+    as_partial: bool,
     /// No records on stdout (for archive_command: stdout goes to the server log); errors
     /// still go to stderr.
     #[arg(short, long)]
@@ -119,7 +124,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     };
     let mut totals = Totals::default();
     for f in &a.files {
-        match push_file(&archive, f, &opts) {
+        match push_file_as(&archive, f, a.as_partial, &opts) {
             Ok(rec) => {
                 totals.add(&rec);
                 out.emit(&rec)?;
@@ -139,6 +144,16 @@ pub fn push_file(
     path: &Path,
     opts: &EncodeOptions<'_>,
 ) -> anyhow::Result<Shipped> {
+    push_file_as(archive, path, false, opts)
+}
+
+/// Archive one file, a segment as NAME.partial if `as_partial`.
+fn push_file_as(
+    archive: &Archive,
+    path: &Path,
+    as_partial: bool,
+    opts: &EncodeOptions<'_>,
+) -> anyhow::Result<Shipped> {
     let started = Instant::now();
     let file_name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         shared::err(
@@ -146,7 +161,16 @@ pub fn push_file(
             format!("{} does not end in a WAL file name", path.display()),
         )
     })?;
-    let name = WalName::parse(file_name)?;
+    let mut name = WalName::parse(file_name)?;
+    if as_partial {
+        if name.kind != crate::name::Kind::Segment {
+            return Err(shared::err(
+                ErrorKind::Usage,
+                format!("--as-partial takes WAL segments, not {name}"),
+            ));
+        }
+        name = WalName::parse(&format!("{name}.partial"))?;
+    }
     let result = (|| -> anyhow::Result<Shipped> {
         let enc = encode(&name, path, opts)?;
         let action = match archive.put(&name, &enc.parts())? {

@@ -893,3 +893,28 @@ fn push_refuses_a_directory_that_init_did_not_make_an_archive() {
     expect(0, &["init", "--archive", fresh.to_str().unwrap()]);
     assert_eq!(tree(&fresh), ["wal-ship.json"]);
 }
+
+#[test]
+fn as_partial_stores_a_segment_under_its_partial_name() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    new_archive(&arch);
+    let a = arch.to_str().unwrap();
+    let seg = segment(d.path(), &seg_name(1, 7), 7);
+    let out = expect(
+        0,
+        &["push", seg.to_str().unwrap(), "--to", a, "--as-partial"],
+    );
+    let rec = out.one("segment");
+    assert_eq!(rec["name"], format!("{}.partial", seg_name(1, 7)));
+    assert_eq!(rec["kind"], "partial");
+    // Under its own name the segment is still free (the whole one comes there later).
+    expect(0, &["push", seg.to_str().unwrap(), "--to", a]);
+    // Only segments.
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
+    expect(
+        2,
+        &["push", hist.to_str().unwrap(), "--to", a, "--as-partial"],
+    );
+}
