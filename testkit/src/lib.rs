@@ -903,6 +903,22 @@ pub fn tool_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// A new wal-ship archive at `path` (created if missing), made by `wal-ship init`: push
+/// refuses a directory without its marker.
+pub fn new_wal_archive(path: &Path) {
+    let out = tool(tool_bin("wal-ship"))
+        .args(["init", "--quiet", "--archive"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wal-ship init: {e}"));
+    assert!(
+        out.status.success(),
+        "wal-ship init --archive {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Skip the calling test with a printed reason (for what the machine may lack); under
 /// `CI=true` it fails instead, so that a CI run never passes a test that did not run.
 #[macro_export]

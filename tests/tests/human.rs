@@ -285,13 +285,8 @@ fn load_gen_and_window_advisor_read_as_text_on_a_terminal() {
     let seg = cluster.psql(db.name(), "SELECT pg_walfile_name(pg_current_wal_lsn())");
     let seg = seg.trim();
     let archive = page.path().join("archive");
+    testkit::new_wal_archive(&archive);
     let ws = testkit::tool_bin("wal-ship");
-    let made = std::process::Command::new(&ws)
-        .args(["init", "--quiet", "--archive"])
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
     let ws = q(ws.to_str().unwrap());
     let (code, text) = on_a_terminal(&format!(
         "{ws} push {} --to {} && {ws} verify --archive {}",
@@ -321,12 +316,7 @@ fn load_gen_and_window_advisor_read_as_text_on_a_terminal() {
     std::fs::create_dir(&spool).unwrap();
     std::fs::copy(cluster.data_dir().join("pg_wal").join(seg), spool.join(seg)).unwrap();
     let archive2 = page.path().join("archive2");
-    let made = std::process::Command::new(testkit::tool_bin("wal-ship"))
-        .args(["init", "--quiet", "--archive"])
-        .arg(&archive2)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    testkit::new_wal_archive(&archive2);
     let (code, raw) = on_a_terminal_raw(&format!(
         "{ws} sweep --from {} --to {}",
         q(spool.to_str().unwrap()),

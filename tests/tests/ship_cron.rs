@@ -63,7 +63,7 @@ fn run_ships_ready_segments_once_and_cleans() {
     let ready = ready_files(&c);
     assert!(ready.len() >= 3, "expected .ready files, got {ready:?}");
     let archive = c.dir().join("archive");
-    new_archive(&archive);
+    testkit::new_wal_archive(&archive);
     let pg_wal = c.data_dir().join("pg_wal");
     let (code, recs, err) = ship_cron(&[
         "run",
@@ -154,7 +154,7 @@ fn a_tick_that_finds_the_lock_taken_ships_nothing() {
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let archive = c.dir().join("archive");
-    new_archive(&archive);
+    testkit::new_wal_archive(&archive);
     let (code, recs, err) = ship_cron(&[
         "run",
         "--from",
@@ -229,18 +229,4 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
     assert!(!after.contains("pgshift ship-cron"));
     assert!(after.contains("0 3 * * * /usr/local/bin/backup"));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A new wal-ship archive at `path` (wal-ship init: push refuses a directory without it).
-fn new_archive(path: &std::path::Path) {
-    let out = std::process::Command::new(testkit::tool_bin("wal-ship"))
-        .args(["init", "--quiet", "--archive"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

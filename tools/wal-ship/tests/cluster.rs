@@ -41,7 +41,7 @@ fn switch_and_wait_archived(c: &Cluster) -> String {
 /// An archive directory the server (postgres) can write.
 fn archive_dir(base: &Path) -> std::path::PathBuf {
     let arch = base.join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     chown_postgres(&arch);
     arch
 }
@@ -183,7 +183,7 @@ fn a_standby_fed_only_by_the_archive_sees_the_primarys_rows_and_survives_promoti
 fn status_reports_failing_archiving_until_it_recovers() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     // A marker, so the archive is one, but not writable by the server.
     let seed = segment(d.path(), &seg_name(9, 1), 1);
     expect(
@@ -272,7 +272,7 @@ fn status_reports_failing_archiving_until_it_recovers() {
 fn sweep_ships_the_ready_files_of_a_live_pg_wal() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     // archive_mode on, no archive_command: PostgreSQL keeps .ready files for someone else.
     let c = Cluster::builder()
         .name("ws-sweep")

@@ -13,7 +13,7 @@ use crate::util::*;
 fn permission_denied_is_an_io_error_that_a_retry_can_fix() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let name = seg_name(1, 2);
     let src = segment(d.path(), &name, 2);
     // Root ignores permissions: run as the server's user, as archive_command does.
@@ -79,7 +79,7 @@ fn permission_denied_is_an_io_error_that_a_retry_can_fix() {
 fn a_full_disk_fails_with_74_and_leaves_no_temp_file() {
     let d = scratch();
     let arch = d.path().join("small");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let name = seg_name(1, 3);
     let src = segment(d.path(), &name, 3);
     // A 512 KiB tmpfs in a private mount namespace: gone when the shell exits, so the check
@@ -127,7 +127,7 @@ fn a_full_disk_fails_with_74_and_leaves_no_temp_file() {
 fn a_push_killed_while_writing_leaves_nothing_visible_and_the_rerun_succeeds() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     // Big and uncompressed, so the write takes long enough to catch it in the act.
     let mut caught = None;

@@ -10,7 +10,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
     let d = scratch();
     let (wal, arch) = (d.path().join("wal"), d.path().join("archive"));
     fs::create_dir_all(&wal).unwrap();
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let name = seg_name(1, 3);
     let src = segment(&wal, &name, 1);
     let out = expect(
@@ -80,7 +80,7 @@ fn push_stores_atomically_and_fetch_restores_the_same_bytes() {
 fn every_compression_round_trips_and_a_re_push_with_another_is_a_duplicate() {
     let d = scratch();
     let arch = d.path().join("a");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     for (i, c) in ["none", "lz4", "zstd:1", "zstd:19"].iter().enumerate() {
         let name = seg_name(1, 10 + i as u64);
         let src = segment(d.path(), &name, i as u8);
@@ -139,7 +139,7 @@ fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
     for p in [&a, &b] {
         fs::create_dir(p).unwrap();
     }
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let name = seg_name(1, 5);
     let first = segment(&a, &name, 1);
     let second = segment(&b, &name, 2);
@@ -201,7 +201,7 @@ fn a_different_file_under_an_archived_name_is_refused_and_the_archive_kept() {
 fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let push = |path: &std::path::Path| run(&["push", path.to_str().unwrap(), "--to", a]);
 
@@ -275,7 +275,7 @@ fn bad_input_is_refused_with_a_retryable_code_and_nothing_stored() {
 fn history_backup_and_partial_files_round_trip() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let hist = d.path().join("00000002.history");
     fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
     let backup = d.path().join(format!("{}.00000028.backup", seg_name(1, 2)));
@@ -364,7 +364,7 @@ fn history_backup_and_partial_files_round_trip() {
 fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let name = seg_name(1, 4);
     let src = segment(d.path(), &name, 4);
@@ -486,7 +486,7 @@ fn fetch_exit_codes_tell_missing_from_corrupt_from_unreachable() {
 fn encryption_at_rest_round_trips_and_needs_the_key() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let key = d.path().join("key");
     fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
@@ -634,7 +634,7 @@ fn encryption_at_rest_round_trips_and_needs_the_key() {
 fn prefetch_spools_the_next_segments_and_serves_them_locally() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let names: Vec<String> = (1..=6).map(|i| seg_name(1, 0xFE + i)).collect();
     let files: Vec<String> = names
@@ -754,7 +754,7 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
 fn concurrent_pushes_of_one_name_store_exactly_one_file() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     // Six different files under one name, pushed at once (two clusters sharing an archive).
     let name = seg_name(1, 0x20);
@@ -828,7 +828,7 @@ fn concurrent_pushes_of_one_name_store_exactly_one_file() {
 fn a_truncated_archived_copy_is_never_taken_for_a_duplicate() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let name = seg_name(1, 0x30);
     let src = segment(d.path(), &name, 3);
@@ -898,7 +898,7 @@ fn push_refuses_a_directory_that_init_did_not_make_an_archive() {
 fn as_partial_stores_a_segment_under_its_partial_name() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     let seg = segment(d.path(), &seg_name(1, 7), 7);
     let out = expect(

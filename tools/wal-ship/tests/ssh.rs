@@ -71,7 +71,7 @@ fn exclusive_ssh_transport_pushes_fetches_verifies_and_cleans() {
         Err(why) => testkit::skip!("{why}"),
     };
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     chown_postgres(&arch);
     let url = archive_url(&sshd, &arch);
     let u = url.as_str();

@@ -17,7 +17,7 @@ fn sweep_ships_a_spool_in_order_in_parallel_and_resumes() {
     let d = scratch();
     let (spool, arch) = (d.path().join("spool"), d.path().join("archive"));
     fs::create_dir(&spool).unwrap();
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let (s, a) = (spool.to_str().unwrap(), arch.to_str().unwrap());
     let segs: Vec<String> = (1..=6).map(|i| seg_name(2, i)).collect();
     for (i, n) in segs.iter().enumerate() {
@@ -91,7 +91,7 @@ fn a_bad_file_fails_alone_and_holds_the_mark_until_fixed() {
     let d = scratch();
     let (spool, arch) = (d.path().join("spool"), d.path().join("archive"));
     fs::create_dir(&spool).unwrap();
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let (s, a) = (spool.to_str().unwrap(), arch.to_str().unwrap());
     for i in 1..=5 {
         segment(&spool, &seg_name(1, i), i as u8);
@@ -135,7 +135,7 @@ fn a_second_sweep_of_the_same_directory_waits_its_turn() {
     let d = scratch();
     let (spool, arch) = (d.path().join("spool"), d.path().join("archive"));
     fs::create_dir(&spool).unwrap();
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     segment(&spool, &seg_name(1, 1), 1);
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -179,7 +179,7 @@ fn sweep_of_a_pg_wal_layout_marks_ready_files_done() {
     let d = scratch();
     let (wal, arch) = (d.path().join("pg_wal"), d.path().join("archive"));
     fs::create_dir_all(wal.join("archive_status")).unwrap();
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     for i in 1..=4 {
         segment(&wal, &seg_name(1, i), i as u8);
     }

@@ -129,19 +129,3 @@ pub fn flip_bit(path: &Path) {
     b[at] ^= 0x04;
     std::fs::write(path, b).unwrap();
 }
-
-/// A new archive at `path` (created if missing), made by `wal-ship init`: push refuses a
-/// directory without its marker.
-pub fn new_archive(path: &Path) {
-    let out = testkit::tool(bin())
-        .args(["init", "--quiet", "--archive"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wal-ship init --archive {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}

@@ -40,7 +40,7 @@ fn problems(out: &Run) -> Vec<(String, String)> {
 fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     fill(&arch, d.path(), 1, 1..=8);
     let out = expect(0, &["verify", "--archive", a]);
@@ -122,7 +122,7 @@ fn verify_finds_a_deleted_and_a_flipped_bit_segment() {
 fn verify_follows_timelines_through_their_history_files() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     // Timeline 1: segments 1..5; promotion in segment 6 (0/680000 with 1 MiB segments).
     fill(&arch, d.path(), 1, 1..=5);
@@ -182,7 +182,7 @@ fn verify_follows_timelines_through_their_history_files() {
 fn verify_notices_two_clusters_sharing_an_archive() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     fill(&arch, d.path(), 1, 1..=2);
     let n = wal_ship::name::WalName::parse(&seg_name(1, 3)).unwrap();
     let stranger = d.path().join(n.as_str());
@@ -209,7 +209,7 @@ fn verify_notices_two_clusters_sharing_an_archive() {
 fn clean_removes_older_files_and_keeps_history() {
     let d = scratch();
     let arch = d.path().join("archive");
-    new_archive(&arch);
+    testkit::new_wal_archive(&arch);
     let a = arch.to_str().unwrap();
     fill(&arch, d.path(), 1, 1..=6);
     fill(&arch, d.path(), 2, 7..=8);
