@@ -161,7 +161,8 @@ impl Archive {
             Location::Ssh(d) => {
                 let size = parts.iter().map(|p| p.len()).sum::<usize>().to_string();
                 let obj = format!("{name}{SUFFIX}");
-                let args = [d.path.as_str(), name.dir(), &obj, &size];
+                let refusal = not_an_archive(&self.describe());
+                let args = [d.path.as_str(), name.dir(), &obj, &size, &refusal];
                 let r = ssh::run(d, &self.ssh, ssh::PUT, &args, parts)?;
                 self.check_remote(&r, "storing", name.as_str())?;
                 if let Some(rest) = r.stdout.strip_prefix(b"exists ") {
@@ -195,11 +196,7 @@ impl Archive {
                 fs::create_dir_all(root).with_context(|| {
                     format!("creating the archive directory {}", root.display())
                 })?;
-                if root.join(MARKER).exists() {
-                    return Ok(false);
-                }
-                ensure_marker(root)?;
-                Ok(true)
+                ensure_marker(root)
             }
             Location::Ssh(d) => {
                 let marker = marker_contents();
@@ -436,15 +433,7 @@ fn check_local(root: &Path) -> anyhow::Result<()> {
             })
         }
     }
-    match fs::metadata(root.join(MARKER)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == IoKind::NotFound => Err(unavailable(format!(
-            "{} is not a wal-ship archive: {MARKER} is missing (not mounted, wrong path, or \
-             nothing pushed yet)",
-            root.display()
-        ))),
-        Err(e) => Err(e).with_context(|| format!("checking {}", root.join(MARKER).display())),
-    }
+    require_marker(root)
 }
 
 fn fsync_dir(dir: &Path) -> anyhow::Result<()> {
@@ -538,8 +527,9 @@ fn read_prefix(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
-/// A push stores only into an archive (`wal-ship init` made it): a share that is not
-/// mounted leaves an empty directory, where segments would be acknowledged and then hidden.
+/// An archive is a directory `wal-ship init` marked: a share that is not mounted leaves an
+/// empty directory, where a push would be acknowledged and then hidden, and a read would
+/// take "not found" for the truth.
 fn require_marker(root: &Path) -> anyhow::Result<()> {
     match fs::metadata(root.join(MARKER)) {
         Ok(_) => Ok(()),
@@ -550,8 +540,8 @@ fn require_marker(root: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Why a push into `place` (no marker) is refused, and the fix.
-pub fn not_an_archive(place: &str) -> String {
+/// Why `place` (no marker) is refused, and the fix.
+fn not_an_archive(place: &str) -> String {
     format!(
         "{place} is not a wal-ship archive ({MARKER} is missing): a share that is not mounted, a \
          wrong path, or a new archive; for a new one run 'wal-ship init --archive {place}' once \
@@ -559,9 +549,10 @@ pub fn not_an_archive(place: &str) -> String {
     )
 }
 
-fn ensure_marker(root: &Path) -> anyhow::Result<()> {
+/// Write the marker unless it is there; true when this call wrote it.
+fn ensure_marker(root: &Path) -> anyhow::Result<bool> {
     if root.join(MARKER).exists() {
-        return Ok(());
+        return Ok(false);
     }
     let mut text = marker_contents();
     text.push('\n');
@@ -570,7 +561,8 @@ fn ensure_marker(root: &Path) -> anyhow::Result<()> {
     // Someone else may have made it meanwhile: theirs is as good as ours.
     link_no_clobber(path, &root.join(MARKER))?;
     drop(tmp);
-    fsync_dir(root)
+    fsync_dir(root)?;
+    Ok(true)
 }
 
 fn local_put(root: &Path, name: &WalName, parts: &[&[u8]]) -> anyhow::Result<Put> {

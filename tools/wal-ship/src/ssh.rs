@@ -190,13 +190,13 @@ pub fn run(
     Ok(remote)
 }
 
-/// Upload an object: `$1` archive dir, `$2` subdir, `$3` object file name, `$4` size.
-/// Prints `stored`, or `exists SIZE` and the existing object's first 4 KiB. Only into an
-/// archive (`wal-ship init` made its marker): see [`crate::archive::not_an_archive`].
+/// Upload an object: `$1` archive dir, `$2` subdir, `$3` object file name, `$4` size, `$5`
+/// what to say when the directory has no marker (`wal-ship init` makes one). Prints
+/// `stored`, or `exists SIZE` and the existing object's first 4 KiB.
 pub const PUT: &str = r#"umask 027
 root=$1 dir=$2 obj=$3 size=$4
 cd "$root" 2>/dev/null || { echo "archive directory $root does not exist on $(hostname)" >&2; exit 3; }
-[ -e wal-ship.json ] || { echo "$root on $(hostname) is not a wal-ship archive (wal-ship.json is missing): a share that is not mounted, a wrong path, or a new archive; for a new one run 'wal-ship init --archive DEST' once" >&2; exit 3; }
+[ -e wal-ship.json ] || { printf '%s\n' "$5" >&2; exit 3; }
 if [ ! -d "$dir" ]; then mkdir -p "$dir" && sync . || exit 4; fi
 if [ -e "$dir/$obj" ]; then sync "$dir/$obj" "$dir" || exit 4; echo "exists $(wc -c < "$dir/$obj")"; exec head -c 4096 "$dir/$obj"; fi
 tmp="$dir/.$obj.$$.tmp"
@@ -225,7 +225,7 @@ echo created
 /// `+ SIZE\n` and the bytes, or `-\n` when it does not exist. A directory this user may
 /// not enter (another user's, made with umask 027) is an error (exit 4), not "does not
 /// exist": PostgreSQL ends recovery at the first file that is not in the archive.
-pub const GET_MANY: &str = r#"cd "$1" 2>/dev/null && [ -e wal-ship.json ] || { echo "no wal-ship archive at $1 on $(hostname) (wal-ship.json missing: not mounted, wrong path, or nothing pushed yet)" >&2; exit 3; }
+pub const GET_MANY: &str = r#"cd "$1" 2>/dev/null && [ -e wal-ship.json ] || { echo "no wal-ship archive at $1 on $(hostname) (wal-ship.json missing: not mounted, wrong path, or not made with wal-ship init)" >&2; exit 3; }
 while IFS= read -r f; do
   if [ -f "$f" ]; then
     s=$(wc -c < "$f") || exit 4
@@ -243,7 +243,7 @@ done
 "#;
 
 /// List the archive: `$1` archive dir. Prints `SIZE MTIME PATH` lines.
-pub const LIST: &str = r#"cd "$1" 2>/dev/null && [ -e wal-ship.json ] || { echo "no wal-ship archive at $1 on $(hostname) (wal-ship.json missing: not mounted, wrong path, or nothing pushed yet)" >&2; exit 3; }
+pub const LIST: &str = r#"cd "$1" 2>/dev/null && [ -e wal-ship.json ] || { echo "no wal-ship archive at $1 on $(hostname) (wal-ship.json missing: not mounted, wrong path, or not made with wal-ship init)" >&2; exit 3; }
 find . -mindepth 2 -maxdepth 2 -type f -printf '%s %T@ %P\n' || exit 4
 "#;
 
