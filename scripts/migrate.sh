@@ -755,19 +755,17 @@ after_switch() {
       jq -r '.commands[]? | "  " + .' <<<"$sw" >&2
       fail "$EX_FATAL" "the switchover's state cannot be told: nothing more was touched; see the commands above and the journal $journal" ;;
     *)
-      case $primary in
-        target)
-          state=switched
-          fail "$rc" "the target was promoted but not proven writable (${why:-see the error records}); the old source stays stopped and fenced: fix the target, then run the same command again to rejoin and verify" ;;
-        source | unknown)
-          # (Without a summary only a usage error, which is refused before anything: exit 2.)
-          [[ $primary == source || $rc == 2 ]] || {
-            state=unknown
-            fail "$EX_FATAL" "pg-switch ended without saying where the primary is (exit $rc): run the same command again, it looks at both hosts and finishes or rolls back the switchover; journal $journal"
-          }
-          state=source_serving
-          fail "$rc" "the switchover was refused before anything changed (exit $rc); see the error records" ;;
-      esac ;;
+      if [[ $primary == target ]]; then
+        state=switched
+        fail "$rc" "the target was promoted but not proven writable (${why:-see the error records}); the old source stays stopped and fenced: fix the target, then run the same command again to rejoin and verify"
+      fi
+      # Without a summary, only a usage error (exit 2) is known to come before anything.
+      if [[ $primary == unknown && $rc != 2 ]]; then
+        state=unknown
+        fail "$EX_FATAL" "pg-switch ended without saying where the primary is (exit $rc): run the same command again, it looks at both hosts and finishes or rolls back the switchover; journal $journal"
+      fi
+      state=source_serving
+      fail "$rc" "the switchover was refused before anything changed (exit $rc); see the error records" ;;
   esac
   [[ -z $stopped_by ]] || fail "$EX_TEMPFAIL" "interrupted by $stopped_by after the switchover: run the same command again to rejoin and verify"
 }

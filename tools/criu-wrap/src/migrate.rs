@@ -430,6 +430,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     "pid": pid, "outcome": "migrated", "downtime_ms": downtime_ms, "bytes_transferred": bytes,
                 }),
                 &interrupt,
+                true,
             ))
         }
         Err(e) if phase != Phase::Dumped || shared::exit::classify(&e) == ErrorKind::Fatal => {
@@ -453,6 +454,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
             out.finish(&with_stop(
                 serde_json::json!({ "pid": a.pid, "outcome": outcome }),
                 &interrupt,
+                false,
             ))
         }
         Err(e) => {
@@ -487,6 +489,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     out.finish(&with_stop(
                         serde_json::json!({ "pid": pid, "outcome": "resumed_on_source" }),
                         &interrupt,
+                        true,
                     ))
                 }
                 Err(back_err) => {
@@ -509,6 +512,7 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
                     out.finish(&with_stop(
                         serde_json::json!({ "pid": a.pid, "outcome": "not_running" }),
                         &interrupt,
+                        false,
                     ))
                 }
             }
@@ -516,14 +520,16 @@ pub fn run(criu: &Criu, a: &MigrateArgs, mut out: Output) -> anyhow::Result<Stat
     }
 }
 
-/// The summary's fields, with `stopped_by` when a signal came (after the final dump it was
-/// noted, and the move finished first: said on stderr too).
+/// The summary's fields, with `stopped_by` when a signal came. `finished`: the process was
+/// restored after the final dump (on the target or here), so a signal was only noted until
+/// then, which stderr says too.
 fn with_stop(
     mut v: serde_json::Value,
     interrupt: &shared::signals::Interrupt,
+    finished: bool,
 ) -> serde_json::Value {
     if let (Some(by), serde_json::Value::Object(m)) = (interrupt.name(), &mut v) {
-        if m.get("outcome").and_then(|o| o.as_str()) != Some("not_migrated") {
+        if finished {
             shared::msg::error_line(&format!(
                 "got {by} while the process was frozen: the move was finished first"
             ));
