@@ -2,7 +2,7 @@
 # ship-cron.sh: WAL shipping from cron, for archive-mode migrations and backups.
 #
 #   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN]
-#   ship-cron.sh install --schedule "CRON" [--user USER] [--file FILE] -- RUN-OPTIONS...
+#   ship-cron.sh install --schedule "CRON" [--user USER] [--file FILE] [--log FILE] -- RUN-OPTIONS...
 #   ship-cron.sh uninstall [--user USER] [--file FILE]
 #
 # run: ship every finished WAL file in DIR with `wal-ship sweep` (a data directory's pg_wal,
@@ -18,6 +18,9 @@
 # install: add (or replace) one crontab line running `ship-cron.sh run RUN-OPTIONS` for USER
 # (default postgres), tagged so that install is idempotent and uninstall finds it. --file edits
 # a crontab file instead of calling crontab(1) (for review, config management, or tests).
+# Each tick appends its output to --log FILE (default: pgshift-ship-cron.log in USER's home,
+# not a name in /tmp that another user could take first). A % in the line is written \% (cron
+# reads a bare % as the end of the command).
 #
 # PGSHIFT_BIN: where wal-ship is (default: target/release of this checkout, else PATH).
 set -euo pipefail
@@ -70,12 +73,13 @@ case $cmd in
     exit "$rc"
     ;;
   install | uninstall)
-    schedule="" user=postgres file="" run_args=()
+    schedule="" user=postgres file="" log="" run_args=()
     while (($#)); do
       case $1 in
         --schedule) pgs_val "$@"; schedule=$2; shift ;;
         --user) pgs_val "$@"; user=$2; shift ;;
         --file) pgs_val "$@"; file=$2; shift ;;
+        --log) pgs_val "$@"; log=$2; shift ;;
         --) shift; run_args=("$@"); break ;;
         *) usage "unknown option '$1'" ;;
       esac
@@ -94,7 +98,10 @@ case $cmd in
       [[ -n $schedule ]] || usage "install needs --schedule \"CRON\" (e.g. \"* * * * *\")"
       ((${#run_args[@]} > 0)) || usage "install needs the run options after --"
       bin=${PGSHIFT_BIN:+PGSHIFT_BIN=$(pgs_quote "$PGSHIFT_BIN") }
-      entry="$schedule ${bin}$(pgs_quote "$self" run "${run_args[@]}") >>/tmp/pgshift-ship-cron.log 2>&1 $tag"
+      # $HOME as cron's shell sets it for USER, unless --log names a file.
+      logw=${log:+$(pgs_quote "$log")}
+      line="${bin}$(pgs_quote "$self" run "${run_args[@]}") >>${logw:-\"\$HOME\"/pgshift-ship-cron.log} 2>&1"
+      entry="$schedule ${line//%/\\%} $tag"
       new=$(printf '%s\n%s' "$kept" "$entry" | sed '/^$/d')
     fi
     if [[ $new == "$current" ]]; then

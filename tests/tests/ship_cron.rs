@@ -215,6 +215,48 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         "{line}"
     );
 
+    // The line as cron runs it: the command field up to the tag, a bare % would end it (the
+    // rest goes to stdin), \% is a %; then /bin/sh, with HOME the user's home. A tick whose
+    // --from has a % in its name runs whole, and its output lands in HOME, not in /tmp.
+    let awkward = dir.join("wal 100%");
+    let (code, recs, err) = ship_cron(&[
+        "install",
+        "--schedule",
+        "*/5 * * * *",
+        "--file",
+        f,
+        "--",
+        "--from",
+        awkward.to_str().unwrap(),
+        "--to",
+        "/nowhere",
+    ]);
+    assert_eq!((code, &recs[0]["changed"]), (0, &Value::Bool(true)), "{err}");
+    let entry = std::fs::read_to_string(&file).unwrap();
+    let entry = entry.lines().find(|l| l.contains("pgshift ship-cron")).unwrap();
+    let field = entry.splitn(6, ' ').nth(5).unwrap();
+    let field = field.strip_suffix("# pgshift ship-cron").unwrap();
+    assert!(
+        !field.replace("\\%", "").contains('%'),
+        "a bare % in the crontab line: {entry}"
+    );
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(field.replace("\\%", "%"))
+        .env("HOME", &home)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "the tick's usage error: {entry}");
+    let log = std::fs::read_to_string(home.join("pgshift-ship-cron.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("--from {} is not a directory", awkward.display())),
+        "the tick's message, with its --from whole, in HOME's log: {log:?}\n{entry}"
+    );
+    ship_cron(&install);
+    let text = std::fs::read_to_string(&file).unwrap();
+
     let (_, recs, _) = ship_cron(&install);
     assert_eq!(
         recs[0]["changed"], false,
