@@ -25,7 +25,9 @@
 #   A, made by setup-host.sh --role pooler (DIR/pooler): transaction pooling, the database
 #   app, server_login_retry 0.1 s, TLS to the servers verified against the CA; clients connect to POOLER_ADDR:POOLER_PORT, migrate.sh switches it
 #   (POOLER_DSN, its admin console, in hosts.env).
-#   --archive configures A's archive_command with wal-ship (DIR/archive) for archive mode.
+#   --archive configures A's archive_command with wal-ship for archive mode, into
+#   "DIR/wal archive 100%": a space and a percent sign, so every archive-mode run shows that
+#   archive_command and restore_command carry such a path intact.
 #   --logical: for migrate.sh --mode logical. A gets wal_level = logical and an application
 #   role `app` (LOGIN, owner of the database app, rights on its tables: the role clients use,
 #   which the cutover fences); B is a running cluster (plain layout) of PostgreSQL
@@ -207,12 +209,13 @@ fi
 setup_args=(--role source --pgdata "$pgdata_a" --host "$spec_a" --listen "$host_a"
   --allow "$allow" --repl-password-file "$dir/repl.pw" --restart --tls-ca "$dir/ca" --bin "$bin")
 ((logical)) && setup_args+=(--logical)
+archive_dir="wal archive 100%"
 if ((archive)); then
   [[ -x $bin/wal-ship ]] || pgs_die "$EX_UNAVAILABLE" "--archive needs $bin/wal-ship (build it: make release)"
-  mkdir -p "$dir/archive"
-  chmod 700 "$dir/archive"
-  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/archive"
-  setup_args+=(--archive "$dir/archive" --wal-ship "$bin/wal-ship")
+  mkdir -p "$dir/$archive_dir"
+  chmod 700 "$dir/$archive_dir"
+  [[ $(id -u) == 0 ]] && chown postgres:postgres "$dir/$archive_dir"
+  setup_args+=(--archive "$dir/$archive_dir" --wal-ship "$bin/wal-ship")
 fi
 "$here/setup-host.sh" "${setup_args[@]}" >"$dir/setup-a.jsonl"
 
@@ -300,7 +303,7 @@ TARGET_SPEC='$spec_b'
 TLS_CA='$dir/ca/ca.crt'
 REPL_USER='pgshift_repl'
 REPL_PASSWORD_FILE='$dir/repl.pw'
-ARCHIVE='$( ((archive)) && printf '%s' "$dir/archive")'
+ARCHIVE='$( ((archive)) && printf '%s' "$dir/$archive_dir")'
 POOLER_DSN='$pooler_dsn'
 POOLER_SPEC='local'
 POOLER_ADDR='$( ((pooler)) && echo 127.0.0.1)'

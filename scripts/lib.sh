@@ -97,6 +97,16 @@ pgs_json_str() {
   s=${s//$'\n'/\\n}
   s=${s//$'\r'/\\r}
   s=${s//$'\t'/\\t}
+  # Any other control character (an escape sequence in a command's error) as \u00XX.
+  if [[ $s == *[$'\001'-$'\037'$'\177']* ]]; then
+    local out="" c i
+    for ((i = 0; i < ${#s}; i++)); do
+      c=${s:i:1}
+      [[ $c == [$'\001'-$'\037'$'\177'] ]] && printf -v c '\\u%04x' "'$c"
+      out+=$c
+    done
+    s=$out
+  fi
   printf '"%s"' "$s"
 }
 
@@ -725,6 +735,16 @@ pgs_conninfo_value() {
 pgs_conf_quote() {
   local v=${1//\\/\\\\}
   printf "'%s'" "${v//\'/\'\'}"
+}
+
+# pgs_wal_cmd_word VALUE: VALUE as one word of an archive_command or restore_command, which
+# PostgreSQL runs with /bin/sh after replacing %p, %f and %%: as it is when plain, else in
+# single quotes ('\'' for a quote), with every % doubled. (A path with a space, a quote or a
+# % in it otherwise breaks the command, and the server keeps retrying it.)
+pgs_wal_cmd_word() {
+  local w=$1
+  [[ $w =~ ^[A-Za-z0-9._/:@+,=-]+$ ]] || w="'${w//\'/\'\\\'\'}'"
+  printf '%s' "${w//%/%%}"
 }
 
 # pgs_repl_probe SPEC HOST PORT USER PASSWORD_FILE TLS: on host SPEC, open a replication

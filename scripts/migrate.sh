@@ -74,6 +74,10 @@
 #   --max-lag BYTES        replay lag to reach before switching (default 16777216; in archive
 #                          mode, WAL written since the last segment the target replayed)
 #   --catchup-timeout S    longest wait for the target to stream and catch up (default 3600)
+#                          (archive mode stops sooner, with exit 69, when the source's
+#                          archive_command fails three times in a row, or when the target
+#                          replays nothing for PGSHIFT_RESTORE_STALL s, default 60, while the
+#                          archive holds the segment it waits for)
 #   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M; with
 #                          compression the server throttles the bytes before compressing)
 #   --compress auto|none|zstd[:N]|lz4[:N]
@@ -165,7 +169,7 @@ usage() { pgs_usage "$1"; }
 
 # --- Arguments ---------------------------------------------------------------------------
 hosts_env="" reverse=0 mode=stream archive="" when=now history="" window=30m max_wait=3600
-max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
+restore_stall=${PGSHIFT_RESTORE_STALL:-60} max_lag=16777216 catchup_timeout=3600 max_rate="" switch_timeout=10 socket_dir="" verify=1
 compress=auto converge_window=120 egress_price="" yes=0 dry_run=0 fresh_copy=0
 rejoin=1 report="" bin="" journal="" abort=0 cleanup=0 databases="" tls=verify-full tls_ca=""
 SOURCE_DSN="" SOURCE_PGDATA="" SOURCE_CLUSTER="" SOURCE_SPEC=local TARGET_ADDR="" TARGET_PORT=""
@@ -833,6 +837,23 @@ pgs_note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo 
 pgs_emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
 
 # --- 1 preflight -------------------------------------------------------------------------
+# archiver_state FAILS0 LSN: what the source's archiver did since its failed_count was FAILS0
+# (pg_stat_archiver), as "ARCHIVED FAILS FAILED_WAL LAST_FAILED SEG": t when the archive holds
+# SEG, the segment that LSN closed (pg_switch_wal's answer); failures since; the segment of
+# the last one; t when the latest attempt failed. Empty when the source does not answer.
+archiver_state() {
+  src_psql -F ' ' -c "SELECT coalesce(last_archived_wal ~ '^[0-9A-F]{24}$' AND last_archived_wal >= pg_walfile_name('$2'), false),
+      failed_count - $1, coalesce(last_failed_wal, '-'),
+      coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false), pg_walfile_name('$2')
+    FROM pg_stat_archiver" 2>/dev/null || true
+}
+# archive_failing FAILS FAILED_WAL LAST_FAILED WHEN: fail when the archiver failed three times
+# in a row (PostgreSQL's own retries of one segment) since the count began.
+archive_failing() {
+  [[ $3 == t ]] && (($1 >= 3)) || return 0
+  fail "$EX_UNAVAILABLE" "the source cannot archive: its archive_command failed $1 times in a row on $2 $4 (pg_stat_archiver; the source's log says why). Check that the archive is mounted and writable by the server's user and that archive_command runs wal-ship push (setup-host.sh --archive)${5:+; $5}"
+}
+
 preflight() {
   pgs_phase_begin preflight
   for spec in "$SOURCE_SPEC" "$TARGET_SPEC"; do
@@ -896,6 +917,19 @@ preflight() {
     [[ -x $bin/wal-ship ]] || fail "$EX_UNAVAILABLE" "--mode archive needs $bin/wal-ship (make release)"
     arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
     [[ $arch_cmd == on\ *wal-ship* ]] || fail "$EX_DATAERR" "--mode archive needs the source archiving with wal-ship (archive_mode=on): run setup-host.sh --archive DEST"
+    # As pgbackrest check does: close a segment and wait until the archive has it. (The base
+    # copy waits for the archive too, without a word, for as long as archiving fails.)
+    local row fails0 lsn archived fails failed_wal last_failed seg probe_end=$((SECONDS + 60))
+    row=$(src_psql -F ' ' -c "SELECT failed_count, pg_switch_wal() FROM pg_stat_archiver" 2>&1) ||
+      fail "$EX_UNAVAILABLE" "cannot switch the source's WAL to check its archiving: $row"
+    read -r fails0 lsn <<<"$row"
+    while :; do
+      read -r archived fails failed_wal last_failed seg <<<"$(archiver_state "$fails0" "$lsn")"
+      [[ $archived == t ]] && break
+      archive_failing "${fails:-0}" "$failed_wal" "$last_failed" "in preflight"
+      ((SECONDS < probe_end)) || fail "$EX_UNAVAILABLE" "the source did not archive $seg within 60 s of its switch (pg_stat_archiver): check its archive_command (setup-host.sh --archive)"
+      sleep 0.1
+    done
   fi
   if [[ -n $databases ]]; then
     local all w want=()
@@ -1303,7 +1337,7 @@ catch_up() {
     # three settings take effect on a reload in PostgreSQL 13 and later.)
     on_tgt sed -i '/^primary_conninfo/d; /^primary_slot_name/d; /^restore_command/d' "$TARGET_PGDATA/postgresql.auto.conf"
     on_tgt sh -c 'cat >> "$1/postgresql.auto.conf"' append "$TARGET_PGDATA" <<EOF
-restore_command = '$bin/wal-ship fetch --quiet --prefetch 4 --or-partial %f %p --from $archive'
+restore_command = $(pgs_conf_quote "$(pgs_wal_cmd_word "$bin/wal-ship") fetch --quiet --prefetch 4 --or-partial %f %p --from $(pgs_wal_cmd_word "$archive")")
 EOF
     ((target_running)) && tgt_psql -c "SELECT pg_reload_conf()" >/dev/null
     ((fresh_target)) && drop_slot
@@ -1406,10 +1440,25 @@ wait_for_switch() {
     # Archive mode: what the target has not replayed at the switch must travel through the
     # archive inside the downtime. So close the current segment (pg_switch_wal), wait until the
     # target has replayed it, and repeat until little WAL was written meanwhile.
+    # A broken archive_command or restore_command is said within a minute, not at
+    # --catchup-timeout: three failures in a row of the source's archiver since this wait
+    # began, or no replay for a minute while the archive holds what the target waits for.
+    local fails0 archived fails failed_wal last_failed seg row replayed="" progress_at=$SECONDS next_check=0
+    fails0=$(retry 10 src_psql -c "SELECT failed_count FROM pg_stat_archiver") || fail "$EX_UNAVAILABLE" "reading pg_stat_archiver on the source: $fails0"
     while :; do
       switched=$(retry 10 src_psql -c "SELECT pg_switch_wal()") || fail "$EX_UNAVAILABLE" "pg_switch_wal on the source: $switched"
       until [[ $(tgt_psql -c "SELECT pg_last_wal_replay_lsn() >= '$switched'::pg_lsn" 2>/dev/null) == t ]]; do
         ((SECONDS < deadline)) || fail "$EX_TEMPFAIL" "the target did not replay $switched from the archive within --catchup-timeout $catchup_timeout s (check archive_command on the source and restore_command on the target)"
+        if ((SECONDS >= next_check)); then
+          next_check=$((SECONDS + 1))
+          read -r archived fails failed_wal last_failed seg <<<"$(archiver_state "$fails0" "$switched")"
+          archive_failing "${fails:-0}" "$failed_wal" "$last_failed" "during the wait" "the standby is kept: run again once the source archives"
+          row=$(tgt_psql -c "SELECT pg_last_wal_replay_lsn()" 2>/dev/null) || row=""
+          [[ $row != "$replayed" ]] && replayed=$row progress_at=$SECONDS
+          if [[ $archived == t ]] && ((SECONDS - progress_at >= restore_stall)); then
+            fail "$EX_UNAVAILABLE" "the target replayed nothing for $((SECONDS - progress_at)) s while the archive holds $seg, which it waits for: check restore_command on the target (see $target_log); the standby is kept: run again once it restores"
+          fi
+        fi
         sleep 0.05
       done
       lag=$(retry 10 src_psql -c "SELECT pg_current_wal_lsn() - '$switched'::pg_lsn") || fail "$EX_UNAVAILABLE" "reading the source's WAL position: $lag"

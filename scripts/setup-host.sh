@@ -303,7 +303,7 @@ if [[ -n $archive ]]; then
     pgs_json file path="$archive" action=created what="wal-ship archive (wal-ship init)"
     note_change
   }
-  want+=("archive_mode=on" "archive_command=$wal_ship push --quiet %p --to $archive" "archive_timeout=60")
+  want+=("archive_mode=on" "archive_command=$(pgs_wal_cmd_word "$wal_ship") push --quiet %p --to $(pgs_wal_cmd_word "$archive")" "archive_timeout=60")
 fi
 if ((signed)); then
   # The CA-signed certificate, in the cluster's pgshift directory (absolute paths: migrate.sh

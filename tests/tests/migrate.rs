@@ -6,7 +6,7 @@
 //! These tests drive whole clusters and a loaded switchover, so they are `exclusive_`: they
 //! run one at a time (see .config/nextest.toml) and time does not decide any assertion.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,52 @@ fn exclusive_stream_mode_both_directions_under_load() {
 fn exclusive_archive_mode_both_directions_under_load() {
     let hosts = Hosts::create(&["--archive"]);
     let load = Load::start(&hosts);
+    // An archive the server may not write. Preflight closes a segment and sees the archiver
+    // fail (the base copy would have waited for it for ever, pg_basebackup -X none), before
+    // anything is copied.
+    let archive = PathBuf::from(&hosts.env["ARCHIVE"]);
+    let mode = |m: u32| {
+        std::fs::set_permissions(&archive, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(0o000);
+    let (code, recs, err) = hosts.migrate(&["--mode", "archive"]);
+    mode(0o700);
+    assert_eq!(code, 69, "unwritable archive: {}\n{err}", summary(&recs));
+    assert!(err.contains("the source cannot archive"), "{err}");
+    assert_eq!(summary(&recs)["failed_phase"], "preflight");
+    assert_eq!(hosts.in_recovery('B'), None, "nothing copied");
+    // The archive becomes unwritable after the copy: the wait says so after three failed
+    // attempts, not at --catchup-timeout (an hour); the standby is kept.
+    let hook = format!("before_wait=chmod 000 '{}'", archive.display());
+    let (code, recs, err) = hosts.migrate(&["--mode", "archive", "--hook", &hook]);
+    mode(0o700);
+    assert_eq!(
+        code,
+        69,
+        "archive lost in the wait: {}\n{err}",
+        summary(&recs)
+    );
+    assert!(err.contains("the source cannot archive"), "{err}");
+    assert_eq!(summary(&recs)["failed_phase"], "wait");
+    assert_eq!(hosts.in_recovery('B'), Some(true), "the standby is kept");
+    // A target whose restore_command fails: nothing replayed while the archive holds the
+    // segment waited for (here for 5 s). The next run writes restore_command again.
+    let hook = format!(
+        "before_wait={}/psql -Xq -d '{}' -c \"ALTER SYSTEM SET restore_command = 'exit 3'\" -c 'SELECT pg_reload_conf()'",
+        testkit::pg_bin().display(),
+        hosts.dsn('B'),
+    );
+    let (code, recs, err) = hosts.migrate_env(
+        &["--mode", "archive", "--hook", &hook],
+        &[("PGSHIFT_RESTORE_STALL", "5")],
+    );
+    assert_eq!(
+        code,
+        69,
+        "failing restore_command: {}\n{err}",
+        summary(&recs)
+    );
+    assert!(err.contains("check restore_command on the target"), "{err}");
     // Rolled back after the last segment was shipped: the source goes on writing that
     // segment and must still be able to archive it whole (an archive never overwrites: a
     // copy of the partial one under its name would stop its archiving for good).

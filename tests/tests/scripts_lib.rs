@@ -47,6 +47,7 @@ fn quoting_helpers_match_the_tools() {
         "/var/lib/pg data/x",
         "$HOME `id` \"q\"",
         "''\\'",
+        "wal archive 100%",
         "",
     ];
     let dir = tempfile_dir();
@@ -62,6 +63,19 @@ fn quoting_helpers_match_the_tools() {
             conf,
             shared::host::conf_quote(v),
             "postgresql.conf value of {v:?}"
+        );
+        // A word of archive_command or restore_command: PostgreSQL turns %% into % and
+        // hands the command to /bin/sh, which must see the value as one whole word.
+        let cmd_word = bash(&format!("pgs_wal_cmd_word {word}")).replace("%%", "%");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s' {cmd_word}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            v,
+            "archive_command word {cmd_word}"
         );
         // The passfile line, read back the way libpq reads a passfile (user and password).
         if !v.is_empty() {
@@ -154,12 +168,14 @@ fn clusters_and_a_standby_from_bash() {
 #[test]
 fn json_lines_from_bash_are_valid_and_typed() {
     let out = bash(
-        r#"pgs_json phase name='switch "over"' note=$'two\nlines\tand\\slash' ms:=170 ok:=true"#,
+        r#"pgs_json phase name='switch "over"' note=$'two\nlines\tand\\slash' err=$'\e[31mred\x01 \u00e9' ms:=170 ok:=true"#,
     );
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(out.starts_with(r#"{"type":"phase","#), "{out}");
     assert_eq!(v["name"], r#"switch "over""#);
     assert_eq!(v["note"], "two\nlines\tand\\slash");
+    // Other control characters (a coloured error from a command) are escaped too.
+    assert_eq!(v["err"], "\u{1b}[31mred\u{1} \u{e9}");
     assert_eq!(v["ms"], 170);
     assert_eq!(v["ok"], true);
 }

@@ -231,9 +231,16 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         "--to",
         "/nowhere",
     ]);
-    assert_eq!((code, &recs[0]["changed"]), (0, &Value::Bool(true)), "{err}");
+    assert_eq!(
+        (code, &recs[0]["changed"]),
+        (0, &Value::Bool(true)),
+        "{err}"
+    );
     let entry = std::fs::read_to_string(&file).unwrap();
-    let entry = entry.lines().find(|l| l.contains("pgshift ship-cron")).unwrap();
+    let entry = entry
+        .lines()
+        .find(|l| l.contains("pgshift ship-cron"))
+        .unwrap();
     let field = entry.splitn(6, ' ').nth(5).unwrap();
     let field = field.strip_suffix("# pgshift ship-cron").unwrap();
     assert!(
