@@ -913,6 +913,15 @@ preflight() {
   if ((!fresh_target)) && [[ -n $(target_in_recovery) ]]; then
     probe_reverse
   fi
+  # pg_basebackup -X none (the compressed copy) waits at its end until the source has
+  # archived the copy's last segment: with archive_mode on and a failing archive_command, for
+  # ever and without a word. Stream mode needs no archive: auto copies uncompressed, and an
+  # explicit --compress is refused here. (Archive mode checks its archive below.)
+  if [[ $mode == stream && $compress != none ]] && ((fresh_target && !resume_copy)) &&
+    [[ $(src_psql -c "SELECT current_setting('archive_mode') <> 'off' AND coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver" 2>/dev/null) == t ]]; then
+    archiver_failing="the source's archive_command is failing (pg_stat_archiver), and a compressed copy (pg_basebackup -X none) waits for the archive at its end"
+    [[ $compress == auto ]] || fail "$EX_UNAVAILABLE" "--compress $compress: $archiver_failing; fix archiving on the source, or use --compress none"
+  fi
   if [[ $mode == archive ]]; then
     [[ -x $bin/wal-ship ]] || fail "$EX_UNAVAILABLE" "--mode archive needs $bin/wal-ship (make release)"
     arch_cmd=$(src_psql -c "SELECT current_setting('archive_mode') || ' ' || current_setting('archive_command')")
@@ -1045,7 +1054,7 @@ target_own_settings() {
 }
 
 # --- 2 base copy -------------------------------------------------------------------------
-bytes_copied=0 wire_bytes=0 copy_start_lsn="" cmp_method=none cmp_level="" link_bps=""
+archiver_failing="" bytes_copied=0 wire_bytes=0 copy_start_lsn="" cmp_method=none cmp_level="" link_bps=""
 
 # sample_compression: what the base copy would gain from compression (--compress auto):
 # sets cmp_method and cmp_level, and emits a `compression` record with what was measured. The link:
@@ -1281,6 +1290,10 @@ base_copy() {
       [[ $cmp_method == auto ]] || fail "$EX_DATAERR" "--compress $compress needs PostgreSQL 15 or later and no tablespaces on the source (it has $spaces): use --compress none"
       cmp_method=none
       pgs_emit compression method=none chosen_by=auto reason="tablespaces or a server older than 15"
+    elif [[ $cmp_method == auto && -n $archiver_failing ]]; then
+      cmp_method=none
+      pgs_emit compression method=none chosen_by=auto reason="$archiver_failing"
+      pgs_log "base copy uncompressed: $archiver_failing"
     elif [[ $cmp_method == auto ]]; then
       sample_compression "$conninfo"
     else

@@ -137,6 +137,27 @@ fn exclusive_archive_mode_both_directions_under_load() {
     assert!(err.contains("the source cannot archive"), "{err}");
     assert_eq!(summary(&recs)["failed_phase"], "preflight");
     assert_eq!(hosts.in_recovery('B'), None, "nothing copied");
+    // Stream mode needs no archive, but a compressed copy waits for it at its end: an
+    // explicit --compress is refused before anything is copied, auto copies uncompressed
+    // (stopped at before_wait: the standby it leaves is taken over by archive mode below).
+    mode(0o000);
+    let (code, recs, err) = hosts.migrate(&["--compress", "zstd"]);
+    assert_eq!(code, 69, "--compress zstd: {}\n{err}", summary(&recs));
+    assert!(err.contains("archive_command is failing"), "{err}");
+    assert_eq!(hosts.in_recovery('B'), None, "nothing copied");
+    let (code, recs, err) = hosts.migrate(&["--hook", "before_wait=exit 1"]);
+    mode(0o700);
+    assert_eq!(code, 70, "the hook failed: {}\n{err}", summary(&recs));
+    let c = of_type(&recs, "compression");
+    assert!(
+        c.len() == 1
+            && c[0]["method"] == "none"
+            && c[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("archive_command is failing")),
+        "{c:?}"
+    );
+    assert_eq!(hosts.in_recovery('B'), Some(true), "a streaming standby");
     // The archive becomes unwritable after the copy: the wait says so after three failed
     // attempts, not at --catchup-timeout (an hour); the standby is kept.
     let hook = format!("before_wait=chmod 000 '{}'", archive.display());
