@@ -37,3 +37,26 @@ fn unknown_flag_is_a_one_line_usage_error() {
     assert!(err.contains("--help"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// `--chunks-from` is read before any connection: a file that cannot be opened is an I/O
+/// error (74) naming it, one that is not pg-checksum output is bad input (65).
+#[test]
+fn chunks_from_a_missing_file_is_74_and_garbage_is_65() {
+    let dir = std::env::temp_dir().join(format!("pgc-chunks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.jsonl");
+    let garbage = dir.join("garbage.jsonl");
+    std::fs::write(&garbage, "this is not JSON\n").unwrap();
+    let dsn = "host=/nonexistent dbname=x";
+    for (file, code) in [(&missing, 74), (&garbage, 65)] {
+        let out = cmd()
+            .args(["--dsn", dsn, "--chunks-from", file.to_str().unwrap()])
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(file.to_str().unwrap()), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

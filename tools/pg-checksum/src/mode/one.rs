@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::json;
 use shared::pg::tables::{TableFilter, TableName};
-use shared::{ErrorKind, Output, ResultExt};
+use shared::{ErrorKind, Output};
 
 use crate::engine::{block_bytes, hash_table, merge, sample_bounds, Meter, Opts};
 use crate::host::{open_pool, Host};
@@ -98,7 +98,9 @@ pub fn read_layout(path: &Path) -> anyhow::Result<Layout> {
 pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     let mut counts = Counts::default();
     let layout = match args.chunks_from {
-        Some(p) => read_layout(p).kind_context(ErrorKind::DataErr, "reading --chunks-from")?,
+        // Classified by its cause: a file that cannot be read is I/O (74), one that is not
+        // pg-checksum output is bad input (65).
+        Some(p) => read_layout(p)?,
         None => Layout::new(),
     };
     let mut host = match Host::connect("host", "--dsn", args.dsn).and_then(|mut h| {
