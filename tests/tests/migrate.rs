@@ -694,8 +694,11 @@ fn exclusive_netns_hosts_with_a_bandwidth_limit() {
         "auto on 100 Mbit/s: {}",
         chosen[0]
     );
+    // The shaped link (12.5 MB/s) is seen as slow, far from loopback's hundreds of MB/s.
+    // migrate.sh subtracts the source's own time from the transfer's, which a loaded
+    // machine makes noisy: 25.3 MB/s once in a full suite.
     assert!(
-        chosen[0]["link_bytes_per_s"].as_f64().unwrap() < 20e6,
+        chosen[0]["link_bytes_per_s"].as_f64().unwrap() < 60e6,
         "{}",
         chosen[0]
     );
