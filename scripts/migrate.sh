@@ -837,18 +837,20 @@ pgs_note run mode="$mode" resume="${resume:-none}" abort:="$( ((abort)) && echo 
 pgs_emit_line "$(pgs_json resume journal="$journal" from="${resume:-none}")"
 
 # --- 1 preflight -------------------------------------------------------------------------
+# In pg_stat_archiver: the archiver's latest attempt failed.
+last_attempt_failed_sql="coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)"
 # archiver_state FAILS0 LSN: what the source's archiver did since its failed_count was FAILS0
 # (pg_stat_archiver), as "ARCHIVED FAILS FAILED_WAL LAST_FAILED SEG": t when the archive holds
 # SEG, the segment that LSN closed (pg_switch_wal's answer); failures since; the segment of
 # the last one; t when the latest attempt failed. Empty when the source does not answer.
 archiver_state() {
   src_psql -F ' ' -c "SELECT coalesce(last_archived_wal ~ '^[0-9A-F]{24}$' AND last_archived_wal >= pg_walfile_name('$2'), false),
-      failed_count - $1, coalesce(last_failed_wal, '-'),
-      coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false), pg_walfile_name('$2')
+      failed_count - $1, coalesce(last_failed_wal, '-'), $last_attempt_failed_sql, pg_walfile_name('$2')
     FROM pg_stat_archiver" 2>/dev/null || true
 }
-# archive_failing FAILS FAILED_WAL LAST_FAILED WHEN: fail when the archiver failed three times
-# in a row (PostgreSQL's own retries of one segment) since the count began.
+# archive_failing FAILS FAILED_WAL LAST_FAILED WHEN [ADVICE]: fail when the archiver failed
+# three times in a row (PostgreSQL's own retries of one segment) since the count began; WHEN
+# and ADVICE go into the message.
 archive_failing() {
   [[ $3 == t ]] && (($1 >= 3)) || return 0
   fail "$EX_UNAVAILABLE" "the source cannot archive: its archive_command failed $1 times in a row on $2 $4 (pg_stat_archiver; the source's log says why). Check that the archive is mounted and writable by the server's user and that archive_command runs wal-ship push (setup-host.sh --archive)${5:+; $5}"
@@ -918,7 +920,7 @@ preflight() {
   # ever and without a word. Stream mode needs no archive: auto copies uncompressed, and an
   # explicit --compress is refused here. (Archive mode checks its archive below.)
   if [[ $mode == stream && $compress != none ]] && ((fresh_target && !resume_copy)) &&
-    [[ $(src_psql -c "SELECT current_setting('archive_mode') <> 'off' AND coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver" 2>/dev/null) == t ]]; then
+    [[ $(src_psql -c "SELECT current_setting('archive_mode') <> 'off' AND $last_attempt_failed_sql FROM pg_stat_archiver" 2>/dev/null) == t ]]; then
     archiver_failing="the source's archive_command is failing (pg_stat_archiver), and a compressed copy (pg_basebackup -X none) waits for the archive at its end"
     [[ $compress == auto ]] || fail "$EX_UNAVAILABLE" "--compress $compress: $archiver_failing; fix archiving on the source, or use --compress none"
   fi
