@@ -382,7 +382,7 @@ retry() {
 # slot. standby: nothing (the standby and its slot are progress), unless --cleanup.
 # switching: pg-switch decided (its journal steps). switched: nothing (one primary: the
 # target; the old source is fenced).
-state=preflight stopped_by="" bg_pid="" watch_pid="" failing=0
+state=preflight stopped_by="" bg_pid="" watch_pid="" copy_stuck="" failing=0
 fail() {
   local code=$1
   shift
@@ -1121,19 +1121,32 @@ sample_compression() {
 # rewrites itself. It ends with the copy (stop_watch, also on every failure path: it holds
 # stdout, so a reader waiting for the end of the stream waits for it too) or, at the latest,
 # when this script is gone or a zombie (kill -0 alone succeeds on a zombie).
+# A copy without its WAL (-X none, compressed) waits at its end until the source has archived
+# its last segment: for ever while archiving fails. When the archiver has failed three times
+# in a row since the copy began and the copy waits for it, the copy's walsender is ended and
+# the reason written to $copy_stuck, which the failure's message says.
 watch_copy() {
   trap - EXIT INT TERM HUP
-  local t0 row sent total rate eta pct
+  local t0 row sent total phase rate eta pct fails0 archived fails failed_wal last_failed seg
   t0=$(pgs_now_ms)
+  fails0=$(src_psql -c "SELECT failed_count FROM pg_stat_archiver" 2>/dev/null) || fails0=0
   while sleep 5 && [[ $(cut -d' ' -f3 "/proc/$$/stat" 2>/dev/null) == [RSD] ]]; do
     if [[ -n ${1:-} ]]; then
       # A resumed copy: the last sync_progress of pgdata-sync apply (reused blocks count as done).
       row=$(jq -r 'select(.type == "sync_progress") | "\(.bytes_done) \(.bytes_total)"' "$1" 2>/dev/null | tail -n 1)
     else
-      row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0) FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
+      row=$(src_psql -F ' ' -c "SELECT backup_streamed, coalesce(backup_total, 0), phase = 'waiting for wal archiving to finish' FROM pg_stat_progress_basebackup ORDER BY pid DESC LIMIT 1" 2>/dev/null) || continue
     fi
     [[ -n $row ]] || continue
-    read -r sent total <<<"$row"
+    read -r sent total phase <<<"$row"
+    if [[ $phase == t ]]; then
+      read -r archived fails failed_wal last_failed seg <<<"$(archiver_state "$fails0" "$copy_start_lsn")"
+      if [[ $last_failed == t ]] && ((${fails:-0} >= 3)); then
+        printf 'the source cannot archive: its archive_command failed %s times in a row on %s while the base copy waited for it at its end (pg_basebackup -X none; pg_stat_archiver, the source'"'"'s log says why). Check that the archive is mounted and writable by the server'"'"'s user, then run again; --compress none copies without waiting for the archive\n' \
+          "$fails" "$failed_wal" >"$copy_stuck"
+        src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_progress_basebackup WHERE phase = 'waiting for wal archiving to finish'" >/dev/null 2>&1 || true
+      fi
+    fi
     local ms=$(($(pgs_now_ms) - t0))
     rate=$((sent * 1000 / (ms > 0 ? ms : 1)))
     eta=null pct=null
@@ -1153,6 +1166,7 @@ stop_watch() {
   kill "$watch_pid" 2>/dev/null || true
   wait "$watch_pid" 2>/dev/null || true
   watch_pid=""
+  rm -f "$copy_stuck"
   [[ -t 2 ]] && printf '\n' >&2
   return 0
 }
@@ -1305,6 +1319,7 @@ base_copy() {
     fi
   fi
   copy_start_lsn=$(src_psql -c "SELECT pg_current_wal_lsn()" 2>/dev/null || true)
+  copy_stuck=$(mktemp /tmp/pgshift-copy.XXXXXX)
   watch_copy &
   watch_pid=$!
   if [[ $cmp_method == none ]]; then
@@ -1328,7 +1343,7 @@ base_copy() {
       "$1" -d "$2" -D - -Ft -X none --no-manifest -c fast --compress="server-$3" ${6:+"--max-rate=$6"} |
         tee >(wc -c >"$4") | $5 | tar -xf - -C "$7"' pgshift-copy \
       "$PG_BIN/pg_basebackup" "$conninfo" "$cmp_method${cmp_level:+:$cmp_level}" "$tgt_aux/wire.bytes" "$decomp" "$max_rate" "$TARGET_PGDATA" </dev/null ||
-      fail "$EX_UNAVAILABLE" "pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }"
+      { out=$(cat "$copy_stuck" 2>/dev/null) || true; fail "$EX_UNAVAILABLE" "${out:-pg_basebackup --compress=server-$cmp_method failed: ${bg_out//$'\n'/ }}"; }
     stop_watch
     standby_settings "$conninfo"
     bytes_copied=$(on_tgt du -sb --exclude=pg_wal "$TARGET_PGDATA" | cut -f1)

@@ -130,6 +130,24 @@ fn exclusive_archive_mode_both_directions_under_load() {
     let mode = |m: u32| {
         std::fs::set_permissions(&archive, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
     };
+    // The archive breaks after preflight (here just before the copy): a compressed copy
+    // (-X none) waits at its end for the archive. Three failed attempts end it, with the
+    // reason, not a copy waiting for ever; --cleanup removes what it copied.
+    let hook = format!("before_base_copy=chmod 000 '{}'", archive.display());
+    let (code, recs, err) = hosts.migrate(&["--compress", "zstd", "--cleanup", "--hook", &hook]);
+    mode(0o700);
+    assert_eq!(
+        code,
+        69,
+        "archive lost in the copy: {}\n{err}",
+        summary(&recs)
+    );
+    assert!(err.contains("while the base copy waited for it"), "{err}");
+    assert_eq!(summary(&recs)["failed_phase"], "base_copy");
+    assert!(
+        !PathBuf::from(&hosts.env["TARGET_PGDATA"]).exists(),
+        "--cleanup removed the copy"
+    );
     mode(0o000);
     let (code, recs, err) = hosts.migrate(&["--mode", "archive"]);
     mode(0o700);
