@@ -66,7 +66,8 @@
 #   --no-verify            no pg-checksum at the fence (the proofs alone)
 #   --no-reverse           no way back (no slot on the target, no subscription on the source)
 #   --hook NAME=CMD        run CMD (bash -c) at a step: before_setup, before_copy,
-#                          before_catch_up, before_fence, after_fence, before_open, after_open
+#                          before_catch_up, before_fence, after_pause (with a pooler: right after
+#                          its PAUSE), after_fence, before_open, after_open
 #   --journal FILE         the journal (default: one per pair under $PGSHIFT_STATE_DIR)
 #   --abort                before the cutover: remove what setup made, reopen the source,
 #                          resume the poolers a killed run left paused
@@ -93,7 +94,7 @@ finish=0 dry_run=0 yes=0 report="" bin="" pg_bin=$PG_BIN pause_limit=5 no_pooler
 SOURCE_DSN="" TARGET_DSN="" TARGET_ADDR="" TARGET_PORT="" POOLER_DSN="" POOLER_SPEC=local
 excludes=() ri_full=() poolers=()
 declare -A hooks=()
-hook_names=(before_setup before_copy before_catch_up before_fence after_fence before_open after_open)
+hook_names=(before_setup before_copy before_catch_up before_fence after_pause after_fence before_open after_open)
 pgs_preload_hosts_env "$@"
 while (($#)); do
   case $1 in
@@ -352,6 +353,14 @@ if ((abort || finish)); then
 fi
 [[ $stand != unknown ]] || fail "$EX_FATAL" "the pair is in no state pgshift knows (pg-logical status: $(jq -c . <<<"$ts")): nothing was touched; look at both servers"
 
+# A run killed between its PAUSE and the fence left the poolers paused in front of a source
+# that still takes writes: its clients wait (and are cut off after query_wait_timeout) until
+# this run's own cutover. They go on now, before this run's preflight. (Fenced, they stay
+# paused: the source takes no writes; open, the cutover below points and resumes them.)
+if pooled && ((!dry_run)) && [[ $stand == none || $stand == copying || $stand == replicating ]]; then
+  pooler resume || pgs_log "a pooler could not be resumed: $pooler_err (scripts/pooler.sh resume ...)"
+fi
+
 # --- 1 preflight --------------------------------------------------------------------------------
 fixes=(--pg-bin "$pg_bin" --copy-jobs "$copy_jobs")
 for r in "${ri_full[@]}"; do fixes+=(--replica-identity-full "$r"); done
@@ -424,6 +433,7 @@ cutover() {
     pgs_run_hook before_fence
     if pooled; then
       pooler pause --deadline "$pause_limit" || fail $? "the poolers did not pause: $pooler_err"
+      pgs_run_hook after_pause
     fi
     state=fenced
     # What is left to apply when the fence goes up is downtime: it waits for a small lag.

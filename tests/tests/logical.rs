@@ -165,7 +165,22 @@ fn logical_behind_a_pooler_clients_see_no_error() {
         &hosts.dsn('B'),
         &["--protocol", "extended"],
     );
-    let (code, recs, err) = hosts.migrate(FIXES);
+    // Killed right after its PAUSE, before the fence: the source still takes writes, and its
+    // clients wait in the paused pooler. The same command again resumes it before anything
+    // else: a query through it answers during that run (at before_catch_up, within 5 s).
+    let mut killed = FIXES.to_vec();
+    killed.extend(["--hook", "after_pause=kill -KILL 0"]);
+    let (code, _, err) = hosts.migrate_raw(&killed, &[]);
+    assert_eq!(code, -1, "killed after the PAUSE\n{err}");
+    assert_eq!(through_pooler(&hosts, 2), None, "the pooler stays paused");
+    let served = format!(
+        "before_catch_up=timeout 5 {}/psql -XAtq -d '{}' -c 'SELECT 1'",
+        testkit::pg_bin().display(),
+        hosts.pooler_dsn()
+    );
+    let mut again = FIXES.to_vec();
+    again.extend(["--hook", &served]);
+    let (code, recs, err) = hosts.migrate(&again);
     assert_eq!(code, 0, "{}\n{err}", summary(&recs));
     moved(&recs, &err);
     // The PAUSE before the fence, the entries pointed at the target and resumed after open.
