@@ -538,5 +538,8 @@ mod tests {
             assert!((1..=20).contains(&d.tid));
             assert!((-5000..=5000).contains(&d.delta));
         }
+        // The largest scale: the highest account id still fits an int.
+        let d = Draw::new(&mut rng, crate::MAX_SCALE);
+        assert!((1..=2_000_000_000).contains(&d.aid));
     }
 }

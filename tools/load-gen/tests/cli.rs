@@ -37,3 +37,19 @@ fn unknown_flag_is_a_one_line_usage_error() {
     assert!(err.contains("--help"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// Account ids are int: at scale 21475 the highest (100000 × scale) passed 2^31 and the draw
+/// overflowed. The largest scale is refused before anything connects.
+#[test]
+fn a_scale_past_int_account_ids_is_a_usage_error() {
+    let out = cmd()
+        .args(["--init", "--scale", "21475", "--dsn", "host=/nonexistent"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("21475") && err.contains("20000"), "{err}");
+    cmd().args(["--scale", "20000", "--help"]).assert().code(0);
+}
