@@ -82,8 +82,8 @@ fn run_vm(mode: &str) -> Option<Vec<(String, String, String)>> {
 
     let out = Command::new("bash")
         .arg(repo_root().join("scripts/criu-vm.sh"))
-        // qemu emulates the CPU: alone ~110 s; beside the suite's heaviest tests 266-365 s, once
-        // more than 400 s.
+        // qemu emulates the CPU: alone ~90 s; beside the suite's heaviest tests 185 s (before
+        // SHA-256 was optimised in the debug build: 266-365 s, once more than 400 s).
         .args(["--mode", mode, "--timeout", "600"])
         .env("CRIU_WRAP_BIN", bin)
         .env("CRIU_WORKLOAD_BIN", &workload)
