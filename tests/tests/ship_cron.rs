@@ -261,6 +261,53 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         log.contains(&format!("--from {} is not a directory", awkward.display())),
         "the tick's message, with its --from whole, in HOME's log: {log:?}\n{entry}"
     );
+    // --log names the file instead, itself with a space and a % in its path.
+    let logs = dir.join("logs 50%");
+    std::fs::create_dir_all(&logs).unwrap();
+    let named = logs.join("ship.log");
+    let (code, _, err) = ship_cron(&[
+        "install",
+        "--schedule",
+        "*/5 * * * *",
+        "--file",
+        f,
+        "--log",
+        named.to_str().unwrap(),
+        "--",
+        "--from",
+        awkward.to_str().unwrap(),
+        "--to",
+        "/nowhere",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let entry = std::fs::read_to_string(&file).unwrap();
+    let entry = entry
+        .lines()
+        .find(|l| l.contains("pgshift ship-cron"))
+        .unwrap();
+    let field = entry.splitn(6, ' ').nth(5).unwrap();
+    let field = field.strip_suffix("# pgshift ship-cron").unwrap();
+    assert!(
+        !field.replace("\\%", "").contains('%'),
+        "a bare % in the crontab line: {entry}"
+    );
+    std::fs::remove_file(home.join("pgshift-ship-cron.log")).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(field.replace("\\%", "%"))
+        .env("HOME", &home)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "the tick's usage error: {entry}");
+    let log = std::fs::read_to_string(&named).unwrap_or_default();
+    assert!(
+        log.contains("is not a directory"),
+        "the tick's message in --log's file: {log:?}\n{entry}"
+    );
+    assert!(
+        !home.join("pgshift-ship-cron.log").exists(),
+        "nothing in HOME with --log"
+    );
     ship_cron(&install);
     let text = std::fs::read_to_string(&file).unwrap();
 
