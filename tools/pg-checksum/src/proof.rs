@@ -210,6 +210,11 @@ impl Fresh {
                 )
             })?;
             c.batch_execute(SESSION_SQL)?;
+            // is_multi tells a plain xid from a multixact id by the server's message (both
+            // are XX000): untranslated, whatever the server's lc_messages. Only a superuser
+            // may set it; for another role under translated messages such a delete stays
+            // unexplained (a difference, never a false equal).
+            let _ = c.batch_execute("SET lc_messages TO 'C'");
             *g = Some(c);
         }
         let c = g.as_mut().expect("just opened");
@@ -566,5 +571,60 @@ mod tests {
             tid_array(["(0,1)", "(12,3)"].into_iter()),
             "{\"(0,1)\",\"(12,3)\"}"
         );
+    }
+
+    /// Under translated server messages (German, from a locale the test makes) a plain xid is
+    /// still told from a multixact id: the server's "has not been created yet" is matched in
+    /// English, so the fresh session asks for its messages untranslated. (With German ones
+    /// no delete was explained by replay: each was a `missing_on_target` difference.)
+    #[test]
+    fn multixact_ids_are_told_apart_under_translated_messages() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let made = std::process::Command::new("localedef")
+            .args(["-i", "de_DE", "-f", "UTF-8"])
+            .arg(dir.path().join("de_DE.UTF-8"))
+            .output();
+        if !made.as_ref().is_ok_and(|o| o.status.success()) {
+            testkit::skip!(
+                "cannot make the de_DE locale (localedef, Debian's locales package): {made:?}"
+            );
+        }
+        let c = testkit::Cluster::builder()
+            .name("de")
+            .env("LOCPATH", dir.path().to_str().unwrap())
+            .setting("lc_messages", "'de_DE.UTF-8'")
+            .start();
+        let dsn = c.dsn("postgres");
+        let mut a = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+        let german = a.simple_query("SELECT 1/0").unwrap_err();
+        let german = german.as_db_error().map(|d| d.message().to_owned());
+        assert_eq!(german.as_deref(), Some("Division durch Null"), "translated");
+        let fresh = Fresh {
+            info: ConnInfo::parse(&dsn).unwrap(),
+            client: Mutex::new(None),
+        };
+        // A plain xid: no multixact has that id yet.
+        let xid: u32 = c
+            .psql("postgres", "SELECT txid_current() % 4294967296")
+            .parse()
+            .unwrap();
+        assert_eq!(fresh.is_multi(xid), Some(false), "plain xid {xid}");
+        // Two sessions share a row lock: the row's xmax is a multixact id.
+        c.psql("postgres", "CREATE TABLE m (id int PRIMARY KEY)");
+        c.psql("postgres", "INSERT INTO m VALUES (1)");
+        let mut b = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+        let mut ta = a.transaction().unwrap();
+        let mut tb = b.transaction().unwrap();
+        ta.batch_execute("SELECT * FROM m FOR SHARE").unwrap();
+        tb.batch_execute("SELECT * FROM m FOR SHARE").unwrap();
+        let multi: u32 = c
+            .psql("postgres", "SELECT xmax::text FROM m")
+            .parse()
+            .unwrap();
+        assert_eq!(fresh.is_multi(multi), Some(true), "multixact {multi}");
+        ta.commit().unwrap();
+        tb.commit().unwrap();
     }
 }
