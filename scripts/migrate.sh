@@ -78,8 +78,8 @@
 #                          archive_command fails three times in a row, or when the target
 #                          replays nothing for PGSHIFT_RESTORE_STALL s, default 60, while the
 #                          archive holds the segment it waits for)
-#   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M; with
-#                          compression the server throttles the bytes before compressing)
+#   --max-rate RATE        throttle the base copy (pg_basebackup --max-rate, e.g. 50M): the
+#                          bytes on the wire, with compression the compressed ones
 #   --compress auto|none|zstd[:N]|lz4[:N]
 #                          compress the base copy on the source (pg_basebackup
 #                          --compress=server-METHOD), decompressed on the target (zstd or lz4
