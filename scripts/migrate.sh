@@ -1182,6 +1182,16 @@ ensure_slot() {
   fi
 }
 
+# fail_if_slot_lost: the source invalidated the target's slot (its WAL passed
+# max_slot_wal_keep_size behind): the WAL the target still needs is gone, and no wait brings it
+# back.
+fail_if_slot_lost() {
+  local st
+  st=$(src_psql -F ' ' -c "SELECT wal_status, current_setting('max_slot_wal_keep_size') FROM pg_replication_slots WHERE slot_name = '$slot'" 2>/dev/null) || return 0
+  [[ ${st%% *} == lost ]] || return 0
+  fail "$EX_UNAVAILABLE" "the source removed WAL the target still needs: it invalidated the slot $slot (pg_replication_slots.wal_status lost; max_slot_wal_keep_size ${st#* }), so the standby can never catch up. Run with --abort (it removes the standby and its slot), then again; raise max_slot_wal_keep_size on the source or move at a quieter hour"
+}
+
 # standby_settings CONNINFO: what pg_basebackup -R writes, for a copy it did not make.
 standby_settings() {
   # shellcheck disable=SC2016  # expanded on the target
@@ -1377,7 +1387,7 @@ EOF
     # A standby from an earlier migration: it follows the source, rewound if it forked.
     follow "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" "$TARGET_ADDR" "$TARGET_PORT" \
       "$source_host_addr" "$source_port" ||
-      fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"
+      { fail_if_slot_lost; fail "$EX_UNAVAILABLE" "the target does not stream from the source; see $target_log"; }
   elif ((!target_running)); then
     pgs_pg_start "$TARGET_SPEC" "$TARGET_PGDATA" "$target_log" ||
       fail "$EX_SOFTWARE" "the target did not start; see $target_log"
@@ -1386,8 +1396,10 @@ EOF
   [[ $(retry 5 target_in_recovery) == t ]] || fail "$EX_SOFTWARE" "the target is not in recovery: it must be a standby until the switchover"
   if [[ $mode == stream ]]; then
     deadline=$((SECONDS + catchup_timeout))
+    local polls=0
     until [[ $(tgt_psql -c "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'" 2>/dev/null) == 1 ]]; do
       ((SECONDS < deadline)) || fail "$EX_UNAVAILABLE" "the target does not stream from the source after --catchup-timeout $catchup_timeout s; see $target_log"
+      ((++polls % 10)) || fail_if_slot_lost
       sleep 0.1
     done
   fi
@@ -1422,8 +1434,8 @@ wait_for_switch() {
     # rate (over the last 30 s) and, when the lag shrinks, an ETA. When the lag has not shrunk
     # for --converge-window seconds the target cannot catch up: say so with the numbers now
     # rather than at --catchup-timeout.
-    local row wal replay t0 now samples=() next_report=0 since_ms best_lag=-1 best_at limit=$max_lag
-    t0=$(pgs_now_ms) best_at=$t0
+    local row wal replay t0 now samples=() next_report=0 since_ms best_lag=-1 best_at limit=$max_lag polls=0 streamed_at
+    t0=$(pgs_now_ms) best_at=$t0 streamed_at=$t0
     # What is not replayed at the stop crosses the link inside the downtime: with the link's
     # rate measured (--compress auto), switch only below what it carries in 0.25 s.
     if [[ -n $link_bps ]] && ((link_bps / 4 < limit)); then
@@ -1436,6 +1448,14 @@ wait_for_switch() {
       read -r wal lag replay <<<"$row"
       ((lag >= 0 && lag <= limit)) && break
       now=$(pgs_now_ms)
+      # Not streaming: the slot lost (nothing will come), or for --converge-window seconds.
+      if ((lag < 0)); then
+        ((++polls % 5)) || fail_if_slot_lost
+        ((now - streamed_at < converge_window * 1000)) ||
+          fail "$EX_UNAVAILABLE" "the target has not streamed from the source for $(((now - streamed_at) / 1000)) s (--converge-window); see $target_log; the standby and its slot are kept: run again to go on"
+      else
+        streamed_at=$now
+      fi
       ((replay >= 0)) && samples+=("$now $wal $replay")
       if ((lag >= 0 && (best_lag < 0 || lag < best_lag))); then best_lag=$lag best_at=$now; fi
       if ((now >= next_report && ${#samples[@]} > 1)); then

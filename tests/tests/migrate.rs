@@ -918,3 +918,49 @@ fn exclusive_wrong_replication_password_on_reverse_is_refused_in_preflight() {
         "no switchover was attempted"
     );
 }
+
+#[test]
+fn exclusive_a_slot_the_source_invalidated_ends_the_wait_with_the_reason() {
+    // While the target is down (a standby kept for a later run, say), the source writes more
+    // WAL than its max_slot_wal_keep_size and a checkpoint invalidates the slot: the WAL the
+    // target needs is gone. The wait says so at once, not after --catchup-timeout (an hour:
+    // with no streaming there was no lag to report, so the convergence check never ran);
+    // --abort and a new run then move it.
+    let hosts = Hosts::create(&[]);
+    let bin = testkit::pg_bin();
+    let (a, b) = (hosts.dsn('A'), hosts.pgdata('B'));
+    let hook = hosts.dir.join("lose-the-slot.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "set -e
+psql() {{ '{psql}' -XAtq -v ON_ERROR_STOP=1 -d '{a}' \"$@\"; }}
+psql -c \"ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'\" -c 'ALTER SYSTEM SET wal_keep_size = 0' -c 'SELECT pg_reload_conf()' >/dev/null
+runuser -u postgres -- '{pg_ctl}' -D '{b}' -m fast -w stop >/dev/null
+psql -c 'CREATE TABLE IF NOT EXISTS pgs_fill (x int)' >/dev/null
+for i in 1 2 3 4 5 6 7 8; do psql -c 'INSERT INTO pgs_fill VALUES (1)' -c 'SELECT pg_switch_wal()' >/dev/null; done
+psql -c CHECKPOINT >/dev/null
+test \"$(psql -c 'SELECT wal_status FROM pg_replication_slots')\" = lost
+runuser -u postgres -- '{pg_ctl}' -D '{b}' -l '{b}/../restarted.log' -w start >/dev/null
+",
+            psql = bin.join("psql").display(),
+            pg_ctl = bin.join("pg_ctl").display(),
+            b = b.display(),
+        ),
+    )
+    .unwrap();
+    let hook = format!("before_wait=bash '{}'", hook.display());
+    let (code, recs, err) = hosts.migrate(&["--converge-window", "30", "--hook", &hook]);
+    assert_eq!(code, 69, "{}\n{err}", summary(&recs));
+    assert_eq!(summary(&recs)["failed_phase"], "wait");
+    assert!(err.contains("invalidated the slot"), "{err}");
+    assert_eq!(hosts.in_recovery('A'), Some(false), "the source serves");
+    // What the message advises.
+    let (code, recs, err) = hosts.migrate(&["--abort"]);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    psql(&a, "ALTER SYSTEM RESET max_slot_wal_keep_size").unwrap();
+    psql(&a, "SELECT pg_reload_conf()").unwrap();
+    let (code, recs, err) = hosts.migrate(&[]);
+    assert_eq!(code, 0, "{}\n{err}", summary(&recs));
+    assert_eq!(summary(&recs)["verdict"], "equal");
+}
