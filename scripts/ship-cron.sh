@@ -96,6 +96,15 @@ case $cmd in
     new=$kept
     if [[ $cmd == install ]]; then
       [[ -n $schedule ]] || usage "install needs --schedule \"CRON\" (e.g. \"* * * * *\")"
+      # Five fields (minute hour day month weekday) or one @keyword: with four, cron would
+      # take the command's first word for the weekday and never run the line.
+      read -ra fields <<<"$schedule"
+      if [[ ${#fields[@]} -eq 1 && ${fields[0]} == @* ]]; then
+        [[ ${fields[0]} =~ ^@(reboot|yearly|annually|monthly|weekly|daily|midnight|hourly)$ ]] ||
+          usage "--schedule '$schedule' is not a cron keyword (@hourly, @daily, @weekly, @monthly, @yearly, @reboot)"
+      elif ((${#fields[@]} != 5)) || [[ ! $schedule =~ ^[[:space:]]*([0-9A-Za-z*/,-]+[[:space:]]+){4}[0-9A-Za-z*/,-]+[[:space:]]*$ ]]; then
+        usage "--schedule takes the five cron fields, minute hour day month weekday (e.g. \"*/5 * * * *\"), or @hourly/@daily; got ${#fields[@]}: '$schedule'"
+      fi
       ((${#run_args[@]} > 0)) || usage "install needs the run options after --"
       bin=${PGSHIFT_BIN:+PGSHIFT_BIN=$(pgs_quote "$PGSHIFT_BIN") }
       # $HOME as cron's shell sets it for USER, unless --log names a file.
@@ -109,9 +118,11 @@ case $cmd in
     else
       changed=true
       if [[ -n $file ]]; then
-        printf '%s\n' "$new" >"$file"
+        err=$( { printf '%s\n' "$new" >"$file"; } 2>&1) ||
+          pgs_die "$EX_IOERR" "cannot write $file: ${err##*: } (check the path and its permissions)"
       else
-        printf '%s\n' "$new" | crontab -u "$user" -
+        err=$(printf '%s\n' "$new" | crontab -u "$user" - 2>&1) ||
+          pgs_die "$EX_IOERR" "cannot install the crontab of $user (crontab -u $user -): ${err//$'\n'/ } (run as root or as $user)"
       fi
     fi
     pgs_json crontab action="$cmd" user="$user" file="${file:-crontab}" changed:=$changed

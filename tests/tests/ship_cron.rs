@@ -197,6 +197,16 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         "--to",
         "ssh://backup@archive/wal",
     ];
+    // A crontab file that cannot be written: an I/O error in one line, and a summary.
+    let mut unwritable = install.to_vec();
+    let nowhere = dir.join("no such dir/crontab");
+    unwritable[4] = nowhere.to_str().unwrap();
+    let (code, recs, err) = ship_cron(&unwritable);
+    assert_eq!(code, 74, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot write"), "{err}");
+    assert_eq!(recs.last().unwrap()["type"], "summary", "{recs:?}");
+
     let (code, recs, err) = ship_cron(&install);
     assert_eq!(code, 0, "{err}");
     assert_eq!(recs[0]["changed"], true);
