@@ -451,6 +451,17 @@ pub fn recommend(a: &RecommendArgs) -> anyhow::Result<Status> {
             series::human_duration(gap as f64)
         );
     }
+    // --from long after the last sample: the plan assumes the weekly pattern held since.
+    let last = s.t0 + (s.len() as i64 - 1) * s.step;
+    let stale = cal.time(origin) - last;
+    if a.from.is_some() && stale > 7 * DAY {
+        shared::warn!(
+            "the history ends {} before --from: these windows assume the load kept the same \
+             weekly pattern since; collect recent history (window-advisor collect, or \
+             collect --prometheus URL for the metrics a server already keeps)",
+            series::human_duration(stale as f64)
+        );
+    }
 
     // Which model.
     let fit = data.profile(origin);

@@ -274,6 +274,12 @@ fn from_now_plans_ahead_and_models_can_be_forced() {
         "{}",
         r.dump()
     );
+    // Planned from today on a history that ended long before: said, not silently assumed.
+    assert!(
+        r.stderr.contains("before --from") && !r.stderr.contains("--from now to plan"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
