@@ -848,12 +848,19 @@ archiver_state() {
       failed_count - $1, coalesce(last_failed_wal, '-'), $last_attempt_failed_sql, pg_walfile_name('$2')
     FROM pg_stat_archiver" 2>/dev/null || true
 }
-# archive_failing FAILS FAILED_WAL LAST_FAILED WHEN [ADVICE]: fail when the archiver failed
-# three times in a row (PostgreSQL's own retries of one segment) since the count began; WHEN
-# and ADVICE go into the message.
+# archive_gave_up FAILS LAST_FAILED: the archiver failed three times in a row (PostgreSQL's own
+# retries of one segment) since the count began, and its latest attempt failed.
+archive_gave_up() { [[ $2 == t ]] && (($1 >= 3)); }
+# archive_failure_message FAILS FAILED_WAL WHEN TAIL: the message of a run that ends because
+# the source cannot archive; TAIL goes after its advice.
+archive_failure_message() {
+  printf '%s' "the source cannot archive: its archive_command failed $1 times in a row on $2 $3 (pg_stat_archiver; the source's log says why). Check that the archive is mounted and writable by the server's user$4"
+}
+# archive_failing FAILS FAILED_WAL LAST_FAILED WHEN [ADVICE]: fail when the archiver gave up
+# (archive_gave_up); WHEN and ADVICE go into the message.
 archive_failing() {
-  [[ $3 == t ]] && (($1 >= 3)) || return 0
-  fail "$EX_UNAVAILABLE" "the source cannot archive: its archive_command failed $1 times in a row on $2 $4 (pg_stat_archiver; the source's log says why). Check that the archive is mounted and writable by the server's user and that archive_command runs wal-ship push (setup-host.sh --archive)${5:+; $5}"
+  archive_gave_up "$1" "$3" || return 0
+  fail "$EX_UNAVAILABLE" "$(archive_failure_message "$1" "$2" "$4" " and that archive_command runs wal-ship push (setup-host.sh --archive)${5:+; $5}")"
 }
 
 preflight() {
@@ -1141,9 +1148,9 @@ watch_copy() {
     read -r sent total phase <<<"$row"
     if [[ $phase == t ]]; then
       read -r archived fails failed_wal last_failed seg <<<"$(archiver_state "$fails0" "$copy_start_lsn")"
-      if [[ $last_failed == t ]] && ((${fails:-0} >= 3)); then
-        printf 'the source cannot archive: its archive_command failed %s times in a row on %s while the base copy waited for it at its end (pg_basebackup -X none; pg_stat_archiver, the source'"'"'s log says why). Check that the archive is mounted and writable by the server'"'"'s user, then run again; --compress none copies without waiting for the archive\n' \
-          "$fails" "$failed_wal" >"$copy_stuck"
+      if archive_gave_up "${fails:-0}" "$last_failed"; then
+        archive_failure_message "$fails" "$failed_wal" "while the base copy waited for it at its end" \
+          ", then run again; --compress none copies without waiting for the archive" >"$copy_stuck"
         src_psql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_progress_basebackup WHERE phase = 'waiting for wal archiving to finish'" >/dev/null 2>&1 || true
       fi
     fi
