@@ -357,8 +357,8 @@ fi
 # that still takes writes: its clients wait (and are cut off after query_wait_timeout) until
 # this run's own cutover. They go on now, before this run's preflight. (Fenced, they stay
 # paused: the source takes no writes; open, the cutover below points and resumes them.)
-if pooled && ((!dry_run)) && [[ $stand == none || $stand == copying || $stand == replicating ]]; then
-  pooler resume || pgs_log "a pooler could not be resumed: $pooler_err (scripts/pooler.sh resume ...)"
+if ((!dry_run)) && [[ $stand == none || $stand == copying || $stand == replicating ]]; then
+  pooler_settle
 fi
 
 # --- 1 preflight --------------------------------------------------------------------------------
