@@ -22,6 +22,32 @@ fn ship_cron(args: &[&str]) -> (i32, Vec<Value>, String) {
     )
 }
 
+/// The installed line of the crontab `file` run as cron runs it: its command field (a bare %
+/// would end it, \% is a %), by /bin/sh with HOME `home`; the tick must end with its usage
+/// error (2). Returns the line.
+fn run_as_cron(file: &std::path::Path, home: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let entry = text
+        .lines()
+        .find(|l| l.contains("pgshift ship-cron"))
+        .unwrap()
+        .to_owned();
+    let field = entry.splitn(6, ' ').nth(5).unwrap();
+    let field = field.strip_suffix("# pgshift ship-cron").unwrap();
+    assert!(
+        !field.replace("\\%", "").contains('%'),
+        "a bare % in the crontab line: {entry}"
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(field.replace("\\%", "%"))
+        .env("HOME", home)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "the tick's usage error: {entry}");
+    entry
+}
+
 fn of_type<'a>(recs: &'a [Value], t: &str) -> Vec<&'a Value> {
     recs.iter().filter(|r| r["type"] == t).collect()
 }
@@ -246,26 +272,9 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         (0, &Value::Bool(true)),
         "{err}"
     );
-    let entry = std::fs::read_to_string(&file).unwrap();
-    let entry = entry
-        .lines()
-        .find(|l| l.contains("pgshift ship-cron"))
-        .unwrap();
-    let field = entry.splitn(6, ' ').nth(5).unwrap();
-    let field = field.strip_suffix("# pgshift ship-cron").unwrap();
-    assert!(
-        !field.replace("\\%", "").contains('%'),
-        "a bare % in the crontab line: {entry}"
-    );
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(field.replace("\\%", "%"))
-        .env("HOME", &home)
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(2), "the tick's usage error: {entry}");
+    let entry = run_as_cron(&file, &home);
     let log = std::fs::read_to_string(home.join("pgshift-ship-cron.log")).unwrap_or_default();
     assert!(
         log.contains(&format!("--from {} is not a directory", awkward.display())),
@@ -290,25 +299,8 @@ fn install_is_idempotent_and_uninstall_keeps_other_lines() {
         "/nowhere",
     ]);
     assert_eq!(code, 0, "{err}");
-    let entry = std::fs::read_to_string(&file).unwrap();
-    let entry = entry
-        .lines()
-        .find(|l| l.contains("pgshift ship-cron"))
-        .unwrap();
-    let field = entry.splitn(6, ' ').nth(5).unwrap();
-    let field = field.strip_suffix("# pgshift ship-cron").unwrap();
-    assert!(
-        !field.replace("\\%", "").contains('%'),
-        "a bare % in the crontab line: {entry}"
-    );
     std::fs::remove_file(home.join("pgshift-ship-cron.log")).unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(field.replace("\\%", "%"))
-        .env("HOME", &home)
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(2), "the tick's usage error: {entry}");
+    let entry = run_as_cron(&file, &home);
     let log = std::fs::read_to_string(&named).unwrap_or_default();
     assert!(
         log.contains("is not a directory"),
