@@ -803,29 +803,61 @@ impl Cluster {
 impl ClusterBuilder {
     /// Create a standby of `primary` with `pg_basebackup -R` and start it.
     pub fn start_standby_of(self, primary: &Cluster) -> Cluster {
+        let backup = primary.base_backup(&self.name, &["-R", "-X", "stream"]);
+        self.start_from(backup)
+    }
+
+    /// Start a server on a base backup's data directory (add `recovery.signal` or
+    /// `standby.signal` to it first, or let [`Cluster::base_backup`]'s `-R` do that).
+    pub fn start_from(self, mut backup: BaseBackup) -> Cluster {
+        let dir = std::mem::take(&mut backup.dir);
+        let data = dir.join("data");
+        Cluster::launch(self, dir, data)
+    }
+}
+
+/// A base backup of a running cluster, in a directory of its own: removed when dropped,
+/// unless a server was started on it ([`ClusterBuilder::start_from`]).
+#[derive(Debug)]
+pub struct BaseBackup {
+    dir: PathBuf,
+}
+
+impl BaseBackup {
+    /// Its data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+impl Drop for BaseBackup {
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Cluster {
+    /// `pg_basebackup` of this cluster into a new directory (`-c fast --no-sync`, as the
+    /// superuser, and `args`: e.g. `-R -X stream` for a standby, `-X none` for a backup that
+    /// needs the WAL archive). `name` prefixes the directory.
+    pub fn base_backup(&self, name: &str, args: &[&str]) -> BaseBackup {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-", self.name))
+            .prefix(&format!("{name}-"))
             .tempdir_in(base_dir())
             .expect("create cluster dir")
             .keep();
         chown_to_server_user(&dir);
-        let data = dir.join("data");
-        let mut cmd = pg_command("pg_basebackup", &dir);
+        let backup = BaseBackup { dir };
+        let mut cmd = pg_command("pg_basebackup", &backup.dir);
         cmd.arg("-D")
-            .arg(&data)
-            .args([
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-                "--no-sync",
-                "-U",
-                "postgres",
-            ])
-            .args(["-h", &primary.host, "-p", &primary.port.to_string()]);
+            .arg(backup.data_dir())
+            .args(args)
+            .args(["-c", "fast", "--no-sync", "-U", "postgres"])
+            .args(["-h", &self.host, "-p", &self.port.to_string()]);
         run_ok(&mut cmd);
-        Cluster::launch(self, dir, data)
+        backup
     }
 }
 
