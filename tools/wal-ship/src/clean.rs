@@ -1,9 +1,19 @@
-//! `wal-ship clean --archive DEST --keep-from SEG`: retention, and `archive_cleanup_command`.
+//! `wal-ship clean --archive DEST --keep-from SEG | --keep-backups N`: retention, and
+//! `archive_cleanup_command`.
 //!
 //! Removes every segment, `.partial` and `.backup` file whose position (log id and segment,
 //! whatever the timeline: `pg_archivecleanup`'s rule, so `%r` works) is before `SEG`, and
 //! temp files that pushes left behind more than an hour ago. Timeline history files are
 //! never removed: they are tiny and recovery needs them to choose a timeline.
+//!
+//! `--keep-backups N` finds `SEG` from the base backups themselves, as pgBackRest's
+//! `repo-retention-full` and WAL-G's `delete retain N` do: PostgreSQL archives a backup
+//! history file (`SEG.OFFSET.backup`) when a base backup ends, named after the segment the
+//! backup starts in. The N newest (by timeline, then start) each need the WAL from their
+//! start on; keeping from the earliest of those starts keeps what each needs to be restored
+//! and replayed up to the last archived segment. With fewer than N backups in the archive
+//! nothing is removed (a `note` says so): what a base backup the archive does not know needs
+//! cannot be told.
 //!
 //! A `--keep-from` newer than every segment in the archive would empty it; that is refused
 //! (exit 65) unless `--force`, since it is far more often a typo than a wish.
@@ -13,24 +23,30 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::{ErrorKind, Status};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Listing};
 use crate::name::{Kind, WalName};
 use crate::SshArgs;
 
 /// `wal-ship clean`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("keep").required(true)))]
 pub struct Args {
     /// The archive: a directory, file:///dir, or ssh://[user@]host[:port]/dir.
     #[arg(long, value_name = "DEST")]
     archive: String,
     /// Keep this segment and everything after it (%r in archive_cleanup_command).
-    #[arg(long, value_name = "SEG")]
-    keep_from: String,
+    #[arg(long, value_name = "SEG", group = "keep")]
+    keep_from: Option<String>,
+    /// Keep what the N newest base backups need: everything from the segment the N-th newest
+    /// starts in (found by the backup history files, *.backup, that PostgreSQL archives when
+    /// a backup ends). Fewer than N backups in the archive: nothing is removed.
+    #[arg(long, value_name = "N", group = "keep", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_backups: Option<u32>,
     /// Only report what would be removed.
     #[arg(long, short = 'n')]
     dry_run: bool,
     /// Remove even when --keep-from is newer than every segment in the archive.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keep_backups")]
     force: bool,
     #[command(flatten)]
     ssh: SshArgs,
@@ -54,45 +70,115 @@ impl shared::Record for Removed {
 /// Temp files younger than this may belong to a push still running.
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
+/// The base backups the archive knows of, oldest first: their backup history files
+/// (`TTTTTTTTSEG.OFFSET.backup`), ordered by timeline, then where they start. A timeline is
+/// made after the one it branches from, so a backup on a later timeline is the newer one,
+/// even where it starts before a backup that an old timeline kept writing after the branch
+/// (a point-in-time recovery to an earlier point).
+fn backups(listing: &Listing) -> Vec<&WalName> {
+    let mut found: Vec<&WalName> = listing
+        .objects
+        .iter()
+        .map(|e| &e.name)
+        .filter(|n| n.kind == Kind::Backup)
+        .collect();
+    found.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    found
+}
+
+/// Of the `n` newest backups, the one that starts first (positions compare whatever the
+/// timeline, as `clean` removes by position): keeping from its segment keeps what each of
+/// them needs. None with fewer than `n`.
+fn oldest_needed<'a>(known: &[&'a WalName], n: usize) -> Option<&'a WalName> {
+    let newest = known.get(known.len().checked_sub(n)?..)?;
+    newest
+        .iter()
+        .copied()
+        .min_by(|x, y| x.position().cmp(y.position()))
+}
+
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut out = crate::output(a.quiet);
+    let given = match &a.keep_from {
+        Some(seg) => {
+            let keep = WalName::parse(
+                // restore_command-style paths are fine too: only the name counts.
+                std::path::Path::new(seg)
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .unwrap_or(seg),
+            )?;
+            if keep.kind == Kind::History {
+                return Err(shared::err(
+                    ErrorKind::Usage,
+                    format!("--keep-from takes a segment name, not {keep}"),
+                ));
+            }
+            Some(keep)
+        }
+        None => None,
+    };
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
-    let keep = WalName::parse(
-        // restore_command-style paths are fine too: only the name counts.
-        std::path::Path::new(&a.keep_from)
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or(&a.keep_from),
-    )?;
-    if keep.kind == Kind::History {
-        return Err(shared::err(
-            ErrorKind::Usage,
-            format!("--keep-from takes a segment name, not {keep}"),
-        ));
-    }
     let listing = archive.list()?;
+    let known = backups(&listing);
+    let (keep, keep_from_backup) = match (given, a.keep_backups) {
+        (Some(keep), _) => (Some(keep), None),
+        (None, Some(n)) => match oldest_needed(&known, n as usize) {
+            Some(b) => {
+                let seg = b.segment_name().expect("a backup file names its segment");
+                (Some(WalName::parse(seg)?), Some(b.as_str().to_owned()))
+            }
+            None => {
+                out.note(
+                    "too_few_backups",
+                    &format!(
+                        "{} base backup{} in {} (backup history files, *.backup) for \
+                     --keep-backups {n}: nothing removed{}",
+                        known.len(),
+                        if known.len() == 1 { "" } else { "s" },
+                        archive.describe(),
+                        if known.is_empty() {
+                            "; a backup history file is archived when a base backup ends \
+                         (pg_basebackup, or pg_backup_stop) while archive_command pushes here"
+                        } else {
+                            ""
+                        }
+                    ),
+                )?;
+                (None, None)
+            }
+        },
+        (None, None) => unreachable!("clap requires --keep-from or --keep-backups"),
+    };
     let newest = listing
         .objects
         .iter()
         .filter(|e| e.name.kind == Kind::Segment)
         .map(|e| e.name.position())
         .max();
-    if let Some(newest) = newest {
+    if let (Some(keep), Some(newest)) = (&keep, newest) {
         if keep.position() > newest && !a.force {
-            return Err(shared::err(
-                ErrorKind::DataErr,
-                format!(
+            let what = match &keep_from_backup {
+                Some(b) => format!(
+                    "the backup {b} starts in {keep}, which is newer than every segment in \
+                     {} (the newest is at {newest}): archiving is behind; run again once it \
+                     has caught up",
+                    archive.describe()
+                ),
+                None => format!(
                     "--keep-from {keep} is newer than every segment in {} (the newest is at \
                      {newest}): that would remove them all; check the name, or pass --force",
                     archive.describe()
                 ),
-            ));
+            };
+            return Err(shared::err(ErrorKind::DataErr, what));
         }
     }
     let mut rels = Vec::new();
     let mut freed = 0;
+    let before = |n: &WalName| keep.as_ref().is_some_and(|k| n.position() < k.position());
     for e in &listing.objects {
-        if e.name.kind != Kind::History && e.name.position() < keep.position() {
+        if e.name.kind != Kind::History && before(&e.name) {
             rels.push(e.rel.clone());
             freed += e.size;
             out.emit(&Removed {
@@ -120,7 +206,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         archive.remove(&rels)?;
     }
     out.finish(&serde_json::json!({
-        "keep_from": keep.as_str(),
+        "keep_from": keep.as_ref().map(WalName::as_str),
+        "keep_backups": a.keep_backups,
+        "backups": known.len(),
+        "keep_from_backup": keep_from_backup,
         "removed": removed,
         "temp_files_removed": temps,
         "freed_bytes": freed,

@@ -123,7 +123,8 @@ pub enum Command {
     /// Check every object's checksum, the segment sequence for gaps, and timeline history.
     Verify(verify::Args),
     /// Remove WAL files older than a segment (archive_cleanup_command = 'wal-ship clean
-    /// --archive DEST --keep-from %r').
+    /// --archive DEST --keep-from %r'), or than what the N newest base backups need
+    /// (--keep-backups N).
     Clean(clean::Args),
     /// Make a directory a wal-ship archive, once, before the first push (push refuses a
     /// directory without the marker: a share that is not mounted looks like an empty one).

@@ -470,3 +470,96 @@ fn archive_recovery_stops_instead_of_ending_early_on_an_unreachable_or_corrupt_a
     );
     assert_eq!(restore.psql("postgres", "SELECT count(*) FROM t"), "2000");
 }
+
+/// `clean --keep-backups 2` on an archive with three base backups taken by `pg_basebackup -X
+/// none` (they need the archive for every segment from their start): the oldest backup's
+/// WAL goes, and the second newest still restores from what is left, replaying to the last
+/// row written after the newest.
+#[test]
+fn clean_keep_backups_leaves_what_the_second_newest_backup_needs_to_restore() {
+    let d = scratch();
+    let arch = archive_dir(d.path());
+    let a = arch.to_str().unwrap();
+    let push = format!("'{} push %p --to {a} --quiet'", bin().display());
+    let fetch = format!("'{} fetch %f %p --from {a}'", bin().display());
+    let primary = Cluster::builder()
+        .name("ws-retain")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &push)
+        .start();
+    primary.psql("postgres", "CREATE TABLE t (i int)");
+    let mut backups = Vec::new();
+    for _ in 0..3 {
+        primary.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+        switch_and_wait_archived(&primary);
+        let b = primary.base_backup("ws-retain-backup", &["-X", "none"]);
+        // START WAL LOCATION: 0/5000028 (file 000000010000000000000005)
+        let label = fs::read_to_string(b.data_dir().join("backup_label")).unwrap();
+        let start = label.split("(file ").nth(1).unwrap()[..24].to_owned();
+        backups.push((b, start));
+    }
+    primary.psql("postgres", "INSERT INTO t SELECT generate_series(1, 1000)");
+    switch_and_wait_archived(&primary);
+    let stored = || -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(arch.join("0000000100000000"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().to_owned())
+            .filter_map(|n| n.strip_suffix(".ws").map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    wait_for(
+        "three backup history files in the archive",
+        Duration::from_secs(60),
+        &|| primary.log_tail(20),
+        || stored().iter().filter(|n| n.ends_with(".backup")).count() == 3,
+    );
+    drop(primary);
+
+    let second = backups[1].1.clone();
+    let out = expect(
+        0,
+        &["clean", "--archive", a, "--keep-backups", "2", "--dry-run"],
+    );
+    let removed: Vec<String> = out
+        .of("removed")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = stored().into_iter().filter(|n| n[..24] < *second).collect();
+    assert_eq!(removed, want, "{}", out.dump());
+    assert!(
+        want.iter()
+            .any(|n| n.starts_with(&backups[0].1) && n.ends_with(".backup")),
+        "the oldest backup's history file goes: {want:?}"
+    );
+    let s = out.summary();
+    assert_eq!(s["keep_from"], second.as_str());
+    assert_eq!(s["backups"], 3);
+    expect(0, &["clean", "--archive", a, "--keep-backups", "2"]);
+    assert!(stored().iter().all(|n| n[..24] >= *second));
+    assert_eq!(
+        expect(0, &["verify", "--archive", a]).summary()["problems"],
+        0
+    );
+
+    // The second newest backup restores from the cleaned archive alone (archive recovery
+    // ends when it runs out of WAL, then opens).
+    let (b2, _) = backups.remove(1);
+    let signal = b2.data_dir().join("recovery.signal");
+    fs::write(&signal, "").unwrap();
+    chown_postgres(&signal);
+    let restore = Cluster::builder()
+        .name("ws-retain-restore")
+        .setting("restore_command", &fetch)
+        .setting("archive_mode", "off")
+        .start_from(b2);
+    wait_for(
+        "the end of recovery",
+        Duration::from_secs(60),
+        &|| restore.log_tail(20),
+        || restore.psql("postgres", "SELECT NOT pg_is_in_recovery()") == "t",
+    );
+    assert_eq!(restore.psql("postgres", "SELECT count(*) FROM t"), "4000");
+}

@@ -300,3 +300,122 @@ fn clean_removes_older_files_and_keeps_history() {
         &["clean", "--archive", a, "--keep-from", "00000002.history"],
     );
 }
+
+/// `clean --keep-backups N` keeps from where the N newest base backups start. After a
+/// point-in-time recovery to an earlier point, timeline 2 branches at segment 5 while the old
+/// timeline 1 went on to segment 9 and was backed up at 7: the backup on timeline 2 is the
+/// newest although it starts before that one, and what it needs (timeline 2 from 5) is kept.
+#[test]
+fn clean_keep_backups_keeps_what_the_newest_backups_need_across_timelines() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    testkit::new_wal_archive(&arch);
+    let a = arch.to_str().unwrap();
+    // No backup history file: nothing is removed, and the note says where they come from.
+    fill(&arch, d.path(), 1, 1..=9);
+    let out = expect(0, &["clean", "--archive", a, "--keep-backups", "1"]);
+    let note = out.one("note");
+    assert_eq!(note["code"], "too_few_backups", "{}", out.dump());
+    assert!(
+        note["message"].as_str().unwrap().contains("pg_basebackup"),
+        "{note}"
+    );
+    assert_eq!(out.summary()["removed"], 0);
+    assert!(out.stderr.contains("nothing removed"), "{}", out.stderr);
+
+    fill(&arch, d.path(), 2, 5..=8);
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/5000000\tbefore 2026-12-01 00:00:00+00\n").unwrap();
+    let backup = |tli: u32, seg: u64| {
+        let p = d
+            .path()
+            .join(format!("{}.00000028.backup", seg_name(tli, seg)));
+        fs::write(&p, format!("START WAL LOCATION: 0/{seg}000028\n")).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (b1, b2, b3) = (backup(1, 3), backup(1, 7), backup(2, 5));
+    expect(
+        0,
+        &["push", hist.to_str().unwrap(), &b1, &b2, &b3, "--to", a],
+    );
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let removed = |out: &Run| -> Vec<String> {
+        out.of("removed")
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // More backups asked for than there are: nothing removed.
+    let out = expect(0, &["clean", "--archive", a, "--keep-backups", "4"]);
+    assert_eq!(out.one("note")["code"], "too_few_backups");
+    assert!(out.stderr.contains("3 base backups"), "{}", out.stderr);
+    assert_eq!(removed(&out), Vec::<String>::new());
+
+    // The three: keep from the first, timeline 1's segment 3.
+    let out = expect(
+        0,
+        &["clean", "--archive", a, "--keep-backups", "3", "--dry-run"],
+    );
+    assert_eq!(
+        removed(&out),
+        vec![seg_name(1, 1), seg_name(1, 2)],
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.summary()["keep_from_backup"], name(&b1).as_str());
+
+    // The newest is timeline 2's: it needs timeline 2 from segment 5. Timeline 1's backup
+    // at 7 is among the two newest, and it starts later: keep from 5 either way.
+    for n in ["1", "2"] {
+        let out = expect(
+            0,
+            &["clean", "--archive", a, "--keep-backups", n, "--dry-run"],
+        );
+        let s = out.summary();
+        assert_eq!(s["keep_from"], seg_name(2, 5).as_str(), "{}", out.dump());
+        assert_eq!(s["keep_from_backup"], name(&b3).as_str());
+        assert_eq!(s["backups"], 3);
+        let mut want: Vec<String> = (1..=4).map(|i| seg_name(1, i)).collect();
+        want.insert(3, name(&b1));
+        assert_eq!(removed(&out), want, "--keep-backups {n}");
+    }
+    let out = expect(0, &["clean", "--archive", a, "--keep-backups", "1"]);
+    assert_eq!(out.summary()["removed"], 5);
+    for i in 5..=8 {
+        assert!(
+            object_path(&arch, &seg_name(2, i)).exists(),
+            "timeline 2, {i}"
+        );
+    }
+    assert!(object_path(&arch, &seg_name(1, 9)).exists());
+    assert!(!object_path(&arch, &seg_name(1, 4)).exists());
+    assert!(object_path(&arch, &name(&b2)).exists());
+    assert!(arch.join("history/00000002.history.ws").exists());
+
+    // Usage: one of the two retentions, N from 1, --force only with --keep-from.
+    for args in [
+        vec!["clean", "--archive", a],
+        vec!["clean", "--archive", a, "--keep-backups", "0"],
+        vec![
+            "clean",
+            "--archive",
+            a,
+            "--keep-backups",
+            "1",
+            "--keep-from",
+            &seg_name(1, 5),
+        ],
+        vec!["clean", "--archive", a, "--keep-backups", "1", "--force"],
+    ] {
+        let out = expect(2, &args);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
