@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ship-cron.sh: WAL shipping from cron, for archive-mode migrations and backups.
 #
-#   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN]
+#   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN | --keep-backups N]
 #   ship-cron.sh install --schedule "CRON" [--user USER] [--file FILE] [--log FILE] -- RUN-OPTIONS...
 #   ship-cron.sh uninstall [--user USER] [--file FILE]
 #
@@ -11,6 +11,8 @@
 #   --keep-from SEG       keep SEG and everything after it
 #   --keep-for-dsn DSN    keep what the standby at DSN still needs: the WAL file of its last
 #                         restartpoint's redo (pg_control_checkpoint().redo_wal_file)
+#   --keep-backups N      keep what the N newest base backups need (their backup history
+#                         files, which a base backup of the server leaves in DIR, tell)
 # Runs under a lock (flock on DIR/.ship-cron.lock), so a slow run and the next cron tick never
 # overlap; a tick that finds the lock taken exits 75 (EX_TEMPFAIL) and ships nothing.
 # Output: wal-ship's JSON lines, then a `summary`.
@@ -40,7 +42,7 @@ cmd=${1:-}
 (($#)) && shift
 case $cmd in
   run)
-    from="" to="" jobs=2 keep_from="" keep_dsn=""
+    from="" to="" jobs=2 keep_from="" keep_dsn="" keep_backups=""
     while (($#)); do
       case $1 in
         --from) pgs_val "$@"; from=$2; shift ;;
@@ -48,13 +50,17 @@ case $cmd in
         --jobs) pgs_val "$@"; jobs=$2; shift ;;
         --keep-from) pgs_val "$@"; keep_from=$2; shift ;;
         --keep-for-dsn) pgs_val "$@"; keep_dsn=$2; shift ;;
+        --keep-backups) pgs_val "$@"; keep_backups=$2; shift ;;
         *) usage "unknown option '$1'" ;;
       esac
       shift
     done
     [[ -n $from && -n $to ]] || usage "run needs --from DIR and --to DEST"
     [[ -d $from ]] || pgs_die "$EX_USAGE" "--from $from is not a directory"
-    [[ -z $keep_from || -z $keep_dsn ]] || usage "give --keep-from or --keep-for-dsn, not both"
+    [[ -z $keep_backups || $keep_backups =~ ^[1-9][0-9]*$ ]] || usage "--keep-backups takes a number of backups from 1, not '$keep_backups'"
+    given=0
+    for v in "$keep_from" "$keep_dsn" "$keep_backups"; do [[ -z $v ]] || ((given += 1)); done
+    ((given <= 1)) || usage "give one of --keep-from, --keep-for-dsn and --keep-backups"
     exec {lock}>>"$from/.ship-cron.lock"
     flock -n "$lock" || pgs_die "$EX_TEMPFAIL" "another ship-cron run holds $from/.ship-cron.lock; this tick ships nothing"
     rc=0
@@ -67,9 +73,12 @@ case $cmd in
     if ((rc == 0)) && [[ -n $keep_from ]]; then
       wal_ship clean --archive "$to" --keep-from "$keep_from" || rc=$?
       cleaned=true
+    elif ((rc == 0)) && [[ -n $keep_backups ]]; then
+      wal_ship clean --archive "$to" --keep-backups "$keep_backups" || rc=$?
+      cleaned=true
     fi
     pgs_json summary success:="$( ((rc == 0)) && echo true || echo false)" exit_code:=$rc \
-      from="$from" to="$to" keep_from="$keep_from" cleaned:=$cleaned
+      from="$from" to="$to" keep_from="$keep_from" keep_backups:="${keep_backups:-null}" cleaned:=$cleaned
     exit "$rc"
     ;;
   install | uninstall)

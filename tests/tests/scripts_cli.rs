@@ -274,6 +274,34 @@ fn usage_errors_name_the_option_typed() {
             &["run", "--from", "/tmp", "--to"],
             "--to needs a value",
         ),
+        (
+            "ship-cron.sh",
+            &[
+                "run",
+                "--from",
+                "/tmp",
+                "--to",
+                "/tmp/a",
+                "--keep-backups",
+                "0",
+            ],
+            "a number of backups from 1, not '0'",
+        ),
+        (
+            "ship-cron.sh",
+            &[
+                "run",
+                "--from",
+                "/tmp",
+                "--to",
+                "/tmp/a",
+                "--keep-backups",
+                "2",
+                "--keep-from",
+                "000000010000000000000001",
+            ],
+            "give one of --keep-from, --keep-for-dsn and --keep-backups",
+        ),
         // Four fields: cron would read the command's first word as the weekday.
         (
             "ship-cron.sh",

@@ -157,6 +157,49 @@ fn run_ships_ready_segments_once_and_cleans() {
         "{removed:?} vs {keep}"
     );
     assert_eq!(recs.last().unwrap()["cleaned"], true);
+
+    // Retention by base backups: a backup taken now leaves its history file in pg_wal, the
+    // next tick ships it, and --keep-backups 1 keeps from where that backup starts.
+    c.psql(
+        "postgres",
+        "INSERT INTO t SELECT 3; SELECT pg_switch_wal();",
+    );
+    let backup = c.base_backup("ship-cron-backup", &["-X", "stream"]);
+    let label = std::fs::read_to_string(backup.data_dir().join("backup_label")).unwrap();
+    let start = label.split("(file ").nth(1).unwrap()[..24].to_owned();
+    drop(backup);
+    let (code, recs, err) = ship_cron(&[
+        "run",
+        "--from",
+        pg_wal.to_str().unwrap(),
+        "--to",
+        archive.to_str().unwrap(),
+        "--keep-backups",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        of_type(&recs, "segment").iter().any(|r| r["name"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{start}."))),
+        "the backup history file is shipped: {recs:?}"
+    );
+    let removed: Vec<&str> = of_type(&recs, "removed")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(removed.contains(&keep.as_str()), "{removed:?} vs {start}");
+    assert!(
+        removed.iter().all(|n| *n < start.as_str()),
+        "{removed:?} vs {start}"
+    );
+    let summary = recs.last().unwrap();
+    assert_eq!(
+        (&summary["keep_backups"], &summary["cleaned"]),
+        (&serde_json::json!(1), &serde_json::json!(true)),
+        "{summary}"
+    );
 }
 
 #[test]
