@@ -7,7 +7,11 @@
 //!   must start there;
 //! - history files parse, list their ancestors in order, agree with their parent's history
 //!   file, and exist for every timeline above 1 that has segments;
-//! - all segments come from one database system.
+//! - all segments come from one database system;
+//! - every base backup the archive knows of (its backup history file, `SEG.OFFSET.backup`,
+//!   archived when the backup ended) has the segments from its start to its stop, which a
+//!   restore of it replays before it is consistent: a `backup` record each, and a
+//!   `backup_wal_missing` problem when one is missing or corrupt.
 //!
 //! Each finding is a `problem` record; exit 1 when there is any (like `diff`).
 
@@ -52,7 +56,7 @@ const BATCH_BYTES: u64 = 256 << 20;
 enum Checked {
     Ok {
         header: object::Header,
-        /// History file text.
+        /// History or backup history file text.
         text: Option<String>,
     },
     /// Encrypted and no key: only the header was read.
@@ -78,6 +82,61 @@ struct Summary {
     bytes: u64,
     stored_bytes: u64,
     temp_files: usize,
+    backups: usize,
+    backups_restorable: usize,
+}
+
+/// A base backup, from its backup history file (what `pg_backup_stop` writes).
+#[derive(Debug, Serialize, PartialEq)]
+struct Backup {
+    /// The backup history file.
+    name: String,
+    label: Option<String>,
+    start_lsn: String,
+    stop_lsn: String,
+    /// The segments a restore replays before it is consistent: from `start_wal` to `stop_wal`.
+    start_wal: String,
+    stop_wal: String,
+    start_time: Option<String>,
+    stop_time: Option<String>,
+    /// Every segment from `start_wal` to `stop_wal` is in the archive and checked whole.
+    wal_complete: bool,
+    /// The first of those that is missing or corrupt.
+    first_missing: Option<String>,
+}
+
+impl shared::Record for Backup {
+    const TYPE: &'static str = "backup";
+}
+
+/// A backup history file: its `KEY: VALUE` lines, and where the backup starts and stops
+/// (`START/STOP WAL LOCATION: 0/2000028 (file 000000010000000000000002)`: the LSN and its
+/// segment).
+struct BackupFile<'a> {
+    fields: BTreeMap<&'a str, &'a str>,
+    start: (String, WalName),
+    stop: (String, WalName),
+}
+
+fn parse_backup(text: &str) -> Option<BackupFile<'_>> {
+    let fields: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let location = |key: &str| -> Option<(String, WalName)> {
+        let v = fields.get(key)?;
+        let (at, file) = v.split_once(" (file ")?;
+        let name = WalName::try_parse(file.strip_suffix(')')?)?;
+        (name.kind == Kind::Segment).then(|| (at.to_owned(), name))
+    };
+    let start = location("START WAL LOCATION")?;
+    let stop = location("STOP WAL LOCATION")?;
+    Some(BackupFile {
+        fields,
+        start,
+        stop,
+    })
 }
 
 fn position_of(arg: &Option<String>) -> anyhow::Result<Option<WalName>> {
@@ -146,17 +205,26 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut systems: BTreeMap<String, usize> = BTreeMap::new();
     let mut histories: BTreeMap<u32, String> = BTreeMap::new();
     let mut segments: BTreeMap<u32, BTreeSet<WalName>> = BTreeMap::new();
+    // Segments checked whole (or encrypted and unread), and backup history files' text.
+    let mut sound: BTreeSet<&WalName> = BTreeSet::new();
+    let mut backup_texts: Vec<(&WalName, &str)> = Vec::new();
     for (name, checked) in &results {
         let header = match checked {
             Checked::Ok { header, text } => {
                 sum.checked += 1;
-                if let Some(t) = text {
-                    histories.insert(name.tli, t.clone());
+                match (name.kind, text) {
+                    (Kind::History, Some(t)) => {
+                        histories.insert(name.tli, t.clone());
+                    }
+                    (Kind::Backup, Some(t)) => backup_texts.push((name, t)),
+                    _ => {}
                 }
+                sound.insert(name);
                 Some(header)
             }
             Checked::Unverified(h) => {
                 sum.unverified += 1;
+                sound.insert(name);
                 Some(h)
             }
             Checked::Bad(why) => {
@@ -184,7 +252,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
                 segments.entry(name.tli).or_default().insert(name.clone());
             }
             Kind::History => sum.history_files += 1,
-            _ => {}
+            Kind::Backup => sum.backups += 1,
+            Kind::Partial => {}
         }
     }
     if sum.unverified > 0 {
@@ -302,6 +371,61 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         }
     }
 
+    // Base backups: each needs its segments from start to stop to reach consistency.
+    let mut backups: Vec<Backup> = Vec::new();
+    for (name, text) in backup_texts {
+        let Some(BackupFile {
+            fields,
+            start: (start_lsn, start),
+            stop: (stop_lsn, stop),
+        }) = parse_backup(text)
+        else {
+            problems.push(json!({"problem": "corrupt", "name": name.as_str(), "message": format!("{name}: not a backup history file (no START and STOP WAL LOCATION lines)")}));
+            continue;
+        };
+        let needed: Vec<WalName> = match seg_size {
+            Some(seg_size) if start.tli == stop.tli && start.position() <= stop.position() => {
+                (start.segno(seg_size)..=stop.segno(seg_size))
+                    .map(|n| WalName::segment(start.tli, n, seg_size))
+                    .collect()
+            }
+            // A backup that spans a timeline switch (taken on a standby that was promoted):
+            // its first and last segment.
+            _ => vec![start.clone(), stop.clone()],
+        };
+        // With --from/--to, what lies outside was not looked at.
+        let first_missing = needed.iter().find(|n| in_range(n) && !sound.contains(n));
+        let b = Backup {
+            name: name.to_string(),
+            label: fields.get("LABEL").map(|s| (*s).to_owned()),
+            start_lsn,
+            stop_lsn,
+            start_wal: start.to_string(),
+            stop_wal: stop.to_string(),
+            start_time: fields.get("START TIME").map(|s| (*s).to_owned()),
+            stop_time: fields.get("STOP TIME").map(|s| (*s).to_owned()),
+            wal_complete: first_missing.is_none(),
+            first_missing: first_missing.map(ToString::to_string),
+        };
+        if let Some(m) = first_missing {
+            problems.push(json!({
+                "problem": "backup_wal_missing", "name": name.as_str(), "segment": m.as_str(),
+                "message": format!(
+                    "the base backup {}{} cannot be restored from this archive: it needs {start} to {stop} to reach consistency, and {m} is {}",
+                    name,
+                    b.label.as_deref().map(|l| format!(" (label {l:?}, stopped {})", b.stop_time.as_deref().unwrap_or("?"))).unwrap_or_default(),
+                    if results.iter().any(|(n, _)| n == m) { "corrupt" } else { "missing" },
+                ),
+            }));
+        } else {
+            sum.backups_restorable += 1;
+        }
+        backups.push(b);
+    }
+    for b in &backups {
+        out.emit(b)?;
+    }
+
     sum.timelines = segments.keys().copied().collect();
     let all_segments = || segments.values().flatten();
     sum.first_segment = all_segments()
@@ -369,8 +493,8 @@ fn check_one(name: &WalName, bytes: Option<&[u8]>, key: Option<&object::SecretKe
             if let Err(e) = segment::check(name, &data) {
                 return Checked::Bad(format!("{e:#}"));
             }
-            let text =
-                (name.kind == Kind::History).then(|| String::from_utf8_lossy(&data).into_owned());
+            let text = matches!(name.kind, Kind::History | Kind::Backup)
+                .then(|| String::from_utf8_lossy(&data).into_owned());
             Checked::Ok { header, text }
         }
         Err(Corrupt::NeedKey(_)) => match object::parse_header(bytes) {
@@ -444,5 +568,37 @@ mod tests {
         assert!(parse_history(3, "2\t0/5000000\tx\n1\t0/3000000\tx\n").is_err());
         assert!(parse_history(3, "one\t0/1\tx\n").is_err());
         assert!(parse_history(3, "").is_err());
+    }
+
+    #[test]
+    fn backup_history_files_give_their_wal_range() {
+        // As PostgreSQL 15's pg_backup_stop writes it.
+        let text = "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n\
+                    STOP WAL LOCATION: 0/6000100 (file 000000010000000000000006)\n\
+                    CHECKPOINT LOCATION: 0/5000060\n\
+                    BACKUP METHOD: streamed\n\
+                    BACKUP FROM: primary\n\
+                    START TIME: 2026-12-07 22:30:01 UTC\n\
+                    LABEL: nightly: full\n\
+                    START TIMELINE: 1\n\
+                    STOP TIME: 2026-12-07 22:30:04 UTC\n\
+                    STOP TIMELINE: 1\n";
+        let BackupFile {
+            fields,
+            start: (start_lsn, start),
+            stop: (stop_lsn, stop),
+        } = parse_backup(text).unwrap();
+        assert_eq!(
+            (start_lsn.as_str(), start.as_str()),
+            ("0/5000028", "000000010000000000000005")
+        );
+        assert_eq!(
+            (stop_lsn.as_str(), stop.as_str()),
+            ("0/6000100", "000000010000000000000006")
+        );
+        assert_eq!(fields["LABEL"], "nightly: full");
+        assert_eq!(fields["STOP TIME"], "2026-12-07 22:30:04 UTC");
+        assert!(parse_backup("START WAL LOCATION: 0/5000028\n").is_none());
+        assert!(parse_backup("garbage").is_none());
     }
 }

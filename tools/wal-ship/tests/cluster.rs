@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use testkit::{Cluster, StopMode};
 
 use crate::util::*;
@@ -562,4 +563,18 @@ fn clean_keep_backups_leaves_what_the_second_newest_backup_needs_to_restore() {
         || restore.psql("postgres", "SELECT NOT pg_is_in_recovery()") == "t",
     );
     assert_eq!(restore.psql("postgres", "SELECT count(*) FROM t"), "4000");
+
+    // The first segment the second backup needs, lost: no gap in the archive's sequence (it
+    // was the first), but that backup can no longer be restored, and verify says so.
+    fs::remove_file(object_path(&arch, &second)).unwrap();
+    let out = expect(1, &["verify", "--archive", a]);
+    let p = out.one("problem");
+    assert_eq!(
+        (&p["problem"], &p["segment"]),
+        (&json!("backup_wal_missing"), &json!(second)),
+        "{}",
+        out.dump()
+    );
+    assert!(p["message"].as_str().unwrap().contains("is missing"), "{p}");
+    assert_eq!(out.summary()["backups_restorable"], 1);
 }
