@@ -812,6 +812,21 @@ fn all_failed(
     )
 }
 
+/// The fix for a read refused because a row-level security policy applies to the role, in a
+/// session with `row_security = off`; None for any other error. A tool that reads every row
+/// to compare or count them sets that (pg_dump does too): with it on, the default, a role
+/// under a policy silently gets fewer rows; off, the read fails.
+pub fn row_security_hint(e: &anyhow::Error) -> Option<&'static str> {
+    let db = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.as_db_error())?;
+    (db.code().code() == "42501" && db.message().contains("row-level security")).then_some(
+        "connect as the table's owner, a superuser or a role with BYPASSRLS: a row-level \
+         security policy would hide rows from this role",
+    )
+}
+
 /// A tokio-postgres error on one line: a server error as `SEVERITY: message (DETAIL: ...)
 /// (HINT: ...)`, anything else as its cause chain.
 pub fn one_line(e: &tokio_postgres::Error) -> String {

@@ -51,12 +51,16 @@ pub const SEED2: i64 = 0x1319_8A2E_0370_7344;
 
 /// Session settings that make every value print the same on every host, plus
 /// predictable resource use (no parallel workers beyond `--jobs`, no timeouts cutting a long
-/// scan, a bounded wait for a table lock held by DDL).
+/// scan, a bounded wait for a table lock held by DDL), and every row or an error: with
+/// `row_security` on, a role under a row-level security policy would hash only the rows the
+/// policy shows it, on both hosts alike, and call tables equal that are not
+/// ([`shared::pg::row_security_hint`]).
 pub const SESSION_SQL: &str = "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
     SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET bytea_output = 'hex'; \
     SET lc_monetary = 'C'; SET standard_conforming_strings = on; SET search_path = pg_catalog; \
     SET xmloption = content; SET max_parallel_workers_per_gather = 0; SET statement_timeout = 0; \
-    SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '60s'";
+    SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '60s'; \
+    SET row_security = off";
 
 /// A fixed text whose hash both hosts must agree on.
 pub const PROBE_SQL: &str =

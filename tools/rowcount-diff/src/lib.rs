@@ -175,8 +175,12 @@ struct Host {
     names: Vec<TableName>,
 }
 
+/// No timeouts cutting a long count, a bounded wait for a lock held by DDL, and every row or
+/// an error: under a row-level security policy a count would be of the rows the policy
+/// shows ([`shared::pg::row_security_hint`]).
 const SESSION_SQL: &str =
-    "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '60s'";
+    "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+    SET lock_timeout = '60s'; SET row_security = off";
 
 fn open_host(side: Side, dsn: &str, filter: &TableFilter) -> anyhow::Result<Host> {
     let info = ConnInfo::parse(dsn).with_context(|| format!("--{}", side.as_str()))?;
@@ -333,8 +337,9 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
             (a, b) => {
                 for (side, r) in [(Side::Source, a.err()), (Side::Target, b.err())] {
                     if let Some(e) = r {
+                        let fix = shared::pg::row_security_hint(&e).unwrap_or("grant SELECT on it");
                         let e = e.context(format!(
-                            "counting {name} on the {} (grant SELECT on it, or leave it out with --exclude {name})",
+                            "counting {name} on the {} ({fix}, or leave it out with --exclude {name})",
                             side.as_str()
                         ));
                         out.error(

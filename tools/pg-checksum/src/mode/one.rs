@@ -192,8 +192,11 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
         let (bounds, sums) = match r {
             Ok(x) => x,
             Err(e) => {
+                let hint = shared::pg::row_security_hint(&e)
+                    .map(|h| format!("; or {h}"))
+                    .unwrap_or_default();
                 let e = e.context(format!(
-                    "checksumming {} (leave it out with --exclude {})",
+                    "checksumming {} (leave it out with --exclude {}{hint})",
                     p.name, p.name
                 ));
                 return out.error(&e, about);

@@ -346,9 +346,11 @@ fn run_checks(
                 }
                 Err(e) => {
                     let hint = if standby && pg_code(&e) == Some("40001") {
-                        "; on a hot standby, set hot_standby_feedback = on or raise max_standby_streaming_delay so that long reads are not cancelled"
+                        "; on a hot standby, set hot_standby_feedback = on or raise max_standby_streaming_delay so that long reads are not cancelled".to_owned()
+                    } else if let Some(h) = shared::pg::row_security_hint(&e) {
+                        format!("; or {h}")
                     } else {
-                        ""
+                        String::new()
                     };
                     let e = e.context(format!(
                         "checking {name} (leave it out with --exclude {name}{hint})"
