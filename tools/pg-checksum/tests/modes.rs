@@ -42,7 +42,10 @@ fn one_host_outputs_compare_whole_tables_and_chunks_with_chunks_from() {
     let c = run(&["compare", fa_s, fb_s]);
     assert_eq!(c.code, 0, "{}", c.dump());
     assert_eq!(c.of("table").len(), 3);
-    assert!(c.of("table").iter().all(|t| t["equal"] == true));
+    assert!(c
+        .of("table")
+        .iter()
+        .all(|t| t["equal"] == true && t["equal_because"] == "hashes"));
 
     // A difference: found per table; per chunk only with the same boundaries.
     b.psql(db.name(), "UPDATE t SET v = 'x' WHERE id = 4321");
@@ -88,6 +91,57 @@ fn one_host_outputs_compare_whole_tables_and_chunks_with_chunks_from() {
     let e = c.of("error");
     assert_eq!(e[0]["kind"], "not_found");
     assert_eq!(e[0]["name"], "u");
+
+    // What the runs did not checksum never reads as equal. A table each run failed on (a
+    // float key cannot be chunked): its error is passed on, exit 65, no verdict for it.
+    let float = "CREATE TABLE f (id float8 PRIMARY KEY, v text); INSERT INTO f VALUES (0.5, 'x')";
+    a.psql(da.name(), float);
+    b.psql(db.name(), float);
+    b.psql(db.name(), "UPDATE f SET v = 'y'; CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u SELECT generate_series(1, 10)");
+    let ra = run(&["--dsn", &a.dsn(da.name())]);
+    let rb = run(&["--dsn", &b.dsn(db.name())]);
+    assert_eq!((ra.code, rb.code), (65, 65), "{}", rb.dump());
+    std::fs::write(&fa, &ra.stdout).unwrap();
+    std::fs::write(&fb, &rb.stdout).unwrap();
+    let c = run(&["compare", fa_s, fb_s]);
+    assert_eq!(c.code, 65, "{}", c.dump());
+    let e = c.of("error");
+    assert_eq!(e.len(), 2, "one per file: {}", c.dump());
+    assert!(e
+        .iter()
+        .all(|e| e["name"] == "f" && e["message"].as_str().unwrap().contains("records an error")));
+    assert!(c.of("table").iter().all(|t| t["name"] != "f"));
+    assert_eq!(c.table("t")["equal"], false);
+    // A run cut short (no summary): an error, though every table in it is equal.
+    let rb = run(&["--dsn", &a.dsn(da.name()), "--exclude", "f"]);
+    let cut: String = rb
+        .stdout
+        .lines()
+        .filter(|l| !l.contains("\"summary\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&fb, cut).unwrap();
+    let ra = run(&["--dsn", &a.dsn(da.name()), "--exclude", "f"]);
+    std::fs::write(&fa, &ra.stdout).unwrap();
+    let c = run(&["compare", fa_s, fb_s]);
+    assert_eq!(c.code, 65, "{}", c.dump());
+    assert!(c.one("error")["message"]
+        .as_str()
+        .unwrap()
+        .contains("ends without a summary"));
+    assert!(c.of("table").iter().all(|t| t["equal"] == true));
+    // Two runs killed before their first table: nothing to compare.
+    let host_only: String = ra
+        .stdout
+        .lines()
+        .take(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&fa, &host_only).unwrap();
+    std::fs::write(&fb, &host_only).unwrap();
+    let c = run(&["compare", fa_s, fb_s]);
+    assert_eq!(c.code, 65, "{}", c.dump());
+    assert!(c.stderr.contains("nothing to compare"), "{}", c.stderr);
 
     // Not a pg-checksum file.
     std::fs::write(&fb, "{\"type\":\"summary\"}\n").unwrap();

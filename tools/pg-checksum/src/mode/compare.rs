@@ -1,6 +1,11 @@
 //! `pg-checksum compare A B`: compare two one-host outputs (`pg-checksum --dsn`), A as the
 //! source and B as the target, with the same `table`/`chunk` records as two-host mode (minus
 //! row drill-down, which needs the databases).
+//!
+//! A file is only as good as the run that wrote it: its `error` records (a table that could
+//! not be checksummed is not in it) are passed on, and a file without a final `summary` (a
+//! run killed halfway) is an error too, so that what was never checksummed cannot read as
+//! equal. Nothing to compare is an error as well.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -21,6 +26,10 @@ struct Side {
     host: HostRecord,
     tables: BTreeMap<TableName, HostTableRecord>,
     chunks: HashMap<TableName, Vec<HostChunkRecord>>,
+    /// The messages of its `error` records, with what they were about.
+    errors: Vec<(String, serde_json::Value)>,
+    /// Whether it ends with a `summary`.
+    finished: bool,
 }
 
 fn read(path: &Path) -> anyhow::Result<Side> {
@@ -28,6 +37,8 @@ fn read(path: &Path) -> anyhow::Result<Side> {
     let mut host = None;
     let mut tables = BTreeMap::new();
     let mut chunks: HashMap<TableName, Vec<HostChunkRecord>> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut finished = false;
     for rec in shared::jsonl::records(BufReader::new(f)) {
         let rec = rec.with_context(|| path.display().to_string())?;
         let ctx = || path.display().to_string();
@@ -44,6 +55,18 @@ fn read(path: &Path) -> anyhow::Result<Side> {
                     .or_default()
                     .push(c);
             }
+            "error" => {
+                let v = &rec.value;
+                let message = v["message"].as_str().unwrap_or("(no message)").to_owned();
+                let about: serde_json::Map<String, serde_json::Value> = ["schema", "name"]
+                    .iter()
+                    .filter(|k| !v[**k].is_null())
+                    .map(|k| ((*k).to_owned(), v[*k].clone()))
+                    .collect();
+                let about = serde_json::Value::Object(about);
+                errors.push((message, about));
+            }
+            "summary" => finished = true,
             _ => {}
         }
     }
@@ -63,6 +86,8 @@ fn read(path: &Path) -> anyhow::Result<Side> {
         host,
         tables,
         chunks,
+        errors,
+        finished,
     })
 }
 
@@ -93,9 +118,42 @@ pub fn run(a: &Path, b: &Path, out: &mut Output) -> anyhow::Result<Counts> {
             ),
         ));
     }
+    for (path, side) in [(a, &sa), (b, &sb)] {
+        for (message, about) in &side.errors {
+            let e = shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "{} records an error, so what it names was not checksummed: {message}",
+                    path.display()
+                ),
+            );
+            out.error(&e, about.clone())?;
+        }
+        if !side.finished {
+            let e = shared::err(
+                ErrorKind::DataErr,
+                format!(
+                    "{} ends without a summary record: the run that wrote it was cut short, so \
+                     tables may be missing from it; checksum that host again",
+                    path.display()
+                ),
+            );
+            out.error(&e, json!({}))?;
+        }
+    }
     let mut names: Vec<&TableName> = sa.tables.keys().chain(sb.tables.keys()).collect();
     names.sort();
     names.dedup();
+    if names.is_empty() {
+        return Err(shared::err(
+            ErrorKind::DataErr,
+            format!(
+                "neither {} nor {} holds a table: nothing to compare",
+                a.display(),
+                b.display()
+            ),
+        ));
+    }
     for name in names {
         counts.tables += 1;
         let about = json!({"schema": name.schema, "name": name.name});
@@ -195,6 +253,7 @@ pub fn run(a: &Path, b: &Path, out: &mut Output) -> anyhow::Result<Counts> {
             columns_only_on_source: only_a,
             columns_only_on_target: only_b,
             note,
+            equal_because: equal.then_some("hashes"),
             source_lsn: ta.lsn.clone(),
             target_lsn: tb.lsn.clone(),
             ..Default::default()
