@@ -328,3 +328,48 @@ fn key_literals_that_do_not_find_their_rows_are_an_internal_error() {
     );
     assert_eq!(shared::exit::classify(&e), shared::ErrorKind::Internal);
 }
+
+/// A target whose table lacks the source's primary key can hold a row with a NULL key. No
+/// key range selects it (`id >= 901` is not true for NULL), so it is hashed whole, and
+/// neither drill-down nor a recheck can call the table equal: before, a recheck of the range
+/// it fell in found that range equal and called the table equal (exit 0), and with one chunk
+/// reading the rows failed on the NULL (exit 70).
+#[test]
+fn a_null_key_on_the_target_never_compares_equal() {
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    let rows = "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1000) g";
+    c.psql(
+        a.name(),
+        &format!("CREATE TABLE t (id int PRIMARY KEY, v text); {rows}"),
+    );
+    c.psql(
+        b.name(),
+        &format!("CREATE TABLE t (id int, v text); {rows}; INSERT INTO t VALUES (NULL, 'ghost')"),
+    );
+    let (src, tgt) = (c.dsn(a.name()), c.dsn(b.name()));
+    for extra in [&["--chunk-rows", "100", "--recheck", "1"][..], &[][..]] {
+        let r = two(&src, &tgt, extra);
+        assert_eq!(r.code, 1, "{extra:?}: {}", r.dump());
+        let t = r.table("t");
+        assert_eq!(
+            (&t["equal"], &t["target_rows"]),
+            (&serde_json::json!(false), &serde_json::json!(1001)),
+            "{t}"
+        );
+        assert!(
+            t["note"]
+                .as_str()
+                .unwrap()
+                .contains("id holds NULL on the target"),
+            "{t}"
+        );
+        assert!(r.stderr.contains("NULL on the target"), "{}", r.stderr);
+    }
+    // No NULL there (the column still allows one): chunked and drilled down as before.
+    c.psql(b.name(), "UPDATE t SET id = 0 WHERE id IS NULL");
+    let r = two(&src, &tgt, &["--chunk-rows", "100"]);
+    assert_eq!(r.code, 1, "{}", r.dump());
+    assert_eq!(r.table("t")["chunked"], true);
+    assert_eq!(r.of("row_diff").len(), 1, "{}", r.dump());
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use shared::pg::snapshot::{in_savepoint, ReadPool};
-use shared::pg::tables::{TableFilter, TableInfo, TableName};
+use shared::pg::tables::{quote_ident, TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
 use crate::engine::{
@@ -141,7 +141,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     out.emit(&src.record(true))?;
     out.emit(&tgt.record(true))?;
 
-    let plans = plan_tables(&args, &src, &tgt, out, &mut counts)?;
+    let plans = plan_tables(&args, &mut src, &mut tgt, out, &mut counts)?;
     if plans.is_empty() {
         return Ok(counts);
     }
@@ -212,14 +212,14 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
 /// cannot be planned, are `error` records.
 fn plan_tables(
     args: &Args<'_>,
-    src: &Host,
-    tgt: &Host,
+    src: &mut Host,
+    tgt: &mut Host,
     out: &mut Output,
     counts: &mut Counts,
 ) -> anyhow::Result<Vec<Plan>> {
     let mut all: BTreeMap<TableName, [Option<&TableInfo>; 2]> = BTreeMap::new();
-    for (side, h) in [src, tgt].into_iter().enumerate() {
-        for t in &h.tables {
+    for (side, tables) in [&src.tables, &tgt.tables].into_iter().enumerate() {
+        for t in tables {
             all.entry(t.name.clone()).or_default()[side] = Some(t);
         }
     }
@@ -277,7 +277,24 @@ fn plan_tables(
         } else {
             [&none, &none]
         };
-        match plan_two(name, s, t, keys, orders, whole, physical) {
+        let planned = plan_two(name, s, t, keys, orders, whole, physical).and_then(|p| {
+            let leaders = [(&mut src.leader, src.label), (&mut tgt.leader, tgt.label)];
+            let Some((side, cols)) = null_keys(leaders, [s, t], &p)? else {
+                return Ok(p);
+            };
+            let mut p = plan_two(name, s, t, keys, orders, true, physical)?;
+            p.note = Some(format!(
+                "key column{} {} hold{} NULL on the {side}: no key range selects such a row, so \
+                 the table is hashed whole, without row-level drill-down (make the key NOT \
+                 NULL there to get row diffs)",
+                if cols.len() == 1 { "" } else { "s" },
+                cols.join(", "),
+                if cols.len() == 1 { "s" } else { "" },
+            ));
+            shared::warn!("{name}: {}", p.note.as_deref().unwrap_or_default());
+            Ok(p)
+        });
+        match planned {
             Ok(p) => {
                 if let Some(n) = &p.note {
                     if !whole && p.shape.key.is_empty() {
@@ -290,6 +307,48 @@ fn plan_tables(
         }
     }
     Ok(plans)
+}
+
+/// Key columns that may hold NULL on a host (the key came from the other host, whose table
+/// has a primary key where this one has none): if a row there has a NULL key, no key range
+/// selects it (`k >= lower AND k < upper` is never true for NULL), so chunk drill-down and
+/// rechecks would never see it, and a recheck called such a table equal. Looked for in each
+/// host's snapshot; returns the side and the columns, if one has such a row.
+fn null_keys(
+    hosts: [(&mut postgres::Client, &'static str); 2],
+    infos: [&TableInfo; 2],
+    p: &Plan,
+) -> anyhow::Result<Option<(&'static str, Vec<String>)>> {
+    if p.shape.key.is_empty() || p.key_from.as_deref() == Some("ctid") {
+        return Ok(None);
+    }
+    for ((leader, label), info) in hosts.into_iter().zip(infos) {
+        let nullable: Vec<String> = p
+            .shape
+            .key
+            .iter()
+            .filter(|k| info.columns.iter().any(|c| c.name == k.name && !c.not_null))
+            .map(|k| k.name.clone())
+            .collect();
+        if nullable.is_empty() {
+            continue;
+        }
+        let cond: Vec<String> = nullable
+            .iter()
+            .map(|c| format!("{} IS NULL", quote_ident(c)))
+            .collect();
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {})",
+            p.shape.table,
+            cond.join(" OR ")
+        );
+        let found: bool = in_savepoint(leader, |c| Ok(c.query_one(&sql, &[])?.get(0)))
+            .with_context(|| format!("looking for NULL keys on the {label}"))?;
+        if found {
+            return Ok(Some((label, nullable)));
+        }
+    }
+    Ok(None)
 }
 
 /// Check every planned table, `jobs` at a time; emit equal tables (or every table, without
