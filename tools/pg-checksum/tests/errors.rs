@@ -230,3 +230,77 @@ fn a_database_without_tables_says_so_and_a_filter_on_it_fails() {
     let r = crate::common::run(&["--dsn", &c.dsn(a.name()), "--exclude", "x"]);
     assert_eq!(r.code, 65, "{}", r.dump());
 }
+
+/// A table reloaded (TRUNCATE, then the same rows) after the snapshot was taken and before it
+/// was read: PostgreSQL reads the new file, which the old snapshot sees empty, so the source
+/// hashed as empty as the target and the table was "equal" (found by an audit). Now it is an
+/// error to run again (75), on one host and on two. Deterministic: a session holds the
+/// table's lock, so the run blocks on its first read, after its snapshot; the session then
+/// reloads the table and commits.
+#[test]
+fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    let make = "CREATE TABLE t (id int PRIMARY KEY, v text)";
+    let fill = "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g";
+    c.psql(a.name(), &format!("{make}; {fill}"));
+    c.psql(b.name(), make);
+    let (src, tgt) = (c.dsn(a.name()), c.dsn(b.name()));
+    for args in [
+        vec!["--source", &src, "--target", &tgt],
+        vec!["--dsn", &src],
+    ] {
+        let mut holder = c.connect(a.name());
+        holder
+            .batch_execute("BEGIN; LOCK t IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let child = Command::new(assert_cmd::cargo::cargo_bin!("pg-checksum"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until the run waits for the lock (it has its snapshot then).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = holder
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pg-checksum never waited for the lock"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        holder
+            .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
+            .unwrap();
+        let r = testkit::Run::new(
+            format!("pg-checksum {}", args.join(" ")),
+            child.wait_with_output().unwrap(),
+        );
+        assert_eq!(r.code, 75, "{}", r.dump());
+        let e = r.one("error");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("was rewritten on the"),
+            "{e}"
+        );
+        assert!(r.of("table").is_empty(), "{}", r.dump());
+    }
+    // Read again, it is what it is: 100 rows against none.
+    let r = two(&src, &tgt, &[]);
+    assert_eq!(r.code, 1, "{}", r.dump());
+}

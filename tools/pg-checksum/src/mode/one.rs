@@ -17,7 +17,7 @@ use serde_json::json;
 use shared::pg::tables::{TableFilter, TableName};
 use shared::{ErrorKind, Output};
 
-use crate::engine::{block_bytes, hash_table, merge, sample_bounds, Meter, Opts};
+use crate::engine::{block_bytes, check_same_file, hash_table, merge, sample_bounds, Meter, Opts};
 use crate::host::{open_pool, Host};
 use crate::par::parallel;
 use crate::plan::plan_one;
@@ -184,6 +184,7 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
             .map(|x| x.wait())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let sums = merge(bounds.len() + 1, parts);
+        check_same_file(&pool, &p.shape.table, "host").wait()?;
         Ok((bounds, sums))
     };
     let result = parallel(plans.len(), opts.jobs, work, |i, r| {

@@ -25,7 +25,7 @@ use shared::pg::tables::{quote_ident, TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
 use crate::engine::{
-    block_bytes, check_table, diff_rows, hash_rows, merge, read_rows, Meter, Opts,
+    block_bytes, check_table, diff_rows, hash_rows, merge, read_rows, same_file, Meter, Opts,
 };
 use crate::host::{lsn_value, open_pool, Host, ReplayPoint};
 use crate::model::{Counts, Outcome, RowDiff};
@@ -521,6 +521,15 @@ fn recheck(
                     r.recheck = Some("transient");
                 }
             }
+            // What was read in the new pair is the table both snapshots saw.
+            let hosts = [src.label, tgt.label];
+            thread::scope(|s| {
+                let (ca, cb) = (&mut src.leader, &mut tgt.leader);
+                let table = &shape.table;
+                let ha = s.spawn(move || same_file(ca, table, hosts[0]));
+                let hb = s.spawn(move || same_file(cb, table, hosts[1]));
+                join(ha).and(join(hb))
+            })?;
         }
     }
     Ok(())
