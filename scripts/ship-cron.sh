@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ship-cron.sh: WAL shipping from cron, for archive-mode migrations and backups.
 #
-#   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN | --keep-backups N]
+#   ship-cron.sh run --from DIR --to DEST [--jobs N] [--keep-from SEG | --keep-for-dsn DSN] [--keep-backups N]
 #   ship-cron.sh install --schedule "CRON" [--user USER] [--file FILE] [--log FILE] -- RUN-OPTIONS...
 #   ship-cron.sh uninstall [--user USER] [--file FILE]
 #
@@ -12,7 +12,8 @@
 #   --keep-for-dsn DSN    keep what the standby at DSN still needs: the WAL file of its last
 #                         restartpoint's redo (pg_control_checkpoint().redo_wal_file)
 #   --keep-backups N      keep what the N newest base backups need (their backup history
-#                         files, which a base backup of the server leaves in DIR, tell)
+#                         files, which a base backup of the server leaves in DIR, tell); beside
+#                         one of the two above, what either needs is kept
 # Runs under a lock (flock on DIR/.ship-cron.lock), so a slow run and the next cron tick never
 # overlap; a tick that finds the lock taken exits 75 (EX_TEMPFAIL) and ships nothing.
 # Output: wal-ship's JSON lines, then a `summary`.
@@ -58,9 +59,7 @@ case $cmd in
     [[ -n $from && -n $to ]] || usage "run needs --from DIR and --to DEST"
     [[ -d $from ]] || pgs_die "$EX_USAGE" "--from $from is not a directory"
     [[ -z $keep_backups || $keep_backups =~ ^[1-9][0-9]*$ ]] || usage "--keep-backups takes a number of backups from 1, not '$keep_backups'"
-    given=0
-    for v in "$keep_from" "$keep_dsn" "$keep_backups"; do [[ -z $v ]] || ((given += 1)); done
-    ((given <= 1)) || usage "give one of --keep-from, --keep-for-dsn and --keep-backups"
+    [[ -z $keep_from || -z $keep_dsn ]] || usage "give --keep-from or --keep-for-dsn, not both"
     exec {lock}>>"$from/.ship-cron.lock"
     flock -n "$lock" || pgs_die "$EX_TEMPFAIL" "another ship-cron run holds $from/.ship-cron.lock; this tick ships nothing"
     rc=0
@@ -70,11 +69,11 @@ case $cmd in
         pgs_die "$EX_UNAVAILABLE" "cannot ask the standby at --keep-for-dsn which WAL it still needs"
     fi
     cleaned=false
-    if ((rc == 0)) && [[ -n $keep_from ]]; then
-      wal_ship clean --archive "$to" --keep-from "$keep_from" || rc=$?
-      cleaned=true
-    elif ((rc == 0)) && [[ -n $keep_backups ]]; then
-      wal_ship clean --archive "$to" --keep-backups "$keep_backups" || rc=$?
+    keep=()
+    [[ -z $keep_from ]] || keep+=(--keep-from "$keep_from")
+    [[ -z $keep_backups ]] || keep+=(--keep-backups "$keep_backups")
+    if ((rc == 0 && ${#keep[@]})); then
+      wal_ship clean --archive "$to" "${keep[@]}" || rc=$?
       cleaned=true
     fi
     pgs_json summary success:="$( ((rc == 0)) && echo true || echo false)" exit_code:=$rc \

@@ -295,12 +295,12 @@ fn usage_errors_name_the_option_typed() {
                 "/tmp",
                 "--to",
                 "/tmp/a",
-                "--keep-backups",
-                "2",
                 "--keep-from",
                 "000000010000000000000001",
+                "--keep-for-dsn",
+                "host=x",
             ],
-            "give one of --keep-from, --keep-for-dsn and --keep-backups",
+            "give --keep-from or --keep-for-dsn, not both",
         ),
         // Four fields: cron would read the command's first word as the weekday.
         (

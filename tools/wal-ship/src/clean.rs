@@ -29,7 +29,7 @@ use crate::SshArgs;
 
 /// `wal-ship clean`.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("keep").required(true)))]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true)))]
 pub struct Args {
     /// The archive: a directory, file:///dir, or ssh://[user@]host[:port]/dir.
     #[arg(long, value_name = "DEST")]
@@ -39,13 +39,16 @@ pub struct Args {
     keep_from: Option<String>,
     /// Keep what the N newest base backups need: everything from the segment the N-th newest
     /// starts in (found by the backup history files, *.backup, that PostgreSQL archives when
-    /// a backup ends). Fewer than N backups in the archive: nothing is removed.
+    /// a backup ends). Fewer than N backups in the archive: nothing is removed. With
+    /// --keep-from too, what either needs is kept (archive_cleanup_command = 'wal-ship clean
+    /// --archive DEST --keep-from %r --keep-backups 2' on a standby whose archive also serves
+    /// point-in-time recovery).
     #[arg(long, value_name = "N", group = "keep", value_parser = clap::value_parser!(u32).range(1..))]
     keep_backups: Option<u32>,
     /// Only report what would be removed.
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Remove even when --keep-from is newer than every segment in the archive.
+    /// Remove even when --keep-from (alone) is newer than every segment in the archive.
     #[arg(long, conflicts_with = "keep_backups")]
     force: bool,
     #[command(flatten)]
@@ -121,25 +124,30 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let listing = archive.list()?;
     let known = backups(&listing);
-    let (keep, keep_from_backup) = match (given, a.keep_backups) {
-        (Some(keep), _) => (Some(keep), None),
-        (None, Some(n)) => match oldest_needed(&known, n as usize) {
+    // With both, what either needs is kept: the older of the two starts.
+    let (keep, keep_from_backup) = match a.keep_backups {
+        None => (given, None),
+        Some(n) => match oldest_needed(&known, n as usize) {
             Some(b) => {
-                let seg = b.segment_name().expect("a backup file names its segment");
-                (Some(WalName::parse(seg)?), Some(b.as_str().to_owned()))
+                let seg =
+                    WalName::parse(b.segment_name().expect("a backup file names its segment"))?;
+                match given {
+                    Some(g) if g.position() < seg.position() => (Some(g), None),
+                    _ => (Some(seg), Some(b.as_str().to_owned())),
+                }
             }
             None => {
                 out.note(
                     "too_few_backups",
                     &format!(
                         "{} base backup{} in {} (backup history files, *.backup) for \
-                     --keep-backups {n}: nothing removed{}",
+                         --keep-backups {n}: nothing removed{}",
                         known.len(),
                         if known.len() == 1 { "" } else { "s" },
                         archive.describe(),
                         if known.is_empty() {
                             "; a backup history file is archived when a base backup ends \
-                         (pg_basebackup, or pg_backup_stop) while archive_command pushes here"
+                             (pg_basebackup, or pg_backup_stop) while archive_command pushes here"
                         } else {
                             ""
                         }
@@ -148,7 +156,6 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
                 (None, None)
             }
         },
-        (None, None) => unreachable!("clap requires --keep-from or --keep-backups"),
     };
     let newest = listing
         .objects
@@ -156,8 +163,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         .filter(|e| e.name.kind == Kind::Segment)
         .map(|e| e.name.position())
         .max();
+    // Alone, a --keep-from past every segment is far more often a typo than a wish; beside
+    // --keep-backups the backups decide how far clean goes.
     if let (Some(keep), Some(newest)) = (&keep, newest) {
-        if keep.position() > newest && !a.force {
+        if keep.position() > newest
+            && !a.force
+            && (a.keep_backups.is_none() || keep_from_backup.is_some())
+        {
             let what = match &keep_from_backup {
                 Some(b) => format!(
                     "the backup {b} starts in {keep}, which is newer than every segment in \
@@ -171,22 +183,28 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
                     archive.describe()
                 ),
             };
-            return Err(shared::err(ErrorKind::DataErr, what));
+            let kind = if keep_from_backup.is_some() {
+                ErrorKind::Retry
+            } else {
+                ErrorKind::DataErr
+            };
+            return Err(shared::err(kind, what));
         }
     }
     let mut rels = Vec::new();
+    let mut records = Vec::new();
     let mut freed = 0;
     let before = |n: &WalName| keep.as_ref().is_some_and(|k| n.position() < k.position());
     for e in &listing.objects {
         if e.name.kind != Kind::History && before(&e.name) {
             rels.push(e.rel.clone());
             freed += e.size;
-            out.emit(&Removed {
+            records.push(Removed {
                 name: e.name.to_string(),
                 kind: e.name.kind.as_str(),
                 stored_bytes: e.size,
                 dry_run: a.dry_run,
-            })?;
+            });
         }
     }
     let removed = rels.len();
@@ -195,15 +213,27 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         rels.push(t.rel.clone());
         freed += t.size;
         temps += 1;
-        out.emit(&Removed {
+        records.push(Removed {
             name: t.rel.clone(),
             kind: "temp",
             stored_bytes: t.size,
             dry_run: a.dry_run,
+        });
+    }
+    // A `removed` record says it is gone: written once the removal succeeded (it stops at
+    // the first file it cannot remove; the error names it).
+    if !a.dry_run {
+        archive.remove(&rels).map_err(|e| {
+            e.context(format!(
+                "removing {} file(s) older than {} (those listed before it may be gone \
+                 already; run clean again once this is fixed)",
+                rels.len(),
+                keep.as_ref().map_or("-", WalName::as_str)
+            ))
         })?;
     }
-    if !a.dry_run {
-        archive.remove(&rels)?;
+    for r in &records {
+        out.emit(r)?;
     }
     out.finish(&serde_json::json!({
         "keep_from": keep.as_ref().map(WalName::as_str),

@@ -387,6 +387,28 @@ fn clean_keep_backups_keeps_what_the_newest_backups_need_across_timelines() {
         want.insert(3, name(&b1));
         assert_eq!(removed(&out), want, "--keep-backups {n}");
     }
+    // Beside --keep-from (a standby's %r), what either needs is kept: the older start. A %r
+    // past every archived segment (a streaming standby's restart point) is no typo then.
+    for (from, want) in [
+        (seg_name(1, 2), seg_name(1, 2)),
+        (seg_name(2, 7), seg_name(2, 5)),
+        (seg_name(2, 100), seg_name(2, 5)),
+    ] {
+        let out = expect(
+            0,
+            &[
+                "clean",
+                "--archive",
+                a,
+                "--keep-from",
+                &from,
+                "--keep-backups",
+                "1",
+                "--dry-run",
+            ],
+        );
+        assert_eq!(out.summary()["keep_from"], want.as_str(), "{}", out.dump());
+    }
     let out = expect(0, &["clean", "--archive", a, "--keep-backups", "1"]);
     assert_eq!(out.summary()["removed"], 5);
     for i in 5..=8 {
@@ -400,22 +422,47 @@ fn clean_keep_backups_keeps_what_the_newest_backups_need_across_timelines() {
     assert!(object_path(&arch, &name(&b2)).exists());
     assert!(arch.join("history/00000002.history.ws").exists());
 
-    // Usage: one of the two retentions, N from 1, --force only with --keep-from.
+    // Usage: a retention, N from 1, --force only with --keep-from alone.
     for args in [
         vec!["clean", "--archive", a],
         vec!["clean", "--archive", a, "--keep-backups", "0"],
-        vec![
-            "clean",
-            "--archive",
-            a,
-            "--keep-backups",
-            "1",
-            "--keep-from",
-            &seg_name(1, 5),
-        ],
         vec!["clean", "--archive", a, "--keep-backups", "1", "--force"],
     ] {
         let out = expect(2, &args);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
+}
+
+/// A removal that fails (here the archive's directory is read-only) exits 74 naming the file
+/// and writes no `removed` record for what it did not remove.
+#[test]
+fn clean_writes_removed_records_only_for_what_it_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let d = scratch();
+    let arch = d.path().join("archive");
+    testkit::new_wal_archive(&arch);
+    fill(&arch, d.path(), 1, 1..=4);
+    chown_postgres(&arch);
+    let dir = arch.join("0000000100000000");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "clean",
+        "--archive",
+        arch.to_str().unwrap(),
+        "--keep-from",
+        &seg_name(1, 3),
+    ]);
+    testkit::hermetic(&mut cmd);
+    if let Some((uid, gid)) = testkit::run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = testkit::Run::new("wal-ship clean (read-only)", cmd.output().unwrap());
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.code, 74, "{}", out.dump());
+    assert!(out.of("removed").is_empty(), "{}", out.dump());
+    assert!(out.stderr.contains("run clean again"), "{}", out.stderr);
+    assert!(object_path(&arch, &seg_name(1, 1)).exists());
 }
