@@ -195,6 +195,7 @@ fn fetch(a: &Args) -> anyhow::Result<Status> {
             (bytes.len(), d)
         }
     };
+    same_system(&name, &place, &data)?;
     write_file(&a.path, &data)?;
 
     let mut prefetched = 0;
@@ -222,6 +223,44 @@ fn fetch(a: &Args) -> anyhow::Result<Status> {
         elapsed_ms: started.elapsed().as_millis() as u64,
     })?;
     out.finish(&serde_json::json!({"fetched": 1, "bytes": data.len()}))
+}
+
+/// The system identifier of the data directory fetch runs in (PostgreSQL runs
+/// restore_command there): the first field of `global/pg_control`, little-endian as the WAL's
+/// own. None elsewhere (a fetch by hand), or if it cannot be read.
+fn data_dir_system_id() -> Option<u64> {
+    let mut b = [0u8; 8];
+    let mut f = fs::File::open("global/pg_control").ok()?;
+    std::io::Read::read_exact(&mut f, &mut b).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// A segment of another database system is refused (126): PostgreSQL would log "WAL file is
+/// from different database system", take it for the end of the archive and end recovery
+/// early on a new timeline. Two clusters pushing to one archive make this happen.
+fn same_system(name: &WalName, place: &str, data: &[u8]) -> anyhow::Result<()> {
+    if !name.kind.is_segment_data() {
+        return Ok(());
+    }
+    let (Some(ours), Ok(h)) = (
+        data_dir_system_id(),
+        segment::long_header(name.as_str(), data),
+    ) else {
+        return Ok(());
+    };
+    if h.system_id == ours {
+        return Ok(());
+    }
+    Err(shared::err(
+        ErrorKind::Fatal,
+        format!(
+            "{name} in {place} is WAL of database system {}, but this data directory is \
+             system {ours}: another cluster archives there too; exiting 126 so that \
+             PostgreSQL stops recovery instead of ending it early (give each cluster its own \
+             archive; 'wal-ship verify' reports mixed_systems)",
+            h.system_id
+        ),
+    ))
 }
 
 /// Decode and re-check an object: the checksum, and for segments the page header against

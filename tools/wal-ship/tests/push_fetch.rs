@@ -918,3 +918,56 @@ fn as_partial_stores_a_segment_under_its_partial_name() {
         &["push", hist.to_str().unwrap(), "--to", a, "--as-partial"],
     );
 }
+
+/// A segment of another database system (a second cluster pushing to the same archive) is
+/// refused in the data directory restore_command runs in, with 126 in archive recovery and
+/// in standby mode alike: PostgreSQL would take it for the end of the archive and end
+/// recovery early on a new timeline. The system of the data directory is the first field of
+/// global/pg_control; the same system is restored, and so is anything outside a data
+/// directory (nothing to compare with).
+#[test]
+fn fetch_refuses_a_segment_of_another_database_system() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    testkit::new_wal_archive(&arch);
+    let a = arch.to_str().unwrap();
+    let name = seg_name(1, 4);
+    let src = segment(d.path(), &name, 4);
+    expect(0, &["push", src.to_str().unwrap(), "--to", a]);
+    let datadir = d.path().join("data");
+    fs::create_dir_all(datadir.join("global")).unwrap();
+    let fetch = |dir: &std::path::Path| {
+        finished(
+            wal_ship()
+                .current_dir(dir)
+                .args(["fetch", &name, "RECOVERYXLOG", "--from", a])
+                .output()
+                .unwrap(),
+        )
+    };
+    let control = |sysid: u64| {
+        let mut b = sysid.to_le_bytes().to_vec();
+        b.resize(8192, 0);
+        fs::write(datadir.join("global/pg_control"), b).unwrap();
+    };
+    control(7_301_000_000_000_000_002);
+    for standby in [false, true] {
+        if standby {
+            fs::write(datadir.join("standby.signal"), "").unwrap();
+        }
+        let out = fetch(&datadir);
+        check(126, &out, &"another system");
+        assert!(
+            out.stderr.contains("another cluster archives there too"),
+            "{}",
+            out.stderr
+        );
+        assert!(!datadir.join("RECOVERYXLOG").exists());
+    }
+    // The system the segment is from (util's synthetic segments): restored.
+    control(7_301_000_000_000_000_001);
+    check(0, &fetch(&datadir), &"same system");
+    assert!(datadir.join("RECOVERYXLOG").exists());
+    // Outside a data directory: nothing to compare with.
+    check(0, &fetch(d.path()), &"no data directory");
+}
