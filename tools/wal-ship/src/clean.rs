@@ -100,6 +100,52 @@ fn oldest_needed<'a>(known: &[&'a WalName], n: usize) -> Option<&'a WalName> {
         .min_by(|x, y| x.position().cmp(y.position()))
 }
 
+/// Refuse backups of more than one database system (two clusters pushing to one archive):
+/// which are the newest would be a guess, and a wrong one removes every segment of the other
+/// cluster (found by an audit: another system's backup, newest by name, took all of this
+/// one's). The system of a backup is that of its start segment (its object header), where
+/// that segment is still there.
+fn one_system(archive: &Archive, known: &[&WalName]) -> anyhow::Result<()> {
+    let starts = known
+        .iter()
+        .map(|b| WalName::parse(b.segment_name().unwrap_or_default()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut systems: std::collections::BTreeMap<String, Vec<&WalName>> = Default::default();
+    for (b, bytes) in known.iter().zip(archive.get_many(&starts)?) {
+        let system = bytes
+            .as_deref()
+            .and_then(|b| crate::object::parse_header(b).ok())
+            .and_then(|(h, _)| h.system_id);
+        if let Some(s) = system {
+            systems.entry(s).or_default().push(b);
+        }
+    }
+    if systems.len() < 2 {
+        return Ok(());
+    }
+    let list: Vec<String> = systems
+        .iter()
+        .map(|(s, bs)| {
+            format!(
+                "system {s}: {} backup(s), the newest {}",
+                bs.len(),
+                bs.last().map_or("-", |b| b.as_str())
+            )
+        })
+        .collect();
+    Err(shared::err(
+        ErrorKind::DataErr,
+        format!(
+            "base backups of {} database systems share {} ({}): --keep-backups cannot tell \
+             whose to keep, so nothing is removed; give each cluster its own archive, or use \
+             --keep-from",
+            systems.len(),
+            archive.describe(),
+            list.join("; ")
+        ),
+    ))
+}
+
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut out = crate::output(a.quiet);
     let given = match &a.keep_from {
@@ -124,6 +170,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let listing = archive.list()?;
     let known = backups(&listing);
+    if a.keep_backups.is_some() {
+        one_system(&archive, &known)?;
+    }
     // With both, what either needs is kept: the older of the two starts.
     let (keep, keep_from_backup) = match a.keep_backups {
         None => (given, None),

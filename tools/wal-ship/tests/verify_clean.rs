@@ -466,3 +466,49 @@ fn clean_writes_removed_records_only_for_what_it_removed() {
     assert!(out.stderr.contains("run clean again"), "{}", out.stderr);
     assert!(object_path(&arch, &seg_name(1, 1)).exists());
 }
+
+/// Two database systems pushing to one archive, each with a base backup: --keep-backups
+/// cannot tell whose backups are the newest (the other's, newest by name, would take every
+/// segment of this one), so it refuses with both named and removes nothing; --keep-from
+/// still works.
+#[test]
+fn clean_keep_backups_refuses_backups_of_two_database_systems() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    testkit::new_wal_archive(&arch);
+    let a = arch.to_str().unwrap();
+    fill(&arch, d.path(), 1, 1..=4);
+    // The other system's segments, further on (as a cluster made by pg_resetwal -l would).
+    let other = d.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let mut files = Vec::new();
+    for i in 8..=9u64 {
+        let n = wal_ship::name::WalName::parse(&seg_name(1, i)).unwrap();
+        let bytes = wal_ship::segment::synthetic(&n, 1 << 20, 42, i as u8);
+        let p = other.join(n.as_str());
+        fs::write(&p, bytes).unwrap();
+        files.push(p.to_str().unwrap().to_owned());
+    }
+    for (seg, dir) in [(2, d.path()), (8, other.as_path())] {
+        let p = dir.join(format!("{}.00000028.backup", seg_name(1, seg)));
+        fs::write(&p, "START WAL LOCATION: 0/28\n").unwrap();
+        files.push(p.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["push", "--to", a, "--quiet"];
+    args.extend(files.iter().map(String::as_str));
+    expect(0, &args);
+
+    let out = expect(65, &["clean", "--archive", a, "--keep-backups", "1"]);
+    assert!(
+        out.stderr.contains("2 database systems") && out.stderr.contains("system 42"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.of("removed").is_empty());
+    assert!(object_path(&arch, &seg_name(1, 1)).exists());
+    expect(
+        0,
+        &["clean", "--archive", a, "--keep-from", &seg_name(1, 2)],
+    );
+    assert!(!object_path(&arch, &seg_name(1, 1)).exists());
+}
