@@ -25,7 +25,7 @@ use shared::{ErrorKind, Status};
 
 use crate::archive::{Archive, Listing};
 use crate::name::{Kind, WalName};
-use crate::SshArgs;
+use crate::{KeyArgs, SshArgs};
 
 /// `wal-ship clean`.
 #[derive(clap::Args, Debug)]
@@ -53,6 +53,8 @@ pub struct Args {
     force: bool,
     #[command(flatten)]
     ssh: SshArgs,
+    #[command(flatten)]
+    key: KeyArgs,
     /// No records on stdout.
     #[arg(short, long)]
     quiet: bool,
@@ -89,15 +91,25 @@ fn backups(listing: &Listing) -> Vec<&WalName> {
     found
 }
 
-/// Of the `n` newest backups, the one that starts first (positions compare whatever the
-/// timeline, as `clean` removes by position): keeping from its segment keeps what each of
-/// them needs. None with fewer than `n`.
-fn oldest_needed<'a>(known: &[&'a WalName], n: usize) -> Option<&'a WalName> {
-    let newest = known.get(known.len().checked_sub(n)?..)?;
-    newest
+/// The object headers of the backups' start segments (None where the segment is gone).
+fn start_headers(
+    archive: &Archive,
+    known: &[&WalName],
+) -> anyhow::Result<Vec<Option<crate::object::Header>>> {
+    let starts = known
         .iter()
-        .copied()
-        .min_by(|x, y| x.position().cmp(y.position()))
+        .map(|b| WalName::parse(b.segment_name().unwrap_or_default()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(archive
+        .get_many(&starts)?
+        .into_iter()
+        .map(|bytes| {
+            bytes
+                .as_deref()
+                .and_then(|b| crate::object::parse_header(b).ok())
+                .map(|(h, _)| h)
+        })
+        .collect())
 }
 
 /// Refuse backups of more than one database system (two clusters pushing to one archive):
@@ -105,18 +117,14 @@ fn oldest_needed<'a>(known: &[&'a WalName], n: usize) -> Option<&'a WalName> {
 /// cluster (found by an audit: another system's backup, newest by name, took all of this
 /// one's). The system of a backup is that of its start segment (its object header), where
 /// that segment is still there.
-fn one_system(archive: &Archive, known: &[&WalName]) -> anyhow::Result<()> {
-    let starts = known
-        .iter()
-        .map(|b| WalName::parse(b.segment_name().unwrap_or_default()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut systems: std::collections::BTreeMap<String, Vec<&WalName>> = Default::default();
-    for (b, bytes) in known.iter().zip(archive.get_many(&starts)?) {
-        let system = bytes
-            .as_deref()
-            .and_then(|b| crate::object::parse_header(b).ok())
-            .and_then(|(h, _)| h.system_id);
-        if let Some(s) = system {
+fn one_system(
+    archive: &Archive,
+    known: &[&WalName],
+    headers: &[Option<crate::object::Header>],
+) -> anyhow::Result<()> {
+    let mut systems: std::collections::BTreeMap<&str, Vec<&WalName>> = Default::default();
+    for (b, h) in known.iter().zip(headers) {
+        if let Some(s) = h.as_ref().and_then(|h| h.system_id.as_deref()) {
             systems.entry(s).or_default().push(b);
         }
     }
@@ -146,6 +154,73 @@ fn one_system(archive: &Archive, known: &[&WalName]) -> anyhow::Result<()> {
     ))
 }
 
+/// Where each timeline branched off its parent (parent, switch LSN), from the archive's
+/// timeline history files. None when one cannot be read (encrypted, no key given).
+fn branches(
+    archive: &Archive,
+    listing: &Listing,
+    key: Option<&crate::object::SecretKey>,
+) -> anyhow::Result<Option<Vec<(u32, u32, u64)>>> {
+    let names: Vec<WalName> = listing
+        .objects
+        .iter()
+        .filter(|e| e.name.kind == Kind::History)
+        .map(|e| e.name.clone())
+        .collect();
+    let mut found = Vec::new();
+    for (name, bytes) in names.iter().zip(archive.get_many(&names)?) {
+        let Some(bytes) = bytes else { continue };
+        let text = match crate::object::decode(name.as_str(), &bytes, key) {
+            Ok((_, text)) => text,
+            Err(crate::object::Corrupt::NeedKey(_)) => return Ok(None),
+            Err(e) => {
+                return Err(shared::err(
+                    ErrorKind::DataErr,
+                    format!(
+                        "{name} in {}: {e} ('wal-ship verify' checks every object)",
+                        archive.describe()
+                    ),
+                ))
+            }
+        };
+        let text = String::from_utf8_lossy(&text);
+        if let Ok(entries) = crate::verify::parse_history(name.tli, &text) {
+            if let Some(&(parent, switch)) = entries.last() {
+                found.push((name.tli, parent, switch));
+            }
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The LSN a backup starts at, from its history file's name (`SEG.OFFSET.backup`).
+fn start_lsn(b: &WalName, seg_size: u32) -> u64 {
+    let offset = u64::from_str_radix(&b.as_str()[25..33], 16).unwrap_or(0);
+    b.segno(seg_size) * u64::from(seg_size) + offset
+}
+
+/// The backups to keep for --keep-backups `n`: the `n` newest, and where a timeline went on
+/// after another branched from it and was backed up since (a restored copy archiving into
+/// the same archive, a failover whose old primary kept running), also the `n` newest of
+/// those on each such timeline: ranking by timeline alone would take the later timeline's
+/// backups for the newest and remove the live primary's (found by an audit). None with
+/// fewer than `n` backups.
+fn keep_set<'a>(
+    known: &[&'a WalName],
+    n: usize,
+    divergent: impl Fn(&WalName) -> bool,
+) -> Option<Vec<&'a WalName>> {
+    let mut keep: Vec<&WalName> = known.get(known.len().checked_sub(n)?..)?.to_vec();
+    let mut lines: std::collections::BTreeMap<u32, Vec<&WalName>> = Default::default();
+    for b in known.iter().filter(|b| divergent(b)) {
+        lines.entry(b.tli).or_default().push(b);
+    }
+    for bs in lines.values() {
+        keep.extend(bs.iter().rev().take(n));
+    }
+    Some(keep)
+}
+
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut out = crate::output(a.quiet);
     let given = match &a.keep_from {
@@ -170,13 +245,60 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let listing = archive.list()?;
     let known = backups(&listing);
-    if a.keep_backups.is_some() {
-        one_system(&archive, &known)?;
+    let mut divergent: Vec<String> = Vec::new();
+    let mut keep_set_found = None;
+    if let Some(n) = a.keep_backups {
+        let headers = start_headers(&archive, &known)?;
+        one_system(&archive, &known, &headers)?;
+        let seg_size = headers.iter().flatten().find_map(|h| h.seg_size);
+        let key = a.key.load()?;
+        let forks = match (seg_size, known.len() > 1) {
+            (Some(_), true) => branches(&archive, &listing, key.as_ref())?,
+            _ => Some(Vec::new()),
+        };
+        let Some(forks) = forks else {
+            return Err(shared::err(
+                ErrorKind::Usage,
+                format!(
+                    "the timeline history files in {} are encrypted: --keep-backups reads \
+                     them to tell timelines that went on after a branch; give \
+                     --encrypt-key-file",
+                    archive.describe()
+                ),
+            ));
+        };
+        let is_divergent = |b: &WalName| {
+            seg_size.is_some_and(|size| {
+                forks
+                    .iter()
+                    .any(|&(_, parent, switch)| b.tli == parent && start_lsn(b, size) > switch)
+            })
+        };
+        for b in known.iter().filter(|b| is_divergent(b)) {
+            divergent.push(b.as_str().to_owned());
+        }
+        keep_set_found = keep_set(&known, n as usize, is_divergent);
+    }
+    if !divergent.is_empty() {
+        out.note(
+            "divergent_timeline",
+            &format!(
+                "backups taken on a timeline after another timeline branched from it ({}): \
+                 both lines go on in {}, so the newest backups of each are kept (a restored \
+                 copy archiving here? give it an archive of its own)",
+                divergent.join(", "),
+                archive.describe()
+            ),
+        )?;
     }
     // With both, what either needs is kept: the older of the two starts.
     let (keep, keep_from_backup) = match a.keep_backups {
         None => (given, None),
-        Some(n) => match oldest_needed(&known, n as usize) {
+        Some(n) => match keep_set_found.as_ref().and_then(|k| {
+            k.iter()
+                .copied()
+                .min_by(|x, y| x.position().cmp(y.position()))
+        }) {
             Some(b) => {
                 let seg =
                     WalName::parse(b.segment_name().expect("a backup file names its segment"))?;

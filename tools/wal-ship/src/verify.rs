@@ -506,7 +506,7 @@ fn check_one(name: &WalName, bytes: Option<&[u8]>, key: Option<&object::SecretKe
 }
 
 /// Parse a timeline history file: `parentTLI<TAB>switchpoint<TAB>reason` lines.
-fn parse_history(tli: u32, text: &str) -> Result<Vec<(u32, u64)>, String> {
+pub(crate) fn parse_history(tli: u32, text: &str) -> Result<Vec<(u32, u64)>, String> {
     let mut entries: Vec<(u32, u64)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -512,3 +512,116 @@ fn clean_keep_backups_refuses_backups_of_two_database_systems() {
     );
     assert!(!object_path(&arch, &seg_name(1, 1)).exists());
 }
+
+/// A restored copy archives into the primary's archive on timeline 2, branched at segment
+/// 0x0C, while the primary goes on on timeline 1 and is backed up at 0x11; the copy is backed
+/// up at 0x14. Ranking by timeline alone, --keep-backups 1 kept the copy's backup and removed
+/// the primary's newest backup's WAL (found by an audit). Both lines' newest backups are kept
+/// now, with a note. A linear history (timeline 1 backed up only before the branch) is
+/// ranked as before.
+#[test]
+fn clean_keep_backups_keeps_both_lines_of_a_divergent_timeline() {
+    let d = scratch();
+    let archive = |name: &str, tl1_backups: &[u64], tl1_last: u64| {
+        let arch = d.path().join(name);
+        testkit::new_wal_archive(&arch);
+        let a = arch.to_str().unwrap().to_owned();
+        let scratch = d.path().join(format!("{name}-files"));
+        fs::create_dir(&scratch).unwrap();
+        fill(&arch, &scratch, 1, 1..=tl1_last);
+        fill(&arch, &scratch, 2, 0x0C..=0x15);
+        // 1 MiB segments: timeline 2 starts in segment 0x0C.
+        let hist = scratch.join("00000002.history");
+        fs::write(&hist, "1\t0/C00100\tbefore 2026-12-01 00:00:00+00\n").unwrap();
+        let mut files = vec![hist.to_str().unwrap().to_owned()];
+        for (tli, seg) in tl1_backups.iter().map(|&s| (1, s)).chain([(2, 0x14)]) {
+            let p = scratch.join(format!("{}.00000028.backup", seg_name(tli, seg)));
+            fs::write(&p, "START WAL LOCATION: 0/28\n").unwrap();
+            files.push(p.to_str().unwrap().to_owned());
+        }
+        let mut args = vec!["push", "--to", a.as_str(), "--quiet"];
+        args.extend(files.iter().map(String::as_str));
+        expect(0, &args);
+        (arch, a)
+    };
+
+    let (arch, a) = archive("divergent", &[3, 0x11], 0x12);
+    let out = expect(0, &["clean", "--archive", &a, "--keep-backups", "1"]);
+    let s = out.summary();
+    assert_eq!(s["keep_from"], seg_name(1, 0x11).as_str(), "{}", out.dump());
+    let note = out.one("note");
+    assert_eq!(note["code"], "divergent_timeline");
+    assert!(
+        note["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}.00000028.backup", seg_name(1, 0x11))),
+        "{note}"
+    );
+    for (tli, seg) in [(1, 0x11), (1, 0x12), (2, 0x11), (2, 0x14)] {
+        assert!(
+            object_path(&arch, &seg_name(tli, seg)).exists(),
+            "{tli} {seg}"
+        );
+    }
+    assert!(!object_path(&arch, &seg_name(1, 0x10)).exists());
+
+    // Linear: timeline 1 backed up only before the branch; the promoted line's backup is the
+    // newest, and what only the old one needed goes.
+    let (arch, a) = archive("linear", &[3], 0x0C);
+    let out = expect(0, &["clean", "--archive", &a, "--keep-backups", "1"]);
+    assert_eq!(
+        out.summary()["keep_from"],
+        seg_name(2, 0x14).as_str(),
+        "{}",
+        out.dump()
+    );
+    assert!(out.of("note").is_empty(), "{}", out.dump());
+    assert!(!object_path(&arch, &seg_name(1, 3)).exists());
+}
+
+/// In an encrypted archive with timeline history, --keep-backups needs the key to read where
+/// timelines branched: without it, a usage error naming the option and nothing removed.
+#[test]
+fn clean_keep_backups_reads_encrypted_history_with_the_key_only() {
+    let d = scratch();
+    let arch = d.path().join("archive");
+    testkit::new_wal_archive(&arch);
+    let a = arch.to_str().unwrap();
+    let key = d.path().join("key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    let k = key.to_str().unwrap();
+    let mut files: Vec<String> = (1..=6u64)
+        .map(|i| {
+            segment(d.path(), &seg_name(1, i), i as u8)
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let hist = d.path().join("00000002.history");
+    fs::write(&hist, "1\t0/500100\tno recovery target specified\n").unwrap();
+    files.push(hist.to_str().unwrap().to_owned());
+    for seg in [2, 4] {
+        let p = d
+            .path()
+            .join(format!("{}.00000028.backup", seg_name(1, seg)));
+        fs::write(&p, "START WAL LOCATION: 0/28\n").unwrap();
+        files.push(p.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["push", "--to", a, "--quiet", "--encrypt-key-file", k];
+    args.extend(files.iter().map(String::as_str));
+    expect(0, &args);
+    let clean = |extra: &[&str]| {
+        let mut args = vec!["clean", "--archive", a, "--keep-backups", "1"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = clean(&[]);
+    check(2, &out, &"no key");
+    assert!(out.stderr.contains("--encrypt-key-file"), "{}", out.stderr);
+    assert!(object_path(&arch, &seg_name(1, 1)).exists());
+    let out = clean(&["--encrypt-key-file", k]);
+    check(0, &out, &"the key");
+    assert_eq!(out.summary()["keep_from"], seg_name(1, 4).as_str());
+}
