@@ -225,20 +225,19 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut out = crate::output(a.quiet);
     let given = match &a.keep_from {
         Some(seg) => {
-            let keep = WalName::parse(
-                // restore_command-style paths are fine too: only the name counts.
-                std::path::Path::new(seg)
-                    .file_name()
-                    .and_then(|f| f.to_str())
-                    .unwrap_or(seg),
-            )?;
-            if keep.kind == Kind::History {
-                return Err(shared::err(
-                    ErrorKind::Usage,
-                    format!("--keep-from takes a segment name, not {keep}"),
-                ));
-            }
-            Some(keep)
+            // restore_command-style paths are fine too: only the name counts.
+            let file = std::path::Path::new(seg)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or(seg);
+            // A bad flag value is a usage error, whatever is wrong with it; a .partial or
+            // .backup name stands for its segment.
+            let usage = |why: String| shared::err(ErrorKind::Usage, format!("--keep-from: {why}"));
+            let keep = WalName::parse(file).map_err(|e| usage(format!("{e:#}")))?;
+            let Some(segment) = keep.segment_name() else {
+                return Err(usage(format!("takes a segment name, not {keep}")));
+            };
+            Some(WalName::parse(segment)?)
         }
         None => None,
     };
@@ -332,12 +331,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
         .objects
         .iter()
         .filter(|e| e.name.kind == Kind::Segment)
-        .map(|e| e.name.position())
-        .max();
+        .map(|e| &e.name)
+        .max_by(|x, y| x.position().cmp(y.position()));
     // Alone, a --keep-from past every segment is far more often a typo than a wish; beside
     // --keep-backups the backups decide how far clean goes.
     if let (Some(keep), Some(newest)) = (&keep, newest) {
-        if keep.position() > newest
+        if keep.position() > newest.position()
             && !a.force
             && (a.keep_backups.is_none() || keep_from_backup.is_some())
         {

@@ -299,6 +299,31 @@ fn clean_removes_older_files_and_keeps_history() {
         2,
         &["clean", "--archive", a, "--keep-from", "00000002.history"],
     );
+    // Any bad value is a usage error (lower-case hex too); a .backup name stands for its
+    // segment, in the summary as well.
+    let out = expect(
+        2,
+        &[
+            "clean",
+            "--archive",
+            a,
+            "--keep-from",
+            "00000001000000000000000a",
+        ],
+    );
+    assert!(out.stderr.contains("--keep-from"), "{}", out.stderr);
+    let out = expect(
+        0,
+        &[
+            "clean",
+            "--archive",
+            a,
+            "--keep-from",
+            &format!("{}.00000028.backup", seg_name(1, 2)),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.summary()["keep_from"], seg_name(1, 2).as_str());
 }
 
 /// `clean --keep-backups N` keeps from where the N newest base backups start. After a
