@@ -218,3 +218,33 @@ pub fn in_savepoint<T>(
         }
     }
 }
+
+/// Fails unless `table` (its SQL name) is still the relation this session's snapshot saw,
+/// once it has been read in it (`host` names the server in the message). PostgreSQL reads a
+/// table's current file whatever the snapshot: a TRUNCATE or a table-rewriting ALTER TABLE
+/// (not MVCC-safe), VACUUM FULL, CLUSTER, or a DROP and CREATE committed after the snapshot
+/// was taken and before the first read gives it a new file, which the old snapshot sees
+/// empty or partly, so two hosts could hash or count nothing alike and look equal. The
+/// snapshot's own `pg_class` row (MVCC) must name the file the server now reads
+/// (`pg_relation_filenode`, the current catalog). Once read, every session that read it
+/// holds its ACCESS SHARE lock until it ends, so no rewrite can commit after this check.
+pub fn same_file(c: &mut postgres::Client, table: &str, host: &str) -> anyhow::Result<()> {
+    let same: bool = c
+        .query_one(
+            "SELECT coalesce((SELECT c.relfilenode = pg_catalog.pg_relation_filenode(c.oid) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1::text::pg_catalog.regclass), false)",
+            &[&table],
+        )?
+        .get(0);
+    if same {
+        return Ok(());
+    }
+    Err(crate::err(
+        ErrorKind::Retry,
+        format!(
+            "{table} was rewritten on the {host} after the snapshot was taken (TRUNCATE, VACUUM \
+             FULL, CLUSTER, a table-rewriting ALTER TABLE, or dropped and created again), so \
+             the rows the snapshot saw could not be read; run again"
+        ),
+    ))
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::pg::snapshot::{Pending, ReadPool};
+use shared::pg::snapshot::{same_file, Pending, ReadPool};
 use shared::progress::ProgressBar;
 
 use crate::model::{Kind, Outcome, RowDiff, Unresolved};
@@ -145,40 +145,11 @@ pub fn hash_table(
         .collect()
 }
 
-/// Fails unless `table` is still the relation the snapshot saw, once it has been read on
-/// `pool` (`host`: `source`, `target`, `host`, for the message). PostgreSQL reads a table's
-/// current file whatever the snapshot: a TRUNCATE or a table-rewriting ALTER TABLE (not
-/// MVCC-safe), VACUUM FULL, CLUSTER, or a DROP and CREATE committed after the snapshot was
-/// taken and before the first read gives it a new file, which the old snapshot sees empty
-/// or partly, so both hosts could hash nothing alike and look equal. The snapshot's own
-/// `pg_class` row (MVCC) must name the file the server now reads
-/// (`pg_relation_filenode`, the current catalog). Once read, every session that read it
-/// holds its ACCESS SHARE lock until it ends, so no rewrite can commit after this check.
+/// [`shared::pg::snapshot::same_file`] on `pool`, once `table` has been read there (`host`:
+/// `source`, `target`, `host`, for the message).
 pub fn check_same_file(pool: &ReadPool, table: &str, host: &'static str) -> Pending<()> {
     let table = table.to_owned();
     pool.submit(move |c| same_file(c, &table, host))
-}
-
-/// [`check_same_file`] in one session.
-pub fn same_file(c: &mut postgres::Client, table: &str, host: &str) -> anyhow::Result<()> {
-    let same: bool = c
-        .query_one(
-            "SELECT coalesce((SELECT c.relfilenode = pg_catalog.pg_relation_filenode(c.oid) \
-             FROM pg_catalog.pg_class c WHERE c.oid = $1::text::pg_catalog.regclass), false)",
-            &[&table],
-        )?
-        .get(0);
-    if same {
-        return Ok(());
-    }
-    Err(shared::err(
-        shared::ErrorKind::Retry,
-        format!(
-            "{table} was rewritten on the {host} after the snapshot was taken (TRUNCATE, VACUUM \
-             FULL, CLUSTER, a table-rewriting ALTER TABLE, or dropped and created again), so \
-             the rows the snapshot saw could not be read; run again"
-        ),
-    ))
 }
 
 /// The bytes of table data `blocks` of PostgreSQL's 8 kB blocks hold (none for a negative

@@ -310,9 +310,10 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let pending: Vec<Counts> = all
         .iter()
         .map(|(name, (s, t))| match (&counts, s, t) {
-            (Some((sp, tp)), Some(_), Some(_)) => {
-                (Some(count_job(sp, name)), Some(count_job(tp, name)))
-            }
+            (Some((sp, tp)), Some(_), Some(_)) => (
+                Some(count_job(sp, name, "source")),
+                Some(count_job(tp, name, "target")),
+            ),
             _ => (None, None),
         })
         .collect();
@@ -337,9 +338,15 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
             (a, b) => {
                 for (side, r) in [(Side::Source, a.err()), (Side::Target, b.err())] {
                     if let Some(e) = r {
-                        let fix = shared::pg::row_security_hint(&e).unwrap_or("grant SELECT on it");
+                        let fix = match shared::pg::row_security_hint(&e) {
+                            Some(h) => format!("{h}, or "),
+                            None if shared::exit::classify(&e) == shared::ErrorKind::Retry => {
+                                String::new()
+                            }
+                            None => "grant SELECT on it, or ".to_owned(),
+                        };
                         let e = e.context(format!(
-                            "counting {name} on the {} ({fix}, or leave it out with --exclude {name})",
+                            "counting {name} on the {} ({fix}leave it out with --exclude {name})",
                             side.as_str()
                         ));
                         out.error(
@@ -445,9 +452,17 @@ fn open_pool((side, info, endpoint, id): PoolSpec<'_>, n: usize) -> anyhow::Resu
     })
 }
 
-fn count_job(pool: &ReadPool, name: &TableName) -> Pending<i64> {
-    let sql = format!("SELECT count(*) FROM ONLY {}", name.sql());
-    pool.submit(move |c| Ok(c.query_one(&sql, &[])?.get(0)))
+/// Count a table in the snapshot, then check that it was the table the snapshot saw (a
+/// TRUNCATE committed after the snapshot would be counted as empty: see
+/// [`shared::pg::snapshot::same_file`]).
+fn count_job(pool: &ReadPool, name: &TableName, host: &'static str) -> Pending<i64> {
+    let table = name.sql();
+    let sql = format!("SELECT count(*) FROM ONLY {table}");
+    pool.submit(move |c| {
+        let n = c.query_one(&sql, &[])?.get(0);
+        snapshot::same_file(c, &table, host)?;
+        Ok(n)
+    })
 }
 
 /// The planner's idea of the row count: `reltuples`, or the statistics collector's live-tuple

@@ -98,3 +98,61 @@ fn unreadable_table_is_reported_and_the_others_still_counted() {
         "{msg}"
     );
 }
+
+/// A table reloaded (TRUNCATE, then the same rows) after the snapshot and before it was
+/// counted: the old snapshot sees the new file empty, and 0 = 0 was "equal". Now it is an
+/// error to run again (75). A session holds the table's lock so that the count blocks after
+/// the snapshot; it then reloads the table and commits.
+#[test]
+fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    let fill = "INSERT INTO t SELECT generate_series(1, 100)";
+    c.psql(a.name(), &format!("CREATE TABLE t (id int); {fill}"));
+    c.psql(b.name(), "CREATE TABLE t (id int)");
+    let mut holder = c.connect(a.name());
+    holder
+        .batch_execute("BEGIN; LOCK t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let child = Command::new(assert_cmd::cargo::cargo_bin!("rowcount-diff"))
+        .args(["--source", &c.dsn(a.name()), "--target", &c.dsn(b.name())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = holder
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rowcount-diff never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    holder
+        .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
+        .unwrap();
+    let r = testkit::Run::new("rowcount-diff", child.wait_with_output().unwrap());
+    assert_eq!(r.code, 75, "{}", r.dump());
+    let e = r.one("error");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("was rewritten on the source"),
+        "{e}"
+    );
+    assert!(r.of("table").is_empty(), "{}", r.dump());
+}

@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use shared::pg::snapshot::{in_savepoint, ReadPool};
+use shared::pg::snapshot::{in_savepoint, same_file, ReadPool};
 use shared::pg::tables::{quote_ident, TableFilter, TableInfo, TableName};
 use shared::{ErrorKind, Output};
 
 use crate::engine::{
-    block_bytes, check_table, diff_rows, hash_rows, merge, read_rows, same_file, Meter, Opts,
+    block_bytes, check_table, diff_rows, hash_rows, merge, read_rows, Meter, Opts,
 };
 use crate::host::{lsn_value, open_pool, Host, ReplayPoint};
 use crate::model::{Counts, Outcome, RowDiff};
