@@ -409,6 +409,56 @@ SELECT c.oid::int8,
     out
 }
 
+/// A column whose type differs between the hosts.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TypeDiff {
+    /// Column name.
+    pub column: String,
+    /// Its type on the source.
+    pub source: String,
+    /// Its type on the target.
+    pub target: String,
+}
+
+/// Columns only on the source, only on the target, and with different types.
+pub fn column_diff(s: &TableInfo, t: &TableInfo) -> (Vec<String>, Vec<String>, Vec<TypeDiff>) {
+    let tmap: std::collections::BTreeMap<&str, &str> = t
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_name.as_str()))
+        .collect();
+    let smap: std::collections::BTreeMap<&str, &str> = s
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_name.as_str()))
+        .collect();
+    let only_s = s
+        .columns
+        .iter()
+        .filter(|c| !tmap.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let only_t = t
+        .columns
+        .iter()
+        .filter(|c| !smap.contains_key(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    let types = s
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let other = tmap.get(c.name.as_str())?;
+            (*other != c.type_name).then(|| TypeDiff {
+                column: c.name.clone(),
+                source: c.type_name.clone(),
+                target: (*other).to_owned(),
+            })
+        })
+        .collect();
+    (only_s, only_t, types)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

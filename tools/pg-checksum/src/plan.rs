@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use shared::pg::tables::{ColumnInfo, TableInfo, TableName};
+use shared::pg::tables::{column_diff, ColumnInfo, TableInfo, TableName, TypeDiff};
 use shared::ErrorKind;
 
 use crate::sql::{KeyCol, Shape};
@@ -143,6 +143,9 @@ pub struct Plan {
     pub only_on_source: Vec<String>,
     /// See `only_on_source`.
     pub only_on_target: Vec<String>,
+    /// Common columns whose type differs (`format_type`): their values may print alike
+    /// (`42` as int and as text) but the tables are not the same.
+    pub type_diffs: Vec<TypeDiff>,
     /// Size in blocks on the source (or the only host) and on the target.
     pub blocks: [i64; 2],
     /// Why the table is hashed whole, if it is.
@@ -185,18 +188,7 @@ pub fn plan_two(
         .map(|c| c.name.clone())
         .collect();
     columns.sort();
-    let only_on_source = s
-        .columns
-        .iter()
-        .filter(|c| !tcols.contains_key(c.name.as_str()))
-        .map(|c| c.name.clone())
-        .collect();
-    let only_on_target = t
-        .columns
-        .iter()
-        .filter(|c| !scols.contains_key(c.name.as_str()))
-        .map(|c| c.name.clone())
-        .collect();
+    let (only_on_source, only_on_target, type_diffs) = column_diff(s, t);
     let usable = |k: &&TableKey| {
         k.columns
             .iter()
@@ -219,6 +211,7 @@ pub fn plan_two(
             key_from: Some("ctid".into()),
             only_on_source,
             only_on_target,
+            type_diffs,
             blocks: [s.blocks, t.blocks],
             note: Some("no primary key or unique index on NOT NULL columns: rows are identified by their physical location (ctid), which a physical standby shares with its primary".into()),
             key_order: None,
@@ -258,6 +251,7 @@ pub fn plan_two(
         key_from,
         only_on_source,
         only_on_target,
+        type_diffs,
         blocks: [s.blocks, t.blocks],
         note,
         key_order,
@@ -288,6 +282,7 @@ pub fn plan_one(
         key_from,
         only_on_source: Vec::new(),
         only_on_target: Vec::new(),
+        type_diffs: Vec::new(),
         blocks: [t.blocks, 0],
         note,
         key_order,

@@ -97,6 +97,9 @@ pub struct TableRecord {
     pub columns_only_on_source: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns_only_on_target: Vec<String>,
+    /// Common columns whose type differs (as rowcount-diff reports them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub column_type_diffs: Vec<shared::pg::tables::TypeDiff>,
     /// Why the table was hashed whole, or chunks could not be compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

@@ -70,6 +70,19 @@ fn table(r: &Map<String, Value>) -> String {
                 notes.push(format!("columns only on {side}: {}", human::value(k, cols)));
             }
         }
+        for d in r
+            .get("column_type_diffs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            notes.push(format!(
+                "column {} is {} on the source, {} on the target",
+                d["column"].as_str().unwrap_or("?"),
+                d["source"].as_str().unwrap_or("?"),
+                d["target"].as_str().unwrap_or("?")
+            ));
+        }
     }
     if let Some(ms) = r.get("elapsed_ms").and_then(Value::as_f64) {
         notes.push(human::duration_ms(ms));

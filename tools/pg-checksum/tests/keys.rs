@@ -373,3 +373,35 @@ fn a_null_key_on_the_target_never_compares_equal() {
     assert_eq!(r.table("t")["chunked"], true);
     assert_eq!(r.of("row_diff").len(), 1, "{}", r.dump());
 }
+
+/// Values that print alike in columns of different types (42 as int and as text, the same
+/// timestamp as timestamp and as text) hash alike; the table is still not the same, and is
+/// not called equal: the differing types are listed, as rowcount-diff lists them.
+#[test]
+fn columns_of_different_types_are_a_difference_even_when_the_values_print_alike() {
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    c.psql(
+        a.name(),
+        "CREATE TABLE t (id int PRIMARY KEY, v int, ts timestamp);
+         INSERT INTO t VALUES (1, 42, '2020-01-01')",
+    );
+    c.psql(
+        b.name(),
+        "CREATE TABLE t (id int PRIMARY KEY, v text, ts text);
+         INSERT INTO t VALUES (1, '42', '2020-01-01 00:00:00')",
+    );
+    let r = two(&c.dsn(a.name()), &c.dsn(b.name()), &[]);
+    assert_eq!(r.code, 1, "{}", r.dump());
+    let t = r.table("t");
+    assert_eq!(t["equal"], false);
+    assert_eq!(t["source_hash"], t["target_hash"], "the values print alike");
+    assert_eq!(
+        t["column_type_diffs"],
+        serde_json::json!([
+            {"column": "v", "source": "integer", "target": "text"},
+            {"column": "ts", "source": "timestamp without time zone", "target": "text"},
+        ]),
+        "{t}"
+    );
+}

@@ -25,7 +25,9 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use serde_json::json;
 use shared::pg::snapshot::{self, Pending, ReadPool, SnapshotInfo};
-use shared::pg::tables::{list_tables_and_names, TableFilter, TableInfo, TableName};
+use shared::pg::tables::{
+    column_diff, list_tables_and_names, TableFilter, TableInfo, TableName, TypeDiff,
+};
 use shared::pg::{ConnInfo, Endpoint};
 use shared::{Output, Record, Status};
 
@@ -95,17 +97,6 @@ pub struct HostRecord {
 
 impl Record for HostRecord {
     const TYPE: &'static str = "host";
-}
-
-/// A column whose type differs between the hosts.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct TypeDiff {
-    /// Column name.
-    pub column: String,
-    /// Its type on the source.
-    pub source: String,
-    /// Its type on the target.
-    pub target: String,
 }
 
 /// The `table` record: one table compared.
@@ -473,45 +464,6 @@ fn estimate(t: &TableInfo) -> i64 {
     } else {
         t.live_tuples
     }
-}
-
-/// Columns only on the source, only on the target, and with different types.
-fn column_diff(s: &TableInfo, t: &TableInfo) -> (Vec<String>, Vec<String>, Vec<TypeDiff>) {
-    let tmap: BTreeMap<&str, &str> = t
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.type_name.as_str()))
-        .collect();
-    let smap: BTreeMap<&str, &str> = s
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.type_name.as_str()))
-        .collect();
-    let only_s = s
-        .columns
-        .iter()
-        .filter(|c| !tmap.contains_key(c.name.as_str()))
-        .map(|c| c.name.clone())
-        .collect();
-    let only_t = t
-        .columns
-        .iter()
-        .filter(|c| !smap.contains_key(c.name.as_str()))
-        .map(|c| c.name.clone())
-        .collect();
-    let types = s
-        .columns
-        .iter()
-        .filter_map(|c| {
-            let other = tmap.get(c.name.as_str())?;
-            (*other != c.type_name).then(|| TypeDiff {
-                column: c.name.clone(),
-                source: c.type_name.clone(),
-                target: (*other).to_owned(),
-            })
-        })
-        .collect();
-    (only_s, only_t, types)
 }
 
 /// Whether stdout still takes CSV: a closed stdout (`| head`) is not a failure, the counting

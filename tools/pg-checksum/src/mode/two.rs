@@ -720,7 +720,10 @@ fn emit_outcome(
         )
     })?;
     let data_equal = because.is_some();
-    let equal = data_equal && o.plan.only_on_source.is_empty() && o.plan.only_on_target.is_empty();
+    let equal = data_equal
+        && o.plan.only_on_source.is_empty()
+        && o.plan.only_on_target.is_empty()
+        && o.plan.type_diffs.is_empty();
     let first_pass_differed = !(o.diffs.is_empty() && o.ranges.is_empty());
     counts.chunks += o.chunks[0].len() as u64;
     counts.different_chunks += differing.len() as u64;
@@ -765,6 +768,7 @@ fn emit_outcome(
         }),
         columns_only_on_source: o.plan.only_on_source.clone(),
         columns_only_on_target: o.plan.only_on_target.clone(),
+        column_type_diffs: o.plan.type_diffs.clone(),
         note: o.plan.note.clone(),
         key_order: o.plan.key_order.clone(),
         equal_because: if equal { because } else { None },
