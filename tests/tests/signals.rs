@@ -168,7 +168,13 @@ fn sigint_and_sigterm_end_every_tools_stream_with_error_and_summary() {
         });
     };
 
-    let child = spawn("pg-checksum", &["--source", &dsn, "--target", &dsn]);
+    // pg-checksum refuses one database as both sides: the target is a copy elsewhere.
+    let copy = cluster.create_db();
+    cluster.psql(copy.name(), "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let child = spawn(
+        "pg-checksum",
+        &["--source", &dsn, "--target", &cluster.dsn(copy.name())],
+    );
     waiting(&mut watcher, "pgshift-pg-checksum");
     assert_interrupted("pg-checksum", stop(child, Signal::SIGINT), "SIGINT");
     clear(&mut watcher);

@@ -30,6 +30,8 @@ pub struct Host {
     pub encoding: String,
     pub system_id: Option<String>,
     pub probe: i64,
+    /// The database name and the server's start time.
+    pub whoami: String,
     pub snap: Option<SnapshotInfo>,
     /// The snapshot as a `pg_snapshot` (`xmin:xmax:xip`), when replay proofs use it.
     pub xids: Option<String>,
@@ -67,6 +69,15 @@ impl Host {
             )
             .with_context(what)?;
         let probe: i64 = leader.query_one(PROBE_SQL, &[]).with_context(what)?.get(0);
+        // Which database of which running server this is: two DSNs that reach the same one
+        // would compare it with itself.
+        let whoami = leader
+            .query_one(
+                "SELECT current_database() || ' ' || pg_postmaster_start_time()::text",
+                &[],
+            )
+            .with_context(what)?
+            .get(0);
         // Needs pg_monitor or superuser on some setups: optional.
         let system_id = leader
             .query_one(
@@ -85,6 +96,7 @@ impl Host {
             leader,
             system_id,
             probe,
+            whoami,
             snap: None,
             xids: None,
             waited_for: None,

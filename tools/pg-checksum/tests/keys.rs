@@ -133,6 +133,9 @@ fn every_key_type_finds_the_changed_missing_and_extra_row_with_and_without_reche
     }
     s.psql(ds.name(), &ddl);
     t.psql(dt.name(), &ddl);
+    // An unchanged copy, for the equal case at the end.
+    let de = t.create_db();
+    t.psql(de.name(), &ddl);
 
     // On the target: row c changed, row m missing, row n + 1 extra, in both forms. What the
     // diffs must name, as pg-checksum prints keys (its session settings).
@@ -281,10 +284,10 @@ fn every_key_type_finds_the_changed_missing_and_extra_row_with_and_without_reche
     );
     assert_eq!(diffs(&r2, "pk_text_icu", &["k"]).len(), 3);
 
-    // Equal data (the source against itself) is equal, and says why.
+    // Equal data (the source against an unchanged copy) is equal, and says why.
     let r = two(
         &s.dsn(ds.name()),
-        &s.dsn(ds.name()),
+        &t.dsn(de.name()),
         &["--chunk-rows", "500", "--table", "comp_*"],
     );
     assert_eq!(r.code, 0, "{}", r.dump());
@@ -404,4 +407,35 @@ fn columns_of_different_types_are_a_difference_even_when_the_values_print_alike(
         ]),
         "{t}"
     );
+}
+
+/// The same database behind both DSNs (a typo, or two addresses of one server) would be
+/// compared with itself and found equal: a usage error instead. Two databases of one server
+/// are still compared.
+#[test]
+fn the_same_database_as_source_and_target_is_a_usage_error() {
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    c.psql(a.name(), "CREATE TABLE t (id int PRIMARY KEY)");
+    c.psql(b.name(), "CREATE TABLE t (id int PRIMARY KEY)");
+    let socket = format!(
+        "host={} port={} user=postgres dbname={}",
+        c.dir().display(),
+        c.port(),
+        a.name()
+    );
+    for other in [c.dsn(a.name()), socket] {
+        let r = two(&c.dsn(a.name()), &other, &[]);
+        assert_eq!(r.code, 2, "{}", r.dump());
+        assert!(
+            r.one("error")["message"]
+                .as_str()
+                .unwrap()
+                .contains("reach the same database"),
+            "{}",
+            r.dump()
+        );
+    }
+    let r = two(&c.dsn(a.name()), &c.dsn(b.name()), &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
 }

@@ -88,6 +88,13 @@ pub fn run(args: Args<'_>, out: &mut Output) -> anyhow::Result<Counts> {
     let Some((mut src, mut tgt)) = both_ok(out, labels, hosts)? else {
         return Ok(counts);
     };
+    if src.system_id.is_some() && src.system_id == tgt.system_id && src.whoami == tgt.whoami {
+        let e = shared::err(ErrorKind::Usage, format!(
+            "--source and --target reach the same database ({} on system {}): it would be compared with itself; point --target at the other host",
+            src.info.dbname(), src.system_id.as_deref().unwrap_or("?")));
+        out.error(&e, json!({}))?;
+        return Ok(counts);
+    }
     if src.encoding != tgt.encoding {
         let e = shared::err(ErrorKind::DataErr, format!(
             "the server encodings differ (source {}, target {}): the same text has different bytes, so row hashes cannot match; compare hosts with the same encoding (rowcount-diff can still compare counts)",
