@@ -189,7 +189,12 @@ fn fetch(a: &Args) -> anyhow::Result<Status> {
                     source = "partial";
                     (partial, b)
                 }
-                None => return Err(missing()),
+                None => {
+                    if let (Kind::History, Some(dir)) = (name.kind, &spool) {
+                        clear_spool(dir);
+                    }
+                    return Err(missing());
+                }
             };
             let d = decode(&got, &bytes, key.as_ref()).map_err(|e| corrupt(&got, &place, e))?;
             (bytes.len(), d)
@@ -314,6 +319,20 @@ fn write_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 /// Make sure the spool holds the `n` segments after `name` that the archive has; return how
 /// many were fetched now.
+/// Recovery is ending: PostgreSQL asks for the history file of the next timeline, which is
+/// not there, to choose a new timeline id (at the end of archive recovery, at a recovery
+/// target, at promotion); a standby also asks when the archive has run out, with nothing
+/// prefetched left unused then (prefetch stops at the first segment missing). What is still
+/// spooled will not be asked for: up to --prefetch segments that would stay in pg_wal for
+/// good (found by an audit).
+fn clear_spool(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn prefetch(
     archive: &Archive,
     dir: &Path,

@@ -733,6 +733,23 @@ fn prefetch_spools_the_next_segments_and_serves_them_locally() {
             .collect::<Vec<_>>()
     );
 
+    // Recovery ends (a recovery target, a promotion): PostgreSQL asks for the next
+    // timeline's history file, which is not there; what is still spooled would never be
+    // asked for, and goes.
+    let out = run(&[
+        "fetch",
+        "00000002.history",
+        p,
+        "--from",
+        a,
+        "--prefetch",
+        "3",
+        "--spool",
+        sp,
+    ]);
+    check(1, &out, &"no history file");
+    assert!(tree(&spool).is_empty(), "{:?}", tree(&spool));
+
     // --prefetch outside a data directory needs a spool; as a restore_command
     // misconfiguration it stops recovery rather than end it.
     let out = finished(
