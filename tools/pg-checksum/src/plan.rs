@@ -241,6 +241,17 @@ pub fn plan_two(
         };
         Ok((a, order))
     })?;
+    // Integer key columns of different widths on the two hosts (int on one, bigint on the
+    // other): bounds and keys travel as literals cast to one type, which must hold the
+    // other host's values too (3000000000 is no integer).
+    let mut key = key;
+    for k in &mut key {
+        let (a, b) = (scols[k.name.as_str()], tcols[k.name.as_str()]);
+        if a.base_type != b.base_type && [a, b].iter().all(|c| matches!(c.base_type, 20 | 21 | 23))
+        {
+            k.cast = "pg_catalog.int8".into();
+        }
+    }
     Ok(Plan {
         name: name.clone(),
         shape: Shape {
@@ -429,7 +440,9 @@ mod tests {
         assert_eq!(p.only_on_source, ["gone"]);
         assert_eq!(p.only_on_target, ["new"]);
         assert_eq!(p.key_names(), ["id"]);
-        assert_eq!(p.shape.key[0].cast, "pg_catalog.integer");
+        // integer here, bigint there: ranged as bigint, which holds both.
+        assert_eq!(p.shape.key[0].cast, "pg_catalog.int8");
+        assert_eq!(p.type_diffs.len(), 1);
         assert!(p.note.is_none());
     }
 

@@ -439,3 +439,35 @@ fn the_same_database_as_source_and_target_is_a_usage_error() {
     let r = two(&c.dsn(a.name()), &c.dsn(b.name()), &[]);
     assert_eq!(r.code, 0, "{}", r.dump());
 }
+
+/// An integer key of different widths (int on the source, bigint on the target) holding a
+/// value only bigint can: key literals are cast to bigint, so the row is found as extra on
+/// the target, chunked and rechecked, instead of an error ("3000000000 is out of range for
+/// type integer", exit 65, which also ended every other table's recheck).
+#[test]
+fn an_integer_key_of_different_widths_is_compared_in_the_wider() {
+    let c = testkit::shared_cluster();
+    let (a, b) = (c.create_db(), c.create_db());
+    let rows = "INSERT INTO t SELECT g FROM generate_series(1, 1000) g";
+    c.psql(
+        a.name(),
+        &format!("CREATE TABLE t (id int PRIMARY KEY); {rows}"),
+    );
+    c.psql(
+        b.name(),
+        &format!(
+            "CREATE TABLE t (id bigint PRIMARY KEY); {rows}; INSERT INTO t VALUES (3000000000)"
+        ),
+    );
+    let r = two(
+        &c.dsn(a.name()),
+        &c.dsn(b.name()),
+        &["--chunk-rows", "100", "--recheck", "1"],
+    );
+    assert_eq!(r.code, 1, "{}", r.dump());
+    assert_eq!(
+        r.row_diffs("t", "id"),
+        [("3000000000".to_owned(), "extra_on_target".to_owned())]
+    );
+    assert_eq!(r.table("t")["chunked"], true);
+}
