@@ -281,6 +281,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<Status> {
     let cli = Cli::try_parse_from(args)?;
     cli.out.apply();
     shared::human::register(text::render, text::closing);
+    // The load handles its own signals (clients finish, then the summary); the short
+    // commands end at once with an error of kind retry and the summary.
+    if cli.command.is_some() || cli.run.init {
+        shared::signals::stop_with_summary(shared::signals::OnStop::Interrupted)?;
+    }
     match cli.command {
         Some(Command::Verify(v)) => verify::run_verify(v),
         Some(Command::Cleanup(c)) => workload::run_cleanup(&c),

@@ -104,6 +104,12 @@ pub fn run_load(args: RunArgs) -> anyhow::Result<Status> {
             "--tick must be at least 10ms",
         ));
     }
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            "--duration must be greater than zero (leave it out to run until SIGINT or SIGTERM)",
+        ));
+    }
     if args.max_backoff.is_zero() || args.txn_timeout.is_zero() || args.connect_timeout.is_zero() {
         return Err(shared::err(
             ErrorKind::Usage,
@@ -437,7 +443,25 @@ async fn load(args: RunArgs, target: Target) -> anyhow::Result<Status> {
     // --cleanup, after --verify (which reads the probe rows): the table this run made goes;
     // one that was there before stays (`load-gen cleanup` drops it).
     let mut dropped_tables = None;
-    if args.cleanup {
+    // The probe rows are the evidence: they stay unless the verify step got its verdict and
+    // it found nothing wrong (a failed verify, a loss or a split brain can be looked at
+    // again with `load-gen verify --log`).
+    let evidence = match &run_verify {
+        None => Some("the verify step did not get to its verdict"),
+        Some(v) if v.lost > 0 => Some("acknowledged writes are lost"),
+        Some(_) if totals.split_brain > 0 => Some("the run saw a split brain"),
+        Some(_) => None,
+    };
+    if let (true, Some(why)) = (args.cleanup && prepared.created_probe, evidence) {
+        out.note(
+            "kept_table",
+            &format!(
+                "--cleanup: kept table {PROBE_TABLE} in database {} because {why}: its rows are \
+                 the evidence (`load-gen verify --log` reads them; `load-gen cleanup` drops it)",
+                prepared.database
+            ),
+        )?;
+    } else if args.cleanup {
         if prepared.created_probe {
             let dropped = async {
                 let (client, _) = ctx.target.connect().await?;
@@ -537,9 +561,15 @@ async fn verify_now(ctx: &Ctx, out: &mut Output) -> anyhow::Result<Checked> {
         unknowns: std::mem::take(&mut *ctx.unknowns.lock().expect("unknowns lock")),
         complete: true,
     };
+    // A standby is not yet the final primary (a promotion may be under way): wait for one.
     let deadline = tokio::time::Instant::now() + VERIFY_CONNECT_FOR;
     let (client, ep) = loop {
-        match ctx.target.connect().await {
+        let primary = async {
+            let (client, ep) = ctx.target.connect().await?;
+            verify::ensure_primary(&client, &ep.to_string()).await?;
+            anyhow::Ok((client, ep))
+        };
+        match primary.await {
             Ok(c) => break c,
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(e.context("connecting to the primary to verify the acknowledged writes"))

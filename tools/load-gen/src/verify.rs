@@ -306,6 +306,30 @@ impl VerifyTotals {
     }
 }
 
+/// Refuse a standby as the server to verify on: a hot standby may lag behind the primary
+/// (writes it has not replayed look lost) or be ahead of a primary that lost writes (they
+/// look present), and `--dsn` with several hosts reaches one unless it says
+/// `target_session_attrs=read-write` (found by an audit: a paused standby said 0 lost while
+/// the primary had lost 6).
+pub async fn ensure_primary(client: &tokio_postgres::Client, host: &str) -> anyhow::Result<()> {
+    let standby: bool = client
+        .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .await
+        .context("asking the server whether it is a standby")?
+        .get(0);
+    if !standby {
+        return Ok(());
+    }
+    Err(shared::err(
+        ErrorKind::Unavailable,
+        format!(
+            "{host} is a standby (in recovery): acknowledged writes are checked on the final \
+             primary, since a standby may lag behind it or hold writes the primary lost; point \
+             --dsn at the primary, or list the hosts with target_session_attrs=read-write"
+        ),
+    ))
+}
+
 /// `load-gen verify --dsn DSN --log FILE`.
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<Status> {
     let runs = if args.log.as_os_str() == "-" {
@@ -327,6 +351,7 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<Status> {
             .connect()
             .await
             .context("connecting to the server to verify")?;
+        ensure_primary(&client, &ep.to_string()).await?;
         let mut totals = VerifyTotals::default();
         for run in &runs {
             let c = check(&client, &ep.to_string(), run, &mut out).await?;

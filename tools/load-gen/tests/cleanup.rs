@@ -174,3 +174,76 @@ fn init_says_what_it_made_and_cleanup_pgbench_drops_it() {
         assert!(!exists(&c, db.name(), t), "{t}");
     }
 }
+
+/// The probe rows are the evidence: `--verify --cleanup` keeps the table when the verify
+/// step finds acknowledged writes lost (here deleted behind the run's back), and says why,
+/// so that `load-gen verify --log` can look again; before, the table was dropped whatever
+/// the verdict. A standby is refused as the server to verify on: it may lag behind the
+/// primary or hold writes the primary lost (a paused standby said 0 lost while the primary
+/// had lost some).
+#[test]
+fn the_evidence_stays_and_is_checked_on_the_primary() {
+    use std::time::Duration;
+
+    use crate::common::Background;
+
+    let c = Cluster::start();
+    let db = c.create_db();
+    let dsn = c.dsn(db.name());
+    let log = c.dir().join("acked.jsonl");
+    let mut lg = Background::start(
+        c.dir(),
+        &[
+            "--dsn",
+            &dsn,
+            "-w",
+            "probe",
+            "-c",
+            "1",
+            "--tick",
+            "200ms",
+            "--log",
+            log.to_str().unwrap(),
+            "--verify",
+            "--cleanup",
+        ],
+    );
+    lg.wait_for(Duration::from_secs(20), "a tick with commits", |r| {
+        r["type"] == "tick" && r["committed"].as_u64().unwrap_or(0) > 2
+    });
+    c.psql(db.name(), "DELETE FROM load_gen_probe WHERE seq < 3");
+    let r = lg.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20));
+    r.expect(1);
+    assert!(num(r.summary(), "lost") > 0, "{}", r.dump());
+    let kept = notes(&r.records, "kept_table");
+    assert_eq!(kept.len(), 1, "{}", r.dump());
+    assert!(
+        kept[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledged writes are lost"),
+        "{}",
+        kept[0]
+    );
+    assert!(exists(&c, db.name(), "load_gen_probe"));
+
+    // Checked again later, on the primary: the same loss. On a standby: refused.
+    let r = run(&["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()]);
+    r.expect(1);
+    let standby = c.standby();
+    c.wait_replayed(&standby, Duration::from_secs(30));
+    let r = run(&[
+        "verify",
+        "--dsn",
+        &standby.dsn(db.name()),
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    r.expect(69);
+    assert!(
+        r.stderr.contains("is a standby") && r.stderr.contains("target_session_attrs=read-write"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.summary()["success"], false);
+}

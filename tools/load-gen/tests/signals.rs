@@ -79,3 +79,53 @@ fn sigint_reaches_load_gen_started_in_the_background_by_bash() {
     assert_eq!(s["stopped_by"], "SIGINT");
     assert!(num(s, "committed") > 0);
 }
+
+/// `load-gen verify` stopped by SIGTERM while it waits (here for a lock on the probe table)
+/// ends with an error of kind retry and a summary, as every tool does; before, it died with
+/// no summary (exit 143).
+#[test]
+fn sigterm_ends_verify_with_a_summary() {
+    let c = Cluster::start();
+    let db = c.create_db();
+    let dsn = c.dsn(db.name());
+    let log = c.dir().join("acked.jsonl");
+    crate::common::run(&[
+        "--dsn",
+        &dsn,
+        "-w",
+        "probe",
+        "-c",
+        "1",
+        "-T",
+        "1s",
+        "--log",
+        log.to_str().unwrap(),
+    ])
+    .expect(0);
+    let mut holder = c.connect(db.name());
+    holder
+        .batch_execute("BEGIN; LOCK load_gen_probe IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let lg = Background::start(
+        c.dir(),
+        &["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while holder
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'load_gen_probe'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "verify never waited for the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
+    r.expect(75);
+    let s = r.summary();
+    assert_eq!(s["stopped_by"], "SIGTERM", "{}", r.dump());
+    holder.batch_execute("ROLLBACK").unwrap();
+}

@@ -19,6 +19,7 @@ fn bad_numbers_are_usage_errors() {
         &["--clients", "0"][..],
         &["--rate", "0"][..],
         &["--duration", "soon"][..],
+        &["--duration", "0s"][..],
         &["--tick", "1ms"][..],
         &["--workload", "oltp"][..],
     ] {
