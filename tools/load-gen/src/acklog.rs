@@ -205,10 +205,50 @@ pub struct RunData {
     pub complete: bool,
 }
 
-/// Read a log (several runs may follow each other); unknown record types are skipped.
+/// The records of a log, in order. A last line that does not end with a newline and does not
+/// parse is a write cut short (the disk filled up, the host crashed): it is left out with a
+/// warning, and `torn` is set, rather than making the whole log unreadable.
+fn log_records<'a>(
+    mut reader: impl BufRead + 'a,
+    torn: &'a mut bool,
+) -> impl Iterator<Item = anyhow::Result<shared::jsonl::RawRecord>> + 'a {
+    let mut line_no = 0;
+    std::iter::from_fn(move || loop {
+        let mut buf = String::new();
+        match reader.read_line(&mut buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                return Some(Err(anyhow::Error::new(e)
+                    .context(format!("reading the ack log (line {})", line_no + 1))))
+            }
+        }
+        line_no += 1;
+        let terminated = buf.ends_with('\n');
+        let line = buf.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        return match shared::jsonl::parse_line(line, line_no) {
+            Err(_) if !terminated => {
+                shared::warn!(
+                    "line {line_no}, the last, ends inside a record (its write was cut short: \
+                     disk full, a crash): left out, so what it held is not counted"
+                );
+                *torn = true;
+                None
+            }
+            r => Some(r),
+        };
+    })
+}
+
+/// Read a log (several runs may follow each other); unknown record types are skipped. A run
+/// whose log was cut inside a record is not `complete`.
 pub fn read(reader: impl BufRead) -> anyhow::Result<Vec<RunData>> {
     let mut runs: Vec<RunData> = Vec::new();
-    for rec in shared::jsonl::records(reader) {
+    let mut torn = false;
+    for rec in log_records(reader, &mut torn) {
         let rec = rec?;
         let need_run = |runs: &mut Vec<RunData>| -> anyhow::Result<()> {
             if runs.is_empty() {
@@ -258,6 +298,11 @@ pub fn read(reader: impl BufRead) -> anyhow::Result<Vec<RunData>> {
             ErrorKind::DataErr,
             "the ack log has no run record: pass the file written by load-gen --log",
         ));
+    }
+    if torn {
+        if let Some(last) = runs.last_mut() {
+            last.complete = false;
+        }
     }
     Ok(runs)
 }
@@ -313,5 +358,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(shared::exit::classify(&e), ErrorKind::DataErr);
         assert!(format!("{e:#}").contains("before any run record"));
+    }
+
+    /// A log cut inside its last record (disk full, a crash) is read up to it, the run
+    /// marked incomplete; the same damage in the middle of a log is an error.
+    #[test]
+    fn a_last_line_cut_short_is_left_out_and_a_broken_middle_line_is_an_error() {
+        let whole = concat!(
+            r#"{"type":"run","run_id":"r1","started_at":"2026-12-07T00:00:00Z","dsn":"","workload":"probe","clients":1}"#,
+            "\n",
+            r#"{"type":"ack","client":1,"seq":1,"server":0,"sent_us":1,"ack_us":2}"#,
+            "\n",
+            r#"{"type":"ack","client":1,"seq":2,"server":0,"sent_us":3,"ack_us":4}"#,
+            "\n",
+        );
+        let torn = format!("{whole}{{\"type\":\"ack\",\"client\":1,\"se");
+        let runs = read(torn.as_bytes()).unwrap();
+        assert_eq!(runs[0].acks.len(), 2);
+        assert!(!runs[0].complete);
+        let ended = format!("{whole}{{\"type\":\"end\"}}\n");
+        assert!(read(ended.as_bytes()).unwrap()[0].complete);
+        let broken = format!("{whole}{{\"type\":\"ack\",\"client\":1,\"se\n{{\"type\":\"end\"}}\n");
+        let e = read(broken.as_bytes()).unwrap_err();
+        assert!(format!("{e:#}").contains("line 4: not JSON"), "{e:#}");
     }
 }
