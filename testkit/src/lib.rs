@@ -884,6 +884,31 @@ impl Drop for Cluster {
     }
 }
 
+/// Wait (at most 30 s) until some session waits for a lock on `table` (a name `regclass`
+/// reads), as `client` sees it: the session holding the lock, typically, so that a test
+/// knows the process under test is blocked where it wants it. `what` names that process in
+/// the panic.
+pub fn wait_for_lock_waiter(client: &mut postgres::Client, table: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::text::regclass",
+                &[&table],
+            )
+            .expect("read pg_locks")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never waited for the lock on {table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A uniquely named database, dropped (backends terminated first) when the guard drops.
 #[derive(Debug)]
 pub struct TestDb {

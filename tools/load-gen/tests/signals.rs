@@ -110,19 +110,7 @@ fn sigterm_ends_verify_with_a_summary() {
         c.dir(),
         &["verify", "--dsn", &dsn, "--log", log.to_str().unwrap()],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while holder
-        .query_one(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'load_gen_probe'::regclass",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(std::time::Instant::now() < deadline, "verify never waited for the lock");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::wait_for_lock_waiter(&mut holder, "load_gen_probe", "load-gen verify");
     let r = lg.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10));
     r.expect(75);
     let s = r.summary();

@@ -240,7 +240,6 @@ fn a_database_without_tables_says_so_and_a_filter_on_it_fails() {
 #[test]
 fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
 
     let c = testkit::shared_cluster();
     let (a, b) = (c.create_db(), c.create_db());
@@ -264,24 +263,7 @@ fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
             .spawn()
             .unwrap();
         // Until the run waits for the lock (it has its snapshot then).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let waiting: i64 = holder
-                .query_one(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass",
-                    &[],
-                )
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pg-checksum never waited for the lock"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        testkit::wait_for_lock_waiter(&mut holder, "t", "pg-checksum");
         holder
             .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
             .unwrap();

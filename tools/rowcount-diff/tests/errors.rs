@@ -106,7 +106,6 @@ fn unreadable_table_is_reported_and_the_others_still_counted() {
 #[test]
 fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
 
     let c = testkit::shared_cluster();
     let (a, b) = (c.create_db(), c.create_db());
@@ -123,24 +122,7 @@ fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = holder
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rowcount-diff never waited for the lock"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::wait_for_lock_waiter(&mut holder, "t", "rowcount-diff");
     holder
         .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
         .unwrap();
