@@ -78,7 +78,7 @@ impl TableFilter {
         for p in &self.tables {
             if !in_schema.iter().any(|t| hit(p, t)) {
                 return fail(format!(
-                    "--table '{p}' matches no table on either host{}; name a table as NAME or SCHEMA.NAME (globs * and ? allowed) and check the spelling",
+                    "--table '{p}' matches no table on either host{}; name a table as NAME or SCHEMA.NAME (globs * and ? allowed) and check the spelling (a partitioned table is compared through its partitions, which are tables of their own; views, materialized views and foreign tables are not compared)",
                     if self.schemas.is_empty() { String::new() } else { format!(" in --schema {}", self.schemas.join(", ")) }
                 ));
             }
