@@ -96,16 +96,18 @@ pub fn now_ms() -> u64 {
 }
 
 /// NOLOGIN, with the `pgshift.fenced` mark, for every login role of `c`'s server but `spare`,
-/// in one transaction. A role that cannot be altered (a managed service's own) is left and
-/// named in the second list.
+/// in one transaction. A role that cannot be altered (a managed service's own, or any role
+/// when pgshift's own is no superuser: PostgreSQL 15 lets only a superuser set the mark) is
+/// left and named in the second list, with the first error in the third.
 pub fn fence_roles(
     c: &mut Client,
     spare: &[String],
     run: &str,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+) -> anyhow::Result<(Vec<String>, Vec<String>, Option<String>)> {
     let mut tx = c.transaction()?;
     let roles = catalog::login_roles(&mut tx, spare)?;
     let (mut fenced, mut left) = (Vec::new(), Vec::new());
+    let mut first_error = None;
     for r in roles {
         let mut sp = tx.savepoint("pgshift_fence")?;
         let sql = format!(
@@ -118,14 +120,15 @@ pub fn fence_roles(
                 sp.commit()?;
                 fenced.push(r);
             }
-            Err(_) => {
+            Err(e) => {
                 sp.rollback()?;
+                first_error.get_or_insert_with(|| shared::pg::one_line(&e));
                 left.push(r);
             }
         }
     }
     tx.commit().context("committing the fence")?;
-    Ok((fenced, left))
+    Ok((fenced, left, first_error))
 }
 
 /// LOGIN again for every role pgshift fenced on `c`'s server (the mark removed), in one
@@ -607,13 +610,49 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
     let t0 = Instant::now();
     p.note("fencing", json!({"run": run, "fenced_at_ms": fenced_at}))?;
     let spare = subscription_users(&mut p)?;
-    let (roles, left) =
+    let (roles, left, why_left) =
         fence_roles(p.source.control(), &spare, &run).context("fencing the source's roles")?;
     p.out.emit_as(
         "fence",
         &json!({"side": "source", "roles": roles, "not_fenced": left, "spared": spare}),
     )?;
     crate::test_pause("fence:roles");
+    // A login role left unfenced can still write: the fence is no fence. Superusers are
+    // what a managed service keeps for itself (rdsadmin, azuresu): named, not fatal; an
+    // application's role that pgshift's cannot fence is (found by an audit: as a
+    // non-superuser on PostgreSQL 15, fence fenced nothing and still proved the fence).
+    let writers: Vec<String> = if left.is_empty() {
+        Vec::new()
+    } else {
+        p.source
+            .control()
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND NOT rolsuper ORDER BY 1",
+                &[&left],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    if !writers.is_empty() {
+        return reopen_source(
+            p,
+            ErrorKind::DataErr,
+            &format!(
+                "the role pgshift logs in as on the source cannot fence {} ({}): they could \
+                 still log in and write; run the cutover as a superuser on the source",
+                crate::check::list(&writers),
+                why_left.as_deref().unwrap_or("?")
+            ),
+        );
+    }
+    if !left.is_empty() {
+        shared::warn!(
+            "superuser roles {} cannot be fenced by pgshift's role: nothing may write as them \
+             until the target is open",
+            crate::check::list(&left)
+        );
+    }
     let outcome = (|| -> anyhow::Result<Value> {
         let dbs = p.db_names();
         let own = p.source.own_pids()?;
@@ -713,7 +752,10 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
 /// fails too, exit 126 with what to run.
 fn reopen_source(mut p: Pair, kind: ErrorKind, why: &str) -> anyhow::Result<Status> {
     shared::msg::error_line(&format!("the cutover stops: {why}; reopening the source"));
-    match unfence_roles(p.source.control(), None) {
+    // Only what this pair fenced: another pair's fence on the same source (its target
+    // perhaps open already) stays (found by an audit: two writable primaries).
+    let own = p.id.clone();
+    match unfence_roles(p.source.control(), Some(&own)) {
         Ok(roles) => {
             p.note("unfenced", json!({"reason": why, "roles": roles}))?;
             p.out.emit_as("fence", &json!({"side": "source", "lifted": roles}))?;
@@ -763,7 +805,8 @@ pub fn unfence(mut p: Pair, _args: &UnfenceArgs) -> anyhow::Result<Status> {
             ))?;
         }
     }
-    let roles = unfence_roles(p.source.control(), None)?;
+    let own = p.id.clone();
+    let roles = unfence_roles(p.source.control(), Some(&own))?;
     p.note("unfenced", json!({"reason": "unfence", "roles": roles}))?;
     p.out
         .emit_as("fence", &json!({"side": "source", "lifted": roles}))?;

@@ -354,7 +354,8 @@ pub fn run(mut p: Pair, args: &SetupArgs) -> anyhow::Result<Status> {
     }
     // The target takes no writes until the cutover opens it.
     let spare = vec![p.target.user.clone()];
-    let (roles, left) = fence::fence_roles(p.target.control(), &spare, &format!("{}-setup", p.id))?;
+    let (roles, left, _) =
+        fence::fence_roles(p.target.control(), &spare, &format!("{}-setup", p.id))?;
     p.out.emit_as(
         "fence",
         &json!({"side": "target", "roles": roles, "not_fenced": left, "spared": spare}),

@@ -168,6 +168,44 @@ fn a_fence_that_cannot_be_proven_reopens_the_source_and_open_never_goes_without_
     let fix = ["--replica-identity-full", "audit"];
     assert_eq!(p.step("setup", &fix).code, 0);
     assert_eq!(p.step("wait", &["--until", "caught-up"]).code, 0);
+    // Another pair's fence on the same source (its target perhaps open): whatever this pair
+    // does, its mark stays (a failed fence or unfence lifted every pair's before).
+    p.source.psql(
+        "postgres",
+        "CREATE ROLE other NOLOGIN; ALTER ROLE other SET pgshift.fenced = 'another-pair-1'",
+    );
+    let other_fenced = || {
+        p.source.psql(
+            "postgres",
+            "SELECT NOT r.rolcanlogin AND EXISTS (SELECT 1 FROM pg_db_role_setting s \
+             WHERE s.setrole = r.oid) FROM pg_roles r WHERE r.rolname = 'other'",
+        ) == "t"
+    };
+    // pgshift logging in to the source as a role that cannot fence the application's (no
+    // superuser: PostgreSQL 15 lets only a superuser set the mark): refused, the source
+    // untouched, never a fence that fences nothing.
+    p.source.psql(
+        "postgres",
+        "CREATE ROLE mover LOGIN CREATEROLE REPLICATION; GRANT pg_monitor, pg_signal_backend, app TO mover",
+    );
+    let mut cmd = testkit::tool(testkit::tool_bin("pg-logical"));
+    cmd.arg("fence")
+        .args([
+            "--source",
+            &format!("{} user=mover", p.source.dsn("postgres")),
+        ])
+        .args(["--target", &p.target.dsn("postgres")])
+        .args(["--databases", "app", "--journal"])
+        .arg(p.journal());
+    let r = testkit::Run::new("pg-logical fence (as mover)", cmd.output().unwrap());
+    assert_eq!(r.code, 65, "{}", r.dump());
+    assert!(
+        r.stderr.contains("cannot fence app") && r.stderr.contains("superuser"),
+        "{}",
+        r.dump()
+    );
+    assert!(Pair::app_logs_in(&p.source) && !Pair::app_logs_in(&p.target));
+    assert!(other_fenced());
     // open without a fence: refused, nothing changes.
     let r = p.step("open", &[]);
     assert_eq!(r.code, 65, "{}", r.dump());
@@ -255,6 +293,7 @@ fn a_fence_that_cannot_be_proven_reopens_the_source_and_open_never_goes_without_
     assert!(r.stderr.contains("--reverse"), "{}", r.dump());
     assert_eq!(p.open_sides(), 1);
     assert!(Pair::app_logs_in(&p.target));
+    assert!(other_fenced(), "another pair's fence survived every step");
 }
 
 /// Run a step with a pause at `point`, kill it (SIGKILL) once the pause began, and check that
