@@ -125,47 +125,60 @@ pub fn matches_any(name: &TableName, patterns: &[String]) -> bool {
 pub struct Sequence {
     /// `"schema"."name"`.
     pub name: String,
-    /// The last value handed out, `None` before the first `nextval`.
-    pub last_value: Option<i64>,
-    /// Where it starts (for one never used).
-    pub start_value: i64,
+    /// Its `last_value`, as the sequence relation holds it.
+    pub last_value: i64,
+    /// Whether `last_value` was handed out: false for one never used, and after
+    /// `setval(s, v, false)` or `ALTER SEQUENCE ... RESTART` (the next `nextval` gives
+    /// `last_value` itself).
+    pub is_called: bool,
     /// Owned by a table column (serial, identity): false for a free-standing one.
     pub owned: bool,
 }
 
-/// Every sequence of the database (user schemas), with its state.
+/// Every sequence of the database (user schemas), with its state read from the sequence
+/// itself. `pg_sequences.last_value` is NULL whenever `is_called` is false, not only before
+/// the first `nextval`, and for a role without privilege on it: taken for "never used", a
+/// sequence set back to 500 was reset to its start on the target, and NULL compared equal to
+/// NULL (found by an audit).
 pub fn sequences(c: &mut Client) -> anyhow::Result<Vec<Sequence>> {
     let sql = format!(
-        "SELECT format('%I.%I', n.nspname, c.relname), s.last_value, s.start_value,
+        "SELECT format('%I.%I', n.nspname, c.relname),
                 EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                         AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
                         AND d.deptype IN ('a', 'i'))
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
           WHERE c.relkind = 'S' AND {SKIP_SCHEMAS}
           ORDER BY 1"
     );
-    Ok(c.query(&sql, &[])?
+    let listed: Vec<(String, bool)> = c
+        .query(&sql, &[])?
         .iter()
-        .map(|r| Sequence {
-            name: r.get(0),
-            last_value: r.get(1),
-            start_value: r.get(2),
-            owned: r.get(3),
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    listed
+        .into_iter()
+        .map(|(name, owned)| {
+            let row = c
+                .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
+                .map_err(|e| anyhow::Error::new(e).context(format!("reading sequence {name}")))?;
+            Ok(Sequence {
+                name,
+                last_value: row.get(0),
+                is_called: row.get(1),
+                owned,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The SQL that makes a target sequence equal to `s`.
 pub fn setval_sql(s: &Sequence) -> String {
-    match s.last_value {
-        Some(v) => format!("SELECT setval('{}', {v}, true)", s.name.replace('\'', "''")),
-        None => format!(
-            "SELECT setval('{}', {}, false)",
-            s.name.replace('\'', "''"),
-            s.start_value
-        ),
-    }
+    format!(
+        "SELECT setval('{}', {}, {})",
+        s.name.replace('\'', "''"),
+        s.last_value,
+        s.is_called
+    )
 }
 
 /// The schema's fingerprint: relations, columns (type, nullability, default, generation),
@@ -388,25 +401,25 @@ mod tests {
     }
 
     #[test]
-    fn setval_keeps_never_used_sequences_unused() {
+    fn setval_carries_the_value_and_whether_it_was_handed_out() {
         let used = Sequence {
             name: "\"s\".\"it's\"".into(),
-            last_value: Some(42),
-            start_value: 1,
+            last_value: 42,
+            is_called: true,
             owned: false,
         };
         assert_eq!(
             setval_sql(&used),
             "SELECT setval('\"s\".\"it''s\"', 42, true)"
         );
-        let fresh = Sequence {
-            last_value: None,
-            start_value: 100,
+        let set_back = Sequence {
+            last_value: 500,
+            is_called: false,
             ..used
         };
         assert_eq!(
-            setval_sql(&fresh),
-            "SELECT setval('\"s\".\"it''s\"', 100, false)"
+            setval_sql(&set_back),
+            "SELECT setval('\"s\".\"it''s\"', 500, false)"
         );
     }
 

@@ -477,8 +477,9 @@ fn copy_sequences(p: &mut Pair) -> anyhow::Result<()> {
         }
         let tgt = catalog::sequences(tc)?;
         let same = |s: &catalog::Sequence| {
-            tgt.iter()
-                .any(|t| t.name == s.name && t.last_value == s.last_value)
+            tgt.iter().any(|t| {
+                t.name == s.name && (t.last_value, t.is_called) == (s.last_value, s.is_called)
+            })
         };
         let differing: Vec<String> = src
             .iter()

@@ -62,8 +62,8 @@ fn a_move_there_and_back_under_writes_keeps_every_acknowledged_row() {
     // Both frozen: equal, sequences included.
     let (code, s) = checksum(&p.source, &p.target);
     assert_eq!(code, 0, "{s}");
-    for seq in ["tickets", "items_id_seq", "events_id_seq"] {
-        let q = format!("SELECT last_value FROM {seq}");
+    for seq in ["tickets", "items_id_seq", "events_id_seq", "counters"] {
+        let q = format!("SELECT last_value || ' ' || is_called FROM {seq}");
         assert_eq!(p.source.psql("app", &q), p.target.psql("app", &q), "{seq}");
     }
     assert_eq!(writer.count(), fenced, "no write while fenced");

@@ -49,6 +49,9 @@ CREATE TABLE audit (at timestamptz NOT NULL DEFAULT now(), what text);
 INSERT INTO audit (what) SELECT 'boot ' || g FROM generate_series(1, 100) g;
 CREATE SEQUENCE tickets START 1000;
 SELECT nextval('tickets') FROM generate_series(1, 7);
+-- Set back: its next value is 500 (is_called false; pg_sequences shows no last_value).
+CREATE SEQUENCE counters;
+SELECT setval('counters', 500, false);
 ";
 
 /// Two clusters (the target of PostgreSQL `target_bin`'s major, or the same), the role `app`
