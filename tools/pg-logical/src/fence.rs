@@ -900,9 +900,30 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
             ));
         }
         // The fence still holds: every role it fenced is still marked.
+        // Every role it fenced is still marked, and no role but the spared ones (the
+        // subscription's) and superusers can log in to the source: a role given LOGIN again
+        // with its mark left in place, or made since, would write beside the target (found
+        // by an audit: open went on, and so did the old source's writes).
         let fenced = names(&last(&p, "fenced")["roles"]);
         let marks = catalog::fenced_roles(p.source.control(), None)?;
-        let loose: Vec<String> = fenced.into_iter().filter(|r| !marks.contains(r)).collect();
+        let spare = subscription_users(&mut p)?;
+        let logins: Vec<String> = p
+            .source
+            .control()
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND NOT rolsuper \
+                 AND NOT (rolname = ANY($1)) AND rolname NOT LIKE 'pg\\_%' ORDER BY 1",
+                &[&spare],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut loose: Vec<String> = fenced.into_iter().filter(|r| !marks.contains(r)).collect();
+        for r in logins {
+            if !loose.contains(&r) {
+                loose.push(r);
+            }
+        }
         if !loose.is_empty() {
             return Err(shared::err(
                 ErrorKind::DataErr,

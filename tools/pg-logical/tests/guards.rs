@@ -287,6 +287,13 @@ fn a_fence_that_cannot_be_proven_reopens_the_source_and_open_never_goes_without_
     );
     assert!(!Pair::app_logs_in(&p.target));
     assert_eq!(p.step("fence", &[]).code, 0);
+    // LOGIN given back with the mark left in place: no fence either.
+    p.source.psql("postgres", "ALTER ROLE app LOGIN");
+    let r = p.step("open", &[]);
+    assert_eq!(r.code, 65, "{}", r.dump());
+    assert!(r.stderr.contains("roles app log in again"), "{}", r.dump());
+    assert!(!Pair::app_logs_in(&p.target));
+    p.source.psql("postgres", "ALTER ROLE app NOLOGIN");
     assert_eq!(p.step("open", &[]).code, 0);
     let r = p.step("unfence", &[]);
     assert_eq!(r.code, 65, "{}", r.dump());
