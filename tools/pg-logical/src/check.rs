@@ -151,6 +151,21 @@ pub fn require_subscribed(p: &mut Pair, d: &crate::pair::Db) -> anyhow::Result<(
 }
 
 /// The major version of `pg_dump` in `dir`.
+/// The enabled subscriptions of `c`'s database (on the source): an apply worker is no client
+/// session and logs in as no fenced role, so it writes after the fence (found by an audit:
+/// 121 rows committed after fence and open never reached the target).
+pub fn source_subscriptions(c: &mut postgres::Client) -> anyhow::Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT subname::text FROM pg_subscription WHERE subenabled \
+             AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY 1",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
 pub fn pg_dump_major(dir: &std::path::Path) -> Option<i32> {
     let out = std::process::Command::new(dir.join("pg_dump"))
         .arg("--version")
@@ -464,6 +479,27 @@ fn per_database(
             .fix(
                 "move them into bytea columns, or use the physical mode (migrate.sh --mode stream)",
             ),
+        );
+    }
+    let subs = source_subscriptions(c)?;
+    if !subs.is_empty() {
+        f.push(
+            Finding::refuse(
+                "source_subscriptions",
+                format!(
+                    "{} enabled subscription(s) in the database on the source write into it \
+                     through their apply workers, which the fence does not stop: {}",
+                    subs.len(),
+                    list(&subs)
+                ),
+            )
+            .db(db)
+            .fix(format!(
+                "ALTER SUBSCRIPTION {} DISABLE on the source before the move (create it on the \
+                 target once the move is done), or leave the database out",
+                subs[0]
+            ))
+            .objects(subs),
         );
     }
     let partitioned: Vec<String> = moved

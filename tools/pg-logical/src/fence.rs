@@ -673,6 +673,20 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
                 ));
             }
         };
+        // Writers the fence of roles does not stop: subscriptions' apply workers.
+        for d in p.db_names() {
+            let subs = crate::check::source_subscriptions(p.source.db(&d)?)?;
+            if !subs.is_empty() {
+                return Err(shared::err(
+                    ErrorKind::DataErr,
+                    format!(
+                        "database {d} on the source has enabled subscription(s) {}: their apply \
+                         workers write after the fence; ALTER SUBSCRIPTION ... DISABLE them first",
+                        crate::check::list(&subs)
+                    ),
+                ));
+            }
+        }
         proof(
             &mut p,
             "source_fenced",

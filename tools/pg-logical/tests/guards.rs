@@ -37,6 +37,13 @@ fn what_cannot_be_carried_is_refused_with_the_objects_and_the_fix() {
         "app",
         "SELECT lo_from_bytea(0, 'poster'); CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)",
     );
+    // A subscription in the moved database on the source: its apply worker would write after
+    // the fence. (Made without a connection, then enabled: its worker only fails to connect.)
+    p.source.psql(
+        "app",
+        "CREATE SUBSCRIPTION feed CONNECTION 'host=127.0.0.1 port=1 dbname=feed' \
+         PUBLICATION feed WITH (connect = false); ALTER SUBSCRIPTION feed ENABLE",
+    );
     let fix = ["--replica-identity-full", "audit"];
     for step in ["check", "setup"] {
         let r = p.step(step, &fix);
@@ -47,7 +54,12 @@ fn what_cannot_be_carried_is_refused_with_the_objects_and_the_fix() {
             .filter(|c| c["ok"] == false)
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(refused, ["unlogged", "large_objects"], "{}", r.dump());
+        assert_eq!(
+            refused,
+            ["unlogged", "large_objects", "source_subscriptions"],
+            "{}",
+            r.dump()
+        );
         let unlogged = r
             .of("check")
             .into_iter()
@@ -58,6 +70,11 @@ fn what_cannot_be_carried_is_refused_with_the_objects_and_the_fix() {
         assert!(r.stderr.contains("large_objects"), "{}", r.dump());
         untouched(&p);
     }
+    p.source.psql(
+        "app",
+        "ALTER SUBSCRIPTION feed DISABLE; ALTER SUBSCRIPTION feed SET (slot_name = NONE); \
+         DROP SUBSCRIPTION feed",
+    );
     // Leaving the unlogged table out is a fix; the large object stays refused.
     let r = p.step(
         "check",
@@ -206,6 +223,26 @@ fn a_fence_that_cannot_be_proven_reopens_the_source_and_open_never_goes_without_
     );
     assert!(Pair::app_logs_in(&p.source) && !Pair::app_logs_in(&p.target));
     assert!(other_fenced());
+    // A subscription enabled in the moved database after setup: its apply worker would
+    // write after the fence, which is refused and lifted.
+    p.source.psql(
+        "app",
+        "CREATE SUBSCRIPTION feed CONNECTION 'host=127.0.0.1 port=1 dbname=feed' \
+         PUBLICATION feed WITH (connect = false); ALTER SUBSCRIPTION feed ENABLE",
+    );
+    let r = p.step("fence", &[]);
+    assert_eq!(r.code, 65, "{}", r.dump());
+    assert!(
+        r.stderr.contains("enabled subscription(s) feed"),
+        "{}",
+        r.dump()
+    );
+    assert!(Pair::app_logs_in(&p.source) && !Pair::app_logs_in(&p.target));
+    p.source.psql(
+        "app",
+        "ALTER SUBSCRIPTION feed DISABLE; ALTER SUBSCRIPTION feed SET (slot_name = NONE); \
+         DROP SUBSCRIPTION feed",
+    );
     // open without a fence: refused, nothing changes.
     let r = p.step("open", &[]);
     assert_eq!(r.code, 65, "{}", r.dump());
