@@ -221,6 +221,86 @@ fn keep_set<'a>(
     Some(keep)
 }
 
+/// For --keep-backups `n`: the segment to keep from and the backup history file whose start
+/// it is, or None (with a `too_few_backups` note) when the archive knows fewer than `n`
+/// backups. Refuses backups of two systems ([`one_system`]) and encrypted timeline history
+/// without the key; notes backups on a timeline that went on after a branch
+/// ([`keep_set`]).
+fn backup_floor(
+    archive: &Archive,
+    listing: &Listing,
+    known: &[&WalName],
+    n: u32,
+    key: &KeyArgs,
+    out: &mut shared::Output,
+) -> anyhow::Result<Option<(WalName, String)>> {
+    let headers = start_headers(archive, known)?;
+    one_system(archive, known, &headers)?;
+    let seg_size = headers.iter().flatten().find_map(|h| h.seg_size);
+    let forks = match (seg_size, known.len() > 1) {
+        (Some(_), true) => branches(archive, listing, key.load()?.as_ref())?,
+        _ => Some(Vec::new()),
+    };
+    let Some(forks) = forks else {
+        return Err(shared::err(
+            ErrorKind::Usage,
+            format!(
+                "the timeline history files in {} are encrypted: --keep-backups reads \
+                 them to tell timelines that went on after a branch; give \
+                 --encrypt-key-file",
+                archive.describe()
+            ),
+        ));
+    };
+    let is_divergent = |b: &WalName| {
+        seg_size.is_some_and(|size| {
+            forks
+                .iter()
+                .any(|&(_, parent, switch)| b.tli == parent && start_lsn(b, size) > switch)
+        })
+    };
+    let divergent: Vec<&str> = known
+        .iter()
+        .filter(|b| is_divergent(b))
+        .map(|b| b.as_str())
+        .collect();
+    if !divergent.is_empty() {
+        out.note(
+            "divergent_timeline",
+            &format!(
+                "backups taken on a timeline after another timeline branched from it ({}): \
+                 both lines go on in {}, so the newest backups of each are kept (a restored \
+                 copy archiving here? give it an archive of its own)",
+                divergent.join(", "),
+                archive.describe()
+            ),
+        )?;
+    }
+    let oldest = keep_set(known, n as usize, is_divergent)
+        .and_then(|k| k.into_iter().min_by(|x, y| x.position().cmp(y.position())));
+    let Some(b) = oldest else {
+        out.note(
+            "too_few_backups",
+            &format!(
+                "{} base backup{} in {} (backup history files, *.backup) for \
+                 --keep-backups {n}: nothing removed{}",
+                known.len(),
+                if known.len() == 1 { "" } else { "s" },
+                archive.describe(),
+                if known.is_empty() {
+                    "; a backup history file is archived when a base backup ends \
+                     (pg_basebackup, or pg_backup_stop) while archive_command pushes here"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+        return Ok(None);
+    };
+    let seg = WalName::parse(b.segment_name().expect("a backup file names its segment"))?;
+    Ok(Some((seg, b.as_str().to_owned())))
+}
+
 pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let mut out = crate::output(a.quiet);
     let given = match &a.keep_from {
@@ -244,88 +324,22 @@ pub(crate) fn run(a: Args) -> anyhow::Result<Status> {
     let archive = Archive::open(&a.archive, a.ssh.options()?)?;
     let listing = archive.list()?;
     let known = backups(&listing);
-    let mut divergent: Vec<String> = Vec::new();
-    let mut keep_set_found = None;
-    if let Some(n) = a.keep_backups {
-        let headers = start_headers(&archive, &known)?;
-        one_system(&archive, &known, &headers)?;
-        let seg_size = headers.iter().flatten().find_map(|h| h.seg_size);
-        let key = a.key.load()?;
-        let forks = match (seg_size, known.len() > 1) {
-            (Some(_), true) => branches(&archive, &listing, key.as_ref())?,
-            _ => Some(Vec::new()),
-        };
-        let Some(forks) = forks else {
-            return Err(shared::err(
-                ErrorKind::Usage,
-                format!(
-                    "the timeline history files in {} are encrypted: --keep-backups reads \
-                     them to tell timelines that went on after a branch; give \
-                     --encrypt-key-file",
-                    archive.describe()
-                ),
-            ));
-        };
-        let is_divergent = |b: &WalName| {
-            seg_size.is_some_and(|size| {
-                forks
-                    .iter()
-                    .any(|&(_, parent, switch)| b.tli == parent && start_lsn(b, size) > switch)
-            })
-        };
-        for b in known.iter().filter(|b| is_divergent(b)) {
-            divergent.push(b.as_str().to_owned());
-        }
-        keep_set_found = keep_set(&known, n as usize, is_divergent);
-    }
-    if !divergent.is_empty() {
-        out.note(
-            "divergent_timeline",
-            &format!(
-                "backups taken on a timeline after another timeline branched from it ({}): \
-                 both lines go on in {}, so the newest backups of each are kept (a restored \
-                 copy archiving here? give it an archive of its own)",
-                divergent.join(", "),
-                archive.describe()
-            ),
-        )?;
-    }
+    let floor = match a.keep_backups {
+        Some(n) => backup_floor(&archive, &listing, &known, n, &a.key, &mut out)?,
+        None => None,
+    };
     // With both, what either needs is kept: the older of the two starts.
-    let (keep, keep_from_backup) = match a.keep_backups {
-        None => (given, None),
-        Some(n) => match keep_set_found.as_ref().and_then(|k| {
-            k.iter()
-                .copied()
-                .min_by(|x, y| x.position().cmp(y.position()))
-        }) {
-            Some(b) => {
-                let seg =
-                    WalName::parse(b.segment_name().expect("a backup file names its segment"))?;
-                match given {
-                    Some(g) if g.position() < seg.position() => (Some(g), None),
-                    _ => (Some(seg), Some(b.as_str().to_owned())),
-                }
-            }
-            None => {
-                out.note(
-                    "too_few_backups",
-                    &format!(
-                        "{} base backup{} in {} (backup history files, *.backup) for \
-                         --keep-backups {n}: nothing removed{}",
-                        known.len(),
-                        if known.len() == 1 { "" } else { "s" },
-                        archive.describe(),
-                        if known.is_empty() {
-                            "; a backup history file is archived when a base backup ends \
-                             (pg_basebackup, or pg_backup_stop) while archive_command pushes here"
-                        } else {
-                            ""
-                        }
-                    ),
-                )?;
-                (None, None)
-            }
-        },
+    let (keep, keep_from_backup) = match floor {
+        Some((seg, b))
+            if given
+                .as_ref()
+                .is_none_or(|g| seg.position() <= g.position()) =>
+        {
+            (Some(seg), Some(b))
+        }
+        // --keep-backups with too few backups keeps everything, --keep-from or not.
+        None if a.keep_backups.is_some() => (None, None),
+        _ => (given, None),
     };
     let newest = listing
         .objects
