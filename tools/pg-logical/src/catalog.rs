@@ -316,6 +316,19 @@ pub fn login_roles(c: &mut impl GenericClient, spare: &[String]) -> anyhow::Resu
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Of `roles`, those that are no superuser (in name order): the roles a fence must hold, as
+/// a superuser (a managed service's own) cannot be fenced by a role that is none.
+pub fn non_superusers(c: &mut impl GenericClient, roles: &[String]) -> anyhow::Result<Vec<String>> {
+    if roles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = c.query(
+        "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND NOT rolsuper ORDER BY 1",
+        &[&roles],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Whether pgshift's mark says the fence is on (some role carries it) on `c`'s server.
 pub fn fence_marked(c: &mut Client) -> anyhow::Result<bool> {
     Ok(!fenced_roles(c, None)?.is_empty())

@@ -622,19 +622,7 @@ pub fn fence(mut p: Pair, args: &FenceArgs, interrupt: &Interrupt) -> anyhow::Re
     // what a managed service keeps for itself (rdsadmin, azuresu): named, not fatal; an
     // application's role that pgshift's cannot fence is (found by an audit: as a
     // non-superuser on PostgreSQL 15, fence fenced nothing and still proved the fence).
-    let writers: Vec<String> = if left.is_empty() {
-        Vec::new()
-    } else {
-        p.source
-            .control()
-            .query(
-                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) AND NOT rolsuper ORDER BY 1",
-                &[&left],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
+    let writers = catalog::non_superusers(p.source.control(), &left)?;
     if !writers.is_empty() {
         return reopen_source(
             p,
@@ -921,17 +909,8 @@ pub fn open(mut p: Pair, args: &OpenArgs, interrupt: &Interrupt) -> anyhow::Resu
         let fenced = names(&last(&p, "fenced")["roles"]);
         let marks = catalog::fenced_roles(p.source.control(), None)?;
         let spare = subscription_users(&mut p)?;
-        let logins: Vec<String> = p
-            .source
-            .control()
-            .query(
-                "SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND NOT rolsuper \
-                 AND NOT (rolname = ANY($1)) AND rolname NOT LIKE 'pg\\_%' ORDER BY 1",
-                &[&spare],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let logins = catalog::login_roles(p.source.control(), &spare)?;
+        let logins = catalog::non_superusers(p.source.control(), &logins)?;
         let mut loose: Vec<String> = fenced.into_iter().filter(|r| !marks.contains(r)).collect();
         for r in logins {
             if !loose.contains(&r) {
