@@ -909,6 +909,37 @@ pub fn wait_for_lock_waiter(client: &mut postgres::Client, table: &str, what: &s
     }
 }
 
+impl Cluster {
+    /// Run `cmd` (stdout and stderr captured) while a session holds an ACCESS EXCLUSIVE lock
+    /// on `table` in database `db`; once `cmd` waits for that lock (past its start, e.g. its
+    /// snapshot), the session runs `then` and commits. For what a tool does when a table
+    /// changes under it at a chosen point. `what` names the run.
+    pub fn run_behind_lock(
+        &self,
+        db: &str,
+        table: &str,
+        then: &str,
+        what: &str,
+        cmd: &mut Command,
+    ) -> Run {
+        let mut holder = self.connect(db);
+        holder
+            .batch_execute(&format!("BEGIN; LOCK {table} IN ACCESS EXCLUSIVE MODE"))
+            .expect("lock the table");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        wait_for_lock_waiter(&mut holder, table, what);
+        holder
+            .batch_execute(&format!("{then}; COMMIT"))
+            .expect("run the change and commit");
+        Run::new(what, child.wait_with_output().expect("wait for the run"))
+    }
+}
+
 /// A uniquely named database, dropped (backends terminated first) when the guard drops.
 #[derive(Debug)]
 pub struct TestDb {

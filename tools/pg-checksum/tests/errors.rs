@@ -249,7 +249,7 @@ fn a_database_without_tables_says_so_and_a_filter_on_it_fails() {
 /// reloads the table and commits.
 #[test]
 fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let c = testkit::shared_cluster();
     let (a, b) = (c.create_db(), c.create_db());
@@ -262,24 +262,13 @@ fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
         vec!["--source", &src, "--target", &tgt],
         vec!["--dsn", &src],
     ] {
-        let mut holder = c.connect(a.name());
-        holder
-            .batch_execute("BEGIN; LOCK t IN ACCESS EXCLUSIVE MODE")
-            .unwrap();
-        let child = Command::new(assert_cmd::cargo::cargo_bin!("pg-checksum"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Until the run waits for the lock (it has its snapshot then).
-        testkit::wait_for_lock_waiter(&mut holder, "t", "pg-checksum");
-        holder
-            .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
-            .unwrap();
-        let r = testkit::Run::new(
-            format!("pg-checksum {}", args.join(" ")),
-            child.wait_with_output().unwrap(),
+        // The reload commits once the run waits for the lock (it has its snapshot then).
+        let r = c.run_behind_lock(
+            a.name(),
+            "t",
+            &format!("TRUNCATE t; {fill}"),
+            &format!("pg-checksum {}", args.join(" ")),
+            Command::new(assert_cmd::cargo::cargo_bin!("pg-checksum")).args(&args),
         );
         assert_eq!(r.code, 75, "{}", r.dump());
         let e = r.one("error");

@@ -105,28 +105,25 @@ fn unreadable_table_is_reported_and_the_others_still_counted() {
 /// the snapshot; it then reloads the table and commits.
 #[test]
 fn a_table_reloaded_after_the_snapshot_is_an_error_not_equal() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let c = testkit::shared_cluster();
     let (a, b) = (c.create_db(), c.create_db());
     let fill = "INSERT INTO t SELECT generate_series(1, 100)";
     c.psql(a.name(), &format!("CREATE TABLE t (id int); {fill}"));
     c.psql(b.name(), "CREATE TABLE t (id int)");
-    let mut holder = c.connect(a.name());
-    holder
-        .batch_execute("BEGIN; LOCK t IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let child = Command::new(assert_cmd::cargo::cargo_bin!("rowcount-diff"))
-        .args(["--source", &c.dsn(a.name()), "--target", &c.dsn(b.name())])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    testkit::wait_for_lock_waiter(&mut holder, "t", "rowcount-diff");
-    holder
-        .batch_execute(&format!("TRUNCATE t; {fill}; COMMIT"))
-        .unwrap();
-    let r = testkit::Run::new("rowcount-diff", child.wait_with_output().unwrap());
+    let r = c.run_behind_lock(
+        a.name(),
+        "t",
+        &format!("TRUNCATE t; {fill}"),
+        "rowcount-diff",
+        Command::new(assert_cmd::cargo::cargo_bin!("rowcount-diff")).args([
+            "--source",
+            &c.dsn(a.name()),
+            "--target",
+            &c.dsn(b.name()),
+        ]),
+    );
     assert_eq!(r.code, 75, "{}", r.dump());
     let e = r.one("error");
     assert!(
