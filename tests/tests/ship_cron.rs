@@ -91,13 +91,19 @@ fn run_ships_ready_segments_once_and_cleans() {
     let archive = c.dir().join("archive");
     testkit::new_wal_archive(&archive);
     let pg_wal = c.data_dir().join("pg_wal");
-    let (code, recs, err) = ship_cron(&[
-        "run",
-        "--from",
-        pg_wal.to_str().unwrap(),
-        "--to",
-        archive.to_str().unwrap(),
-    ]);
+    // One cron tick: `run --from pg_wal --to the archive`, then `extra`.
+    let tick = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--from",
+            pg_wal.to_str().unwrap(),
+            "--to",
+            archive.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ship_cron(&args)
+    };
+    let (code, recs, err) = tick(&[]);
     assert_eq!(code, 0, "{err}");
     let shipped: Vec<&str> = of_type(&recs, "segment")
         .iter()
@@ -116,13 +122,7 @@ fn run_ships_ready_segments_once_and_cleans() {
     assert_eq!(recs.last().unwrap()["type"], "summary");
 
     // The next tick has nothing to do.
-    let (code, recs, _) = ship_cron(&[
-        "run",
-        "--from",
-        pg_wal.to_str().unwrap(),
-        "--to",
-        archive.to_str().unwrap(),
-    ]);
+    let (code, recs, _) = tick(&[]);
     assert_eq!(code, 0);
     assert!(of_type(&recs, "segment").is_empty(), "{recs:?}");
 
@@ -137,15 +137,7 @@ fn run_ships_ready_segments_once_and_cleans() {
         String::from_utf8_lossy(&verify.stdout)
     );
     let keep = shipped.iter().max().unwrap().to_string();
-    let (code, recs, err) = ship_cron(&[
-        "run",
-        "--from",
-        pg_wal.to_str().unwrap(),
-        "--to",
-        archive.to_str().unwrap(),
-        "--keep-from",
-        &keep,
-    ]);
+    let (code, recs, err) = tick(&["--keep-from", &keep]);
     assert_eq!(code, 0, "{err}");
     let removed: Vec<&str> = of_type(&recs, "removed")
         .iter()
@@ -168,15 +160,7 @@ fn run_ships_ready_segments_once_and_cleans() {
     let label = std::fs::read_to_string(backup.data_dir().join("backup_label")).unwrap();
     let start = label.split("(file ").nth(1).unwrap()[..24].to_owned();
     drop(backup);
-    let (code, recs, err) = ship_cron(&[
-        "run",
-        "--from",
-        pg_wal.to_str().unwrap(),
-        "--to",
-        archive.to_str().unwrap(),
-        "--keep-backups",
-        "1",
-    ]);
+    let (code, recs, err) = tick(&["--keep-backups", "1"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         of_type(&recs, "segment").iter().any(|r| r["name"]
